@@ -1,0 +1,1 @@
+"""outdial's domain: importable without a broker or a web server."""

@@ -1,0 +1,172 @@
+"""The batch store: campaigns, their call_settings and their status.
+
+Every write validates what it stores (call_settings through :func:`parse_call_settings`) and,
+after MongoDB accepted it, calls ``on_change(batch_id)``: the process wires that to
+:func:`shared.invalidation.publish_invalidation` so every process's batch cache drops the entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from shared import states
+from shared.call_settings import InvalidCallSettings, parse_call_settings
+from shared.clock import Clock, get_clock
+from shared.config import Config, get_config
+from shared.errors import NotFound, ValidationError
+from shared.mongo import BATCHES, new_id, parse_id
+
+#: Longest batch name, characters.
+MAX_NAME = 200
+#: Fields an operator may set on create or update.
+EDITABLE = ("name", "agent_id", "from_number", "call_settings")
+
+OnChange = Callable[[str], None]
+
+
+def _check_text(data: Mapping[str, Any], name: str, errors: list[tuple[str, str]], *, required: bool) -> None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            errors.append((name, "is required"))
+        return
+    if not isinstance(value, str) or not value.strip():
+        errors.append((name, "must be a non-empty string"))
+    elif len(value) > MAX_NAME:
+        errors.append((name, f"longer than {MAX_NAME} characters"))
+
+
+class BatchStore:
+    """Batches in the ``batches`` collection.
+
+    :param on_change: called with the batch id after every successful write (cache invalidation).
+    """
+
+    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
+                 on_change: OnChange | None = None) -> None:
+        self.coll: Collection = db[BATCHES]
+        self.clock = clock or get_clock()
+        self.config = config or get_config()
+        self.on_change = on_change
+
+    def _changed(self, batch_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change(batch_id)
+
+    def validate(self, data: Mapping[str, Any], *, partial: bool = False) -> list[tuple[str, str]]:
+        """``(field, message)`` for every problem in a create (or, ``partial``, an update) body."""
+        errors: list[tuple[str, str]] = []
+        for name in ("name", "account_id", "agent_id", "from_number"):
+            _check_text(data, name, errors, required=not partial and name in ("name", "account_id"))
+        if "from_number" in data and isinstance(data.get("from_number"), str):
+            from shared.phones import InvalidPhone, normalize_phone
+
+            try:
+                normalize_phone(data["from_number"], self.config.phone_default_region)
+            except InvalidPhone as exc:
+                errors.append(("from_number", exc.reason))
+        if data.get("call_settings") is not None:
+            try:
+                parse_call_settings(data["call_settings"], config=self.config)
+            except InvalidCallSettings as exc:
+                errors.extend((f"call_settings.{f}" if f != "call_settings" else f, m) for f, m in exc.errors)
+        return errors
+
+    def create(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert an ``active`` batch; :class:`ValidationError` lists every bad field."""
+        errors = self.validate(data)
+        if errors:
+            raise ValidationError(errors)
+        now = self.clock.now_ms()
+        doc: dict[str, Any] = {
+            "_id": new_id(),
+            "account_id": data["account_id"].strip(),
+            "name": data["name"].strip(),
+            "agent_id": data.get("agent_id") or self.config.retell_agent_id,
+            "from_number": data.get("from_number") or self.config.call_from_number,
+            "status": states.BATCH_ACTIVE,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if doc["from_number"]:
+            from shared.phones import normalize_phone
+
+            doc["from_number"] = normalize_phone(doc["from_number"], self.config.phone_default_region)
+        if data.get("call_settings") is not None:
+            doc["call_settings"] = parse_call_settings(data["call_settings"], config=self.config).to_document()
+        self.coll.insert_one(doc)
+        return doc
+
+    def get(self, batch_id: str) -> dict[str, Any] | None:
+        return self.coll.find_one({"_id": parse_id(batch_id, "batch id")})
+
+    def require(self, batch_id: str) -> dict[str, Any]:
+        found = self.get(batch_id)
+        if found is None:
+            raise NotFound(f"batch {batch_id} not found")
+        return found
+
+    def list(self, *, status: str | None = None, account_id: str | None = None, limit: int = 100,
+             skip: int = 0) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if status:
+            query["status"] = status
+        if account_id:
+            query["account_id"] = account_id
+        return list(self.coll.find(query).sort("created_at", -1).skip(skip).limit(limit))
+
+    def active_ids(self) -> list[str]:
+        return [d["_id"] for d in self.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+
+    def update(self, batch_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change name, agent, caller id or call_settings (validated, whole-value replacement)."""
+        unknown = [k for k in changes if k not in EDITABLE]
+        errors = [(k, f"cannot be changed (editable: {', '.join(EDITABLE)})") for k in unknown]
+        errors += self.validate(changes, partial=True)
+        if errors:
+            raise ValidationError(errors)
+        fields: dict[str, Any] = {k: v for k, v in changes.items() if k != "call_settings"}
+        unset: dict[str, str] = {}
+        if "call_settings" in changes:
+            if changes["call_settings"] is None:
+                unset["call_settings"] = ""
+            else:
+                fields["call_settings"] = parse_call_settings(changes["call_settings"],
+                                                              config=self.config).to_document()
+            unset["settings_error"] = ""
+        fields["updated_at"] = self.clock.now_ms()
+        update: dict[str, Any] = {"$set": fields}
+        if unset:
+            update["$unset"] = unset
+        doc = self.coll.find_one_and_update({"_id": parse_id(batch_id, "batch id")}, update,
+                                            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise NotFound(f"batch {batch_id} not found")
+        self._changed(doc["_id"])
+        return doc
+
+    def set_status(self, batch_id: str, status: str, *,
+                   expected: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+        """Move the batch to ``status`` when it is in one of ``expected`` (None: any but final)."""
+        if status not in states.BATCH_STATES:
+            raise ValueError(f"unknown batch status {status!r}")
+        allowed = expected or (states.BATCH_ACTIVE, states.BATCH_PAUSED)
+        doc = self.coll.find_one_and_update(
+            {"_id": parse_id(batch_id, "batch id"), "status": {"$in": list(allowed)}},
+            {"$set": {"status": status, "updated_at": self.clock.now_ms()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            self._changed(doc["_id"])
+        return doc
+
+    def record_settings_error(self, batch_id: str, message: str | None) -> None:
+        """Show (or clear) why a stored batch's settings no longer validate."""
+        update = {"$set": {"settings_error": message}} if message else {"$unset": {"settings_error": ""}}
+        if self.coll.update_one({"_id": batch_id}, update).modified_count:
+            self._changed(batch_id)

@@ -1,0 +1,272 @@
+"""One configuration object, read once from the environment.
+
+Every variable is optional; the defaults are the embedded development setup. A malformed
+value stops start-up with :class:`ConfigError`, whose message names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytz
+from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.uri_parser import parse_uri
+
+from shared.errors import ConfigError
+
+T = TypeVar("T")
+
+#: Default MongoDB database name.
+DEFAULT_MONGODB_DB = "outdial"
+#: Retell's production API.
+RETELL_PRODUCTION_URL = "https://api.retellai.com"
+#: API key used with the local simulator when ``RETELL_API_KEY`` is unset.
+DEFAULT_DEV_API_KEY = "key_outdial_dev"
+#: The original worker's defaults (``MAX_TRIES``, ``RETRY_DELAY_MINUTES``, ``CALL_MAX_DURATION_MINUTES``).
+DEFAULT_MAX_TRIES = 3
+DEFAULT_RETRY_DELAY_MINUTES = 30.0
+DEFAULT_CALL_MAX_DURATION_MINUTES = 10.0
+#: Ring time before an unanswered call is given up, seconds.
+DEFAULT_RING_TIMEOUT_SECONDS = 30
+#: Calling-window zone when a batch names none.
+DEFAULT_TIMEZONE = "America/Santiago"
+#: Region assumed for phone numbers written without a country code.
+DEFAULT_PHONE_REGION = "CL"
+#: Provider concurrency slots per account when the account sets none (Retell's pay-as-you-go default).
+DEFAULT_CONCURRENCY_LIMIT = 20
+#: Batch cache time to live, seconds.
+DEFAULT_BATCH_CACHE_TTL = 300.0
+#: Web dyno port (Heroku sets ``PORT``).
+DEFAULT_PORT = 8000
+
+
+def _parse_int(raw: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be <= {maximum}, got {value}")
+    return value
+
+
+def _parse_float(raw: str, *, positive: bool = False, minimum: float | None = None) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    if positive and value <= 0:
+        raise ValueError(f"must be > 0, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _parse_mongodb_uri(raw: str) -> str:
+    try:
+        parse_uri(raw)
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise ValueError(f"not a MongoDB URI ({exc})") from None
+    return raw
+
+
+def _parse_redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must start with redis://, rediss:// or unix://, got {raw!r}")
+    try:
+        import redis
+
+        redis.connection.parse_url(raw)
+    except ValueError as exc:
+        raise ValueError(f"not a Redis URL ({exc})") from None
+    return raw
+
+
+def _parse_http_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _parse_instant(raw: str) -> datetime:
+    text = raw.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO-8601 instant such as 2026-03-07T15:00:00Z, got {raw!r}") from None
+    if value.tzinfo is None:
+        raise ValueError(f"the instant needs a UTC offset or Z, got {raw!r}")
+    return value.astimezone(UTC)
+
+
+def _parse_timezone(raw: str) -> str:
+    try:
+        pytz.timezone(raw)
+    except pytz.UnknownTimeZoneError:
+        raise ValueError(f"unknown IANA time zone {raw!r}") from None
+    return raw
+
+
+def _parse_region(raw: str) -> str:
+    import phonenumbers
+
+    region = raw.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region code {raw!r} (ISO 3166 alpha-2, e.g. CL)")
+    return region
+
+
+def _parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return value
+
+
+def _var(name: str, parse: Callable[[str], Any], default: Any = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Process configuration. Build it with :func:`load_config`; every field names its variable."""
+
+    mongodb_uri: str | None = _var("MONGODB_URI", _parse_mongodb_uri, doc="MongoDB URI; unset: embedded nx-27017")
+    mongodb_db: str = _var("MONGODB_DB", str.strip, DEFAULT_MONGODB_DB, "database name")
+    redis_url: str | None = _var(
+        "REDIS_URL", _parse_redis_url, doc="Redis URL; unset: 127.0.0.1:6379 if it answers, else bundled redis-server"
+    )
+    retell_base_url: str | None = _var(
+        "RETELL_BASE_URL", _parse_http_url, doc=f"provider API ({RETELL_PRODUCTION_URL}); unset: the local simulator"
+    )
+    retell_api_key: str = _var(
+        "RETELL_API_KEY", str.strip, DEFAULT_DEV_API_KEY, "provider API key, also the webhook key"
+    )
+    retell_agent_id: str | None = _var("RETELL_AGENT_ID", str.strip, doc="agent used when a batch names none")
+    call_from_number: str | None = _var("CALL_FROM_NUMBER", str.strip, doc="caller id used when a batch names none")
+    max_tries: int = _var(
+        "MAX_TRIES", lambda raw: _parse_int(raw, minimum=1, maximum=100), DEFAULT_MAX_TRIES, "default max_attempts"
+    )
+    retry_delay_minutes: float = _var(
+        "RETRY_DELAY_MINUTES",
+        lambda raw: _parse_float(raw, minimum=0),
+        DEFAULT_RETRY_DELAY_MINUTES,
+        "default delay after a failed round",
+    )
+    call_max_duration_minutes: float = _var(
+        "CALL_MAX_DURATION_MINUTES",
+        lambda raw: _parse_float(raw, positive=True),
+        DEFAULT_CALL_MAX_DURATION_MINUTES,
+        "default max_call_duration",
+    )
+    ring_timeout_seconds: int = _var(
+        "RING_TIMEOUT_SECONDS",
+        lambda raw: _parse_int(raw, minimum=5, maximum=300),
+        DEFAULT_RING_TIMEOUT_SECONDS,
+        "default ring_timeout",
+    )
+    default_timezone: str = _var("DEFAULT_TIMEZONE", _parse_timezone, DEFAULT_TIMEZONE, "default calling-window zone")
+    phone_default_region: str = _var(
+        "PHONE_DEFAULT_REGION", _parse_region, DEFAULT_PHONE_REGION, "region for numbers without +country code"
+    )
+    default_concurrency_limit: int = _var(
+        "DEFAULT_CONCURRENCY_LIMIT",
+        lambda raw: _parse_int(raw, minimum=1, maximum=100_000),
+        DEFAULT_CONCURRENCY_LIMIT,
+        "provider slots per account",
+    )
+    batch_cache_ttl: float = _var(
+        "BATCH_CACHE_TTL", lambda raw: _parse_float(raw, minimum=0), DEFAULT_BATCH_CACHE_TTL, "batch cache TTL, seconds"
+    )
+    admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
+    port: int = _var("PORT", lambda raw: _parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")
+    clock_start: datetime | None = _var("OUTDIAL_CLOCK_START", _parse_instant, doc="instant the shared clock starts at")
+    clock_speed: float = _var(
+        "OUTDIAL_CLOCK_SPEED", lambda raw: _parse_float(raw, positive=True), 1.0, "shared clock speed factor"
+    )
+    clock_anchor: float | None = _var(
+        "OUTDIAL_CLOCK_ANCHOR", lambda raw: _parse_float(raw, positive=True), doc="real Unix time the clock read START"
+    )
+    lang: str = _var("OUTDIAL_LANG", _parse_choice("en", "es"), "en", "language of reasons (en or es)")
+    log_level: str = _var("LOG_LEVEL", _parse_log_level, "INFO", "log level")
+    log_format: str = _var("LOG_FORMAT", _parse_choice("json", "text"), "json", "json lines or text")
+
+    @property
+    def retell_is_simulator(self) -> bool:
+        return self.retell_base_url is None
+
+    def with_overrides(self, **changes: Any) -> Config:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read every variable of :class:`Config` from ``env`` (default ``os.environ``).
+
+    Empty values count as unset. Raises :class:`ConfigError` naming every malformed variable.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for f in fields(Config):
+        name = f.metadata["env"]
+        raw = source.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return Config(**values)
+
+
+def describe_variables() -> list[tuple[str, str, str]]:
+    """``(variable, default, meaning)`` for every setting, for ``outdial config`` and the README."""
+    rows = []
+    for f in fields(Config):
+        default = "" if f.default is None else str(f.default)
+        rows.append((f.metadata["env"], default, f.metadata["doc"]))
+    return rows
+
+
+_config: Config | None = None
+
+
+def get_config() -> Config:
+    """The process's configuration, read from the environment on first use."""
+    global _config
+    if _config is None:
+        _config = load_config()
+    return _config
+
+
+def set_config(config: Config | None) -> None:
+    """Replace the process's configuration (tests, or a command that resolved embedded services)."""
+    global _config
+    _config = config

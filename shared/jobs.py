@@ -1,0 +1,391 @@
+"""The job store: one document per contact, every state change one conditional update.
+
+Instants are stored as integer milliseconds since the epoch on the shared clock
+(``next_try_at``, ``lease_until``, ``created_at``...). A transition names the states it expects
+the job to be in (and, for a leased job, the lease owner); when the document is not in one of
+them nothing changes and ``None`` comes back, so two processes can never both win the same
+transition. Names follow the original worker
+(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from shared import states
+from shared.clock import Clock, get_clock, to_ms
+from shared.config import Config, get_config
+from shared.contacts import Contact, InvalidContact, parse_contact
+from shared.mongo import JOBS, new_id, parse_id
+
+#: Jobs inserted per ``insert_many`` during an import.
+IMPORT_CHUNK = 1000
+#: Longest ``last_error`` kept, characters.
+MAX_REASON = 500
+
+
+@dataclass
+class ImportResult:
+    """Outcome of :meth:`JobStore.create_jobs`: ``errors`` holds ``(index, message)`` per rejected contact."""
+
+    imported: int = 0
+    duplicates: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+
+
+def _setting(call_settings: Any, name: str) -> Any:
+    """``call_settings.name`` for a parsed settings object, ``call_settings[name]`` for a dict, else None."""
+    if call_settings is None:
+        return None
+    if isinstance(call_settings, Mapping):
+        return call_settings.get(name)
+    return getattr(call_settings, name, None)
+
+
+def retry_delay(call_settings: Any = None, config: Config | None = None) -> timedelta:
+    """Delay after a failed round: ``retry_delay_hours`` of the batch, else ``RETRY_DELAY_MINUTES``."""
+    hours = _setting(call_settings, "retry_delay_hours")
+    if hours is not None:
+        return timedelta(hours=float(hours))
+    return timedelta(minutes=(config or get_config()).retry_delay_minutes)
+
+
+def max_attempts(call_settings: Any = None, config: Config | None = None) -> int:
+    """Rounds allowed: ``max_attempts`` of the batch, else ``MAX_TRIES``."""
+    value = _setting(call_settings, "max_attempts")
+    return int(value) if value is not None else (config or get_config()).max_tries
+
+
+def _reason(text: str) -> str:
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+class JobStore:
+    """Jobs of every batch in the ``jobs`` collection.
+
+    :param db: the MongoDB database.
+    :param clock: time source; default the process clock.
+    :param config: defaults for retries; default the process configuration.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None) -> None:
+        self.db = db
+        self.coll: Collection = db[JOBS]
+        self.clock = clock or get_clock()
+        self.config = config or get_config()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return self.coll.find_one({"_id": parse_id(job_id, "job id")})
+
+    def find(self, query: Mapping[str, Any], *, limit: int = 0, skip: int = 0,
+             sort: Sequence[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+        cursor = self.coll.find(dict(query), skip=skip, limit=limit)
+        if sort:
+            cursor = cursor.sort(list(sort))
+        return list(cursor)
+
+    def counts(self, batch_id: str | None = None) -> dict[str, int]:
+        """Jobs per state (every state present, zeros included), for one batch or all."""
+        pipeline: list[dict[str, Any]] = []
+        if batch_id is not None:
+            pipeline.append({"$match": {"batch_id": batch_id}})
+        pipeline.append({"$group": {"_id": "$status", "n": {"$sum": 1}}})
+        out = dict.fromkeys(states.JOB_STATES, 0)
+        for row in self.coll.aggregate(pipeline):
+            out[row["_id"]] = int(row["n"])
+        return out
+
+    # -- creation ------------------------------------------------------------------------------
+
+    def create_jobs(self, batch_id: str, account_id: str, contacts: Iterable[Any], *,
+                    region: str | None = None, start_index: int = 0,
+                    next_try_at: datetime | None = None) -> ImportResult:
+        """Validate ``contacts`` and insert one ``pending`` job per valid one.
+
+        Invalid contacts are reported by index (``start_index`` + position) and skipped; the
+        valid ones are kept. A contact whose ``external_id`` already exists in the batch is a
+        duplicate: counted, not inserted again.
+
+        :param region: region for numbers without ``+country``; default ``PHONE_DEFAULT_REGION``.
+        :param next_try_at: when the jobs become due; default now.
+        """
+        region = region or self.config.phone_default_region
+        result = ImportResult()
+        due = to_ms(next_try_at) if next_try_at is not None else self.clock.now_ms()
+        chunk: list[dict[str, Any]] = []
+        for offset, raw in enumerate(contacts):
+            try:
+                contact = raw if isinstance(raw, Contact) else parse_contact(raw, region=region)
+            except InvalidContact as exc:
+                result.errors.append((start_index + offset, str(exc)))
+                continue
+            chunk.append(self._new_job(batch_id, account_id, contact, due))
+            if len(chunk) >= IMPORT_CHUNK:
+                self._insert(chunk, result)
+                chunk = []
+        if chunk:
+            self._insert(chunk, result)
+        return result
+
+    def _new_job(self, batch_id: str, account_id: str, contact: Contact, due: int) -> dict[str, Any]:
+        now = self.clock.now_ms()
+        doc: dict[str, Any] = {
+            "_id": new_id(),
+            "batch_id": batch_id,
+            "account_id": account_id,
+            "contact": contact.to_document(),
+            "status": states.PENDING,
+            "tries": 0,
+            "phone_index": 0,
+            "invalid_phones": [],
+            "dials": 0,
+            "next_try_at": due,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if contact.external_id is not None:
+            doc["dedupe_key"] = f"{batch_id}:{contact.external_id}"
+        return doc
+
+    def _insert(self, docs: list[dict[str, Any]], result: ImportResult) -> None:
+        try:
+            self.coll.insert_many(docs, ordered=False)
+            result.imported += len(docs)
+            result.job_ids.extend(d["_id"] for d in docs)
+        except BulkWriteError as exc:
+            failed = {e["index"] for e in exc.details.get("writeErrors", [])}
+            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+            if others:
+                raise
+            result.duplicates += len(failed)
+            for i, doc in enumerate(docs):
+                if i not in failed:
+                    result.imported += 1
+                    result.job_ids.append(doc["_id"])
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def claim_due(self, *, limit: int, lease: timedelta, horizon: timedelta = timedelta(0),
+                  batch_ids: Sequence[str] | None = None, account_id: str | None = None,
+                  now: datetime | None = None) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` jobs due by ``now + horizon``, oldest ``next_try_at`` first.
+
+        Claimed jobs become ``queued`` under a fresh lease owned by this call (``lease_owner``,
+        ``lease_until = now + lease``) and are returned. Across concurrent callers every job is
+        returned at most once: the claim is a conditional update on each document, and each
+        caller reads back only the documents carrying its own lease token.
+
+        :param batch_ids: only jobs of these batches (e.g. the active ones); None = any batch.
+        :param account_id: only jobs of this account.
+        """
+        now_ms = to_ms(now) if now is not None else self.clock.now_ms()
+        query: dict[str, Any] = {"status": {"$in": list(states.CLAIMABLE)},
+                                 "next_try_at": {"$lte": now_ms + _ms(horizon)}}
+        if batch_ids is not None:
+            if not batch_ids:
+                return []
+            query["batch_id"] = {"$in": list(batch_ids)}
+        if account_id is not None:
+            query["account_id"] = account_id
+        ids = [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("next_try_at", 1).limit(limit)]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        query["_id"] = {"$in": ids}
+        update = {"$set": {"status": states.QUEUED, "lease_owner": token, "lease_until": now_ms + _ms(lease),
+                           "updated_at": now_ms}}
+        if self.coll.update_many(query, update).modified_count == 0:
+            return []
+        claimed = list(self.coll.find({"lease_owner": token}))
+        claimed.sort(key=lambda d: d["next_try_at"])
+        return claimed
+
+    def claim_expired(self, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Take over up to ``limit`` leased jobs whose lease ended before ``now``.
+
+        The state is kept; the lease passes to a new owner (returned in each document) so the
+        caller alone recovers the job: re-dispatch ``queued``, re-poll ``in_call``, reconcile
+        ``dialing`` with the provider.
+        """
+        now_ms = to_ms(now) if now is not None else self.clock.now_ms()
+        query: dict[str, Any] = {"status": {"$in": list(states.LEASED)}, "lease_until": {"$lt": now_ms}}
+        ids = [d["_id"] for d in self.coll.find(query, {"_id": 1}).limit(limit)]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        query["_id"] = {"$in": ids}
+        update = {"$set": {"lease_owner": token, "lease_until": now_ms + _ms(lease), "updated_at": now_ms},
+                  "$inc": {"recoveries": 1}}
+        if self.coll.update_many(query, update).modified_count == 0:
+            return []
+        return list(self.coll.find({"lease_owner": token}))
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def transition(self, job_id: str, *, expected: Sequence[str], to: str | None = None,
+                   lease_owner: str | None = None, set_: Mapping[str, Any] | None = None,
+                   unset: Iterable[str] = (), inc: Mapping[str, int] | None = None,
+                   where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """One conditional update; returns the document after it, or None when refused.
+
+        :param expected: states the job must be in.
+        :param to: new state; leaving the leased states drops the lease fields.
+        :param lease_owner: the lease token the job must carry (None: not checked).
+        :param where: further conditions on the document (e.g. ``{"call_id": ...}``).
+        """
+        now = self.clock.now_ms()
+        query: dict[str, Any] = {"_id": parse_id(job_id, "job id"), "status": {"$in": list(expected)}}
+        if lease_owner is not None:
+            query["lease_owner"] = lease_owner
+        if where:
+            query.update(where)
+        fields: dict[str, Any] = {"updated_at": now, **(set_ or {})}
+        drop = set(unset)
+        if to is not None:
+            fields["status"] = to
+            if to not in states.LEASED:
+                drop |= {"lease_owner", "lease_until"}
+        update: dict[str, Any] = {"$set": fields}
+        drop -= set(fields)
+        if drop:
+            update["$unset"] = dict.fromkeys(sorted(drop), "")
+        if inc:
+            update["$inc"] = dict(inc)
+        return self.coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+
+    def mark_done(self, job_id: str, *, expected: Sequence[str] = states.LEASED,
+                  lease_owner: str | None = None, outcome: str = "answered") -> dict[str, Any] | None:
+        """The contact was reached: ``completed``, final."""
+        return self.transition(job_id, expected=expected, to=states.COMPLETED, lease_owner=lease_owner,
+                               set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
+                               unset=("next_try_at",))
+
+    def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: Any = None,
+                    *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
+                    job: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """A failed round (``terminal=False``) or a final failure (``terminal=True``).
+
+        Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
+        starts from the first phone at ``now + retry_delay_hours`` (else ``RETRY_DELAY_MINUTES``).
+        When that round was the last one ``max_attempts`` allows, the job fails right away
+        ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
+        Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
+        saves a read.
+        """
+        now = self.clock.now_ms()
+        if terminal:
+            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                                   set_={"last_error": _reason(reason), "finished_at": now},
+                                   unset=("next_try_at",))
+        job = job if job is not None else self.get(job_id)
+        if job is None or job["status"] not in expected:
+            return None
+        return self._fail_round(job, reason, call_settings, expected, lease_owner)
+
+    def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: Any, expected: Sequence[str],
+                    lease_owner: str | None, changes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        job_id = job["_id"]
+        now = self.clock.now_ms()
+        tries = int(job.get("tries", 0)) + 1
+        limit = max_attempts(call_settings, self.config)
+        where = {"tries": job.get("tries", 0)}
+        if tries >= limit:
+            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                                   where=where,
+                                   set_={**(changes or {}), "tries": tries, "finished_at": now,
+                                         "last_error": _reason(f"max attempts reached ({limit}): {reason}")},
+                                   unset=("next_try_at",))
+        return self.transition(job_id, expected=expected, to=states.RETRY_WAIT, lease_owner=lease_owner,
+                               where=where,
+                               set_={**(changes or {}), "tries": tries, "phone_index": 0, "last_error": _reason(reason),
+                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config))})
+
+    def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
+                   status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
+                   lease_owner: str | None = None, inc: Mapping[str, int] | None = None) -> dict[str, Any] | None:
+        """Postpone without spending an attempt: ``waiting_schedule`` (or ``status``) until ``next_try_at``."""
+        return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc,
+                               set_={"next_try_at": to_ms(next_try_at), "last_error": _reason(reason)})
+
+    def release(self, job_id: str, next_try_at: datetime, reason: str, *,
+                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None) -> dict[str, Any] | None:
+        """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot)."""
+        return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
+                               lease_owner=lease_owner)
+
+    def advance_phone(self, job_id: str, reason: str, call_settings: Any = None, *,
+                      invalid: bool = False, expected: Sequence[str] = states.LEASED,
+                      lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
+                      ) -> dict[str, Any] | None:
+        """The current phone did not reach the contact: go on to the next one, now.
+
+        ``invalid=True`` marks the current number as never to be dialed again. The next phone is
+        the next index not marked invalid; the job goes back to ``pending`` due now. When the round
+        has no phone left it is a failed round (:meth:`mark_failed`); when every number is
+        invalid the job fails for good ("no valid phone number"). ``job`` saves a read.
+        """
+        job = job if job is not None else self.get(job_id)
+        if job is None or job["status"] not in expected:
+            return None
+        phones = job["contact"]["phones"]
+        index = int(job.get("phone_index", 0))
+        bad = set(job.get("invalid_phones", []))
+        if invalid:
+            bad.add(index)
+        where = {"phone_index": index, "tries": job.get("tries", 0)}
+        changes: dict[str, Any] = {"invalid_phones": sorted(bad)}
+        if len(bad) >= len(phones):
+            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                                   where=where, unset=("next_try_at",),
+                                   set_={**changes, "finished_at": self.clock.now_ms(),
+                                         "last_error": _reason(f"no valid phone number: {reason}")})
+        following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
+        if following is None:
+            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes)
+        return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
+                               set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
+                                     "last_error": _reason(reason)})
+
+    def first_dialable_phone(self, job: Mapping[str, Any]) -> int | None:
+        """Index of the phone to dial for ``job``: ``phone_index`` or the next one not marked invalid."""
+        phones = job["contact"]["phones"]
+        bad = set(job.get("invalid_phones", []))
+        start = int(job.get("phone_index", 0))
+        return next((i for i in range(start, len(phones)) if i not in bad), None)
+
+    # -- batch-wide ----------------------------------------------------------------------------
+
+    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int:
+        """Cancel every job of the batch not yet handed to the provider; calls in progress go on."""
+        now = self.clock.now_ms()
+        result = self.coll.update_many(
+            {"batch_id": batch_id, "status": {"$in": list(states.NOT_DIALED)}},
+            {"$set": {"status": states.CANCELLED, "last_error": reason, "finished_at": now, "updated_at": now},
+             "$unset": {"lease_owner": "", "lease_until": "", "next_try_at": ""}},
+        )
+        return int(result.modified_count)
+
+    def release_waiting_balance(self, account_id: str) -> int:
+        """Every ``waiting_balance`` job of the account back to ``pending``, due now (after a top-up)."""
+        now = self.clock.now_ms()
+        result = self.coll.update_many(
+            {"account_id": account_id, "status": states.WAITING_BALANCE},
+            {"$set": {"status": states.PENDING, "next_try_at": now, "updated_at": now}},
+        )
+        return int(result.modified_count)
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)

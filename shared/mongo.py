@@ -1,0 +1,122 @@
+"""MongoDB connection, collection names and the indexes the hot queries need.
+
+One :class:`pymongo.MongoClient` per process (it is thread-safe and pools connections).
+Datetimes come back timezone-aware (UTC).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, MongoClient, monitoring
+from pymongo.database import Database
+
+from shared.errors import NotFound
+
+#: Collection names.
+BATCHES = "batches"
+JOBS = "jobs"
+ATTEMPTS = "attempts"
+ACCOUNTS = "accounts"
+LEDGER = "ledger"
+
+#: Indexes per collection, created idempotently by :func:`ensure_indexes`.
+INDEXES: dict[str, list[IndexModel]] = {
+    JOBS: [
+        IndexModel([("status", ASCENDING), ("next_try_at", ASCENDING)], name="status_next_try_at"),
+        IndexModel([("batch_id", ASCENDING), ("status", ASCENDING)], name="batch_status"),
+        IndexModel([("call_id", ASCENDING)], name="call_id", sparse=True),
+        IndexModel([("lease_owner", ASCENDING)], name="lease_owner", sparse=True),
+        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease_until"),
+        IndexModel([("dedupe_key", ASCENDING)], name="dedupe_key", unique=True, sparse=True),
+    ],
+    BATCHES: [
+        IndexModel([("status", ASCENDING)], name="status"),
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
+    ],
+    ATTEMPTS: [
+        IndexModel([("job_id", ASCENDING)], name="job_id"),
+        IndexModel([("call_id", ASCENDING)], name="call_id", sparse=True),
+    ],
+}
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands (round trips) a client sends, by command name; for benchmarks and metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        with self._lock:
+            self.counts[event.command_name] = self.counts.get(event.command_name, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+#: Every command sent by clients made with :func:`client` in this process.
+COMMANDS = CommandCounter()
+
+_clients: dict[str, MongoClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client(uri: str) -> MongoClient:
+    """The process's client for ``uri`` (created once)."""
+    with _clients_lock:
+        found = _clients.get(uri)
+        if found is None:
+            found = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000, connectTimeoutMS=5_000,
+                                appname="outdial", event_listeners=[COMMANDS])
+            _clients[uri] = found
+        return found
+
+
+def database(uri: str, name: str) -> Database:
+    return client(uri)[name]
+
+
+def ensure_indexes(db: Database, extra: dict[str, list[IndexModel]] | None = None) -> None:
+    """Create every index in :data:`INDEXES` (and ``extra``); existing ones are left alone."""
+    merged = {name: list(models) for name, models in INDEXES.items()}
+    for name, models in (extra or {}).items():
+        merged.setdefault(name, []).extend(models)
+    for name, models in merged.items():
+        if models:
+            db[name].create_indexes(models)
+
+
+_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+def new_id() -> str:
+    """A new document id: an ObjectId's 24 lowercase hex characters.
+
+    Ids and references are stored as these strings, not as ObjectId values: nx-27017 0.8.1
+    does not match ObjectId values in equality filters on fields other than ``_id``, nor in
+    ``count_documents`` or ``$match`` (measured; see tests/integration/test_mongo_compat.py).
+    """
+    return str(ObjectId())
+
+
+def parse_id(value: object, what: str = "id") -> str:
+    """``value`` as a document id; :class:`NotFound` naming ``what`` when it cannot be one."""
+    text = str(value).strip().lower() if isinstance(value, str | ObjectId) else ""
+    if not _ID.match(text):
+        raise NotFound(f"{what} {str(value)[:40]!r} is not a valid id (24 hex characters)")
+    return text

@@ -1,0 +1,27 @@
+"""Every Redis key and channel name outdial uses, in one place."""
+
+from __future__ import annotations
+
+#: Prefix of every key outdial owns (the broker uses its own ``dramatiq`` namespace).
+PREFIX = "outdial"
+
+#: Pub/sub channel prefix for batch cache invalidation; the suffix is the batch id.
+INVALIDATE_CHANNEL_PREFIX = "cache:invalidate:"
+#: Pattern the listener subscribes to.
+INVALIDATE_PATTERN = INVALIDATE_CHANNEL_PREFIX + "*"
+#: Channel suffix meaning "every batch".
+INVALIDATE_ALL = "*all*"
+
+
+def invalidate_channel(batch_id: str) -> str:
+    return INVALIDATE_CHANNEL_PREFIX + batch_id
+
+
+def slots_key(account_id: str) -> str:
+    """Sorted set of the provider concurrency slots held by an account (member: attempt id, score: lease end)."""
+    return f"{PREFIX}:slots:{account_id}"
+
+
+def metrics_key(name: str) -> str:
+    """Hash of a counter shared by every process, for /metrics."""
+    return f"{PREFIX}:metrics:{name}"

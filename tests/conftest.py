@@ -1,0 +1,103 @@
+"""Real services for every test: Redis and a MongoDB wire server, never mocks.
+
+``MONGODB_URI`` / ``REDIS_URL`` name existing servers; otherwise one embedded ``nx-27017`` is
+started for the session and the local Redis (or a bundled one) is used. Each test gets its own
+MongoDB database (dropped afterwards) and its own Redis database index (flushed before and after).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from shared import clock as clock_mod
+from shared import config as config_mod
+from shared import embedded, mongo
+from shared.clock import Clock
+from shared.config import Config, load_config
+
+#: Redis database index used by tests (the broker and the app share it within a test).
+TEST_REDIS_DB = int(os.environ.get("OUTDIAL_TEST_REDIS_DB", "13"))
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[embedded.EmbeddedServer]:
+    server = embedded.mongodb()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[embedded.EmbeddedServer]:
+    server = embedded.redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_uri(mongo_server: embedded.EmbeddedServer) -> str:
+    return mongo_server.url
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def db(mongo_server: embedded.EmbeddedServer, db_name: str) -> Iterator[Database]:
+    client: MongoClient = mongo.client(mongo_server.url)
+    database = client[db_name]
+    mongo.ensure_indexes(database)
+    yield database
+    client.drop_database(db_name)
+
+
+def _with_db(url: str, index: int) -> str:
+    base, _, tail = url.rpartition("/")
+    if tail.isdigit() and base.count("/") >= 2:
+        return f"{base}/{index}"
+    return f"{url.rstrip('/')}/{index}"
+
+
+@pytest.fixture
+def redis_url(redis_server: embedded.EmbeddedServer) -> Iterator[str]:
+    url = _with_db(redis_server.url, TEST_REDIS_DB)
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def config(mongo_uri: str, db_name: str, redis_url: str) -> Iterator[Config]:
+    """The process configuration for this test, pointing at this test's database and Redis."""
+    cfg = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url)
+    previous = config_mod._config
+    config_mod.set_config(cfg)
+    yield cfg
+    config_mod.set_config(previous)
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """A real-time clock installed as the process clock (tests may install a sped-up one)."""
+    previous = clock_mod._clock
+    c = Clock()
+    clock_mod.set_clock(c)
+    yield c
+    clock_mod.set_clock(previous)

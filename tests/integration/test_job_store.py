@@ -1,0 +1,244 @@
+"""Every job transition against the real MongoDB wire server, including refused ones."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import states
+from shared.clock import to_ms
+from shared.jobs import JobStore
+from shared.mongo import new_id
+from tests.helpers import frozen_clock
+
+T0 = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
+PHONE_A, PHONE_B, PHONE_C = "+56961234567", "+56961234568", "+56961234569"
+
+
+@pytest.fixture
+def store(db, config):
+    return JobStore(db, clock=frozen_clock(T0), config=config)
+
+
+def _make(store, n=1, phones=(PHONE_A, PHONE_B), batch_id=None, due=None):
+    batch_id = batch_id or new_id()
+    contacts = [{"name": f"c{i}", "phones": list(phones), "variables": {"i": i}} for i in range(n)]
+    result = store.create_jobs(batch_id, "acc", contacts, next_try_at=due)
+    assert result.imported == n and not result.errors
+    return batch_id, result.job_ids
+
+
+def _claim_one(store, job_id):
+    claimed = store.claim_due(limit=10, lease=timedelta(minutes=5))
+    assert job_id in [j["_id"] for j in claimed]
+    return next(j for j in claimed if j["_id"] == job_id)
+
+
+def test_create_keeps_valid_contacts_and_names_bad_ones(store):
+    contacts = [
+        {"name": "ok", "phones": ["+56 9 6123 4567"]},
+        {"name": "Bad Bob", "phones": ["+56961234567", "123"]},
+        {"name": "ok2", "phones": ["961234568"]},
+        "not an object",
+    ]
+    result = store.create_jobs(new_id(), "acc", contacts, start_index=1)
+    assert result.imported == 2
+    assert [i for i, _ in result.errors] == [2, 4]
+    assert "Bad Bob" in result.errors[0][1] and "'123'" in result.errors[0][1]
+    docs = store.find({})
+    assert sorted(d["contact"]["phones"][0] for d in docs) == [PHONE_A, "+56961234568"]
+    assert all(d["status"] == states.PENDING and d["tries"] == 0 and d["phone_index"] == 0 for d in docs)
+
+
+def test_external_ids_do_not_duplicate(store):
+    batch = new_id()
+    first = store.create_jobs(batch, "acc", [{"phones": [PHONE_A], "external_id": "x1"},
+                                             {"phones": [PHONE_B], "external_id": "x2"}])
+    again = store.create_jobs(batch, "acc", [{"phones": [PHONE_A], "external_id": "x1"},
+                                             {"phones": [PHONE_C], "external_id": "x3"}])
+    other_batch = store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A], "external_id": "x1"}])
+    assert (first.imported, again.imported, again.duplicates, other_batch.imported) == (2, 1, 1, 1)
+    assert store.counts(batch)[states.PENDING] == 3
+
+
+def test_claim_due_respects_time_order_limit_and_batches(store):
+    batch, ids = _make(store, 5)
+    late_batch, late = _make(store, 1, due=T0 + timedelta(hours=1))
+    store.coll.update_one({"_id": ids[3]}, {"$set": {"next_try_at": to_ms(T0 - timedelta(minutes=10))}})
+    claimed = store.claim_due(limit=2, lease=timedelta(minutes=5), batch_ids=[batch, late_batch])
+    assert claimed[0]["_id"] == ids[3]
+    assert len(claimed) == 2
+    assert all(j["status"] == states.QUEUED and j["lease_until"] == to_ms(T0 + timedelta(minutes=5)) for j in claimed)
+    assert len({j["lease_owner"] for j in claimed}) == 1
+    rest = store.claim_due(limit=100, lease=timedelta(minutes=5))
+    assert len(rest) == 3 and late[0] not in [j["_id"] for j in rest]
+    assert store.claim_due(limit=100, lease=timedelta(minutes=5), horizon=timedelta(hours=2))[0]["_id"] == late[0]
+    assert store.claim_due(limit=100, lease=timedelta(minutes=5), batch_ids=[]) == []
+
+
+def test_claim_only_active_batches_when_told(store):
+    batch_a, _ = _make(store, 2)
+    _make(store, 2)
+    claimed = store.claim_due(limit=10, lease=timedelta(minutes=1), batch_ids=[batch_a])
+    assert {j["batch_id"] for j in claimed} == {batch_a}
+
+
+def test_mark_done_and_refusals(store):
+    _, (job_id,) = _make(store)
+    assert store.mark_done(job_id) is None  # pending: not a leased state
+    job = _claim_one(store, job_id)
+    assert store.mark_done(job_id, lease_owner="someone-else") is None
+    done = store.mark_done(job_id, lease_owner=job["lease_owner"])
+    assert done["status"] == states.COMPLETED
+    assert "lease_owner" not in done and "next_try_at" not in done
+    assert store.mark_done(job_id) is None  # already final
+
+
+def test_mark_failed_round_uses_batch_retry_delay(store):
+    _, (job_id,) = _make(store)
+    _claim_one(store, job_id)
+    job = store.mark_failed(job_id, "busy", call_settings={"retry_delay_hours": 48, "max_attempts": 5})
+    assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["last_error"] == "busy"
+    assert job["next_try_at"] == to_ms(T0 + timedelta(hours=48))
+
+
+def test_mark_failed_without_settings_uses_global_default(store, config):
+    _, (job_id,) = _make(store)
+    _claim_one(store, job_id)
+    job = store.mark_failed(job_id, "no answer")
+    assert job["next_try_at"] == to_ms(T0 + timedelta(minutes=config.retry_delay_minutes))
+    assert job["phone_index"] == 0
+
+
+def test_mark_failed_last_round_is_final(store):
+    _, (job_id,) = _make(store)
+    store.coll.update_one({"_id": job_id}, {"$set": {"tries": 1}})
+    _claim_one(store, job_id)
+    job = store.mark_failed(job_id, "busy", call_settings={"max_attempts": 2})
+    assert job["status"] == states.FAILED and job["tries"] == 2
+    assert job["last_error"] == "max attempts reached (2): busy"
+
+
+def test_mark_failed_terminal(store):
+    _, (job_id,) = _make(store)
+    _claim_one(store, job_id)
+    job = store.mark_failed(job_id, "insufficient balance", terminal=True)
+    assert job["status"] == states.FAILED and job["last_error"] == "insufficient balance" and job["tries"] == 0
+    assert store.mark_failed(job_id, "again", terminal=True) is None
+
+
+def test_mark_failed_refused_in_wrong_state(store):
+    _, (job_id,) = _make(store)
+    assert store.mark_failed(job_id, "x") is None
+    assert store.get(job_id)["status"] == states.PENDING
+
+
+def test_reschedule_to_waiting_schedule(store):
+    _, (job_id,) = _make(store)
+    job = _claim_one(store, job_id)
+    monday = T0 + timedelta(days=2)
+    assert store.reschedule(job_id, monday, "outside hours", lease_owner="wrong") is None
+    out = store.reschedule(job_id, monday, "outside hours", lease_owner=job["lease_owner"],
+                           inc={"postponed_by_schedule": 1})
+    assert out["status"] == states.WAITING_SCHEDULE and out["next_try_at"] == to_ms(monday)
+    assert out["postponed_by_schedule"] == 1 and out["tries"] == 0
+    assert store.claim_due(limit=10, lease=timedelta(minutes=1)) == []
+
+
+def test_advance_phone_then_failed_round(store):
+    _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B))
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "no answer")
+    assert job["status"] == states.PENDING and job["phone_index"] == 1 and job["tries"] == 0
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "busy", call_settings={"retry_delay_hours": 1, "max_attempts": 3})
+    assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["phone_index"] == 0
+
+
+def test_advance_phone_skips_invalid_numbers_forever(store):
+    _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B, PHONE_C))
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "invalid destination", invalid=True)
+    assert job["invalid_phones"] == [0] and job["phone_index"] == 1
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "no answer")
+    assert job["phone_index"] == 2
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "no answer", call_settings={"max_attempts": 3})
+    assert job["status"] == states.RETRY_WAIT and job["phone_index"] == 0
+    assert store.first_dialable_phone(job) == 1
+
+
+def test_advance_phone_all_invalid_fails(store):
+    _, (job_id,) = _make(store, phones=(PHONE_A,))
+    _claim_one(store, job_id)
+    job = store.advance_phone(job_id, "invalid destination", invalid=True)
+    assert job["status"] == states.FAILED and job["last_error"].startswith("no valid phone number")
+
+
+def test_release_keeps_attempts(store):
+    _, (job_id,) = _make(store)
+    _claim_one(store, job_id)
+    later = T0 + timedelta(seconds=30)
+    job = store.release(job_id, later, "provider rate limited")
+    assert job["status"] == states.PENDING and job["tries"] == 0 and job["next_try_at"] == to_ms(later)
+
+
+def test_claim_expired_takes_over_a_dead_lease(store):
+    _, ids = _make(store, 3)
+    claimed = store.claim_due(limit=10, lease=timedelta(minutes=-1))  # already expired
+    store.transition(ids[1], expected=[states.QUEUED], to=states.IN_CALL, set_={"call_id": "c1"})
+    store.transition(ids[2], expected=[states.QUEUED], to=states.DIALING)
+    taken = store.claim_expired(limit=10, lease=timedelta(minutes=5))
+    assert {j["_id"] for j in taken} == set(ids)
+    assert {j["status"] for j in taken} == {states.QUEUED, states.IN_CALL, states.DIALING}
+    assert all(j["lease_owner"] != claimed[0]["lease_owner"] and j["recoveries"] == 1 for j in taken)
+    assert store.claim_expired(limit=10, lease=timedelta(minutes=5)) == []
+
+
+def test_cancel_batch_finishes_only_undialed_jobs(store):
+    batch, _ = _make(store, 3)
+    store.claim_due(limit=1, lease=timedelta(minutes=5))
+    first = store.find({"status": states.QUEUED})[0]["_id"]
+    store.transition(first, expected=[states.QUEUED], to=states.IN_CALL)
+    assert store.cancel_batch(batch) == 2
+    counts = store.counts(batch)
+    assert counts[states.CANCELLED] == 2 and counts[states.IN_CALL] == 1
+
+
+def test_release_waiting_balance(store):
+    _make(store, 2)
+    store.coll.update_many({}, {"$set": {"status": states.WAITING_BALANCE}})
+    assert store.release_waiting_balance("acc") == 2
+    assert store.counts()[states.PENDING] == 2
+
+
+def test_eight_threads_claim_two_thousand_jobs_each_exactly_once(db, config):
+    store = JobStore(db, config=config)
+    store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A]}] * 2000)
+    seen: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            while True:
+                got = store.claim_due(limit=50, lease=timedelta(minutes=5))
+                if not got:
+                    if store.counts()[states.PENDING] == 0:
+                        return
+                    continue
+                with lock:
+                    seen.extend(j["_id"] for j in got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert len(seen) == 2000
+    assert len(set(seen)) == 2000
+    assert store.counts()[states.QUEUED] == 2000

@@ -1,0 +1,79 @@
+"""Batch and account stores against the real MongoDB wire server."""
+
+import pytest
+
+from shared import states
+from shared.accounts import AccountStore
+from shared.batches import BatchStore
+from shared.errors import NotFound, ValidationError
+
+
+@pytest.fixture
+def changes():
+    return []
+
+
+@pytest.fixture
+def batches(db, config, clock, changes):
+    return BatchStore(db, config=config, on_change=changes.append)
+
+
+def test_create_get_and_list(batches):
+    doc = batches.create({"name": "Cobranza", "account_id": "acc", "agent_id": "agent_1",
+                          "from_number": "+1 212 555 0123", "call_settings": {"max_attempts": 5}})
+    assert doc["status"] == states.BATCH_ACTIVE and doc["from_number"] == "+12125550123"
+    assert batches.get(doc["_id"])["call_settings"] == {"max_attempts": 5}
+    assert [b["_id"] for b in batches.list(account_id="acc")] == [doc["_id"]]
+    assert batches.active_ids() == [doc["_id"]]
+
+
+def test_create_without_call_settings_stores_none(batches):
+    doc = batches.create({"name": "old style", "account_id": "acc"})
+    assert "call_settings" not in batches.get(doc["_id"])
+
+
+def test_create_rejects_every_bad_field_at_once(batches, db):
+    with pytest.raises(ValidationError) as info:
+        batches.create({"name": "", "from_number": "12", "call_settings": {"max_attempts": 0, "colour": "red"}})
+    fields = [f for f, _ in info.value.errors]
+    assert {"name", "account_id", "from_number", "call_settings.max_attempts", "call_settings.colour"} <= set(fields)
+    assert db.batches.count_documents({}) == 0
+
+
+def test_update_validates_then_publishes_after_the_write(batches, changes):
+    doc = batches.create({"name": "b", "account_id": "acc"})
+    with pytest.raises(ValidationError):
+        batches.update(doc["_id"], {"call_settings": {"ring_timeout": 1}})
+    with pytest.raises(ValidationError):
+        batches.update(doc["_id"], {"status": "paused"})
+    assert changes == []
+    updated = batches.update(doc["_id"], {"call_settings": {"ring_timeout": 45}, "name": "b2"})
+    assert updated["call_settings"] == {"ring_timeout": 45} and updated["name"] == "b2"
+    assert changes == [doc["_id"]]
+
+
+def test_status_changes_are_conditional(batches, changes):
+    doc = batches.create({"name": "b", "account_id": "acc"})
+    assert batches.set_status(doc["_id"], states.BATCH_PAUSED)["status"] == states.BATCH_PAUSED
+    assert batches.set_status(doc["_id"], states.BATCH_CANCELLED)["status"] == states.BATCH_CANCELLED
+    assert batches.set_status(doc["_id"], states.BATCH_ACTIVE) is None  # cancelled is final
+    assert changes == [doc["_id"], doc["_id"]]
+
+
+def test_bad_and_unknown_ids(batches):
+    with pytest.raises(NotFound, match="not a valid id"):
+        batches.get("nope")
+    with pytest.raises(NotFound, match="not found"):
+        batches.require("0" * 24)
+
+
+def test_account_upsert_reports_creation(db, config, clock):
+    accounts = AccountStore(db, config=config)
+    doc, created = accounts.upsert("acme", {"plan": {"type": "unlimited"}})
+    assert created and doc["plan"] == {"type": "unlimited"} and "created_at" in doc
+    doc2, created2 = accounts.upsert("acme", {"concurrency_limit": 5})
+    assert not created2 and doc2["created_at"] == doc["created_at"] and doc2["concurrency_limit"] == 5
+    assert accounts.concurrency_limit(doc2) == 5
+    assert accounts.concurrency_limit(None) == config.default_concurrency_limit
+    with pytest.raises(ValidationError):
+        accounts.upsert("$bad", {})
