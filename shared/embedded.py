@@ -124,7 +124,7 @@ def _wait_until(check, proc: subprocess.Popen[bytes] | None, what: str, timeout:
         try:
             if check():
                 return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
             last = exc
         time.sleep(0.05)  # sleep ok: start-up wait, not an actor
     raise EmbeddedServiceError(f"{what} did not answer within {timeout:.0f} s ({last})")
@@ -233,7 +233,7 @@ def redis(url: str | None = None) -> EmbeddedServer:
     try:
         if _redis_ping(LOCAL_REDIS_URL):
             return EmbeddedServer("redis", LOCAL_REDIS_URL)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no local Redis: start one
         pass
     return start_redis()
 

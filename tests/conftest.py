@@ -22,6 +22,14 @@ from shared import embedded, mongo
 from shared.clock import Clock
 from shared.config import Config, load_config
 
+pytest_plugins = [
+    "tests.fixtures.simulator",
+    "tests.fixtures.cache",
+    "tests.fixtures.billing",
+    "tests.fixtures.pipeline",
+    "tests.fixtures.web",
+]
+
 #: Redis database index used by tests (the broker and the app share it within a test).
 TEST_REDIS_DB = int(os.environ.get("OUTDIAL_TEST_REDIS_DB", "13"))
 

@@ -1,0 +1,154 @@
+"""Every Prometheus metric outdial exports, defined once, and how worker metrics reach /metrics.
+
+Each process records into its own :data:`REGISTRY` (prometheus-client). Worker and clock
+processes cannot be scraped on a Heroku-style platform, so a :class:`SnapshotPublisher` thread
+writes the process's samples to Redis every few seconds (a key per process, with a TTL); the
+web dyno's ``/metrics`` serves its own samples plus every live process's snapshot, each series
+labelled with the process that produced it (``process``), so counters stay monotonic per
+series and ``sum by (...)`` aggregates across processes. A process that dies drops out after
+the TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from shared.logs import get_logger
+from shared.redis_keys import PREFIX
+
+log = get_logger(__name__)
+disable_created_metrics()
+
+#: This process's registry (not prometheus-client's global one, so tests can read it cleanly).
+REGISTRY = CollectorRegistry(auto_describe=True)
+#: Seconds between snapshots; a snapshot lives three periods.
+DEFAULT_SNAPSHOT_PERIOD = 5.0
+SNAPSHOT_KEY_PREFIX = f"{PREFIX}:metrics:proc:"
+
+# -- pipeline -----------------------------------------------------------------------------------
+POSTPONED_BY_SCHEDULE = Counter(
+    "outdial_postponed_by_schedule", "Dials postponed because the calling window was closed", registry=REGISTRY)
+CALLS = Counter("outdial_calls", "Calls finished, by outcome", ["outcome"], registry=REGISTRY)
+DIALS = Counter("outdial_dials", "Calls created at the provider", registry=REGISTRY)
+DIAL_DECISIONS = Counter("outdial_dial_decisions", "What the dial step decided", ["decision"], registry=REGISTRY)
+RETRY_DELAY = Histogram(
+    "outdial_retry_delay_seconds", "Delays applied after a failed round (simulated seconds)",
+    buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800), registry=REGISTRY)
+DIAL_LAG = Histogram(
+    "outdial_dial_lag_seconds", "From next_try_at to call creation (simulated seconds)",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
+RECOVERED = Counter("outdial_recovered_leases", "Expired leases recovered, by job state", ["state"],
+                    registry=REGISTRY)
+
+# -- provider -----------------------------------------------------------------------------------
+PROVIDER_REQUESTS = Counter("outdial_provider_requests", "Requests sent to the provider", ["endpoint"],
+                            registry=REGISTRY)
+PROVIDER_ERRORS = Counter("outdial_provider_errors", "Provider errors, by class", ["kind"], registry=REGISTRY)
+WEBHOOKS = Counter("outdial_webhooks", "Provider webhooks received, by result", ["result"], registry=REGISTRY)
+
+# -- batch cache --------------------------------------------------------------------------------
+CACHE_HITS = Counter("outdial_batch_cache_hits", "Batch cache hits", registry=REGISTRY)
+CACHE_MISSES = Counter("outdial_batch_cache_misses", "Batch cache misses", registry=REGISTRY)
+CACHE_EVICTIONS = Counter("outdial_batch_cache_evictions", "Batch cache evictions, by cause", ["cause"],
+                          registry=REGISTRY)
+CACHE_LISTENER_CONNECTED = Gauge("outdial_batch_cache_listener_connected",
+                                 "1 while the invalidation listener is subscribed", registry=REGISTRY)
+CACHE_SECONDS_SINCE_MESSAGE = Gauge("outdial_batch_cache_seconds_since_message",
+                                    "Seconds since the listener's last message", registry=REGISTRY)
+BATCH_LOAD = Histogram(
+    "outdial_batch_load_seconds", "Time to get a batch, by source (cache or mongodb)", ["source"],
+    buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5), registry=REGISTRY)
+
+# -- billing ------------------------------------------------------------------------------------
+RESERVATIONS = Counter("outdial_balance_reservations", "Balance reservations, by result", ["result"],
+                       registry=REGISTRY)
+
+
+def process_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def snapshot(registry: CollectorRegistry = REGISTRY) -> list[dict[str, Any]]:
+    """The registry's metric families as JSON-able dicts."""
+    out = []
+    for family in registry.collect():
+        out.append({
+            "name": family.name, "documentation": family.documentation, "type": family.type,
+            "samples": [[s.name, s.labels, s.value] for s in family.samples],
+        })
+    return out
+
+
+def publish_snapshot(redis: Any, *, process: str | None = None, ttl: float = 3 * DEFAULT_SNAPSHOT_PERIOD,
+                     registry: CollectorRegistry = REGISTRY) -> None:
+    """Write this process's samples to Redis for the web dyno's /metrics."""
+    redis.set(SNAPSHOT_KEY_PREFIX + (process or process_label()), json.dumps(snapshot(registry)),
+              px=int(ttl * 1000))
+
+
+class RedisSnapshotCollector(Collector):
+    """Collects every live process snapshot from Redis, labelled with its ``process``."""
+
+    def __init__(self, redis: Any, *, skip_process: str | None = None) -> None:
+        self.redis = redis
+        self.skip_process = skip_process
+
+    def _snapshots(self) -> Iterable[tuple[str, list[dict[str, Any]]]]:
+        keys = sorted(k.decode() if isinstance(k, bytes) else k
+                      for k in self.redis.scan_iter(match=SNAPSHOT_KEY_PREFIX + "*", count=500))
+        for key in keys:
+            process = key[len(SNAPSHOT_KEY_PREFIX):]
+            if process == self.skip_process:
+                continue
+            raw = self.redis.get(key)
+            if raw:
+                try:
+                    yield process, json.loads(raw)
+                except ValueError:
+                    continue
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for process, fams in self._snapshots():
+            for fam in fams:
+                metric = families.get(fam["name"])
+                if metric is None:
+                    metric = Metric(fam["name"], fam["documentation"], fam["type"])
+                    families[fam["name"]] = metric
+                for name, labels, value in fam["samples"]:
+                    metric.add_sample(name, {**labels, "process": process}, value)
+        yield from families.values()
+
+
+class SnapshotPublisher(threading.Thread):
+    """Daemon thread: ``publish_snapshot`` every ``period`` seconds until :meth:`stop`."""
+
+    def __init__(self, redis: Any, *, period: float = DEFAULT_SNAPSHOT_PERIOD) -> None:
+        super().__init__(name="outdial-metrics", daemon=True)
+        self.redis = redis
+        self.period = period
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                publish_snapshot(self.redis, ttl=3 * self.period)
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop a worker
+                log.warning("metrics_snapshot_failed", extra={"error": str(exc)})
+            self._stop_event.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        try:
+            publish_snapshot(self.redis, ttl=3 * self.period)
+        except Exception:  # noqa: BLE001
+            pass
