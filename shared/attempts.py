@@ -1,0 +1,80 @@
+"""Attempts: one document per dial, never an array inside the job.
+
+An attempt's ``_id`` is ``<job_id>:r<round>:p<phone_index>:d<dial>`` — the job, the round
+(``tries`` + 1), the phone, and the job's dial sequence number. The dial step computes it from
+the job it just won (the conditional ``queued -> dialing`` transition) and writes it before
+calling the provider, and the provider call carries it in ``metadata.attempt_id``: a call is
+always traceable to its attempt, and an attempt whose create had an unknown outcome is looked up
+at the provider before anything else happens to its job.
+
+States: ``dialing`` (written before the create) -> ``in_call`` (the provider gave a call id) ->
+``ended`` (outcome, duration, charge); or ``not_placed`` (the provider never created the call:
+the attempt is not spent); or ``orphaned`` (created after its job had moved on; stopped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from shared.clock import Clock, get_clock
+from shared.mongo import ATTEMPTS
+
+DIALING = "dialing"
+IN_CALL = "in_call"
+ENDED = "ended"
+NOT_PLACED = "not_placed"
+ORPHANED = "orphaned"
+OPEN = (DIALING, IN_CALL)
+
+
+def attempt_id(job: Mapping[str, Any], phone_index: int) -> str:
+    """The id of the attempt the job's next dial makes."""
+    return f"{job['_id']}:r{int(job.get('tries', 0)) + 1}:p{phone_index}:d{int(job.get('dials', 0)) + 1}"
+
+
+class AttemptStore:
+    """Attempts in the ``attempts`` collection."""
+
+    def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
+        self.coll: Collection = db[ATTEMPTS]
+        self.clock = clock or get_clock()
+
+    def record(self, doc: Mapping[str, Any]) -> None:
+        """Write a new attempt (state ``dialing``); idempotent for the same ``_id``."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        fields.setdefault("state", DIALING)
+        fields.setdefault("created_at", self.clock.now_ms())
+        self.coll.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+
+    def get(self, attempt_id: str) -> dict[str, Any] | None:
+        return self.coll.find_one({"_id": attempt_id})
+
+    def for_job(self, job_id: str) -> list[dict[str, Any]]:
+        return sorted(self.coll.find({"job_id": job_id}), key=lambda a: (a.get("created_at", 0), a["_id"]))
+
+    def _move(self, attempt_id: str, expected: tuple[str, ...], fields: Mapping[str, Any]) -> bool:
+        result = self.coll.update_one({"_id": attempt_id, "state": {"$in": list(expected)}},
+                                      {"$set": {**fields, "updated_at": self.clock.now_ms()}})
+        return result.modified_count == 1
+
+    def set_call(self, attempt_id: str, call_id: str) -> bool:
+        return self._move(attempt_id, (DIALING,), {"state": IN_CALL, "call_id": call_id})
+
+    def mark(self, attempt_id: str, fields: Mapping[str, Any]) -> None:
+        """Set informational fields (e.g. ``stopped_for_timeout``) whatever the state."""
+        self.coll.update_one({"_id": attempt_id}, {"$set": dict(fields)})
+
+    def end(self, attempt_id: str, fields: Mapping[str, Any]) -> bool:
+        """``ended`` with the outcome fields (outcome, reason, duration_ms, ...); False if already ended."""
+        return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
+
+    def not_placed(self, attempt_id: str, reason: str) -> bool:
+        return self._move(attempt_id, (DIALING,), {"state": NOT_PLACED, "error": reason})
+
+    def orphaned(self, attempt_id: str, call_id: str) -> None:
+        self.coll.update_one({"_id": attempt_id}, {"$set": {"state": ORPHANED, "orphan_call_id": call_id,
+                                                            "updated_at": self.clock.now_ms()}})

@@ -1,0 +1,132 @@
+"""How an ended call is classified, and what each outcome does to the job.
+
+The provider reports ``disconnection_reason`` (34 values today, more tomorrow) and, after
+analysis, ``call_analysis.in_voicemail``. :func:`classify` maps them onto a handful of outcomes;
+an unknown reason never crashes: a call that connected counts as answered, one that did not as
+a failed dial.
+
+| outcome | provider reasons | effect on the job |
+|---|---|---|
+| ``answered`` | user_hangup, agent_hangup, call_transfer, transfer_*, inactivity, call_take_over, | ``completed`` |
+|  | scam_detected, any other reason of a call that connected | |
+| ``voicemail`` | voicemail_reached, ivr_reached, ``call_analysis.in_voicemail`` | next phone |
+| ``no_answer`` | dial_no_answer, user_declined, registered_call_timeout, error_user_not_joined | next phone |
+| ``busy`` | dial_busy | next phone |
+| ``failed_dial`` | dial_failed, marked_as_spam, other reasons of a call that never connected | next phone |
+| ``invalid_number`` | invalid_destination | number never dialed again; next phone |
+| ``timeout`` | max_duration_reached, manual_stopped (we stop calls past max_call_duration) | failed round |
+| ``provider_fault`` | concurrency_limit_reached, no_concurrency_fallback, no_valid_payment, | retry soon, |
+|  | telephony_provider_unavailable, telephony_provider_permission_denied, sip_routing_error, error_* | not spent |
+
+"Next phone" means: dial the contact's next number now; when the round has no number left it
+is a failed round (``retry_wait`` after ``retry_delay_hours``, ``tries`` + 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    ANSWERED = "answered"
+    VOICEMAIL = "voicemail"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED_DIAL = "failed_dial"
+    INVALID_NUMBER = "invalid_number"
+    TIMEOUT = "timeout"
+    PROVIDER_FAULT = "provider_fault"
+
+
+class Effect(StrEnum):
+    """What an outcome does to the job."""
+
+    COMPLETE = "complete"  #: mark_done
+    NEXT_PHONE = "next_phone"  #: advance_phone (a failed round when the phones are exhausted)
+    INVALID_PHONE = "invalid_phone"  #: advance_phone(invalid=True)
+    FAILED_ROUND = "failed_round"  #: mark_failed (non-terminal)
+    RETRY_SOON = "retry_soon"  #: back to pending shortly, attempt not spent
+
+
+EFFECTS: dict[Outcome, Effect] = {
+    Outcome.ANSWERED: Effect.COMPLETE,
+    Outcome.VOICEMAIL: Effect.NEXT_PHONE,
+    Outcome.NO_ANSWER: Effect.NEXT_PHONE,
+    Outcome.BUSY: Effect.NEXT_PHONE,
+    Outcome.FAILED_DIAL: Effect.NEXT_PHONE,
+    Outcome.INVALID_NUMBER: Effect.INVALID_PHONE,
+    Outcome.TIMEOUT: Effect.FAILED_ROUND,
+    Outcome.PROVIDER_FAULT: Effect.RETRY_SOON,
+}
+
+_BY_REASON: dict[str, Outcome] = {
+    "voicemail_reached": Outcome.VOICEMAIL,
+    "ivr_reached": Outcome.VOICEMAIL,
+    "machine_detected": Outcome.VOICEMAIL,
+    "dial_no_answer": Outcome.NO_ANSWER,
+    "user_declined": Outcome.NO_ANSWER,
+    "registered_call_timeout": Outcome.NO_ANSWER,
+    "error_user_not_joined": Outcome.NO_ANSWER,
+    "dial_busy": Outcome.BUSY,
+    "dial_failed": Outcome.FAILED_DIAL,
+    "marked_as_spam": Outcome.FAILED_DIAL,
+    "invalid_destination": Outcome.INVALID_NUMBER,
+    "max_duration_reached": Outcome.TIMEOUT,
+    "manual_stopped": Outcome.TIMEOUT,
+    "concurrency_limit_reached": Outcome.PROVIDER_FAULT,
+    "no_concurrency_fallback": Outcome.PROVIDER_FAULT,
+    "no_valid_payment": Outcome.PROVIDER_FAULT,
+    "telephony_provider_unavailable": Outcome.PROVIDER_FAULT,
+    "telephony_provider_permission_denied": Outcome.PROVIDER_FAULT,
+    "sip_routing_error": Outcome.PROVIDER_FAULT,
+    "user_hangup": Outcome.ANSWERED,
+    "agent_hangup": Outcome.ANSWERED,
+    "call_transfer": Outcome.ANSWERED,
+    "transfer_bridged": Outcome.ANSWERED,
+    "transfer_cancelled": Outcome.ANSWERED,
+    "inactivity": Outcome.ANSWERED,
+    "call_take_over": Outcome.ANSWERED,
+    "scam_detected": Outcome.ANSWERED,
+}
+
+#: Reasons the provider reports for its own trouble (``error_llm_websocket_open`` ...).
+_FAULT_PREFIX = "error_"
+
+#: Human text per outcome (English, Spanish), for ``last_error`` and the dashboard.
+REASONS: dict[Outcome, tuple[str, str]] = {
+    Outcome.ANSWERED: ("answered", "contestada"),
+    Outcome.VOICEMAIL: ("voicemail", "buzón de voz"),
+    Outcome.NO_ANSWER: ("no answer", "no contesta"),
+    Outcome.BUSY: ("busy", "ocupado"),
+    Outcome.FAILED_DIAL: ("dial failed", "falló el discado"),
+    Outcome.INVALID_NUMBER: ("invalid number", "número inválido"),
+    Outcome.TIMEOUT: ("call exceeded max_call_duration", "llamada excedió la duración máxima"),
+    Outcome.PROVIDER_FAULT: ("provider fault", "falla del proveedor"),
+}
+
+
+def classify(disconnection_reason: str | None, *, connected: bool,
+             call_analysis: Mapping[str, Any] | None = None) -> Outcome:
+    """The outcome of an ended call.
+
+    :param disconnection_reason: the provider's reason, any string (unknown ones are tolerated).
+    :param connected: whether the call was answered (it has a start timestamp and some duration).
+    :param call_analysis: the provider's analysis; ``in_voicemail: true`` means voicemail.
+    """
+    if call_analysis and call_analysis.get("in_voicemail") is True:
+        return Outcome.VOICEMAIL
+    reason = (disconnection_reason or "").strip().lower()
+    known = _BY_REASON.get(reason)
+    if known is not None:
+        return known
+    if reason.startswith(_FAULT_PREFIX):
+        return Outcome.PROVIDER_FAULT
+    return Outcome.ANSWERED if connected else Outcome.FAILED_DIAL
+
+
+def reason_text(outcome: Outcome, disconnection_reason: str | None = None, *, lang: str = "en") -> str:
+    """``"busy (dial_busy)"``: the outcome in words plus the provider's reason."""
+    text = REASONS[outcome][1 if lang == "es" else 0]
+    return f"{text} ({disconnection_reason})" if disconnection_reason else text
