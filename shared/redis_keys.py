@@ -9,12 +9,18 @@ PREFIX = "outdial"
 INVALIDATE_CHANNEL_PREFIX = "cache:invalidate:"
 #: Pattern the listener subscribes to.
 INVALIDATE_PATTERN = INVALIDATE_CHANNEL_PREFIX + "*"
-#: Channel suffix meaning "every batch".
-INVALIDATE_ALL = "*all*"
+#: Channel suffix meaning "every batch" (a batch id is 24 hex characters, so it cannot collide).
+INVALIDATE_ALL = "all"
 
 
 def invalidate_channel(batch_id: str) -> str:
+    """Channel that evicts one batch from every process's cache."""
     return INVALIDATE_CHANNEL_PREFIX + batch_id
+
+
+def invalidate_all_channel() -> str:
+    """Channel that clears every process's batch cache."""
+    return INVALIDATE_CHANNEL_PREFIX + INVALIDATE_ALL
 
 
 def slots_key(account_id: str) -> str:
