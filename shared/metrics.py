@@ -64,6 +64,10 @@ CACHE_LISTENER_CONNECTED = Gauge("outdial_batch_cache_listener_connected",
                                  "1 while the invalidation listener is subscribed", registry=REGISTRY)
 CACHE_SECONDS_SINCE_MESSAGE = Gauge("outdial_batch_cache_seconds_since_message",
                                     "Seconds since the listener's last message", registry=REGISTRY)
+CACHE_INVALIDATIONS = Counter(
+    "outdial_batch_cache_invalidations",
+    "Invalidation messages: published, publish_failed (Redis refused), received, ignored (malformed channel)",
+    ["event"], registry=REGISTRY)
 BATCH_LOAD = Histogram(
     "outdial_batch_load_seconds", "Time to get a batch, by source (cache or mongodb)", ["source"],
     buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5), registry=REGISTRY)
