@@ -191,10 +191,11 @@ def describe_url(url: str) -> str:
 
 
 class InvalidationListener:
-    """A daemon thread that keeps ``target`` fresh from ``cache:invalidate:*``.
+    """A daemon thread that keeps ``cache`` fresh from ``cache:invalidate:*``.
 
     :param redis_url: the Redis the processes publish on.
-    :param target: the caches to evict from; default :data:`~shared.batch_cache.PROCESS_CACHES`.
+    :param cache: what to keep fresh: a :class:`~shared.batch_cache.BatchCache` or a
+        :class:`~shared.batch_cache.CacheGroup`; default :data:`~shared.batch_cache.PROCESS_CACHES`.
     :param on_message: called (in the listener thread, after the eviction) with each applied
         :class:`Invalidation`; for tests and benchmarks. Its errors are logged and ignored.
     :param poll_s: longest block on the socket before checking for stop, real s; default :data:`DEFAULT_POLL_S`.
@@ -204,14 +205,14 @@ class InvalidationListener:
     :param connect_timeout_s: connect and socket timeout, real s; default :data:`DEFAULT_CONNECT_TIMEOUT_S`.
     """
 
-    def __init__(self, *, redis_url: str, target: Evictable | None = None,
+    def __init__(self, *, redis_url: str, cache: Evictable | None = None,
                  on_message: Callable[[Invalidation], None] | None = None, poll_s: float = DEFAULT_POLL_S,
                  ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
                  backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S, backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
         self.redis_url = redis_url
         self.where = describe_url(redis_url)
-        self.target: Evictable = target if target is not None else PROCESS_CACHES
+        self.cache: Evictable = cache if cache is not None else PROCESS_CACHES
         self.on_message = on_message
         self.poll_s = poll_s
         self.ping_interval_s = ping_interval_s
@@ -232,16 +233,16 @@ class InvalidationListener:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> InvalidationListener:
-        """Suspend the target (nothing is trusted until subscribed) and start the thread."""
+        """Suspend the cache (nothing is trusted until subscribed) and start the thread."""
         if self._thread is not None:
             raise RuntimeError("listener already started")
-        self.target.suspend()
+        self.cache.suspend()
         self._thread = threading.Thread(target=self._run, name="outdial-cache-invalidation", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
-        """Stop the thread and give the target back its TTL-only behaviour (cleared, not suspended).
+        """Stop the thread and give the cache back its TTL-only behaviour (cleared, not suspended).
 
         :returns: True when the thread ended within ``timeout_s`` real seconds.
         """
@@ -251,7 +252,7 @@ class InvalidationListener:
             self._thread.join(timeout_s)
             ended = not self._thread.is_alive()
         self._set_connected(False)
-        self.target.resume()
+        self.cache.resume()
         return ended
 
     @property
@@ -260,7 +261,7 @@ class InvalidationListener:
 
     @property
     def connected(self) -> bool:
-        """True while subscribed (the target's entries are trusted)."""
+        """True while subscribed (the cache's entries are trusted)."""
         return self._connected.is_set()
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -285,10 +286,10 @@ class InvalidationListener:
                       channel=repr(message.get("channel"))[:80], ignored=self.ignored)
             return None
         if found.batch_id is None:
-            dropped = self.target.clear(cause=CAUSE_ALL)
+            dropped = self.cache.clear(cause=CAUSE_ALL)
             event(log, "cache_cleared", dropped=dropped)
         else:
-            self.target.evict(found.batch_id, cause=CAUSE_MESSAGE)
+            self.cache.evict(found.batch_id, cause=CAUSE_MESSAGE)
         if self.on_message is not None:
             try:
                 self.on_message(found)
@@ -323,8 +324,8 @@ class InvalidationListener:
         was_connected = self.connected
         self._set_connected(False)
         if self._stop_event.is_set():
-            return  # stop() already handed the target back
-        self.target.suspend()
+            return  # stop() already handed the cache back
+        self.cache.suspend()
         if was_connected:
             self.disconnects += 1
         level = logging.WARNING if was_connected or self._failures == 0 else logging.INFO
@@ -367,7 +368,7 @@ class InvalidationListener:
 
     def _subscribed(self) -> None:
         # Anything published before the confirmation may have been missed: start from empty.
-        self.target.resume()
+        self.cache.resume()
         self._set_connected(True)
         self.connects += 1
         event(log, "cache_listener_connected", redis=self.where, pattern=INVALIDATE_PATTERN,

@@ -426,7 +426,7 @@ def test_listener_evicts_the_named_batch_whatever_the_payload():
     docs = Docs({A: batch(A), B: batch(B)})
     cache = make_cache(docs)
     seen: list[Invalidation] = []
-    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", target=cache, on_message=seen.append)
+    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", cache=cache, on_message=seen.append)
     for payload in (b"1", b"", b"\x00" * 1000, b"{not json"):
         cache.get(A)
         cache.get(B)
@@ -438,7 +438,7 @@ def test_listener_evicts_the_named_batch_whatever_the_payload():
 def test_listener_clears_everything_on_the_all_channel():
     docs = Docs({A: batch(A), B: batch(B)})
     cache = make_cache(docs)
-    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", target=cache)
+    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", cache=cache)
     cache.get(A)
     cache.get(B)
     listener.handle(pmessage(invalidate_all_channel().encode()))
@@ -448,7 +448,7 @@ def test_listener_clears_everything_on_the_all_channel():
 def test_listener_ignores_malformed_channels_and_non_messages():
     docs = Docs({A: batch(A)})
     cache = make_cache(docs)
-    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", target=cache)
+    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", cache=cache)
     cache.get(A)
     before = sample("outdial_batch_cache_invalidations_total", event="ignored")
     for channel in (b"cache:invalidate:nope", b"cache:invalidate:" + b"a" * 10_000, b"cache:invalidate:\xc3\x28",
@@ -467,7 +467,7 @@ def test_a_failing_hook_does_not_stop_the_eviction():
     def boom(_: Invalidation) -> None:
         raise RuntimeError("hook broke")
 
-    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", target=cache, on_message=boom)
+    listener = InvalidationListener(redis_url="redis://127.0.0.1:1/0", cache=cache, on_message=boom)
     cache.get(A)
     assert listener.handle(pmessage(invalidate_channel(A).encode())) == Invalidation(batch_id=A)
     assert A not in cache
