@@ -33,3 +33,97 @@ class NotFound(OutdialError):
 
 class EmbeddedServiceError(ServiceError):
     """An embedded server (nx-27017, bundled redis-server) could not be started."""
+
+
+# -- provider (Retell) ----------------------------------------------------------------------------
+
+
+class ProviderError(ServiceError):
+    """The provider refused or failed a request.
+
+    :param message: the provider's message (its ``message`` field) or a description of the failure.
+    :param status: HTTP status, None when no response arrived.
+    :param endpoint: which call failed (``create_phone_call``, ``get_call``, ...).
+    ``retryable`` says whether sending the same request again later may succeed.
+    """
+
+    #: Whether the same request may succeed if sent again later.
+    retryable: bool = False
+    #: Short name used in metrics and logs.
+    kind: str = "provider_error"
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None) -> None:
+        self.message = message
+        self.status = status
+        self.endpoint = endpoint
+        where = f"{endpoint}: " if endpoint else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{where}{code}{message}")
+
+
+class ProviderRejected(ProviderError):
+    """The request is invalid (400, 422 validation, other 4xx): sending it again will not help."""
+
+    kind = "rejected"
+
+
+class ProviderAuthError(ProviderError):
+    """401: the API key is missing or wrong."""
+
+    kind = "auth"
+
+
+class PaymentRequired(ProviderError):
+    """402: the provider account has no valid payment method or its trial ended."""
+
+    kind = "payment_required"
+
+
+class CallNotFound(ProviderError):
+    """404, or 422 whose message says not found: no such call under this API key."""
+
+    kind = "not_found"
+
+
+class RateLimited(ProviderError):
+    """429. ``retry_after_s`` is the server's ``retry-after``/``retry-after-ms`` (None if it sent neither)."""
+
+    retryable = True
+    kind = "rate_limited"
+
+    def __init__(self, message: str, *, status: int | None = 429, endpoint: str | None = None,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx, 408/409, a connection that could not be made or broke, or an unreadable answer."""
+
+    retryable = True
+    kind = "unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    """No answer within the request's timeout (for a request that is safe to send again)."""
+
+    retryable = True
+    kind = "timeout"
+
+
+class CreateOutcomeUnknown(ProviderError):
+    """A create-phone-call whose result is unknown: the request was sent, the answer was lost.
+
+    The call may exist. The caller must look it up (``find_calls_by_metadata``) before ever
+    dialing that attempt again; this is why it is not ``retryable``. ``to_number`` and
+    ``metadata`` are those of the request, to make the look-up easy.
+    """
+
+    retryable = False
+    kind = "create_outcome_unknown"
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = "create_phone_call",
+                 to_number: str | None = None, metadata: dict | None = None) -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
+        self.to_number = to_number
+        self.metadata = dict(metadata or {})
