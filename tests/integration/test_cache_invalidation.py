@@ -66,16 +66,16 @@ def test_another_process_reads_the_new_settings_right_after_the_change(writer, o
     assert (first["source"], first["max_attempts"]) == ("mongodb", 2)
     assert peer.get(doc["_id"])["source"] == "cache"
 
-    published_at = time.monotonic()
+    changed_at = time.monotonic()
     writer.batches.update(doc["_id"], {"call_settings": {"max_attempts": 5, "ring_timeout": 20}})
-    applied_at = peer.wait_invalidated(doc["_id"], after=published_at)
-    assert applied_at is not None, "the other process never applied the invalidation"
-    after = peer.get(doc["_id"])
+    after = peer.read_when_invalidated(doc["_id"], after=changed_at)
+    assert after["at"] is not None, "the other process never applied the invalidation"
     assert after["source"] == "mongodb" and after["max_attempts"] == 5
     assert settings_of(after) == {"max_attempts": 5, "ring_timeout": 20}
+    assert peer.get(doc["_id"])["source"] == "cache"  # and it is cached again
 
-    latency_s = applied_at - published_at
-    record_property("invalidation_latency_ms", round(latency_s * 1000, 2))
+    latency_s = after["at"] - changed_at  # MongoDB write + publish + eviction + the other process's read
+    record_property("change_to_new_read_ms", round(latency_s * 1000, 2))
     # The peer's clock is frozen, so only the message can have made it re-read; the bound is
     # "long before the TTL" (the 100 ms figure is measured by tests/benchmarks/bench_cache.py).
     assert latency_s < DEFAULT_BATCH_CACHE_TTL
