@@ -75,6 +75,13 @@ BATCH_LOAD = Histogram(
 # -- billing ------------------------------------------------------------------------------------
 RESERVATIONS = Counter("outdial_balance_reservations", "Balance reservations, by result", ["result"],
                        registry=REGISTRY)
+SETTLEMENTS = Counter("outdial_balance_settlements", "Reservations settled, by kind (charge or release)", ["kind"],
+                      registry=REGISTRY)
+BILLED = Counter("outdial_billed_units", "Amount charged to accounts, by storage unit (second, millicredit)", ["unit"],
+                 registry=REGISTRY)
+TOP_UPS = Counter("outdial_balance_top_ups", "Account top-ups applied", registry=REGISTRY)
+LEDGER_REPAIRS = Counter("outdial_ledger_repairs", "Ledger entries posted or holds given back after a process died, "
+                         "by what", ["what"], registry=REGISTRY)
 
 
 def process_label() -> str:

@@ -40,6 +40,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("job_id", ASCENDING)], name="job_id"),
         IndexModel([("call_id", ASCENDING)], name="call_id", sparse=True),
     ],
+    ACCOUNTS: [
+        IndexModel([("holds_n", ASCENDING)], name="holds_n", sparse=True),
+        IndexModel([("journal_at", ASCENDING)], name="journal_at", sparse=True),
+    ],
+    LEDGER: [
+        IndexModel([("account_id", ASCENDING), ("at", ASCENDING)], name="account_at"),
+        IndexModel([("attempt_id", ASCENDING)], name="attempt_id", sparse=True),
+    ],
 }
 
 class CommandCounter(monitoring.CommandListener):

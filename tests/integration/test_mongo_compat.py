@@ -114,6 +114,31 @@ def test_datetimes_survive_insert(db):
     assert db.c.find_one({"_id": "d"})["t"] == now
 
 
+def test_billing_hold_pattern_on_dynamic_subdocument_keys(db):
+    """Balance holds: a sub-document per attempt under a dynamic key, guarded by $exists / a token."""
+    db.c.insert_one({"_id": "acc", "available": 100, "reserved": 0, "holds_n": 0})
+    key = "0123456789abcdef01234567:r1:p0:d1"
+    reserve = ({"_id": "acc", "available": {"$gte": 60}, f"holds.{key}": {"$exists": False}},
+               {"$inc": {"available": -60, "reserved": 60, "holds_n": 1},
+                "$set": {f"holds.{key}": {"token": "t1", "amount": 60}}, "$min": {"journal_at": 5}})
+    assert db.c.update_one(*reserve).matched_count == 1
+    assert db.c.update_one(*reserve).matched_count == 0
+    settle = ({"_id": "acc", f"holds.{key}.token": "t1"},
+              {"$unset": {f"holds.{key}": "", "journal.gone": ""}, "$inc": {"reserved": -60, "holds_n": -1},
+               "$set": {"journal.s1": {"kind": "charge"}}, "$min": {"journal_at": 9}})
+    assert db.c.update_one(*settle).matched_count == 1
+    assert db.c.update_one(*settle).matched_count == 0
+    assert db.c.find_one({"_id": "acc"}) == {"_id": "acc", "available": 40, "reserved": 0, "holds_n": 0,
+                                            "holds": {}, "journal": {"s1": {"kind": "charge"}}, "journal_at": 5}
+    assert db.c.find_one({"_id": "acc", "missing": {"$in": [0, None]}}) is not None
+
+
+def test_sum_of_integers_grouped_by_a_plain_field(db):
+    db.c.insert_many([{"a": "x", "u": "s", "d": 2**40}, {"a": "x", "u": "s", "d": -3}, {"a": "x", "u": "m", "d": 7}])
+    rows = db.c.aggregate([{"$match": {"a": "x"}}, {"$group": {"_id": "$u", "d": {"$sum": "$d"}}}])
+    assert {r["_id"]: r["d"] for r in rows} == {"s": 2**40 - 3, "m": 7}
+
+
 # -- measured gaps of nx-27017 0.8.1 (the stores avoid every one) --------------------------------
 
 
@@ -151,3 +176,20 @@ def test_gap_push_of_a_subdocument_stringifies_the_array(db):
 def test_gap_find_one_and_update_upsert_drops_set_on_insert(db):
     db.c.find_one_and_update({"_id": "a"}, {"$set": {"p": 1}, "$setOnInsert": {"c": 5}}, upsert=True)
     assert db.c.find_one({"_id": "a"}) == {"_id": "a", "p": 1}
+
+
+@on_nx
+def test_gap_projection_of_a_dotted_path_returns_a_flat_key(db):
+    db.c.insert_one({"_id": "a", "holds": {"k": {"x": 1}, "other": {"x": 2}}})
+    assert db.c.find_one({"_id": "a"}, {"holds.k": 1}) == {"_id": "a", "holds.k": {"x": 1}}
+
+
+@on_nx
+def test_gap_not_and_ne_of_a_document_are_refused(db):
+    from pymongo.errors import OperationFailure
+
+    db.c.insert_one({"_id": "a", "j": {}})
+    with pytest.raises(OperationFailure):
+        db.c.find_one({"j": {"$ne": {}}})
+    with pytest.raises(OperationFailure):
+        db.c.find_one({"n": {"$not": {"$gt": 0}}})

@@ -1,0 +1,861 @@
+"""Plans and balance: reserve before dialing, settle by the real duration, never overdraw.
+
+Three plans (:mod:`shared.accounts`): ``unlimited`` (no balance), ``minutes`` (a balance of
+seconds) and ``credits`` (a balance of milli-credits and a price per minute). Before a dial the
+pipeline calls :meth:`Billing.reserve`: the most the call can cost (its ``max_call_duration``
+at the plan's price and granularity) moves from ``available`` to ``reserved`` in one conditional
+update of the account (``available >= cost`` in the filter), so concurrent dials on any number
+of processes can never hold more than the balance. After the call :meth:`Billing.settle`
+charges the billable duration and releases the rest; :meth:`Billing.release` gives everything
+back when the call was never placed. Each is idempotent per attempt.
+
+Each open reservation is a *hold* in the account document (``holds.<attempt>``: amount, token,
+price and granularity used), so the account alone says what is reserved and by whom. Every
+account update that moves money also writes the ledger entry it implies into the account
+(``journal.<entry id>``, or the hold for a reservation) in the same atomic write; the entry is
+then inserted in the ``ledger`` collection and dropped from the journal. A process that dies
+between the two writes leaves the entry in the account, where :meth:`Billing.repair` finds and
+posts it. See docs/billing.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from shared import ledger, metrics, states
+from shared.accounts import (
+    GRANULARITY_MINUTE,
+    PLAN_CREDITS,
+    PLAN_MINUTES,
+    PLAN_UNLIMITED,
+    AccountRequest,
+    Plan,
+    from_storage_units,
+    parse_account_request,
+    to_storage_units,
+    validate_account_id,
+)
+from shared.clock import Clock, get_clock
+from shared.config import Config, get_config
+from shared.errors import NotFound, StoreError, ValidationError
+from shared.logs import event, get_logger
+from shared.mongo import ACCOUNTS, new_id
+
+log = get_logger(__name__)
+
+#: Journal entries removed by piggy-backing on one account write.
+DEFAULT_CLEANUP_BATCH = 32
+#: Posted journal entries a process keeps to remove later, per account, before it removes them at once.
+DEFAULT_CLEANUP_BACKLOG = 128
+#: Reads + conditional writes tried before a reservation or an admin write gives up on a busy account.
+DEFAULT_WRITE_ATTEMPTS = 5
+#: Default age (simulated ms) after which :meth:`Billing.repair` posts what a process left unposted.
+DEFAULT_REPAIR_AFTER_MS = 60_000
+
+#: ``on_insufficient_balance`` values.
+ON_INSUFFICIENT_FAIL = "fail"
+ON_INSUFFICIENT_WAIT = "wait"
+#: The original worker's behaviour.
+DEFAULT_ON_INSUFFICIENT_BALANCE = ON_INSUFFICIENT_FAIL
+#: Reasons written on the job, per language.
+REASONS = {
+    "insufficient_balance": {"en": "insufficient balance", "es": "saldo insuficiente"},
+    "unknown_account": {"en": "account not found", "es": "cuenta no encontrada"},
+}
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_:\-]{1,200}$")
+
+
+# -- arithmetic (pure) --------------------------------------------------------------------------
+
+
+def billable_seconds(duration_ms: int | None, granularity: str) -> int:
+    """Seconds billed for a call that was connected ``duration_ms`` milliseconds.
+
+    Every started second counts (1 ms = 1 s, 1,001 ms = 2 s); with ``minute`` granularity every
+    started minute counts (61 s = 120 s). None, 0 or a negative duration (never connected) is 0.
+
+    :param duration_ms: connected time from the provider, milliseconds.
+    :param granularity: ``second`` or ``minute``.
+    """
+    if not duration_ms or duration_ms <= 0:
+        return 0
+    seconds = -(-int(duration_ms) // 1000)
+    if granularity == GRANULARITY_MINUTE:
+        return -(-seconds // 60) * 60
+    return seconds
+
+
+def call_cost(plan: Plan, duration_ms: int | None) -> int:
+    """What a call of ``duration_ms`` costs on ``plan``, in the plan's storage unit.
+
+    ``minutes``: billable seconds. ``credits``: billable seconds x price per minute / 60, rounded
+    up to the next milli-credit (exact with ``minute`` granularity). ``unlimited``: 0.
+
+    :param duration_ms: connected time, milliseconds (None or <= 0 costs nothing).
+    """
+    if plan.type == PLAN_UNLIMITED:
+        return 0
+    seconds = billable_seconds(duration_ms, plan.granularity)
+    if plan.type == PLAN_MINUTES:
+        return seconds
+    return -(-seconds * plan.price_millicredits_per_minute // 60)
+
+
+def reservation_cost(plan: Plan, max_call_duration_s: int) -> int:
+    """The most a call limited to ``max_call_duration_s`` seconds can cost: what :meth:`Billing.reserve` holds."""
+    return call_cost(plan, int(max_call_duration_s) * 1000)
+
+
+def settlement(plan: Plan, reserved: int, duration_ms: int | None) -> tuple[int, int]:
+    """``(charged, released)`` for a reservation of ``reserved`` units and a call of ``duration_ms``.
+
+    The charge never exceeds the reservation: a call that ran past ``max_call_duration`` (the
+    pipeline stops it there) is charged the reservation, so no account is ever overdrawn.
+    """
+    charged = min(call_cost(plan, duration_ms), int(reserved))
+    return charged, int(reserved) - charged
+
+
+# -- insufficient-balance policy (pure) -------------------------------------------------------
+
+
+def insufficient_balance_action(call_settings: Any) -> str:
+    """``"fail"`` or ``"wait"``: what a batch does with a contact its account cannot pay for.
+
+    Reads ``on_insufficient_balance`` from a parsed settings object or a dict; absent, None or
+    unknown gives the default ``"fail"`` (the original worker: the contact fails terminally).
+    """
+    if call_settings is None:
+        value = None
+    elif isinstance(call_settings, Mapping):
+        value = call_settings.get("on_insufficient_balance")
+    else:
+        value = getattr(call_settings, "on_insufficient_balance", None)
+    return ON_INSUFFICIENT_WAIT if value == ON_INSUFFICIENT_WAIT else DEFAULT_ON_INSUFFICIENT_BALANCE
+
+
+def hold_key(attempt_id: str) -> str:
+    """The field name of an attempt's hold (and the tail of its ledger ids).
+
+    Attempt ids made of letters, digits, ``_``, ``:`` and ``-`` (``<job>:r1:p0:d1``) are used as
+    they are; anything else (dots, ``$``, long ids) is hashed, since it cannot be a field name.
+    """
+    if not isinstance(attempt_id, str) or not attempt_id:
+        raise ValueError("attempt_id must be a non-empty string")
+    if _SAFE_KEY.match(attempt_id):
+        return attempt_id
+    return "h-" + hashlib.sha256(attempt_id.encode()).hexdigest()[:40]
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+class ReservationStatus(StrEnum):
+    OK = "ok"  #: dial: the amount is held (0 for unlimited plans)
+    INSUFFICIENT_BALANCE = "insufficient_balance"  #: not enough available for the longest call
+    UNKNOWN_ACCOUNT = "unknown_account"  #: no such account
+    ALREADY_SETTLED = "already_settled"  #: this attempt was reserved and settled before: do not dial it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """What :meth:`Billing.reserve` decided.
+
+    :param amount: held for this call, storage units (seconds or milli-credits); 0 when unlimited.
+    :param needed: the most the call can cost, storage units (what had to be available).
+    :param available: the account's available amount as read, storage units (None if unknown/unlimited).
+    :param duplicate: the attempt already held this reservation (a redelivered message).
+    """
+
+    status: ReservationStatus
+    account_id: str
+    attempt_id: str
+    plan: str | None = None
+    unit: str | None = None
+    amount: int = 0
+    needed: int = 0
+    available: int | None = None
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ReservationStatus.OK
+
+    @property
+    def unlimited(self) -> bool:
+        return self.plan == PLAN_UNLIMITED
+
+    @property
+    def reason(self) -> str | None:
+        """The job's ``last_error`` when the call cannot be placed (English); None when ok."""
+        if self.status == ReservationStatus.UNKNOWN_ACCOUNT:
+            return REASONS["unknown_account"]["en"]
+        if self.status == ReservationStatus.INSUFFICIENT_BALANCE:
+            return REASONS["insufficient_balance"]["en"]
+        if self.status == ReservationStatus.ALREADY_SETTLED:
+            return "attempt already settled"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenReservation:
+    """A reservation still holding balance (:meth:`Billing.open_reservations`).
+
+    :param amount: held, storage units. :param reserved_at_ms: when it was made (shared clock, ms).
+    """
+
+    attempt_id: str
+    account_id: str
+    job_id: str | None
+    amount: int
+    unit: str | None
+    reserved_at_ms: int
+
+
+@dataclass
+class RepairReport:
+    """What :meth:`Billing.repair` did: entries posted from journals, reservations posted from holds,
+    duplicate holds given back, accounts whose waiting contacts went back to pending, cleanups."""
+
+    journal_entries_posted: int = 0
+    reservations_posted: int = 0
+    duplicate_holds_released: int = 0
+    accounts_released: int = 0
+    accounts_swept: int = 0
+
+
+@dataclass
+class _Change:
+    """An admin write: filter, update and the ledger entries it journals."""
+
+    query: dict[str, Any]
+    update: dict[str, Any]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frees_balance: bool = False
+
+
+def _hold_of(account: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """The hold ``key`` of an account read with a ``holds.<key>`` projection.
+
+    MongoDB returns ``{"holds": {key: ...}}``; nx-27017 0.8.1 returns ``{"holds.<key>": ...}``
+    (a measured gap, pinned in test_mongo_compat.py). Both are read.
+    """
+    holds = account.get("holds")
+    if isinstance(holds, Mapping) and key in holds:
+        return dict(holds[key])
+    flat = account.get(f"holds.{key}")
+    return dict(flat) if isinstance(flat, Mapping) else None
+
+
+def account_view(account: Mapping[str, Any]) -> dict[str, Any]:
+    """An account as the admin API shows it: plan and amounts in API units, plus the exact stored integers.
+
+    ``balance``/``reserved``/``available`` are minutes (seconds / 60) or credits (milli-credits /
+    1000), None for unlimited plans; ``units`` holds the stored integers and their unit.
+    """
+    plan = Plan.from_document(account.get("plan"))
+    view: dict[str, Any] = {"account_id": account["_id"], "plan": plan.to_api(),
+                            "concurrency_limit": account.get("concurrency_limit"),
+                            "open_reservations": int(account.get("holds_n", 0) or 0),
+                            "created_at": account.get("created_at"), "updated_at": account.get("updated_at")}
+    if not plan.metered:
+        view.update(balance=None, reserved=None, available=None, units=None)
+        return view
+    amounts = {k: int(account.get(k, 0) or 0) for k in ("balance", "reserved", "available")}
+    view.update({k: from_storage_units(plan.type, v) for k, v in amounts.items()})
+    view["units"] = {"unit": plan.unit, **amounts}
+    return view
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+
+class Billing:
+    """Reservations, settlements, top-ups and plans of accounts; one per process (thread-safe).
+
+    :param db: the MongoDB database (``accounts`` and ``ledger``).
+    :param clock: time source for ``at`` fields and recovery ages; default the process clock.
+    :param config: default the process configuration (language of reasons).
+    :param jobs: the job store used to release ``waiting_balance`` jobs; default one on ``db``.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
+                 jobs: Any = None) -> None:
+        self.db = db
+        self.accounts: Collection = db[ACCOUNTS]
+        self.clock = clock or get_clock()
+        self.config = config or get_config()
+        self._jobs = jobs
+        self._lock = threading.Lock()
+        self._posted: dict[str, list[str]] = {}
+
+    @property
+    def jobs(self) -> Any:
+        if self._jobs is None:
+            from shared.jobs import JobStore
+
+            self._jobs = JobStore(self.db, clock=self.clock, config=self.config)
+        return self._jobs
+
+    # -- reservation ----------------------------------------------------------------------------
+
+    def reserve(self, account_id: str, *, attempt_id: str, job_id: str, max_call_duration_s: int) -> Reservation:
+        """Hold the most the call can cost before dialing it.
+
+        One read of the account; for a metered plan with enough available, one conditional update
+        (``available >= cost`` and no hold for this attempt in the filter) and one ledger insert.
+        Unlimited plans cost the read only. Idempotent per ``attempt_id``: a second call returns
+        the existing hold (``duplicate=True``); one made after the attempt was settled returns
+        ``ALREADY_SETTLED`` and holds nothing.
+
+        :param attempt_id: the attempt's id (``shared.attempts.attempt_id``).
+        :param job_id: the job, recorded on the hold and its ledger entry.
+        :param max_call_duration_s: the batch's ``max_call_duration``, seconds (> 0).
+        """
+        if isinstance(max_call_duration_s, bool) or not isinstance(max_call_duration_s, int) \
+                or max_call_duration_s <= 0:
+            raise ValueError(f"max_call_duration_s must be a positive whole number, got {max_call_duration_s!r}")
+        key = hold_key(attempt_id)
+        base = {"account_id": account_id, "attempt_id": attempt_id}
+        last: Reservation | None = None
+        for _ in range(DEFAULT_WRITE_ATTEMPTS):
+            account = self.accounts.find_one({"_id": account_id},
+                                             {"plan": 1, "available": 1, f"holds.{key}": 1})
+            if account is None:
+                return self._counted(Reservation(status=ReservationStatus.UNKNOWN_ACCOUNT, **base), "unknown_account")
+            plan = Plan.from_document(account.get("plan"))
+            if not plan.metered:
+                return self._counted(Reservation(status=ReservationStatus.OK, plan=plan.type, **base), "unlimited")
+            held = _hold_of(account, key)
+            if held is not None:
+                return self._existing_hold(account_id, key, held, plan, base)
+            cost = reservation_cost(plan, max_call_duration_s)
+            available = int(account.get("available", 0) or 0)
+            last = Reservation(status=ReservationStatus.INSUFFICIENT_BALANCE, plan=plan.type, unit=plan.unit,
+                               needed=cost, available=available, **base)
+            if available < cost:
+                break
+            hold = {"attempt_id": attempt_id, "job_id": job_id, "token": uuid.uuid4().hex, "amount": cost,
+                    "unit": plan.unit, "granularity": plan.granularity,
+                    "price_millicredits_per_minute": plan.price_millicredits_per_minute,
+                    "max_call_duration_s": max_call_duration_s, "at": self.clock.now_ms()}
+            if self._write_hold(account_id, key, plan, hold):
+                return self._posted_hold(account_id, key, hold, plan, base, available)
+        assert last is not None
+        event(log, "balance_insufficient", account_id=account_id, attempt_id=attempt_id, needed=last.needed,
+              available=last.available, unit=last.unit)
+        return self._counted(last, "insufficient_balance")
+
+    def _write_hold(self, account_id: str, key: str, plan: Plan, hold: Mapping[str, Any]) -> bool:
+        cost = int(hold["amount"])
+        cleanup = self._take_cleanup(account_id)
+        update: dict[str, Any] = {
+            "$inc": {"available": -cost, "reserved": cost, "holds_n": 1},
+            "$set": {f"holds.{key}": dict(hold), "updated_at": hold["at"]},
+        }
+        if cleanup:
+            update["$unset"] = {f"journal.{i}": "" for i in cleanup}
+        query = {"_id": account_id, "plan.type": plan.type, "available": {"$gte": cost},
+                 f"holds.{key}": {"$exists": False}}
+        result = self.accounts.update_one(query, update)
+        if result.matched_count == 0:
+            self._give_back(account_id, cleanup)
+            return False
+        return True
+
+    def _posted_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
+                     base: Mapping[str, str], available: int) -> Reservation:
+        """Post the new hold's ledger entry; a duplicate id means the attempt was settled before: undo."""
+        if not ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)]):
+            earlier = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
+            if earlier is not None and earlier.get("token") != hold["token"]:
+                self._undo_hold(account_id, key, hold)
+                return self._counted(Reservation(status=ReservationStatus.ALREADY_SETTLED, plan=plan.type,
+                                                 unit=plan.unit, **base), "already_settled")
+        amount = int(hold["amount"])
+        event(log, "balance_reserved", account_id=account_id, attempt_id=hold["attempt_id"], amount=amount,
+              unit=plan.unit)
+        return self._counted(Reservation(status=ReservationStatus.OK, plan=plan.type, unit=plan.unit, amount=amount,
+                                         needed=amount, available=available - amount, **base), "ok")
+
+    def _existing_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
+                       base: Mapping[str, str]) -> Reservation:
+        """The attempt already holds a reservation (redelivery): make sure its entry is posted, return it."""
+        if not ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)]):
+            earlier = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
+            if earlier is not None and earlier.get("token") != hold.get("token"):
+                self._undo_hold(account_id, key, hold)
+                return self._counted(Reservation(status=ReservationStatus.ALREADY_SETTLED, plan=plan.type,
+                                                 unit=plan.unit, **base), "already_settled")
+        amount = int(hold["amount"])
+        return self._counted(Reservation(status=ReservationStatus.OK, plan=plan.type, unit=hold.get("unit"),
+                                         amount=amount, needed=amount, duplicate=True, **base), "duplicate")
+
+    def _undo_hold(self, account_id: str, key: str, hold: Mapping[str, Any]) -> bool:
+        """Give back a hold that must not exist (no ledger entry: its reservation was never posted)."""
+        amount = int(hold["amount"])
+        result = self.accounts.update_one(
+            {"_id": account_id, f"holds.{key}.token": hold["token"]},
+            {"$unset": {f"holds.{key}": ""}, "$inc": {"available": amount, "reserved": -amount, "holds_n": -1}})
+        if result.matched_count:
+            event(log, "duplicate_hold_released", account_id=account_id, attempt_id=hold.get("attempt_id"))
+        return bool(result.matched_count)
+
+    @staticmethod
+    def _counted(reservation: Reservation, result: str) -> Reservation:
+        metrics.RESERVATIONS.labels(result).inc()
+        return reservation
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def settle(self, attempt_id: str, *, duration_ms: int | None) -> int:
+        """Charge the call's billable duration, release the rest; returns the charge (storage units).
+
+        A call that never connected (``duration_ms`` None or 0) costs nothing. Idempotent: a
+        second settle (or a settle after :meth:`release`) changes nothing and returns what the
+        first one charged. An attempt that reserved nothing (unlimited plan) returns 0 after one read.
+
+        :param duration_ms: connected time reported by the provider, milliseconds.
+        """
+        return self._finish(attempt_id, duration_ms=duration_ms, kind=ledger.KIND_CHARGE)[0]
+
+    def release(self, attempt_id: str) -> int:
+        """The call was never placed: give the whole reservation back; returns the amount released.
+
+        Idempotent; after a :meth:`settle` it changes nothing (and returns what that one released).
+        """
+        return self._finish(attempt_id, duration_ms=0, kind=ledger.KIND_RELEASE)[1]
+
+    def _finish(self, attempt_id: str, *, duration_ms: int | None, kind: str) -> tuple[int, int]:
+        key = hold_key(attempt_id)
+        reserved = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
+        if reserved is None:
+            return 0, 0
+        account_id = reserved["account_id"]
+        amount = int(reserved["amount"])
+        plan = Plan(type=PLAN_MINUTES if reserved["unit"] == "second" else PLAN_CREDITS,
+                    granularity=reserved.get("granularity", "second"),
+                    price_millicredits_per_minute=int(reserved.get("price_millicredits_per_minute", 0)))
+        charged, released = (0, amount) if kind == ledger.KIND_RELEASE else settlement(plan, amount, duration_ms)
+        now = self.clock.now_ms()
+        entry_id = ledger.settle_entry_id(key)
+        body = {"account_id": account_id, "kind": kind, "unit": reserved["unit"], "balance_delta": -charged,
+                "reserved_delta": -amount, "attempt_id": attempt_id, "job_id": reserved.get("job_id"),
+                "token": reserved["token"], "amount": amount, "charged": charged, "released": released,
+                "duration_ms": int(duration_ms or 0), "billable_s": billable_seconds(duration_ms, plan.granularity),
+                "at": now}
+        cleanup = self._take_cleanup(account_id)
+        update: dict[str, Any] = {
+            "$unset": {f"holds.{key}": "", **{f"journal.{i}": "" for i in cleanup}},
+            "$inc": {"balance": -charged, "reserved": -amount, "available": released, "holds_n": -1,
+                     "journal_seq": 1},
+            "$set": {f"journal.{entry_id}": body, "updated_at": now},
+            "$min": {"journal_at": now},
+        }
+        result = self.accounts.update_one({"_id": account_id, f"holds.{key}.token": reserved["token"]}, update)
+        if result.matched_count == 0:
+            self._give_back(account_id, cleanup)
+            return self._earlier_settlement(account_id, key)
+        ledger.post(self.db, [ledger.journal_entry(entry_id, body)])
+        self._note_posted(account_id, entry_id)
+        metrics.SETTLEMENTS.labels(kind).inc()
+        if charged:
+            metrics.BILLED.labels(reserved["unit"]).inc(charged)
+        event(log, "balance_settled", account_id=account_id, attempt_id=attempt_id, kind=kind, charged=charged,
+              released=released, unit=reserved["unit"])
+        return charged, released
+
+    def _earlier_settlement(self, account_id: str, key: str) -> tuple[int, int]:
+        """The hold is gone: return what settled it (posting it if its process died before doing so)."""
+        entry_id = ledger.settle_entry_id(key)
+        found = ledger.get_entry(self.db, entry_id)
+        if found is None:
+            account = self.accounts.find_one({"_id": account_id}, {f"journal.{entry_id}": 1}) or {}
+            journal = account.get("journal") if isinstance(account.get("journal"), Mapping) else {}
+            body = (journal or {}).get(entry_id) or account.get(f"journal.{entry_id}")
+            if not isinstance(body, Mapping):
+                return 0, 0
+            found = ledger.journal_entry(entry_id, body)
+            if ledger.post(self.db, [found]):
+                metrics.LEDGER_REPAIRS.labels("journal_entry").inc()
+        return int(found.get("charged", 0)), int(found.get("released", 0))
+
+    # -- journal cleanup (piggy-backed) -----------------------------------------------------------
+
+    def _take_cleanup(self, account_id: str) -> list[str]:
+        with self._lock:
+            pending = self._posted.get(account_id)
+            if not pending:
+                return []
+            taken, self._posted[account_id] = pending[:DEFAULT_CLEANUP_BATCH], pending[DEFAULT_CLEANUP_BATCH:]
+            return taken
+
+    def _give_back(self, account_id: str, ids: list[str]) -> None:
+        if ids:
+            with self._lock:
+                self._posted.setdefault(account_id, []).extend(ids)
+
+    def _note_posted(self, account_id: str, entry_id: str) -> None:
+        with self._lock:
+            pending = self._posted.setdefault(account_id, [])
+            pending.append(entry_id)
+            overflow = len(pending) > DEFAULT_CLEANUP_BACKLOG
+        if overflow:
+            self.flush(account_id)
+
+    def flush(self, account_id: str | None = None) -> int:
+        """Drop from the account documents the journal entries this process has posted; returns how many.
+
+        Normally each is dropped by the next write on its account (no extra round trip); call this
+        when a process stops, or let :meth:`repair` do it.
+        """
+        with self._lock:
+            if account_id is None:
+                work, self._posted = self._posted, {}
+            else:
+                work = {account_id: self._posted.pop(account_id, [])}
+        done = 0
+        for acc, ids in work.items():
+            if ids:
+                self.accounts.update_one({"_id": acc}, {"$unset": {f"journal.{i}": "" for i in ids}})
+                done += len(ids)
+        return done
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def open_reservations(self, *, older_than_ms: int, limit: int = 100) -> list[OpenReservation]:
+        """Reservations still holding balance, made at or before ``older_than_ms``, oldest first.
+
+        For the scheduler's recovery: settle or release each from its attempt record. Holds whose
+        ledger entry was never written (the process died between its two writes) are posted here
+        first, and a hold re-made for an already settled attempt is given back, so every item
+        returned can be passed to :meth:`settle` or :meth:`release`.
+
+        :param older_than_ms: an instant on the shared clock (ms since the epoch): only reservations
+            made at or before it are returned (e.g. ``now_ms - dialing lease``).
+        :param limit: most items returned.
+        """
+        found, _, _ = self._scan_holds(int(older_than_ms), limit)
+        return found
+
+    def _scan_holds(self, cutoff_ms: int, limit: int) -> tuple[list[OpenReservation], int, int]:
+        candidates: list[tuple[int, str, str, dict[str, Any]]] = []
+        for account in self.accounts.find({"holds_n": {"$gt": 0}}, {"holds": 1}):
+            for key, hold in (account.get("holds") or {}).items():
+                if int(hold.get("at", 0)) <= cutoff_ms:
+                    candidates.append((int(hold.get("at", 0)), account["_id"], key, hold))
+        candidates.sort(key=lambda c: (c[0], c[2]))
+        ids = [ledger.reserve_entry_id(c[2]) for c in candidates]
+        posted = {d["_id"]: d.get("token") for d in
+                  self.db[ledger.LEDGER].find({"_id": {"$in": ids}}, {"_id": 1, "token": 1})} if ids else {}
+        out: list[OpenReservation] = []
+        written = undone = 0
+        for at, account_id, key, hold in candidates:
+            entry_id = ledger.reserve_entry_id(key)
+            if entry_id not in posted:
+                written += ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
+            elif posted[entry_id] != hold.get("token"):
+                undone += int(self._undo_hold(account_id, key, hold))
+                continue
+            out.append(OpenReservation(attempt_id=hold.get("attempt_id", key), account_id=account_id,
+                                       job_id=hold.get("job_id"), amount=int(hold.get("amount", 0)),
+                                       unit=hold.get("unit"), reserved_at_ms=at))
+            if len(out) >= limit:
+                break
+        if written:
+            metrics.LEDGER_REPAIRS.labels("reservation").inc(written)
+        if undone:
+            metrics.LEDGER_REPAIRS.labels("duplicate_hold").inc(undone)
+        return out, written, undone
+
+    def repair(self, *, min_age_ms: int = DEFAULT_REPAIR_AFTER_MS, limit: int = 100) -> RepairReport:
+        """Post what dead processes left only in account documents; for the scheduler, every minute or so.
+
+        Journal entries older than ``min_age_ms`` are inserted in the ledger (duplicates are
+        no-ops) and dropped from their account; holds older than that get their reservation entry
+        (and duplicate holds are given back). An account whose top-up or adjustment is posted here
+        gets its ``waiting_balance`` jobs back to pending (the top-up's own process may have died
+        before doing it). Afterwards ``balance == sum(ledger)`` for every account with nothing in
+        flight.
+
+        :param min_age_ms: age (simulated ms on the shared clock) from which an unposted entry counts
+            as left behind by a dead process; default :data:`DEFAULT_REPAIR_AFTER_MS`.
+        :param limit: most accounts swept (journals) and holds looked at per call.
+        """
+        report = RepairReport()
+        cutoff = self.clock.now_ms() - int(min_age_ms)
+        self.flush()
+        for account in self.accounts.find({"journal_at": {"$lte": cutoff}},
+                                          {"journal": 1, "journal_seq": 1}).limit(limit):
+            report.accounts_swept += 1
+            self._sweep_journal(account, cutoff, report)
+        _, report.reservations_posted, report.duplicate_holds_released = self._scan_holds(cutoff, limit)
+        if report.journal_entries_posted or report.reservations_posted or report.duplicate_holds_released:
+            event(log, "ledger_repaired", **vars(report))
+        return report
+
+    def _sweep_journal(self, account: Mapping[str, Any], cutoff: int, report: RepairReport) -> None:
+        journal: Mapping[str, Any] = account.get("journal") or {}
+        old = {eid: body for eid, body in journal.items() if int(body.get("at", 0)) <= cutoff}
+        young = [int(body.get("at", 0)) for eid, body in journal.items() if eid not in old]
+        inserted = ledger.post(self.db, [ledger.journal_entry(eid, body) for eid, body in old.items()])
+        report.journal_entries_posted += inserted
+        if inserted:
+            metrics.LEDGER_REPAIRS.labels("journal_entry").inc(inserted)
+        unset: dict[str, str] = {f"journal.{eid}": "" for eid in old}
+        update: dict[str, Any] = {}
+        if young:
+            update["$set"] = {"journal_at": min(young)}
+        else:
+            unset["journal_at"] = ""
+        update["$unset"] = unset
+        result = self.accounts.update_one({"_id": account["_id"], "journal_seq": account.get("journal_seq")}, update)
+        if result.matched_count == 0 and old:
+            self.accounts.update_one({"_id": account["_id"]}, {"$unset": {f"journal.{eid}": "" for eid in old}})
+        credited = any(b.get("kind") in (ledger.KIND_TOPUP, ledger.KIND_ADJUSTMENT)
+                       and int(b.get("balance_delta", 0)) > 0 for b in old.values())
+        if inserted and credited:
+            report.accounts_released += 1
+            self.jobs.release_waiting_balance(account["_id"])
+
+    # -- admin: balance, top-up, plan --------------------------------------------------------------
+
+    def balance(self, account_id: str) -> dict[str, Any]:
+        """Plan, balance, reserved and available (API units and stored integers): :func:`account_view`.
+
+        :raises NotFound: no such account.
+        """
+        account = self.accounts.find_one({"_id": account_id}, {"journal": 0, "holds": 0})
+        if account is None:
+            raise NotFound(f"account {account_id!r} not found")
+        return account_view(account)
+
+    def check(self, account_id: str) -> ledger.LedgerCheck:
+        """:func:`shared.ledger.check_account` for this database."""
+        return ledger.check_account(self.db, account_id)
+
+    def top_up(self, account_id: str, amount: object) -> dict[str, Any]:
+        """Add ``amount`` (minutes or credits, per the plan) to the balance; release waiting contacts.
+
+        Writes a ``topup`` ledger entry and puts the account's ``waiting_balance`` jobs back to
+        ``pending``. Not idempotent (each call adds): an admin client that must retry safely sets
+        the absolute balance with :meth:`apply_account` instead. Returns :func:`account_view` with
+        ``released_jobs`` (jobs put back to pending).
+
+        :raises NotFound: no such account.
+        :raises ValidationError: ``amount`` not a positive number of whole storage units, or an unlimited plan.
+        """
+        for _ in range(DEFAULT_WRITE_ATTEMPTS):
+            account = self.accounts.find_one({"_id": account_id}, {"plan": 1})
+            if account is None:
+                raise NotFound(f"account {account_id!r} not found")
+            plan = Plan.from_document(account.get("plan"))
+            if not plan.metered:
+                raise ValidationError([("amount", "unlimited plans have no balance to top up")])
+            units = to_storage_units(plan.type, amount, "amount", allow_zero=False)
+            now = self.clock.now_ms()
+            entry_id = f"topup:{new_id()}"
+            body = {"account_id": account_id, "kind": ledger.KIND_TOPUP, "unit": plan.unit, "balance_delta": units,
+                    "reserved_delta": 0, "amount": units, "at": now}
+            change = _Change(query={"_id": account_id, "plan.type": plan.type},
+                             update={"$inc": {"balance": units, "available": units},
+                                     "$set": {"unit": plan.unit, "updated_at": now}},
+                             entries={entry_id: body})
+            if self._apply(account_id, change):
+                metrics.TOP_UPS.inc()
+                released = self.jobs.release_waiting_balance(account_id)
+                event(log, "balance_topped_up", account_id=account_id, amount=units, unit=plan.unit,
+                      released_jobs=released)
+                view = self.balance(account_id)
+                view["released_jobs"] = released
+                return view
+        raise StoreError(f"account {account_id!r} changed plan while topping up; try again")
+
+    def apply_account(self, account_id: str, body: object) -> tuple[dict[str, Any], bool]:
+        """Validate and apply ``PUT /accounts/{account_id}``; returns ``(account_view, created)``.
+
+        Body: ``{"plan": {"type", "balance", "price_per_minute", "granularity"}, "concurrency_limit"}``
+        (:func:`shared.accounts.parse_account_request`). ``plan`` is required to create an account.
+        ``plan.balance`` sets the absolute balance (minutes or credits); the difference is written
+        as an ``adjustment`` entry. Changing the plan type closes the old balance with an
+        adjustment and opens the new one; it is refused while calls hold reservations. A balance
+        below what calls in progress hold is refused. When the write makes balance available (or
+        the plan unlimited), the account's ``waiting_balance`` jobs go back to pending
+        (``released_jobs`` in the view).
+
+        :raises ValidationError: naming each bad field (``plan.type``, ``plan.balance``, ...).
+        """
+        account_id = validate_account_id(account_id)
+        request = parse_account_request(body)
+        for _ in range(DEFAULT_WRITE_ATTEMPTS):
+            account = self.accounts.find_one({"_id": account_id}, {"holds": 0})
+            if account is None:
+                created = self._create_account(account_id, request)
+                if created is not None:
+                    return created, True
+                continue
+            change = self._account_change(account, request)
+            if change is None or self._apply(account_id, change):
+                released = self.jobs.release_waiting_balance(account_id) if change and change.frees_balance else 0
+                view = self.balance(account_id)
+                view["released_jobs"] = released
+                return view, False
+        raise StoreError(f"account {account_id!r} kept changing while it was being updated; try again")
+
+    def _create_account(self, account_id: str, request: AccountRequest) -> dict[str, Any] | None:
+        if request.plan is None:
+            raise ValidationError([("plan", "is required to create an account")])
+        plan, now = request.plan, self.clock.now_ms()
+        balance = int(request.balance or 0) if plan.metered else 0
+        doc: dict[str, Any] = {"_id": account_id, "plan": plan.to_document(), "unit": plan.unit, "balance": balance,
+                               "reserved": 0, "available": balance, "holds": {}, "holds_n": 0, "journal": {},
+                               "journal_seq": 0, "plan_rev": 1, "created_at": now, "updated_at": now}
+        if request.concurrency_limit is not None:
+            doc["concurrency_limit"] = request.concurrency_limit
+        entries: dict[str, dict[str, Any]] = {}
+        if balance:
+            entries[f"adjust:{new_id()}"] = self._adjustment(account_id, plan.unit, balance, "account created", now)
+            doc.update(journal=dict(entries), journal_seq=1, journal_at=now)
+        try:
+            self.accounts.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        self._post_and_drop(account_id, entries)
+        released = self.jobs.release_waiting_balance(account_id)
+        event(log, "account_created", account_id=account_id, plan=plan.type, balance=balance, unit=plan.unit)
+        view = self.balance(account_id)
+        view["released_jobs"] = released
+        return view
+
+    @staticmethod
+    def _adjustment(account_id: str, unit: str | None, delta: int, reason: str, now: int) -> dict[str, Any]:
+        return {"account_id": account_id, "kind": ledger.KIND_ADJUSTMENT, "unit": unit, "balance_delta": delta,
+                "reserved_delta": 0, "amount": delta, "reason": reason, "at": now}
+
+    def _account_change(self, account: Mapping[str, Any], request: AccountRequest) -> _Change | None:
+        """The conditional write a PUT makes on an existing account (None: nothing to change)."""
+        account_id, now = account["_id"], self.clock.now_ms()
+        old = Plan.from_document(account.get("plan")) if account.get("plan") else None
+        new = request.plan or old
+        sets: dict[str, Any] = {"updated_at": now}
+        change = _Change(query={"_id": account_id, "plan_rev": account.get("plan_rev")},
+                         update={"$set": sets, "$inc": {"plan_rev": 1}})
+        if request.has_concurrency_limit:
+            if request.concurrency_limit is None:
+                change.update["$unset"] = {"concurrency_limit": ""}
+            else:
+                sets["concurrency_limit"] = request.concurrency_limit
+        if request.plan is None or new is None:
+            return change if request.has_concurrency_limit else None
+        sets["plan"] = new.to_document()
+        if old is not None and old.type == new.type and account.get("unit") == new.unit:
+            self._same_type(account, new, request, change, now)
+        else:
+            self._type_change(account, old, new, request, change, now)
+        return change
+
+    def _same_type(self, account: Mapping[str, Any], plan: Plan, request: AccountRequest, change: _Change,
+                   now: int) -> None:
+        if not plan.metered or request.balance is None:
+            return
+        balance, reserved = int(account.get("balance", 0) or 0), int(account.get("reserved", 0) or 0)
+        if request.balance < reserved:
+            raise ValidationError([("plan.balance", f"must be at least {from_storage_units(plan.type, reserved)} "
+                                                    f"(held by {account.get('holds_n', 0)} calls in progress)")])
+        delta = request.balance - balance
+        change.query["balance"] = account.get("balance")
+        change.query["reserved"] = {"$lte": request.balance} if "reserved" in account else None
+        if delta:
+            change.update["$inc"].update(balance=delta, available=delta)
+            change.entries[f"adjust:{new_id()}"] = self._adjustment(account["_id"], plan.unit, delta, "balance set",
+                                                                    now)
+            change.frees_balance = delta > 0
+
+    def _type_change(self, account: Mapping[str, Any], old: Plan | None, new: Plan, request: AccountRequest,
+                     change: _Change, now: int) -> None:
+        holds = int(account.get("holds_n", 0) or 0)
+        if holds:
+            raise ValidationError([("plan.type", f"cannot change from {old.type if old else 'none'} to {new.type} "
+                                                 f"while {holds} calls hold a reservation; try again when they end")])
+        change.query["holds_n"] = {"$in": [0, None]}
+        change.query["balance"] = account.get("balance")
+        old_balance = int(account.get("balance", 0) or 0)
+        old_unit = account.get("unit") or (old.unit if old else None)
+        if old_balance and old_unit:
+            change.entries[f"adjust:{new_id()}"] = self._adjustment(account["_id"], old_unit, -old_balance,
+                                                                    "plan changed: old balance closed", now)
+        balance = int(request.balance or 0) if new.metered else 0
+        if balance:
+            change.entries[f"adjust:{new_id()}"] = self._adjustment(account["_id"], new.unit, balance,
+                                                                    "plan changed: new balance", now)
+        change.update["$set"].update(unit=new.unit, balance=balance, reserved=0, available=balance, holds_n=0)
+        change.frees_balance = balance > 0 or not new.metered
+
+    def _apply(self, account_id: str, change: _Change) -> bool:
+        """One conditional write journaling ``change.entries``; then post them and drop them from the journal."""
+        update = {op: dict(fields) for op, fields in change.update.items()}
+        if change.entries:
+            now = self.clock.now_ms()
+            update.setdefault("$set", {}).update({f"journal.{eid}": body for eid, body in change.entries.items()})
+            update.setdefault("$inc", {})["journal_seq"] = 1
+            update["$min"] = {"journal_at": now}
+        if self.accounts.update_one(change.query, update).matched_count == 0:
+            return False
+        self._post_and_drop(account_id, change.entries)
+        return True
+
+    def _post_and_drop(self, account_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        if entries:
+            ledger.post(self.db, [ledger.journal_entry(eid, body) for eid, body in entries.items()])
+            self.accounts.update_one({"_id": account_id}, {"$unset": {f"journal.{eid}": "" for eid in entries}})
+
+    # -- insufficient balance -------------------------------------------------------------------
+
+    def on_insufficient_balance(self, job: Mapping[str, Any], call_settings: Any, reservation: Reservation, *,
+                                lease_owner: str | None = None,
+                                expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
+        """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused.
+
+        ``fail``: the job fails terminally with reason "insufficient balance" ("account not found"
+        for an unknown account). ``wait``: the job goes to ``waiting_balance``; a top-up (or a PUT
+        that adds balance, or creates the account) puts it back to ``pending``. A top-up landing
+        between the refused reservation and this write would miss the job, so after parking it the
+        account is read again and the job is released at once when the call now fits.
+
+        :param job: the job document (its ``_id`` and ``account_id`` are used).
+        :param lease_owner: the lease token the dial holds.
+        :param expected: the states the job may be in (default the leased ones).
+        Returns the job after the write, or None when the job had moved on.
+        """
+        lang = getattr(self.config, "lang", "en")
+        which = "unknown_account" if reservation.status == ReservationStatus.UNKNOWN_ACCOUNT else "insufficient_balance"
+        reason = REASONS[which].get(lang, REASONS[which]["en"])
+        expected = tuple(expected)
+        if insufficient_balance_action(call_settings) == ON_INSUFFICIENT_FAIL:
+            return self.jobs.mark_failed(job["_id"], reason, terminal=True, expected=expected, lease_owner=lease_owner)
+        parked = self.jobs.reschedule(job["_id"], self.clock.now(), reason, status=states.WAITING_BALANCE,
+                                      expected=expected, lease_owner=lease_owner)
+        if parked is None:
+            return None
+        account = self.accounts.find_one({"_id": job["account_id"]}, {"plan": 1, "available": 1})
+        if account is not None:
+            plan = Plan.from_document(account.get("plan"))
+            available = int(account.get("available", 0) or 0)
+            if not plan.metered or reservation.status == ReservationStatus.UNKNOWN_ACCOUNT \
+                    or available >= reservation.needed > 0:
+                back = self.jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
+                                            set_={"next_try_at": self.clock.now_ms()})
+                return back or parked
+        return parked
