@@ -270,8 +270,9 @@ def _allowed_hours(raw: Mapping[str, Any], errors: Errors) -> tuple[str, str] | 
         errors.append(("allowed_hours", f"unknown keys {', '.join(unknown)} (known: start, end)"))
         return None
     n = len(errors)
-    start = _time(value.get("start", "00:00"), "allowed_hours.start", errors, is_end=False)
-    end = _time(value.get("end", "24:00"), "allowed_hours.end", errors, is_end=True)
+    given_start, given_end = value.get("start"), value.get("end")
+    start = _time("00:00" if given_start is None else given_start, "allowed_hours.start", errors, is_end=False)
+    end = _time("24:00" if given_end is None else given_end, "allowed_hours.end", errors, is_end=True)
     if len(errors) > n or not _hours(start, end, "allowed_hours", errors):
         return None
     assert start is not None and end is not None
@@ -427,7 +428,7 @@ def _document(raw: Mapping[str, Any], values: Mapping[str, Any], holiday_doc: An
             continue
         if name == "allowed_hours":
             start, end = values["allowed_hours"]
-            doc[name] = {k: v for k, v in (("start", start), ("end", end)) if k in raw[name]}
+            doc[name] = {k: v for k, v in (("start", start), ("end", end)) if raw[name].get(k) is not None}
         elif name == "windows":
             doc[name] = [w.to_document() for w in values["windows"]]
         elif name == "holidays":

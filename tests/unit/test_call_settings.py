@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.call_settings import (
     KNOWN_FIELDS,
@@ -348,3 +350,55 @@ def test_parse_uses_the_shared_clock_when_now_is_not_given():
         assert parse_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG).restricts_time
     finally:
         clock_mod.set_clock(saved)
+
+
+# --- robustness ---------------------------------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10_000) | st.floats(allow_nan=True) | st.text(max_size=12)
+    | st.sampled_from(["09:00", "24:00", "auto", "CO", "2025-12-25", "America/Santiago", "wait"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["days", "start", "end", "country", "subdivision", "x"]), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*KNOWN_FIELDS, "colour"]), _json, max_size=6))
+def test_any_json_is_accepted_or_rejected_with_named_fields(raw):
+    try:
+        parsed = parse(raw)
+    except InvalidCallSettings as exc:
+        assert exc.errors and all(isinstance(f, str) and isinstance(m, str) and m for f, m in exc.errors)
+        named = {f.split(".")[0].split("[")[0] for f, _ in exc.errors}
+        assert named <= {*raw, "windows", "fallback_timezone"}
+        return
+    assert set(parsed.to_document()) <= set(raw)
+    assert parse(parsed.to_document()).to_document() == parsed.to_document()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=7), st.integers(0, 1439), st.integers(1, 1440))
+def test_shorthand_round_trips(days, start, end):
+    raw = {"days_of_week": days, "allowed_hours": {"start": f"{start // 60:02d}:{start % 60:02d}",
+                                                   "end": f"{end // 60:02d}:{end % 60:02d}"}}
+    if start == end:
+        assert "allowed_hours" in errors_of(raw)
+        return
+    parsed = parse(raw)
+    assert parsed.windows[0].start_minute == start and parsed.windows[0].end_minute == end
+    assert parsed.windows[0].days == tuple(sorted(set(days)))
+    assert parse(parsed.to_document()).windows == parsed.windows
+
+
+def test_every_example_in_the_docs_is_valid():
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "call_settings.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 5
+    for block in blocks:
+        raw = json.loads(block)
+        assert parse(raw).to_document() == raw

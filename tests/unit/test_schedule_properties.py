@@ -9,6 +9,7 @@ these zones (and every window edge) is a whole minute, so the first allowed minu
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -34,7 +35,9 @@ FIRST = datetime(2016, 1, 1, tzinfo=UTC)
 LAST = datetime(2034, 12, 31, tzinfo=UTC)
 #: Longest minute-by-minute walk the oracle does (the settings generated keep answers well inside it).
 MAX_WALK = timedelta(days=40)
-PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per property; raise ``OUTDIAL_PROPERTY_EXAMPLES`` for a longer search (e.g. 5000 before a release).
+EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "250"))
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the oracle ------------------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def test_contact_timezone_wins(data):
     assert found == oracle_next(raw, (contact_zone,), now)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_numbers_with_several_zones_need_every_zone_inside(data):
     from shared.phones import phone_timezones
