@@ -193,6 +193,32 @@ def test_listener_waits_for_a_redis_that_is_not_there_yet(db, config):
             server.stop()
 
 
+def test_a_silent_redis_counts_as_a_lost_connection(owned_redis, config):
+    """A frozen server (SIGSTOP: the socket stays open, nothing answers) is detected by the keepalive."""
+    import signal
+
+    group = CacheGroup()
+    cache = BatchCache(loader=lambda b: {"_id": b}, clock=FROZEN, config=config, group=group)
+    listener = InvalidationListener(redis_url=owned_redis.url, cache=group, poll_s=0.02, ping_interval_s=0.2,
+                                    backoff_max_s=0.2, connect_timeout_s=0.5).start()
+    proc = owned_redis._server.proc
+    assert proc is not None
+    try:
+        assert listener.wait_connected(PATIENCE_S)
+        threading.Event().wait(1.0)  # five ping intervals of silence: only answered pings keep it connected
+        assert listener.connected and (listener.connects, listener.disconnects) == (1, 0)
+        cache.get("65f1c0ffee00000000000001")
+        proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: not listener.connected), "a silent Redis went unnoticed"
+        assert cache.suspended and len(cache) == 0 and listener.disconnects == 1
+        proc.send_signal(signal.SIGCONT)
+        assert listener.wait_connected(PATIENCE_S)
+        assert not cache.suspended
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        assert listener.stop()
+
+
 def test_malformed_channels_on_real_redis_are_ignored(owned_redis, config):
     docs = {f"65f1c0ffee00000000000{i:03x}": {"_id": f"65f1c0ffee00000000000{i:03x}"} for i in range(3)}
     group = CacheGroup()
