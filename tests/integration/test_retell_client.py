@@ -1,0 +1,457 @@
+"""The Retell client against the simulator over real HTTP: every endpoint, every error class,
+the ambiguous create and its reconciliation, and the blocking bridge used by actors."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.clock import started_at
+from shared.config import Config, load_config
+from shared.errors import (
+    CallNotFound,
+    CreateOutcomeUnknown,
+    PaymentRequired,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from shared.retell import RetellClient, SyncRetellClient, get_sync_client
+from shared.simulator_process import SimulatorProcess
+
+FROM = "+14155550100"
+ANSWERS = "+14155550001"
+BUSY = "+14155550002"
+STUCK = "+14155550003"
+SCENARIO = {"numbers": {ANSWERS: {"outcome": "answer", "ring_s": 2, "duration_s": 60}, BUSY: "busy", STUCK: "stuck"}}
+#: Simulated seconds per real second for lifecycle tests: a 60 s call lasts 0.3 real seconds.
+FAST = 200.0
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def client_for(sim: SimulatorProcess, **options: Any) -> RetellClient:
+    options.setdefault("backoff_base_s", 0.01)
+    options.setdefault("backoff_max_s", 0.05)
+    return RetellClient(load_config({}), base_url=sim.base_url, api_key=sim.api_key, **options)
+
+
+@pytest.fixture
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
+    clock = started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST)
+    return simulator_factory(clock=clock, scenario=SCENARIO)
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+
+
+def test_create_sends_the_mapped_body_and_returns_a_registered_call(sim, sim_wait):
+    async def go():
+        async with client_for(sim) as client:
+            return await client.create_phone_call(
+                from_number=FROM, to_number=ANSWERS, agent_id="agent_collect",
+                dynamic_variables={"name": "Ana", "amount": 1200}, metadata={"job_id": "j1", "attempt": 1},
+                ring_timeout_s=45, max_call_duration_s=600)
+
+    call = run(go())
+    assert call.call_id.startswith("call_") and call.call_status == "registered"
+    assert call.to_number == ANSWERS and call.agent_id == "agent_collect"
+    assert call.metadata == {"job_id": "j1", "attempt": 1}
+    [record] = sim.calls()
+    assert record["call_id"] == call.call_id and record["status"] == 201
+    assert record["body"] == {
+        "from_number": FROM, "to_number": ANSWERS, "override_agent_id": "agent_collect",
+        "retell_llm_dynamic_variables": {"name": "Ana", "amount": "1200"}, "metadata": {"job_id": "j1", "attempt": 1},
+        "agent_override": {"agent": {"ring_duration_ms": 45_000, "max_call_duration_ms": 600_000}},
+    }
+
+
+def test_get_call_follows_the_lifecycle_to_analysis(sim, sim_wait):
+    async def go():
+        async with client_for(sim) as client:
+            call = await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "j2"})
+            seen = {call.call_status}
+            for _ in range(400):
+                got = await client.get_call(call.call_id)
+                seen.add(got.call_status)
+                if got.call_analysis:
+                    return seen, got
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"never analyzed; saw {seen}")
+
+    seen, final = run(go())
+    assert {"registered", "ongoing", "ended"} <= seen
+    assert final.is_final and final.connected and final.duration_ms == 60_000
+    assert final.end_timestamp_ms - final.start_timestamp_ms == 60_000
+    assert final.disconnection_reason in ("user_hangup", "agent_hangup")
+    assert final.call_analysis["call_successful"] is True and final.metadata == {"job_id": "j2"}
+
+
+def test_stop_call_ends_a_stuck_call_once(sim):
+    async def go():
+        async with client_for(sim) as client:
+            call = await client.create_phone_call(from_number=FROM, to_number=STUCK, max_call_duration_s=60)
+            first = await client.stop_call(call.call_id)
+            second = await client.stop_call(call.call_id)
+            return first, second, await client.get_call(call.call_id)
+
+    first, second, call = run(go())
+    assert first is True and second is False
+    assert call.is_final and call.disconnection_reason == "manual_stopped"
+
+
+def test_list_calls_pages_and_filters(sim):
+    async def go():
+        async with client_for(sim) as client:
+            made = [await client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"i": i})
+                    for i in range(5)]
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+            criteria = {"to_number": {"type": "string", "op": "eq", "value": BUSY}}
+            first = await client.list_calls(filter_criteria=criteria, limit=2, include_total=True)
+            everything = [c async for c in client.iter_calls(filter_criteria=criteria, page_limit=2)]
+            ascending = await client.list_calls(filter_criteria=criteria, sort_order="ascending", limit=10)
+            return made, first, everything, ascending
+
+    made, first, everything, ascending = run(go())
+    assert len(first.items) == 2 and first.has_more and first.pagination_key and first.total == 5
+    assert sorted(c.call_id for c in everything) == sorted(c.call_id for c in made)
+    assert len({c.call_id for c in everything}) == 5
+    assert [c.metadata["i"] for c in ascending.items] == [0, 1, 2, 3, 4]
+
+
+def test_find_calls_by_metadata_matches_on_the_client_side(sim):
+    async def go():
+        async with client_for(sim) as client:
+            for attempt in (1, 2, 2):
+                await client.create_phone_call(from_number=FROM, to_number=BUSY,
+                                               metadata={"job_id": "jx", "attempt": attempt})
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "jx", "attempt": 2})
+            return (await client.find_calls_by_metadata(BUSY, "attempt", 2, page_limit=1),
+                    await client.find_calls_by_metadata(BUSY, "attempt", 3),
+                    await client.find_calls_by_metadata(BUSY, "attempt", 2, since_ms=10**15))
+
+    twice, none, unstarted = run(go())
+    assert len(twice) == 2 and all(c.to_number == BUSY and c.metadata["attempt"] == 2 for c in twice)
+    assert none == []
+    assert len(unstarted) == 2  # calls that never started are kept whatever since_ms says
+
+
+def test_since_ms_drops_calls_that_started_before(sim, sim_wait):
+    async def go():
+        async with client_for(sim) as client:
+            call = await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "s"})
+            for _ in range(300):
+                if (await client.get_call(call.call_id)).start_timestamp_ms:
+                    break
+                await asyncio.sleep(0.01)
+            started = (await client.get_call(call.call_id)).start_timestamp_ms
+            return (started, await client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started),
+                    await client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started + 1))
+
+    started, kept, dropped = run(go())
+    assert started and len(kept) == 1 and dropped == []
+
+
+def test_get_concurrency_counts_calls_in_progress(sim):
+    async def go():
+        async with client_for(sim) as client:
+            for _ in range(3):
+                await client.create_phone_call(from_number=FROM, to_number=STUCK)
+            return await client.get_concurrency()
+
+    c = run(go())
+    assert c.current == 3 and c.limit == 20 and c.available_outbound == 17
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_wrong_key_is_an_auth_error(sim):
+    async def go():
+        async with RetellClient(load_config({}), base_url=sim.base_url, api_key="key_wrong") as client:
+            await client.get_concurrency()
+
+    with pytest.raises(ProviderAuthError) as info:
+        run(go())
+    assert info.value.status == 401 and not info.value.retryable
+    assert sim.stats()["requests"]["get_concurrency"] == 1  # not retried
+
+
+def test_validation_error_keeps_the_message_and_is_not_retried(sim):
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number="4155550101")
+
+    with pytest.raises(ProviderRejected) as info:
+        run(go())
+    assert info.value.status == 400 and "E.164" in info.value.message and not info.value.retryable
+    assert len(sim.calls()) == 1 and sim.dials() == []
+
+
+@pytest.mark.parametrize("not_found_status", [404, 422])
+def test_unknown_call_is_call_not_found(simulator_factory, not_found_status):
+    sim = simulator_factory(not_found_status=not_found_status)
+
+    async def go(method):
+        async with client_for(sim) as client:
+            await getattr(client, method)("call_does_not_exist")
+
+    for method in ("get_call", "stop_call"):
+        with pytest.raises(CallNotFound) as info:
+            run(go(method))
+        assert info.value.status == not_found_status
+
+
+def test_payment_required(sim):
+    sim.script_faults("create_phone_call", "402")
+
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+
+    with pytest.raises(PaymentRequired) as info:
+        run(go())
+    assert info.value.status == 402 and not info.value.retryable and sim.dials() == []
+
+
+def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
+    sim.set_faults(retry_after_ms=1500, script={"create_phone_call": ["429"]})
+
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+
+    with pytest.raises(RateLimited) as info:
+        run(go())
+    assert info.value.retry_after_s == 1.5 and info.value.retryable
+    assert len(sim.calls()) == 1 and sim.dials() == []
+
+
+def test_server_error_on_create_is_not_retried(sim):
+    sim.script_faults("create_phone_call", "500")
+
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+
+    with pytest.raises(ProviderUnavailable) as info:
+        run(go())
+    assert info.value.status == 500 and info.value.retryable
+    assert len(sim.calls()) == 1
+
+
+def test_idempotent_requests_are_retried_until_they_succeed(sim):
+    async def go():
+        async with client_for(sim) as client:
+            call = await client.create_phone_call(from_number=FROM, to_number=BUSY)
+            sim.script_faults("get_call", "500", "429")
+            return await client.get_call(call.call_id)
+
+    sim.set_faults(retry_after_ms=20)
+    assert run(go()).to_number == BUSY
+    assert sim.stats()["requests"]["get_call"] == 3
+
+
+def test_retries_give_up_after_max_retries(sim):
+    sim.script_faults("get_concurrency", "503", "503", "503", "503")
+
+    async def go():
+        async with client_for(sim, max_retries=2) as client:
+            await client.get_concurrency()
+
+    with pytest.raises(ProviderUnavailable):
+        run(go())
+    assert sim.stats()["requests"]["get_concurrency"] == 3
+
+
+def test_long_retry_after_is_left_to_the_caller(sim):
+    sim.set_faults(retry_after_ms=120_000, script={"list_calls": ["429"]})
+
+    async def go():
+        async with client_for(sim, max_retry_after_s=30) as client:
+            await client.list_calls()
+
+    with pytest.raises(RateLimited) as info:
+        run(go())
+    assert info.value.retry_after_s == 120 and sim.stats()["requests"]["list_calls"] == 1
+
+
+def test_slow_answer_is_a_timeout(sim):
+    sim.set_faults(slow_ms=2000, script={"get_concurrency": ["slow"]})
+
+    async def go():
+        async with client_for(sim, timeout_s=0.3, max_retries=0) as client:
+            await client.get_concurrency()
+
+    with pytest.raises(ProviderTimeout):
+        run(go())
+
+
+def test_nobody_listening_is_provider_unavailable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before use: connection refused
+
+    async def go():
+        async with RetellClient(load_config({}), base_url=f"http://127.0.0.1:{port}", max_retries=0) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+
+    with pytest.raises(ProviderUnavailable) as info:
+        run(go())
+    assert not isinstance(info.value, CreateOutcomeUnknown)  # nothing was sent: safe to dial again
+
+
+# -- the ambiguous create -------------------------------------------------------------------------
+
+
+def test_dropped_create_is_ambiguous_and_reconciles_to_the_created_call(sim):
+    sim.script_faults("create_phone_call", "drop")
+    meta = {"job_id": "job_amb", "attempt": 3}
+
+    async def go():
+        async with client_for(sim) as client:
+            try:
+                await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata=meta)
+            except CreateOutcomeUnknown as exc:
+                assert exc.to_number == ANSWERS and exc.metadata == meta and not exc.retryable
+                return await client.find_calls_by_metadata(exc.to_number, "attempt", 3)
+            raise AssertionError("the dropped create did not raise CreateOutcomeUnknown")
+
+    found = run(go())
+    [dial] = sim.dials()
+    assert [c.call_id for c in found] == [dial["call_id"]]
+
+
+def test_create_lost_before_processing_reconciles_to_nothing(sim):
+    sim.script_faults("create_phone_call", "drop_before")
+
+    async def go():
+        async with client_for(sim) as client:
+            with pytest.raises(CreateOutcomeUnknown):
+                await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
+            return await client.find_calls_by_metadata(ANSWERS, "attempt", 1)
+
+    assert run(go()) == [] and sim.dials() == []
+
+
+def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
+    sim.set_faults(slow_ms=1500, script={"create_phone_call": ["slow"]})
+
+    async def go():
+        async with client_for(sim, create_timeout_s=0.3) as client:
+            with pytest.raises(CreateOutcomeUnknown):
+                await client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"attempt": 7})
+            return await client.find_calls_by_metadata(BUSY, "attempt", 7)
+
+    found = run(go())
+    assert len(found) == 1 and len(sim.dials()) == 1
+
+
+@pytest.mark.parametrize("status", ["502", "504"])
+def test_gateway_errors_on_create_are_ambiguous(sim, status):
+    sim.script_faults("create_phone_call", status)
+
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
+
+    with pytest.raises(CreateOutcomeUnknown) as info:
+        run(go())
+    assert info.value.status == int(status) and info.value.metadata == {"attempt": 1}
+
+
+def test_unknown_disconnection_reason_parses(simulator_factory):
+    sim = simulator_factory(clock=started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST),
+                            scenario={"numbers": {BUSY: {"outcome": "failed", "reason": "quantum_decoherence"}}})
+
+    async def go():
+        async with client_for(sim) as client:
+            call = await client.create_phone_call(from_number=FROM, to_number=BUSY)
+            for _ in range(300):
+                got = await client.get_call(call.call_id)
+                if got.is_final:
+                    return got
+                await asyncio.sleep(0.01)
+            raise AssertionError("never ended")
+
+    call = run(go())
+    assert call.disconnection_reason == "quantum_decoherence" and not call.reason_is_known
+
+
+# -- the blocking bridge --------------------------------------------------------------------------
+
+
+def test_sync_client_from_many_threads(simulator_config: Config, simulator: SimulatorProcess):
+    client = get_sync_client()
+    assert client is get_sync_client(simulator_config) and client.base_url == simulator.base_url
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            call = client.create_phone_call(from_number=FROM, to_number=f"+1415555{i:04d}", metadata={"i": i})
+            results.append((client.get_call(call.call_id).metadata["i"], client.stop_call(call.call_id)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(i for i, _ in results) == list(range(16)) and all(stopped for _, stopped in results)
+    assert client.get_concurrency().current == 0
+    assert len(client.find_calls_by_metadata("+14155550003", "i", 3)) == 1
+    assert client.list_calls(limit=100).items and len(simulator.dials()) == 16
+
+
+def test_sync_client_raises_the_same_errors(simulator: SimulatorProcess):
+    client = SyncRetellClient(load_config({}).with_overrides(retell_base_url=simulator.base_url,
+                                                             retell_api_key=simulator.api_key))
+    try:
+        with pytest.raises(CallNotFound):
+            client.get_call("call_missing")
+        simulator.script_faults("create_phone_call", "drop")
+        with pytest.raises(CreateOutcomeUnknown):
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
+    finally:
+        client.close()
+
+
+def _child_uses_client(base_url: str, api_key: str, out: Any) -> None:
+    try:
+        config = load_config({}).with_overrides(retell_base_url=base_url, retell_api_key=api_key)
+        out.put(get_sync_client(config).get_concurrency().limit)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        out.put(repr(exc))
+
+
+def test_sync_client_works_in_a_forked_child(simulator: SimulatorProcess):
+    config = load_config({}).with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key)
+    assert get_sync_client(config).get_concurrency().limit == 20  # the parent's loop thread is running
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_uses_client, args=(simulator.base_url, simulator.api_key, out))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and out.get(timeout=5) == 20
+    assert get_sync_client(config).get_concurrency().limit == 20  # and the parent's still works
+
+
+def test_provider_errors_share_one_base():
+    for cls in (ProviderRejected, ProviderAuthError, PaymentRequired, CallNotFound, RateLimited, ProviderUnavailable,
+                ProviderTimeout, CreateOutcomeUnknown):
+        assert issubclass(cls, ProviderError)
