@@ -215,7 +215,7 @@ class Simulator:
         call = SimCall.planned(call_id=f"call_{uuid.uuid4().hex}", seq=self.book.next_seq(), created_ms=now,
                                request=req, agent_id=req.agent_id or self.scenario.agent_id, plan=plan,
                                analysis_delay_ms=round(self.scenario.analysis_delay_s * 1000))
-        self.book.add(call, now, counts_as_dial=not over_limit)
+        self.book.add(call, now, refused=over_limit)
         self._schedule_webhooks(call, now)
         return call
 

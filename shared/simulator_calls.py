@@ -175,12 +175,14 @@ class CallBook:
                 self._active.discard(call.call_id)
         return len(self._active)
 
-    def add(self, call: SimCall, now_ms: int, *, counts_as_dial: bool = True) -> None:
+    def add(self, call: SimCall, now_ms: int, *, refused: bool = False) -> None:
+        """Keep ``call``. A ``refused`` call (over the concurrency limit) is neither a dial nor in progress."""
         self.calls[call.call_id] = call
         self.order.append(call)
         self.by_number.setdefault(call.request.to_number, []).append(call)
-        if counts_as_dial:
-            self.dial_counts[call.request.to_number] = self.dial_counts.get(call.request.to_number, 0) + 1
+        if refused:
+            return
+        self.dial_counts[call.request.to_number] = self.dial_counts.get(call.request.to_number, 0) + 1
         if call.active_at(now_ms):
             self._active.add(call.call_id)
             if call.end_ms is not None:
