@@ -166,7 +166,6 @@ class ReservationStatus(StrEnum):
     OK = "ok"  #: dial: the amount is held (0 for unlimited plans)
     INSUFFICIENT_BALANCE = "insufficient_balance"  #: not enough available for the longest call
     UNKNOWN_ACCOUNT = "unknown_account"  #: no such account
-    ALREADY_SETTLED = "already_settled"  #: this attempt was reserved and settled before: do not dial it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,8 +203,6 @@ class Reservation:
             return REASONS["unknown_account"]["en"]
         if self.status == ReservationStatus.INSUFFICIENT_BALANCE:
             return REASONS["insufficient_balance"]["en"]
-        if self.status == ReservationStatus.ALREADY_SETTLED:
-            return "attempt already settled"
         return None
 
 
@@ -227,11 +224,10 @@ class OpenReservation:
 @dataclass
 class RepairReport:
     """What :meth:`Billing.repair` did: entries posted from journals, reservations posted from holds,
-    duplicate holds given back, accounts whose waiting contacts went back to pending, cleanups."""
+    accounts whose waiting contacts went back to pending, accounts whose journal was swept."""
 
     journal_entries_posted: int = 0
     reservations_posted: int = 0
-    duplicate_holds_released: int = 0
     accounts_released: int = 0
     accounts_swept: int = 0
 
@@ -316,9 +312,11 @@ class Billing:
 
         One read of the account; for a metered plan with enough available, one conditional update
         (``available >= cost`` and no hold for this attempt in the filter) and one ledger insert.
-        Unlimited plans cost the read only. Idempotent per ``attempt_id``: a second call returns
-        the existing hold (``duplicate=True``); one made after the attempt was settled returns
-        ``ALREADY_SETTLED`` and holds nothing.
+        Unlimited plans cost the read only. Idempotent per ``attempt_id``: while the attempt holds
+        a reservation, another call returns it (``duplicate=True``) and holds nothing more. After
+        :meth:`release` the attempt may be reserved again (the pipeline re-dials an attempt that
+        found no free slot); after a charge a new hold can never be charged (:meth:`settle` gives
+        it back), so a call is never charged twice.
 
         :param attempt_id: the attempt's id (``shared.attempts.attempt_id``).
         :param job_id: the job, recorded on the hold and its ledger entry.
@@ -347,7 +345,7 @@ class Billing:
                                needed=cost, available=available, **base)
             if available < cost:
                 break
-            hold = {"attempt_id": attempt_id, "job_id": job_id, "token": uuid.uuid4().hex, "amount": cost,
+            hold = {"attempt_id": attempt_id, "job_id": job_id, "token": uuid.uuid4().hex[:16], "amount": cost,
                     "unit": plan.unit, "granularity": plan.granularity,
                     "price_millicredits_per_minute": plan.price_millicredits_per_minute,
                     "max_call_duration_s": max_call_duration_s, "at": self.clock.now_ms()}
@@ -377,13 +375,7 @@ class Billing:
 
     def _posted_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
                      base: Mapping[str, str], available: int) -> Reservation:
-        """Post the new hold's ledger entry; a duplicate id means the attempt was settled before: undo."""
-        if not ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)]):
-            earlier = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
-            if earlier is not None and earlier.get("token") != hold["token"]:
-                self._undo_hold(account_id, key, hold)
-                return self._counted(Reservation(status=ReservationStatus.ALREADY_SETTLED, plan=plan.type,
-                                                 unit=plan.unit, **base), "already_settled")
+        ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
         event(log, "balance_reserved", account_id=account_id, attempt_id=hold["attempt_id"], amount=amount,
               unit=plan.unit)
@@ -393,25 +385,10 @@ class Billing:
     def _existing_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
                        base: Mapping[str, str]) -> Reservation:
         """The attempt already holds a reservation (redelivery): make sure its entry is posted, return it."""
-        if not ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)]):
-            earlier = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
-            if earlier is not None and earlier.get("token") != hold.get("token"):
-                self._undo_hold(account_id, key, hold)
-                return self._counted(Reservation(status=ReservationStatus.ALREADY_SETTLED, plan=plan.type,
-                                                 unit=plan.unit, **base), "already_settled")
+        ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
         return self._counted(Reservation(status=ReservationStatus.OK, plan=plan.type, unit=hold.get("unit"),
                                          amount=amount, needed=amount, duplicate=True, **base), "duplicate")
-
-    def _undo_hold(self, account_id: str, key: str, hold: Mapping[str, Any]) -> bool:
-        """Give back a hold that must not exist (no ledger entry: its reservation was never posted)."""
-        amount = int(hold["amount"])
-        result = self.accounts.update_one(
-            {"_id": account_id, f"holds.{key}.token": hold["token"]},
-            {"$unset": {f"holds.{key}": ""}, "$inc": {"available": amount, "reserved": -amount, "holds_n": -1}})
-        if result.matched_count:
-            event(log, "duplicate_hold_released", account_id=account_id, attempt_id=hold.get("attempt_id"))
-        return bool(result.matched_count)
 
     @staticmethod
     def _counted(reservation: Reservation, result: str) -> Reservation:
@@ -425,7 +402,9 @@ class Billing:
 
         A call that never connected (``duration_ms`` None or 0) costs nothing. Idempotent: a
         second settle (or a settle after :meth:`release`) changes nothing and returns what the
-        first one charged. An attempt that reserved nothing (unlimited plan) returns 0 after one read.
+        first one charged. An attempt is charged at most once, ever: a hold made for it after its
+        charge is given back whole, and the first charge is returned. An attempt that reserved
+        nothing (unlimited plan) returns 0 after one read.
 
         :param duration_ms: connected time reported by the provider, milliseconds.
         """
@@ -438,25 +417,50 @@ class Billing:
         """
         return self._finish(attempt_id, duration_ms=0, kind=ledger.KIND_RELEASE)[1]
 
-    def _finish(self, attempt_id: str, *, duration_ms: int | None, kind: str) -> tuple[int, int]:
+    def _finish(self, attempt_id: str, *, duration_ms: int | None, kind: str, again: bool = True) -> tuple[int, int]:
+        """Settle (``charge``) or ``release`` the attempt's open hold; ``(charged, released)``."""
         key = hold_key(attempt_id)
-        reserved = ledger.get_entry(self.db, ledger.reserve_entry_id(key))
-        if reserved is None:
+        entries = ledger.for_attempt(self.db, attempt_id)
+        reserves = [e for e in entries if e.get("kind") == ledger.KIND_RESERVE]
+        if not reserves:
             return 0, 0
-        account_id = reserved["account_id"]
-        amount = int(reserved["amount"])
+        finished = {e.get("token"): e for e in entries if e.get("kind") in (ledger.KIND_CHARGE, ledger.KIND_RELEASE)}
+        charge = next((e for e in entries if e.get("kind") == ledger.KIND_CHARGE), None)
+        still_open = [r for r in reserves if r.get("token") not in finished]
+        if not still_open:
+            last = charge or max(finished.values(), key=lambda e: (int(e.get("at", 0)), e["_id"]))
+            return int(last.get("charged", 0)), int(last.get("released", 0))
+        current = max(still_open, key=lambda r: (int(r.get("at", 0)), r["_id"]))
+        requested = kind
+        if charge is not None:
+            kind = ledger.KIND_RELEASE  # a hold made after the charge: give it back whole
+        done = self._apply_settlement(key, current, duration_ms=duration_ms, kind=kind)
+        if done is None:
+            # The hold is gone: finished by another process, or by one that died before posting.
+            posted = self._post_journaled_settlement(current["account_id"], key, current["token"])
+            return self._finish(attempt_id, duration_ms=duration_ms, kind=requested, again=False) \
+                if again and posted else self._outcome_of(attempt_id, current["token"])
+        if charge is not None and requested == ledger.KIND_CHARGE:
+            return int(charge.get("charged", 0)), int(charge.get("released", 0))
+        return done
+
+    def _apply_settlement(self, key: str, reserved: Mapping[str, Any], *, duration_ms: int | None,
+                          kind: str) -> tuple[int, int] | None:
+        """The conditional account write, then the entry; None when the hold was not there."""
+        account_id, token, amount = reserved["account_id"], reserved["token"], int(reserved["amount"])
         plan = Plan(type=PLAN_MINUTES if reserved["unit"] == "second" else PLAN_CREDITS,
                     granularity=reserved.get("granularity", "second"),
                     price_millicredits_per_minute=int(reserved.get("price_millicredits_per_minute", 0)))
         charged, released = (0, amount) if kind == ledger.KIND_RELEASE else settlement(plan, amount, duration_ms)
         now = self.clock.now_ms()
-        entry_id = ledger.settle_entry_id(key)
+        entry_id = ledger.charge_entry_id(key) if kind == ledger.KIND_CHARGE else ledger.release_entry_id(key, token)
         body = {"account_id": account_id, "kind": kind, "unit": reserved["unit"], "balance_delta": -charged,
-                "reserved_delta": -amount, "attempt_id": attempt_id, "job_id": reserved.get("job_id"),
-                "token": reserved["token"], "amount": amount, "charged": charged, "released": released,
-                "duration_ms": int(duration_ms or 0), "billable_s": billable_seconds(duration_ms, plan.granularity),
+                "reserved_delta": -amount, "attempt_id": reserved.get("attempt_id"), "job_id": reserved.get("job_id"),
+                "token": token, "amount": amount, "charged": charged, "released": released,
+                "duration_ms": int(duration_ms or 0) if kind == ledger.KIND_CHARGE else 0,
+                "billable_s": billable_seconds(duration_ms, plan.granularity) if kind == ledger.KIND_CHARGE else 0,
                 "at": now}
-        cleanup = self._take_cleanup(account_id)
+        cleanup = [i for i in self._take_cleanup(account_id) if i != entry_id]
         update: dict[str, Any] = {
             "$unset": {f"holds.{key}": "", **{f"journal.{i}": "" for i in cleanup}},
             "$inc": {"balance": -charged, "reserved": -amount, "available": released, "holds_n": -1,
@@ -464,33 +468,41 @@ class Billing:
             "$set": {f"journal.{entry_id}": body, "updated_at": now},
             "$min": {"journal_at": now},
         }
-        result = self.accounts.update_one({"_id": account_id, f"holds.{key}.token": reserved["token"]}, update)
-        if result.matched_count == 0:
+        query: dict[str, Any] = {"_id": account_id, f"holds.{key}.token": token}
+        if kind == ledger.KIND_CHARGE:
+            query[f"journal.{entry_id}"] = {"$exists": False}  # a charge of this attempt not posted yet
+        if self.accounts.update_one(query, update).matched_count == 0:
             self._give_back(account_id, cleanup)
-            return self._earlier_settlement(account_id, key)
+            return None
         ledger.post(self.db, [ledger.journal_entry(entry_id, body)])
         self._note_posted(account_id, entry_id)
         metrics.SETTLEMENTS.labels(kind).inc()
         if charged:
             metrics.BILLED.labels(reserved["unit"]).inc(charged)
-        event(log, "balance_settled", account_id=account_id, attempt_id=attempt_id, kind=kind, charged=charged,
-              released=released, unit=reserved["unit"])
+        event(log, "balance_settled", account_id=account_id, attempt_id=reserved.get("attempt_id"), kind=kind,
+              charged=charged, released=released, unit=reserved["unit"])
         return charged, released
 
-    def _earlier_settlement(self, account_id: str, key: str) -> tuple[int, int]:
-        """The hold is gone: return what settled it (posting it if its process died before doing so)."""
-        entry_id = ledger.settle_entry_id(key)
-        found = ledger.get_entry(self.db, entry_id)
-        if found is None:
-            account = self.accounts.find_one({"_id": account_id}, {f"journal.{entry_id}": 1}) or {}
-            journal = account.get("journal") if isinstance(account.get("journal"), Mapping) else {}
+    def _post_journaled_settlement(self, account_id: str, key: str, token: str) -> int:
+        """Post this attempt's charge or this hold's release if they are still only in the account's journal."""
+        ids = (ledger.charge_entry_id(key), ledger.release_entry_id(key, token))
+        account = self.accounts.find_one({"_id": account_id}, {f"journal.{i}": 1 for i in ids}) or {}
+        journal = account.get("journal") if isinstance(account.get("journal"), Mapping) else {}
+        found = []
+        for entry_id in ids:
             body = (journal or {}).get(entry_id) or account.get(f"journal.{entry_id}")
-            if not isinstance(body, Mapping):
-                return 0, 0
-            found = ledger.journal_entry(entry_id, body)
-            if ledger.post(self.db, [found]):
-                metrics.LEDGER_REPAIRS.labels("journal_entry").inc()
-        return int(found.get("charged", 0)), int(found.get("released", 0))
+            if isinstance(body, Mapping):
+                found.append(ledger.journal_entry(entry_id, body))
+        posted = ledger.post(self.db, found)
+        if posted:
+            metrics.LEDGER_REPAIRS.labels("journal_entry").inc(posted)
+        return posted
+
+    def _outcome_of(self, attempt_id: str, token: str) -> tuple[int, int]:
+        for entry in ledger.for_attempt(self.db, attempt_id):
+            if entry.get("token") == token and entry.get("kind") in (ledger.KIND_CHARGE, ledger.KIND_RELEASE):
+                return int(entry.get("charged", 0)), int(entry.get("released", 0))
+        return 0, 0
 
     # -- journal cleanup (piggy-backed) -----------------------------------------------------------
 
@@ -540,52 +552,41 @@ class Billing:
 
         For the scheduler's recovery: settle or release each from its attempt record. Holds whose
         ledger entry was never written (the process died between its two writes) are posted here
-        first, and a hold re-made for an already settled attempt is given back, so every item
-        returned can be passed to :meth:`settle` or :meth:`release`.
+        first, so every item returned can be passed to :meth:`settle` or :meth:`release`.
 
         :param older_than_ms: an instant on the shared clock (ms since the epoch): only reservations
             made at or before it are returned (e.g. ``now_ms - dialing lease``).
         :param limit: most items returned.
         """
-        found, _, _ = self._scan_holds(int(older_than_ms), limit)
+        found, _ = self._scan_holds(int(older_than_ms), limit)
         return found
 
-    def _scan_holds(self, cutoff_ms: int, limit: int) -> tuple[list[OpenReservation], int, int]:
+    def _scan_holds(self, cutoff_ms: int, limit: int) -> tuple[list[OpenReservation], int]:
         candidates: list[tuple[int, str, str, dict[str, Any]]] = []
         for account in self.accounts.find({"holds_n": {"$gt": 0}}, {"holds": 1}):
             for key, hold in (account.get("holds") or {}).items():
                 if int(hold.get("at", 0)) <= cutoff_ms:
                     candidates.append((int(hold.get("at", 0)), account["_id"], key, hold))
         candidates.sort(key=lambda c: (c[0], c[2]))
-        ids = [ledger.reserve_entry_id(c[2]) for c in candidates]
-        posted = {d["_id"]: d.get("token") for d in
-                  self.db[ledger.LEDGER].find({"_id": {"$in": ids}}, {"_id": 1, "token": 1})} if ids else {}
-        out: list[OpenReservation] = []
-        written = undone = 0
-        for at, account_id, key, hold in candidates:
-            entry_id = ledger.reserve_entry_id(key)
-            if entry_id not in posted:
-                written += ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
-            elif posted[entry_id] != hold.get("token"):
-                undone += int(self._undo_hold(account_id, key, hold))
-                continue
-            out.append(OpenReservation(attempt_id=hold.get("attempt_id", key), account_id=account_id,
-                                       job_id=hold.get("job_id"), amount=int(hold.get("amount", 0)),
-                                       unit=hold.get("unit"), reserved_at_ms=at))
-            if len(out) >= limit:
-                break
+        candidates = candidates[:limit]
+        ids = [ledger.reserve_entry_id(c[2], c[3].get("token", "")) for c in candidates]
+        posted = {d["_id"] for d in self.db[ledger.LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        missing = [ledger.reserve_entry(account_id, key, hold) for _, account_id, key, hold in candidates
+                   if ledger.reserve_entry_id(key, hold.get("token", "")) not in posted]
+        written = ledger.post(self.db, missing)
         if written:
             metrics.LEDGER_REPAIRS.labels("reservation").inc(written)
-        if undone:
-            metrics.LEDGER_REPAIRS.labels("duplicate_hold").inc(undone)
-        return out, written, undone
+        out = [OpenReservation(attempt_id=hold.get("attempt_id", key), account_id=account_id,
+                               job_id=hold.get("job_id"), amount=int(hold.get("amount", 0)), unit=hold.get("unit"),
+                               reserved_at_ms=at) for at, account_id, key, hold in candidates]
+        return out, written
 
     def repair(self, *, min_age_ms: int = DEFAULT_REPAIR_AFTER_MS, limit: int = 100) -> RepairReport:
         """Post what dead processes left only in account documents; for the scheduler, every minute or so.
 
         Journal entries older than ``min_age_ms`` are inserted in the ledger (duplicates are
-        no-ops) and dropped from their account; holds older than that get their reservation entry
-        (and duplicate holds are given back). An account whose top-up or adjustment is posted here
+        no-ops) and dropped from their account; holds older than that get their reservation entry.
+        An account whose top-up or adjustment is posted here
         gets its ``waiting_balance`` jobs back to pending (the top-up's own process may have died
         before doing it). Afterwards ``balance == sum(ledger)`` for every account with nothing in
         flight.
@@ -601,8 +602,8 @@ class Billing:
                                           {"journal": 1, "journal_seq": 1}).limit(limit):
             report.accounts_swept += 1
             self._sweep_journal(account, cutoff, report)
-        _, report.reservations_posted, report.duplicate_holds_released = self._scan_holds(cutoff, limit)
-        if report.journal_entries_posted or report.reservations_posted or report.duplicate_holds_released:
+        _, report.reservations_posted = self._scan_holds(cutoff, limit)
+        if report.journal_entries_posted or report.reservations_posted:
             event(log, "ledger_repaired", **vars(report))
         return report
 

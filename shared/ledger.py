@@ -17,8 +17,9 @@ entry inside the account document until the entry is in this collection (the acc
 :meth:`shared.billing.Billing.repair` has posted what a dead process left behind
 (docs/billing.md, "Ledger and invariant"). :func:`check_account` verifies both.
 
-Ids are deterministic where the entry belongs to a call (``reserve:<attempt>``,
-``settle:<attempt>``), so writing one twice is a duplicate-key no-op.
+Ids are deterministic where the entry belongs to a call (``reserve:<attempt>:<hold token>``,
+``release:<attempt>:<hold token>``, and ``charge:<attempt>``, of which an attempt has at most
+one), so writing one twice is a duplicate-key no-op.
 """
 
 from __future__ import annotations
@@ -43,19 +44,24 @@ KINDS = (KIND_RESERVE, KIND_CHARGE, KIND_RELEASE, KIND_TOPUP, KIND_ADJUSTMENT)
 DUPLICATE_KEY = 11000
 
 
-def reserve_entry_id(key: str) -> str:
-    """Id of the reservation entry of the attempt whose hold key is ``key``."""
-    return f"reserve:{key}"
+def reserve_entry_id(key: str, token: str) -> str:
+    """Id of the reservation entry of one hold (``key`` = the attempt's hold key, ``token`` = the hold's)."""
+    return f"reserve:{key}:{token}"
 
 
-def settle_entry_id(key: str) -> str:
-    """Id of the one settlement entry (``charge`` or ``release``) of the attempt whose hold key is ``key``."""
-    return f"settle:{key}"
+def charge_entry_id(key: str) -> str:
+    """Id of the attempt's charge: one per attempt, ever, so a call can never be charged twice."""
+    return f"charge:{key}"
+
+
+def release_entry_id(key: str, token: str) -> str:
+    """Id of the entry that gave back one hold of the attempt without charging it."""
+    return f"release:{key}:{token}"
 
 
 def reserve_entry(account_id: str, key: str, hold: Mapping[str, Any]) -> dict[str, Any]:
     """The ``reserve`` entry a hold stands for (a hold carries every field of its entry)."""
-    return {**hold, "_id": reserve_entry_id(key), "account_id": account_id, "kind": KIND_RESERVE,
+    return {**hold, "_id": reserve_entry_id(key, hold["token"]), "account_id": account_id, "kind": KIND_RESERVE,
             "balance_delta": 0, "reserved_delta": int(hold["amount"])}
 
 
@@ -87,6 +93,11 @@ def post(db: Database, entries: Iterable[Mapping[str, Any]]) -> int:
 
 def get_entry(db: Database, entry_id: str) -> dict[str, Any] | None:
     return db[LEDGER].find_one({"_id": entry_id})
+
+
+def for_attempt(db: Database, attempt_id: str) -> list[dict[str, Any]]:
+    """Every entry of one attempt (its reservations, its charge, its releases)."""
+    return list(db[LEDGER].find({"attempt_id": attempt_id}))
 
 
 def entries(db: Database, account_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -141,8 +152,8 @@ def _unposted(db: Database, account: Mapping[str, Any]) -> tuple[dict[str, list[
     """Deltas per unit of the journal entries and holds whose entry is not in the ledger."""
     journal: Mapping[str, Any] = account.get("journal") or {}
     holds: Mapping[str, Any] = account.get("holds") or {}
-    ids = list(journal) + [reserve_entry_id(k) for k in holds]
-    posted = {d["_id"]: d for d in db[LEDGER].find({"_id": {"$in": ids}}, {"_id": 1, "token": 1})} if ids else {}
+    ids = list(journal) + [reserve_entry_id(k, h.get("token", "")) for k, h in holds.items()]
+    posted = {d["_id"] for d in db[LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
     extra: dict[str, list[int]] = {}
     count = 0
     for entry_id, body in journal.items():
@@ -152,8 +163,7 @@ def _unposted(db: Database, account: Mapping[str, Any]) -> tuple[dict[str, list[
             row[1] += int(body.get("reserved_delta", 0))
             count += 1
     for key, hold in holds.items():
-        found = posted.get(reserve_entry_id(key))
-        if found is None or found.get("token") != hold.get("token"):
+        if reserve_entry_id(key, hold.get("token", "")) not in posted:
             extra.setdefault(hold.get("unit"), [0, 0])[1] += int(hold.get("amount", 0))
             count += 1
     return extra, count

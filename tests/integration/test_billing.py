@@ -46,7 +46,7 @@ def test_settlement_charges_the_billable_duration_and_releases_the_rest(
     assert billing.settle(aid(), duration_ms=duration_ms) == charged
     assert units(billing, account) == {"unit": res.unit, "balance": start - charged, "reserved": 0,
                                        "available": start - charged}
-    entry = ledger.get_entry(billing.db, ledger.settle_entry_id(hold_key(aid())))
+    entry = ledger.get_entry(billing.db, ledger.charge_entry_id(hold_key(aid())))
     assert (entry["kind"], entry["charged"], entry["released"]) == ("charge", charged, reserved - charged)
     check = billing.check(account)
     assert check.posted, check.problems
@@ -67,8 +67,8 @@ def test_release_gives_everything_back(billing, new_account):
     assert reserve(billing, account).amount == MAX_S
     assert billing.release(aid()) == MAX_S
     assert units(billing, account)["available"] == 1200
-    entry = ledger.get_entry(billing.db, ledger.settle_entry_id(hold_key(aid())))
-    assert (entry["kind"], entry["balance_delta"], entry["reserved_delta"]) == ("release", 0, -MAX_S)
+    [entry] = billing.db.ledger.find({"kind": "release"})
+    assert (entry["attempt_id"], entry["balance_delta"], entry["reserved_delta"]) == (aid(), 0, -MAX_S)
     assert billing.check(account).posted
 
 
@@ -103,13 +103,30 @@ def test_settle_and_release_are_idempotent_and_never_charge_twice(billing, new_a
     assert billing.check(account).posted
 
 
-def test_reserving_an_attempt_already_settled_holds_nothing(billing, new_account):
+def test_an_attempt_released_for_lack_of_a_slot_can_be_reserved_again(billing, new_account):
+    """The pipeline releases when no provider slot is free and re-dials the same attempt id later."""
+    account = new_account("minutes", 30)
+    first = reserve(billing, account)
+    assert billing.release(aid()) == MAX_S
+    again = reserve(billing, account)
+    assert again.ok and not again.duplicate and again.amount == MAX_S
+    assert billing.settle(aid(), duration_ms=10_000) == 10
+    assert units(billing, account) == {"unit": "second", "balance": 1790, "reserved": 0, "available": 1790}
+    assert billing.db.ledger.count_documents({"kind": "reserve"}) == 2 and first.ok
+    assert billing.check(account).posted
+
+
+def test_an_attempt_is_never_charged_twice_even_if_reserved_again_after_its_charge(billing, new_account, clock):
     account = new_account("minutes", 30)
     reserve(billing, account)
-    billing.settle(aid(), duration_ms=10_000)
-    again = reserve(billing, account)
-    assert again.status == ReservationStatus.ALREADY_SETTLED and not again.ok
+    assert billing.settle(aid(), duration_ms=10_000) == 10
+    assert reserve(billing, account).ok  # a very late redelivery holds again...
+    [lost] = billing.open_reservations(older_than_ms=clock.now_ms(), limit=10)
+    assert lost.attempt_id == aid()
+    assert billing.settle(aid(), duration_ms=10_000) == 10  # ...recovery settles it from the ended attempt
     assert units(billing, account) == {"unit": "second", "balance": 1790, "reserved": 0, "available": 1790}
+    assert billing.db.ledger.count_documents({"kind": "charge"}) == 1
+    assert billing.db.ledger.count_documents({"kind": "release"}) == 1
     assert billing.check(account).posted
 
 
@@ -254,20 +271,17 @@ def test_repair_after_a_dead_top_up_releases_waiting_jobs(billing, new_account, 
     assert billing.check(account).posted
 
 
-def test_a_hold_remade_for_a_settled_attempt_is_given_back(billing, new_account, crash_on_post, clock):
+def test_a_hold_made_while_the_charge_is_only_journaled_is_given_back(billing, new_account, crash_on_post):
     account = new_account("minutes", 30)
     reserve(billing, account)
-    billing.settle(aid(), duration_ms=1_000)
-    real_undo = billing._undo_hold
-    billing._undo_hold = lambda *a: (_ for _ in ()).throw(Crash("died before undoing"))
+    crash_on_post(1)
     with pytest.raises(Crash):
-        reserve(billing, account)
-    billing._undo_hold = real_undo
-    assert units(billing, account)["reserved"] == MAX_S
-    assert billing.check(account).ok  # the duplicate hold is counted as unposted
-    assert billing.open_reservations(older_than_ms=clock.now_ms(), limit=10) == []
-    assert units(billing, account) == {"unit": "second", "balance": 1799, "reserved": 0, "available": 1799}
-    assert billing.check(account).posted
+        billing.settle(aid(), duration_ms=20_000)  # charged 20 s; the entry is only in the journal
+    assert reserve(billing, account).ok
+    assert billing.settle(aid(), duration_ms=50_000) == 20
+    assert units(billing, account) == {"unit": "second", "balance": 1780, "reserved": 0, "available": 1780}
+    check = billing.check(account)
+    assert check.posted, check.problems
 
 
 def test_the_invariant_holds_at_every_crash_point_of_a_call(billing, new_account, crash_on_post, clock):
