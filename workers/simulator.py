@@ -52,14 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_SIMULATOR_PORT, help="port (0: any free port)")
     p.add_argument("--scenario", metavar="FILE", help="JSON scenario: outcome rules per number (docs/retell.md)")
     p.add_argument("--seed", type=int, default=None,
-                   help="seed of the random mix and faults (default: the scenario's, else 0)")
-    p.add_argument("--api-key", default=None, help="key requests must carry and webhooks are signed with "
-                   "(default: RETELL_API_KEY)")
+                   help="seed of the random mix and faults; unset: the scenario's, else 0")
+    p.add_argument("--api-key", default=None,
+                   help="key requests must carry and webhooks are signed with; unset: RETELL_API_KEY")
     p.add_argument("--concurrency-limit", type=int, default=DEFAULT_CONCURRENCY_LIMIT,
                    help="calls dialing or connected at once")
     p.add_argument("--concurrency-mode", choices=CONCURRENCY_MODES, default=DEFAULT_CONCURRENCY_MODE,
                    help="over the limit: 'reason' = 201 and a call ended with concurrency_limit_reached; '429' = error")
-    p.add_argument("--webhook-url", default=None, help="where to POST signed webhooks (default: none sent)")
+    p.add_argument("--webhook-url", default=None, help="where to POST signed webhooks; unset: none sent")
     p.add_argument("--webhook-timeout-s", type=float, default=DEFAULT_WEBHOOK_TIMEOUT_S, help="per attempt")
     p.add_argument("--webhook-retries", type=int, default=DEFAULT_WEBHOOK_RETRIES, help="retries after a failure")
     p.add_argument("--webhook-retry-delay-s", type=float, default=DEFAULT_WEBHOOK_RETRY_DELAY_S,
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slow-ms", type=int, default=3000, help="delay of a slow answer, real ms")
     p.add_argument("--retry-after-ms", type=int, default=1000, help="retry-after of an injected 429, ms")
     p.add_argument("--fault-endpoints", default=None,
-                   help="comma-separated endpoints the rates apply to (default: all)")
+                   help="comma-separated endpoints the rates apply to; unset: all")
     return p
 
 
