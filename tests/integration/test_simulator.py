@@ -156,8 +156,9 @@ def test_outcome_rules(sim, name, status, reason, connected, voicemail):
 
 
 def test_answer_goes_registered_ongoing_ended(sim):
-    call_id = create(sim, N["answer"])["call_id"]
-    seen = []
+    created = create(sim, N["answer"])
+    call_id = created["call_id"]
+    seen = [created["call_status"]]
 
     def until_ended() -> bool:
         status = get(sim, call_id)["call_status"]
