@@ -92,13 +92,16 @@ class TextFormatter(logging.Formatter):
         return line.rstrip()
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: Any = None) -> None:
-    """Install the formatter on the root logger (idempotent)."""
+def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: Any = None, replace: bool = False) -> None:
+    """Install the formatter on the root logger (idempotent).
+
+    :param replace: also remove handlers others installed (the dramatiq CLI's), so every line has one format.
+    """
     root = logging.getLogger()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler._outdial = True  # type: ignore[attr-defined]
-    for old in [h for h in root.handlers if getattr(h, "_outdial", False)]:
+    for old in [h for h in root.handlers if replace or getattr(h, "_outdial", False)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
@@ -106,11 +109,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: Any = N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def configure_from(config: Any) -> None:
+def configure_from(config: Any, *, replace: bool = False) -> None:
     """Configure logging from a :class:`shared.config.Config` and register its secrets."""
     register_secret(config.retell_api_key)
     register_secret(config.admin_token)
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(config.log_level, config.log_format, replace=replace)
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -1,12 +1,90 @@
-"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step, each thin."""
+"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step, each thin.
+
+Each actor asks the process's :class:`shared.pipeline.Pipeline` to do its step; the pipeline
+answers by sending the next messages through :class:`DramatiqSender`. Queues are separate so a
+backlog of dials never delays the polls of calls in progress.
+"""
 
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 
+from shared.pipeline import Pipeline
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
+#: Queue names.
+SCHEDULE_QUEUE = "outdial.schedule"
+DIAL_QUEUE = "outdial.dial"
+POLL_QUEUE = "outdial.poll"
+#: Retries of an actor that raised (a store or Redis error): fast, few; leases cover the rest.
+RETRY_OPTIONS = {"max_retries": 5, "min_backoff": 500, "max_backoff": 30_000}
+#: Real milliseconds during which a second "fill the freed slot" kick for an account is skipped.
+KICK_DEBOUNCE_MS = 100
 
-@dramatiq.actor(queue_name="outdial", max_retries=0)
-def schedule_due() -> None:
-    """Claim due jobs and dispatch them (the pipeline fills this in)."""
+
+@dramatiq.actor(queue_name=SCHEDULE_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
+def schedule_due(account_id: str | None = None, periodic: bool = False) -> None:
+    """Dispatch due jobs (one account's, or every account's); the periodic run also recovers leases."""
+    pipeline().schedule_due(account_id, periodic=periodic)
+
+
+@dramatiq.actor(queue_name=DIAL_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
+def dial(job_id: str, lease_owner: str) -> None:
+    pipeline().dial(job_id, lease_owner)
+
+
+@dramatiq.actor(queue_name=POLL_QUEUE, time_limit=60_000, **RETRY_OPTIONS)
+def poll(job_id: str, lease_owner: str, call_id: str, n: int = 0) -> None:
+    pipeline().poll(job_id, lease_owner, call_id, n)
+
+
+@dramatiq.actor(queue_name=POLL_QUEUE, time_limit=60_000, **RETRY_OPTIONS)
+def reconcile(job_id: str, lease_owner: str) -> None:
+    pipeline().reconcile(job_id, lease_owner)
+
+
+class DramatiqSender:
+    """The pipeline's :class:`shared.pipeline.Sender`, on these actors."""
+
+    def __init__(self, redis: object) -> None:
+        self.redis = redis
+
+    def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None:
+        dial.send_with_options(args=(job_id, lease_owner), delay=delay_ms or None)
+
+    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int, *, delay_ms: int = 0) -> None:
+        poll.send_with_options(args=(job_id, lease_owner, call_id, n), delay=delay_ms or None)
+
+    def reconcile(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None:
+        reconcile.send_with_options(args=(job_id, lease_owner), delay=delay_ms or None)
+
+    def schedule(self, account_id: str | None = None) -> None:
+        if account_id is not None:
+            fresh = self.redis.set(f"outdial:kick:{account_id}", "1", nx=True, px=KICK_DEBOUNCE_MS)  # type: ignore[attr-defined]
+            if not fresh:
+                return
+        schedule_due.send(account_id)
+
+
+_pipeline: Pipeline | None = None
+_lock = threading.Lock()
+
+
+def pipeline() -> Pipeline:
+    """This process's pipeline, built on first use."""
+    global _pipeline
+    with _lock:
+        if _pipeline is None:
+            from workers.runtime import get_runtime
+
+            runtime = get_runtime()
+            _pipeline = runtime.pipeline(DramatiqSender(runtime.redis))
+        return _pipeline
+
+
+def set_pipeline(value: Pipeline | None) -> None:
+    global _pipeline
+    with _lock:
+        _pipeline = value

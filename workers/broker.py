@@ -1,17 +1,52 @@
-"""The dramatiq broker every actor module uses: Redis, with outdial's middleware."""
+"""The dramatiq broker every actor module uses: Redis, with outdial's middleware.
+
+Besides dramatiq's defaults (age and time limits, retries, callbacks, pipelines), each worker
+process boots :class:`ProcessBoot` (logging in the project's format, its metrics published to
+Redis for the web dyno's /metrics) and :class:`workers.middleware.CacheInvalidationMiddleware`
+(the batch-cache invalidation listener).
+"""
 
 from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
 
 from shared.config import get_config
 from shared.embedded import LOCAL_REDIS_URL
+from shared.logs import configure_from, event, get_logger
+from shared.metrics import SnapshotPublisher
+from workers.middleware import CacheInvalidationMiddleware
+
+log = get_logger(__name__)
+
+
+class ProcessBoot(Middleware):
+    """Per worker process: logging and the metrics snapshot publisher."""
+
+    def __init__(self) -> None:
+        self._publisher: SnapshotPublisher | None = None
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from workers.runtime import get_runtime
+
+        configure_from(get_config(), replace=True)
+        runtime = get_runtime()
+        self._publisher = SnapshotPublisher(runtime.redis)
+        self._publisher.start()
+        event(log, "worker_process_boot")
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._publisher is not None:
+            self._publisher.stop()
 
 
 def build_broker(url: str | None = None) -> RedisBroker:
-    """A Redis broker on ``url`` (default ``REDIS_URL``, else the local Redis)."""
-    return RedisBroker(url=url or get_config().redis_url or LOCAL_REDIS_URL)
+    """A Redis broker on ``url`` (default ``REDIS_URL``, else the local Redis) with outdial's middleware."""
+    broker = RedisBroker(url=url or get_config().redis_url or LOCAL_REDIS_URL)
+    broker.add_middleware(ProcessBoot())
+    broker.add_middleware(CacheInvalidationMiddleware())
+    return broker
 
 
 broker = build_broker()

@@ -5,18 +5,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import redis as redis_lib
 from pymongo.database import Database
 
 from shared import mongo
 from shared.accounts import AccountStore
+from shared.attempts import AttemptStore
 from shared.batches import BatchStore
 from shared.clock import Clock, get_clock
 from shared.config import Config, get_config
 from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
 from shared.jobs import JobStore
+from shared.pipeline import Pipeline
+from shared.slots import Slots
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Runtime:
     clock: Clock
     db: Database
     redis: redis_lib.Redis
+    redis_url: str
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -40,11 +45,41 @@ class Runtime:
     def accounts(self) -> AccountStore:
         return AccountStore(self.db, clock=self.clock, config=self.config)
 
+    @cached_property
+    def attempts(self) -> AttemptStore:
+        return AttemptStore(self.db, clock=self.clock)
+
+    @cached_property
+    def slots(self) -> Slots:
+        return Slots(self.redis)
+
+    @cached_property
+    def cache(self) -> Any:
+        from shared.batch_cache import BatchCache
+
+        return BatchCache.for_store(self.batches, config=self.config, clock=self.clock)
+
+    @cached_property
+    def billing(self) -> Any:
+        from shared.billing import Billing
+
+        return Billing(self.db, clock=self.clock, config=self.config, jobs=self.jobs)
+
+    @cached_property
+    def provider(self) -> Any:
+        """The blocking provider client (``RETELL_BASE_URL``; unset: the local simulator's default address)."""
+        from shared.retell import get_sync_client
+
+        return get_sync_client(self.config)
+
+    def pipeline(self, sender: Any) -> Pipeline:
+        return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
+                        cache=self.cache, billing=self.billing, slots=self.slots, provider=self.provider,
+                        sender=sender, clock=self.clock, config=self.config)
+
     def publish_invalidation(self, batch_id: str) -> None:
-        try:
-            from shared.invalidation import publish_invalidation
-        except ImportError:  # pragma: no cover - before the cache module exists
-            return
+        from shared.invalidation import publish_invalidation
+
         publish_invalidation(self.redis, batch_id)
 
 
@@ -60,7 +95,7 @@ def build_runtime(config: Config | None = None, clock: Clock | None = None) -> R
     db = mongo.database(config.mongodb_uri, config.mongodb_db)
     client = redis_lib.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5,
                                       health_check_interval=30)
-    return Runtime(config=config, clock=clock or get_clock(), db=db, redis=client)
+    return Runtime(config=config, clock=clock or get_clock(), db=db, redis=client, redis_url=redis_url)
 
 
 _runtime: Runtime | None = None

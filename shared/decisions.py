@@ -1,0 +1,119 @@
+"""The pipeline's decisions as plain functions: given a job, its batch, the clock and the
+provider's answer, what happens next. No I/O here; :mod:`shared.pipeline` loads, decides,
+writes and sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from shared import states
+from shared.call_settings import CallSettings
+from shared.schedule import NoAllowedTime, is_allowed_time, next_allowed_time
+
+
+class DialStep(StrEnum):
+    STALE = "stale"  #: the message is a duplicate or its lease was taken over: do nothing
+    BATCH_GONE = "batch_gone"  #: the batch no longer exists: cancel the job
+    PAUSED = "paused"  #: back to pending; dialed again once the batch is resumed
+    CANCELLED = "cancelled"  #: the batch was cancelled: cancel the job
+    SETTINGS_INVALID = "settings_invalid"  #: the stored settings no longer validate: wait, show the error
+    OUTSIDE_WINDOW = "outside_window"  #: waiting_schedule until next_allowed_time
+    MAX_ATTEMPTS = "max_attempts"  #: failed, terminal
+    NO_PHONE = "no_phone"  #: every number is known invalid: failed, terminal
+    NO_WINDOW = "no_window"  #: the number's zones never share window time (within a year): failed, terminal
+    PROCEED = "proceed"  #: balance, slot, then dial ``phone_index``
+
+
+@dataclass(frozen=True)
+class DialDecision:
+    step: DialStep
+    reason: str | None = None
+    next_try_at: datetime | None = None
+    phone_index: int | None = None
+
+
+def first_dialable_phone(job: Mapping[str, Any]) -> int | None:
+    """``phone_index`` or the next phone after it not known invalid; None when none is left."""
+    phones = job["contact"]["phones"]
+    bad = set(job.get("invalid_phones", []))
+    start = int(job.get("phone_index", 0))
+    return next((i for i in range(start, len(phones)) if i not in bad), None)
+
+
+def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
+                settings: CallSettings | None, settings_error: str | None, now: datetime,
+                lang: str = "en") -> DialDecision:
+    """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
+
+    :param job: the job document as read now (None if it vanished).
+    :param lease_owner: the lease token the dial message carries.
+    :param batch: the batch document (None when it does not exist).
+    :param settings: the batch's parsed call_settings (None when they do not validate).
+    :param settings_error: why they do not validate.
+    :param now: the shared clock's time.
+    """
+    if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
+        return DialDecision(DialStep.STALE)
+    if batch is None:
+        return DialDecision(DialStep.BATCH_GONE, "batch not found")
+    status = batch.get("status")
+    if status == states.BATCH_CANCELLED:
+        return DialDecision(DialStep.CANCELLED, "batch cancelled")
+    if status != states.BATCH_ACTIVE:
+        return DialDecision(DialStep.PAUSED, f"batch {status}")
+    if settings is None:
+        return DialDecision(DialStep.SETTINGS_INVALID, f"batch call_settings invalid: {settings_error}")
+    phone_index = first_dialable_phone(job)
+    if phone_index is None:
+        return DialDecision(DialStep.NO_PHONE, "no valid phone number")
+    contact = job["contact"]
+    phone = contact["phones"][phone_index]
+    allowed, why = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
+    if not allowed:
+        try:
+            at = next_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"))
+        except NoAllowedTime as exc:
+            return DialDecision(DialStep.NO_WINDOW, f"{exc}; set the contact's timezone")
+        return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at)
+    if int(job.get("tries", 0)) >= settings.max_attempts:
+        reason = (f"máximo de intentos alcanzado ({settings.max_attempts})" if lang == "es"
+                  else f"max attempts reached ({settings.max_attempts})")
+        return DialDecision(DialStep.MAX_ATTEMPTS, reason)
+    return DialDecision(DialStep.PROCEED, phone_index=phone_index)
+
+
+class PollStep(StrEnum):
+    FINALIZE = "finalize"  #: the call ended: classify and apply
+    STOP = "stop"  #: past max_call_duration (or ringing far too long): stop it, then finalize as timeout
+    WAIT = "wait"  #: still ringing or talking: poll again later
+
+
+def decide_poll(*, final: bool, start_ms: int | None, created_ms: int, now_ms: int,
+                max_call_duration_s: int, ring_timeout_s: int, grace_s: float) -> PollStep:
+    """What a poll does with the provider's view of a call.
+
+    :param final: the provider says the call is over.
+    :param start_ms: when it connected (None: it has not).
+    :param created_ms: when the attempt was recorded.
+
+    A call is stopped when it has been connected longer than ``max_call_duration`` + grace, or
+    has gone unconnected longer than ``ring_timeout`` + ``max_call_duration`` + grace — the
+    provider should end both itself; this is the dialer's own guarantee.
+    """
+    if final:
+        return PollStep.FINALIZE
+    if start_ms is not None and now_ms - start_ms > (max_call_duration_s + grace_s) * 1000:
+        return PollStep.STOP
+    if start_ms is None and now_ms - created_ms > (ring_timeout_s + max_call_duration_s + grace_s) * 1000:
+        return PollStep.STOP
+    return PollStep.WAIT
+
+
+def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap_s: float = 30.0) -> float:
+    """Simulated seconds before poll number ``n`` (0-based): 10, 15, 22.5, 30, 30, ..."""
+    return min(cap_s, first_s * factor**n)

@@ -1,0 +1,573 @@
+"""The dial pipeline: load, decide, write, send — one method per pipeline step.
+
+:class:`Pipeline` holds the stores and clients of one process; the dramatiq actors
+(``workers/actors.py``) and the webhook handler call its methods and nothing else. Every write
+is a conditional update, so each method is safe to run twice with the same message and against
+a concurrent twin in another process. Time comes from the shared clock; durations of the
+campaign (windows, retries, calls) are simulated time, while waits that protect the provider or
+cover a slow process (leases, back-off after a provider error) are real time converted with
+:meth:`Clock.simulated_seconds`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from shared import attempts as attempt_states
+from shared import metrics, states
+from shared.accounts import AccountStore
+from shared.attempts import AttemptStore, attempt_id
+from shared.batches import BatchStore
+from shared.clock import Clock, from_ms
+from shared.config import Config
+from shared.decisions import DialStep, PollStep, decide_dial, decide_poll, next_poll_delay_s
+from shared.errors import (
+    CallNotFound,
+    CreateOutcomeUnknown,
+    ProviderError,
+    ProviderRejected,
+    ProviderTimeout,
+    RateLimited,
+)
+from shared.jobs import JobStore
+from shared.logs import event, get_logger, mask_phone
+from shared.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
+from shared.retell import Call
+from shared.slots import Acquired, Slots
+
+log = get_logger(__name__)
+
+#: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
+DEFAULT_QUEUED_LEASE_S = 60.0
+#: Real seconds a job may stay ``dialing`` (covers the create request's timeout) before recovery.
+DEFAULT_DIALING_LEASE_S = 90.0
+#: Real seconds an in-call job's lease extends past the next poll.
+DEFAULT_POLL_LEASE_MARGIN_S = 60.0
+#: Real seconds ahead the scheduler dispatches (as delayed messages) jobs that become due.
+DEFAULT_HORIZON_S = 5.0
+#: Real seconds to wait before retrying after a provider fault, when the provider names none.
+DEFAULT_PROVIDER_BACKOFF_S = 5.0
+#: Real seconds to wait before retrying when the account has no free slot.
+DEFAULT_NO_SLOT_RETRY_S = 2.0
+#: Real seconds after a create with an unknown outcome before "not found" means "not placed".
+DEFAULT_RECONCILE_GRACE_S = 10.0
+#: Simulated seconds a call may run past max_call_duration (or ring past ring_timeout) before it is stopped.
+DEFAULT_CALL_GRACE_S = 30.0
+#: Real seconds between two ledger repairs (posting what dead processes left in account documents).
+DEFAULT_REPAIR_EVERY_S = 60.0
+#: Most jobs one schedule_due run dispatches per account.
+DEFAULT_DISPATCH_LIMIT = 1000
+
+
+class Sender(Protocol):
+    """How the pipeline sends its next messages (the dramatiq actors implement it)."""
+
+    def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
+    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int, *, delay_ms: int = 0) -> None: ...
+    def reconcile(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
+    def schedule(self, account_id: str | None = None) -> None: ...
+
+
+class Provider(Protocol):
+    """The blocking provider client (:class:`shared.retell.SyncRetellClient`)."""
+
+    def create_phone_call(self, **kwargs: Any) -> Any: ...
+    def get_call(self, call_id: str) -> Any: ...
+    def stop_call(self, call_id: str) -> None: ...
+    def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None) -> list: ...
+
+
+class BatchSource(Protocol):
+    """The batch cache: ``get(batch_id)`` returns an object with ``doc``, ``settings``, ``settings_error``."""
+
+    def get(self, batch_id: str) -> Any: ...
+
+
+@dataclass(kw_only=True)
+class Timing:
+    """The pipeline's waits (real seconds unless named otherwise); see the ``DEFAULT_*`` constants."""
+
+    queued_lease_s: float = DEFAULT_QUEUED_LEASE_S
+    dialing_lease_s: float = DEFAULT_DIALING_LEASE_S
+    poll_lease_margin_s: float = DEFAULT_POLL_LEASE_MARGIN_S
+    horizon_s: float = DEFAULT_HORIZON_S
+    provider_backoff_s: float = DEFAULT_PROVIDER_BACKOFF_S
+    no_slot_retry_s: float = DEFAULT_NO_SLOT_RETRY_S
+    reconcile_grace_s: float = DEFAULT_RECONCILE_GRACE_S
+    call_grace_sim_s: float = DEFAULT_CALL_GRACE_S
+    dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
+    repair_every_s: float = DEFAULT_REPAIR_EVERY_S
+
+
+@dataclass(kw_only=True)
+class Pipeline:
+    """Everything one process needs to run the pipeline."""
+
+    jobs: JobStore
+    attempts: AttemptStore
+    batches: BatchStore
+    accounts: AccountStore
+    cache: BatchSource
+    billing: Any
+    slots: Slots
+    provider: Provider
+    sender: Sender
+    clock: Clock
+    config: Config
+    timing: Timing = field(default_factory=Timing)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _sim(self, real_seconds: float) -> timedelta:
+        """A real-time wait expressed on the shared clock."""
+        return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
+
+    def _real_ms(self, sim_seconds: float) -> int:
+        return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
+
+    def _lang(self) -> str:
+        return self.config.lang
+
+    # -- schedule_due ------------------------------------------------------------------------
+
+    def schedule_due(self, account_id: str | None = None, *, periodic: bool = False) -> int:
+        """Dispatch due jobs of active batches, at most as many per account as it has free slots.
+
+        The periodic run (from the clock dyno) first rebuilds the slot sets if Redis lost them,
+        recovers expired leases, settles lost reservations and completes finished batches.
+        Returns the number of jobs dispatched.
+        """
+        if periodic:
+            if not self.slots.known():
+                self.rebuild_slots()
+            self.recover_expired()
+            self.recover_reservations()
+            if self.slots.redis.set("outdial:lock:billing-repair", "1", nx=True,
+                                    px=int(self.timing.repair_every_s * 1000)):
+                self.billing.repair()
+            self.complete_finished_batches()
+        active = self._active_batches()
+        accounts = [account_id] if account_id else sorted(active)
+        dispatched = 0
+        for acc in accounts:
+            if acc in active:
+                dispatched += self._dispatch_account(acc, active[acc])
+        return dispatched
+
+    def _active_batches(self) -> dict[str, list[str]]:
+        by_account: dict[str, list[str]] = {}
+        for doc in self.batches.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
+                                          {"_id": 1, "account_id": 1}):
+            by_account.setdefault(doc["account_id"], []).append(doc["_id"])
+        return by_account
+
+    def _dispatch_account(self, account_id: str, batch_ids: list[str]) -> int:
+        lock = self.slots.redis.set(f"outdial:lock:schedule:{account_id}", "1", nx=True, px=2000)
+        if not lock:
+            return 0
+        try:
+            now_ms = self.clock.now_ms()
+            limit = self.accounts.concurrency_limit(self.accounts.get(account_id))
+            queued = self._queued_count(account_id)
+            budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, self.timing.dispatch_limit)
+            if budget <= 0:
+                return 0
+            horizon = self._sim(self.timing.horizon_s)
+            lease = horizon + self._sim(self.timing.queued_lease_s)
+            claimed = self.jobs.claim_due(limit=budget, lease=lease, horizon=horizon, batch_ids=batch_ids,
+                                          account_id=account_id)
+            for job in claimed:
+                delay = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
+                self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay)
+            return len(claimed)
+        finally:
+            self.slots.redis.delete(f"outdial:lock:schedule:{account_id}")
+
+    def _queued_count(self, account_id: str) -> int:
+        rows = self.jobs.coll.aggregate([{"$match": {"account_id": account_id, "status": states.QUEUED}},
+                                         {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        return sum(int(r["n"]) for r in rows)
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def recover_expired(self, *, limit: int = 1000) -> int:
+        """Take over jobs whose lease expired: re-dispatch, re-poll or reconcile — never dial blindly."""
+        taken = self.jobs.claim_expired(limit=limit, lease=self._sim(self.timing.dialing_lease_s))
+        for job in taken:
+            metrics.RECOVERED.labels(job["status"]).inc()
+            event(log, "lease_recovered", job_id=job["_id"], state=job["status"])
+            if job["status"] == states.QUEUED:
+                self.sender.dial(job["_id"], job["lease_owner"])
+            elif job["status"] == states.IN_CALL:
+                self.sender.poll(job["_id"], job["lease_owner"], job.get("call_id", ""), 0)
+            else:
+                self.sender.reconcile(job["_id"], job["lease_owner"])
+        return len(taken)
+
+    def rebuild_slots(self) -> None:
+        """Refill the Redis slot sets from the calls MongoDB shows in progress."""
+        held: dict[str, dict[str, int]] = {}
+        for job in self.jobs.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
+                                       {"account_id": 1, "attempt_id": 1, "lease_until": 1}):
+            if job.get("attempt_id"):
+                until = max(int(job.get("lease_until", 0)), self.clock.now_ms() + 60_000)
+                held.setdefault(job["account_id"], {})[job["attempt_id"]] = until
+        self.slots.rebuild(held)
+        event(log, "slots_rebuilt", accounts=len(held), calls=sum(len(v) for v in held.values()))
+
+    def recover_reservations(self, *, limit: int = 500) -> int:
+        """Settle or release reservations whose call is over or was never placed."""
+        older = self.clock.now_ms() - int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)
+        fixed = 0
+        for res in self.billing.open_reservations(older_than_ms=older, limit=limit):
+            aid = res.attempt_id
+            attempt = self.attempts.get(aid)
+            if attempt is None or attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+                self.billing.release(aid)
+                fixed += 1
+            elif attempt["state"] == attempt_states.ENDED:
+                self.billing.settle(aid, duration_ms=int(attempt.get("duration_ms") or 0))
+                fixed += 1
+        return fixed
+
+    def complete_finished_batches(self) -> int:
+        """Active batches whose every job is final become ``completed``."""
+        active = [d["_id"] for d in self.batches.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+        if not active:
+            return 0
+        open_rows = self.jobs.coll.aggregate([
+            {"$match": {"batch_id": {"$in": active}, "status": {"$nin": list(states.FINAL)}}},
+            {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}},
+        ])
+        still_open = {r["_id"] for r in open_rows}
+        done = 0
+        for batch_id in active:
+            if (batch_id not in still_open and self.jobs.coll.find_one({"batch_id": batch_id}, {"_id": 1})
+                    and self.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))):
+                done += 1
+                event(log, "batch_completed", batch_id=batch_id)
+        return done
+
+    # -- dial --------------------------------------------------------------------------------
+
+    def dial(self, job_id: str, lease_owner: str) -> str:
+        """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result)."""
+        job = self.jobs.get(job_id)
+        cached = self.cache.get(job["batch_id"]) if job else None
+        now = self.clock.now()
+        decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
+                               settings=cached.settings if cached else None,
+                               settings_error=cached.settings_error if cached else None, now=now,
+                               lang=self._lang())
+        metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
+        if decision.step == DialStep.STALE:
+            return decision.step
+        assert job is not None and cached is not None
+        own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
+        if decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
+            self.jobs.transition(job_id, to=states.CANCELLED, set_={"last_error": decision.reason}, **own)
+        elif decision.step == DialStep.PAUSED:
+            self.jobs.release(job_id, now, decision.reason or "batch paused", **own)
+        elif decision.step == DialStep.SETTINGS_INVALID:
+            self.batches.record_settings_error(job["batch_id"], cached.settings_error)
+            self.jobs.release(job_id, now, decision.reason or "invalid settings", **own)
+        elif decision.step == DialStep.OUTSIDE_WINDOW:
+            assert decision.next_try_at is not None
+            self.jobs.reschedule(job_id, decision.next_try_at, decision.reason or "outside calling window",
+                                 inc={"postponed_by_schedule": 1}, **own)
+            metrics.POSTPONED_BY_SCHEDULE.inc()
+            event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
+                  reason=decision.reason)
+        elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
+            self.jobs.mark_failed(job_id, decision.reason or "failed", terminal=True, **own)
+        else:
+            assert decision.phone_index is not None
+            return self._place_call(job, cached, decision.phone_index, lease_owner)
+        return decision.step
+
+    def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str) -> str:
+        settings = cached.settings
+        batch = cached.doc
+        job_id, account_id = job["_id"], job["account_id"]
+        aid = attempt_id(job, phone_index)
+        own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
+        now_ms = self.clock.now_ms()
+
+        reservation = self.billing.reserve(account_id, attempt_id=aid, job_id=job_id,
+                                           max_call_duration_s=settings.max_call_duration)
+        if not reservation.ok:
+            return self._insufficient_balance(job, settings, reservation, own)
+
+        limit = self.accounts.concurrency_limit(self.accounts.get(account_id))
+        call_life_ms = (settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s) * 1000
+        slot = self.slots.acquire(account_id, aid, limit=limit, now_ms=now_ms,
+                                  lease_ms=int(call_life_ms + self._sim(self.timing.poll_lease_margin_s)
+                                               .total_seconds() * 1000))
+        if slot != Acquired.YES:
+            self.billing.release(aid)
+            retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
+            self.jobs.release(job_id, retry_at, "no free provider slot" if slot == Acquired.NO
+                              else "provider slots being rebuilt", **own)
+            if slot == Acquired.UNKNOWN:
+                self.sender.schedule(None)
+            return "no_slot"
+
+        phone = job["contact"]["phones"][phone_index]
+        won = self.jobs.transition(
+            job_id, to=states.DIALING, inc={"dials": 1},
+            set_={"attempt_id": aid, "phone_index": phone_index,
+                  "lease_until": now_ms + int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)},
+            **own)
+        if won is None:
+            self.slots.release(account_id, aid)
+            self.billing.release(aid)
+            return DialStep.STALE
+        self.attempts.record({
+            "_id": aid, "job_id": job_id, "batch_id": job["batch_id"], "account_id": account_id,
+            "round": int(job.get("tries", 0)) + 1, "phone_index": phone_index, "dial": int(won.get("dials", 1)),
+            "to_number": phone, "created_at": now_ms, "due_at": job.get("next_try_at"),
+        })
+        lag_s = max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000)
+        metrics.DIAL_LAG.observe(lag_s)
+        try:
+            call = self.provider.create_phone_call(
+                from_number=batch.get("from_number") or self.config.call_from_number,
+                to_number=phone,
+                agent_id=batch.get("agent_id") or self.config.retell_agent_id,
+                dynamic_variables=dict(job["contact"].get("variables", {})),
+                metadata={"job_id": job_id, "attempt_id": aid, "attempt": int(won.get("dials", 1)),
+                          "round": int(job.get("tries", 0)) + 1, "batch_id": job["batch_id"]},
+                ring_timeout_s=settings.ring_timeout,
+                max_call_duration_s=settings.max_call_duration,
+            )
+        except (CreateOutcomeUnknown, ProviderTimeout) as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc))
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
+            return "reconcile"
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            return self._create_failed(job, aid, phone_index, exc, lease_owner)
+        metrics.DIALS.inc()
+        return self._record_call(job_id, aid, account_id, call, lease_owner, settings)
+
+    def _insufficient_balance(self, job: Mapping[str, Any], settings: Any, reservation: Any,
+                              own: Mapping[str, Any]) -> str:
+        """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
+        after = self.billing.on_insufficient_balance(job, settings, reservation, lease_owner=own["lease_owner"],
+                                                     expected=own["expected"])
+        return str(after["status"]) if after else DialStep.STALE
+
+    def _create_failed(self, job: Mapping[str, Any], aid: str, phone_index: int, exc: ProviderError,
+                       lease_owner: str) -> str:
+        """The provider refused the create: nothing was placed."""
+        job_id, account_id = job["_id"], job["account_id"]
+        self.attempts.not_placed(aid, str(exc)[:300])
+        self.slots.release(account_id, aid)
+        self.billing.release(aid)
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        if isinstance(exc, ProviderRejected) and _is_number_problem(exc):
+            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self.cache.get(job["batch_id"]).settings,
+                                    invalid=True, **own)
+            return "invalid_number"
+        wait_s = self.timing.provider_backoff_s
+        if isinstance(exc, RateLimited) and exc.retry_after_s:
+            wait_s = max(wait_s, float(exc.retry_after_s))
+        elif not exc.retryable:
+            wait_s = max(wait_s, 60.0)
+        self.jobs.release(job_id, self.clock.now() + self._sim(wait_s), f"provider error: {exc}", **own)
+        event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+        return "provider_error"
+
+    def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
+                     settings: Any) -> str:
+        poll_delay_s = next_poll_delay_s(0)
+        lease_ms = self._lease_until_ms(poll_delay_s)
+        won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
+                                   where={"attempt_id": aid},
+                                   set_={"call_id": call.call_id, "lease_until": lease_ms})
+        self.attempts.set_call(aid, call.call_id)
+        if won is None:
+            current = self.jobs.get(job_id)
+            if current is None or current.get("call_id") != call.call_id:
+                # Recovery moved the job on while the create was in flight: never let a second call live.
+                self._stop_quietly(call.call_id)
+                self.attempts.orphaned(aid, call.call_id)
+                self.slots.release(account_id, aid)
+                event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
+                return "orphaned"
+            return "recorded_elsewhere"
+        event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
+              to=mask_phone(getattr(call, "to_number", "") or ""))
+        self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(poll_delay_s))
+        return "dialed"
+
+    def _lease_until_ms(self, next_poll_sim_s: float) -> int:
+        margin = self._sim(self.timing.poll_lease_margin_s).total_seconds()
+        return self.clock.now_ms() + int((next_poll_sim_s + margin) * 1000)
+
+    def _stop_quietly(self, call_id: str) -> None:
+        try:
+            self.provider.stop_call(call_id)
+        except CallNotFound:
+            pass
+        except ProviderError as exc:
+            event(log, "stop_call_failed", call_id=call_id, error=str(exc))
+
+    # -- reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self, job_id: str, lease_owner: str) -> str:
+        """A ``dialing`` job whose create outcome is unknown: find its call by metadata before anything else."""
+        job = self.jobs.get(job_id)
+        if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+            return "stale"
+        aid = job.get("attempt_id")
+        attempt = self.attempts.get(aid) if aid else None
+        if attempt is None:
+            # Died between winning the job and recording the attempt: nothing was sent.
+            self.jobs.release(job_id, self.clock.now(), "dial interrupted before the provider was called",
+                              expected=(states.DIALING,), lease_owner=lease_owner)
+            if aid:
+                self.slots.release(job["account_id"], aid)
+                self.billing.release(aid)
+            return "not_placed"
+        if attempt.get("call_id"):
+            call = Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
+            cached = self.cache.get(job["batch_id"])
+            return self._record_call(job_id, aid, job["account_id"], call, lease_owner,
+                                     cached.settings if cached else None)
+        try:
+            found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
+                                                         since_ms=int(attempt.get("created_at", 0)) - 3_600_000)
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            self._extend_dialing_lease(job_id, lease_owner)
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
+            return "retry"
+        if found:
+            cached = self.cache.get(job["batch_id"])
+            event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
+            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner,
+                                     cached.settings if cached else None)
+        age_ms = self.clock.now_ms() - int(attempt.get("created_at", 0))
+        if age_ms < self._sim(self.timing.reconcile_grace_s).total_seconds() * 1000:
+            self._extend_dialing_lease(job_id, lease_owner)
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
+            return "retry"
+        self.attempts.not_placed(aid, "create outcome unknown; no call found at the provider")
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        self.jobs.release(job_id, self.clock.now(), "provider did not create the call",
+                          expected=(states.DIALING,), lease_owner=lease_owner)
+        event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
+        return "not_placed"
+
+    def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> None:
+        until = self.clock.now_ms() + int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)
+        self.jobs.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
+                                  {"$set": {"lease_until": until}})
+
+    # -- poll and finalize -------------------------------------------------------------------
+
+    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int) -> str:
+        """Ask the provider about an in-progress call; re-send itself until the call is over."""
+        job = self.jobs.get(job_id)
+        if (job is None or job.get("status") != states.IN_CALL or job.get("lease_owner") != lease_owner
+                or (call_id and job.get("call_id") != call_id)):
+            return "stale"
+        call_id = job["call_id"]
+        cached = self.cache.get(job["batch_id"])
+        settings = cached.settings if cached and cached.settings else None
+        try:
+            call = self.provider.get_call(call_id)
+        except CallNotFound:
+            call = None
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
+        if call is None:
+            lost = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
+            return self.finalize(job_id, lost, lease_owner=lease_owner)
+        attempt = self.attempts.get(job.get("attempt_id", "")) or {}
+        step = decide_poll(final=call.is_final, start_ms=call.start_timestamp_ms,
+                           created_ms=int(attempt.get("created_at", self.clock.now_ms())),
+                           now_ms=self.clock.now_ms(),
+                           max_call_duration_s=settings.max_call_duration if settings else
+                           int(self.config.call_max_duration_minutes * 60),
+                           ring_timeout_s=settings.ring_timeout if settings else self.config.ring_timeout_seconds,
+                           grace_s=self.timing.call_grace_sim_s)
+        if step == PollStep.FINALIZE:
+            return self.finalize(job_id, call, lease_owner=lease_owner)
+        if step == PollStep.STOP and not attempt.get("stopped_for_timeout"):
+            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True})
+            self._stop_quietly(call_id)
+            event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)
+            return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
+        self.slots.renew(job["account_id"], job["attempt_id"],
+                         until_ms=self._lease_until_ms(next_poll_delay_s(n + 1)))
+        return self._poll_again(job_id, lease_owner, call_id, n, next_poll_delay_s(n))
+
+    def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
+        renewed = self.jobs.coll.update_one(
+            {"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
+            {"$set": {"lease_until": self._lease_until_ms(delay_sim_s)}})
+        if renewed.modified_count == 0:
+            return "stale"
+        self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
+        return "polling"
+
+    def finalize(self, job_id: str, call: Call, *, lease_owner: str | None = None, source: str = "poll") -> str:
+        """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op."""
+        job = self.jobs.get(job_id)
+        if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
+            return "duplicate"
+        aid = job["attempt_id"]
+        cached = self.cache.get(job["batch_id"])
+        settings = cached.settings if cached else None
+        duration_ms = int(call.duration_ms or 0)
+        connected = call.start_timestamp_ms is not None and duration_ms > 0
+        outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
+        reason = reason_text(outcome, call.disconnection_reason, lang=self._lang())
+        charge = self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
+        self.attempts.end(aid, {
+            "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
+            "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
+            "duration_ms": duration_ms, "charge": charge, "finalized_by": source,
+        })
+        applied = self._apply_outcome(job, outcome, reason, settings)
+        self.slots.release(job["account_id"], aid)
+        if applied is None:
+            return "duplicate"
+        metrics.CALLS.labels(outcome.value).inc()
+        if applied.get("status") == states.RETRY_WAIT and settings is not None:
+            metrics.RETRY_DELAY.observe(settings.retry_delay_hours * 3600)
+        event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
+              status=applied.get("status"))
+        self.sender.schedule(job["account_id"])
+        return outcome.value
+
+    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
+                       settings: Any) -> dict[str, Any] | None:
+        job_id = job["_id"]
+        where = {"call_id": job["call_id"]}
+        effect = EFFECTS[outcome]
+        common = {"expected": (states.IN_CALL,)}
+        if effect == Effect.COMPLETE:
+            return self.jobs.transition(job_id, to=states.COMPLETED, where=where, unset=("next_try_at",),
+                                        set_={"outcome": outcome.value, "finished_at": self.clock.now_ms()},
+                                        **common)
+        if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
+            return self.jobs.advance_phone(job_id, reason, settings, invalid=effect == Effect.INVALID_PHONE,
+                                           job=job, **common)
+        if effect == Effect.FAILED_ROUND:
+            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, **common)
+        retry_at = self.clock.now() + self._sim(self.timing.provider_backoff_s)
+        return self.jobs.release(job_id, retry_at, reason, **common)
+
+
+def _is_number_problem(exc: ProviderRejected) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("to_number", "e.164", "e164", "invalid destination", "phone number"))
