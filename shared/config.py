@@ -40,6 +40,8 @@ DEFAULT_PHONE_REGION = "CL"
 DEFAULT_CONCURRENCY_LIMIT = 20
 #: Batch cache time to live, seconds.
 DEFAULT_BATCH_CACHE_TTL = 300.0
+#: Real seconds a job held by a dead process waits before the scheduler recovers it.
+DEFAULT_PIPELINE_LEASE_S = 60.0
 #: Web dyno port (Heroku sets ``PORT``).
 DEFAULT_PORT = 8000
 
@@ -200,6 +202,10 @@ class Config:
     )
     batch_cache_ttl: float = _var(
         "BATCH_CACHE_TTL", lambda raw: _parse_float(raw, minimum=0), DEFAULT_BATCH_CACHE_TTL, "batch cache TTL, seconds"
+    )
+    pipeline_lease_s: float = _var(
+        "PIPELINE_LEASE_S", lambda raw: _parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
+        "real seconds a dead process's job waits before recovery (keep above the 30 s create timeout)",
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
     port: int = _var("PORT", lambda raw: _parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")

@@ -42,9 +42,9 @@ log = get_logger(__name__)
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
 DEFAULT_QUEUED_LEASE_S = 60.0
-#: Real seconds a job may stay ``dialing`` (covers the create request's timeout) before recovery.
+#: Real seconds a job may stay ``dialing`` (longer than the create request's 30 s timeout) before recovery.
 DEFAULT_DIALING_LEASE_S = 90.0
-#: Real seconds an in-call job's lease extends past the next poll.
+#: Real seconds an in-call job's lease extends past its next poll.
 DEFAULT_POLL_LEASE_MARGIN_S = 60.0
 #: Real seconds ahead the scheduler dispatches (as delayed messages) jobs that become due.
 DEFAULT_HORIZON_S = 5.0
@@ -88,7 +88,11 @@ class BatchSource(Protocol):
 
 @dataclass(kw_only=True)
 class Timing:
-    """The pipeline's waits (real seconds unless named otherwise); see the ``DEFAULT_*`` constants."""
+    """The pipeline's waits (real seconds unless named otherwise); see the ``DEFAULT_*`` constants.
+
+    :meth:`from_config` scales the leases from ``PIPELINE_LEASE_S`` (default 60 s): how long a job
+    held by a process that died waits before the scheduler recovers it.
+    """
 
     queued_lease_s: float = DEFAULT_QUEUED_LEASE_S
     dialing_lease_s: float = DEFAULT_DIALING_LEASE_S
@@ -100,6 +104,11 @@ class Timing:
     call_grace_sim_s: float = DEFAULT_CALL_GRACE_S
     dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
     repair_every_s: float = DEFAULT_REPAIR_EVERY_S
+
+    @classmethod
+    def from_config(cls, config: Config) -> Timing:
+        lease = config.pipeline_lease_s
+        return cls(queued_lease_s=lease, dialing_lease_s=lease * 1.5, poll_lease_margin_s=lease)
 
 
 @dataclass(kw_only=True)

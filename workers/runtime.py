@@ -19,7 +19,7 @@ from shared.config import Config, get_config
 from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
 from shared.jobs import JobStore
-from shared.pipeline import Pipeline
+from shared.pipeline import Pipeline, Timing
 from shared.slots import Slots
 
 
@@ -75,7 +75,7 @@ class Runtime:
     def pipeline(self, sender: Any) -> Pipeline:
         return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
                         cache=self.cache, billing=self.billing, slots=self.slots, provider=self.provider,
-                        sender=sender, clock=self.clock, config=self.config)
+                        sender=sender, clock=self.clock, config=self.config, timing=Timing.from_config(self.config))
 
     def publish_invalidation(self, batch_id: str) -> None:
         from shared.invalidation import publish_invalidation

@@ -48,6 +48,7 @@ def child_env(config: Config, clock: Clock | None = None, *, base: Mapping[str, 
         env["RETELL_BASE_URL"] = config.retell_base_url
     if config.admin_token:
         env["ADMIN_TOKEN"] = config.admin_token
+    env["PIPELINE_LEASE_S"] = repr(config.pipeline_lease_s)
     if clock is not None:
         env.update(clock.env())
     env.update(extra)
