@@ -1,0 +1,119 @@
+"""Defaults of batches without call_settings, settings that stop validating, batch controls and the
+balance policies, end to end through real processes."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+
+from shared import states
+from shared.batch_controls import cancel_batch, pause_batch, resume_batch
+from shared.clock import started_at
+from shared.simulator_process import wait_until
+from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+
+START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
+
+
+def test_batch_without_call_settings_behaves_like_the_original_worker(stack_factory):
+    fast = started_at(START, speed=1200)
+    (busy,) = numbers("91", 1)
+    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {busy: "busy"}})
+    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}})
+    batch = runtime.batches.create({"name": "old", "account_id": "acme", "agent_id": "agent_test",
+                                    "from_number": "+12125550100"})
+    assert "call_settings" not in runtime.batches.get(batch["_id"])
+    runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": "a", "phones": [busy]}])
+    wait_final(runtime, batch["_id"], timeout_s=60, stack=stack)
+    (job,) = runtime.jobs.find({"batch_id": batch["_id"]})
+    assert job["status"] == states.FAILED and job["tries"] == 3  # MAX_TRIES
+    assert job["last_error"].startswith("max attempts reached (3)")
+    dials = stack.simulator.dials()
+    assert len(dials) == 3
+    for rec in dials:
+        agent = rec["body"]["agent_override"]["agent"]
+        assert (agent["ring_duration_ms"], agent["max_call_duration_ms"]) == (30_000, 600_000)
+    gaps_min = [(b["received_at"] - a["received_at"]) / 60_000 for a, b in itertools.pairwise(dials)]
+    assert all(30 <= gap < 30 + 10 for gap in gaps_min), gaps_min  # RETRY_DELAY_MINUTES after each round
+
+
+def test_settings_that_stop_validating_hold_the_batch_until_fixed(stack_factory):
+    fast = started_at(START, speed=60)
+    phones = numbers("92", 3)
+    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 10}
+                                                                       for p in phones}})
+    batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)],
+                           {"max_attempts": 2})
+    runtime.batches.coll.update_one({"_id": batch["_id"]}, {"$set": {"call_settings": {"ring_timeout": 1}}})
+    runtime.publish_invalidation(batch["_id"])  # e.g. an edit made directly in MongoDB
+    # jobs created before the edit may already be dialing; the rest must wait
+    shown = wait_until(lambda: runtime.batches.get(batch["_id"]).get("settings_error"), timeout_s=30)
+    assert "ring_timeout" in shown
+    time.sleep(2)
+    waiting = runtime.jobs.find({"batch_id": batch["_id"], "status": states.PENDING})
+    assert waiting and all("call_settings invalid" in j["last_error"] for j in waiting)
+    dialed_before = len(stack.simulator.dials())
+    time.sleep(2)
+    assert len(stack.simulator.dials()) == dialed_before  # nothing dialed while invalid
+    runtime.batches.update(batch["_id"], {"call_settings": {"ring_timeout": 30}})
+    assert "settings_error" not in runtime.batches.get(batch["_id"])
+    wait_final(runtime, batch["_id"], timeout_s=60, stack=stack)
+    assert {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED}
+
+
+def test_pause_resume_and_cancel(stack_factory):
+    fast = started_at(START, speed=60)
+    phones = numbers("93", 60)
+    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30}
+                                                                       for p in phones}})
+    batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], {}, limit=3)
+    wait_until(lambda: len(stack.simulator.dials()) >= 3, timeout_s=30)
+    pause_batch(runtime.batches, batch["_id"])
+    wait_until(lambda: runtime.jobs.counts(batch["_id"])[states.IN_CALL] == 0, timeout_s=30)  # calls end normally
+    paused_at = len(stack.simulator.dials())
+    time.sleep(2)
+    assert len(stack.simulator.dials()) == paused_at
+    resume_batch(runtime.batches, batch["_id"])
+    wait_until(lambda: len(stack.simulator.dials()) >= paused_at + 3, timeout_s=30)
+    result = cancel_batch(runtime.batches, runtime.jobs, batch["_id"])
+    assert result.cancelled_jobs > 0
+    wait_until(lambda: runtime.jobs.counts(batch["_id"])[states.IN_CALL] == 0, timeout_s=30)
+    counts = runtime.jobs.counts(batch["_id"])
+    assert counts[states.CANCELLED] == result.cancelled_jobs
+    assert counts[states.COMPLETED] + counts[states.CANCELLED] == 60
+    dialed = len(stack.simulator.dials())
+    time.sleep(2)
+    assert len(stack.simulator.dials()) == dialed == counts[states.COMPLETED]
+
+
+def test_balance_policies_fail_and_wait_then_top_up(stack_factory):
+    fast = started_at(START, speed=60)
+    phones = numbers("94", 8)
+    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30}
+                                                                       for p in phones}})
+    # 4 minutes of balance, calls of at most 2 minutes: at most 2 reservations at once
+    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 4}, "concurrency_limit": 10})
+    settings = {"max_call_duration": 120}
+    fail = runtime.batches.create({"name": "fail", "account_id": "acme", "agent_id": "a", "from_number": "+12125550100",
+                                   "call_settings": {**settings, "on_insufficient_balance": "fail"}})
+    runtime.jobs.create_jobs(fail["_id"], "acme", [{"name": f"f{i}", "phones": [p]} for i, p in enumerate(phones[:4])])
+    wait_final(runtime, fail["_id"], timeout_s=60, stack=stack)
+    jobs = runtime.jobs.find({"batch_id": fail["_id"]})
+    failed = [j for j in jobs if j["status"] == states.FAILED]
+    assert failed and all(j["last_error"] == "insufficient balance" for j in failed)
+    assert runtime.billing.balance("acme")["balance"] >= 0
+    assert runtime.billing.check("acme").ok
+
+    runtime.billing.top_up("acme", 1)  # 5 min left at most: not enough for everyone
+    wait = runtime.batches.create({"name": "wait", "account_id": "acme", "agent_id": "a", "from_number": "+12125550100",
+                                   "call_settings": {**settings, "on_insufficient_balance": "wait"}})
+    runtime.jobs.create_jobs(wait["_id"], "acme", [{"name": f"w{i}", "phones": [p]} for i, p in enumerate(phones[4:])])
+    wait_until(lambda: runtime.jobs.counts(wait["_id"])[states.WAITING_BALANCE] > 0
+               and runtime.jobs.counts(wait["_id"])[states.IN_CALL] == 0, timeout_s=60)
+    runtime.billing.top_up("acme", 60)
+    wait_final(runtime, wait["_id"], timeout_s=60, stack=stack)
+    assert {j["status"] for j in runtime.jobs.find({"batch_id": wait["_id"]})} == {states.COMPLETED}
+    view = runtime.billing.balance("acme")
+    assert view["balance"] >= 0 and view["reserved"] == 0
+    assert runtime.billing.check("acme").ok
