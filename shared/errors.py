@@ -31,6 +31,10 @@ class NotFound(OutdialError):
     """The named document does not exist."""
 
 
+class Conflict(OutdialError):
+    """The request is valid but the document's current state forbids it (e.g. resuming a cancelled batch)."""
+
+
 class EmbeddedServiceError(ServiceError):
     """An embedded server (nx-27017, bundled redis-server) could not be started."""
 

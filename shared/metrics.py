@@ -49,6 +49,9 @@ DIAL_LAG = Histogram(
 RECOVERED = Counter("outdial_recovered_leases", "Expired leases recovered, by job state", ["state"],
                     registry=REGISTRY)
 
+MONGO_COMMANDS = Counter("outdial_mongo_commands", "MongoDB commands (round trips) sent by this process",
+                         registry=REGISTRY)
+
 # -- provider -----------------------------------------------------------------------------------
 PROVIDER_REQUESTS = Counter("outdial_provider_requests", "Requests sent to the provider", ["endpoint"],
                             registry=REGISTRY)
@@ -82,6 +85,25 @@ BILLED = Counter("outdial_billed_units", "Amount charged to accounts, by storage
 TOP_UPS = Counter("outdial_balance_top_ups", "Account top-ups applied", registry=REGISTRY)
 LEDGER_REPAIRS = Counter("outdial_ledger_repairs", "Ledger entries posted or holds given back after a process died, "
                          "by what", ["what"], registry=REGISTRY)
+
+# -- web ------------------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter("outdial_http_requests", "HTTP requests served by the web dyno, by route, method and status",
+                        ["route", "method", "status"], registry=REGISTRY)
+HTTP_LATENCY = Histogram(
+    "outdial_http_request_seconds", "Time to answer an HTTP request, by route", ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+WEBHOOK_FINALIZE = Histogram(
+    "outdial_webhook_finalize_seconds", "Time to apply a call_ended/call_analyzed webhook to its job",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+#: Gauges the web dyno computes from MongoDB and Redis when /metrics is scraped (workers/web_metrics.py).
+SCRAPE_GAUGES = {
+    "outdial_jobs": "Jobs by state, all batches",
+    "outdial_batch_jobs": "Jobs by state of each active or paused batch",
+    "outdial_batches": "Batches by status",
+    "outdial_slots_in_use": "Provider concurrency slots held, per account with an active or paused batch",
+    "outdial_slots_limit": "Provider concurrency limit, per account with an active or paused batch",
+    "outdial_scrape_source_up": "1 when the source (mongodb, redis) answered during this scrape",
+}
 
 
 def process_label() -> str:

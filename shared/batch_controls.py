@@ -1,0 +1,122 @@
+"""Operator controls of a batch: pause, resume, cancel, and reopening a completed batch.
+
+Plain functions over the stores, shared by the admin API, the CLI and the demo. Each is one
+conditional update of the batch (its expected status in the filter), so two operators (or an
+operator and the scheduler) can never both win the same change; the batch store publishes the
+cache invalidation after the write, so every process sees the new status at once.
+
+- **pause**: ``active -> paused``. Jobs are not touched: the dial step reads the paused batch and
+  puts the jobs it was about to dial back to ``pending``; calls already in progress end normally.
+- **resume**: ``paused -> active``; the scheduler dispatches the waiting jobs on its next run.
+- **cancel**: ``active|paused -> cancelled``, then every job not yet handed to the provider
+  (``pending``, ``queued``, ``waiting_schedule``, ``retry_wait``, ``waiting_balance``) becomes
+  ``cancelled``; calls in progress end normally and their jobs are not dialed again.
+- **reopen**: ``completed -> active``, used when contacts are added to a finished batch so its
+  new jobs are dialed.
+
+Asking for the state a batch is already in changes nothing and is not an error (``changed`` is
+False); asking for an impossible move (resuming a cancelled batch) raises :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared import states
+from shared.batches import BatchStore
+from shared.errors import Conflict
+from shared.jobs import JobStore
+from shared.logs import event, get_logger
+
+log = get_logger(__name__)
+
+#: ``last_error`` written on the jobs a cancellation finishes.
+DEFAULT_CANCEL_REASON = "batch cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlResult:
+    """What a control did.
+
+    :param batch: the batch document after the control.
+    :param changed: False when the batch already was in the requested state.
+    :param cancelled_jobs: jobs moved to ``cancelled`` (cancel only).
+    """
+
+    batch: dict[str, Any]
+    changed: bool
+    cancelled_jobs: int = 0
+
+    @property
+    def status(self) -> str:
+        return str(self.batch["status"])
+
+
+def _refused(batch: dict[str, Any], action: str, allowed: tuple[str, ...]) -> Conflict:
+    return Conflict(f"batch {batch['_id']} is {batch['status']}: only a batch that is {' or '.join(allowed)} "
+                    f"can be {action}")
+
+
+def _move(batches: BatchStore, batch_id: str, to: str, expected: tuple[str, ...], action: str) -> ControlResult:
+    doc = batches.set_status(batch_id, to, expected=expected)
+    if doc is not None:
+        event(log, f"batch_{action}", batch_id=doc["_id"])
+        return ControlResult(batch=doc, changed=True)
+    current = batches.require(batch_id)
+    if current["status"] == to:
+        return ControlResult(batch=current, changed=False)
+    raise _refused(current, action, expected)
+
+
+def pause_batch(batches: BatchStore, batch_id: str) -> ControlResult:
+    """``active -> paused``; already paused: unchanged.
+
+    :raises NotFound: no such batch (or a malformed id).
+    :raises Conflict: the batch is cancelled or completed.
+    """
+    return _move(batches, batch_id, states.BATCH_PAUSED, (states.BATCH_ACTIVE,), "paused")
+
+
+def resume_batch(batches: BatchStore, batch_id: str) -> ControlResult:
+    """``paused -> active``; already active: unchanged.
+
+    :raises NotFound: no such batch (or a malformed id).
+    :raises Conflict: the batch is cancelled or completed.
+    """
+    return _move(batches, batch_id, states.BATCH_ACTIVE, (states.BATCH_PAUSED,), "resumed")
+
+
+def reopen_batch(batches: BatchStore, batch_id: str) -> ControlResult:
+    """``completed -> active`` (new contacts were added); any other status: unchanged, no error.
+
+    :raises NotFound: no such batch (or a malformed id).
+    """
+    doc = batches.set_status(batch_id, states.BATCH_ACTIVE, expected=(states.BATCH_COMPLETED,))
+    if doc is not None:
+        event(log, "batch_reopened", batch_id=doc["_id"])
+        return ControlResult(batch=doc, changed=True)
+    return ControlResult(batch=batches.require(batch_id), changed=False)
+
+
+def cancel_batch(batches: BatchStore, jobs: JobStore, batch_id: str, *,
+                 reason: str = DEFAULT_CANCEL_REASON) -> ControlResult:
+    """``active|paused -> cancelled``, then cancel every job not yet dialed.
+
+    Cancelling a cancelled batch cancels again whatever job is still waiting (a call that was in
+    progress during the first cancel may have put its job back to ``retry_wait``) and reports
+    ``changed=False``.
+
+    :param reason: ``last_error`` of the cancelled jobs; default :data:`DEFAULT_CANCEL_REASON`.
+    :raises NotFound: no such batch (or a malformed id).
+    :raises Conflict: the batch is completed.
+    """
+    doc = batches.set_status(batch_id, states.BATCH_CANCELLED, expected=(states.BATCH_ACTIVE, states.BATCH_PAUSED))
+    changed = doc is not None
+    if doc is None:
+        doc = batches.require(batch_id)
+        if doc["status"] != states.BATCH_CANCELLED:
+            raise _refused(doc, "cancelled", (states.BATCH_ACTIVE, states.BATCH_PAUSED))
+    cancelled = jobs.cancel_batch(doc["_id"], reason)
+    event(log, "batch_cancelled", batch_id=doc["_id"], cancelled_jobs=cancelled, repeated=not changed)
+    return ControlResult(batch=doc, changed=changed, cancelled_jobs=cancelled)

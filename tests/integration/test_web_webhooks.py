@@ -1,0 +1,265 @@
+"""POST /webhooks/retell against the real app, the simulator's calls and real signatures.
+
+Each job is dialed through the real pipeline (its call lives in the simulator); no dramatiq worker
+runs, so only the webhook (or a poll the test makes itself) can finalize it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared import attempts as attempt_states
+from shared import clock as clock_mod
+from shared import states
+from shared.clock import started_at
+from shared.simulator_process import wait_until
+from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from tests.fixtures.web import WebServer, pipeline_for
+from workers.runtime import build_runtime
+
+BUSY = "+56961234501"
+ANSWER = "+56961234502"
+ANSWER_2 = "+56961234503"
+STUCK = "+56961234504"
+SCENARIO = {"numbers": {BUSY: "busy", ANSWER: {"outcome": "answer", "duration_s": 30},
+                        ANSWER_2: {"outcome": "answer", "duration_s": 30}, STUCK: "stuck"}}
+
+
+@pytest.fixture
+def fast():
+    """A process clock running 60 times faster than real time (a 30 s call lasts half a second)."""
+    previous = clock_mod._clock
+    fast_clock = started_at(datetime.now(UTC), speed=60)
+    clock_mod.set_clock(fast_clock)
+    yield fast_clock
+    clock_mod.set_clock(previous)
+
+
+@dataclass
+class Rig:
+    runtime: Any
+    pipeline: Any
+    simulator: Any
+    server: WebServer
+    batch_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.simulator.api_key
+
+    def in_call(self, phone: str, *, name: str = "contact") -> dict[str, Any]:
+        """A job of this rig's batch dialed through the pipeline: ``in_call`` with its call at the simulator."""
+        result = self.runtime.jobs.create_jobs(self.batch_id, "acme", [{"name": name, "phones": [phone]}])
+        job_id = result.job_ids[0]
+        claimed = self.runtime.jobs.claim_due(limit=100, lease=timedelta(minutes=10))
+        mine = next(j for j in claimed if j["_id"] == job_id)
+        assert self.pipeline.dial(job_id, mine["lease_owner"]) == "dialed"
+        job = self.runtime.jobs.get(job_id)
+        assert job["status"] == states.IN_CALL and job["call_id"]
+        return job
+
+    def ended_call(self, job: dict[str, Any], *, analyzed: bool = False) -> dict[str, Any]:
+        """The call object of ``job`` once it ended (and, ``analyzed``, once its analysis is there)."""
+        def ready() -> dict[str, Any] | None:
+            call = self.pipeline.provider.get_call(job["call_id"])
+            if not call.is_final or (analyzed and not call.call_analysis):
+                return None
+            return call.raw
+        return wait_until(ready, timeout_s=30, interval_s=0.05)
+
+    def post(self, event: str, call: dict[str, Any] | None, *, key: str | None = None,
+             timestamp_ms: int | None = None, signature: str | None = None, tamper: bool = False,
+             body: bytes | None = None) -> Any:
+        raw = body if body is not None else json.dumps({"event": event, "call": call}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if signature is None:
+            signature = sign_webhook(raw, key or self.key, timestamp_ms)
+        if signature:
+            headers[SIGNATURE_HEADER] = signature
+        if tamper:
+            raw = raw.replace(b'"call_status"', b'"call_status" ', 1)
+        return self.server.client(token=None).request("POST", "/webhooks/retell", data=raw, headers=headers)
+
+
+@pytest.fixture
+def rig_factory(web_config, fast, db, simulator_factory, web_factory):
+    def make(**settings: Any) -> Rig:
+        simulator = simulator_factory(clock=fast, config=web_config, scenario=SCENARIO)
+        runtime, pipeline = pipeline_for(build_runtime(web_config, fast), simulator)
+        pipeline.rebuild_slots()   # what the scheduler's first periodic run does: slot sets known
+        server = web_factory(runtime=runtime, pipeline=pipeline, **settings)
+        runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 100}})
+        batch = runtime.batches.create({"name": "webhooks", "account_id": "acme", "agent_id": "agent_test",
+                                        "from_number": "+12125550100",
+                                        "call_settings": {"max_attempts": 3, "retry_delay_hours": 1}})
+        return Rig(runtime=runtime, pipeline=pipeline, simulator=simulator, server=server, batch_id=batch["_id"])
+
+    return make
+
+
+@pytest.fixture
+def rig(rig_factory) -> Rig:
+    return rig_factory()
+
+
+def test_unsigned_forged_stale_and_tampered_webhooks_get_401_and_change_nothing(rig):
+    job = rig.in_call(BUSY)
+    call = rig.ended_call(job)
+    now_ms = int(time.time() * 1000)
+    refused = {
+        "unsigned": rig.post("call_ended", call, signature=""),
+        "wrong key": rig.post("call_ended", call, key="key_somebody_else"),
+        "stale": rig.post("call_ended", call, timestamp_ms=now_ms - 10 * 60 * 1000),
+        "from the future": rig.post("call_ended", call, timestamp_ms=now_ms + 10 * 60 * 1000),
+        "body changed after signing": rig.post("call_ended", call, tamper=True),
+        "malformed header": rig.post("call_ended", call, signature="v=123,d=nothex"),
+    }
+    assert {name: r.status for name, r in refused.items()} == dict.fromkeys(refused, 401)
+    assert all(r.json()["error"] == "invalid_signature" for r in refused.values())
+    after = rig.runtime.jobs.get(job["_id"])
+    assert after["status"] == states.IN_CALL and after["updated_at"] == job["updated_at"]
+    assert rig.runtime.attempts.get(job["attempt_id"])["state"] == attempt_states.IN_CALL
+
+    accepted = rig.post("call_ended", call)
+    assert accepted.status == 200, accepted.text
+    assert accepted.json() == {"event": "call_ended", "call_id": job["call_id"], "result": "busy"}
+
+
+def test_call_ended_finalizes_the_job_through_the_pipeline(rig):
+    job = rig.in_call(BUSY)
+    reply = rig.post("call_ended", rig.ended_call(job))
+    assert reply.status == 200 and reply.json()["result"] == "busy"
+    after = rig.runtime.jobs.get(job["_id"])
+    # one phone, busy: a failed round, retried after retry_delay_hours
+    assert after["status"] == states.RETRY_WAIT and after["tries"] == 1
+    attempt = rig.runtime.attempts.get(job["attempt_id"])
+    assert attempt["state"] == attempt_states.ENDED
+    assert attempt["outcome"] == "busy" and attempt["finalized_by"] == "webhook"
+
+
+def test_duplicate_and_out_of_order_deliveries_apply_once(rig):
+    job = rig.in_call(ANSWER)
+    analyzed = rig.ended_call(job, analyzed=True)
+    ended = {k: v for k, v in analyzed.items() if k != "call_analysis"}
+    first = rig.post("call_analyzed", analyzed)          # the later event arrives first
+    assert first.status == 200 and first.json()["result"] == "answered"
+    done = rig.runtime.jobs.get(job["_id"])
+    assert done["status"] == states.COMPLETED
+    account = rig.runtime.billing.balance("acme")
+    again = [rig.post("call_ended", ended), rig.post("call_analyzed", analyzed), rig.post("call_ended", ended)]
+    assert [r.status for r in again] == [200, 200, 200]
+    assert [r.json()["result"] for r in again] == ["duplicate"] * 3
+    assert rig.runtime.jobs.get(job["_id"])["updated_at"] == done["updated_at"]
+    assert rig.runtime.billing.balance("acme")["units"] == account["units"]
+    assert account["units"]["balance"] == 6000 - 30     # charged once: 30 s of talk
+    assert rig.runtime.billing.check("acme").ok
+
+
+def test_call_started_and_other_events_are_acknowledged_without_change(rig):
+    job = rig.in_call(ANSWER)
+    call = rig.pipeline.provider.get_call(job["call_id"]).raw
+    for event in ("call_started", "transcript_updated", "transfer_started"):
+        reply = rig.post(event, call)
+        assert reply.status == 204, (event, reply.text)
+    assert rig.runtime.jobs.get(job["_id"])["updated_at"] == job["updated_at"]
+
+
+def test_an_ended_event_whose_call_is_still_going_is_not_applied(rig):
+    job = rig.in_call(STUCK)
+    call = wait_until(lambda: (c := rig.pipeline.provider.get_call(job["call_id"])).call_status == "ongoing" and c,
+                      timeout_s=30)
+    reply = rig.post("call_ended", call.raw)
+    assert reply.status == 204
+    assert rig.runtime.jobs.get(job["_id"])["status"] == states.IN_CALL
+
+
+def test_the_job_is_found_by_call_id_when_metadata_is_missing(rig):
+    job = rig.in_call(BUSY)
+    call = {k: v for k, v in rig.ended_call(job).items() if k != "metadata"}
+    reply = rig.post("call_ended", call)
+    assert reply.json()["result"] == "busy"
+    assert rig.runtime.attempts.get(job["attempt_id"])["finalized_by"] == "webhook"
+
+
+def test_calls_outdial_does_not_know_are_acknowledged(rig):
+    foreign = {"call_id": "call_not_ours", "call_status": "ended", "disconnection_reason": "user_hangup",
+               "metadata": {"job_id": "0" * 24}}
+    reply = rig.post("call_ended", foreign)
+    assert reply.status == 200 and reply.json()["result"] == "unknown_call"
+    assert rig.post("call_ended", {**foreign, "metadata": {}}).json()["result"] == "unknown_call"
+
+
+def test_signed_but_malformed_bodies_get_400(rig):
+    for body in (b"{not json", b"[1, 2]", b'{"call": {}}', b'{"event": "call_ended", "call": {"no": "id"}}',
+                 b'{"event": "call_ended", "call": "x"}'):
+        reply = rig.post("", None, body=body)
+        assert reply.status == 400, (body, reply.text)
+        assert reply.json()["errors"][0]["message"]
+
+
+def test_a_slow_finalize_is_answered_202_in_time_and_still_applied(rig_factory):
+    rig = rig_factory(webhook_threads=1, webhook_wait_s=0.3)
+    job = rig.in_call(BUSY)
+    call = rig.ended_call(job)
+    gate = threading.Event()
+    blocker = rig.server.context.webhooks.pool.submit(gate.wait, 60)   # a stuck MongoDB, as the pool sees it
+    try:
+        reply = rig.post("call_ended", call)
+        assert reply.status == 202 and reply.json()["result"] == "accepted"
+        assert rig.runtime.jobs.get(job["_id"])["status"] == states.IN_CALL
+    finally:
+        gate.set()
+        blocker.result(10)
+    wait_until(lambda: rig.runtime.jobs.get(job["_id"])["status"] == states.RETRY_WAIT, timeout_s=30)
+    assert rig.runtime.attempts.get(job["attempt_id"])["finalized_by"] == "webhook"
+    assert rig.post("call_ended", call).json()["result"] == "duplicate"
+
+
+def test_overload_answers_503_and_the_poll_still_finalizes(rig_factory):
+    rig = rig_factory(webhook_threads=1, webhook_wait_s=0.3, webhook_max_pending=1)
+    first, second = rig.in_call(BUSY, name="first"), rig.in_call(ANSWER, name="second")
+    first_call, second_call = rig.ended_call(first), rig.ended_call(second)
+    gate = threading.Event()
+    blocker = rig.server.context.webhooks.pool.submit(gate.wait, 60)
+    try:
+        assert rig.post("call_ended", first_call).status == 202            # queued behind the blocker
+        assert rig.post("call_ended", first_call).status == 202            # the same call shares that finalize
+        shed = rig.post("call_ended", second_call)
+        assert shed.status == 503 and shed.headers.get("retry-after") == "5"
+    finally:
+        gate.set()
+        blocker.result(10)
+    wait_until(lambda: rig.runtime.jobs.get(first["_id"])["status"] == states.RETRY_WAIT, timeout_s=30)
+    assert rig.runtime.jobs.get(first["_id"])["dials"] == 1
+    # the refused webhook lost nothing: the poll actor's step finalizes the call
+    assert rig.runtime.jobs.get(second["_id"])["status"] == states.IN_CALL
+    assert rig.pipeline.poll(second["_id"], second["lease_owner"], second["call_id"], 0) == "answered"
+    assert rig.runtime.attempts.get(second["attempt_id"])["finalized_by"] == "poll"
+
+
+def test_the_simulator_delivers_signed_webhooks_that_finalize_every_call(rig):
+    rig.simulator.configure(webhook_url=f"{rig.server.url}/webhooks/retell")
+    jobs = [rig.in_call(phone, name=f"c{i}") for i, phone in enumerate((BUSY, ANSWER, ANSWER_2))]
+
+    def finalized() -> bool:
+        return all(rig.runtime.jobs.get(j["_id"])["status"] != states.IN_CALL for j in jobs)
+
+    wait_until(finalized, timeout_s=60, interval_s=0.1)
+    outcomes = {j["contact"]["phones"][0]: rig.runtime.attempts.get(j["attempt_id"]) for j in jobs}
+    assert {p: (a["outcome"], a["finalized_by"]) for p, a in outcomes.items()} == {
+        BUSY: ("busy", "webhook"), ANSWER: ("answered", "webhook"), ANSWER_2: ("answered", "webhook")}
+
+    def delivered() -> list[dict[str, Any]] | None:
+        log = rig.simulator.webhooks()
+        return log if len(log) >= 7 else None   # busy: ended, analyzed; each answer: started, ended, analyzed
+
+    log = wait_until(delivered, timeout_s=60)
+    assert all(entry["ok"] and entry["attempts"] == 1 for entry in log), log
+    assert sorted({entry["status"] for entry in log}) == [200, 204]

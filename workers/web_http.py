@@ -1,0 +1,302 @@
+"""HTTP plumbing of the web dyno: the error shape, access levels, bounded bodies, JSON in and out.
+
+Every error answer, whatever raised it, has one shape::
+
+    {"status": 422, "error": "validation_failed", "message": "call_settings.max_attempts: ...",
+     "errors": [{"field": "call_settings.max_attempts", "message": "must be between 1 and 100"}]}
+
+``errors`` always holds at least one entry (``field`` is present when a field is to blame).
+
+Access levels (:func:`access`): ``public``; ``read`` (the dashboard and ``/metrics``: the admin
+token or the read-only token, as a bearer token or, for the dashboard, the session cookie);
+``admin`` (the admin token as a bearer token, nothing else: no cookie, so no cross-site request
+can use a browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
+``ADMIN_TOKEN`` unset every non-public route answers 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+PUBLIC = "public"
+READ = "read"
+ADMIN = "admin"
+
+#: Cookie holding the dashboard's read-only token.
+SESSION_COOKIE = "outdial_session"
+#: Longest JSON body of an ordinary admin request, bytes.
+DEFAULT_MAX_JSON_BYTES = 1 << 20
+#: Largest JSON body of ``POST /batches/{id}/contacts``, bytes (larger lists: send CSV, which streams).
+DEFAULT_MAX_CONTACTS_JSON_BYTES = 32 << 20
+#: Largest CSV upload, bytes (it streams: memory does not grow with it).
+DEFAULT_MAX_CSV_BYTES = 512 << 20
+#: Largest webhook body, bytes (``call_analyzed`` carries the transcript).
+DEFAULT_MAX_WEBHOOK_BYTES = 16 << 20
+#: Deepest nesting accepted in a JSON body.
+MAX_JSON_DEPTH = 32
+
+_READ_TOKEN_CONTEXT = b"outdial read-only token v1"
+
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+class ApiError(Exception):
+    """An HTTP error answer in the common shape.
+
+    :param status: HTTP status.
+    :param code: short machine-readable code (``not_found``, ``validation_failed``...).
+    :param message: one sentence for people.
+    :param errors: ``(field or None, message)`` pairs; default one entry with ``message``.
+    :param headers: extra response headers (e.g. ``WWW-Authenticate``).
+    """
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 errors: list[tuple[str | None, str]] | None = None, headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors if errors else [(None, message)]
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def body(self) -> dict[str, Any]:
+        items = []
+        for name, text in self.errors:
+            item: dict[str, Any] = {"message": text}
+            if name:
+                item["field"] = name
+            items.append(item)
+        return {"status": self.status, "error": self.code, "message": self.message, "errors": items, **self.extra}
+
+    def response(self) -> web.Response:
+        return json_response(self.body(), status=self.status, headers=self.headers)
+
+
+def bad_request(message: str, field: str | None = None) -> ApiError:
+    return ApiError(400, "bad_request", message, errors=[(field, message)])
+
+
+def invalid(errors: list[tuple[str, str]]) -> ApiError:
+    """422 listing every bad field."""
+    pairs: list[tuple[str | None, str]] = [(name, text) for name, text in errors]
+    first = "; ".join(f"{name}: {text}" for name, text in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return ApiError(422, "validation_failed", first + more, errors=pairs)
+
+
+# -- access ------------------------------------------------------------------------------------------
+
+
+def access(level: str) -> Callable[[H], H]:
+    """Declare who may call a handler: :data:`PUBLIC`, :data:`READ` or :data:`ADMIN` (the default)."""
+
+    def mark(handler: H) -> H:
+        handler.outdial_access = level  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def access_of(request: web.Request) -> str:
+    handler = request.match_info.handler
+    return str(getattr(handler, "outdial_access", ADMIN))
+
+
+def read_token_for(admin_token: str | None) -> str | None:
+    """The read-only token derived from ``ADMIN_TOKEN`` (HMAC-SHA256, hex); None when the admin token is unset.
+
+    It opens the dashboard and ``/metrics`` but not the admin API, so a wall screen or a
+    Prometheus server never holds a token that can change anything. ``outdial web --print-read-token``
+    prints it.
+    """
+    if not admin_token:
+        return None
+    return hmac.new(admin_token.encode("utf-8"), _READ_TOKEN_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def same_token(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison; False when either side is missing."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def unauthorized(admin_token: str | None) -> ApiError:
+    if not admin_token:
+        message = "ADMIN_TOKEN is not set on the server: the admin API, dashboard and metrics refuse every request"
+    else:
+        message = "missing or invalid token: send 'Authorization: Bearer <ADMIN_TOKEN>'"
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="outdial"'})
+
+
+# -- bodies ------------------------------------------------------------------------------------------
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) a declared or actual size above ``limit`` bytes before buffering it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_and_dollars(value: Any, path: str, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.startswith("$"):
+                where = f"{path}.{key[:64]}" if path else key[:64]
+                raise invalid([(where, "keys starting with '$' are not allowed")])
+            _depth_and_dollars(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _depth_and_dollars(item, f"{path}[{index}]", depth + 1)
+
+
+def parse_json(raw: bytes, *, forbid_dollar_keys: bool = True) -> Any:
+    """Decode a JSON body: 400 for malformed JSON, NaN/Infinity or excessive nesting; 422 for ``$`` keys.
+
+    :param forbid_dollar_keys: refuse any object key starting with ``$`` at any depth (admin bodies;
+        such a key could never be stored safely). Default True.
+    """
+    if not raw.strip():
+        raise bad_request("the request body is empty: a JSON object is expected")
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad_request("the request body is not valid UTF-8") from None
+    except RecursionError:
+        raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise bad_request(f"malformed JSON: {exc}") from None
+    if forbid_dollar_keys:
+        _depth_and_dollars(value, "")
+    return value
+
+
+def is_json(request: web.Request) -> bool:
+    kind = request.content_type
+    return kind == "application/json" or kind.endswith("+json")
+
+
+async def read_json_object(request: web.Request, *, limit: int,
+                           allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The body as a JSON object (415 for another content type; 422 naming unknown fields when ``allowed``).
+
+    Handlers that validate further pass no ``allowed`` and add :func:`unknown_fields` to their own
+    errors, so one answer lists every bad field.
+    """
+    if request.body_exists and request.headers.get("Content-Type") and not is_json(request):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send application/json (got {request.content_type})")
+    value = parse_json(await read_limited(request, limit))
+    if not isinstance(value, dict):
+        raise invalid([("body", f"must be a JSON object, got {json_type(value)}")])
+    if allowed is not None:
+        unknown = unknown_fields(value, allowed)
+        if unknown:
+            raise invalid(unknown)
+    return value
+
+
+def unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(field, message)`` for every key of ``body`` not in ``allowed``."""
+    return [(k[:64], f"unknown field (known fields: {', '.join(allowed)})") for k in sorted(body)
+            if k not in allowed]
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a Python value's type (for messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+# -- answers -----------------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(body), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store", **dict(headers or {})})
+
+
+def iso(value: int | float | datetime | None) -> str | None:
+    """An instant (integer ms since the epoch, or an aware datetime) as ISO-8601 UTC with milliseconds."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, datetime):
+        moment = value.astimezone(UTC)
+    elif isinstance(value, int | float):
+        moment = datetime.fromtimestamp(value / 1000, UTC)
+    else:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    """Integer query parameter ``name`` in ``[low, high]`` (422 otherwise)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid([(name, f"must be an integer, got {raw[:40]!r}")]) from None
+    if not low <= value <= high:
+        raise invalid([(name, f"must be between {low} and {high}, got {value}")])
+    return value
