@@ -11,16 +11,20 @@ cover a slow process (leases, back-off after a provider error) are real time con
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
+
+from cachetools import TTLCache
 
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore, attempt_id
 from shared.batches import BatchStore
+from shared.call_settings import parse_call_settings
 from shared.clock import Clock, from_ms
 from shared.config import Config
 from shared.decisions import DialStep, PollStep, decide_dial, decide_poll, next_poll_delay_s
@@ -58,8 +62,13 @@ DEFAULT_RECONCILE_GRACE_S = 10.0
 DEFAULT_CALL_GRACE_S = 30.0
 #: Real seconds between two ledger repairs (posting what dead processes left in account documents).
 DEFAULT_REPAIR_EVERY_S = 60.0
+#: Real seconds the hot path reuses the list of active batches and the accounts' limits.
+DEFAULT_RECENT_S = 1.0
 #: Most jobs one schedule_due run dispatches per account.
 DEFAULT_DISPATCH_LIMIT = 1000
+#: Real seconds before a calling window closes in which no call is started: a call decided now reaches
+#: the provider a moment later (a few Mongo writes and the create request), and must still be inside its window.
+DEFAULT_DIAL_GUARD_S = 0.5
 
 
 class Sender(Protocol):
@@ -104,6 +113,7 @@ class Timing:
     call_grace_sim_s: float = DEFAULT_CALL_GRACE_S
     dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
     repair_every_s: float = DEFAULT_REPAIR_EVERY_S
+    dial_guard_s: float = DEFAULT_DIAL_GUARD_S
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
@@ -127,6 +137,23 @@ class Pipeline:
     clock: Clock
     config: Config
     timing: Timing = field(default_factory=Timing)
+    #: Active batches per account and account limits, reused for a second (real time) by the hot path.
+    _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._recent_lock:
+            if key in self._recent:
+                return self._recent[key]
+        value = load()
+        with self._recent_lock:
+            self._recent[key] = value
+        return value
+
+    def _limit(self, account_id: str) -> int:
+        """The account's provider concurrency limit (re-read at most once a second)."""
+        return self._remembered(f"limit:{account_id}",
+                                lambda: self.accounts.concurrency_limit(self.accounts.get(account_id)))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -163,7 +190,7 @@ class Pipeline:
         dispatched = 0
         for acc in accounts:
             if acc in active:
-                dispatched += self._dispatch_account(acc, active[acc])
+                dispatched += max(0, self._dispatch_account(acc, active[acc]))
         return dispatched
 
     def _active_batches(self) -> dict[str, list[str]]:
@@ -173,13 +200,30 @@ class Pipeline:
             by_account.setdefault(doc["account_id"], []).append(doc["_id"])
         return by_account
 
+    def refill(self, account_id: str) -> int:
+        """A slot of the account was freed: dispatch its next due jobs now, in this thread.
+
+        Sending a ``schedule_due`` message instead would cost one more trip through the broker
+        (up to its poll interval) for every call. When another process is dispatching for the
+        account at this moment, a (debounced) message makes sure the slot is not forgotten.
+        """
+        active = self._remembered("active", self._active_batches).get(account_id)
+        if not active:
+            return 0
+        dispatched = self._dispatch_account(account_id, active)
+        if dispatched < 0:
+            self.sender.schedule(account_id)
+            return 0
+        return dispatched
+
     def _dispatch_account(self, account_id: str, batch_ids: list[str]) -> int:
+        """Claim and send as many due jobs as the account has free slots; -1 when another process is at it."""
         lock = self.slots.redis.set(f"outdial:lock:schedule:{account_id}", "1", nx=True, px=2000)
         if not lock:
-            return 0
+            return -1
         try:
             now_ms = self.clock.now_ms()
-            limit = self.accounts.concurrency_limit(self.accounts.get(account_id))
+            limit = self._limit(account_id)
             queued = self._queued_count(account_id)
             budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, self.timing.dispatch_limit)
             if budget <= 0:
@@ -270,7 +314,7 @@ class Pipeline:
         decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
                                settings=cached.settings if cached else None,
                                settings_error=cached.settings_error if cached else None, now=now,
-                               lang=self._lang())
+                               lang=self._lang(), guard=self._sim(self.timing.dial_guard_s))
         metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
         if decision.step == DialStep.STALE:
             return decision.step
@@ -310,7 +354,7 @@ class Pipeline:
         if not reservation.ok:
             return self._insufficient_balance(job, settings, reservation, own)
 
-        limit = self.accounts.concurrency_limit(self.accounts.get(account_id))
+        limit = self._limit(account_id)
         call_life_ms = (settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s) * 1000
         slot = self.slots.acquire(account_id, aid, limit=limit, now_ms=now_ms,
                                   lease_ms=int(call_life_ms + self._sim(self.timing.poll_lease_margin_s)
@@ -327,8 +371,10 @@ class Pipeline:
         phone = job["contact"]["phones"][phone_index]
         won = self.jobs.transition(
             job_id, to=states.DIALING, inc={"dials": 1},
-            set_={"attempt_id": aid, "phone_index": phone_index,
+            set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms,
+                  "reserved": int(getattr(reservation, "amount", 0) or 0),
                   "lease_until": now_ms + int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)},
+            unset=("stop_requested_at",),
             **own)
         if won is None:
             self.slots.release(account_id, aid)
@@ -394,7 +440,7 @@ class Pipeline:
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: Any) -> str:
         poll_delay_s = next_poll_delay_s(0)
-        lease_ms = self._lease_until_ms(poll_delay_s)
+        lease_ms = self._in_call_lease_ms(settings or self._default_settings())
         won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
                                    where={"attempt_id": aid},
                                    set_={"call_id": call.call_id, "lease_until": lease_ms})
@@ -413,10 +459,6 @@ class Pipeline:
               to=mask_phone(getattr(call, "to_number", "") or ""))
         self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(poll_delay_s))
         return "dialed"
-
-    def _lease_until_ms(self, next_poll_sim_s: float) -> int:
-        margin = self._sim(self.timing.poll_lease_margin_s).total_seconds()
-        return self.clock.now_ms() + int((next_poll_sim_s + margin) * 1000)
 
     def _stop_quietly(self, call_id: str) -> None:
         try:
@@ -482,51 +524,58 @@ class Pipeline:
     # -- poll and finalize -------------------------------------------------------------------
 
     def poll(self, job_id: str, lease_owner: str, call_id: str, n: int) -> str:
-        """Ask the provider about an in-progress call; re-send itself until the call is over."""
+        """Ask the provider about an in-progress call; re-send itself until the call is over.
+
+        One MongoDB read per poll: the in-call lease already covers the call's longest life, so a
+        poll writes nothing unless it has to stop the call. The lease token in the message keeps
+        a single poll chain per call (a chain whose token was taken over by recovery stops).
+        """
         job = self.jobs.get(job_id)
         if (job is None or job.get("status") != states.IN_CALL or job.get("lease_owner") != lease_owner
                 or (call_id and job.get("call_id") != call_id)):
             return "stale"
         call_id = job["call_id"]
-        cached = self.cache.get(job["batch_id"])
-        settings = cached.settings if cached and cached.settings else None
         try:
             call = self.provider.get_call(call_id)
         except CallNotFound:
-            call = None
+            call = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
-        if call is None:
-            lost = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
-            return self.finalize(job_id, lost, lease_owner=lease_owner)
-        attempt = self.attempts.get(job.get("attempt_id", "")) or {}
-        step = decide_poll(final=call.is_final, start_ms=call.start_timestamp_ms,
-                           created_ms=int(attempt.get("created_at", self.clock.now_ms())),
-                           now_ms=self.clock.now_ms(),
-                           max_call_duration_s=settings.max_call_duration if settings else
-                           int(self.config.call_max_duration_minutes * 60),
-                           ring_timeout_s=settings.ring_timeout if settings else self.config.ring_timeout_seconds,
-                           grace_s=self.timing.call_grace_sim_s)
-        if step == PollStep.FINALIZE:
+        if call.is_final:
             return self.finalize(job_id, call, lease_owner=lease_owner)
-        if step == PollStep.STOP and not attempt.get("stopped_for_timeout"):
+        settings = self._settings_of(job)
+        step = decide_poll(final=False, start_ms=call.start_timestamp_ms,
+                           created_ms=int(job.get("dialed_at") or self.clock.now_ms()), now_ms=self.clock.now_ms(),
+                           max_call_duration_s=settings.max_call_duration, ring_timeout_s=settings.ring_timeout,
+                           grace_s=self.timing.call_grace_sim_s)
+        if step == PollStep.STOP and not job.get("stop_requested_at"):
+            self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
+                                      {"$set": {"stop_requested_at": self.clock.now_ms()}})
             self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True})
             self._stop_quietly(call_id)
             event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)
             return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
-        self.slots.renew(job["account_id"], job["attempt_id"],
-                         until_ms=self._lease_until_ms(next_poll_delay_s(n + 1)))
         return self._poll_again(job_id, lease_owner, call_id, n, next_poll_delay_s(n))
 
+    def _settings_of(self, job: Mapping[str, Any]) -> Any:
+        """The job's batch settings, or the global defaults when the batch or its settings are gone."""
+        cached = self.cache.get(job["batch_id"])
+        if cached is not None and cached.settings is not None:
+            return cached.settings
+        return self._default_settings()
+
+    def _default_settings(self) -> Any:
+        return self._remembered("defaults", lambda: parse_call_settings(None, config=self.config))
+
     def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
-        renewed = self.jobs.coll.update_one(
-            {"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
-            {"$set": {"lease_until": self._lease_until_ms(delay_sim_s)}})
-        if renewed.modified_count == 0:
-            return "stale"
         self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
         return "polling"
+
+    def _in_call_lease_ms(self, settings: Any) -> int:
+        """An in-call lease covers the call's longest life (ring, max duration, grace) plus the lease margin."""
+        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
+        return self.clock.now_ms() + int((life_s + self._sim(self.timing.poll_lease_margin_s).total_seconds()) * 1000)
 
     def finalize(self, job_id: str, call: Call, *, lease_owner: str | None = None, source: str = "poll") -> str:
         """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op."""
@@ -540,7 +589,8 @@ class Pipeline:
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
         reason = reason_text(outcome, call.disconnection_reason, lang=self._lang())
-        charge = self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
+        charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
+                  if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
         self.attempts.end(aid, {
             "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
@@ -555,7 +605,7 @@ class Pipeline:
             metrics.RETRY_DELAY.observe(settings.retry_delay_hours * 3600)
         event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
               status=applied.get("status"))
-        self.sender.schedule(job["account_id"])
+        self.refill(job["account_id"])
         return outcome.value
 
     def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,

@@ -1,0 +1,8 @@
+"""The pipeline benchmark (same as ``outdial bench``): ``python -m tests.benchmarks.bench_pipeline [options]``."""
+
+import sys
+
+from workers.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
