@@ -42,6 +42,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _nullable_ref(name: str) -> dict[str, Any]:
+    """A reference that may also be null (OpenAPI 3.0 ignores ``nullable`` next to ``$ref``)."""
+    return {"nullable": True, "allOf": [_ref(name)]}
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -163,7 +168,7 @@ def _schemas() -> dict[str, Any]:
         "AccountRequest": {
             "type": "object", "additionalProperties": False,
             "properties": {
-                "plan": _ref("PlanRequest"),
+                "plan": _nullable_ref("PlanRequest"),
                 "concurrency_limit": {"type": "integer", "minimum": CONCURRENCY_LIMIT_RANGE[0],
                                       "maximum": CONCURRENCY_LIMIT_RANGE[1], "nullable": True},
             },
@@ -192,12 +197,12 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "additionalProperties": False, "required": ["name", "account_id"],
             "properties": {"name": _TEXT, "account_id": {**_TEXT, "maxLength": MAX_ACCOUNT_ID},
                            "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
-                           "call_settings": _nullable(_ref("CallSettings"))},
+                           "call_settings": _nullable_ref("CallSettings")},
         },
         "BatchUpdate": {
             "type": "object", "additionalProperties": False,
             "properties": {"name": _TEXT, "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
-                           "call_settings": _nullable(_ref("CallSettings"))},
+                           "call_settings": _nullable_ref("CallSettings")},
         },
         "Counts": counts,
         "Progress": {"type": "object", "required": ["total", "done", "percent"], "properties": {

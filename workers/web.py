@@ -42,6 +42,7 @@ from shared.config import Config, get_config
 from shared.errors import Conflict, NotFound, ServiceError, ValidationError
 from shared.logs import configure_from, event, get_logger, register_secret
 from workers.web_http import (
+    ADMIN,
     DEFAULT_MAX_CONTACTS_JSON_BYTES,
     DEFAULT_MAX_CSV_BYTES,
     DEFAULT_MAX_JSON_BYTES,
@@ -53,6 +54,7 @@ from workers.web_http import (
     access,
     access_of,
     bearer,
+    check_query,
     invalid,
     json_response,
     read_token_for,
@@ -256,6 +258,8 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
     if not allowed and level == READ:
         allowed = same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
     if allowed:
+        if level == ADMIN:
+            check_query(request)
         return await handler(request)
     if getattr(request.match_info.handler, "outdial_html", False):
         from workers.web_dashboard import see_other, session_redirect

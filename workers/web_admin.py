@@ -8,6 +8,7 @@ in :mod:`workers.openapi`; docs/web.md is the reference.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,8 @@ from workers.web_http import (
     json_response,
     json_type,
     query_int,
+    query_params,
+    query_text,
     read_json_object,
     too_large,
     unknown_fields,
@@ -154,12 +157,13 @@ def _list_batches(ctx: Any, status: str | None, account_id: str | None, limit: i
 
 
 @access(ADMIN)
+@query_params("status", "account_id", "limit", "offset")
 async def list_batches(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    status = request.query.get("status") or None
+    status = query_text(request, "status")
     if status is not None and status not in states.BATCH_STATES:
         raise invalid([("status", f"must be one of {', '.join(states.BATCH_STATES)}, got {status[:40]!r}")])
-    account_id = request.query.get("account_id") or None
+    account_id = query_text(request, "account_id")
     if account_id is not None:
         account_id = validate_account_id(account_id)
     limit = query_int(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
@@ -306,7 +310,7 @@ async def _stream_csv(ctx: Any, request: web.Request, sink: ContactSink) -> Impo
 
 
 def _region(request: web.Request) -> str | None:
-    raw = request.query.get("region")
+    raw = query_text(request, "region")
     if not raw:
         return None
     region = raw.upper()
@@ -326,6 +330,7 @@ def _json_contacts(body: dict[str, Any]) -> list[Any]:
 
 
 @access(ADMIN)
+@query_params("region")
 async def add_contacts(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     rt = ctx.runtime
@@ -373,18 +378,18 @@ def _list_jobs(ctx: Any, batch_id: str, status: str | None, after: str | None, l
 
 
 @access(ADMIN)
+@query_params("status", "after", "limit")
 async def list_jobs(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     batch_id = _path_id(request, "batch_id", "batch id")
-    status = request.query.get("status") or None
+    status = query_text(request, "status")
     if status is not None and status not in states.JOB_STATES:
         raise invalid([("status", f"must be one of {', '.join(states.JOB_STATES)}, got {status[:40]!r}")])
-    after = request.query.get("after") or None
+    after = query_text(request, "after")
     if after is not None:
-        try:
-            after = parse_id(after, "after")
-        except Exception:  # noqa: BLE001 - NotFound for a path id, but a query value is a 422
-            raise invalid([("after", "must be a job id (24 hex characters) from next_after")]) from None
+        if not re.fullmatch(r"[0-9a-fA-F]{24}", after):
+            raise invalid([("after", "must be a job id (24 hex characters) from next_after")])
+        after = after.lower()
     limit = query_int(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
     return json_response(await ctx.run(_list_jobs, ctx, batch_id, status, after, limit))
 

@@ -107,6 +107,26 @@ def access(level: str) -> Callable[[H], H]:
     return mark
 
 
+def query_params(*names: str) -> Callable[[H], H]:
+    """Declare the query parameters an admin handler reads; any other one gets 422 (a typo such as
+    ``?stauts=failed`` must not silently list everything)."""
+
+    def mark(handler: H) -> H:
+        handler.outdial_query = names  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def check_query(request: web.Request) -> None:
+    """422 naming every query parameter the route does not read."""
+    allowed = getattr(request.match_info.handler, "outdial_query", ())
+    unknown = sorted({k for k in request.query if k not in allowed})
+    if unknown:
+        known = f" (known: {', '.join(allowed)})" if allowed else " (this route takes none)"
+        raise invalid([(k[:64] or "(empty name)", f"unknown query parameter{known}") for k in unknown])
+
+
 def access_of(request: web.Request) -> str:
     handler = request.match_info.handler
     return str(getattr(handler, "outdial_access", ADMIN))
@@ -288,10 +308,18 @@ def iso(value: int | float | datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def query_text(request: web.Request, name: str) -> str | None:
+    """Query parameter ``name``; None when absent, 422 when present but empty."""
+    raw = request.query.get(name)
+    if raw is not None and raw == "":
+        raise invalid([(name, "is empty: leave the parameter out instead")])
+    return raw
+
+
 def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
     """Integer query parameter ``name`` in ``[low, high]`` (422 otherwise)."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = query_text(request, name)
+    if raw is None:
         return default
     try:
         value = int(raw)

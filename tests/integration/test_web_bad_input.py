@@ -199,6 +199,15 @@ def test_bad_query_parameters_get_422(api, setup):
         assert reply.json()["errors"][0]["field"] in ("limit", "offset", "account_id", "region")
 
 
+def test_unknown_query_parameters_get_422(api, setup):
+    typo = api.get(f"/batches/{setup}/jobs?stauts=failed")
+    assert typo.status == 422
+    assert typo.json()["errors"] == [{"field": "stauts",
+                                      "message": "unknown query parameter (known: status, after, limit)"}]
+    assert api.get(f"/batches/{setup}?verbose=1").status == 422
+    assert api.post(f"/batches/{setup}/pause?force=1").status == 422
+
+
 def test_unknown_routes_and_methods_answer_in_the_common_shape(api):
     missing = api.get("/nothing/here")
     assert missing.status == 404 and missing.json()["error"] == "not_found"

@@ -1,0 +1,74 @@
+"""Contact uploads through the API: any CSV the csv module can write, and uploads that arrive in pieces."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import phonenumbers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+def valid_numbers(count: int, prefix: str = "68") -> list[str]:
+    out, n = [], 0
+    while len(out) < count:
+        candidate = f"+569{prefix}{n:06d}"
+        n += 1
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
+            out.append(candidate)
+    return out
+
+
+GOOD = valid_numbers(30)
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=15)
+ROW = st.tuples(st.sampled_from([*GOOD, "123", "", "not a phone", "+1555"]), TEXT, TEXT)
+
+
+def setup_batch(api) -> str:
+    api.put("/accounts/acme", {"plan": {"type": "unlimited"}})
+    return api.post("/batches", {"name": "csv", "account_id": "acme"}).json()["id"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, max_size=25), delimiter=st.sampled_from([",", ";", "\t"]))
+def test_every_row_is_imported_or_reported_exactly_once(api, web_runtime, rows, delimiter):
+    bid = setup_batch(api)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter)      # "\r\n" line ends, as Excel writes them
+    writer.writerow(["phone", "name", "nota"])
+    writer.writerows(rows)
+    reply = api.request("POST", f"/batches/{bid}/contacts", data=out.getvalue().encode(),
+                        headers={"Content-Type": "text/csv"})
+    assert reply.status == 200, reply.text
+    body = reply.json()
+    valid = [r for r in rows if r[0] in GOOD]
+    assert body["imported"] == len(valid) and body["errors_total"] == len(rows) - len(valid)
+    assert body["rows"] == len(rows)
+    stored = [(j["contact"]["phones"][0], j["contact"]["name"], j["contact"]["variables"]["nota"])
+              for j in web_runtime.jobs.find({"batch_id": bid}, sort=[("_id", 1)])]
+    assert sorted(stored) == sorted((p, n.strip(), v.strip()) for p, n, v in valid)   # cells are trimmed
+    bad_lines = sorted(e["line"] for e in body["errors"])
+    lines, line = [], 2
+    for r in rows:
+        if r[0] not in GOOD:
+            lines.append(line)
+        line += 1 + sum(cell.count("\n") for cell in r)   # only "\n" ends a line
+    assert bad_lines == lines
+
+
+def test_an_upload_in_tiny_pieces_reads_the_same(api, web_runtime):
+    bid = setup_batch(api)
+    rows = [(GOOD[i % 30], f'Name "{i}"\nsecond line', f"v;{i}") for i in range(600)]
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow(["phones", "name", "external_id"])
+    for phone, name, ext in rows:
+        writer.writerow([phone, name, ext])
+    data = out.getvalue().encode()
+    pieces = iter([data[i:i + 7] for i in range(0, len(data), 7)])       # splits lines, quotes and CRLFs
+    reply = api.request("POST", f"/batches/{bid}/contacts", body_iter=pieces, headers={"Content-Type": "text/csv"})
+    assert reply.status == 200, reply.text
+    assert reply.json()["imported"] == 600 and reply.json()["errors"] == []
+    stored = {j["contact"]["external_id"]: j["contact"]["name"] for j in web_runtime.jobs.find({"batch_id": bid})}
+    assert stored == {ext: name for _, name, ext in rows}
