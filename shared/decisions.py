@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -47,7 +47,7 @@ def first_dialable_phone(job: Mapping[str, Any]) -> int | None:
 
 def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
                 settings: CallSettings | None, settings_error: str | None, now: datetime,
-                lang: str = "en") -> DialDecision:
+                lang: str = "en", guard: timedelta = timedelta(0)) -> DialDecision:
     """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
 
     :param job: the job document as read now (None if it vanished).
@@ -56,6 +56,10 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     :param settings: the batch's parsed call_settings (None when they do not validate).
     :param settings_error: why they do not validate.
     :param now: the shared clock's time.
+    :param guard: simulated time between this decision and the provider receiving the call; the window
+        must still be open at ``now + guard``, so no call reaches the provider after the window closed.
+        Inside the last ``guard`` of a window the job waits for the next opening. Default 0 (no guard).
+        Only the two ends are checked: a gap shorter than ``guard`` inside that span is not seen.
     """
     if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
         return DialDecision(DialStep.STALE)
@@ -74,9 +78,17 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     contact = job["contact"]
     phone = contact["phones"][phone_index]
     allowed, why = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
+    after = now
+    if allowed and guard > timedelta(0):
+        allowed, closing = is_allowed_time(settings, now + guard, phone, contact_timezone=contact.get("timezone"),
+                                           lang=lang)
+        if not allowed:
+            after = now + guard
+            why = (f"la ventana cierra en menos de {guard.total_seconds():g} s: {closing}" if lang == "es"
+                   else f"window closes within {guard.total_seconds():g} s: {closing}")
     if not allowed:
         try:
-            at = next_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"))
+            at = next_allowed_time(settings, after, phone, contact_timezone=contact.get("timezone"))
         except NoAllowedTime as exc:
             return DialDecision(DialStep.NO_WINDOW, f"{exc}; set the contact's timezone")
         return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at)
