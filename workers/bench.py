@@ -94,8 +94,12 @@ def _phones(count: int) -> list[str]:
 
 
 def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, workers: int, processes: int,
-             threads: int, mongo_uri: str, redis_url: str, label: str) -> dict[str, Any]:
-    """One campaign of ``contacts`` answered calls of ``duration_s`` simulated seconds; returns its figures."""
+             threads: int, mongo_uri: str, redis_url: str, label: str, webhooks: bool = True) -> dict[str, Any]:
+    """One campaign of ``contacts`` answered calls of ``duration_s`` simulated seconds; returns its figures.
+
+    :param webhooks: run the web dyno and have the simulator send it signed webhooks (production's
+        path: a call is finalized when it ends); False leaves end detection to the polls alone.
+    """
     import redis as redis_lib
 
     from workers.runtime import build_runtime
@@ -109,14 +113,21 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
     clock = started_at(BENCH_START, speed=speed)
     phones = _phones(contacts)
     scenario = {"numbers": {p: {"outcome": "answer", "ring_s": 2, "duration_s": duration_s} for p in phones}}
+    web_port = embedded.free_port()
+    flags: dict[str, Any] = {"concurrency_limit": limit * 2}
+    if webhooks:
+        flags["webhook_url"] = f"http://127.0.0.1:{web_port}/webhooks/retell"
     stack, config = start_stack(config, clock, scenario=scenario, workers=workers, processes=processes,
-                                threads=threads, simulator_flags={"concurrency_limit": limit * 2}, clock_interval_s=0.5)
+                                threads=threads, simulator_flags=flags, clock_interval_s=0.5)
     try:
+        if webhooks:
+            stack.start_web(port=web_port)
+            wait_until(lambda: embedded.port_in_use(web_port), timeout_s=30)
         runtime = build_runtime(config, clock)
         mongo.ensure_indexes(runtime.db)
         runtime.billing.apply_account("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
         batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
-                                        "from_number": "+12125550100", "call_settings": {"max_call_duration": 3600}})
+                                        "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
         wait_until(lambda: len(_worker_pids(stack)) >= workers * processes, timeout_s=30)
         time.sleep(2)  # let every worker process boot and connect
         pids = _worker_pids(stack)
@@ -149,15 +160,19 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         cmds = _mongo_commands(r) - cmds0
         stats = stack.simulator.stats()
         requests = sum(stats["requests"].values()) - req0
-        attempts = list(runtime.attempts.coll.find({"batch_id": batch["_id"]}, {"created_at": 1, "due_at": 1}))
+        attempts = list(runtime.attempts.coll.find({"batch_id": batch["_id"]},
+                                                   {"created_at": 1, "due_at": 1, "ended_at": 1, "updated_at": 1}))
         lags = [(a["created_at"] - a["due_at"]) / 1000 for a in attempts if a.get("due_at") is not None]
+        finalize_lags = [(a["updated_at"] - a["ended_at"]) / 1000 for a in attempts
+                         if a.get("ended_at") and a.get("updated_at")]
         steady = [s for s in samples if s > 0]
         # steady state: from the first sample at the limit to the last one at the limit
         at_limit = [i for i, s in enumerate(samples) if s >= limit]
         window = samples[at_limit[0]: at_limit[-1] + 1] if at_limit else steady
         rss = {pid: _peak_rss_mb(pid) for pid in _worker_pids(stack)}
         figures = {
-            "label": label, "contacts": contacts, "limit": limit, "speed": speed, "call_s": duration_s,
+            "label": label, "webhooks": webhooks, "contacts": contacts, "limit": limit, "speed": speed,
+            "call_s": duration_s,
             "worker_processes": len(rss), "threads": threads, "elapsed_s": round(elapsed, 1),
             "completed_calls_per_s": round(contacts / elapsed, 1),
             "avg_simultaneous_over_limit": round(statistics.fmean(window) / limit, 3) if window else None,
@@ -165,6 +180,8 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
             "lag_p50_sim_s": round(_percentile(lags, 0.5), 1), "lag_p99_sim_s": round(_percentile(lags, 0.99), 1),
             "lag_p50_real_ms": round(_percentile(lags, 0.5) / speed * 1000, 1),
             "lag_p99_real_ms": round(_percentile(lags, 0.99) / speed * 1000, 1),
+            "end_to_finalized_p50_real_ms": round(_percentile(finalize_lags, 0.5) / speed * 1000, 1),
+            "end_to_finalized_p99_real_ms": round(_percentile(finalize_lags, 0.99) / speed * 1000, 1),
             "worker_cpu_ms_per_call": round(cpu * 1000 / contacts, 2),
             "mongo_round_trips_per_call": round(cmds / contacts, 2),
             "provider_requests_per_call": round(requests / contacts, 2),
@@ -188,6 +205,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     parser.add_argument("--in-flight", type=int, default=6000,
                         help="contacts of the in-flight run, one worker process (default 6000; 0 skips it)")
+    parser.add_argument("--no-webhooks", action="store_true",
+                        help="no web dyno: end of calls detected by polls only")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     results = []
@@ -195,11 +214,12 @@ def main(argv: Sequence[str]) -> int:
         common = {"mongo_uri": mongo_server.url, "redis_url": redis_server.url}
         results.append(run_once(contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s,
                                 workers=args.workers, processes=args.processes, threads=args.threads,
-                                label="throughput", **common))
+                                label="throughput", webhooks=not args.no_webhooks, **common))
         _print(results[-1])
         if args.in_flight:
-            results.append(run_once(contacts=args.in_flight, limit=10_000, speed=args.speed, duration_s=1200,
-                                    workers=1, processes=1, threads=args.threads, label="in_flight", **common))
+            results.append(run_once(contacts=args.in_flight, limit=10_000, speed=args.speed, duration_s=7000,
+                                    workers=1, processes=1, threads=args.threads, label="in_flight",
+                                    webhooks=not args.no_webhooks, **common))
             _print(results[-1])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -49,6 +49,7 @@ def child_env(config: Config, clock: Clock | None = None, *, base: Mapping[str, 
     if config.admin_token:
         env["ADMIN_TOKEN"] = config.admin_token
     env["PIPELINE_LEASE_S"] = repr(config.pipeline_lease_s)
+    env["PIPELINE_DIAL_GUARD_S"] = repr(config.pipeline_dial_guard_s)
     if clock is not None:
         env.update(clock.env())
     env.update(extra)
