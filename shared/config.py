@@ -42,6 +42,9 @@ DEFAULT_CONCURRENCY_LIMIT = 20
 DEFAULT_BATCH_CACHE_TTL = 300.0
 #: Real seconds a job held by a dead process waits before the scheduler recovers it.
 DEFAULT_PIPELINE_LEASE_S = 60.0
+#: Real seconds before a calling window closes in which no call is started (the time a dial takes to reach
+#: the provider). Off by default: on a clock sped up 10,000 times a 30-minute window lasts 0.18 real seconds.
+DEFAULT_PIPELINE_DIAL_GUARD_S = 0.0
 #: Web dyno port (Heroku sets ``PORT``).
 DEFAULT_PORT = 8000
 
@@ -206,6 +209,10 @@ class Config:
     pipeline_lease_s: float = _var(
         "PIPELINE_LEASE_S", lambda raw: _parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
         "real seconds a dead process's job waits before recovery (keep above the 30 s create timeout)",
+    )
+    pipeline_dial_guard_s: float = _var(
+        "PIPELINE_DIAL_GUARD_S", lambda raw: _parse_float(raw, minimum=0), DEFAULT_PIPELINE_DIAL_GUARD_S,
+        "real seconds before a window closes in which no call starts (covers the dial reaching the provider)",
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
     port: int = _var("PORT", lambda raw: _parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")

@@ -26,7 +26,7 @@ from shared.attempts import AttemptStore, attempt_id
 from shared.batches import BatchStore
 from shared.call_settings import parse_call_settings
 from shared.clock import Clock, from_ms
-from shared.config import Config
+from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, Config
 from shared.decisions import DialStep, PollStep, decide_dial, decide_poll, next_poll_delay_s
 from shared.errors import (
     CallNotFound,
@@ -66,9 +66,9 @@ DEFAULT_REPAIR_EVERY_S = 60.0
 DEFAULT_RECENT_S = 1.0
 #: Most jobs one schedule_due run dispatches per account.
 DEFAULT_DISPATCH_LIMIT = 1000
-#: Real seconds before a calling window closes in which no call is started: a call decided now reaches
-#: the provider a moment later (a few Mongo writes and the create request), and must still be inside its window.
-DEFAULT_DIAL_GUARD_S = 0.5
+#: Real seconds before a calling window closes in which no call is started: a call decided now reaches the
+#: provider a moment later (a few MongoDB writes and the create request). ``PIPELINE_DIAL_GUARD_S``.
+DEFAULT_DIAL_GUARD_S = DEFAULT_PIPELINE_DIAL_GUARD_S
 
 
 class Sender(Protocol):
@@ -118,7 +118,8 @@ class Timing:
     @classmethod
     def from_config(cls, config: Config) -> Timing:
         lease = config.pipeline_lease_s
-        return cls(queued_lease_s=lease, dialing_lease_s=lease * 1.5, poll_lease_margin_s=lease)
+        return cls(queued_lease_s=lease, dialing_lease_s=lease * 1.5, poll_lease_margin_s=lease,
+                   dial_guard_s=config.pipeline_dial_guard_s)
 
 
 @dataclass(kw_only=True)
