@@ -120,7 +120,7 @@ def _batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     counts = rt.jobs.counts(doc["_id"])
     view = batch_view(doc, counts=counts,
                       window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config))
-    view["failures"] = failure_reasons(rt.jobs, doc["_id"])
+    view["failures"] = failure_reasons(rt.jobs, doc["_id"]) if counts[states.FAILED] else []
     return view
 
 

@@ -52,6 +52,26 @@ DEFAULT_WEBHOOK_WAIT_S = 5.0
 DEFAULT_WEBHOOK_THREADS = 16
 #: Finalizations queued or running above which new deliveries get 503 at once.
 DEFAULT_WEBHOOK_MAX_PENDING = 2000
+#: Seconds between two log lines about refused signatures (the metric counts every one).
+DEFAULT_REJECTION_LOG_INTERVAL_S = 1.0
+
+
+class LogThrottle:
+    """At most one log line per ``interval_s`` seconds for a repeated event (a flood of forged webhooks
+    must not flood the logs); :meth:`admit` returns how many were skipped since the last line, or None."""
+
+    def __init__(self, interval_s: float = DEFAULT_REJECTION_LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last = -1e18
+        self._skipped = 0
+
+    def admit(self) -> int | None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._skipped += 1
+            return None
+        skipped, self._skipped, self._last = self._skipped, 0, now
+        return skipped
 
 
 class WebhookProcessor:
@@ -75,6 +95,7 @@ class WebhookProcessor:
         self.max_pending = max_pending
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outdial-webhook")
         self.pending = 0
+        self.rejections = LogThrottle()
         self._inflight: dict[str, asyncio.Future[str]] = {}
 
     # -- the blocking part (a pool thread) ----------------------------------------------------------
@@ -164,8 +185,10 @@ async def retell_webhook(request: web.Request) -> web.StreamResponse:
     raw = await read_limited(request, ctx.settings.max_webhook_bytes)
     if not verify_webhook(raw, request.headers.get(SIGNATURE_HEADER), processor.api_key):
         _count("rejected_signature")
-        event(log, "webhook_rejected", level=logging.WARNING, reason="signature",
-              signed=SIGNATURE_HEADER in request.headers, remote=request.remote)
+        suppressed = processor.rejections.admit()
+        if suppressed is not None:
+            event(log, "webhook_rejected", level=logging.WARNING, reason="signature",
+                  signed=SIGNATURE_HEADER in request.headers, remote=request.remote, not_logged_since_last=suppressed)
         raise ApiError(401, "invalid_signature", f"missing, forged or stale {SIGNATURE_HEADER} header",
                        headers={"WWW-Authenticate": "Retell-Signature"})
     try:

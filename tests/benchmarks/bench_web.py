@@ -1,0 +1,279 @@
+"""Web dyno throughput: CSV import, batch reads and webhooks against a running ``outdial web``.
+
+    python -m tests.benchmarks.bench_web [--rows 100000] [--reads 2000] [--webhooks 2000] [--concurrency 32]
+
+Starts an embedded nx-27017 (or uses MONGODB_URI) and a private bundled Redis (or uses REDIS_URL:
+the web dyno enqueues scheduler messages there), runs ``outdial web`` as a child process (so it has
+its own interpreter and GIL), and drives it over HTTP with aiohttp from this process. Prints:
+
+1. CSV import: ``--rows`` contacts in one ``text/csv`` upload, generated on the fly and sent with
+   chunked transfer encoding (never held whole by either side): rows per second, and the web
+   process's resident memory before and its peak after (``VmHWM``). Then the same contacts again
+   (every external id a duplicate), and the JSON form for comparison.
+2. Batch reads: ``GET /batches/{id}`` (counts per state, progress, window, failures) of the big
+   batch and of a 100-contact batch: requests per second, p50 and p99 at ``--concurrency``.
+3. Webhooks: ``--webhooks`` signed ``call_ended`` for jobs in a call, each applied through
+   ``Pipeline.finalize`` (attempt ended, job completed, slot freed, scheduler kicked); then the
+   same deliveries again (all duplicates); then signed events of calls outdial does not know; and
+   forged signatures (401). Requests per second, p50, p99, max.
+
+Latency is measured in this process from sending the request to reading the whole answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from shared import embedded, mongo, states
+from shared.clock import Clock
+from shared.config import load_config
+from shared.jobs import JobStore
+from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+
+TOKEN = "bench-admin-token-0123456789abcdef"
+API_KEY = "key_bench_webhooks"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def memory_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def phone(n: int) -> str:
+    return f"+5696{n:07d}"   # every one is a valid Chilean mobile number
+
+
+async def drive(session: aiohttp.ClientSession, requests: list[Callable[[], Awaitable[int]]],
+                concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """Send every request with ``concurrency`` in flight: (elapsed s, latencies ms, count per status)."""
+    queue: asyncio.Queue[Callable[[], Awaitable[int]]] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        while not queue.empty():
+            request = queue.get_nowait()
+            t = time.perf_counter()
+            status = await request()
+            latencies.append((time.perf_counter() - t) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, statuses
+
+
+def report(label: str, elapsed: float, latencies: list[float], statuses: dict[int, int]) -> None:
+    print(f"  {label:<44} {len(latencies) / elapsed:>8.0f} req/s   p50 {statistics.median(latencies):6.1f} ms"
+          f"   p99 {percentile(latencies, 0.99):6.1f} ms   max {max(latencies):6.1f} ms   status {statuses}")
+
+
+class Bench:
+    def __init__(self, base: str, session: aiohttp.ClientSession, web_pid: int, jobs: JobStore) -> None:
+        self.base = base
+        self.session = session
+        self.web_pid = web_pid
+        self.jobs = jobs
+        self.auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as resp:
+            body = await resp.read()
+            return resp.status, (json.loads(body) if body and resp.content_type == "application/json" else body)
+
+    # -- 1. import --------------------------------------------------------------------------------------
+
+    async def csv_rows(self, rows: int, prefix: str) -> AsyncIterator[bytes]:
+        yield b"phone,name,external_id,deuda,vence\n"
+        chunk: list[str] = []
+        for n in range(rows):
+            chunk.append(f"{phone(n)},Contact {n},{prefix}-{n},{n % 5000},2026-03-31\n")
+            if len(chunk) == 2000:
+                yield "".join(chunk).encode()
+                chunk = []
+                await asyncio.sleep(0)
+        if chunk:
+            yield "".join(chunk).encode()
+
+    async def import_csv(self, batch_id: str, rows: int) -> None:
+        print(f"\n1. CSV import of {rows:,} contacts (one streamed text/csv upload)")
+        rss_before = memory_kb(self.web_pid, "VmRSS")
+        for label in ("new contacts", "same again (all duplicates)"):
+            t = time.perf_counter()
+            status, body = await self.call("POST", f"/batches/{batch_id}/contacts", data=self.csv_rows(rows, "x"),
+                                           headers={"Content-Type": "text/csv"})
+            elapsed = time.perf_counter() - t
+            assert status == 200, body
+            print(f"  {label:<30} {rows / elapsed:>9,.0f} rows/s  ({elapsed:.1f} s; imported {body['imported']:,}, "
+                  f"duplicates {body['duplicates']:,}, errors {body['errors_total']})")
+        peak = memory_kb(self.web_pid, "VmHWM") / 1024
+        print(f"  web process memory: {rss_before / 1024:.0f} MiB before, peak {peak:.0f} MiB after both uploads")
+        status, created = await self.call("POST", "/batches", json={"name": "json import", "account_id": "bench"})
+        contacts = [{"name": f"J {n}", "phones": [phone(n)], "external_id": f"j-{n}",
+                     "variables": {"deuda": str(n % 5000)}} for n in range(rows)]
+        raw = json.dumps({"contacts": contacts}).encode()
+        t = time.perf_counter()
+        status, body = await self.call("POST", f"/batches/{created['id']}/contacts", data=raw,
+                                       headers={"Content-Type": "application/json"})
+        elapsed = time.perf_counter() - t
+        assert status == 200, body
+        peak = memory_kb(self.web_pid, "VmHWM") / 1024
+        print(f"  {'JSON, one request':<30} {rows / elapsed:>9,.0f} rows/s  ({elapsed:.1f} s, "
+              f"{len(raw) / 2**20:.1f} MiB; peak memory now {peak:.0f} MiB)")
+
+    # -- 2. reads ---------------------------------------------------------------------------------------
+
+    async def reads(self, batch_ids: dict[str, str], count: int, concurrency: int) -> None:
+        print(f"\n2. GET /batches/{{id}} ({count:,} requests, {concurrency} in flight; then one at a time)")
+        for in_flight, n in ((concurrency, count), (1, max(1, count // 10))):
+            for label, batch_id in batch_ids.items():
+                async def read(batch_id: str = batch_id) -> int:
+                    async with self.session.get(f"{self.base}/batches/{batch_id}", headers=self.auth) as resp:
+                        await resp.read()
+                        return resp.status
+                elapsed, latencies, statuses = await drive(self.session, [read] * n, in_flight)
+                report(f"{label}, {in_flight} in flight", elapsed, latencies, statuses)
+
+    # -- 3. webhooks ------------------------------------------------------------------------------------
+
+    def calls_in_progress(self, batch_id: str, count: int) -> list[dict[str, Any]]:
+        result = self.jobs.create_jobs(batch_id, "bench", [{"name": f"w{n}", "phones": [phone(n)]}
+                                                           for n in range(count)])
+        now = int(time.time() * 1000)
+        calls, attempts = [], []
+        for n, job_id in enumerate(result.job_ids):
+            aid = f"{job_id}:r1:p0:d1"
+            call_id = f"call_bench_{uuid.uuid4().hex}"
+            self.jobs.coll.update_one({"_id": job_id}, {"$set": {
+                "status": states.IN_CALL, "call_id": call_id, "attempt_id": aid, "dials": 1,
+                "lease_owner": "bench", "lease_until": now + 3_600_000}})
+            attempts.append({"_id": aid, "job_id": job_id, "batch_id": batch_id, "account_id": "bench", "round": 1,
+                             "phone_index": 0, "dial": 1, "to_number": phone(n), "state": "in_call",
+                             "call_id": call_id, "created_at": now})
+            calls.append({"call_id": call_id, "call_status": "ended", "disconnection_reason": "user_hangup",
+                          "start_timestamp": now, "end_timestamp": now + 30_000, "duration_ms": 30_000,
+                          "to_number": phone(n), "metadata": {"job_id": job_id, "attempt_id": aid}})
+        self.jobs.db["attempts"].insert_many(attempts)
+        return calls
+
+    def webhook(self, call: dict[str, Any], *, forged: bool = False) -> Callable[[], Awaitable[int]]:
+        raw = json.dumps({"event": "call_ended", "call": call}, separators=(",", ":")).encode()
+
+        async def send() -> int:
+            signature = sign_webhook(raw, "key_forged" if forged else API_KEY)
+            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
+            async with self.session.post(f"{self.base}/webhooks/retell", data=raw, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        return send
+
+    async def webhooks(self, batch_id: str, count: int, concurrency: int) -> None:
+        print(f"\n3. POST /webhooks/retell ({count:,} signed deliveries, {concurrency} in flight)")
+        calls = self.calls_in_progress(batch_id, count)
+        unknown = [{**c, "call_id": f"call_other_{i}", "metadata": {}} for i, c in enumerate(calls)]
+        for label, requests in (
+            ("call_ended -> Pipeline.finalize", [self.webhook(c) for c in calls]),
+            ("the same again (duplicates)", [self.webhook(c) for c in calls]),
+            ("calls outdial does not know", [self.webhook(c) for c in unknown]),
+            ("forged signatures (401)", [self.webhook(c, forged=True) for c in calls]),
+        ):
+            elapsed, latencies, statuses = await drive(self.session, requests, concurrency)
+            report(label, elapsed, latencies, statuses)
+        counts = self.jobs.counts(batch_id)
+        print(f"  jobs of the webhook batch afterwards: completed {counts['completed']:,}, "
+              f"in_call {counts['in_call']:,}")
+
+
+async def run(args: argparse.Namespace, base: str, web_pid: int, jobs: JobStore) -> None:
+    timeout = aiohttp.ClientTimeout(total=600)
+    connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        bench = Bench(base, session, web_pid, jobs)
+        status, _ = await bench.call("PUT", "/accounts/bench", json={"plan": {"type": "unlimited"}})
+        assert status in (200, 201)
+        ids = {}
+        for name in ("big", "small", "webhooks"):
+            status, body = await bench.call("POST", "/batches", json={"name": name, "account_id": "bench"})
+            ids[name] = body["id"]
+        await bench.import_csv(ids["big"], args.rows)
+        status, body = await bench.call("POST", f"/batches/{ids['small']}/contacts", json={
+            "contacts": [{"phones": [phone(n)]} for n in range(100)]})
+        await bench.reads({f"batch of {args.rows:,} contacts": ids["big"], "batch of 100 contacts": ids["small"]},
+                          args.reads, args.concurrency)
+        await bench.webhooks(ids["webhooks"], args.webhooks, args.concurrency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--webhooks", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    redis_server = embedded.redis(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else embedded.start_redis()
+    try:
+        bench_with(args, redis_server)
+    finally:
+        redis_server.stop()
+
+
+def bench_with(args: argparse.Namespace, redis_server: embedded.EmbeddedServer) -> None:
+    """Run the benchmark on ``redis_server`` (a private one unless REDIS_URL is set: the web enqueues messages)."""
+    with embedded.services(mongodb_uri=os.environ.get("MONGODB_URI"),
+                           redis_url=redis_server.url) as (mongo_server, _):
+        db_name = f"bench_web_{uuid.uuid4().hex[:8]}"
+        port = embedded.free_port()
+        env = {**os.environ, "MONGODB_URI": mongo_server.url, "MONGODB_DB": db_name, "REDIS_URL": redis_server.url,
+               "ADMIN_TOKEN": TOKEN, "RETELL_API_KEY": API_KEY, "PORT": str(port), "LOG_LEVEL": "WARNING"}
+        log_path = f"/tmp/{db_name}-web.log"
+        web = subprocess.Popen([sys.executable, "-m", "workers.cli", "web"], env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    import urllib.request
+
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or web.poll() is not None:
+                        raise SystemExit("outdial web did not start") from None
+                    time.sleep(0.1)  # sleep ok: a benchmark's start-up wait
+            db = mongo.client(mongo_server.url)[db_name]
+            jobs = JobStore(db, clock=Clock(), config=load_config({}))
+            print(f"outdial web pid {web.pid} on port {port} (log {log_path}); MongoDB {mongo_server.url}; "
+                  f"Redis {redis_server.url}; {os.cpu_count()} CPUs")
+            asyncio.run(run(args, f"http://127.0.0.1:{port}", web.pid, jobs))
+        finally:
+            web.terminate()
+            web.wait(30)
+            mongo.client(mongo_server.url).drop_database(db_name)
+
+
+if __name__ == "__main__":
+    main()
