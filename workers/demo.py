@@ -41,6 +41,7 @@ from shared.logs import register_secret
 from workers import demo_plan
 from workers.demo_view import (
     Snapshot,
+    calls_by_day,
     collect_summary,
     duplicate_attempts,
     find_window_violations,
@@ -50,7 +51,7 @@ from workers.demo_view import (
     render_window_check,
 )
 
-#: Simulated seconds per real second: Thursday 16:00 to the survey's Tuesday retries (~115 h) in about a minute.
+#: Simulated seconds per real second: Saturday 13:00 to the survey's Thursday retries (~120 h) in about a minute.
 DEFAULT_SPEED = 8000.0
 #: Real seconds after which the demo stops even if some contacts are not final.
 DEFAULT_TIME_CAP_S = 180.0
@@ -96,7 +97,10 @@ class DemoOptions:
     :param processes: worker processes; ``threads``: threads per worker process.
     :param start: the simulated instant the campaign starts at (UTC).
     :param live: redraw the view in place (a terminal) instead of printing progress lines; None = auto.
-    :param web: start the web dyno.
+    :param web: start the web dyno; ``webhooks``: have the simulator send its signed webhooks to it.
+    :param concurrency_limit: provider slots of the demo account and of the simulator; default 100.
+    :param log_dir: keep the processes' logs here; None = a temporary directory, removed after a clean run.
+    :param dial_guard_s: ``PIPELINE_DIAL_GUARD_S`` of the demo's workers, real seconds; default 0.5.
     """
 
     contacts: int = demo_plan.DEFAULT_CONTACTS
@@ -155,49 +159,59 @@ def _port(text: str) -> int:
 
 
 def _instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 instant such as 2026-07-04T17:00:00Z, got {text!r}") \
+            from None
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("needs a UTC offset or Z, e.g. 2026-07-02T20:00:00Z")
+        raise argparse.ArgumentTypeError("needs a UTC offset or Z, e.g. 2026-07-04T17:00:00Z")
     return value.astimezone(UTC)
 
 
 def parse_args(argv: Sequence[str]) -> DemoOptions:
-    parser = argparse.ArgumentParser(prog="outdial demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contacts", type=_positive_int, default=demo_plan.DEFAULT_CONTACTS,
+    parser = argparse.ArgumentParser(
+        prog="outdial demo",
+        description="Run a whole sample campaign (three batches, a few hundred contacts) on embedded defaults, "
+                    "on a sped-up clock, in about a minute; then stop everything it started.")
+    parser.add_argument("--contacts", metavar="N", type=_positive_int, default=demo_plan.DEFAULT_CONTACTS,
                         help=f"contacts over the three batches (default {demo_plan.DEFAULT_CONTACTS})")
-    parser.add_argument("--speed", type=_positive_float, default=DEFAULT_SPEED,
+    parser.add_argument("--speed", metavar="X", type=_positive_float, default=DEFAULT_SPEED,
                         help=f"simulated seconds per real second (default {DEFAULT_SPEED:g}: about 2 h per second)")
-    parser.add_argument("--seed", type=int, default=demo_plan.DEFAULT_SEED,
+    parser.add_argument("--seed", metavar="N", type=int, default=demo_plan.DEFAULT_SEED,
                         help=f"seed of the contacts and their outcomes (default {demo_plan.DEFAULT_SEED})")
-    parser.add_argument("--port", type=_port, default=None, help="web dyno port (default: a free port)")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--port", metavar="P", type=_port, default=None, help="web dyno port (default: a free port)")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="keep the embedded MongoDB's data in this directory (default: in memory)")
     parser.add_argument("--keep-running", action="store_true",
                         help="leave everything running after the summary, until Ctrl-C")
-    parser.add_argument("--time-cap", type=_positive_float, default=DEFAULT_TIME_CAP_S, dest="time_cap_s",
+    parser.add_argument("--time-cap", type=_positive_float, default=DEFAULT_TIME_CAP_S, dest="time_cap_s", metavar="S",
                         help=f"real seconds after which the demo stops waiting (default {DEFAULT_TIME_CAP_S:g})")
-    parser.add_argument("--processes", type=_positive_int, default=DEFAULT_PROCESSES,
+    parser.add_argument("--processes", metavar="N", type=_positive_int, default=DEFAULT_PROCESSES,
                         help=f"worker processes (default {DEFAULT_PROCESSES})")
-    parser.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+    parser.add_argument("--threads", metavar="N", type=_positive_int, default=DEFAULT_THREADS,
                         help=f"threads per worker process (default {DEFAULT_THREADS})")
-    parser.add_argument("--concurrency-limit", type=_positive_int, default=demo_plan.DEFAULT_CONCURRENCY_LIMIT,
+    parser.add_argument("--concurrency-limit", metavar="N", type=_positive_int,
+                        default=demo_plan.DEFAULT_CONCURRENCY_LIMIT,
                         help="provider concurrency slots of the demo account and the simulator "
                              f"(default {demo_plan.DEFAULT_CONCURRENCY_LIMIT})")
-    parser.add_argument("--start", type=_instant, default=demo_plan.DEFAULT_START,
-                        help="simulated start instant, ISO-8601 (default Thursday 2026-07-02 16:00 in Santiago)")
+    parser.add_argument("--start", metavar="ISO", type=_instant, default=demo_plan.DEFAULT_START,
+                        help="simulated start instant, ISO-8601 (default Saturday 2026-07-04 13:00 in Santiago)")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--live", dest="live", action="store_true", default=None,
                       help="redraw the view in place (default when the output is a terminal)")
     view.add_argument("--plain", dest="live", action="store_false", help="print a progress line every few seconds")
     parser.add_argument("--dial-guard", type=_non_negative_float, default=DEFAULT_DIAL_GUARD_S, dest="dial_guard_s",
+                        metavar="S",
                         help="real seconds before a window closes in which no call starts "
                              f"(PIPELINE_DIAL_GUARD_S; default {DEFAULT_DIAL_GUARD_S:g})")
     parser.add_argument("--no-web", dest="web", action="store_false", help="do not start the web dyno")
     parser.add_argument("--webhooks", action="store_true",
                         help="send the simulator's signed webhooks to the web dyno (default: calls end by polling, "
                              "which costs less CPU on a small machine)")
-    parser.add_argument("--log-dir", default=None, help="keep the processes' logs here (default: a temporary "
-                        "directory, removed after a successful run)")
+    parser.add_argument("--log-dir", metavar="DIR", default=None,
+                        help="keep the processes' logs here (default: a temporary directory, removed after a "
+                             "successful run)")
     args = parser.parse_args(list(argv))
     return DemoOptions(**vars(args))
 
@@ -485,6 +499,7 @@ def _env_lines(demo: Demo) -> list[tuple[str, str, bool]]:
     rows = [("MONGODB_URI", cfg.mongodb_uri or "", False), ("MONGODB_DB", cfg.mongodb_db, False),
             ("REDIS_URL", cfg.redis_url or "", False), ("RETELL_BASE_URL", cfg.retell_base_url or "", False)]
     rows += [(k, v, False) for k, v in demo.clock.env().items()]
+    rows.append(("PIPELINE_DIAL_GUARD_S", repr(cfg.pipeline_dial_guard_s), False))
     rows += [("RETELL_API_KEY", cfg.retell_api_key, True), ("ADMIN_TOKEN", cfg.admin_token or "", True)]
     return rows
 
@@ -589,9 +604,9 @@ def run(options: DemoOptions, config: Config, out: TextIO = sys.stdout) -> int:
         if left and code == 0:
             code = 1
         if demo.log_dir is not None:
-            if code == 0 and not options.log_dir:
+            if code in (0, 130) and not options.log_dir:
                 shutil.rmtree(demo.log_dir, ignore_errors=True)
-            elif code != 0:
+            elif code not in (0, 130):
                 demo.say(f"logs: {demo.log_dir}")
         return code
 
@@ -649,7 +664,7 @@ def _run_stack(demo: Demo, cfg: Config, campaign: demo_plan.Campaign, stop: thre
                               balance_before=float(demo_plan.ACCOUNT_PLAN["balance"]))
     violations = find_window_violations(calls, runtime, demo.batch_ids)
     twice = duplicate_attempts(calls)
-    demo.say(render_summary(summary))
+    demo.say(render_summary(summary, calls_by_day(calls, demo.batch_ids)))
     demo.say(render_window_check(violations, len(calls), twice))
     code = 0 if finished and not violations and not twice else 1
     if options.keep_running and not stop.is_set():

@@ -247,8 +247,9 @@ def _money(plan_type: str, units: int) -> str:
     return f"{units / 60:.1f} min"
 
 
-def render_summary(summary: Summary) -> str:
-    """The end-of-run table, the failure reasons, the account and what the run spanned."""
+def render_summary(summary: Summary, days: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The end-of-run table, the failure reasons, the windows (with ``days``: where the calls fell, see
+    :func:`calls_by_day`), the account and what the run spanned."""
     zone = _SPECS["collections"].timezone
     span = _span((summary.end - summary.start).total_seconds())
     lines = ["", f"Summary: simulated {local_time(summary.start, zone, with_date=True)} -> "
@@ -271,10 +272,8 @@ def render_summary(summary: Summary) -> str:
     lines.append("")
     lines.append("failed by reason:")
     for row in summary.batches:
-        if not row.failed_by_reason:
-            continue
-        reasons = ", ".join(f"{reason} x{n}" for reason, n in row.failed_by_reason.most_common())
-        lines.append(f"  {row.key:<12} {reasons}")
+        for i, (reason, n) in enumerate(row.failed_by_reason.most_common()):
+            lines.append(f"  {row.key if i == 0 else '':<12} {n:>4}  {reason}")
     if not total.failed_by_reason:
         lines.append("  (none)")
     lines.append("")
@@ -282,6 +281,8 @@ def render_summary(summary: Summary) -> str:
     for spec in BATCHES:
         lines.append(f"  {spec.key:<12} {describe_window(spec.call_settings)}; {spec.call_settings['max_attempts']} "
                      f"attempts, {spec.call_settings['retry_delay_hours']} h apart")
+    if days is not None:
+        lines.append(render_calls_by_day(days))
     lines.append("")
     if summary.balance_after is not None:
         before = f"{summary.balance_before:.3f}" if summary.balance_before is not None else "?"
@@ -296,6 +297,36 @@ def _summary_row(row: BatchSummary, plan_type: str) -> str:
     postponed = f"{row.postponed} ({row.postponed_contacts})"
     return (f"{row.key:<12}{row.contacts:>9}{row.completed:>10}{row.failed:>7}{row.not_final:>6}{row.calls:>7}"
             f"{row.retries:>8}{row.second_numbers:>8}{postponed:>14}{_money(plan_type, row.charges_units):>13}")
+
+
+def calls_by_day(calls: Sequence[Mapping[str, Any]], batch_ids: Mapping[str, str]) -> dict[str, list[str]]:
+    """Per batch, each local day the provider received its calls: ``Sat 13:20-18:17 (183)``, in order.
+
+    :param calls: the simulator's ``GET /debug/calls?created=1`` records (``received_at``: shared-clock ms).
+    """
+    keys = {batch_id: key for key, batch_id in batch_ids.items()}
+    days: dict[str, dict[str, list[datetime]]] = {key: {} for key in batch_ids}
+    for rec in calls:
+        key = keys.get(((rec.get("body") or {}).get("metadata") or {}).get("batch_id"))
+        if key is None or key not in _SPECS:
+            continue
+        local = from_ms(int(rec["received_at"])).astimezone(pytz.timezone(_SPECS[key].timezone))
+        days[key].setdefault(local.strftime("%Y-%m-%d"), []).append(local)
+    out: dict[str, list[str]] = {}
+    for key, by_date in days.items():
+        out[key] = []
+        for date in sorted(by_date):
+            stamps = sorted(by_date[date])
+            out[key].append(f"{stamps[0].strftime('%a %H:%M')}-{stamps[-1].strftime('%H:%M')} ({len(stamps)})")
+    return out
+
+
+def render_calls_by_day(days: Mapping[str, Sequence[str]]) -> str:
+    """Where the calls fell on each batch's local calendar: the windows, the weekend and the retries at a glance."""
+    lines = ["", "calls by local day (first and last call the provider received, number of calls):"]
+    for key, entries in days.items():
+        lines.append(f"  {key:<12} " + ("   ".join(entries) if entries else "(none)"))
+    return "\n".join(lines)
 
 
 # -- the window check ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from workers.demo_view import (
     BatchSummary,
     Snapshot,
     Summary,
+    calls_by_day,
     duplicate_attempts,
     failure_reason,
     find_window_violations,
@@ -160,7 +161,7 @@ def test_summary_table_and_totals():
     total = next(line for line in text.splitlines() if line.startswith("total"))
     assert total.split()[:8] == ["total", "15", "12", "3", "0", "30", "9", "2"]
     assert "12.345 cr" in text and "4 (3)" in text
-    assert "max attempts reached: busy x2" in text
+    assert "  collections     2  max attempts reached: busy\n                  1  no valid phone number" in text
     assert "balance 1000.000 -> 987.655; ledger balanced" in text
     assert "Sat 2026-07-04 13:00 -04 -> Thu 2026-07-09 12:00 -04 (4d 23:00), 57 s real" in text
 
@@ -196,3 +197,16 @@ def test_window_check_names_calls_outside_their_window_with_masked_numbers():
     assert "dial check: 1 attempts dialed twice" in text
     assert not FULL_NUMBER.search(text) and "+569******67" in text
     assert "0 calls outside their window" in render_window_check([], 1)
+
+
+def test_calls_by_day_shows_where_calls_fell_on_each_local_calendar():
+    instants = [("b1", datetime(2026, 7, 4, 17, 20)), ("b1", datetime(2026, 7, 4, 21, 10)),
+                ("b1", datetime(2026, 7, 6, 13, 5)), ("b3", datetime(2026, 7, 6, 14, 30))]
+    calls = [_call(batch, at.replace(tzinfo=UTC)) for batch, at in instants]
+    days = calls_by_day(calls, {"collections": "b1", "survey": "b2", "argentina": "b3"})
+    assert days == {"collections": ["Sat 13:20-17:10 (2)", "Mon 09:05-09:05 (1)"], "survey": [],
+                    "argentina": ["Mon 11:30-11:30 (1)"]}
+    text = render_summary(Summary(batches=[], plan_type="credits", balance_before=None, balance_after=None,
+                                  ledger_ok=True, ledger_problems=[], start=demo_plan.DEFAULT_START,
+                                  end=demo_plan.DEFAULT_START, real_s=1), days)
+    assert "  collections  Sat 13:20-17:10 (2)   Mon 09:05-09:05 (1)" in text and "  survey       (none)" in text
