@@ -6,12 +6,12 @@ examples of the original design (docs/call_settings.md); the contacts are split 
 each gets a *profile* — answers at once, answers on a later round, only its second number
 answers, always busy, an invalid number... — that becomes the simulator's rule for its numbers.
 
-The campaign starts on a Thursday at 16:00 in Santiago (17:00 in Buenos Aires, July: Chile on
-UTC-4), so within a few simulated days every interesting thing happens: the survey window
-closes at 18:00, the Argentine one at 19:00 and the collections one at 20:00; collections
-retries every 2 h into Friday; the Argentine retries cross the weekend to Monday; the survey's
-48 h retry lands on Saturday and waits for Tuesday 10:00; second numbers are dialed when the
-first does not answer.
+The campaign starts on a Saturday at 13:00 in Santiago (14:00 in Buenos Aires; in July Chile is
+on UTC-4), so within five simulated days every interesting thing happens: collections dials and
+retries every 2 h until its window closes at 20:00, skips Sunday and goes on Monday 09:00;
+Argentina (Monday to Friday) and the survey (Tuesday to Thursday) wait out the weekend; the
+Argentine retries come 24 h apart, the survey's 48 h later, on Thursday; second numbers are
+dialed when the first does not answer.
 """
 
 from __future__ import annotations
