@@ -128,6 +128,7 @@ class BatchStore:
         unknown = [k for k in changes if k not in EDITABLE]
         errors = [(k, f"cannot be changed (editable: {', '.join(EDITABLE)})") for k in unknown]
         errors += self.validate(changes, partial=True)
+        errors += [("name", "cannot be null")] if "name" in changes and changes["name"] is None else []
         if errors:
             raise ValidationError(errors)
         fields: dict[str, Any] = {k: v for k, v in changes.items() if k != "call_settings"}

@@ -91,7 +91,7 @@ def client(uri: str) -> MongoClient:
     with _clients_lock:
         found = _clients.get(uri)
         if found is None:
-            found = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000, connectTimeoutMS=5_000,
+            found = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5_000, connectTimeoutMS=5_000,
                                 appname="outdial", event_listeners=[COMMANDS])
             _clients[uri] = found
         return found

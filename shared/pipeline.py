@@ -301,6 +301,10 @@ class Pipeline:
         for batch_id in active:
             if (batch_id not in still_open and self.jobs.coll.find_one({"batch_id": batch_id}, {"_id": 1})
                     and self.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))):
+                # Contacts added between the count and the write would be stranded: look once more.
+                if self.jobs.coll.find_one({"batch_id": batch_id, "status": {"$nin": list(states.FINAL)}}, {"_id": 1}):
+                    self.batches.set_status(batch_id, states.BATCH_ACTIVE, expected=(states.BATCH_COMPLETED,))
+                    continue
                 done += 1
                 event(log, "batch_completed", batch_id=batch_id)
         return done

@@ -202,3 +202,10 @@ def test_gap_set_of_a_boolean_stores_an_integer(db):
     doc = db.c.find_one({"_id": "b"})
     assert (doc["kept"], doc["flag"], doc["off"]) == (True, 1, 0)  # read flags by truthiness
     assert db.c.find_one({"flag": True}) is not None
+
+
+@on_nx
+def test_gap_an_index_that_includes_id_breaks_inserts(db):
+    db.c.create_index([("b", 1), ("_id", 1)])
+    with pytest.raises(BulkWriteError, match="JSON path error"):
+        db.c.insert_many([{"_id": "x", "b": 1}])

@@ -1,0 +1,131 @@
+"""The scheduler's decisions against real MongoDB and Redis, with the broker replaced by a recorder
+(the messages it would send are what is asserted)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import states
+from shared.clock import to_ms
+from tests.helpers import frozen_clock
+from workers.runtime import build_runtime
+
+T0 = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
+
+
+class Recorder:
+    """A :class:`shared.pipeline.Sender` that keeps the messages instead of sending them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def dial(self, job_id, lease_owner, *, delay_ms=0):
+        self.sent.append(("dial", job_id, lease_owner, delay_ms))
+
+    def poll(self, job_id, lease_owner, call_id, n, *, delay_ms=0):
+        self.sent.append(("poll", job_id, lease_owner, call_id, n))
+
+    def reconcile(self, job_id, lease_owner, *, delay_ms=0):
+        self.sent.append(("reconcile", job_id, lease_owner))
+
+    def schedule(self, account_id=None):
+        self.sent.append(("schedule", account_id))
+
+    def of(self, kind):
+        return [m for m in self.sent if m[0] == kind]
+
+
+@pytest.fixture
+def rt(config, db):
+    runtime = build_runtime(config, frozen_clock(T0))
+    runtime.slots.rebuild({})
+    return runtime
+
+
+@pytest.fixture
+def sender():
+    return Recorder()
+
+
+@pytest.fixture
+def pipeline(rt, sender):
+    return rt.pipeline(sender)
+
+
+def batch_with(rt, n, *, limit=3, due=None):
+    rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
+    batch = rt.batches.create({"name": "b", "account_id": "acc"})
+    contacts = [{"name": f"c{i}", "phones": [f"+1212555{i:04d}"]} for i in range(n)]
+    rt.jobs.create_jobs(batch["_id"], "acc", contacts, next_try_at=due)
+    return batch
+
+
+def test_dispatch_never_exceeds_free_slots(rt, pipeline, sender):
+    batch_with(rt, 10, limit=3)
+    assert pipeline.schedule_due() == 3
+    assert len(sender.of("dial")) == 3
+    assert pipeline.schedule_due() == 0  # three jobs queued for three slots
+    rt.slots.acquire("acc", "someone", limit=3, now_ms=to_ms(T0), lease_ms=60_000)
+    queued = rt.jobs.find({"status": states.QUEUED})
+    rt.jobs.release(queued[0]["_id"], T0 + timedelta(hours=1), "test")  # one queued job went away...
+    assert pipeline.schedule_due() == 0  # ...but its slot is held by a call in progress
+
+
+def test_only_active_batches_with_valid_settings_are_dispatched(rt, pipeline, sender):
+    batch = batch_with(rt, 2, limit=5)
+    rt.batches.set_status(batch["_id"], states.BATCH_PAUSED)
+    assert pipeline.schedule_due() == 0
+    rt.batches.set_status(batch["_id"], states.BATCH_ACTIVE)
+    rt.batches.record_settings_error(batch["_id"], "ring_timeout: must be between 5 and 300")
+    assert pipeline.schedule_due() == 0
+    rt.batches.update(batch["_id"], {"call_settings": {"ring_timeout": 30}})
+    pipeline._recent.clear()
+    assert pipeline.schedule_due() == 2
+
+
+def test_future_jobs_wait_in_mongodb_beyond_the_horizon(rt, pipeline, sender):
+    batch_with(rt, 2, limit=5, due=T0 + timedelta(days=2))
+    assert pipeline.schedule_due() == 0
+    assert sender.sent == []
+
+
+def test_jobs_due_within_the_horizon_are_sent_with_their_delay(rt, sender):
+    from shared.clock import started_at
+
+    fast = build_runtime(rt.config, started_at(T0, speed=3600))
+    fast.slots.rebuild({})
+    batch_with(fast, 1, limit=5, due=T0 + timedelta(hours=2))  # 2 real seconds away at 3600x
+    assert fast.pipeline(sender).schedule_due() == 1
+    (_, _, _, delay_ms) = sender.of("dial")[0]
+    assert 1500 <= delay_ms <= 2000
+
+
+def test_periodic_run_recovers_expired_leases_without_dialing_blindly(rt, pipeline, sender):
+    batch = batch_with(rt, 3, limit=5)
+    jobs = rt.jobs.claim_due(limit=3, lease=timedelta(minutes=-1))  # leases already expired
+    rt.jobs.transition(jobs[1]["_id"], expected=[states.QUEUED], to=states.IN_CALL, set_={"call_id": "call_x"})
+    rt.jobs.transition(jobs[2]["_id"], expected=[states.QUEUED], to=states.DIALING, set_={"attempt_id": "a"})
+    pipeline.schedule_due(periodic=True)
+    assert {m[1] for m in sender.of("dial")} == {jobs[0]["_id"]}
+    assert [m[1] for m in sender.of("poll")] == [jobs[1]["_id"]]
+    assert [m[1] for m in sender.of("reconcile")] == [jobs[2]["_id"]]
+    assert rt.batches.get(batch["_id"])["status"] == states.BATCH_ACTIVE
+
+
+def test_finished_batches_complete_and_empty_ones_do_not(rt, pipeline):
+    done = batch_with(rt, 2)
+    empty = rt.batches.create({"name": "empty", "account_id": "acc"})
+    rt.jobs.coll.update_many({"batch_id": done["_id"]}, {"$set": {"status": states.COMPLETED}})
+    assert pipeline.complete_finished_batches() == 1
+    assert rt.batches.get(done["_id"])["status"] == states.BATCH_COMPLETED
+    assert rt.batches.get(empty["_id"])["status"] == states.BATCH_ACTIVE
+
+
+def test_a_null_name_is_refused_by_the_store(rt):
+    from shared.errors import ValidationError
+
+    batch = rt.batches.create({"name": "b", "account_id": "acc"})
+    with pytest.raises(ValidationError, match="name"):
+        rt.batches.update(batch["_id"], {"name": None})
