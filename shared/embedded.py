@@ -170,7 +170,7 @@ def start_mongodb(*, data_dir: str | Path | None = None, port: int | None = None
         "--host", "127.0.0.1", "-p", str(port),
         "--log-file", str(log_path), "--pid-file", str(workdir / "nx-27017.pid"),
     ]
-    proc = spawn(argv, log_path=workdir / "stdout.log")
+    proc = spawn(argv, log_path=workdir / "stdout.log", new_session=True)  # Ctrl-C is for the parent to handle
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     server = EmbeddedServer("mongodb", uri, proc, workdir, log_path)
     atexit.register(server.stop)
@@ -205,7 +205,7 @@ def start_redis(*, port: int | None = None, timeout: float = DEFAULT_START_TIMEO
         "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
     ]
     log_path = workdir / "redis.log"
-    proc = spawn(argv, log_path=log_path)
+    proc = spawn(argv, log_path=log_path, new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     server = EmbeddedServer("redis", url, proc, workdir, log_path)
     atexit.register(server.stop)

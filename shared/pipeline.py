@@ -446,10 +446,11 @@ class Pipeline:
                      settings: Any) -> str:
         poll_delay_s = next_poll_delay_s(0)
         lease_ms = self._in_call_lease_ms(settings or self._default_settings())
+        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call.
+        self.attempts.set_call(aid, call.call_id)
         won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
                                    where={"attempt_id": aid},
                                    set_={"call_id": call.call_id, "lease_until": lease_ms})
-        self.attempts.set_call(aid, call.call_id)
         if won is None:
             current = self.jobs.get(job_id)
             if current is None or current.get("call_id") != call.call_id:
@@ -597,7 +598,7 @@ class Pipeline:
         charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
                   if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
         self.attempts.end(aid, {
-            "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
+            "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
             "duration_ms": duration_ms, "charge": charge, "finalized_by": source,
         })

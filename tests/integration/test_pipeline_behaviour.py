@@ -13,6 +13,8 @@ from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wa
 
 SANTIAGO = pytz.timezone("America/Santiago")
 NEW_YORK = pytz.timezone("America/New_York")
+#: At 10,000x a 30-minute window lasts 0.18 real seconds: a guard of 0.5 real seconds would close it.
+NARROW_GUARD = {"pipeline_dial_guard_s": 0.02}
 
 
 def local(ms: int, zone) -> datetime:
@@ -24,8 +26,8 @@ def test_saturday_job_waits_until_monday_nine_across_the_dst_change(stack_factor
     saturday_3pm = SANTIAGO.localize(datetime(2026, 4, 4, 15, 0))
     fast = started_at(saturday_3pm.astimezone(UTC), speed=10_000)
     phones = numbers("71", 5)
-    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 60}
-                                                                       for p in phones}})
+    stack, runtime = stack_factory(clock=fast, config_overrides=NARROW_GUARD,
+                                   scenario={"numbers": {p: {"outcome": "answer", "duration_s": 60} for p in phones}})
     settings = {"days_of_week": [1, 2, 3, 4, 5], "allowed_hours": {"start": "09:00", "end": "09:30"},
                 "timezone": "America/Santiago"}
     batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], settings)
@@ -55,8 +57,8 @@ def test_spring_forward_weekend_keeps_calls_inside_the_window(stack_factory):
     saturday_noon = NEW_YORK.localize(datetime(2026, 3, 7, 12, 0))
     fast = started_at(saturday_noon.astimezone(UTC), speed=10_000)
     phones = [f"+1212555{n:04d}" for n in range(130, 140)]
-    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30}
-                                                                       for p in phones}})
+    stack, runtime = stack_factory(clock=fast, config_overrides=NARROW_GUARD,
+                                   scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30} for p in phones}})
     settings = {"windows": [{"days": [1, 2, 3, 4, 5], "start": "08:00", "end": "08:40"}],
                 "timezone": "auto"}  # the zone comes from each +1 212 number: New York
     batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], settings)
