@@ -9,7 +9,7 @@ from phonenumbers import timezone as phone_timezone
 
 from shared.logs import mask_phone
 
-__all__ = ["InvalidPhone", "mask_phone", "normalize_phone", "phone_timezones"]
+__all__ = ["InvalidPhone", "mask_phone", "normalize_phone", "numbered", "phone_timezones"]
 
 #: Longest input accepted before parsing (E.164 has at most 15 digits; leave room for formatting).
 MAX_PHONE_INPUT = 40
@@ -72,3 +72,24 @@ def phone_timezones(e164: str) -> tuple[str, ...]:
         return ()
     zones = phone_timezone.time_zones_for_number(parsed)
     return tuple(z for z in zones if z != phone_timezone.UNKNOWN_TIMEZONE)
+
+
+def numbered(prefix: str, count: int, *, length: int = 11) -> list[str]:
+    """The first ``count`` valid numbers that extend ``prefix`` (``"+56961"``), for simulations and tests.
+
+    :param prefix: ``+`` and the leading digits.
+    :param length: digits after ``+`` (11: a Chilean mobile ``+569…`` or a NANP ``+1…`` number).
+    """
+    digits = length - len(prefix.lstrip("+"))
+    out: list[str] = []
+    for n in range(10**digits):
+        candidate = f"{prefix}{n:0{digits}d}"
+        try:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(candidate))
+        except phonenumbers.NumberParseException:
+            valid = False
+        if valid:
+            out.append(candidate)
+            if len(out) == count:
+                return out
+    raise ValueError(f"only {len(out)} valid numbers start with {prefix}")

@@ -32,6 +32,7 @@ from shared import embedded, mongo
 from shared.clock import started_at
 from shared.config import load_config
 from shared.metrics import SNAPSHOT_KEY_PREFIX
+from shared.phones import numbered
 from shared.simulator_process import wait_until
 
 #: A Tuesday 10:00 in Santiago: no window closes during a run.
@@ -82,15 +83,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _phones(count: int) -> list[str]:
-    import phonenumbers
-
-    out, n = [], 0
-    while len(out) < count:
-        candidate = f"+5696{n:07d}"
-        n += 1
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            out.append(candidate)
-    return out
+    return numbered("+5696", count)
 
 
 def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, workers: int, processes: int,

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import phonenumbers
 import pytest
 
+from shared.phones import numbered
 from shared.simulator_process import wait_until
 from tests.fixtures.web import ADMIN_TOKEN
 from workers.web_http import read_token_for
@@ -144,13 +144,7 @@ def browser(tmp_path):
 
 
 def numbers(count: int) -> list[str]:
-    out, n = [], 0
-    while len(out) < count:
-        candidate = f"+56967{n:06d}"
-        n += 1
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            out.append(candidate)
-    return out
+    return numbered("+56967", count)
 
 
 CARD = "document.querySelector('[data-batch-id=\"{bid}\"]')"

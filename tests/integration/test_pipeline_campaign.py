@@ -5,10 +5,9 @@ from __future__ import annotations
 import collections
 from datetime import UTC, datetime
 
-import phonenumbers
-
 from shared import states
 from shared.clock import started_at
+from shared.phones import numbered
 from shared.simulator_process import wait_until
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
@@ -16,14 +15,7 @@ START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 
 def numbers(prefix: str, count: int) -> list[str]:
     """``count`` valid Chilean mobile numbers starting with ``prefix`` (after +569)."""
-    out = []
-    n = 0
-    while len(out) < count:
-        candidate = f"+569{prefix}{n:0{8 - len(prefix)}d}"
-        n += 1
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            out.append(candidate)
-    return out
+    return numbered(f"+569{prefix}", count)
 
 
 def setup_campaign(runtime, contacts, call_settings, *, limit=20):

@@ -5,19 +5,14 @@ from __future__ import annotations
 import csv
 import io
 
-import phonenumbers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.phones import numbered
+
 
 def valid_numbers(count: int, prefix: str = "68") -> list[str]:
-    out, n = [], 0
-    while len(out) < count:
-        candidate = f"+569{prefix}{n:06d}"
-        n += 1
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            out.append(candidate)
-    return out
+    return numbered(f"+569{prefix}", count)
 
 
 GOOD = valid_numbers(30)

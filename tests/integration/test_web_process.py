@@ -11,12 +11,12 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import phonenumbers
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import states
 from shared.clock import started_at
 from shared.embedded import free_port
+from shared.phones import numbered
 from shared.simulator_process import wait_until
 from tests.fixtures.web import ADMIN_TOKEN, HttpClient
 from tests.helpers import service_env
@@ -113,13 +113,7 @@ def test_readyz_is_503_when_redis_or_mongodb_does_not_answer(web_factory, web_co
 
 
 def numbers(prefix: str, count: int) -> list[str]:
-    out, n = [], 0
-    while len(out) < count:
-        candidate = f"+569{prefix}{n:0{8 - len(prefix)}d}"
-        n += 1
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            out.append(candidate)
-    return out
+    return numbered(f"+569{prefix}", count)
 
 
 def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_factory):

@@ -51,3 +51,13 @@ def test_phone_timezones():
     assert phone_timezones("+12125550123") == ("America/New_York",)
     assert "America/Santiago" in phone_timezones("+56961234567")
     assert phone_timezones("not a number") == ()
+
+
+def test_numbered_gives_valid_distinct_numbers_with_the_prefix():
+    from shared.phones import numbered
+
+    got = numbered("+56961", 50)
+    assert len(set(got)) == 50 and all(n.startswith("+56961") for n in got)
+    assert all(normalize_phone(n, "CL") == n for n in got)
+    with pytest.raises(ValueError, match="only"):
+        numbered("+999", 1, length=6)
