@@ -12,6 +12,7 @@ cover a slow process (leases, back-off after a provider error) are real time con
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -62,6 +63,10 @@ DEFAULT_RECONCILE_GRACE_S = 10.0
 DEFAULT_CALL_GRACE_S = 30.0
 #: Real seconds between two ledger repairs (posting what dead processes left in account documents).
 DEFAULT_REPAIR_EVERY_S = 60.0
+#: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
+DISPATCH_LOCK_MS = 2000
+#: Delete a lock only if it still holds our token.
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 #: Real seconds the hot path reuses the list of active batches and the accounts' limits.
 DEFAULT_RECENT_S = 1.0
 #: Most jobs one schedule_due run dispatches per account.
@@ -219,8 +224,8 @@ class Pipeline:
 
     def _dispatch_account(self, account_id: str, batch_ids: list[str]) -> int:
         """Claim and send as many due jobs as the account has free slots; -1 when another process is at it."""
-        lock = self.slots.redis.set(f"outdial:lock:schedule:{account_id}", "1", nx=True, px=2000)
-        if not lock:
+        key, token = f"outdial:lock:schedule:{account_id}", uuid.uuid4().hex
+        if not self.slots.redis.set(key, token, nx=True, px=DISPATCH_LOCK_MS):
             return -1
         try:
             now_ms = self.clock.now_ms()
@@ -238,7 +243,7 @@ class Pipeline:
                 self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay)
             return len(claimed)
         finally:
-            self.slots.redis.delete(f"outdial:lock:schedule:{account_id}")
+            self.slots.redis.eval(_UNLOCK, 1, key, token)  # only our own lock, even if it expired meanwhile
 
     def _queued_count(self, account_id: str) -> int:
         rows = self.jobs.coll.aggregate([{"$match": {"account_id": account_id, "status": states.QUEUED}},
@@ -323,7 +328,7 @@ class Pipeline:
         metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
         if decision.step == DialStep.STALE:
             return decision.step
-        assert job is not None and cached is not None
+        assert job is not None  # decide_dial says STALE for a missing job
         own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
         if decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
             self.jobs.transition(job_id, to=states.CANCELLED, set_={"last_error": decision.reason}, **own)
@@ -430,8 +435,7 @@ class Pipeline:
         self.billing.release(aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         if isinstance(exc, ProviderRejected) and _is_number_problem(exc):
-            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self.cache.get(job["batch_id"]).settings,
-                                    invalid=True, **own)
+            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
             return "invalid_number"
         wait_s = self.timing.provider_backoff_s
         if isinstance(exc, RateLimited) and exc.retry_after_s:

@@ -122,7 +122,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
                                         "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
         wait_until(lambda: len(_worker_pids(stack)) >= workers * processes, timeout_s=30)
-        time.sleep(2)  # let every worker process boot and connect
+        time.sleep(2)  # sleep ok: the benchmark lets every worker process boot and connect
         pids = _worker_pids(stack)
         cpu0 = {pid: _cpu_s(pid) for pid in pids}
         cmds0 = _mongo_commands(r)
@@ -148,7 +148,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         elapsed = time.monotonic() - t0
         stop.set()
         sampler.join()
-        time.sleep(6)  # one more metrics snapshot from every worker
+        time.sleep(6)  # sleep ok: the benchmark waits for one more metrics snapshot from every worker
         cpu = sum(_cpu_s(pid) - cpu0.get(pid, 0.0) for pid in _worker_pids(stack))
         cmds = _mongo_commands(r) - cmds0
         stats = stack.simulator.stats()

@@ -129,3 +129,21 @@ def test_a_null_name_is_refused_by_the_store(rt):
     batch = rt.batches.create({"name": "b", "account_id": "acc"})
     with pytest.raises(ValidationError, match="name"):
         rt.batches.update(batch["_id"], {"name": None})
+
+
+def test_a_job_whose_batch_was_deleted_is_cancelled_not_dialed(rt, pipeline, sender):
+    batch = batch_with(rt, 1, limit=5)
+    pipeline.schedule_due()
+    (_, job_id, lease, _) = sender.of("dial")[0]
+    rt.batches.coll.delete_one({"_id": batch["_id"]})
+    assert pipeline.dial(job_id, lease) == "batch_gone"
+    job = rt.jobs.get(job_id)
+    assert job["status"] == states.CANCELLED and job["last_error"] == "batch not found"
+    assert pipeline.dial(job_id, lease) == "stale"  # a redelivered message changes nothing
+
+
+def test_dispatch_lock_is_released_only_by_its_owner(rt, pipeline):
+    batch_with(rt, 1, limit=5)
+    rt.redis.set("outdial:lock:schedule:acc", "someone-else", px=60_000)
+    assert pipeline._dispatch_account("acc", [b["_id"] for b in rt.batches.list()]) == -1
+    assert rt.redis.get("outdial:lock:schedule:acc") == b"someone-else"

@@ -476,7 +476,7 @@ def test_a_failing_hook_does_not_stop_the_eviction():
 # -- publishing (a stand-in client: what is published, and failure handling) --------------------------
 
 
-class FakeRedis:
+class StubPublisher:
     def __init__(self, receivers: int = 2, error: Exception | None = None) -> None:
         self.published: list[tuple[str, str]] = []
         self.receivers = receivers
@@ -490,14 +490,14 @@ class FakeRedis:
 
 
 def test_publish_names_the_channel_and_returns_the_receivers():
-    fake = FakeRedis(receivers=3)
+    fake = StubPublisher(receivers=3)
     assert publish_invalidation(fake, A.upper()) == 3
     assert publish_invalidate_all(fake) == 3
     assert fake.published == [(f"cache:invalidate:{A}", "1"), ("cache:invalidate:all", "1")]
 
 
 def test_publish_rejects_a_malformed_id_naming_the_field():
-    fake = FakeRedis()
+    fake = StubPublisher()
     with pytest.raises(ValidationError) as info:
         publish_invalidation(fake, "not-an-id")
     assert info.value.errors[0][0] == "batch_id" and "24 hex" in info.value.errors[0][1]
@@ -505,7 +505,7 @@ def test_publish_rejects_a_malformed_id_naming_the_field():
 
 
 def test_publish_failure_is_logged_unless_strict():
-    fake = FakeRedis(error=redis_lib.ConnectionError("refused"))
+    fake = StubPublisher(error=redis_lib.ConnectionError("refused"))
     before = sample("outdial_batch_cache_invalidations_total", event="publish_failed")
     assert publish_invalidation(fake, A) is None
     with pytest.raises(ServiceError, match="cache:invalidate:"):
@@ -516,13 +516,13 @@ def test_publish_failure_is_logged_unless_strict():
 def test_async_publish():
     import asyncio
 
-    class AsyncFake(FakeRedis):
+    class AsyncStubPublisher(StubPublisher):
         async def publish(self, channel: str, payload: str) -> int:  # type: ignore[override]
-            return FakeRedis.publish(self, channel, payload)
+            return StubPublisher.publish(self, channel, payload)
 
     from shared.invalidation import publish_invalidation_async
 
-    fake = AsyncFake(receivers=1)
+    fake = AsyncStubPublisher(receivers=1)
     assert asyncio.run(publish_invalidation_async(fake, A)) == 1
     assert asyncio.run(publish_invalidation_async(fake, None)) == 1
     assert [c for c, _ in fake.published] == [invalidate_channel(A), invalidate_all_channel()]
