@@ -11,6 +11,7 @@ the ledger sums exactly to the balance.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -256,11 +257,17 @@ def parse_account_request(body: object) -> AccountRequest:
                           has_concurrency_limit="concurrency_limit" in body)
 
 
+#: What an account id may be: it travels in URLs, headers, Redis keys and log lines.
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]*")
+
+
 def validate_account_id(account_id: object) -> str:
-    if not isinstance(account_id, str) or not account_id.strip() or len(account_id) > MAX_ACCOUNT_ID:
+    """``account_id`` stripped, or :class:`ValidationError`: 1-100 letters, digits and ``. _ : @ + -``."""
+    if not isinstance(account_id, str) or not account_id.strip() or len(account_id.strip()) > MAX_ACCOUNT_ID:
         raise ValidationError([("account_id", f"must be a non-empty string of at most {MAX_ACCOUNT_ID} characters")])
-    if account_id.startswith("$") or "\x00" in account_id:
-        raise ValidationError([("account_id", "cannot start with '$' or contain NUL")])
+    if not _ACCOUNT_ID.fullmatch(account_id.strip()):
+        raise ValidationError([("account_id", "may hold only letters, digits and . _ : @ + - (starting with a letter "
+                                              "or digit)")])
     return account_id.strip()
 
 

@@ -125,11 +125,10 @@ def split(total: int, batches: Sequence[BatchSpec] = BATCHES) -> dict[str, int]:
     """How many of ``total`` contacts each batch gets (by ``share``; every batch at least one when possible)."""
     counts = {b.key: int(total * b.share) for b in batches}
     rest = total - sum(counts.values())
-    for b in sorted(batches, key=lambda b: -b.share):
-        if rest <= 0:
-            break
+    # the leftover goes first to batches that got none, then by largest remainder
+    order = sorted(batches, key=lambda b: (counts[b.key] > 0, -(total * b.share - counts[b.key])))
+    for b in order[:rest]:
         counts[b.key] += 1
-        rest -= 1
     return counts
 
 

@@ -77,3 +77,15 @@ def test_account_upsert_reports_creation(db, config, clock):
     assert accounts.concurrency_limit(None) == config.default_concurrency_limit
     with pytest.raises(ValidationError):
         accounts.upsert("$bad", {})
+
+
+@pytest.mark.parametrize("bad", ["\x113\x14", "a b", "a\nb", "$x", "-x", "é", "a" * 101, ""])
+def test_account_ids_are_safe_for_urls_headers_and_keys(db, config, clock, bad):
+    with pytest.raises(ValidationError, match="account_id"):
+        AccountStore(db, config=config).upsert(bad, {})
+    assert db.accounts.count_documents({}) == 0
+
+
+def test_account_ids_keep_the_usual_characters(db, config, clock):
+    doc, _ = AccountStore(db, config=config).upsert(" acme-01.cl:ops@x+y ", {})
+    assert doc["_id"] == "acme-01.cl:ops@x+y"

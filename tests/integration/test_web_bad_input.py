@@ -260,3 +260,12 @@ def test_any_account_body_gets_2xx_or_a_4xx(api, web_runtime, setup, body, plan)
     assert reply.status in (200, 201) or 400 <= reply.status < 500, reply.text
     if reply.status >= 400:
         assert web_runtime.db.accounts.find_one({"_id": "fuzz"}) == before
+
+
+@pytest.mark.parametrize("path", ["/accounts/%113%14", "/accounts/a%0D%0ALocation:x", "/accounts/a%20b"])
+def test_account_ids_with_control_characters_are_refused(api, web_runtime, path):
+    before = snapshot(web_runtime)
+    reply = api.request("PUT", path, data=json.dumps({"plan": {"type": "unlimited"}}),
+                        headers={"Content-Type": "application/json"})
+    assert reply.status == 422 and reply.json()["errors"][0]["field"] == "account_id"
+    assert snapshot(web_runtime) == before
