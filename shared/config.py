@@ -50,7 +50,8 @@ DEFAULT_PIPELINE_DIAL_GUARD_S = 0.5
 DEFAULT_PORT = 8000
 
 
-def _parse_int(raw: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def parse_int(raw: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``raw`` as an integer within the bounds; ``ValueError`` saying what is wrong (also for command lines)."""
     try:
         value = int(raw.strip())
     except ValueError:
@@ -62,7 +63,8 @@ def _parse_int(raw: str, *, minimum: int | None = None, maximum: int | None = No
     return value
 
 
-def _parse_float(raw: str, *, positive: bool = False, minimum: float | None = None) -> float:
+def parse_float(raw: str, *, positive: bool = False, minimum: float | None = None) -> float:
+    """``raw`` as a finite number within the bounds; ``ValueError`` saying what is wrong."""
     try:
         value = float(raw.strip())
     except ValueError:
@@ -174,23 +176,23 @@ class Config:
     retell_agent_id: str | None = _var("RETELL_AGENT_ID", str.strip, doc="agent used when a batch names none")
     call_from_number: str | None = _var("CALL_FROM_NUMBER", str.strip, doc="caller id used when a batch names none")
     max_tries: int = _var(
-        "MAX_TRIES", lambda raw: _parse_int(raw, minimum=1, maximum=100), DEFAULT_MAX_TRIES, "default max_attempts"
+        "MAX_TRIES", lambda raw: parse_int(raw, minimum=1, maximum=100), DEFAULT_MAX_TRIES, "default max_attempts"
     )
     retry_delay_minutes: float = _var(
         "RETRY_DELAY_MINUTES",
-        lambda raw: _parse_float(raw, minimum=0),
+        lambda raw: parse_float(raw, minimum=0),
         DEFAULT_RETRY_DELAY_MINUTES,
         "default delay after a failed round",
     )
     call_max_duration_minutes: float = _var(
         "CALL_MAX_DURATION_MINUTES",
-        lambda raw: _parse_float(raw, positive=True),
+        lambda raw: parse_float(raw, positive=True),
         DEFAULT_CALL_MAX_DURATION_MINUTES,
         "default max_call_duration",
     )
     ring_timeout_seconds: int = _var(
         "RING_TIMEOUT_SECONDS",
-        lambda raw: _parse_int(raw, minimum=5, maximum=300),
+        lambda raw: parse_int(raw, minimum=5, maximum=300),
         DEFAULT_RING_TIMEOUT_SECONDS,
         "default ring_timeout",
     )
@@ -200,29 +202,29 @@ class Config:
     )
     default_concurrency_limit: int = _var(
         "DEFAULT_CONCURRENCY_LIMIT",
-        lambda raw: _parse_int(raw, minimum=1, maximum=100_000),
+        lambda raw: parse_int(raw, minimum=1, maximum=100_000),
         DEFAULT_CONCURRENCY_LIMIT,
         "provider slots per account",
     )
     batch_cache_ttl: float = _var(
-        "BATCH_CACHE_TTL", lambda raw: _parse_float(raw, minimum=0), DEFAULT_BATCH_CACHE_TTL, "batch cache TTL, seconds"
+        "BATCH_CACHE_TTL", lambda raw: parse_float(raw, minimum=0), DEFAULT_BATCH_CACHE_TTL, "batch cache TTL, seconds"
     )
     pipeline_lease_s: float = _var(
-        "PIPELINE_LEASE_S", lambda raw: _parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
+        "PIPELINE_LEASE_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
         "real seconds a dead process's job waits before recovery (keep above the 30 s create timeout)",
     )
     pipeline_dial_guard_s: float = _var(
-        "PIPELINE_DIAL_GUARD_S", lambda raw: _parse_float(raw, minimum=0), DEFAULT_PIPELINE_DIAL_GUARD_S,
+        "PIPELINE_DIAL_GUARD_S", lambda raw: parse_float(raw, minimum=0), DEFAULT_PIPELINE_DIAL_GUARD_S,
         "real seconds before a window closes in which no call starts (covers the dial reaching the provider)",
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
-    port: int = _var("PORT", lambda raw: _parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")
+    port: int = _var("PORT", lambda raw: parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")
     clock_start: datetime | None = _var("OUTDIAL_CLOCK_START", _parse_instant, doc="instant the shared clock starts at")
     clock_speed: float = _var(
-        "OUTDIAL_CLOCK_SPEED", lambda raw: _parse_float(raw, positive=True), 1.0, "shared clock speed factor"
+        "OUTDIAL_CLOCK_SPEED", lambda raw: parse_float(raw, positive=True), 1.0, "shared clock speed factor"
     )
     clock_anchor: float | None = _var(
-        "OUTDIAL_CLOCK_ANCHOR", lambda raw: _parse_float(raw, positive=True), doc="real Unix time the clock read START"
+        "OUTDIAL_CLOCK_ANCHOR", lambda raw: parse_float(raw, positive=True), doc="real Unix time the clock read START"
     )
     lang: str = _var("OUTDIAL_LANG", _parse_choice("en", "es"), "en", "language of reasons (en or es)")
     log_level: str = _var("LOG_LEVEL", _parse_log_level, "INFO", "log level")

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from shared import clock as clock_mod
 from shared import config as config_mod
 from shared import embedded, mongo, states
 from shared.clock import Clock
-from shared.config import Config, load_config
+from shared.config import Config, load_config, parse_float, parse_int
 from shared.errors import EmbeddedServiceError
 from shared.logs import register_secret
 from workers import demo_plan
@@ -121,41 +121,20 @@ class DemoOptions:
     dial_guard_s: float = DEFAULT_DIAL_GUARD_S
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _arg(parse: Callable[..., Any], **bounds: Any) -> Callable[[str], Any]:
+    """A command-line type from one of the configuration's parsers (same checks, same messages)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text, **bounds)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
-    return value
+_positive_int = _arg(parse_int, minimum=1)
+_port = _arg(parse_int, minimum=1, maximum=65535)
+_positive_float = _arg(parse_float, positive=True)
+_non_negative_float = _arg(parse_float, minimum=0)
 
 
 def _instant(text: str) -> datetime:
