@@ -126,10 +126,11 @@ class WebhookProcessor:
 
     # -- the event loop part ------------------------------------------------------------------------
 
-    def _submit(self, call: Call) -> asyncio.Future[str]:
+    def _submit(self, call: Call) -> tuple[asyncio.Future[str], bool]:
+        """The finalize of ``call``: a new one (``True``), or the one already running for it (``False``)."""
         running = self._inflight.get(call.call_id)
         if running is not None:
-            return running
+            return running, False
         loop = asyncio.get_running_loop()
         self.pending += 1
         future = loop.run_in_executor(self.pool, self.apply, call)
@@ -144,18 +145,23 @@ class WebhookProcessor:
                       error=type(exc).__name__, detail=str(exc)[:200])
 
         future.add_done_callback(done)
-        return future
+        return future, True
 
     async def finalize(self, call: Call) -> tuple[int, str]:
-        """``(status, result)``: 200 with the pipeline's answer, 202 if still running, 503 when overloaded."""
+        """``(status, result)``: 200 with the pipeline's answer, 202 if still running, 503 when overloaded.
+
+        A delivery that joins a finalize already running for the same call (``call_ended`` and
+        ``call_analyzed`` close together, or a retried delivery) waits for it but did not apply anything
+        itself: its result is ``"duplicate"``, so each applied outcome is counted once.
+        """
         if call.call_id not in self._inflight and self.pending >= self.max_pending:
             return 503, "overloaded"
-        future = self._submit(call)
+        future, fresh = self._submit(call)
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self.wait_s)
         except TimeoutError:
             return 202, "accepted"
-        return 200, result
+        return 200, result if fresh else "duplicate"
 
     def close(self) -> None:
         """Let running finalizations end (their conditional writes are short) and stop the threads."""

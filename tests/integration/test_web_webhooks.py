@@ -19,6 +19,7 @@ from shared import attempts as attempt_states
 from shared import clock as clock_mod
 from shared import states
 from shared.clock import started_at
+from shared.metrics import REGISTRY
 from shared.simulator_process import wait_until
 from shared.webhooks import SIGNATURE_HEADER, sign_webhook
 from tests.fixtures.web import WebServer, pipeline_for
@@ -32,13 +33,16 @@ SCENARIO = {"numbers": {BUSY: "busy", ANSWER: {"outcome": "answer", "duration_s"
                         ANSWER_2: {"outcome": "answer", "duration_s": 30}, STUCK: "stuck"}}
 
 
+#: The process clock of these tests: 60 times faster than real time (a 30 s call lasts half a second).
+#: One value for the module, so that its tests share pooled simulators.
+FAST = started_at(datetime.now(UTC), speed=60)
+
+
 @pytest.fixture
 def fast():
-    """A process clock running 60 times faster than real time (a 30 s call lasts half a second)."""
     previous = clock_mod._clock
-    fast_clock = started_at(datetime.now(UTC), speed=60)
-    clock_mod.set_clock(fast_clock)
-    yield fast_clock
+    clock_mod.set_clock(FAST)
+    yield FAST
     clock_mod.set_clock(previous)
 
 
@@ -220,6 +224,45 @@ def test_a_slow_finalize_is_answered_202_in_time_and_still_applied(rig_factory):
     wait_until(lambda: rig.runtime.jobs.get(job["_id"])["status"] == states.RETRY_WAIT, timeout_s=30)
     assert rig.runtime.attempts.get(job["attempt_id"])["finalized_by"] == "webhook"
     assert rig.post("call_ended", call).json()["result"] == "duplicate"
+
+
+def test_deliveries_that_share_one_finalize_count_it_once(rig_factory):
+    rig = rig_factory(webhook_threads=1, webhook_wait_s=5)
+    job = rig.in_call(BUSY)
+    analyzed = rig.ended_call(job, analyzed=True)
+    ended = {k: v for k, v in analyzed.items() if k != "call_analysis"}
+
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value("outdial_webhooks_total", {"result": result}) or 0.0
+
+    before = {r: count(r) for r in ("finalized", "duplicate")}
+    processor = rig.server.context.webhooks
+    submitted: list[bool] = []   # per delivery: did it start a finalize (True) or join the running one (False)
+    original = processor._submit
+
+    def spy(call: Any) -> Any:
+        future, fresh = original(call)
+        submitted.append(fresh)
+        return future, fresh
+
+    processor._submit = spy
+    gate = threading.Event()
+    blocker = rig.server.context.webhooks.pool.submit(gate.wait, 60)   # both deliveries arrive while it is busy
+    replies: list[Any] = []
+    senders = [threading.Thread(target=lambda e=e, c=c: replies.append(rig.post(e, c)))
+               for e, c in (("call_ended", ended), ("call_analyzed", analyzed))]
+    try:
+        for sender in senders:
+            sender.start()
+        wait_until(lambda: len(submitted) == 2, timeout_s=10)
+    finally:
+        gate.set()
+        blocker.result(10)
+        for sender in senders:
+            sender.join(30)
+    assert submitted == [True, False]
+    assert sorted(r.json()["result"] for r in replies) == ["busy", "duplicate"]
+    assert count("finalized") - before["finalized"] == 1 and count("duplicate") - before["duplicate"] == 1
 
 
 def test_overload_answers_503_and_the_poll_still_finalizes(rig_factory):
