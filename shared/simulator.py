@@ -9,7 +9,7 @@ faults, and where to send signed webhooks. Calls live on the shared clock
 Debug endpoints (no auth; bind to loopback): ``GET /debug/calls`` (every create request),
 ``GET /debug/calls/{call_id}``, ``GET /debug/stats``, ``GET /debug/webhooks``,
 ``GET|PUT /debug/scenario``, ``GET|PUT /debug/faults``, ``GET|PUT /debug/config``,
-``POST /debug/reset``, ``GET /debug/health``.
+``POST /debug/reset`` (``?full=1``: also scenario, faults and settings back to the start), ``GET /debug/health``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import random
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -147,6 +147,8 @@ class Simulator:
         self.scenario = scenario or Scenario()
         self.faults = faults or Faults()
         self.clock = clock or get_clock()
+        #: What the simulator started with, for :meth:`reset` with ``full=True``.
+        self._initial = (replace(settings), self.scenario, self.faults.to_dict())
         self._webhook_session: aiohttp.ClientSession | None = None
         self._webhook_gate: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -174,13 +176,18 @@ class Simulator:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
-    def reset(self) -> None:
-        """Forget every call, record and counter (scenario, faults and settings stay)."""
+    def reset(self, *, full: bool = False) -> None:
+        """Forget every call, record and counter. Scenario, faults and settings stay, unless ``full``:
+        then they are put back to what the simulator started with (a fresh simulator, without a restart)."""
         for call in self.book.order:
             for handle in call.timers.values():
                 handle.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if full:
+            settings, self.scenario, faults = self._initial
+            self.settings = replace(settings)
+            self.faults = parse_faults(faults)
         self._reset_state()
 
     def set_scenario(self, scenario: Scenario) -> None:
@@ -483,7 +490,7 @@ class _Api:
         return web.json_response(self.sim.settings.public())
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
-        self.sim.reset()
+        self.sim.reset(full=request.query.get("full") in ("1", "true"))
         return web.json_response({"ok": True})
 
     async def health(self, request: web.Request) -> web.StreamResponse:

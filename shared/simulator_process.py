@@ -129,9 +129,10 @@ class SimulatorProcess:
         ``unconnected_status`` or ``seed`` at run time."""
         return self.request("PATCH", "/debug/config", settings)
 
-    def reset(self) -> None:
-        """Forget calls, records and counters (scenario, faults and settings stay)."""
-        self.request("POST", "/debug/reset")
+    def reset(self, *, full: bool = False) -> None:
+        """Forget calls, records and counters (scenario, faults and settings stay, unless ``full``: then
+        they go back to what the simulator started with)."""
+        self.request("POST", "/debug/reset" + ("?full=1" if full else ""))
 
     # -- process ---------------------------------------------------------------------------------------
 

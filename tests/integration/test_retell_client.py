@@ -48,10 +48,13 @@ def client_for(sim: SimulatorProcess, **options: Any) -> RetellClient:
     return RetellClient(load_config({}), base_url=sim.base_url, api_key=sim.api_key, **options)
 
 
+#: The clock of this module's simulators: one value, so that tests share pooled simulators.
+CLOCK = started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST)
+
+
 @pytest.fixture
 def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
-    clock = started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST)
-    return simulator_factory(clock=clock, scenario=SCENARIO)
+    return simulator_factory(clock=CLOCK, scenario=SCENARIO)
 
 
 # -- endpoints ------------------------------------------------------------------------------------
@@ -373,7 +376,7 @@ def test_gateway_errors_on_create_are_ambiguous(sim, status):
 
 
 def test_unknown_disconnection_reason_parses(simulator_factory):
-    sim = simulator_factory(clock=started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST),
+    sim = simulator_factory(clock=CLOCK,
                             scenario={"numbers": {BUSY: {"outcome": "failed", "reason": "quantum_decoherence"}}})
 
     async def go():

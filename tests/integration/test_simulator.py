@@ -39,6 +39,10 @@ def fast_clock() -> Clock:
     return started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=FAST)
 
 
+#: The clock of this module's simulators: one value, so that tests share pooled simulators.
+CLOCK = fast_clock()
+
+
 def http(sim: SimulatorProcess, method: str, path: str, body: Any = None, *, key: str | None = "default",
          raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
     """One request; returns (status, decoded JSON or None, headers) for any status."""
@@ -75,7 +79,7 @@ def analyzed(sim: SimulatorProcess, call_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
-    return simulator_factory(clock=fast_clock(), scenario=SCENARIO)
+    return simulator_factory(clock=CLOCK, scenario=SCENARIO)
 
 
 class WebhookSink:
@@ -234,7 +238,7 @@ def test_stopping_a_ringing_call_never_connects_it(sim, sink):
 
 
 def test_unconnected_status_can_be_not_connected(simulator_factory):
-    s = simulator_factory(clock=fast_clock(), scenario=SCENARIO, unconnected_status="not_connected")
+    s = simulator_factory(clock=CLOCK, scenario=SCENARIO, unconnected_status="not_connected")
     assert analyzed(s, create(s, N["busy"])["call_id"])["call_status"] == "not_connected"
     assert analyzed(s, create(s, N["answer"])["call_id"])["call_status"] == "ended"
 
@@ -243,7 +247,7 @@ def test_unconnected_status_can_be_not_connected(simulator_factory):
 
 
 def test_concurrency_limit_429_mode(simulator_factory):
-    s = simulator_factory(clock=fast_clock(), scenario=SCENARIO, concurrency_limit=3, concurrency_mode="429")
+    s = simulator_factory(clock=CLOCK, scenario=SCENARIO, concurrency_limit=3, concurrency_mode="429")
     calls = [create(s, N["stuck"]) for _ in range(3)]
     status, body, _ = http(s, "POST", "/v2/create-phone-call", {"from_number": FROM, "to_number": N["busy"]})
     assert status == 429 and body == {"status": "error", "message": body["message"]} and "oncurrency" in body["message"]
@@ -255,7 +259,7 @@ def test_concurrency_limit_429_mode(simulator_factory):
 
 
 def test_concurrency_limit_reason_mode(simulator_factory):
-    s = simulator_factory(clock=fast_clock(), scenario=SCENARIO, concurrency_limit=2)
+    s = simulator_factory(clock=CLOCK, scenario=SCENARIO, concurrency_limit=2)
     for _ in range(2):
         create(s, N["stuck"])
     refused = analyzed(s, create(s, N["third"])["call_id"])
@@ -306,7 +310,7 @@ def test_no_call_started_for_calls_that_never_connect(sim, sink):
 
 
 def test_failed_webhooks_are_retried_up_to_three_times(simulator_factory, sink):
-    s = simulator_factory(clock=fast_clock(), scenario=SCENARIO, webhook_url=sink.url, webhook_retry_delay_s=0.05)
+    s = simulator_factory(clock=CLOCK, scenario=SCENARIO, webhook_url=sink.url, webhook_retry_delay_s=0.05)
     sink.fail_next = 2
     call_id = create(s, N["busy"], agent_override={"agent": {"webhook_events": ["call_ended"]}})["call_id"]
     [delivery] = wait_until(lambda: s.webhooks(call_id), message="delivery")
