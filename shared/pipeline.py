@@ -562,7 +562,8 @@ class Pipeline:
         if step == PollStep.STOP and not job.get("stop_requested_at"):
             self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
                                       {"$set": {"stop_requested_at": self.clock.now_ms()}})
-            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True})
+            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True,
+                                                   "stop_requested_at": self.clock.now_ms()})
             self._stop_quietly(call_id)
             event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)
             return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
@@ -604,7 +605,7 @@ class Pipeline:
         self.attempts.end(aid, {
             "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
-            "duration_ms": duration_ms, "charge": charge, "finalized_by": source,
+            "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
         })
         applied = self._apply_outcome(job, outcome, reason, settings)
         self.slots.release(job["account_id"], aid)

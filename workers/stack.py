@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,15 +64,23 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 def stop_group(proc: subprocess.Popen[bytes], *, timeout_s: float = 10.0) -> None:
     """SIGTERM the child's process group, SIGKILL it after ``timeout_s``."""
-    if proc.poll() is None:
+    stop_groups([proc], timeout_s=timeout_s)
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], *, timeout_s: float = 10.0) -> None:
+    """SIGTERM every child's process group at once, wait for them together, SIGKILL what is left after
+    ``timeout_s`` (their shutdowns overlap instead of adding up)."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
         _kill_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-    _kill_group(proc, signal.SIGKILL)  # the group may outlive its leader
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        _kill_group(proc, signal.SIGKILL)  # the group may outlive its leader
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
 
 
 @dataclass
@@ -135,8 +144,8 @@ class Stack:
                          for p in sorted(self.log_dir.glob("*.log")))
 
     def stop(self) -> None:
-        for proc in [*self.clocks, *self.workers, *([self.web] if self.web else [])]:
-            stop_group(proc)
+        stop_groups(self.clocks)   # first: no new work is scheduled while the workers stop
+        stop_groups([*self.workers, *([self.web] if self.web else [])])
         if self.simulator is not None:
             self.simulator.stop()
 

@@ -2,73 +2,93 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytz
 
 from shared import states
-from shared.clock import from_ms, started_at
+from shared.clock import from_ms, started_at, to_ms
 from shared.schedule import is_allowed_time
+from shared.simulator_process import wait_until
+from tests.helpers import jitter_s
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 
 SANTIAGO = pytz.timezone("America/Santiago")
 NEW_YORK = pytz.timezone("America/New_York")
-#: At 10,000x a 30-minute window lasts 0.18 real seconds: a guard of 0.5 real seconds would close it.
-NARROW_GUARD = {"pipeline_dial_guard_s": 0.02}
+#: Phase 1 of the weekend tests: fast enough to cross a weekend in seconds, slow enough that the
+#: decisions made in the first seconds (start-up included) still fall on the Saturday: 1,000x leaves
+#: 30 real seconds of start-up before Saturday 15:00 becomes Sunday.
+DECIDE_SPEED = 1_000
+#: Phase 2: the window itself at 60x, where a second of real jitter is one simulated minute and a
+#: 30-minute window lasts 30 real seconds, with the default 0.5 s dial guard.
+DIAL_SPEED = 60
 
 
 def local(ms: int, zone) -> datetime:
     return from_ms(ms).astimezone(zone)
 
 
-def test_saturday_job_waits_until_monday_nine_across_the_dst_change(stack_factory):
-    # Santiago leaves summer time on Sunday 2026-04-05 (UTC-3 -> UTC-4): Monday 09:00 is 13:00 UTC.
-    saturday_3pm = SANTIAGO.localize(datetime(2026, 4, 4, 15, 0))
-    fast = started_at(saturday_3pm.astimezone(UTC), speed=10_000)
-    phones = numbers("71", 5)
-    stack, runtime = stack_factory(clock=fast, config_overrides=NARROW_GUARD,
-                                   scenario={"numbers": {p: {"outcome": "answer", "duration_s": 60} for p in phones}})
-    settings = {"days_of_week": [1, 2, 3, 4, 5], "allowed_hours": {"start": "09:00", "end": "09:30"},
-                "timezone": "America/Santiago"}
+def postponed_then_dialed(stack_factory, *, start: datetime, opens: datetime, settings: dict, phones: list[str],
+                          scenario: dict):
+    """Phase 1: a stack from ``start`` until every job waits for the window, with ``next_try_at`` at ``opens``
+    (the decision). Phase 2: a new stack on a clock that reads two minutes before ``opens`` and runs at
+    :data:`DIAL_SPEED`, until every job is final. Returns the phase 2 runtime, the batch and the
+    simulator's record of the calls it received."""
+    stack, runtime = stack_factory(clock=started_at(start.astimezone(UTC), speed=DECIDE_SPEED), scenario=scenario)
     batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], settings)
-    monday_9 = datetime(2026, 4, 6, 13, 0, tzinfo=UTC)
 
     def postponed():
         jobs = runtime.jobs.find({"batch_id": batch["_id"]})
         return all(j["status"] == states.WAITING_SCHEDULE for j in jobs) and jobs
-    from shared.simulator_process import wait_until
     jobs = wait_until(postponed, timeout_s=30)
-    assert {from_ms(j["next_try_at"]) for j in jobs} == {monday_9}
-    assert all("Saturday" in j["last_error"] and "America/Santiago" in j["last_error"] for j in jobs)
+    assert {from_ms(j["next_try_at"]) for j in jobs} == {opens}
     assert stack.simulator.dials() == []
+    stack.stop()
+    # Nothing moved after the decision: the jobs wait in MongoDB, not in the broker.
+    assert all(j["status"] == states.WAITING_SCHEDULE for j in runtime.jobs.find({"batch_id": batch["_id"]}))
 
-    wait_final(runtime, batch["_id"], timeout_s=60, stack=stack)
+    stack, runtime = stack_factory(clock=started_at(opens - timedelta(minutes=2), speed=DIAL_SPEED),
+                                   scenario=scenario)
+    wait_final(runtime, batch["_id"], timeout_s=90, stack=stack)
     dials = stack.simulator.dials()
-    assert len(dials) == 5
+    assert len(dials) == len(phones)
+    for attempt in runtime.attempts.coll.find({"batch_id": batch["_id"]}):
+        assert from_ms(attempt["due_at"]) == opens, attempt   # dialed for the decided instant
+    assert min(rec["received_at"] for rec in dials) >= to_ms(opens)
+    return runtime, batch, jobs, dials
+
+
+def test_saturday_job_waits_until_monday_nine_across_the_dst_change(stack_factory):
+    # Santiago leaves summer time on Sunday 2026-04-05 (UTC-3 -> UTC-4): Monday 09:00 is 13:00 UTC.
+    phones = numbers("71", 5)
+    settings = {"days_of_week": [1, 2, 3, 4, 5], "allowed_hours": {"start": "09:00", "end": "09:30"},
+                "timezone": "America/Santiago"}
+    monday_9 = datetime(2026, 4, 6, 13, 0, tzinfo=UTC)
+    runtime, batch, postponed, dials = postponed_then_dialed(
+        stack_factory, start=SANTIAGO.localize(datetime(2026, 4, 4, 15, 0)), opens=monday_9, settings=settings,
+        phones=phones, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 60} for p in phones}})
+    assert all("Saturday" in j["last_error"] and "America/Santiago" in j["last_error"] for j in postponed)
     for rec in dials:
         at = local(rec["received_at"], SANTIAGO)
-        assert at.weekday() == 0 and (at.hour, at.minute) >= (9, 0) and (at.hour, at.minute) < (9, 30), at
+        assert at.weekday() == 0 and (9, 0) <= (at.hour, at.minute) < (9, 30), at
     assert all(j["status"] == states.COMPLETED and j.get("postponed_by_schedule", 0) >= 1
                for j in runtime.jobs.find({"batch_id": batch["_id"]}))
 
 
 def test_spring_forward_weekend_keeps_calls_inside_the_window(stack_factory):
     # New York springs forward on Sunday 2026-03-08: Monday 08:00 EDT is 12:00 UTC, not 13:00.
-    saturday_noon = NEW_YORK.localize(datetime(2026, 3, 7, 12, 0))
-    fast = started_at(saturday_noon.astimezone(UTC), speed=10_000)
     phones = [f"+1212555{n:04d}" for n in range(130, 140)]
-    stack, runtime = stack_factory(clock=fast, config_overrides=NARROW_GUARD,
-                                   scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30} for p in phones}})
     settings = {"windows": [{"days": [1, 2, 3, 4, 5], "start": "08:00", "end": "08:40"}],
                 "timezone": "auto"}  # the zone comes from each +1 212 number: New York
-    batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], settings)
-    wait_final(runtime, batch["_id"], timeout_s=60, stack=stack)
-    dials = stack.simulator.dials()
-    assert len(dials) == len(phones)
+    runtime, batch, _, dials = postponed_then_dialed(
+        stack_factory, start=NEW_YORK.localize(datetime(2026, 3, 7, 12, 0)),
+        opens=datetime(2026, 3, 9, 12, 0, tzinfo=UTC), settings=settings, phones=phones,
+        scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30} for p in phones}})
     for rec in dials:
         at = local(rec["received_at"], NEW_YORK)
         assert at.date() == datetime(2026, 3, 9).date() and at.hour == 8 and at.minute < 40, at
         assert is_allowed_time(settings, from_ms(rec["received_at"]), rec["body"]["to_number"])[0]
+    assert {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED}
 
 
 def test_settings_reach_the_provider_and_overlong_calls_are_stopped(stack_factory):
@@ -92,8 +112,11 @@ def test_settings_reach_the_provider_and_overlong_calls_are_stopped(stack_factor
     (attempt,) = runtime.attempts.for_job(job["_id"])
     assert attempt["outcome"] == "timeout" and attempt["stopped_for_timeout"]
     assert attempt["disconnection_reason"] == "manual_stopped"  # we stopped it; the provider ignored its limit
-    talked_s = (attempt["ended_at"] - attempt["started_at"]) / 1000
-    assert 120 < talked_s < 120 + 30 + 60  # past max_call_duration + grace, stopped within a poll or two
+    # The stop was decided by the first poll past max_call_duration + grace (polls come every 30 s at most),
+    # and the provider ended the call when told: each compared with the jitter budget of this clock.
+    past_limit_s = (attempt["stop_requested_at"] - attempt["started_at"]) / 1000 - (120 + 30)
+    assert 0 < past_limit_s <= 30 + jitter_s(fast), past_limit_s
+    assert 0 <= (attempt["ended_at"] - attempt["stop_requested_at"]) / 1000 <= jitter_s(fast)
 
 
 def test_concurrency_limit_holds_across_two_worker_commands(stack_factory):

@@ -11,6 +11,7 @@ from shared import states
 from shared.batch_controls import cancel_batch, pause_batch, resume_batch
 from shared.clock import started_at
 from shared.simulator_process import wait_until
+from tests.helpers import jitter_s
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
@@ -34,8 +35,14 @@ def test_batch_without_call_settings_behaves_like_the_original_worker(stack_fact
     for rec in dials:
         agent = rec["body"]["agent_override"]["agent"]
         assert (agent["ring_duration_ms"], agent["max_call_duration_ms"]) == (30_000, 600_000)
-    gaps_min = [(b["received_at"] - a["received_at"]) / 60_000 for a, b in itertools.pairwise(dials)]
-    assert all(30 <= gap < 30 + 10 for gap in gaps_min), gaps_min  # RETRY_DELAY_MINUTES after each round
+    # RETRY_DELAY_MINUTES after each round: the next round is due 30 minutes after the failed one was
+    # applied (the write after the outcome, allowing the jitter budget), and dialed no earlier.
+    attempts = runtime.attempts.for_job(job["_id"])
+    for failed, retry in itertools.pairwise(attempts):
+        gap_min = (retry["due_at"] - failed["finalized_at"]) / 60_000
+        assert 30 <= gap_min <= 30 + jitter_s(fast) / 60, gap_min
+    for rec, attempt in zip(dials, attempts, strict=True):
+        assert rec["body"]["metadata"]["attempt_id"] == attempt["_id"] and rec["received_at"] >= attempt["due_at"]
 
 
 def test_settings_that_stop_validating_hold_the_batch_until_fixed(stack_factory):
@@ -62,6 +69,12 @@ def test_settings_that_stop_validating_hold_the_batch_until_fixed(stack_factory)
     assert {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED}
 
 
+def leased(runtime, batch) -> int:
+    """Jobs of the batch that a process holds: queued, dialing or in a call."""
+    counts = runtime.jobs.counts(batch["_id"])
+    return sum(counts[s] for s in states.LEASED)
+
+
 def test_pause_resume_and_cancel(stack_factory):
     fast = started_at(START, speed=60)
     phones = numbers("93", 60)
@@ -70,7 +83,7 @@ def test_pause_resume_and_cancel(stack_factory):
     batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], {}, limit=3)
     wait_until(lambda: len(stack.simulator.dials()) >= 3, timeout_s=30)
     pause_batch(runtime.batches, batch["_id"])
-    wait_until(lambda: runtime.jobs.counts(batch["_id"])[states.IN_CALL] == 0, timeout_s=30)  # calls end normally
+    wait_until(lambda: leased(runtime, batch) == 0, timeout_s=30)  # calls end normally, queued jobs go back
     paused_at = len(stack.simulator.dials())
     time.sleep(2)
     assert len(stack.simulator.dials()) == paused_at
@@ -78,7 +91,7 @@ def test_pause_resume_and_cancel(stack_factory):
     wait_until(lambda: len(stack.simulator.dials()) >= paused_at + 3, timeout_s=30)
     result = cancel_batch(runtime.batches, runtime.jobs, batch["_id"])
     assert result.cancelled_jobs > 0
-    wait_until(lambda: runtime.jobs.counts(batch["_id"])[states.IN_CALL] == 0, timeout_s=30)
+    wait_until(lambda: leased(runtime, batch) == 0, timeout_s=30)
     counts = runtime.jobs.counts(batch["_id"])
     assert counts[states.CANCELLED] == result.cancelled_jobs
     assert counts[states.COMPLETED] + counts[states.CANCELLED] == 60
