@@ -2,10 +2,16 @@
 
 An attempt's ``_id`` is ``<job_id>:r<round>:p<phone_index>:d<dial>`` — the job, the round
 (``tries`` + 1), the phone, and the job's dial sequence number. The dial step computes it from
-the job it just won (the conditional ``queued -> dialing`` transition) and writes it before
-calling the provider, and the provider call carries it in ``metadata.attempt_id``: a call is
-always traceable to its attempt, and an attempt whose create had an unknown outcome is looked up
-at the provider before anything else happens to its job.
+the job it just won (the conditional ``queued -> dialing`` transition), inserts it before calling
+the provider, and sends it as the create's ``idempotency_key`` and in ``metadata.attempt_id``: a
+call is always traceable to its attempt, and an attempt whose create had an unknown outcome is
+sent again with the same key (or looked up) before anything else happens to its job.
+
+An attempt is inserted once, never overwritten (:meth:`AttemptStore.insert`): when recovery finds a
+``dialing`` job whose attempt was never recorded, it inserts it as ``not_placed``, so the process that
+stalled before recording it can never record it later and dial. ``owner`` is the lease token of the
+process that may send its create; recovery takes it over (:meth:`AttemptStore.take_over`) before it
+sends the create again, and a stale owner can then no longer mark it ``not_placed``.
 
 States: ``dialing`` (written before the create) -> ``in_call`` (the provider gave a call id) ->
 ``ended`` (outcome, duration, charge); or ``not_placed`` (the provider never created the call:
@@ -19,6 +25,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, get_clock
 from shared.mongo import ATTEMPTS
@@ -43,12 +50,24 @@ class AttemptStore:
         self.coll: Collection = db[ATTEMPTS]
         self.clock = clock or get_clock()
 
-    def record(self, doc: Mapping[str, Any]) -> None:
-        """Write a new attempt (state ``dialing``); idempotent for the same ``_id``."""
-        fields = {k: v for k, v in doc.items() if k != "_id"}
+    def insert(self, doc: Mapping[str, Any]) -> bool:
+        """Insert a new attempt (state ``dialing`` unless given); False when one with this ``_id`` exists
+        (it is left as it is)."""
+        fields = dict(doc)
         fields.setdefault("state", DIALING)
         fields.setdefault("created_at", self.clock.now_ms())
-        self.coll.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+        try:
+            self.coll.insert_one(fields)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def take_over(self, attempt_id: str, owner: str) -> bool:
+        """Make ``owner`` (a lease token) the only process that may send this ``dialing`` attempt's create."""
+        result = self.coll.update_one({"_id": attempt_id, "state": DIALING},
+                                      {"$set": {"owner": owner, "updated_at": self.clock.now_ms()},
+                                       "$inc": {"takeovers": 1}})
+        return result.matched_count == 1
 
     def get(self, attempt_id: str) -> dict[str, Any] | None:
         return self.coll.find_one({"_id": attempt_id})
@@ -72,8 +91,18 @@ class AttemptStore:
         """``ended`` with the outcome fields (outcome, reason, duration_ms, ...); False if already ended."""
         return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
 
-    def not_placed(self, attempt_id: str, reason: str) -> bool:
-        return self._move(attempt_id, (DIALING,), {"state": NOT_PLACED, "error": reason})
+    def not_placed(self, attempt_id: str, reason: str, *, owner: str | None = None) -> bool:
+        """The provider never got (or never created) this call; with ``owner``, only while that lease token owns it."""
+        query: dict[str, Any] = {"_id": attempt_id, "state": DIALING}
+        if owner is not None:
+            query["owner"] = owner
+        result = self.coll.update_one(query, {"$set": {"state": NOT_PLACED, "error": reason,
+                                                      "updated_at": self.clock.now_ms()}})
+        return result.modified_count == 1
+
+    def count_replay(self, attempt_id: str) -> None:
+        """One more send of this attempt's create with its idempotency key after an unknown outcome."""
+        self.coll.update_one({"_id": attempt_id}, {"$inc": {"replays": 1}})
 
     def orphaned(self, attempt_id: str, call_id: str) -> None:
         self.coll.update_one({"_id": attempt_id}, {"$set": {"state": ORPHANED, "orphan_call_id": call_id,

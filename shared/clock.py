@@ -6,13 +6,23 @@
 whoever starts the processes) make every process agree on a simulated time, so a test can
 start on a Saturday and run an hour per second. Delays handed to the broker or to a sleep
 are simulated durations converted with :meth:`Clock.real_seconds`.
+
+"Real now" is one server's time for every process that runs the pipeline: :class:`ServerTime`
+reads Redis's ``TIME`` and keeps this process's offset to it, so leases, due times and the
+calling-window check agree across machines whatever their own clocks say. A process that cannot
+tell the server's time closely enough (:meth:`ServerTime.trusted`) does not dial.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.config import Config, get_config
 
@@ -29,6 +39,8 @@ class Clock:
     start: datetime | None = None
     speed: float = 1.0
     anchor: float = 0.0
+    #: Where real time comes from (Unix seconds): this machine's clock, or a :class:`ServerTime`.
+    source: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, *, real_now: float | None = None) -> Clock:
@@ -43,9 +55,15 @@ class Clock:
     def is_real(self) -> bool:
         return self.start is None
 
+    def with_source(self, source: Callable[[], float]) -> Clock:
+        """This clock reading real time from ``source`` (e.g. a :class:`ServerTime`)."""
+        from dataclasses import replace
+
+        return replace(self, source=source)
+
     def now(self) -> datetime:
         """The simulated time, timezone-aware UTC."""
-        real = time.time()
+        real = self.source()
         if self.start is None:
             return datetime.fromtimestamp(real, UTC)
         return self.start + timedelta(seconds=(real - self.anchor) * self.speed)
@@ -76,6 +94,89 @@ class Clock:
             "OUTDIAL_CLOCK_SPEED": repr(self.speed),
             "OUTDIAL_CLOCK_ANCHOR": repr(self.anchor),
         }
+
+
+#: Real seconds between two readings of the server's time (the offset drifts slowly).
+DEFAULT_RESYNC_S = 10.0
+#: Real seconds to wait before trying again after the server did not answer.
+RESYNC_RETRY_S = 1.0
+#: Readings taken per synchronisation; the one with the shortest round trip is kept.
+SYNC_SAMPLES = 3
+
+
+class ServerTime:
+    """Real time (Unix seconds) as one server tells it: Redis's ``TIME``, through this process's offset.
+
+    Every ``resync_s`` real seconds the next reading measures the offset again (the reading with the
+    shortest round trip of :data:`SYNC_SAMPLES`); its uncertainty is half that round trip. Between
+    two measurements time is this machine's clock plus the offset, so a process whose own clock is
+    minutes wrong still reads the same time as every other process. If the server does not answer, the
+    last offset is kept and :meth:`trusted` turns false once it is older than its bound.
+
+    :param redis: a ``redis.Redis`` client (the one the process already uses).
+    :param resync_s: real seconds between measurements.
+    :param local: this machine's clock.
+    """
+
+    def __init__(self, redis: Any, *, resync_s: float = DEFAULT_RESYNC_S,
+                 local: Callable[[], float] | None = None) -> None:
+        self.redis = redis
+        self.resync_s = resync_s
+        self.local = local or time.time
+        #: Server time minus local time, seconds (positive: this machine's clock is behind).
+        self.offset_s = 0.0
+        #: Half the round trip of the kept reading, seconds; ``inf`` until the first measurement.
+        self.uncertainty_s = math.inf
+        self._synced_at = -math.inf   # monotonic time of the last measurement
+        self._next_try = -math.inf    # monotonic time before which no new measurement is tried
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        if time.monotonic() >= self._next_try:
+            self.try_sync()
+        return self.local() + self.offset_s
+
+    @property
+    def age_s(self) -> float:
+        """Real seconds since the last successful measurement (``inf``: never)."""
+        return time.monotonic() - self._synced_at
+
+    def try_sync(self) -> bool:
+        """Measure the offset unless another thread is at it; False when the server did not answer."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self.sync()
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure of the server: keep the last offset
+            self._next_try = time.monotonic() + RESYNC_RETRY_S
+            logging.getLogger(__name__).warning("server time unavailable: %s", type(exc).__name__)
+            return False
+        finally:
+            self._lock.release()
+
+    def sync(self) -> None:
+        """Measure the offset now (raises what the Redis client raises)."""
+        best: tuple[float, float] | None = None
+        for _ in range(SYNC_SAMPLES):
+            before = self.local()
+            seconds, micros = self.redis.time()
+            after = self.local()
+            half_trip = max(0.0, after - before) / 2
+            offset = seconds + micros / 1e6 - (before + half_trip)
+            if best is None or half_trip < best[1]:
+                best = (offset, half_trip)
+        assert best is not None
+        self.offset_s, self.uncertainty_s = best
+        self._synced_at = time.monotonic()
+        self._next_try = self._synced_at + self.resync_s
+
+    def trusted(self, *, max_uncertainty_s: float, max_age_s: float) -> bool:
+        """Whether this process knows the server's time within ``max_uncertainty_s``, measured at most
+        ``max_age_s`` real seconds ago (a reading is attempted first when one is due)."""
+        if time.monotonic() >= self._next_try:
+            self.try_sync()
+        return self.uncertainty_s <= max_uncertainty_s and self.age_s <= max_age_s
 
 
 def started_at(start: datetime, *, speed: float = 1.0) -> Clock:

@@ -46,6 +46,13 @@ DEFAULT_PIPELINE_LEASE_S = 60.0
 #: reaches the provider some milliseconds later (p99 about 0.15 s measured under load), and must still be
 #: inside it. On a clock sped up thousands of times this is hours of simulated time: lower it there.
 DEFAULT_PIPELINE_DIAL_GUARD_S = 0.5
+#: Whole-request timeout of one create-phone-call request, real seconds.
+DEFAULT_RETELL_CREATE_TIMEOUT_S = 20.0
+#: The largest uncertainty of the shared (Redis) time a process may dial with, milliseconds.
+DEFAULT_PIPELINE_MAX_SKEW_MS = 2000
+#: Real seconds a dial needs beyond one create request: its writes before the send and the margin of the
+#: fence (the lease must still hold when the create's answer is due).
+DIAL_LEASE_MARGIN_S = 2.0
 #: Web dyno port (Heroku sets ``PORT``).
 DEFAULT_PORT = 8000
 
@@ -105,6 +112,20 @@ def _parse_http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
     return raw.rstrip("/")
+
+
+def _parse_e164(raw: str) -> str:
+    from shared.logs import mask_phone
+    from shared.phones import InvalidPhone, normalize_phone
+
+    text = raw.strip()
+    if not text.startswith("+"):
+        raise ValueError(f"must be an E.164 number with its country code (+ then digits, e.g. +56222222222), "
+                         f"got {mask_phone(text)!r}")
+    try:
+        return normalize_phone(text, "ZZ")
+    except InvalidPhone as exc:
+        raise ValueError(f"not a dialable E.164 number ({exc.reason}), got {mask_phone(text)!r}") from None
 
 
 def _parse_instant(raw: str) -> datetime:
@@ -174,7 +195,12 @@ class Config:
         "RETELL_API_KEY", str.strip, DEFAULT_DEV_API_KEY, "provider API key, also the webhook key"
     )
     retell_agent_id: str | None = _var("RETELL_AGENT_ID", str.strip, doc="agent used when a batch names none")
-    call_from_number: str | None = _var("CALL_FROM_NUMBER", str.strip, doc="caller id used when a batch names none")
+    retell_create_timeout_s: float = _var(
+        "RETELL_CREATE_TIMEOUT_S", lambda raw: parse_float(raw, positive=True), DEFAULT_RETELL_CREATE_TIMEOUT_S,
+        "real seconds one create-phone-call request may take (an ambiguous one is sent again with the same key)",
+    )
+    call_from_number: str | None = _var("CALL_FROM_NUMBER", _parse_e164,
+                                        doc="caller id (E.164) used when a batch names none")
     max_tries: int = _var(
         "MAX_TRIES", lambda raw: parse_int(raw, minimum=1, maximum=100), DEFAULT_MAX_TRIES, "default max_attempts"
     )
@@ -211,7 +237,11 @@ class Config:
     )
     pipeline_lease_s: float = _var(
         "PIPELINE_LEASE_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
-        "real seconds a dead process's job waits before recovery (keep above the 30 s create timeout)",
+        "real seconds a dead process's job waits before recovery (x 1.5 must exceed RETELL_CREATE_TIMEOUT_S + 2)",
+    )
+    pipeline_max_skew_ms: int = _var(
+        "PIPELINE_MAX_SKEW_MS", lambda raw: parse_int(raw, minimum=1, maximum=600_000), DEFAULT_PIPELINE_MAX_SKEW_MS,
+        "largest uncertainty of the shared (Redis) time with which a process still dials, ms",
     )
     pipeline_dial_guard_s: float = _var(
         "PIPELINE_DIAL_GUARD_S", lambda raw: parse_float(raw, minimum=0), DEFAULT_PIPELINE_DIAL_GUARD_S,
@@ -233,6 +263,36 @@ class Config:
     @property
     def retell_is_simulator(self) -> bool:
         return self.retell_base_url is None
+
+    @property
+    def retell_is_production(self) -> bool:
+        """Whether ``RETELL_BASE_URL`` is Retell's own API."""
+        from urllib.parse import urlsplit
+
+        return bool(self.retell_base_url) and urlsplit(self.retell_base_url).hostname == \
+            urlsplit(RETELL_PRODUCTION_URL).hostname
+
+    @property
+    def dialing_lease_s(self) -> float:
+        """Real seconds a ``dialing`` job is leased: the time its create may take before recovery looks."""
+        return self.pipeline_lease_s * 1.5
+
+    def check_deployment(self) -> None:
+        """Refuse settings that are valid one by one but unsafe together (each process calls it at start).
+
+        Raises :class:`ConfigError` naming the variables: Retell's own API with the public development key
+        (anyone could forge webhooks signed with it), or a dialing lease too short for one create request.
+        """
+        problems = []
+        if self.retell_is_production and self.retell_api_key in ("", DEFAULT_DEV_API_KEY):
+            problems.append(f"RETELL_API_KEY: must be your Retell API key when RETELL_BASE_URL is "
+                            f"{RETELL_PRODUCTION_URL} (unset, it is the public development key)")
+        if self.dialing_lease_s < self.retell_create_timeout_s + DIAL_LEASE_MARGIN_S:
+            problems.append(f"PIPELINE_LEASE_S: x 1.5 = {self.dialing_lease_s:g} s must cover one create request "
+                            f"(RETELL_CREATE_TIMEOUT_S = {self.retell_create_timeout_s:g} s) plus "
+                            f"{DIAL_LEASE_MARGIN_S:g} s")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
 
     def with_overrides(self, **changes: Any) -> Config:
         from dataclasses import replace

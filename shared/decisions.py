@@ -13,11 +13,14 @@ from typing import Any
 
 from shared import states
 from shared.call_settings import CallSettings
+from shared.clock import from_ms, to_ms
+from shared.errors import DialAborted
 from shared.schedule import NoAllowedTime, is_allowed_time, next_allowed_time
 
 
 class DialStep(StrEnum):
     STALE = "stale"  #: the message is a duplicate or its lease was taken over: do nothing
+    EARLY = "early"  #: the message arrived before the job is due (a consumer whose clock runs ahead): send it again
     BATCH_GONE = "batch_gone"  #: the batch no longer exists: cancel the job
     PAUSED = "paused"  #: back to pending; dialed again once the batch is resumed
     CANCELLED = "cancelled"  #: the batch was cancelled: cancel the job
@@ -63,6 +66,9 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     """
     if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
         return DialDecision(DialStep.STALE)
+    due = job.get("next_try_at")
+    if due is not None and int(due) > to_ms(now):
+        return DialDecision(DialStep.EARLY, next_try_at=from_ms(int(due)))
     if batch is None:
         return DialDecision(DialStep.BATCH_GONE, "batch not found")
     status = batch.get("status")
@@ -97,6 +103,39 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
                   else f"max attempts reached ({settings.max_attempts})")
         return DialDecision(DialStep.MAX_ATTEMPTS, reason)
     return DialDecision(DialStep.PROCEED, phone_index=phone_index)
+
+
+def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float, need_real_s: float,
+                      clock_trusted: bool, settings: CallSettings, phone: str, contact_timezone: str | None,
+                      guard: timedelta, lang: str = "en") -> DialAborted | None:
+    """The check made right before a create is sent: None to send, else why not (nothing is sent then).
+
+    :param now: the shared time, read just now.
+    :param lease_until_ms: when the sending process's lease on the job ends (shared time, ms).
+    :param real_seconds: real seconds from ``now`` to ``lease_until_ms`` (the lease in real time).
+    :param need_real_s: real seconds the create may still take (its timeout plus the fence's margin): the
+        lease must outlast them, so that recovery, which only looks after the lease ended, never sees an
+        attempt whose create may still be on its way.
+    :param clock_trusted: whether this process knows the shared time closely enough.
+    :param guard: simulated time between this check and the provider receiving the call; the calling
+        window must be open at both ends.
+    """
+    if not clock_trusted:
+        return DialAborted("clock", "the shared time is not known closely enough (PIPELINE_MAX_SKEW_MS)")
+    if real_seconds < need_real_s:
+        return DialAborted("fence", f"the lease ends in {max(real_seconds, 0):.1f} s, before the create could "
+                                    f"be answered ({need_real_s:.1f} s)")
+    for at in (now, now + guard):
+        allowed, why = is_allowed_time(settings, at, phone, contact_timezone=contact_timezone, lang=lang)
+        if not allowed:
+            try:
+                nxt = next_allowed_time(settings, now + guard, phone, contact_timezone=contact_timezone)
+            except NoAllowedTime:
+                nxt = None
+            closing = (f"la ventana cierra antes de que el proveedor reciba la llamada: {why}" if lang == "es"
+                       else f"window closes before the provider would receive the call: {why}")
+            return DialAborted("window", why if at == now else closing, next_try_at=nxt)
+    return None
 
 
 class PollStep(StrEnum):

@@ -131,3 +131,21 @@ class CreateOutcomeUnknown(ProviderError):
         super().__init__(message, status=status, endpoint=endpoint)
         self.to_number = to_number
         self.metadata = dict(metadata or {})
+
+
+class DialAborted(OutdialError):
+    """A dial stopped before its create request was sent: nothing reached the provider.
+
+    Raised by the check made right before each send (the fence and the calling window).
+
+    :param kind: ``fence`` (the lease may end before the create's answer is due), ``clock`` (the shared
+        time is not known closely enough) or ``window`` (the calling window closes before the provider
+        would receive the call).
+    :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
+    """
+
+    def __init__(self, kind: str, reason: str, *, next_try_at: object = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.next_try_at = next_try_at

@@ -48,6 +48,12 @@ DIAL_LAG = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
 RECOVERED = Counter("outdial_recovered_leases", "Expired leases recovered, by job state", ["state"],
                     registry=REGISTRY)
+DIAL_ABORTS = Counter(
+    "outdial_dial_aborts", "Dials stopped right before the create, nothing sent: fence (the lease would end), "
+    "clock (shared time unknown), window (the calling window closes)", ["kind"], registry=REGISTRY)
+RECONCILES = Counter(
+    "outdial_reconciles", "Creates whose outcome was unknown, by how they were settled (replayed with the same "
+    "idempotency key, found by lookup, not_placed, retry)", ["result"], registry=REGISTRY)
 
 MONGO_COMMANDS = Counter("outdial_mongo_commands", "MongoDB commands (round trips) sent by this process",
                          registry=REGISTRY)
@@ -57,6 +63,14 @@ PROVIDER_REQUESTS = Counter("outdial_provider_requests", "Requests sent to the p
                             registry=REGISTRY)
 PROVIDER_ERRORS = Counter("outdial_provider_errors", "Provider errors, by class", ["kind"], registry=REGISTRY)
 WEBHOOKS = Counter("outdial_webhooks", "Provider webhooks received, by result", ["result"], registry=REGISTRY)
+
+# -- shared time --------------------------------------------------------------------------------
+CLOCK_OFFSET = Gauge("outdial_clock_offset_seconds",
+                     "Server (Redis) time minus this machine's clock, as last measured", registry=REGISTRY)
+CLOCK_UNCERTAINTY = Gauge("outdial_clock_uncertainty_seconds",
+                          "Half the round trip of the last server time reading", registry=REGISTRY)
+CLOCK_AGE = Gauge("outdial_clock_sync_age_seconds", "Real seconds since the server's time was last read",
+                  registry=REGISTRY)
 
 # -- batch cache --------------------------------------------------------------------------------
 CACHE_HITS = Counter("outdial_batch_cache_hits", "Batch cache hits", registry=REGISTRY)

@@ -11,14 +11,15 @@ cover a slow process (leases, back-off after a provider error) are real time con
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
 from cachetools import TTLCache
+from redis.exceptions import LockError
 
 from shared import attempts as attempt_states
 from shared import metrics, states
@@ -26,21 +27,29 @@ from shared.accounts import AccountStore
 from shared.attempts import AttemptStore, attempt_id
 from shared.batches import BatchStore
 from shared.call_settings import parse_call_settings
-from shared.clock import Clock, from_ms
-from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, Config
-from shared.decisions import DialStep, PollStep, decide_dial, decide_poll, next_poll_delay_s
+from shared.clock import Clock, ServerTime, from_ms, to_ms
+from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_TIMEOUT_S, Config
+from shared.decisions import (
+    DialStep,
+    PollStep,
+    check_before_send,
+    decide_dial,
+    decide_poll,
+    next_poll_delay_s,
+)
 from shared.errors import (
     CallNotFound,
     CreateOutcomeUnknown,
+    DialAborted,
     ProviderError,
     ProviderRejected,
-    ProviderTimeout,
     RateLimited,
 )
 from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
 from shared.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
-from shared.retell import Call
+from shared.redis_keys import BILLING_REPAIR_LOCK, SLOTS_REBUILD_LOCK, dispatch_lock_key
+from shared.retell import IDEMPOTENCY_WINDOW_S, Call
 from shared.slots import Acquired, Slots
 
 log = get_logger(__name__)
@@ -57,16 +66,28 @@ DEFAULT_HORIZON_S = 5.0
 DEFAULT_PROVIDER_BACKOFF_S = 5.0
 #: Real seconds to wait before retrying when the account has no free slot.
 DEFAULT_NO_SLOT_RETRY_S = 2.0
-#: Real seconds after a create with an unknown outcome before "not found" means "not placed".
+#: Real seconds after a dialing lease ended before "not found at the provider" means "not placed".
 DEFAULT_RECONCILE_GRACE_S = 10.0
+#: Real seconds between a create with an unknown outcome and sending it again with the same key.
+DEFAULT_RECONCILE_RETRY_S = 2.0
+#: Times an attempt's create is sent again with its idempotency key (each up to the client's own sends).
+DEFAULT_MAX_REPLAYS = 5
+#: Real seconds after an attempt's first send during which it is sent again with its key rather than looked
+#: up: well inside the hour the provider honours the key.
+DEFAULT_REPLAY_WINDOW_S = IDEMPOTENCY_WINDOW_S - 600
+#: Real seconds of margin the fence keeps between a create's answer and the end of the lease (the time from
+#: the check to the send, and the shared time's uncertainty).
+DEFAULT_FENCE_MARGIN_S = 1.0
+#: Real seconds after which an unrefreshed reading of the server's time is no longer trusted for dialing.
+DEFAULT_MAX_CLOCK_AGE_S = 60.0
 #: Simulated seconds a call may run past max_call_duration (or ring past ring_timeout) before it is stopped.
 DEFAULT_CALL_GRACE_S = 30.0
 #: Real seconds between two ledger repairs (posting what dead processes left in account documents).
 DEFAULT_REPAIR_EVERY_S = 60.0
 #: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
 DISPATCH_LOCK_MS = 2000
-#: Delete a lock only if it still holds our token.
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+#: Real seconds the slot rebuild may hold its lock.
+SLOTS_REBUILD_LOCK_S = 60.0
 #: Real seconds the hot path reuses the list of active batches and the accounts' limits.
 DEFAULT_RECENT_S = 1.0
 #: Most jobs one schedule_due run dispatches per account.
@@ -119,12 +140,18 @@ class Timing:
     dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
     repair_every_s: float = DEFAULT_REPAIR_EVERY_S
     dial_guard_s: float = DEFAULT_DIAL_GUARD_S
+    create_timeout_s: float = DEFAULT_RETELL_CREATE_TIMEOUT_S
+    fence_margin_s: float = DEFAULT_FENCE_MARGIN_S
+    reconcile_retry_s: float = DEFAULT_RECONCILE_RETRY_S
+    max_replays: int = DEFAULT_MAX_REPLAYS
+    replay_window_s: float = DEFAULT_REPLAY_WINDOW_S
+    max_clock_age_s: float = DEFAULT_MAX_CLOCK_AGE_S
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
         lease = config.pipeline_lease_s
-        return cls(queued_lease_s=lease, dialing_lease_s=lease * 1.5, poll_lease_margin_s=lease,
-                   dial_guard_s=config.pipeline_dial_guard_s)
+        return cls(queued_lease_s=lease, dialing_lease_s=config.dialing_lease_s, poll_lease_margin_s=lease,
+                   dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s)
 
 
 @dataclass(kw_only=True)
@@ -167,6 +194,15 @@ class Pipeline:
         """A real-time wait expressed on the shared clock."""
         return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
 
+    def _sim_ms(self, real_seconds: float) -> int:
+        """A real-time wait as simulated milliseconds."""
+        return int(self.clock.simulated_seconds(real_seconds) * 1000)
+
+    def _slot_lease_ms(self, settings: Any) -> int:
+        """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
+        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
+        return int(life_s * 1000) + self._sim_ms(self.timing.poll_lease_margin_s)
+
     def _real_ms(self, sim_seconds: float) -> int:
         return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
 
@@ -184,10 +220,10 @@ class Pipeline:
         """
         if periodic:
             if not self.slots.known():
-                self.rebuild_slots()
+                self.ensure_slots()
             self.recover_expired()
             self.recover_reservations()
-            if self.slots.redis.set("outdial:lock:billing-repair", "1", nx=True,
+            if self.slots.redis.set(BILLING_REPAIR_LOCK, "1", nx=True,
                                     px=int(self.timing.repair_every_s * 1000)):
                 self.billing.repair()
             self.complete_finished_batches()
@@ -224,8 +260,8 @@ class Pipeline:
 
     def _dispatch_account(self, account_id: str, batch_ids: list[str]) -> int:
         """Claim and send as many due jobs as the account has free slots; -1 when another process is at it."""
-        key, token = f"outdial:lock:schedule:{account_id}", uuid.uuid4().hex
-        if not self.slots.redis.set(key, token, nx=True, px=DISPATCH_LOCK_MS):
+        lock = self.slots.redis.lock(dispatch_lock_key(account_id), timeout=DISPATCH_LOCK_MS / 1000, blocking=False)
+        if not lock.acquire():
             return -1
         try:
             now_ms = self.clock.now_ms()
@@ -243,7 +279,8 @@ class Pipeline:
                 self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay)
             return len(claimed)
         finally:
-            self.slots.redis.eval(_UNLOCK, 1, key, token)  # only our own lock, even if it expired meanwhile
+            with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
+                lock.release()
 
     def _queued_count(self, account_id: str) -> int:
         rows = self.jobs.coll.aggregate([{"$match": {"account_id": account_id, "status": states.QUEUED}},
@@ -266,8 +303,22 @@ class Pipeline:
                 self.sender.reconcile(job["_id"], job["lease_owner"])
         return len(taken)
 
+    def ensure_slots(self) -> bool:
+        """Rebuild the slot sets if Redis lost them, under a lock: two periodic runs never both rebuild (the
+        second would delete slots taken after the first). False when another process holds the lock."""
+        lock = self.slots.redis.lock(SLOTS_REBUILD_LOCK, timeout=SLOTS_REBUILD_LOCK_S, blocking=False)
+        if not lock.acquire():
+            return False
+        try:
+            if not self.slots.known():  # the holder before us may have rebuilt them already
+                self.rebuild_slots()
+            return True
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
+
     def rebuild_slots(self) -> None:
-        """Refill the Redis slot sets from the calls MongoDB shows in progress."""
+        """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
         held: dict[str, dict[str, int]] = {}
         for job in self.jobs.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
                                        {"account_id": 1, "attempt_id": 1, "lease_until": 1}):
@@ -330,7 +381,10 @@ class Pipeline:
             return decision.step
         assert job is not None  # decide_dial says STALE for a missing job
         own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
-        if decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
+        if decision.step == DialStep.EARLY:
+            assert decision.next_try_at is not None
+            self.sender.dial(job_id, lease_owner, delay_ms=max(1, self.clock.real_delay_ms(decision.next_try_at)))
+        elif decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
             self.jobs.transition(job_id, to=states.CANCELLED, set_={"last_error": decision.reason}, **own)
         elif decision.step == DialStep.PAUSED:
             self.jobs.release(job_id, now, decision.reason or "batch paused", **own)
@@ -352,23 +406,32 @@ class Pipeline:
         return decision.step
 
     def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str) -> str:
+        """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
+
+        Winning the conditional transition comes first: a process that loses it (the same message
+        delivered twice) has taken nothing and gives nothing back. From then on this process alone owns
+        the job, the hold and the slot of the attempt, until its lease ends.
+        """
         settings = cached.settings
-        batch = cached.doc
         job_id, account_id = job["_id"], job["account_id"]
         aid = attempt_id(job, phone_index)
-        own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
         now_ms = self.clock.now_ms()
+        lease_until = now_ms + self._sim_ms(self.timing.dialing_lease_s)
+        won = self.jobs.transition(
+            job_id, to=states.DIALING, inc={"dials": 1}, lease_owner=lease_owner, expected=(states.QUEUED,),
+            set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms, "lease_until": lease_until},
+            unset=("stop_requested_at",))
+        if won is None:
+            return DialStep.STALE
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
 
         reservation = self.billing.reserve(account_id, attempt_id=aid, job_id=job_id,
                                            max_call_duration_s=settings.max_call_duration)
         if not reservation.ok:
-            return self._insufficient_balance(job, settings, reservation, own)
+            return self._insufficient_balance(won, settings, reservation, own)
 
-        limit = self._limit(account_id)
-        call_life_ms = (settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s) * 1000
-        slot = self.slots.acquire(account_id, aid, limit=limit, now_ms=now_ms,
-                                  lease_ms=int(call_life_ms + self._sim(self.timing.poll_lease_margin_s)
-                                               .total_seconds() * 1000))
+        slot = self.slots.acquire(account_id, aid, limit=self._limit(account_id), now_ms=now_ms,
+                                  lease_ms=self._slot_lease_ms(settings))
         if slot != Acquired.YES:
             self.billing.release(aid)
             retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
@@ -378,46 +441,96 @@ class Pipeline:
                 self.sender.schedule(None)
             return "no_slot"
 
-        phone = job["contact"]["phones"][phone_index]
-        won = self.jobs.transition(
-            job_id, to=states.DIALING, inc={"dials": 1},
-            set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms,
-                  "reserved": int(getattr(reservation, "amount", 0) or 0),
-                  "lease_until": now_ms + int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)},
-            unset=("stop_requested_at",),
-            **own)
-        if won is None:
-            self.slots.release(account_id, aid)
-            self.billing.release(aid)
-            return DialStep.STALE
-        self.attempts.record({
+        batch = cached.doc
+        attempt = {
             "_id": aid, "job_id": job_id, "batch_id": job["batch_id"], "account_id": account_id,
             "round": int(job.get("tries", 0)) + 1, "phone_index": phone_index, "dial": int(won.get("dials", 1)),
-            "to_number": phone, "created_at": now_ms, "due_at": job.get("next_try_at"),
-        })
-        lag_s = max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000)
-        metrics.DIAL_LAG.observe(lag_s)
+            "to_number": job["contact"]["phones"][phone_index], "created_at": now_ms, "due_at": job.get("next_try_at"),
+            "owner": lease_owner, "from_number": batch.get("from_number") or self.config.call_from_number,
+            "agent_id": batch.get("agent_id") or self.config.retell_agent_id,
+        }
+        if not self.attempts.insert(attempt):
+            return DialStep.STALE  # recovery recorded it first (as not placed): it owns what is left
+        metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
+        return self._create(won, attempt, settings, lease_owner, lease_until,
+                            reserved=int(getattr(reservation, "amount", 0) or 0))
+
+    def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: Any, lease_owner: str,
+                lease_until: int, *, reserved: int | None, replay: bool = False) -> str:
+        """Send the attempt's create (its id as the idempotency key) and record the call.
+
+        Right before every send, :func:`shared.decisions.check_before_send` checks the fence (this
+        process's lease outlasts the create) and the calling window at the same moment; when it fails
+        before the first send, nothing reached the provider. ``replay``: the attempt's create was sent
+        before with an unknown outcome; then :class:`~shared.errors.DialAborted` goes to the caller.
+        """
+        job_id, aid = job["_id"], attempt["_id"]
+        phone = attempt["to_number"]
+        contact_tz = job["contact"].get("timezone")
+        need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
+
+        def precheck() -> None:
+            now = self.clock.now()
+            problem = check_before_send(
+                now=now, lease_until_ms=lease_until,
+                real_seconds=self.clock.real_seconds((lease_until - to_ms(now)) / 1000), need_real_s=need_real_s,
+                clock_trusted=self._clock_trusted(), settings=settings, phone=phone, contact_timezone=contact_tz,
+                guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
+            if problem is not None:
+                raise problem
+
         try:
             call = self.provider.create_phone_call(
-                from_number=batch.get("from_number") or self.config.call_from_number,
+                from_number=attempt.get("from_number") or self.config.call_from_number,
                 to_number=phone,
-                agent_id=batch.get("agent_id") or self.config.retell_agent_id,
+                agent_id=attempt.get("agent_id"),
                 dynamic_variables=dict(job["contact"].get("variables", {})),
-                metadata={"job_id": job_id, "attempt_id": aid, "attempt": int(won.get("dials", 1)),
-                          "round": int(job.get("tries", 0)) + 1, "batch_id": job["batch_id"]},
+                metadata={"job_id": job_id, "attempt_id": aid, "attempt": int(attempt.get("dial", 1)),
+                          "round": int(attempt.get("round", 1)), "batch_id": job["batch_id"]},
                 ring_timeout_s=settings.ring_timeout,
                 max_call_duration_s=settings.max_call_duration,
+                idempotency_key=aid,
+                precheck=precheck,
             )
-        except (CreateOutcomeUnknown, ProviderTimeout) as exc:
+        except DialAborted as exc:
+            if replay:
+                raise
+            return self._abort_dial(job, aid, exc, lease_owner)
+        except CreateOutcomeUnknown as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc))
-            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
+            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "reconcile"
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            return self._create_failed(job, aid, phone_index, exc, lease_owner)
-        metrics.DIALS.inc()
-        return self._record_call(job_id, aid, account_id, call, lease_owner, settings)
+            return self._create_failed(job, aid, exc, lease_owner)
+        if not replay:
+            metrics.DIALS.inc()
+        return self._record_call(job_id, aid, job["account_id"], call, lease_owner, settings, reserved=reserved)
+
+    def _clock_trusted(self) -> bool:
+        source = self.clock.source
+        if not isinstance(source, ServerTime):
+            return True  # a process without a server time (tests of one process) trusts its own clock
+        return source.trusted(max_uncertainty_s=self.config.pipeline_max_skew_ms / 1000,
+                              max_age_s=self.timing.max_clock_age_s)
+
+    def _abort_dial(self, job: Mapping[str, Any], aid: str, exc: DialAborted, lease_owner: str) -> str:
+        """Nothing was sent: the attempt is not placed, the hold and the slot go back, the job waits."""
+        job_id = job["_id"]
+        metrics.DIAL_ABORTS.labels(exc.kind).inc()
+        event(log, "dial_aborted", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
+        if not self.attempts.not_placed(aid, f"not sent: {exc.reason}", owner=lease_owner):
+            return DialStep.STALE  # recovery took the attempt over: it decides
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        if exc.kind == "window" and exc.next_try_at is not None:
+            self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
+            metrics.POSTPONED_BY_SCHEDULE.inc()
+        else:
+            self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
+        return f"aborted_{exc.kind}"
 
     def _insufficient_balance(self, job: Mapping[str, Any], settings: Any, reservation: Any,
                               own: Mapping[str, Any]) -> str:
@@ -426,11 +539,11 @@ class Pipeline:
                                                      expected=own["expected"])
         return str(after["status"]) if after else DialStep.STALE
 
-    def _create_failed(self, job: Mapping[str, Any], aid: str, phone_index: int, exc: ProviderError,
-                       lease_owner: str) -> str:
+    def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
         """The provider refused the create: nothing was placed."""
         job_id, account_id = job["_id"], job["account_id"]
-        self.attempts.not_placed(aid, str(exc)[:300])
+        if not self.attempts.not_placed(aid, str(exc)[:300], owner=lease_owner):
+            return DialStep.STALE
         self.slots.release(account_id, aid)
         self.billing.release(aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
@@ -447,24 +560,29 @@ class Pipeline:
         return "provider_error"
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
-                     settings: Any) -> str:
+                     settings: Any, *, reserved: int | None = None) -> str:
         poll_delay_s = next_poll_delay_s(0)
         lease_ms = self._in_call_lease_ms(settings or self._default_settings())
-        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call.
+        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
+        # and a process that takes the job over reads the call from the attempt.
         self.attempts.set_call(aid, call.call_id)
+        fields: dict[str, Any] = {"call_id": call.call_id, "lease_until": lease_ms}
+        if reserved is not None:
+            fields["reserved"] = reserved
         won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
-                                   where={"attempt_id": aid},
-                                   set_={"call_id": call.call_id, "lease_until": lease_ms})
+                                   where={"attempt_id": aid}, set_=fields)
         if won is None:
             current = self.jobs.get(job_id)
-            if current is None or current.get("call_id") != call.call_id:
-                # Recovery moved the job on while the create was in flight: never let a second call live.
+            attempt = self.attempts.get(aid)
+            mine = (current is not None and current.get("attempt_id") == aid and attempt is not None
+                    and attempt.get("call_id") == call.call_id)
+            if not mine:
+                # The job moved on to another attempt while this create was in flight: never let a second call live.
                 self._stop_quietly(call.call_id)
                 self.attempts.orphaned(aid, call.call_id)
-                self.slots.release(account_id, aid)
                 event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
                 return "orphaned"
-            return "recorded_elsewhere"
+            return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
         event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
               to=mask_phone(getattr(call, "to_number", "") or ""))
         self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(poll_delay_s))
@@ -481,55 +599,106 @@ class Pipeline:
     # -- reconcile ---------------------------------------------------------------------------
 
     def reconcile(self, job_id: str, lease_owner: str) -> str:
-        """A ``dialing`` job whose create outcome is unknown: find its call by metadata before anything else."""
+        """A ``dialing`` job whose create may or may not have reached the provider: settle it before anything else.
+
+        Sent by the dial step after an unknown outcome (same owner), or by recovery after the dialing
+        lease ended (new owner). In order: the attempt was never recorded (insert it as not placed:
+        nothing was sent); its call is known (record it); it is not too old for the provider's
+        idempotency (send the same create again with the same key: the provider answers with the call
+        it made, or makes it now, once); otherwise look it up by metadata, and declare it not placed
+        only once nothing can still be on its way.
+        """
         job = self.jobs.get(job_id)
         if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
             return "stale"
         aid = job.get("attempt_id")
-        attempt = self.attempts.get(aid) if aid else None
+        if not aid:
+            return self._not_placed(job, None, lease_owner, "dial interrupted before an attempt was chosen")
+        attempt = self.attempts.get(aid)
         if attempt is None:
-            # Died between winning the job and recording the attempt: nothing was sent.
-            self.jobs.release(job_id, self.clock.now(), "dial interrupted before the provider was called",
-                              expected=(states.DIALING,), lease_owner=lease_owner)
-            if aid:
-                self.slots.release(job["account_id"], aid)
-                self.billing.release(aid)
-            return "not_placed"
+            if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
+                                     "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
+                                     "owner": lease_owner, "error": "dial interrupted before the attempt was recorded",
+                                     "phone_index": job.get("phone_index"), "round": int(job.get("tries", 0)) + 1}):
+                return self._not_placed(job, aid, lease_owner, "dial interrupted before the provider was called")
+            attempt = self.attempts.get(aid)
+            if attempt is None:
+                return "retry"
+        if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+            return self._not_placed(job, aid, lease_owner, attempt.get("error") or "not placed")
         if attempt.get("call_id"):
-            call = Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
-            cached = self.cache.get(job["batch_id"])
-            return self._record_call(job_id, aid, job["account_id"], call, lease_owner,
-                                     cached.settings if cached else None)
+            metrics.RECONCILES.labels("known").inc()
+            return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
+                                     self._settings_of(job))
+        if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
+            self.sender.reconcile(job_id, lease_owner)  # the attempt changed under us: look again
+            return "retry"
+        cached = self.cache.get(job["batch_id"])
+        age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
+        if (cached is not None and cached.settings is not None and age_real_s < self.timing.replay_window_s
+                and int(attempt.get("replays", 0)) < self.timing.max_replays):
+            lease_until = self._extend_dialing_lease(job_id, lease_owner)
+            if lease_until is None:
+                return "stale"
+            self.attempts.count_replay(aid)
+            try:
+                result = self._create(job, attempt, cached.settings, lease_owner, lease_until, reserved=None,
+                                      replay=True)
+            except DialAborted as exc:
+                event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
+            else:
+                metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
+                return result
+        return self._look_up(job, attempt, lease_owner)
+
+    def _known_call(self, attempt: Mapping[str, Any]) -> Call:
+        return Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
+
+    def _look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+        """Find the attempt's call by its metadata; not placed only once nothing can still be on its way."""
+        job_id, aid = job["_id"], attempt["_id"]
         try:
             found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
                                                          since_ms=int(attempt.get("created_at", 0)) - 3_600_000)
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
             return "retry"
         if found:
-            cached = self.cache.get(job["batch_id"])
+            metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
-            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner,
-                                     cached.settings if cached else None)
-        age_ms = self.clock.now_ms() - int(attempt.get("created_at", 0))
-        if age_ms < self._sim(self.timing.reconcile_grace_s).total_seconds() * 1000:
+            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
+        settled_after = (int(attempt.get("created_at", 0)) + self._sim_ms(self.timing.dialing_lease_s)
+                         + self._sim_ms(self.timing.reconcile_grace_s))
+        if self.clock.now_ms() < settled_after:
+            metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
             return "retry"
-        self.attempts.not_placed(aid, "create outcome unknown; no call found at the provider")
-        self.slots.release(job["account_id"], aid)
-        self.billing.release(aid)
-        self.jobs.release(job_id, self.clock.now(), "provider did not create the call",
-                          expected=(states.DIALING,), lease_owner=lease_owner)
+        reason = "create outcome unknown; no call found at the provider"
+        if not self.attempts.not_placed(aid, reason, owner=lease_owner):
+            self.sender.reconcile(job_id, lease_owner)
+            return "retry"
+        metrics.RECONCILES.labels("not_placed").inc()
         event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
+        return self._not_placed(job, aid, lease_owner, "provider did not create the call")
+
+    def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: str) -> str:
+        """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
+        if aid:
+            self.slots.release(job["account_id"], aid)
+            self.billing.release(aid)
+        self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 
-    def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> None:
-        until = self.clock.now_ms() + int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)
-        self.jobs.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
-                                  {"$set": {"lease_until": until}})
+    def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> int | None:
+        """A fresh dialing lease for the owner; its end (ms), or None when the job is no longer its own."""
+        until = self.clock.now_ms() + self._sim_ms(self.timing.dialing_lease_s)
+        result = self.jobs.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
+                                           {"$set": {"lease_until": until}})
+        return until if result.modified_count == 1 else None
 
     # -- poll and finalize -------------------------------------------------------------------
 

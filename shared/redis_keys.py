@@ -31,3 +31,19 @@ def slots_key(account_id: str) -> str:
 def metrics_key(name: str) -> str:
     """Hash of a counter shared by every process, for /metrics."""
     return f"{PREFIX}:metrics:{name}"
+
+
+def dispatch_lock_key(account_id: str) -> str:
+    """Lock held while one process dispatches an account's due jobs."""
+    return f"{PREFIX}:lock:schedule:{account_id}"
+
+
+def kick_key(account_id: str) -> str:
+    """Debounce marker of a "fill the freed slot" message for an account."""
+    return f"{PREFIX}:kick:{account_id}"
+
+
+#: Lock held while one process rebuilds the slot sets after Redis lost them.
+SLOTS_REBUILD_LOCK = f"{PREFIX}:lock:slots-rebuild"
+#: Marker that spaces two ledger repairs.
+BILLING_REPAIR_LOCK = f"{PREFIX}:lock:billing-repair"

@@ -4,9 +4,13 @@
 bodies and status codes) over one reused ``aiohttp.ClientSession``. Failures raise the
 provider branch of :mod:`shared.errors`; only idempotent requests (get, list, concurrency,
 stop) are retried here, with jittered exponential backoff that honours ``retry-after``.
-A create is sent exactly once: when its answer is lost after the request went out it raises
-:class:`~shared.errors.CreateOutcomeUnknown`, and the caller reconciles with
-:meth:`RetellClient.find_calls_by_metadata` before ever dialing that attempt again.
+A create carries an ``idempotency_key`` (outdial sends the attempt id): Retell answers a repeated key
+within an hour with the call the first request created, without dialing again. So an ambiguous
+create (timeout, reset, 408/409/5xx, unreadable answer) is sent again with the same key, a bounded
+number of times, each send preceded by the caller's check (the fence and the calling window). When
+it stays ambiguous it raises :class:`~shared.errors.CreateOutcomeUnknown`, and the caller sends it
+again later with the same key, or, past the key's hour, looks it up with
+:meth:`RetellClient.find_calls_by_metadata`. Without a key a create is sent exactly once.
 
 Dramatiq actors are plain threads: they use :func:`get_sync_client`, whose methods block
 while the coroutines run on one background event-loop thread per process (re-created after
@@ -37,6 +41,7 @@ from shared.config import Config, get_config
 from shared.errors import (
     CallNotFound,
     CreateOutcomeUnknown,
+    DialAborted,
     PaymentRequired,
     ProviderAuthError,
     ProviderError,
@@ -73,12 +78,14 @@ DEFAULT_SIMULATOR_PORT = 8090
 DEFAULT_SIMULATOR_URL = f"http://127.0.0.1:{DEFAULT_SIMULATOR_PORT}"
 #: Whole-request timeout of get/list/stop/concurrency, seconds.
 DEFAULT_TIMEOUT_S = 20.0
-#: Whole-request timeout of create-phone-call, seconds (Retell's SDK allows 120: too long for a dial thread).
-DEFAULT_CREATE_TIMEOUT_S = 30.0
 #: Time allowed to open a TCP/TLS connection, seconds (a connect that times out sent nothing).
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
-#: Automatic retries of an idempotent request (so at most 3 sends); create is never retried.
+#: Automatic retries of an idempotent request (so at most 3 sends).
 DEFAULT_MAX_RETRIES = 2
+#: Sends of one create with an idempotency key while its outcome stays ambiguous.
+DEFAULT_CREATE_SENDS = 3
+#: How long Retell honours an idempotency key (one hour), real seconds.
+IDEMPOTENCY_WINDOW_S = 3600.0
 #: First backoff, seconds; doubles each retry, with jitter, capped by DEFAULT_BACKOFF_MAX_S.
 DEFAULT_BACKOFF_BASE_S = 0.5
 #: Longest backoff between two sends, seconds (Retell's SDK: 0.5 to 8 s).
@@ -308,7 +315,8 @@ def _seconds_to_ms(name: str, seconds: float, bounds: tuple[int, int]) -> int:
 def build_create_body(*, from_number: str, to_number: str, agent_id: str | None = None,
                       dynamic_variables: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
                       ring_timeout_s: float | None = None, max_call_duration_s: float | None = None,
-                      agent_override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      agent_override: Mapping[str, Any] | None = None,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
     """The JSON body of ``POST /v2/create-phone-call`` for outdial's call settings.
 
     :param from_number: caller id, E.164.
@@ -319,11 +327,14 @@ def build_create_body(*, from_number: str, to_number: str, agent_id: str | None 
     :param ring_timeout_s: seconds; sent as ``agent_override.agent.ring_duration_ms``, clamped to 5-300 s.
     :param max_call_duration_s: seconds; sent as ``agent_override.agent.max_call_duration_ms``, clamped to 60-7200 s.
     :param agent_override: further ``agent_override`` content, merged under the two fields above.
+    :param idempotency_key: the same key within an hour gets the first request's call, never a second one.
     """
     for name, value in (("from_number", from_number), ("to_number", to_number)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name} must be a non-empty E.164 string, got {value!r}")
     body: dict[str, Any] = {"from_number": from_number, "to_number": to_number}
+    if idempotency_key:
+        body["idempotency_key"] = str(idempotency_key)
     if agent_id:
         body["override_agent_id"] = agent_id
     if dynamic_variables:
@@ -403,13 +414,11 @@ def error_from_response(status: int, text: str, headers: Mapping[str, str], *, e
     call_scoped = endpoint in ("get_call", "stop_call")
     if call_scoped and (status == 404 or (status == 422 and "not found" in message.lower())):
         return CallNotFound(message, status=status, endpoint=endpoint)
-    if status in (408, 504):
-        if endpoint == "create_phone_call":
-            return CreateOutcomeUnknown(message, status=status)
-        return ProviderTimeout(message, status=status, endpoint=endpoint)
-    if status == 502 and endpoint == "create_phone_call":
-        # A gateway answered for a backend that may have created the call.
+    if endpoint == "create_phone_call" and (status in (408, 409) or status >= 500):
+        # The backend may have created the call before failing, timing out or answering for a gateway.
         return CreateOutcomeUnknown(message, status=status)
+    if status in (408, 504):
+        return ProviderTimeout(message, status=status, endpoint=endpoint)
     if status == 409 or status >= 500:
         return ProviderUnavailable(message, status=status, endpoint=endpoint)
     return ProviderRejected(message, status=status, endpoint=endpoint)
@@ -430,7 +439,8 @@ class RetellClient:
     :param base_url: overrides the config's base URL.
     :param api_key: overrides the config's API key.
     :param timeout_s: whole-request timeout of idempotent requests, seconds; default 20.
-    :param create_timeout_s: whole-request timeout of create-phone-call, seconds; default 30.
+    :param create_timeout_s: whole-request timeout of one create-phone-call send, seconds; default
+        ``RETELL_CREATE_TIMEOUT_S`` (20).
     :param connect_timeout_s: connection set-up timeout, seconds; default 5.
     :param max_retries: automatic retries of idempotent requests; default 2.
     :param backoff_base_s: first backoff, seconds; default 0.5. ``backoff_max_s``: cap, default 8.
@@ -441,7 +451,7 @@ class RetellClient:
     """
 
     def __init__(self, config: Config | None = None, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, create_timeout_s: float = DEFAULT_CREATE_TIMEOUT_S,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, create_timeout_s: float | None = None,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES,
                  backoff_base_s: float = DEFAULT_BACKOFF_BASE_S, backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
                  max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
@@ -451,7 +461,7 @@ class RetellClient:
         self.base_url = (base_url or config.retell_base_url or DEFAULT_SIMULATOR_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else config.retell_api_key
         self.timeout_s = timeout_s
-        self.create_timeout_s = create_timeout_s
+        self.create_timeout_s = create_timeout_s if create_timeout_s is not None else config.retell_create_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
@@ -574,26 +584,58 @@ class RetellClient:
                                 dynamic_variables: Mapping[str, Any] | None = None,
                                 metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
                                 max_call_duration_s: float | None = None,
-                                agent_override: Mapping[str, Any] | None = None) -> Call:
-        """``POST /v2/create-phone-call`` (201). Never retried. Parameters: see :func:`build_create_body`.
+                                agent_override: Mapping[str, Any] | None = None,
+                                idempotency_key: str | None = None,
+                                precheck: Callable[[], None] | None = None,
+                                max_sends: int = DEFAULT_CREATE_SENDS) -> Call:
+        """``POST /v2/create-phone-call`` (201). Parameters: see :func:`build_create_body`.
 
-        Raises :class:`~shared.errors.CreateOutcomeUnknown` when the request went out and its answer
-        was lost (timeout, connection reset, 502/504, unreadable 2xx body): reconcile before redialing.
+        :param idempotency_key: with a key, an ambiguous answer (timeout, connection reset, 408/409/5xx,
+            unreadable 2xx body) is sent again with the same key, at most ``max_sends`` sends in all, with
+            backoff; without one the create is sent once.
+        :param precheck: called right before every send; it raises :class:`~shared.errors.DialAborted` to
+            stop. Before the first send that propagates (nothing was sent); before a later one the outcome
+            of the earlier sends is unknown, so it becomes :class:`~shared.errors.CreateOutcomeUnknown`.
+
+        Raises :class:`~shared.errors.CreateOutcomeUnknown` when the call may exist and this client could
+        not find out: send it again later with the same key (or look it up) before ever dialing anew.
         """
         body = build_create_body(from_number=from_number, to_number=to_number, agent_id=agent_id,
                                  dynamic_variables=dynamic_variables, metadata=metadata,
                                  ring_timeout_s=ring_timeout_s, max_call_duration_s=max_call_duration_s,
-                                 agent_override=agent_override)
-        _, text = await self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
-                                       idempotent=False, timeout_s=self.create_timeout_s,
-                                       to_number=to_number, metadata=metadata)
-        try:
-            return Call.from_api(json.loads(text))
-        except ValueError as exc:
-            error = CreateOutcomeUnknown(f"unreadable create answer: {exc}", to_number=to_number,
-                                         metadata=dict(metadata or {}))
-            self._record_failure(error, attempt=0, will_retry=False, to_number=to_number)
-            raise error from None
+                                 agent_override=agent_override, idempotency_key=idempotency_key)
+        context = {"to_number": to_number, "metadata": dict(metadata or {})}
+        sends = max(1, max_sends) if idempotency_key else 1
+        ambiguous: CreateOutcomeUnknown | None = None
+        for send in range(sends):
+            if send:
+                await asyncio.sleep(_backoff_s(send - 1, base_s=self.backoff_base_s, max_s=self.backoff_max_s,
+                                               rng=self._rng))
+            if precheck is not None:
+                try:
+                    precheck()
+                except DialAborted as exc:
+                    if ambiguous is None:
+                        raise
+                    raise CreateOutcomeUnknown(f"{ambiguous.message}; not sent again: {exc.reason}",
+                                               status=ambiguous.status, **context) from None
+            try:
+                _, text = await self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
+                                               idempotent=False, timeout_s=self.create_timeout_s, **context)
+                return Call.from_api(json.loads(text))
+            except ValueError as exc:
+                ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", **context)
+            except CreateOutcomeUnknown as exc:
+                ambiguous = exc
+                continue
+            except ProviderError as exc:
+                if ambiguous is not None and (exc.retryable or isinstance(exc, RateLimited)):
+                    # This send was refused before it was processed; an earlier one may still have created the call.
+                    continue
+                raise
+            self._record_failure(ambiguous, attempt=send, will_retry=send + 1 < sends, to_number=to_number)
+        assert ambiguous is not None
+        raise ambiguous
 
     def _parse_call(self, text: str, endpoint: str) -> Call:
         try:

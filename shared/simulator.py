@@ -68,6 +68,8 @@ DEFAULT_WEBHOOK_LOG = 20_000
 SHUTDOWN_GRACE_S = 0.5
 #: Simulated milliseconds after which a call refused for concurrency ends.
 CONCURRENCY_REFUSAL_MS = 300
+#: How long a create's ``idempotency_key`` is honoured, simulated milliseconds (Retell: one hour).
+IDEMPOTENCY_WINDOW_MS = 3_600_000
 
 _FAULT_MESSAGES = {
     400: "Bad request", 401: "API key is missing or invalid", 402: "No valid payment method or trial ended",
@@ -165,6 +167,9 @@ class Simulator:
         self.webhook_counts: Counter[str] = Counter()
         self.webhook_log: deque[dict[str, Any]] = deque(maxlen=DEFAULT_WEBHOOK_LOG)
         self.rejected_for_concurrency = 0
+        self.idempotent_replays = 0
+        #: Calls by the ``idempotency_key`` of the create that made them.
+        self.idempotency: dict[str, SimCall] = {}
         self._fault_rng = random.Random(f"{self.seed}|faults")
 
     @property
@@ -198,6 +203,20 @@ class Simulator:
 
     # -- operations ----------------------------------------------------------------------------------
 
+    def replay(self, req: CreateRequest) -> SimCall | None:
+        """The call an earlier create with the same ``idempotency_key`` made within the hour, else None.
+
+        A key reused with another destination or caller id is refused (422), as a different request.
+        """
+        if not req.idempotency_key:
+            return None
+        known = self.idempotency.get(req.idempotency_key)
+        if known is None or self.now_ms() - known.created_ms > IDEMPOTENCY_WINDOW_MS:
+            return None
+        if (known.request.to_number, known.request.from_number) != (req.to_number, req.from_number):
+            raise ApiError(422, "idempotency_key was already used for a different request")
+        return known
+
     def create_call(self, req: CreateRequest) -> SimCall:
         """Accept a valid create: apply the concurrency limit, plan the call, schedule its webhooks."""
         if self.scenario.from_numbers is not None and req.from_number not in self.scenario.from_numbers:
@@ -223,6 +242,8 @@ class Simulator:
                                request=req, agent_id=req.agent_id or self.scenario.agent_id, plan=plan,
                                analysis_delay_ms=round(self.scenario.analysis_delay_s * 1000))
         self.book.add(call, now, refused=over_limit)
+        if req.idempotency_key:
+            self.idempotency[req.idempotency_key] = call
         self._schedule_webhooks(call, now)
         return call
 
@@ -262,7 +283,8 @@ class Simulator:
             "now_ms": now, "calls_created": len(self.book), "dials": sum(self.book.dial_counts.values()),
             "active": self.book.active_count(now), "max_active": self.book.max_active,
             "concurrency_limit": self.settings.concurrency_limit, "concurrency_mode": self.settings.concurrency_mode,
-            "rejected_for_concurrency": self.rejected_for_concurrency, "requests": dict(self.requests),
+            "rejected_for_concurrency": self.rejected_for_concurrency, "idempotent_replays": self.idempotent_replays,
+            "requests": dict(self.requests),
             "responses": dict(self.responses), "faults": dict(self.faults_injected),
             "webhooks": {**{k: 0 for k in ("delivered", "failed_attempts", "gave_up", "skipped_no_url")},
                          **dict(self.webhook_counts), "in_flight": len(self._tasks)},
@@ -411,7 +433,14 @@ class _Api:
         return wrapped
 
     async def create(self, request: web.Request, body: Any, record: dict[str, Any]) -> web.StreamResponse:
-        call = self.sim.create_call(parse_create_body(body))
+        req = parse_create_body(body)
+        call = self.sim.replay(req)
+        if call is not None:
+            # The same key within the hour: the original call, nothing dialed.
+            self.sim.idempotent_replays += 1
+            record["idempotent_replay"] = True
+        else:
+            call = self.sim.create_call(req)
         record["call_id"] = call.call_id
         return web.json_response(call.view(call.created_ms), status=201)
 

@@ -28,8 +28,11 @@ DEFAULT_WEBHOOK_EVENTS = WEBHOOK_EVENTS[:3]
 
 CREATE_FIELDS = frozenset({
     "from_number", "to_number", "override_agent_id", "override_agent_version", "retell_llm_dynamic_variables",
-    "metadata", "custom_sip_headers", "ignore_e164_validation", "agent_override",
+    "metadata", "custom_sip_headers", "ignore_e164_validation", "agent_override", "idempotency_key",
+    "honor_internal_dnc",
 })
+#: Longest idempotency key accepted.
+MAX_IDEMPOTENCY_KEY = 255
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
@@ -58,6 +61,7 @@ class CreateRequest:
     max_call_duration_ms: int
     webhook_url: str | None
     webhook_events: tuple[str, ...]
+    idempotency_key: str | None = None
 
 
 def _bad(message: str) -> ApiError:
@@ -118,6 +122,15 @@ def _agent_override(value: Any) -> tuple[int, int, str | None, tuple[str, ...]]:
     return ring, longest, url, events
 
 
+def _idempotency_key(body: Mapping[str, Any]) -> str | None:
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY):
+        raise _bad(f"idempotency_key must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY} characters")
+    if not isinstance(body.get("honor_internal_dnc", False), bool):
+        raise _bad("honor_internal_dnc must be a boolean")
+    return key
+
+
 def parse_create_body(body: Any) -> CreateRequest:
     """Validate a ``POST /v2/create-phone-call`` body as Retell does; raises :class:`ApiError` (400)."""
     if not isinstance(body, Mapping):
@@ -150,11 +163,13 @@ def parse_create_body(body: Any) -> CreateRequest:
         raise _bad("metadata must be an object")
     if body.get("custom_sip_headers") is not None:
         _string_map(body["custom_sip_headers"], "custom_sip_headers")
+    key = _idempotency_key(body)
     ring, longest, url, events = _agent_override(body.get("agent_override"))
     return CreateRequest(
         from_number=body["from_number"], to_number=body["to_number"], agent_id=agent_id, agent_version=version,
         dynamic_variables=variables, metadata=dict(metadata) if metadata is not None else None,
         ring_duration_ms=ring, max_call_duration_ms=longest, webhook_url=url, webhook_events=events,
+        idempotency_key=key,
     )
 
 

@@ -80,10 +80,11 @@ class SimulatorProcess:
         return self.request("GET", "/debug/health")
 
     def calls(self, *, to_number: str | None = None, created: bool = False) -> list[dict[str, Any]]:
-        """Every create request received: ``{"received_at", "body", "call_id", "status"[, "fault"]}``.
+        """Every create request received: ``{"received_at", "body", "call_id", "status"[, "fault",
+        "idempotent_replay"]}``.
 
         :param to_number: only requests to this number.
-        :param created: only requests that created a call (``call_id`` set); see :meth:`dials`.
+        :param created: only requests that created a call or replayed one (``call_id`` set); see :meth:`dials`.
         """
         query = {}
         if to_number:
@@ -93,8 +94,13 @@ class SimulatorProcess:
         return self.request("GET", "/debug/calls" + ("?" + urllib.parse.urlencode(query) if query else ""))
 
     def dials(self, to_number: str | None = None) -> list[dict[str, Any]]:
-        """The create requests that created a call (including those whose answer was dropped)."""
-        return self.calls(to_number=to_number, created=True)
+        """The create requests that created a call (including those whose answer was dropped); a repeated
+        idempotency key that got the original call back dialed nothing and is not one."""
+        return [r for r in self.calls(to_number=to_number, created=True) if not r.get("idempotent_replay")]
+
+    def replays(self) -> list[dict[str, Any]]:
+        """The create requests answered with the call of an earlier one (same idempotency key)."""
+        return [r for r in self.calls(created=True) if r.get("idempotent_replay")]
 
     def call_debug(self, call_id: str) -> dict[str, Any]:
         """The plan of a call: outcome, connect/end instants, current view, pending webhooks."""

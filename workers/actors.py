@@ -12,6 +12,7 @@ import threading
 import dramatiq
 
 from shared.pipeline import Pipeline
+from shared.redis_keys import kick_key
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
 #: Queue names.
@@ -62,7 +63,7 @@ class DramatiqSender:
 
     def schedule(self, account_id: str | None = None) -> None:
         if account_id is not None:
-            fresh = self.redis.set(f"outdial:kick:{account_id}", "1", nx=True, px=KICK_DEBOUNCE_MS)  # type: ignore[attr-defined]
+            fresh = self.redis.set(kick_key(account_id), "1", nx=True, px=KICK_DEBOUNCE_MS)  # type: ignore[attr-defined]
             if not fresh:
                 return
         schedule_due.send(account_id)

@@ -363,10 +363,10 @@ def _prepare_db(runtime: Any) -> None:
 
 def _clear_account_keys(runtime: Any) -> None:
     """Forget slots and locks a previous demo run left for the demo account (a killed run)."""
-    from shared.redis_keys import slots_key
+    from shared.redis_keys import dispatch_lock_key, kick_key, slots_key
 
-    runtime.redis.delete(slots_key(demo_plan.ACCOUNT_ID), f"outdial:lock:schedule:{demo_plan.ACCOUNT_ID}",
-                         f"outdial:kick:{demo_plan.ACCOUNT_ID}")
+    runtime.redis.delete(slots_key(demo_plan.ACCOUNT_ID), dispatch_lock_key(demo_plan.ACCOUNT_ID),
+                         kick_key(demo_plan.ACCOUNT_ID))
 
 
 def create_campaign(runtime: Any, campaign: demo_plan.Campaign, *, start: datetime,

@@ -10,11 +10,11 @@ from typing import Any
 import redis as redis_lib
 from pymongo.database import Database
 
-from shared import mongo
+from shared import metrics, mongo
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
-from shared.clock import Clock, get_clock
+from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import Config, get_config
 from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
@@ -32,6 +32,8 @@ class Runtime:
     db: Database
     redis: redis_lib.Redis
     redis_url: str
+    #: Where the clock's real time comes from (Redis's TIME through this process's offset).
+    server_time: ServerTime | None = None
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -84,18 +86,28 @@ class Runtime:
 
 
 def build_runtime(config: Config | None = None, clock: Clock | None = None) -> Runtime:
-    """Connect to the services ``config`` names. MongoDB must be named: processes share it."""
+    """Connect to the services ``config`` names. MongoDB must be named: processes share it.
+
+    The runtime's clock reads real time from Redis (:class:`shared.clock.ServerTime`), so every process
+    that shares the Redis shares one time for leases, due times and calling windows.
+    """
     config = config or get_config()
     if not config.mongodb_uri:
         raise ConfigError(
             "MONGODB_URI is not set: worker, clock and web processes must share one MongoDB "
             "(`outdial services` starts an embedded one and prints its URI)"
         )
+    config.check_deployment()
     redis_url = config.redis_url or LOCAL_REDIS_URL
     db = mongo.database(config.mongodb_uri, config.mongodb_db)
     client = redis_lib.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5,
                                       health_check_interval=30)
-    return Runtime(config=config, clock=clock or get_clock(), db=db, redis=client, redis_url=redis_url)
+    server_time = ServerTime(client)
+    metrics.CLOCK_OFFSET.set_function(lambda: server_time.offset_s)
+    metrics.CLOCK_UNCERTAINTY.set_function(lambda: min(server_time.uncertainty_s, 1e9))
+    metrics.CLOCK_AGE.set_function(lambda: min(server_time.age_s, 1e9))
+    return Runtime(config=config, clock=(clock or get_clock()).with_source(server_time), db=db, redis=client,
+                   redis_url=redis_url, server_time=server_time)
 
 
 _runtime: Runtime | None = None
@@ -103,11 +115,13 @@ _lock = threading.Lock()
 
 
 def get_runtime() -> Runtime:
+    """This process's runtime; its clock (on the shared server time) becomes the process clock."""
     global _runtime
     with _lock:
         if _runtime is None:
             _runtime = build_runtime()
             mongo.ensure_indexes(_runtime.db)
+            set_clock(_runtime.clock)
         return _runtime
 
 

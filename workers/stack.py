@@ -51,6 +51,10 @@ def child_env(config: Config, clock: Clock | None = None, *, base: Mapping[str, 
         env["ADMIN_TOKEN"] = config.admin_token
     env["PIPELINE_LEASE_S"] = repr(config.pipeline_lease_s)
     env["PIPELINE_DIAL_GUARD_S"] = repr(config.pipeline_dial_guard_s)
+    env["PIPELINE_MAX_SKEW_MS"] = str(config.pipeline_max_skew_ms)
+    env["RETELL_CREATE_TIMEOUT_S"] = repr(config.retell_create_timeout_s)
+    if config.call_from_number:
+        env["CALL_FROM_NUMBER"] = config.call_from_number
     if clock is not None:
         env.update(clock.env())
     env.update(extra)

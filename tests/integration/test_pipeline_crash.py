@@ -23,7 +23,9 @@ SCENARIO = {"seed": 11, "mix": MIX, "defaults": {"answer": {"ring_s": [1, 4], "d
                                                  "voicemail": {"ring_s": [2, 4], "duration_s": [5, 10]},
                                                  "no_answer": {"ring_s": [5, 10]}}}
 SETTINGS = {"max_attempts": 2, "retry_delay_hours": 0.02, "ring_timeout": 20, "max_call_duration": 120}
-FAST_LEASES = {"pipeline_lease_s": 3.0}
+#: Leases of 3 real seconds (4.5 s while dialing), so that recovery comes quickly; a create request then has
+#: at most 1.5 s (the simulator's slow answers take 3 s: ambiguous, sent again with the same key).
+FAST_LEASES = {"pipeline_lease_s": 3.0, "retell_create_timeout_s": 1.5}
 
 
 def contacts(count: int, prefix: str) -> list[dict]:

@@ -18,6 +18,7 @@ from shared.config import Config, load_config
 from shared.errors import (
     CallNotFound,
     CreateOutcomeUnknown,
+    DialAborted,
     PaymentRequired,
     ProviderAuthError,
     ProviderError,
@@ -242,16 +243,65 @@ def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
     assert len(sim.calls()) == 1 and sim.dials() == []
 
 
-def test_server_error_on_create_is_not_retried(sim):
+def test_server_error_on_create_without_a_key_is_ambiguous_and_not_sent_again(sim):
     sim.script_faults("create_phone_call", "500")
 
     async def go():
         async with client_for(sim) as client:
             await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
 
-    with pytest.raises(ProviderUnavailable) as info:
+    with pytest.raises(CreateOutcomeUnknown) as info:   # a 500 may have come after the call was made
         run(go())
-    assert info.value.status == 500 and info.value.retryable
+    assert info.value.status == 500 and not info.value.retryable
+    assert len(sim.calls()) == 1
+
+
+@pytest.mark.parametrize("faults", [["500"], ["drop"], ["502", "504"], ["slow"], ["drop_before", "500"]])
+def test_an_ambiguous_create_is_sent_again_with_its_key_and_dials_once(sim, faults):
+    sim.set_faults(slow_ms=1500, script={"create_phone_call": faults})
+
+    async def go():
+        async with client_for(sim, create_timeout_s=0.5) as client:
+            return await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-1",
+                                                  metadata={"attempt_id": "att-1"})
+
+    call = run(go())
+    assert [d["call_id"] for d in sim.dials()] == [call.call_id]      # one call, whatever the first answers were
+    sends = sim.calls()
+    assert len(sends) == len(faults) + 1 and all(r["body"]["idempotency_key"] == "att-1" for r in sends)
+    assert sim.stats()["dials"] == 1
+
+
+def test_the_check_before_each_send_stops_a_create(sim):
+    checks: list[int] = []
+
+    def refuse() -> None:
+        checks.append(1)
+        raise DialAborted("window", "window closed")
+
+    async def go():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-2",
+                                           precheck=refuse)
+
+    with pytest.raises(DialAborted):           # before the first send: nothing was sent
+        run(go())
+    assert checks == [1] and sim.calls() == []
+
+    sim.script_faults("create_phone_call", "500")
+    allowed = iter([None])
+
+    def once() -> None:
+        if next(allowed, "stop") == "stop":
+            raise DialAborted("fence", "lease too short")
+
+    async def again():
+        async with client_for(sim) as client:
+            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-3",
+                                           precheck=once)
+
+    with pytest.raises(CreateOutcomeUnknown):  # after an ambiguous send, the outcome stays unknown
+        run(again())
     assert len(sim.calls()) == 1
 
 

@@ -448,6 +448,36 @@ def test_dropped_create_is_recorded_with_its_call(sim):
     assert get(sim, record["call_id"])["to_number"] == N["busy"]
 
 
+def test_a_repeated_idempotency_key_replays_the_original_call_and_dials_nothing(sim):
+    first = create(sim, N["answer"], idempotency_key="attempt-1")
+    again = create(sim, N["answer"], idempotency_key="attempt-1")
+    assert again["call_id"] == first["call_id"]
+    other = create(sim, N["answer"], idempotency_key="attempt-2")
+    assert other["call_id"] != first["call_id"]
+    records = sim.calls()
+    assert [r.get("idempotent_replay", False) for r in records] == [False, True, False]
+    assert records[1]["call_id"] == first["call_id"] and records[1]["status"] == 201
+    stats = sim.stats()
+    assert stats["dials"] == 2 and stats["calls_created"] == 2 and stats["idempotent_replays"] == 1
+    assert [d["call_id"] for d in sim.dials()] == [first["call_id"], other["call_id"]]
+    status, body, _ = http(sim, "POST", "/v2/create-phone-call",
+                           {"from_number": FROM, "to_number": N["busy"], "idempotency_key": "attempt-1"})
+    assert status == 422 and "idempotency_key" in body["message"]   # the same key for another request
+
+
+def test_an_idempotency_key_is_honoured_for_one_hour_of_the_shared_clock(simulator_factory):
+    clock = started_at(datetime(2026, 3, 9, 14, 0, tzinfo=UTC), speed=36_000)   # an hour is 0.1 real seconds
+    s = simulator_factory(clock=clock, scenario=SCENARIO)
+    first = create(s, N["answer"], idempotency_key="attempt-9")
+    wait_until(lambda: s.stats()["now_ms"] - first_created(s) > 3_600_000, timeout_s=10)
+    later = create(s, N["answer"], idempotency_key="attempt-9")
+    assert later["call_id"] != first["call_id"] and s.stats()["dials"] == 2
+
+
+def first_created(sim: SimulatorProcess) -> int:
+    return sim.calls()[0]["received_at"]
+
+
 def test_stats_and_reset(sim):
     calls = [create(sim, N["stuck"]) for _ in range(3)]
     stats = sim.stats()

@@ -361,12 +361,12 @@ def test_get_job_with_its_attempts(api, web_runtime):
     api.post(f"/batches/{bid}/contacts", {"contacts": [{"name": "Ana", "phones": [PHONES[0], PHONES[1]]}]})
     job = web_runtime.jobs.find({"batch_id": bid})[0]
     first = f"{job['_id']}:r1:p0:d1"
-    web_runtime.attempts.record({"_id": first, "job_id": job["_id"], "batch_id": bid, "round": 1, "phone_index": 0,
+    web_runtime.attempts.insert({"_id": first, "job_id": job["_id"], "batch_id": bid, "round": 1, "phone_index": 0,
                                  "dial": 1, "to_number": PHONES[0], "created_at": 1_772_900_000_000})
     web_runtime.attempts.set_call(first, "call_1")
     web_runtime.attempts.end(first, {"outcome": "no_answer", "duration_ms": 0, "ended_at": 1_772_900_030_000,
                                      "finalized_by": "poll"})
-    web_runtime.attempts.record({"_id": f"{job['_id']}:r1:p1:d2", "job_id": job["_id"], "round": 1,
+    web_runtime.attempts.insert({"_id": f"{job['_id']}:r1:p1:d2", "job_id": job["_id"], "round": 1,
                                  "phone_index": 1, "dial": 2, "to_number": PHONES[1],
                                  "created_at": 1_772_900_031_000})
     web_runtime.jobs.coll.update_one({"_id": job["_id"]}, {"$set": {"status": states.DIALING, "tries": 0,

@@ -186,7 +186,9 @@ ERR = '{"status": "error", "message": "%s"}'
     (422, "get_call", "call_id malformed", ProviderRejected),
     (404, "create_phone_call", "no route", ProviderRejected),
     (429, "list_calls", "slow down", RateLimited),
-    (500, "create_phone_call", "boom", ProviderUnavailable),
+    (500, "create_phone_call", "boom", CreateOutcomeUnknown),     # ambiguous: the call may exist
+    (503, "create_phone_call", "down", CreateOutcomeUnknown),
+    (409, "create_phone_call", "conflict", CreateOutcomeUnknown),
     (503, "get_call", "down", ProviderUnavailable),
     (409, "get_call", "conflict", ProviderUnavailable),
     (502, "create_phone_call", "bad gateway", CreateOutcomeUnknown),
