@@ -63,7 +63,11 @@ class BatchStore:
         errors: list[tuple[str, str]] = []
         for name in ("name", "account_id", "agent_id", "from_number"):
             _check_text(data, name, errors, required=not partial and name in ("name", "account_id"))
-        if "from_number" in data and isinstance(data.get("from_number"), str):
+        if (not partial or "from_number" in data) and not data.get("from_number") and not self.config.call_from_number:
+            # Without a caller id no call can be created: refusing the batch beats failing every contact later.
+            errors.append(("from_number", "required: the caller id (E.164) the calls come from; "
+                                          "CALL_FROM_NUMBER, the default, is not set"))
+        if "from_number" in data and isinstance(data.get("from_number"), str) and data["from_number"]:
             from shared.phones import InvalidPhone, normalize_phone
 
             try:

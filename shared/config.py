@@ -120,7 +120,7 @@ def _parse_e164(raw: str) -> str:
 
     text = raw.strip()
     if not text.startswith("+"):
-        raise ValueError(f"must be an E.164 number with its country code (+ then digits, e.g. +56222222222), "
+        raise ValueError(f"must be an E.164 number with its country code (+ then digits, e.g. +14155550100), "
                          f"got {mask_phone(text)!r}")
     try:
         return normalize_phone(text, "ZZ")

@@ -6,7 +6,8 @@ number gets (:mod:`shared.simulator_scenario`), the workspace concurrency limit,
 faults, and where to send signed webhooks. Calls live on the shared clock
 (``shared.clock.get_clock()``): a sped-up clock compresses their durations.
 
-Debug endpoints (no auth; bind to loopback): ``GET /debug/calls`` (every create request),
+Debug endpoints (no auth; bind to loopback): ``GET /debug/calls`` (every create request; ``?created=1``
+only those that made or replayed a call, ``?timeline=1`` with each call's created/connected/ended instants),
 ``GET /debug/calls/{call_id}``, ``GET /debug/stats``, ``GET /debug/webhooks``,
 ``GET|PUT /debug/scenario``, ``GET|PUT /debug/faults``, ``GET|PUT /debug/config``,
 ``POST /debug/reset`` (``?full=1``: also scenario, faults and settings back to the start), ``GET /debug/health``.
@@ -467,7 +468,18 @@ class _Api:
             records = [r for r in records if isinstance(r["body"], dict) and r["body"].get("to_number") == to_number]
         if request.query.get("created") in ("1", "true"):
             records = [r for r in records if r["call_id"]]
+        if request.query.get("timeline") in ("1", "true"):
+            # Each record with its call's life: when it was created, connected and ended (or was stopped).
+            now = self.sim.now_ms()
+            records = [{**r, "call": self._timeline(r["call_id"], now)} if r["call_id"] else r for r in records]
         return web.json_response(records)
+
+    def _timeline(self, call_id: str, now: int) -> dict[str, Any] | None:
+        call = self.sim.book.get(call_id)
+        if call is None:
+            return None
+        debug = call.debug(now)
+        return {k: debug[k] for k in ("created_ms", "connect_ms", "end_ms", "stopped_ms", "outcome", "status")}
 
     async def debug_call(self, request: web.Request) -> web.StreamResponse:
         call = self.sim.book.get(request.match_info["call_id"])

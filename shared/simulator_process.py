@@ -79,24 +79,29 @@ class SimulatorProcess:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/debug/health")
 
-    def calls(self, *, to_number: str | None = None, created: bool = False) -> list[dict[str, Any]]:
+    def calls(self, *, to_number: str | None = None, created: bool = False,
+              timeline: bool = False) -> list[dict[str, Any]]:
         """Every create request received: ``{"received_at", "body", "call_id", "status"[, "fault",
         "idempotent_replay"]}``.
 
         :param to_number: only requests to this number.
         :param created: only requests that created a call or replayed one (``call_id`` set); see :meth:`dials`.
+        :param timeline: add ``call``: the call's ``created_ms``, ``connect_ms``, ``end_ms``, ``stopped_ms``.
         """
         query = {}
+        if timeline:
+            query["timeline"] = "1"
         if to_number:
             query["to_number"] = to_number
         if created:
             query["created"] = "1"
         return self.request("GET", "/debug/calls" + ("?" + urllib.parse.urlencode(query) if query else ""))
 
-    def dials(self, to_number: str | None = None) -> list[dict[str, Any]]:
+    def dials(self, to_number: str | None = None, *, timeline: bool = False) -> list[dict[str, Any]]:
         """The create requests that created a call (including those whose answer was dropped); a repeated
         idempotency key that got the original call back dialed nothing and is not one."""
-        return [r for r in self.calls(to_number=to_number, created=True) if not r.get("idempotent_replay")]
+        return [r for r in self.calls(to_number=to_number, created=True, timeline=timeline)
+                if not r.get("idempotent_replay")]
 
     def replays(self) -> list[dict[str, Any]]:
         """The create requests answered with the call of an earlier one (same idempotency key)."""

@@ -30,6 +30,8 @@ pytest_plugins = [
     "tests.fixtures.web",
 ]
 
+#: The tests' default caller id (``CALL_FROM_NUMBER``).
+TEST_FROM_NUMBER = "+12125550100"
 #: Redis database index used by tests (the broker and the app share it within a test).
 TEST_REDIS_DB = int(os.environ.get("OUTDIAL_TEST_REDIS_DB", "13"))
 
@@ -95,8 +97,10 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
 
 @pytest.fixture
 def config(mongo_uri: str, db_name: str, redis_url: str) -> Iterator[Config]:
-    """The process configuration for this test, pointing at this test's database and Redis."""
-    cfg = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url)
+    """The process configuration for this test, pointing at this test's database and Redis, with a default
+    caller id (``CALL_FROM_NUMBER``) as a deployment has one."""
+    cfg = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
+                                         call_from_number=TEST_FROM_NUMBER)
     previous = config_mod._config
     config_mod.set_config(cfg)
     yield cfg

@@ -42,8 +42,13 @@ class ProcessBoot(Middleware):
 
 
 def build_broker(url: str | None = None) -> RedisBroker:
-    """A Redis broker on ``url`` (default ``REDIS_URL``, else the local Redis) with outdial's middleware."""
-    broker = RedisBroker(url=url or get_config().redis_url or LOCAL_REDIS_URL)
+    """A Redis broker on ``url`` (default ``REDIS_URL``, else the local Redis) with outdial's middleware.
+
+    Unsafe settings stop the worker here, before it takes a message (``Config.check_deployment``).
+    """
+    config = get_config()
+    config.check_deployment()
+    broker = RedisBroker(url=url or config.redis_url or LOCAL_REDIS_URL)
     broker.add_middleware(ProcessBoot())
     broker.add_middleware(CacheInvalidationMiddleware())
     return broker

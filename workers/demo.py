@@ -323,9 +323,10 @@ class WebState:
 
     @property
     def dashboard(self) -> str | None:
+        """Where to sign in to the dashboard (a token never goes in an address)."""
         if self.url is None:
             return None
-        return f"{self.url}/?token={self.read_token}" if self.read_token else f"{self.url}/"
+        return f"{self.url}/login"
 
 
 @dataclass
@@ -499,7 +500,7 @@ def _keep_running(demo: Demo, stop: threading.Event) -> None:
     demo.say("")
     demo.say("The stack keeps running (the clock too, at the same speed). Ctrl-C stops everything.")
     if demo.web.dashboard:
-        demo.say(f"  dashboard:  {demo.web.dashboard}")
+        demo.say(f"  dashboard:  {demo.web.dashboard}  (sign in with the read-only token: {demo.web.read_token})")
     demo.say("  point other outdial commands at it with:")
     for name, value, secret in _env_lines(demo):
         if not secret:

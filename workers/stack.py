@@ -103,14 +103,17 @@ class Stack:
         self._counter += 1
         return self.log_dir / f"{self._counter:02d}-{name}.log"
 
-    def start_worker(self, *, processes: int = 1, threads: int = 8,
-                     queues: list[str] | None = None) -> subprocess.Popen[bytes]:
-        """One ``dramatiq workers.actors`` command (``processes`` worker processes under one master)."""
+    def start_worker(self, *, processes: int = 1, threads: int = 8, queues: list[str] | None = None,
+                     env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One ``dramatiq workers.actors`` command (``processes`` worker processes under one master).
+
+        :param env: variables for this command only, on top of the stack's.
+        """
         argv = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(processes),
                 "--threads", str(threads), "--worker-shutdown-timeout", str(DEFAULT_SHUTDOWN_TIMEOUT_MS)]
         if queues:
             argv += ["--queues", *queues]
-        proc = spawn(argv, log_path=self._log("worker"), env=self.env, new_session=True)
+        proc = spawn(argv, log_path=self._log("worker"), env={**self.env, **(env or {})}, new_session=True)
         self.workers.append(proc)
         return proc
 
@@ -169,10 +172,12 @@ def _descendants(pid: int) -> list[int]:
 def start_stack(config: Config, clock: Clock, *, simulator: bool = True, scenario: Mapping[str, Any] | None = None,
                 simulator_flags: Mapping[str, Any] | None = None, workers: int = 1, processes: int = 1,
                 threads: int = 8, clock_interval_s: float | None = 0.5, log_dir: str | Path | None = None,
-                ) -> tuple[Stack, Config]:
+                env: Mapping[str, str] | None = None) -> tuple[Stack, Config]:
     """Start the simulator (unless ``config`` names a provider), workers and the clock.
 
     Returns the stack and ``config`` pointing at the simulator. On failure everything started is stopped.
+
+    :param env: further variables for every process of the stack (the simulator included).
     """
     from shared.simulator_process import start_simulator
 
@@ -180,11 +185,11 @@ def start_stack(config: Config, clock: Clock, *, simulator: bool = True, scenari
     stack.log_dir.mkdir(parents=True, exist_ok=True)
     try:
         if simulator:
-            stack.simulator = start_simulator(env=child_env(config, clock), scenario=scenario,
+            stack.simulator = start_simulator(env=child_env(config, clock, **dict(env or {})), scenario=scenario,
                                               **dict(simulator_flags or {}))
             config = config.with_overrides(retell_base_url=stack.simulator.base_url,
                                            retell_api_key=stack.simulator.api_key)
-        stack.env = child_env(config, clock)
+        stack.env = child_env(config, clock, **dict(env or {}))
         for _ in range(workers):
             stack.start_worker(processes=processes, threads=threads)
         if clock_interval_s:

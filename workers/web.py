@@ -41,12 +41,14 @@ from shared import metrics
 from shared.config import Config, get_config
 from shared.errors import Conflict, NotFound, ServiceError, ValidationError
 from shared.logs import configure_from, event, get_logger, register_secret
+from shared.pipeline import DEFAULT_MAX_CLOCK_AGE_S
 from workers.web_http import (
     ADMIN,
     DEFAULT_MAX_CONTACTS_JSON_BYTES,
     DEFAULT_MAX_CSV_BYTES,
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_MAX_WEBHOOK_BYTES,
+    DEFAULT_MAX_WEBHOOK_READS,
     PUBLIC,
     READ,
     SESSION_COOKIE,
@@ -87,7 +89,8 @@ class WebSettings:
     :param max_json_bytes: largest ordinary JSON body, bytes.
     :param max_contacts_json_bytes: largest JSON contacts upload, bytes.
     :param max_csv_bytes: largest CSV contacts upload, bytes (streamed).
-    :param max_webhook_bytes: largest webhook body, bytes.
+    :param max_webhook_bytes: largest webhook body, bytes (checked before the signature).
+    :param webhook_max_reads: webhook bodies read and verified at once; more are refused (503) unread.
     :param webhook_wait_s: longest a webhook answer waits for its finalize, seconds (then 202).
     :param webhook_threads: threads applying webhooks.
     :param webhook_max_pending: finalizations queued or running above which webhooks get 503.
@@ -107,6 +110,7 @@ class WebSettings:
     max_contacts_json_bytes: int = DEFAULT_MAX_CONTACTS_JSON_BYTES
     max_csv_bytes: int = DEFAULT_MAX_CSV_BYTES
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
+    webhook_max_reads: int = DEFAULT_MAX_WEBHOOK_READS
     webhook_wait_s: float = 5.0
     webhook_threads: int = 16
     webhook_max_pending: int = 2000
@@ -262,9 +266,9 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
             check_query(request)
         return await handler(request)
     if getattr(request.match_info.handler, "outdial_html", False):
-        from workers.web_dashboard import see_other, session_redirect
+        from workers.web_dashboard import see_other
 
-        return session_redirect(request, request.path) or see_other("/login")
+        return see_other("/login")
     raise unauthorized(ctx.admin_token)
 
 
@@ -292,13 +296,28 @@ async def _check(fn: Callable[[], Any], timeout_s: float) -> str:
     return "ok"
 
 
+def _clock_check(ctx: WebContext) -> None:
+    """Raise unless this process knows the shared (Redis) time within ``PIPELINE_MAX_SKEW_MS``."""
+    server_time = getattr(ctx.runtime, "server_time", None)
+    if server_time is None:
+        return
+    limit_s = ctx.runtime.config.pipeline_max_skew_ms / 1000
+    if not server_time.trusted(max_uncertainty_s=limit_s, max_age_s=DEFAULT_MAX_CLOCK_AGE_S):
+        raise ClockUnknown(f"shared time unknown within {limit_s:g} s")
+
+
+class ClockUnknown(Exception):
+    """The process cannot tell the shared time closely enough (readiness reports it)."""
+
+
 @access(PUBLIC)
 async def readyz(request: web.Request) -> web.Response:
     ctx = context(request)
     timeout = ctx.settings.ready_timeout_s
-    mongodb, redis = await asyncio.gather(_check(lambda: ctx.runtime.db.command("ping"), timeout),
-                                          _check(ctx.runtime.redis.ping, timeout))
-    checks = {"mongodb": mongodb, "redis": redis}
+    mongodb, redis, clock = await asyncio.gather(_check(lambda: ctx.runtime.db.command("ping"), timeout),
+                                                 _check(ctx.runtime.redis.ping, timeout),
+                                                 _check(lambda: _clock_check(ctx), timeout))
+    checks = {"mongodb": mongodb, "redis": redis, "clock": clock}
     ready = all(v == "ok" for v in checks.values())
     if not ready:
         event(log, "not_ready", level=logging.WARNING, **checks)
@@ -426,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(token, flush=True)
         return 0
     configure_from(config)
+    config.check_deployment()
     port = args.port or config.port
     if not config.admin_token:
         event(log, "admin_token_unset", level=logging.WARNING,

@@ -7,9 +7,9 @@ reloads itself. The page is read-only and served under a strict Content-Security
 inline script or style: the bars are SVG).
 
 Access: the read-only token (or the admin token) as a bearer token, or the session cookie set
-by ``POST /login`` or by opening ``/?token=<token>`` once (the token is then dropped from the
-address by a redirect). The cookie holds the read-only token only, HttpOnly and SameSite=Strict,
-so the browser never keeps a token that can change anything.
+by ``POST /login``. A token is never taken from an address (``?token=`` is ignored): addresses end
+up in browser histories, proxy logs and ``Referer`` headers. The cookie holds the read-only token
+only, HttpOnly and SameSite=Strict, so the browser never keeps a token that can change anything.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 import pytz
 from aiohttp import web
@@ -262,25 +262,9 @@ def _with_session(response: web.StreamResponse, request: web.Request, token: str
     return response
 
 
-def session_redirect(request: web.Request, location: str) -> web.StreamResponse | None:
-    """When ``?token=`` holds a valid token: a redirect to ``location`` (other query parameters kept, the
-    token dropped) setting the session cookie; else None."""
-    ctx = _ctx(request)
-    token = request.query.get("token")
-    if not (same_token(token, ctx.admin_token) or same_token(token, ctx.read_token)):
-        return None
-    rest = [(k, v) for k, v in request.query.items() if k != "token"]
-    if rest:
-        location = f"{location}?{urlencode(rest)}"
-    return _with_session(see_other(location), request, ctx.read_token)
-
-
 @access(PUBLIC)
 async def login_page(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
-    found = session_redirect(request, "/")
-    if found is not None:
-        return found
     if not ctx.admin_token:
         return html_response(login_html("ADMIN_TOKEN is not set on the server: the dashboard is disabled."),
                              status=401)

@@ -38,8 +38,11 @@ DEFAULT_MAX_JSON_BYTES = 1 << 20
 DEFAULT_MAX_CONTACTS_JSON_BYTES = 32 << 20
 #: Largest CSV upload, bytes (it streams: memory does not grow with it).
 DEFAULT_MAX_CSV_BYTES = 512 << 20
-#: Largest webhook body, bytes (``call_analyzed`` carries the transcript).
-DEFAULT_MAX_WEBHOOK_BYTES = 16 << 20
+#: Largest webhook body, bytes, refused (413) before it is buffered or its HMAC computed. ``call_analyzed``
+#: carries the transcript; a larger delivery is lost to the webhook path only: the poll still finalizes the call.
+DEFAULT_MAX_WEBHOOK_BYTES = 1 << 20
+#: Webhook bodies being read and verified at once (anyone can send them); more get 503 at once.
+DEFAULT_MAX_WEBHOOK_READS = 64
 #: Deepest nesting accepted in a JSON body.
 MAX_JSON_DEPTH = 32
 

@@ -1,6 +1,7 @@
 """``POST /webhooks/retell``: signed call events from Retell, applied through the pipeline.
 
-1. The raw body (at most :data:`~workers.web_http.DEFAULT_MAX_WEBHOOK_BYTES`) is verified against
+1. The raw body (at most :data:`~workers.web_http.DEFAULT_MAX_WEBHOOK_BYTES`, 1 MiB, refused before it is
+   buffered; at most :data:`~workers.web_http.DEFAULT_MAX_WEBHOOK_READS` read at once) is verified against
    ``x-retell-signature`` with ``RETELL_API_KEY`` (:func:`shared.webhooks.verify_webhook`: HMAC of the
    exact bytes, timestamp within 5 minutes of the real time). Unsigned, forged or stale: 401 and
    nothing else happens.
@@ -95,6 +96,8 @@ class WebhookProcessor:
         self.max_pending = max_pending
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outdial-webhook")
         self.pending = 0
+        #: Bodies being read and verified now (before anything is known about the sender).
+        self.reading = 0
         self.rejections = LogThrottle()
         self._inflight: dict[str, asyncio.Future[str]] = {}
 
@@ -188,8 +191,16 @@ async def retell_webhook(request: web.Request) -> web.StreamResponse:
 
     ctx = context(request)
     processor: WebhookProcessor = ctx.webhooks
-    raw = await read_limited(request, ctx.settings.max_webhook_bytes)
-    if not verify_webhook(raw, request.headers.get(SIGNATURE_HEADER), processor.api_key):
+    if processor.reading >= ctx.settings.webhook_max_reads:
+        _count("overloaded")
+        raise ApiError(503, "overloaded", "too many webhooks are being read; retry later", headers={"Retry-After": "5"})
+    processor.reading += 1   # one event loop: no lock needed
+    try:
+        raw = await read_limited(request, ctx.settings.max_webhook_bytes)
+        signed = verify_webhook(raw, request.headers.get(SIGNATURE_HEADER), processor.api_key)
+    finally:
+        processor.reading -= 1
+    if not signed:
         _count("rejected_signature")
         suppressed = processor.rejections.admit()
         if suppressed is not None:

@@ -129,6 +129,23 @@ def test_invalid_batch_gets_422_with_one_error_per_bad_field(api, web_runtime):
     assert web_runtime.batches.coll.count_documents({}) == 0
 
 
+def test_a_batch_without_a_caller_id_is_refused_when_there_is_no_default(web_factory, web_config, clock, db):
+    runtime = build_runtime(web_config.with_overrides(call_from_number=None), clock)
+    api = web_factory(runtime=runtime).client()
+    make_account(api)
+    for body in ({"name": "x", "account_id": "acme"}, {"name": "x", "account_id": "acme", "from_number": ""}):
+        reply = api.post("/batches", body)
+        assert reply.status == 422, reply.text
+        errors = reply.json()["errors"]
+        assert {e["field"] for e in errors} == {"from_number"}
+        assert any("CALL_FROM_NUMBER" in e["message"] for e in errors)
+    assert runtime.batches.coll.count_documents({}) == 0
+    bid = api.post("/batches", {"name": "x", "account_id": "acme", "from_number": "+12125550100"}).json()["id"]
+    unset = api.request("PATCH", f"/batches/{bid}", json_body={"from_number": None})
+    assert unset.status == 422 and unset.json()["errors"][0]["field"] == "from_number"
+    assert runtime.batches.get(bid)["from_number"] == "+12125550100"
+
+
 def test_get_batch_shows_every_state_the_window_and_progress(web_factory, web_config, db):
     runtime = build_runtime(web_config, frozen_clock(SATURDAY))
     api = web_factory(runtime=runtime).client()

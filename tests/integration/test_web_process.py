@@ -61,7 +61,7 @@ def test_outdial_web_listens_on_port_refuses_without_admin_token_and_stops_on_si
     try:
         wait_healthy(client, proc)
         assert client.get("/readyz", token=None).json() == {"status": "ready",
-                                                            "checks": {"mongodb": "ok", "redis": "ok"}}
+                                                            "checks": {"mongodb": "ok", "redis": "ok", "clock": "ok"}}
         refused = client.get("/batches")
         assert refused.status == 401 and "ADMIN_TOKEN is not set" in refused.json()["message"]
     finally:
@@ -103,12 +103,15 @@ def test_readyz_is_503_when_redis_or_mongodb_does_not_answer(web_factory, web_co
     server = web_factory(runtime=no_redis, start_cache_listener=False, ready_timeout_s=2)
     reply = server.client(token=None).get("/readyz")
     assert reply.status == 503
-    assert reply.json()["checks"]["mongodb"] == "ok" and reply.json()["checks"]["redis"].startswith("error")
+    checks = reply.json()["checks"]
+    assert checks["mongodb"] == "ok" and checks["redis"].startswith("error")
+    assert checks["clock"] == "error: ClockUnknown"      # the shared time comes from that Redis
     no_mongo = build_runtime(web_config.with_overrides(mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/"), clock)
     server = web_factory(runtime=no_mongo, start_cache_listener=False, ready_timeout_s=0.5)
     reply = server.client(token=None).get("/readyz")
     assert reply.status == 503
-    assert reply.json() == {"status": "unavailable", "checks": {"mongodb": "no answer within 0.5 s", "redis": "ok"}}
+    assert reply.json() == {"status": "unavailable", "checks": {"mongodb": "no answer within 0.5 s", "redis": "ok",
+                                                                 "clock": "ok"}}
     assert server.client().get("/batches").status == 503     # and the admin API says so, in the common shape
 
 
@@ -178,3 +181,13 @@ def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_fac
     code, _ = stop(stack.web)        # type: ignore[arg-type]
     stack.web = None
     assert code == 0
+
+
+def test_web_and_workers_refuse_retells_api_with_the_development_key(config):
+    env = {**service_env(config), "RETELL_BASE_URL": "https://api.retellai.com", "ADMIN_TOKEN": ADMIN_TOKEN}
+    env.pop("RETELL_API_KEY", None)
+    for argv in ([sys.executable, "-m", "workers.cli", "web", "--port", str(free_port())],
+                 [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", "1", "--threads", "1"]):
+        done = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode != 0, argv
+        assert "RETELL_API_KEY" in done.stdout + done.stderr, (argv, done.stdout, done.stderr)

@@ -7,6 +7,7 @@ runs, so only the webhook (or a poll the test makes itself) can finalize it.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -134,6 +135,31 @@ def test_unsigned_forged_stale_and_tampered_webhooks_get_401_and_change_nothing(
     accepted = rig.post("call_ended", call)
     assert accepted.status == 200, accepted.text
     assert accepted.json() == {"event": "call_ended", "call_id": job["call_id"], "result": "busy"}
+
+
+def test_a_body_over_one_mebibyte_is_refused_before_its_signature_is_computed(rig):
+    job = rig.in_call(BUSY)
+    call = rig.ended_call(job)
+    padded = {**call, "transcript": "x" * (1 << 20)}
+    reply = rig.post("call_ended", padded)                       # correctly signed, but too large
+    assert reply.status == 413
+    assert rig.runtime.jobs.get(job["_id"])["status"] == states.IN_CALL
+
+
+def test_unauthenticated_reads_are_bounded(rig_factory):
+    rig = rig_factory(webhook_max_reads=1)
+    host, port = rig.server.url.removeprefix("http://").split(":")
+    stalled = socket.create_connection((host, int(port)))
+    try:   # a sender that declares a body and never finishes it holds the only read
+        stalled.sendall(b"POST /webhooks/retell HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n{")
+        wait_until(lambda: rig.server.context.webhooks.reading == 1, timeout_s=10)
+        refused = rig.post("call_ended", {"call_id": "c"})
+        assert refused.status == 503 and refused.headers.get("retry-after") == "5"
+    finally:
+        stalled.close()
+    wait_until(lambda: rig.server.context.webhooks.reading == 0, timeout_s=10)
+    assert rig.post("call_started", {"call_id": "c"}).status == 204
 
 
 def test_call_ended_finalizes_the_job_through_the_pipeline(rig):

@@ -72,3 +72,34 @@ def test_every_problem_is_reported_at_once():
 
 def test_empty_value_counts_as_unset():
     assert load_config({"MAX_TRIES": "  ", "MONGODB_URI": ""}) == Config()
+
+
+@pytest.mark.parametrize("raw", ["56222222222", "+5622", "+56 2 2222 2222 ext", "caller"])
+def test_call_from_number_must_be_e164_at_start(raw):
+    with pytest.raises(ConfigError) as info:
+        load_config({"CALL_FROM_NUMBER": raw})
+    assert "CALL_FROM_NUMBER" in str(info.value) and "E.164" in str(info.value)
+    assert "56222222222" not in str(info.value)   # a full number is masked
+
+
+def test_call_from_number_is_normalised():
+    assert load_config({"CALL_FROM_NUMBER": " +56 2 2222 2222 "}).call_from_number == "+56222222222"
+
+
+@pytest.mark.parametrize("key", [None, "key_outdial_dev"])
+def test_retells_own_api_with_the_development_key_is_refused(key):
+    env = {"RETELL_BASE_URL": "https://api.retellai.com"}
+    if key:
+        env["RETELL_API_KEY"] = key
+    with pytest.raises(ConfigError) as info:
+        load_config(env).check_deployment()
+    assert "RETELL_API_KEY" in str(info.value)
+    load_config({**env, "RETELL_API_KEY": "key_live_abc"}).check_deployment()   # a real key is fine
+    load_config({}).check_deployment()                                           # the simulator too
+
+
+def test_a_dialing_lease_shorter_than_a_create_is_refused():
+    with pytest.raises(ConfigError) as info:
+        load_config({"PIPELINE_LEASE_S": "10", "RETELL_CREATE_TIMEOUT_S": "20"}).check_deployment()
+    assert "PIPELINE_LEASE_S" in str(info.value) and "RETELL_CREATE_TIMEOUT_S" in str(info.value)
+    load_config({"PIPELINE_LEASE_S": "3", "RETELL_CREATE_TIMEOUT_S": "1.5"}).check_deployment()

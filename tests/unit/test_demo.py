@@ -119,7 +119,7 @@ def _snapshot(**over):
     counts = {key: dict.fromkeys(states.JOB_STATES, 0) for key in ("collections", "survey", "argentina")}
     counts["collections"].update({states.COMPLETED: 3, states.IN_CALL: 2, states.WAITING_SCHEDULE: 5})
     base = dict(now=datetime(2026, 7, 4, 23, 30, tzinfo=UTC), counts=counts, elapsed_s=12.5, campaign_s=9.0,
-                speed=8000.0, seed=7, start=demo_plan.DEFAULT_START, dashboard="http://127.0.0.1:8123/?token=abc",
+                speed=8000.0, seed=7, start=demo_plan.DEFAULT_START, dashboard="http://127.0.0.1:8123/login",
                 guard=timedelta(hours=1), provider={"dials": 42, "active": 2})
     base.update(over)
     return Snapshot(**base)
