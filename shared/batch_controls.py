@@ -7,7 +7,9 @@ cache invalidation after the write, so every process sees the new status at once
 
 - **pause**: ``active -> paused``. Jobs are not touched: the dial step reads the paused batch and
   puts the jobs it was about to dial back to ``pending``; calls already in progress end normally.
-- **resume**: ``paused -> active``; the scheduler dispatches the waiting jobs on its next run.
+- **resume**: ``paused|held -> active``; the scheduler dispatches the waiting jobs on its next run. A
+  batch is ``held`` by the pipeline when the provider refuses its calls for a reason no contact can fix
+  (a bad API key, no payment, a caller id or agent it does not know): resume it once that is fixed.
 - **cancel**: ``active|paused -> cancelled``, then every job not yet handed to the provider
   (``pending``, ``queued``, ``waiting_schedule``, ``retry_wait``, ``waiting_balance``) becomes
   ``cancelled``; calls in progress end normally and their jobs are not dialed again.
@@ -70,21 +72,21 @@ def _move(batches: BatchStore, batch_id: str, to: str, expected: tuple[str, ...]
 
 
 def pause_batch(batches: BatchStore, batch_id: str) -> ControlResult:
-    """``active -> paused``; already paused: unchanged.
+    """``active|held -> paused``; already paused: unchanged.
 
     :raises NotFound: no such batch (or a malformed id).
     :raises Conflict: the batch is cancelled or completed.
     """
-    return _move(batches, batch_id, states.BATCH_PAUSED, (states.BATCH_ACTIVE,), "paused")
+    return _move(batches, batch_id, states.BATCH_PAUSED, (states.BATCH_ACTIVE, states.BATCH_HELD), "paused")
 
 
 def resume_batch(batches: BatchStore, batch_id: str) -> ControlResult:
-    """``paused -> active``; already active: unchanged.
+    """``paused|held -> active``; already active: unchanged.
 
     :raises NotFound: no such batch (or a malformed id).
     :raises Conflict: the batch is cancelled or completed.
     """
-    return _move(batches, batch_id, states.BATCH_ACTIVE, (states.BATCH_PAUSED,), "resumed")
+    return _move(batches, batch_id, states.BATCH_ACTIVE, (states.BATCH_PAUSED, states.BATCH_HELD), "resumed")
 
 
 def reopen_batch(batches: BatchStore, batch_id: str) -> ControlResult:
@@ -111,12 +113,13 @@ def cancel_batch(batches: BatchStore, jobs: JobStore, batch_id: str, *,
     :raises NotFound: no such batch (or a malformed id).
     :raises Conflict: the batch is completed.
     """
-    doc = batches.set_status(batch_id, states.BATCH_CANCELLED, expected=(states.BATCH_ACTIVE, states.BATCH_PAUSED))
+    cancellable = (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
+    doc = batches.set_status(batch_id, states.BATCH_CANCELLED, expected=cancellable)
     changed = doc is not None
     if doc is None:
         doc = batches.require(batch_id)
         if doc["status"] != states.BATCH_CANCELLED:
-            raise _refused(doc, "cancelled", (states.BATCH_ACTIVE, states.BATCH_PAUSED))
+            raise _refused(doc, "cancelled", cancellable)
     cancelled = jobs.cancel_batch(doc["_id"], reason)
     event(log, "batch_cancelled", batch_id=doc["_id"], cancelled_jobs=cancelled, repeated=not changed)
     return ControlResult(batch=doc, changed=changed, cancelled_jobs=cancelled)

@@ -157,18 +157,43 @@ class BatchStore:
 
     def set_status(self, batch_id: str, status: str, *,
                    expected: tuple[str, ...] | None = None) -> dict[str, Any] | None:
-        """Move the batch to ``status`` when it is in one of ``expected`` (None: any but final)."""
+        """Move the batch to ``status`` when it is in one of ``expected`` (None: any but final).
+
+        Leaving ``held`` drops ``held_reason`` and ``held_at``.
+        """
         if status not in states.BATCH_STATES:
             raise ValueError(f"unknown batch status {status!r}")
-        allowed = expected or (states.BATCH_ACTIVE, states.BATCH_PAUSED)
+        allowed = expected or (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
+        update: dict[str, Any] = {"$set": {"status": status, "updated_at": self.clock.now_ms()}}
+        if status != states.BATCH_HELD:
+            update["$unset"] = {"held_reason": "", "held_at": ""}
         doc = self.coll.find_one_and_update(
-            {"_id": parse_id(batch_id, "batch id"), "status": {"$in": list(allowed)}},
-            {"$set": {"status": status, "updated_at": self.clock.now_ms()}},
+            {"_id": parse_id(batch_id, "batch id"), "status": {"$in": list(allowed)}}, update,
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
             self._changed(doc["_id"])
         return doc
+
+    def hold(self, reason: str, *, batch_id: str | None = None) -> list[str]:
+        """``active -> held`` with ``held_reason``: one batch, or (``batch_id`` None) every active batch.
+
+        Returns the ids of the batches held by this call (each is announced to every process's cache).
+        """
+        query: dict[str, Any] = {"status": states.BATCH_ACTIVE}
+        if batch_id is not None:
+            query["_id"] = parse_id(batch_id, "batch id")
+        ids = [d["_id"] for d in self.coll.find(query, {"_id": 1})]
+        held = []
+        now = self.clock.now_ms()
+        for one in ids:
+            result = self.coll.update_one({"_id": one, "status": states.BATCH_ACTIVE},
+                                          {"$set": {"status": states.BATCH_HELD, "held_reason": reason[:500],
+                                                    "held_at": now, "updated_at": now}})
+            if result.modified_count:
+                held.append(one)
+                self._changed(one)
+        return held
 
     def record_settings_error(self, batch_id: str, message: str | None) -> None:
         """Show (or clear) why a stored batch's settings no longer validate."""

@@ -46,6 +46,8 @@ DEFAULT_PIPELINE_LEASE_S = 60.0
 #: reaches the provider some milliseconds later (p99 about 0.15 s measured under load), and must still be
 #: inside it. On a clock sped up thousands of times this is hours of simulated time: lower it there.
 DEFAULT_PIPELINE_DIAL_GUARD_S = 0.5
+#: Free retries (provider faults that do not spend an attempt) in a row before the round fails.
+DEFAULT_PIPELINE_MAX_FREE_RETRIES = 10
 #: Whole-request timeout of one create-phone-call request, real seconds.
 DEFAULT_RETELL_CREATE_TIMEOUT_S = 20.0
 #: The largest uncertainty of the shared (Redis) time a process may dial with, milliseconds.
@@ -238,6 +240,19 @@ class Config:
     pipeline_lease_s: float = _var(
         "PIPELINE_LEASE_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,
         "real seconds a dead process's job waits before recovery (x 1.5 must exceed RETELL_CREATE_TIMEOUT_S + 2)",
+    )
+    pipeline_max_free_retries: int = _var(
+        "PIPELINE_MAX_FREE_RETRIES", lambda raw: parse_int(raw, minimum=0, maximum=1000),
+        DEFAULT_PIPELINE_MAX_FREE_RETRIES,
+        "provider faults in a row (concurrency, 429, 5xx before dialing) retried without spending an attempt",
+    )
+    pipeline_free_retry_base_s: float = _var(
+        "PIPELINE_FREE_RETRY_BASE_S", lambda raw: parse_float(raw, positive=True), 5.0,
+        "first wait of a free retry, real seconds; it doubles up to 10 minutes, with jitter",
+    )
+    retell_concurrency_limit: int | None = _var(
+        "RETELL_CONCURRENCY_LIMIT", lambda raw: parse_int(raw, minimum=1, maximum=100_000),
+        doc="calls in flight across every account (one Retell workspace); unset: read from Retell's get-concurrency",
     )
     pipeline_max_skew_ms: int = _var(
         "PIPELINE_MAX_SKEW_MS", lambda raw: parse_int(raw, minimum=1, maximum=600_000), DEFAULT_PIPELINE_MAX_SKEW_MS,

@@ -5,6 +5,7 @@ writes and sends.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,23 @@ def first_dialable_phone(job: Mapping[str, Any]) -> int | None:
     return next((i for i in range(start, len(phones)) if i not in bad), None)
 
 
+def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | None,
+                   settings_error: str | None) -> DialDecision | None:
+    """Why the batch does not let its jobs be dialed now, or None."""
+    if batch is None:
+        return DialDecision(DialStep.BATCH_GONE, "batch not found")
+    status = batch.get("status")
+    if status == states.BATCH_CANCELLED:
+        return DialDecision(DialStep.CANCELLED, "batch cancelled")
+    if status == states.BATCH_HELD:
+        return DialDecision(DialStep.PAUSED, f"batch held: {batch.get('held_reason') or 'by the provider'}")
+    if status != states.BATCH_ACTIVE:
+        return DialDecision(DialStep.PAUSED, f"batch {status}")
+    if settings is None:
+        return DialDecision(DialStep.SETTINGS_INVALID, f"batch call_settings invalid: {settings_error}")
+    return None
+
+
 def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
                 settings: CallSettings | None, settings_error: str | None, now: datetime,
                 lang: str = "en", guard: timedelta = timedelta(0)) -> DialDecision:
@@ -69,15 +87,10 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     due = job.get("next_try_at")
     if due is not None and int(due) > to_ms(now):
         return DialDecision(DialStep.EARLY, next_try_at=from_ms(int(due)))
-    if batch is None:
-        return DialDecision(DialStep.BATCH_GONE, "batch not found")
-    status = batch.get("status")
-    if status == states.BATCH_CANCELLED:
-        return DialDecision(DialStep.CANCELLED, "batch cancelled")
-    if status != states.BATCH_ACTIVE:
-        return DialDecision(DialStep.PAUSED, f"batch {status}")
-    if settings is None:
-        return DialDecision(DialStep.SETTINGS_INVALID, f"batch call_settings invalid: {settings_error}")
+    refused = _batch_refuses(batch, settings, settings_error)
+    if refused is not None:
+        return refused
+    assert settings is not None
     phone_index = first_dialable_phone(job)
     if phone_index is None:
         return DialDecision(DialStep.NO_PHONE, "no valid phone number")
@@ -140,31 +153,75 @@ def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float
 
 class PollStep(StrEnum):
     FINALIZE = "finalize"  #: the call ended: classify and apply
-    STOP = "stop"  #: past max_call_duration (or ringing far too long): stop it, then finalize as timeout
+    STOP = "stop"  #: past its limits: ask the provider to end it (again, with backoff while it fails)
+    FORCE_END = "force_end"  #: still going (or unreachable) a stop grace after its deadline: end it here, a timeout
     WAIT = "wait"  #: still ringing or talking: poll again later
 
 
+def attempt_deadline_ms(created_ms: int, *, ring_timeout_s: float, max_call_duration_s: float,
+                        grace_s: float) -> int:
+    """The hard deadline of an attempt: by then its call has rung, talked its longest and ended (shared ms)."""
+    return int(created_ms + (ring_timeout_s + max_call_duration_s + grace_s) * 1000)
+
+
 def decide_poll(*, final: bool, start_ms: int | None, created_ms: int, now_ms: int,
-                max_call_duration_s: int, ring_timeout_s: int, grace_s: float) -> PollStep:
-    """What a poll does with the provider's view of a call.
+                max_call_duration_s: int, ring_timeout_s: int, grace_s: float,
+                stop_grace_s: float) -> PollStep:
+    """What a poll does with the provider's view of a call (``final=False``, ``start_ms=None`` when the
+    provider could not be reached).
 
     :param final: the provider says the call is over.
-    :param start_ms: when it connected (None: it has not).
+    :param start_ms: when it connected (None: it has not, or unknown).
     :param created_ms: when the attempt was recorded.
+    :param stop_grace_s: after the attempt's deadline, how long the provider has to report the call ended
+        while the stop is retried; past it the call is ended here (``FORCE_END``), whatever the provider says.
 
-    A call is stopped when it has been connected longer than ``max_call_duration`` + grace, or
-    has gone unconnected longer than ``ring_timeout`` + ``max_call_duration`` + grace — the
-    provider should end both itself; this is the dialer's own guarantee.
+    A call is stopped when it has been connected longer than ``max_call_duration`` + grace, or is
+    past the attempt's deadline (ring + max duration + grace after it was dialed): the provider should
+    end both itself; this is the dialer's own guarantee, and no attempt outlives its deadline by more
+    than ``stop_grace_s``.
     """
     if final:
         return PollStep.FINALIZE
+    deadline = attempt_deadline_ms(created_ms, ring_timeout_s=ring_timeout_s, max_call_duration_s=max_call_duration_s,
+                                   grace_s=grace_s)
+    if now_ms > deadline + stop_grace_s * 1000:
+        return PollStep.FORCE_END
+    if now_ms > deadline:
+        return PollStep.STOP
     if start_ms is not None and now_ms - start_ms > (max_call_duration_s + grace_s) * 1000:
         return PollStep.STOP
-    if start_ms is None and now_ms - created_ms > (ring_timeout_s + max_call_duration_s + grace_s) * 1000:
-        return PollStep.STOP
     return PollStep.WAIT
+
+
+def stop_retry_delay_s(attempts: int, *, base_s: float = 1.0, cap_s: float = 30.0) -> float:
+    """Real seconds before stopping a call again after ``attempts`` failed stops: 1, 2, 4, ... up to 30."""
+    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
 
 
 def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap_s: float = 30.0) -> float:
     """Simulated seconds before poll number ``n`` (0-based): 10, 15, 22.5, 30, 30, ..."""
     return min(cap_s, first_s * factor**n)
+
+
+#: First wait of a free retry, real seconds; it doubles each time up to :data:`FREE_RETRY_CAP_S`.
+FREE_RETRY_BASE_S = 5.0
+FREE_RETRY_CAP_S = 600.0
+#: Share of a free retry's wait drawn at random (either way), so that refused calls do not come back together.
+FREE_RETRY_JITTER = 0.2
+
+
+def decide_free_retry(used: int, *, limit: int, retry_after_s: float | None = None,
+                      base_s: float = FREE_RETRY_BASE_S, rng: random.Random | None = None) -> float | None:
+    """Real seconds to wait before free retry number ``used + 1``, or None when the budget is spent.
+
+    A free retry follows a provider fault that does not spend an attempt (concurrency refused, 429,
+    a 5xx or a refused connection before anything was dialed, ``telephony_provider_unavailable``):
+    5 s, doubling up to 10 min, with 20% jitter, and never sooner than the provider's ``retry-after``.
+    After ``limit`` of them in a row the round fails, with a reason that says so.
+    """
+    if used >= limit:
+        return None
+    wait = min(FREE_RETRY_CAP_S, base_s * 2 ** used)
+    wait *= 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1)
+    return max(wait, retry_after_s or 0.0)

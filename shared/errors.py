@@ -71,6 +71,25 @@ class ProviderRejected(ProviderError):
     kind = "rejected"
 
 
+class InvalidDestination(ProviderRejected):
+    """The create was refused because of ``to_number``: the contact's number cannot be dialed."""
+
+    kind = "invalid_destination"
+
+
+class CallerIdRejected(ProviderRejected):
+    """The create was refused because of ``from_number``: the caller id is malformed, unknown to the
+    workspace or not allowed. No contact can fix it: the batch is held."""
+
+    kind = "caller_id_rejected"
+
+
+class AgentNotFound(ProviderRejected):
+    """The create named an agent the workspace does not have. No contact can fix it: the batch is held."""
+
+    kind = "agent_not_found"
+
+
 class ProviderAuthError(ProviderError):
     """401: the API key is missing or wrong."""
 

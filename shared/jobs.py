@@ -107,6 +107,18 @@ class JobStore:
             out[row["_id"]] = int(row["n"])
         return out
 
+    def oldest_in_progress(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's job held longest by a process (``queued``, ``dialing`` or ``in_call``), with ``since``:
+        when it was dialed (``dialed_at``), or queued (``updated_at``); None when none is."""
+        found: list[dict[str, Any]] = []
+        for status, since in ((states.QUEUED, "updated_at"), (states.DIALING, "dialed_at"),
+                              (states.IN_CALL, "dialed_at")):
+            doc = self.coll.find_one({"batch_id": batch_id, "status": status},
+                                     {"_id": 1, "status": 1, since: 1}, sort=[(since, 1)])
+            if doc is not None and doc.get(since) is not None:
+                found.append({"job_id": doc["_id"], "status": status, "since": int(doc[since])})
+        return min(found, key=lambda d: d["since"]) if found else None
+
     # -- creation ------------------------------------------------------------------------------
 
     def create_jobs(self, batch_id: str, account_id: str, contacts: Iterable[Any], *,
@@ -309,14 +321,16 @@ class JobStore:
                                    unset=("next_try_at",))
         return self.transition(job_id, expected=expected, to=states.RETRY_WAIT, lease_owner=lease_owner,
                                where=where,
-                               set_={**(changes or {}), "tries": tries, "phone_index": 0, "last_error": _reason(reason),
+                               set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
+                                     "last_error": _reason(reason),
                                      "next_try_at": now + _ms(retry_delay(call_settings, self.config))})
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
-                   lease_owner: str | None = None, inc: Mapping[str, int] | None = None) -> dict[str, Any] | None:
+                   lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
+                   where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Postpone without spending an attempt: ``waiting_schedule`` (or ``status``) until ``next_try_at``."""
-        return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc,
+        return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc, where=where,
                                set_={"next_try_at": to_ms(next_try_at), "last_error": _reason(reason)})
 
     def release(self, job_id: str, next_try_at: datetime, reason: str, *,
@@ -345,7 +359,7 @@ class JobStore:
         if invalid:
             bad.add(index)
         where = {"phone_index": index, "tries": job.get("tries", 0)}
-        changes: dict[str, Any] = {"invalid_phones": sorted(bad)}
+        changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
         if len(bad) >= len(phones):
             return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
                                    where=where, unset=("next_try_at",),

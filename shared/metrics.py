@@ -48,6 +48,13 @@ DIAL_LAG = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
 RECOVERED = Counter("outdial_recovered_leases", "Expired leases recovered, by job state", ["state"],
                     registry=REGISTRY)
+FREE_RETRIES = Counter(
+    "outdial_free_retries", "Provider faults retried without spending an attempt (retried), and rounds failed "
+    "because PIPELINE_MAX_FREE_RETRIES of them came in a row (budget_spent)", ["result"], registry=REGISTRY)
+FORCED_ENDS = Counter("outdial_forced_ends", "Calls still going (or unknown) a stop grace after their attempt's "
+                      "deadline, ended by outdial as timeouts", registry=REGISTRY)
+BATCHES_HELD = Counter("outdial_batches_held", "Batches held because the provider refused their calls for a reason "
+                       "no contact can fix (API key, payment, caller id, agent)", registry=REGISTRY)
 DIAL_ABORTS = Counter(
     "outdial_dial_aborts", "Dials stopped right before the create, nothing sent: fence (the lease would end), "
     "clock (shared time unknown), window (the calling window closes)", ["kind"], registry=REGISTRY)

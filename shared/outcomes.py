@@ -3,23 +3,30 @@
 The provider reports ``disconnection_reason`` (34 values today, more tomorrow) and, after
 analysis, ``call_analysis.in_voicemail``. :func:`classify` maps them onto a handful of outcomes;
 an unknown reason never crashes: a call that connected counts as answered, one that did not as
-a failed dial.
+a failed dial. A call *connected* when it has a start timestamp and some duration: a person may
+have spoken, so no reason ever makes such a call "retry soon".
 
-| outcome | provider reasons | effect on the job |
-|---|---|---|
-| ``answered`` | user_hangup, agent_hangup, call_transfer, transfer_*, inactivity, call_take_over, | ``completed`` |
-|  | scam_detected, any other reason of a call that connected | |
-| ``voicemail`` | voicemail_reached, ivr_reached, ``call_analysis.in_voicemail`` | next phone |
-| ``no_answer`` | dial_no_answer, user_declined, registered_call_timeout, error_user_not_joined | next phone |
-| ``busy`` | dial_busy | next phone |
-| ``failed_dial`` | dial_failed, marked_as_spam, other reasons of a call that never connected | next phone |
-| ``invalid_number`` | invalid_destination | number never dialed again; next phone |
-| ``timeout`` | max_duration_reached, manual_stopped (we stop calls past max_call_duration) | failed round |
-| ``provider_fault`` | concurrency_limit_reached, no_concurrency_fallback, no_valid_payment, | retry soon, |
-|  | telephony_provider_unavailable, telephony_provider_permission_denied, sip_routing_error, error_* | not spent |
+Outcomes and their effect (connected / never connected):
+
+- ``answered``: user_hangup, agent_hangup, call_transfer, transfer_*, inactivity, call_take_over,
+  scam_detected, any other reason of a call that connected: ``completed``.
+- ``voicemail``: voicemail_reached, ivr_reached, machine_detected, ``call_analysis.in_voicemail``: next phone.
+- ``no_answer``: dial_no_answer, user_declined, registered_call_timeout, error_user_not_joined: next phone.
+- ``busy``: dial_busy: next phone. ``failed_dial``: dial_failed, marked_as_spam, other reasons of a
+  call that never connected: next phone.
+- ``invalid_number``: invalid_destination: that number is never dialed again; next phone.
+- ``timeout``: max_duration_reached, manual_stopped (outdial stops calls past their deadline): failed round.
+- ``dropped``: a provider fault (error_*, telephony_provider_unavailable, sip_routing_error, ...) on a
+  call that connected: failed round (the attempt is spent, the retry delay applies).
+- ``provider_fault``: the same faults, and concurrency_limit_reached / no_concurrency_fallback, on a
+  call that never connected: a free retry (backoff, not spent, budgeted).
+- ``account_problem``: no_valid_payment: every active batch is held; the attempt is not spent.
 
 "Next phone" means: dial the contact's next number now; when the round has no number left it
-is a failed round (``retry_wait`` after ``retry_delay_hours``, ``tries`` + 1).
+is a failed round (``retry_wait`` after ``retry_delay_hours``, ``tries`` + 1). A free retry
+("not spent") backs off exponentially and counts against ``PIPELINE_MAX_FREE_RETRIES``; past it
+the round fails. "Batches held": the provider account cannot place calls (payment), so every
+active batch is held until an operator resumes it; the contact's attempt is not spent.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ class Outcome(StrEnum):
     FAILED_DIAL = "failed_dial"
     INVALID_NUMBER = "invalid_number"
     TIMEOUT = "timeout"
+    DROPPED = "dropped"
     PROVIDER_FAULT = "provider_fault"
+    ACCOUNT_PROBLEM = "account_problem"
 
 
 class Effect(StrEnum):
@@ -47,7 +56,8 @@ class Effect(StrEnum):
     NEXT_PHONE = "next_phone"  #: advance_phone (a failed round when the phones are exhausted)
     INVALID_PHONE = "invalid_phone"  #: advance_phone(invalid=True)
     FAILED_ROUND = "failed_round"  #: mark_failed (non-terminal)
-    RETRY_SOON = "retry_soon"  #: back to pending shortly, attempt not spent
+    RETRY_SOON = "retry_soon"  #: back to pending after a backoff, attempt not spent (budgeted)
+    HOLD = "hold"  #: the provider account cannot call: hold the batches, attempt not spent
 
 
 EFFECTS: dict[Outcome, Effect] = {
@@ -58,7 +68,9 @@ EFFECTS: dict[Outcome, Effect] = {
     Outcome.FAILED_DIAL: Effect.NEXT_PHONE,
     Outcome.INVALID_NUMBER: Effect.INVALID_PHONE,
     Outcome.TIMEOUT: Effect.FAILED_ROUND,
+    Outcome.DROPPED: Effect.FAILED_ROUND,
     Outcome.PROVIDER_FAULT: Effect.RETRY_SOON,
+    Outcome.ACCOUNT_PROBLEM: Effect.HOLD,
 }
 
 _BY_REASON: dict[str, Outcome] = {
@@ -77,7 +89,7 @@ _BY_REASON: dict[str, Outcome] = {
     "manual_stopped": Outcome.TIMEOUT,
     "concurrency_limit_reached": Outcome.PROVIDER_FAULT,
     "no_concurrency_fallback": Outcome.PROVIDER_FAULT,
-    "no_valid_payment": Outcome.PROVIDER_FAULT,
+    "no_valid_payment": Outcome.ACCOUNT_PROBLEM,
     "telephony_provider_unavailable": Outcome.PROVIDER_FAULT,
     "telephony_provider_permission_denied": Outcome.PROVIDER_FAULT,
     "sip_routing_error": Outcome.PROVIDER_FAULT,
@@ -103,7 +115,10 @@ REASONS: dict[Outcome, tuple[str, str]] = {
     Outcome.FAILED_DIAL: ("dial failed", "falló el discado"),
     Outcome.INVALID_NUMBER: ("invalid number", "número inválido"),
     Outcome.TIMEOUT: ("call exceeded max_call_duration", "llamada excedió la duración máxima"),
+    Outcome.DROPPED: ("connected call dropped by a provider error",
+                      "llamada conectada cortada por un error del proveedor"),
     Outcome.PROVIDER_FAULT: ("provider fault", "falla del proveedor"),
+    Outcome.ACCOUNT_PROBLEM: ("provider account cannot place calls", "la cuenta del proveedor no puede llamar"),
 }
 
 
@@ -118,12 +133,14 @@ def classify(disconnection_reason: str | None, *, connected: bool,
     if call_analysis and call_analysis.get("in_voicemail") is True:
         return Outcome.VOICEMAIL
     reason = (disconnection_reason or "").strip().lower()
-    known = _BY_REASON.get(reason)
-    if known is not None:
-        return known
-    if reason.startswith(_FAULT_PREFIX):
-        return Outcome.PROVIDER_FAULT
-    return Outcome.ANSWERED if connected else Outcome.FAILED_DIAL
+    found = _BY_REASON.get(reason)
+    if found is None and reason.startswith(_FAULT_PREFIX):
+        found = Outcome.PROVIDER_FAULT
+    if found is None:
+        return Outcome.ANSWERED if connected else Outcome.FAILED_DIAL
+    if found == Outcome.PROVIDER_FAULT and connected:
+        return Outcome.DROPPED  # a person may have talked: never "retry soon"
+    return found
 
 
 def reason_text(outcome: Outcome, disconnection_reason: str | None = None, *, lang: str = "en") -> str:

@@ -12,6 +12,7 @@ cover a slow process (leases, back-off after a provider error) are real time con
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,23 +33,37 @@ from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_T
 from shared.decisions import (
     DialStep,
     PollStep,
+    attempt_deadline_ms,
     check_before_send,
     decide_dial,
+    decide_free_retry,
     decide_poll,
     next_poll_delay_s,
+    stop_retry_delay_s,
 )
 from shared.errors import (
+    AgentNotFound,
+    CallerIdRejected,
     CallNotFound,
     CreateOutcomeUnknown,
     DialAborted,
+    InvalidDestination,
+    PaymentRequired,
+    ProviderAuthError,
     ProviderError,
-    ProviderRejected,
     RateLimited,
 )
 from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
 from shared.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
-from shared.redis_keys import BILLING_REPAIR_LOCK, SLOTS_REBUILD_LOCK, dispatch_lock_key
+from shared.redis_keys import (
+    BILLING_REPAIR_LOCK,
+    SLOTS_REBUILD_LOCK,
+    dispatch_lock_key,
+    dispatch_turn_key,
+    pool_refresh_key,
+    workspace_limit_key,
+)
 from shared.retell import IDEMPOTENCY_WINDOW_S, Call
 from shared.slots import Acquired, Slots
 
@@ -78,10 +93,18 @@ DEFAULT_REPLAY_WINDOW_S = IDEMPOTENCY_WINDOW_S - 600
 #: Real seconds of margin the fence keeps between a create's answer and the end of the lease (the time from
 #: the check to the send, and the shared time's uncertainty).
 DEFAULT_FENCE_MARGIN_S = 1.0
+#: Pages of a number's calls read at most when an attempt's call is looked up (200 calls a page).
+DEFAULT_LOOKUP_MAX_PAGES = 10
+#: Real seconds between two readings of the workspace's concurrency limit from the provider.
+DEFAULT_POOL_REFRESH_S = 300.0
 #: Real seconds after which an unrefreshed reading of the server's time is no longer trusted for dialing.
 DEFAULT_MAX_CLOCK_AGE_S = 60.0
 #: Simulated seconds a call may run past max_call_duration (or ring past ring_timeout) before it is stopped.
 DEFAULT_CALL_GRACE_S = 30.0
+#: Real seconds the provider has, after an attempt's deadline, to report its call ended while the stop is retried;
+#: then the attempt ends here as a timeout. :meth:`Timing.from_config` makes it half of ``PIPELINE_LEASE_S``, so it
+#: ends before the in-call lease does.
+DEFAULT_STOP_GRACE_S = 30.0
 #: Real seconds between two ledger repairs (posting what dead processes left in account documents).
 DEFAULT_REPAIR_EVERY_S = 60.0
 #: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
@@ -112,7 +135,9 @@ class Provider(Protocol):
     def create_phone_call(self, **kwargs: Any) -> Any: ...
     def get_call(self, call_id: str) -> Any: ...
     def stop_call(self, call_id: str) -> None: ...
-    def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None) -> list: ...
+    def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None,
+                               max_pages: int = 50) -> list: ...
+    def get_concurrency(self) -> Any: ...
 
 
 class BatchSource(Protocol):
@@ -137,6 +162,7 @@ class Timing:
     no_slot_retry_s: float = DEFAULT_NO_SLOT_RETRY_S
     reconcile_grace_s: float = DEFAULT_RECONCILE_GRACE_S
     call_grace_sim_s: float = DEFAULT_CALL_GRACE_S
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
     dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
     repair_every_s: float = DEFAULT_REPAIR_EVERY_S
     dial_guard_s: float = DEFAULT_DIAL_GUARD_S
@@ -146,11 +172,14 @@ class Timing:
     max_replays: int = DEFAULT_MAX_REPLAYS
     replay_window_s: float = DEFAULT_REPLAY_WINDOW_S
     max_clock_age_s: float = DEFAULT_MAX_CLOCK_AGE_S
+    pool_refresh_s: float = DEFAULT_POOL_REFRESH_S
+    lookup_max_pages: int = DEFAULT_LOOKUP_MAX_PAGES
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
         lease = config.pipeline_lease_s
         return cls(queued_lease_s=lease, dialing_lease_s=config.dialing_lease_s, poll_lease_margin_s=lease,
+                   stop_grace_s=lease / 2,
                    dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s)
 
 
@@ -221,19 +250,76 @@ class Pipeline:
         if periodic:
             if not self.slots.known():
                 self.ensure_slots()
+            self.refresh_pool_limit()
             self.recover_expired()
             self.recover_reservations()
             if self.slots.redis.set(BILLING_REPAIR_LOCK, "1", nx=True,
                                     px=int(self.timing.repair_every_s * 1000)):
                 self.billing.repair()
             self.complete_finished_batches()
-        active = self._active_batches()
-        accounts = [account_id] if account_id else sorted(active)
+        return self._dispatch(self._active_batches(), only=account_id)
+
+    def _dispatch(self, active: Mapping[str, list[str]], *, only: str | None = None) -> int:
+        """Dispatch due jobs of ``active`` accounts (or ``only`` one), fairly within the workspace's pool.
+
+        The pool's free slots are shared out in turn: each account gets at most an even share of what
+        is left (an account with fewer due jobs leaves the rest to the next ones), and the first account
+        changes from one run to the next, so one large campaign never starves a small one.
+        """
+        accounts = [only] if only else sorted(active)
+        accounts = [a for a in accounts if a in active]
+        if not accounts:
+            return 0
+        if len(accounts) > 1:
+            turn = int(self.slots.redis.incr(dispatch_turn_key(self.slots.workspace))) % len(accounts)
+            accounts = accounts[turn:] + accounts[:turn]
+        pool_free = self._pool_free()
         dispatched = 0
-        for acc in accounts:
-            if acc in active:
-                dispatched += max(0, self._dispatch_account(acc, active[acc]))
+        for i, acc in enumerate(accounts):
+            if pool_free <= 0:
+                break
+            share = -(-pool_free // (len(accounts) - i))  # an even share of what is left, rounded up
+            claimed = max(0, self._dispatch_account(acc, active[acc], cap=share))
+            pool_free -= claimed
+            dispatched += claimed
         return dispatched
+
+    def _pool_limit(self) -> int:
+        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
+        (:meth:`refresh_pool_limit`), else the default account limit (the provider's own default)."""
+        if self.config.retell_concurrency_limit:
+            return self.config.retell_concurrency_limit
+
+        def read() -> int:
+            raw = self.slots.redis.get(workspace_limit_key(self.slots.workspace))
+            return int(raw) if raw else self.config.default_concurrency_limit
+        return self._remembered("pool-limit", read)
+
+    def _pool_free(self) -> int:
+        """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
+        now_ms = self.clock.now_ms()
+        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self._queued_count(None)
+
+    def refresh_pool_limit(self) -> None:
+        """Read the workspace's concurrency limit from the provider (``get-concurrency``) every few minutes;
+        one process of all does it. Outbound calls get the limit less the inbound reserve."""
+        if self.config.retell_concurrency_limit:
+            return
+        workspace = self.slots.workspace
+        if not self.slots.redis.set(pool_refresh_key(workspace), "1", nx=True,
+                                    px=int(self.timing.pool_refresh_s * 1000)):
+            return
+        try:
+            concurrency = self.provider.get_concurrency()
+        except ProviderError as exc:
+            event(log, "concurrency_limit_unread", level=logging.WARNING, error=str(exc)[:200])
+            self.slots.redis.delete(pool_refresh_key(workspace))
+            return
+        if concurrency.limit is None:
+            return
+        limit = max(1, concurrency.limit - (concurrency.reserved_inbound or 0))
+        self.slots.redis.set(workspace_limit_key(workspace), limit, px=int(self.timing.pool_refresh_s * 3000))
+        event(log, "concurrency_limit_read", limit=limit, current=concurrency.current)
 
     def _active_batches(self) -> dict[str, list[str]]:
         by_account: dict[str, list[str]] = {}
@@ -249,17 +335,21 @@ class Pipeline:
         (up to its poll interval) for every call. When another process is dispatching for the
         account at this moment, a (debounced) message makes sure the slot is not forgotten.
         """
-        active = self._remembered("active", self._active_batches).get(account_id)
-        if not active:
+        active = self._remembered("active", self._active_batches)
+        if account_id not in active:
             return 0
-        dispatched = self._dispatch_account(account_id, active)
+        if len(active) > 1:
+            # Several accounts share the workspace's pool: the freed slot goes to whoever's turn it is.
+            return self._dispatch(active)
+        dispatched = self._dispatch_account(account_id, active[account_id], cap=self._pool_free())
         if dispatched < 0:
             self.sender.schedule(account_id)
             return 0
         return dispatched
 
-    def _dispatch_account(self, account_id: str, batch_ids: list[str]) -> int:
-        """Claim and send as many due jobs as the account has free slots; -1 when another process is at it."""
+    def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
+        """Claim and send as many due jobs as the account has free slots, at most ``cap`` (its share of the
+        workspace's pool); -1 when another process is at it."""
         lock = self.slots.redis.lock(dispatch_lock_key(account_id), timeout=DISPATCH_LOCK_MS / 1000, blocking=False)
         if not lock.acquire():
             return -1
@@ -267,7 +357,8 @@ class Pipeline:
             now_ms = self.clock.now_ms()
             limit = self._limit(account_id)
             queued = self._queued_count(account_id)
-            budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, self.timing.dispatch_limit)
+            budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
+                         self.timing.dispatch_limit)
             if budget <= 0:
                 return 0
             horizon = self._sim(self.timing.horizon_s)
@@ -282,9 +373,12 @@ class Pipeline:
             with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
                 lock.release()
 
-    def _queued_count(self, account_id: str) -> int:
-        rows = self.jobs.coll.aggregate([{"$match": {"account_id": account_id, "status": states.QUEUED}},
-                                         {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+    def _queued_count(self, account_id: str | None) -> int:
+        """Jobs queued to dial, of one account or (None) of every account."""
+        match: dict[str, Any] = {"status": states.QUEUED}
+        if account_id is not None:
+            match["account_id"] = account_id
+        rows = self.jobs.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
         return sum(int(r["n"]) for r in rows)
 
     # -- recovery ----------------------------------------------------------------------------
@@ -420,7 +514,7 @@ class Pipeline:
         won = self.jobs.transition(
             job_id, to=states.DIALING, inc={"dials": 1}, lease_owner=lease_owner, expected=(states.QUEUED,),
             set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms, "lease_until": lease_until},
-            unset=("stop_requested_at",))
+            unset=("stop_requested_at", "stop_acked", "stop_attempts"))
         if won is None:
             return DialStep.STALE
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
@@ -431,7 +525,7 @@ class Pipeline:
             return self._insufficient_balance(won, settings, reservation, own)
 
         slot = self.slots.acquire(account_id, aid, limit=self._limit(account_id), now_ms=now_ms,
-                                  lease_ms=self._slot_lease_ms(settings))
+                                  lease_ms=self._slot_lease_ms(settings), pool_limit=self._pool_limit())
         if slot != Acquired.YES:
             self.billing.release(aid)
             retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
@@ -450,7 +544,13 @@ class Pipeline:
             "agent_id": batch.get("agent_id") or self.config.retell_agent_id,
         }
         if not self.attempts.insert(attempt):
-            return DialStep.STALE  # recovery recorded it first (as not placed): it owns what is left
+            # Recovery recorded this attempt first, as not placed, while this process was stalled: it gave back
+            # the hold and the slot then, and this process took them again since. A not-placed attempt has no
+            # owner left, so what is held in its name is nobody's: give it back.
+            if (self.attempts.get(aid) or {}).get("state") == attempt_states.NOT_PLACED:
+                self.slots.release(account_id, aid)
+                self.billing.release(aid)
+            return DialStep.STALE
         metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
         return self._create(won, attempt, settings, lease_owner, lease_until,
                             reserved=int(getattr(reservation, "amount", 0) or 0))
@@ -503,6 +603,13 @@ class Pipeline:
             return "reconcile"
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            if replay:
+                # A refusal of this send says nothing of the earlier one, which may have made the call: still unknown.
+                wait_s = max(self.timing.reconcile_retry_s,
+                             float(getattr(exc, "retry_after_s", None) or 0.0))
+                event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+                self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
+                return "reconcile"
             return self._create_failed(job, aid, exc, lease_owner)
         if not replay:
             metrics.DIALS.inc()
@@ -540,24 +647,60 @@ class Pipeline:
         return str(after["status"]) if after else DialStep.STALE
 
     def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
-        """The provider refused the create: nothing was placed."""
+        """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
         job_id, account_id = job["_id"], job["account_id"]
         if not self.attempts.not_placed(aid, str(exc)[:300], owner=lease_owner):
             return DialStep.STALE
         self.slots.release(account_id, aid)
         self.billing.release(aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
-        if isinstance(exc, ProviderRejected) and _is_number_problem(exc):
+        event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+        if isinstance(exc, InvalidDestination):
+            # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
             self.jobs.advance_phone(job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
             return "invalid_number"
-        wait_s = self.timing.provider_backoff_s
-        if isinstance(exc, RateLimited) and exc.retry_after_s:
-            wait_s = max(wait_s, float(exc.retry_after_s))
-        elif not exc.retryable:
-            wait_s = max(wait_s, 60.0)
-        self.jobs.release(job_id, self.clock.now() + self._sim(wait_s), f"provider error: {exc}", **own)
-        event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
-        return "provider_error"
+        if isinstance(exc, ProviderAuthError | PaymentRequired):
+            # The workspace (every account shares its API key) cannot place calls: hold every batch.
+            self._hold(job, f"the provider refused the call: {exc}", batch_id=None, own=own)
+            return "held"
+        if isinstance(exc, CallerIdRejected | AgentNotFound):
+            what = "caller id" if isinstance(exc, CallerIdRejected) else "agent"
+            self._hold(job, f"the provider refused the batch's {what}: {exc}", batch_id=job["batch_id"], own=own)
+            return "held"
+        if exc.retryable or isinstance(exc, RateLimited):
+            retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+            self._free_retry(job, f"provider error: {exc}", own, retry_after_s=retry_after)
+            return "provider_error"
+        # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
+        self.jobs.mark_failed(job_id, f"the provider refused the call: {exc}", call_settings=self._settings_of(job),
+                              job=job, **own)
+        return "refused"
+
+    def _free_retry(self, job: Mapping[str, Any], reason: str, own: Mapping[str, Any], *,
+                    retry_after_s: float | None = None) -> dict[str, Any] | None:
+        """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
+        past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why."""
+        used = int(job.get("free_retries", 0) or 0)
+        wait_s = decide_free_retry(used, limit=self.config.pipeline_max_free_retries, retry_after_s=retry_after_s,
+                                   base_s=self.config.pipeline_free_retry_base_s)
+        if wait_s is None:
+            metrics.FREE_RETRIES.labels("budget_spent").inc()
+            return self.jobs.mark_failed(
+                job["_id"], f"provider faults in a row, {used} free retries spent: {reason}",
+                call_settings=self._settings_of(job), job=job, expected=own["expected"],
+                lease_owner=own.get("lease_owner"))
+        metrics.FREE_RETRIES.labels("retried").inc()
+        return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
+                                    inc={"free_retries": 1}, **own)
+
+    def _hold(self, job: Mapping[str, Any], reason: str, *, batch_id: str | None,
+              own: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
+        held = self.batches.hold(reason, batch_id=batch_id)
+        metrics.BATCHES_HELD.inc(len(held))
+        event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=reason[:300])
+        return self.jobs.reschedule(job["_id"], self.clock.now(), f"batch held: {reason}", status=states.PENDING,
+                                    **own)
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: Any, *, reserved: int | None = None) -> str:
@@ -659,9 +802,13 @@ class Pipeline:
         job_id, aid = job["_id"], attempt["_id"]
         try:
             found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
-                                                         since_ms=int(attempt.get("created_at", 0)) - 3_600_000)
-        except ProviderError as exc:
+                                                         since_ms=int(attempt.get("created_at", 0)) - 3_600_000,
+                                                         max_pages=self.timing.lookup_max_pages)
+        except ProviderError as exc:  # the provider failed, or the number has too many calls to read them all
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
+            if self.clock.now_ms() > give_up_at:
+                return self._give_up(job, attempt, lease_owner, f"its call could not be looked up: {exc}")
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
@@ -685,6 +832,29 @@ class Pipeline:
         event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
         return self._not_placed(job, aid, lease_owner, "provider did not create the call")
 
+    def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
+        settings = self._settings_of(job)
+        return attempt_deadline_ms(int(attempt.get("created_at", 0)), ring_timeout_s=settings.ring_timeout,
+                                   max_call_duration_s=settings.max_call_duration,
+                                   grace_s=self.timing.call_grace_sim_s)
+
+    def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: str) -> str:
+        """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
+        the attempt ends with an unknown outcome and counts (a failed round, the retry delay applies), so a
+        person who may have been called is not called again at once, and the job does not wait forever."""
+        aid = attempt["_id"]
+        if not self.attempts.end(aid, {"outcome": "unknown", "finalized_by": "deadline", "charge": 0,
+                                       "finalized_at": self.clock.now_ms(), "error": reason[:300]}):
+            return "stale"
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        metrics.RECONCILES.labels("given_up").inc()
+        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid, reason=reason[:200])
+        self.jobs.mark_failed(job["_id"], f"create outcome unknown past the deadline: {reason}",
+                              call_settings=self._settings_of(job), job=job, expected=(states.DIALING,),
+                              lease_owner=lease_owner)
+        return "given_up"
+
     def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: str) -> str:
         """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
         if aid:
@@ -707,36 +877,81 @@ class Pipeline:
 
         One MongoDB read per poll: the in-call lease already covers the call's longest life, so a
         poll writes nothing unless it has to stop the call. The lease token in the message keeps
-        a single poll chain per call (a chain whose token was taken over by recovery stops).
+        a single poll chain per call (a chain whose token was taken over by recovery stops). Past the
+        attempt's deadline the call is stopped (the stop retried with backoff while it fails), and a
+        call the provider still calls going a stop grace later, or cannot tell about, ends here as a
+        timeout: no attempt holds its job, slot and hold forever.
         """
         job = self.jobs.get(job_id)
         if (job is None or job.get("status") != states.IN_CALL or job.get("lease_owner") != lease_owner
                 or (call_id and job.get("call_id") != call_id)):
             return "stale"
         call_id = job["call_id"]
+        call: Call | None
         try:
             call = self.provider.get_call(call_id)
         except CallNotFound:
             call = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
-        if call.is_final:
+            call = None
+        if call is not None and call.is_final:
             return self.finalize(job_id, call, lease_owner=lease_owner)
         settings = self._settings_of(job)
-        step = decide_poll(final=False, start_ms=call.start_timestamp_ms,
+        step = decide_poll(final=False, start_ms=call.start_timestamp_ms if call else None,
                            created_ms=int(job.get("dialed_at") or self.clock.now_ms()), now_ms=self.clock.now_ms(),
                            max_call_duration_s=settings.max_call_duration, ring_timeout_s=settings.ring_timeout,
-                           grace_s=self.timing.call_grace_sim_s)
-        if step == PollStep.STOP and not job.get("stop_requested_at"):
-            self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
-                                      {"$set": {"stop_requested_at": self.clock.now_ms()}})
-            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True,
-                                                   "stop_requested_at": self.clock.now_ms()})
-            self._stop_quietly(call_id)
+                           grace_s=self.timing.call_grace_sim_s,
+                           stop_grace_s=self.clock.simulated_seconds(self.timing.stop_grace_s))
+        if step == PollStep.FORCE_END:
+            return self._force_end(job, call, lease_owner)
+        if step == PollStep.STOP and not job.get("stop_acked"):
+            return self._stop_past_limit(job, lease_owner, n)
+        if call is None:
+            return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
+        return self._poll_again(job_id, lease_owner, call_id, n, 1.0 if step == PollStep.STOP
+                                else next_poll_delay_s(n))
+
+    def _stop_past_limit(self, job: Mapping[str, Any], lease_owner: str, n: int) -> str:
+        """Ask the provider to end a call past its limits; a failed stop is tried again with backoff."""
+        job_id, call_id = job["_id"], job["call_id"]
+        now = self.clock.now_ms()
+        fields: dict[str, Any] = {"stop_requested_at": job.get("stop_requested_at") or now}
+        try:
+            self.provider.stop_call(call_id)
+            fields["stop_acked"] = True
+        except CallNotFound:
+            fields["stop_acked"] = True
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "stop_call_failed", call_id=call_id, error=str(exc)[:200], attempt=job.get("stop_attempts", 0))
+        self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
+                                  {"$set": fields, "$inc": {"stop_attempts": 1}})
+        if not job.get("stop_requested_at"):
+            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True, "stop_requested_at": now})
             event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)
+        if fields.get("stop_acked"):
             return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
-        return self._poll_again(job_id, lease_owner, call_id, n, next_poll_delay_s(n))
+        wait_real = stop_retry_delay_s(int(job.get("stop_attempts", 0)) + 1)
+        self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=int(wait_real * 1000))
+        return "stop_retry"
+
+    def _force_end(self, job: Mapping[str, Any], call: Call | None, lease_owner: str) -> str:
+        """The call outlived its deadline by the stop grace: end the attempt here, as a timeout.
+
+        The duration charged is what is known: from the provider's start (if it ever reported one) to now.
+        """
+        now = self.clock.now_ms()
+        start = call.start_timestamp_ms if call is not None else None
+        ended = Call(call_id=job["call_id"], call_status="ended", disconnection_reason="manual_stopped",
+                     start_timestamp_ms=start, end_timestamp_ms=now,
+                     duration_ms=max(0, now - start) if start is not None else 0,
+                     to_number=call.to_number if call is not None else None)
+        self.attempts.mark(job["attempt_id"], {"forced_end": True})
+        event(log, "call_forced_end", level=logging.WARNING, job_id=job["_id"], call_id=job["call_id"],
+              reachable=call is not None)
+        metrics.FORCED_ENDS.inc()
+        return self.finalize(job["_id"], ended, lease_owner=lease_owner, source="deadline")
 
     def _settings_of(self, job: Mapping[str, Any]) -> Any:
         """The job's batch settings, or the global defaults when the batch or its settings are gone."""
@@ -803,10 +1018,7 @@ class Pipeline:
                                            job=job, **common)
         if effect == Effect.FAILED_ROUND:
             return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, **common)
-        retry_at = self.clock.now() + self._sim(self.timing.provider_backoff_s)
-        return self.jobs.release(job_id, retry_at, reason, **common)
-
-
-def _is_number_problem(exc: ProviderRejected) -> bool:
-    text = str(exc).lower()
-    return any(word in text for word in ("to_number", "e.164", "e164", "invalid destination", "phone number"))
+        own = {**common, "where": where}
+        if effect == Effect.HOLD:
+            return self._hold(job, reason, batch_id=None, own=own)
+        return self._free_retry(job, reason, own)

@@ -23,6 +23,35 @@ def invalidate_all_channel() -> str:
     return INVALIDATE_CHANNEL_PREFIX + INVALIDATE_ALL
 
 
+def workspace_id(api_key: str, base_url: str | None = None) -> str:
+    """A provider workspace's name in Redis keys: a digest of its API key and address (the key itself is
+    never written)."""
+    import hashlib
+
+    return hashlib.sha256(f"{base_url or ''}|{api_key}".encode()).hexdigest()[:16]
+
+
+def pool_key(workspace: str) -> str:
+    """Sorted set of the slots held across every account of one provider workspace (same members as the
+    accounts' sets); outside the accounts' namespace, so that no account id can name it."""
+    return f"{PREFIX}:pool:{workspace}"
+
+
+def workspace_limit_key(workspace: str) -> str:
+    """The workspace's concurrency limit as last read from the provider (with a TTL)."""
+    return f"{PREFIX}:ws-limit:{workspace}"
+
+
+def pool_refresh_key(workspace: str) -> str:
+    """Marker spacing two readings of the workspace's concurrency limit from the provider."""
+    return f"{PREFIX}:ws-refresh:{workspace}"
+
+
+def dispatch_turn_key(workspace: str) -> str:
+    """Counter of dispatch runs: whose turn it is to be served first from the workspace's pool."""
+    return f"{PREFIX}:dispatch-turn:{workspace}"
+
+
 def slots_key(account_id: str) -> str:
     """Sorted set of the provider concurrency slots held by an account (member: attempt id, score: lease end)."""
     return f"{PREFIX}:slots:{account_id}"

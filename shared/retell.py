@@ -39,9 +39,12 @@ import aiohttp
 
 from shared.config import Config, get_config
 from shared.errors import (
+    AgentNotFound,
+    CallerIdRejected,
     CallNotFound,
     CreateOutcomeUnknown,
     DialAborted,
+    InvalidDestination,
     PaymentRequired,
     ProviderAuthError,
     ProviderError,
@@ -421,7 +424,21 @@ def error_from_response(status: int, text: str, headers: Mapping[str, str], *, e
         return ProviderTimeout(message, status=status, endpoint=endpoint)
     if status == 409 or status >= 500:
         return ProviderUnavailable(message, status=status, endpoint=endpoint)
+    if endpoint == "create_phone_call":
+        return _refused_create(message, status)
     return ProviderRejected(message, status=status, endpoint=endpoint)
+
+
+def _refused_create(message: str, status: int) -> ProviderRejected:
+    """A 4xx answer to a create, by what it names: the caller id, the agent, the destination, or else."""
+    text = message.lower()
+    if "from_number" in text or "from number" in text or "caller id" in text:
+        return CallerIdRejected(message, status=status, endpoint="create_phone_call")
+    if "agent" in text:
+        return AgentNotFound(message, status=status, endpoint="create_phone_call")
+    if "to_number" in text or "to number" in text or "invalid destination" in text:
+        return InvalidDestination(message, status=status, endpoint="create_phone_call")
+    return ProviderRejected(message, status=status, endpoint="create_phone_call")
 
 
 def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -628,9 +645,9 @@ class RetellClient:
             except CreateOutcomeUnknown as exc:
                 ambiguous = exc
                 continue
-            except ProviderError as exc:
-                if ambiguous is not None and (exc.retryable or isinstance(exc, RateLimited)):
-                    # This send was refused before it was processed; an earlier one may still have created the call.
+            except ProviderError:
+                if ambiguous is not None:
+                    # A refusal of this send says nothing of an earlier one, which may have created the call.
                     continue
                 raise
             self._record_failure(ambiguous, attempt=send, will_retry=send + 1 < sends, to_number=to_number)

@@ -31,4 +31,7 @@ BATCH_ACTIVE = "active"
 BATCH_PAUSED = "paused"
 BATCH_CANCELLED = "cancelled"
 BATCH_COMPLETED = "completed"
-BATCH_STATES = (BATCH_ACTIVE, BATCH_PAUSED, BATCH_CANCELLED, BATCH_COMPLETED)
+#: The provider refused to place its calls for a reason no contact can fix (bad key, no payment, a caller id
+#: or agent it does not know): nothing is dialed until an operator resumes it. ``held_reason`` says why.
+BATCH_HELD = "held"
+BATCH_STATES = (BATCH_ACTIVE, BATCH_PAUSED, BATCH_CANCELLED, BATCH_COMPLETED, BATCH_HELD)

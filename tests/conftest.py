@@ -115,3 +115,12 @@ def clock() -> Iterator[Clock]:
     clock_mod.set_clock(c)
     yield c
     clock_mod.set_clock(previous)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keep each phase's report on the test item (``item.rep_call``), so that fixtures can tell a failed test
+    at teardown (the stack fixture then prints its processes' logs)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

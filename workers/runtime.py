@@ -20,6 +20,7 @@ from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
 from shared.jobs import JobStore
 from shared.pipeline import Pipeline, Timing
+from shared.redis_keys import workspace_id
 from shared.slots import Slots
 
 
@@ -53,7 +54,7 @@ class Runtime:
 
     @cached_property
     def slots(self) -> Slots:
-        return Slots(self.redis)
+        return Slots(self.redis, workspace=workspace_id(self.config.retell_api_key, self.config.retell_base_url))
 
     @cached_property
     def cache(self) -> Any:

@@ -53,6 +53,10 @@ def child_env(config: Config, clock: Clock | None = None, *, base: Mapping[str, 
     env["PIPELINE_DIAL_GUARD_S"] = repr(config.pipeline_dial_guard_s)
     env["PIPELINE_MAX_SKEW_MS"] = str(config.pipeline_max_skew_ms)
     env["RETELL_CREATE_TIMEOUT_S"] = repr(config.retell_create_timeout_s)
+    env["PIPELINE_MAX_FREE_RETRIES"] = str(config.pipeline_max_free_retries)
+    env["PIPELINE_FREE_RETRY_BASE_S"] = repr(config.pipeline_free_retry_base_s)
+    if config.retell_concurrency_limit:
+        env["RETELL_CONCURRENCY_LIMIT"] = str(config.retell_concurrency_limit)
     if config.call_from_number:
         env["CALL_FROM_NUMBER"] = config.call_from_number
     if clock is not None:

@@ -47,7 +47,16 @@ from workers.web_http import (
     too_large,
     unknown_fields,
 )
-from workers.web_views import account_view, batch_view, counts_for, failure_reasons, job_summary, job_view, window_view
+from workers.web_views import (
+    account_view,
+    batch_view,
+    counts_for,
+    failure_reasons,
+    in_progress_view,
+    job_summary,
+    job_view,
+    window_view,
+)
 
 #: Fields of ``POST /batches``.
 BATCH_FIELDS = ("name", "account_id", "agent_id", "from_number", "call_settings")
@@ -121,6 +130,9 @@ def _batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     view = batch_view(doc, counts=counts,
                       window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config))
     view["failures"] = failure_reasons(rt.jobs, doc["_id"]) if counts[states.FAILED] else []
+    busy = sum(counts[s] for s in states.LEASED)
+    view["oldest_in_progress"] = in_progress_view(rt.jobs.oldest_in_progress(doc["_id"]) if busy else None,
+                                                  doc.get("call_settings"), rt.clock.now_ms(), rt.config, rt.clock)
     return view
 
 

@@ -36,7 +36,7 @@ from workers.web_http import (
     read_limited,
     same_token,
 )
-from workers.web_views import counts_for, failure_reasons, progress, window_view
+from workers.web_views import counts_for, failure_reasons, in_progress_view, progress, window_view
 
 #: Batches shown: live ones (active, paused) first, then the newest finished ones.
 DEFAULT_DASHBOARD_BATCHES = 100
@@ -64,20 +64,23 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+#: Batch statuses whose accounts' slots the page shows.
+LIVE = (states.BATCH_ACTIVE, states.BATCH_HELD, states.BATCH_PAUSED)
+
 # -- data (blocking) -----------------------------------------------------------------------------------
 
 
 def dashboard_data(runtime: Any, *, limit: int = DEFAULT_DASHBOARD_BATCHES) -> dict[str, Any]:
     """Everything the page shows, read from MongoDB and Redis (blocking)."""
     rt = runtime
-    live = rt.batches.list(status=states.BATCH_ACTIVE, limit=limit) + rt.batches.list(status=states.BATCH_PAUSED,
-                                                                                      limit=limit)
+    live = [doc for status in (states.BATCH_ACTIVE, states.BATCH_HELD, states.BATCH_PAUSED)
+            for doc in rt.batches.list(status=status, limit=limit)]
     seen = {d["_id"] for d in live}
     rest = [d for d in rt.batches.list(limit=limit) if d["_id"] not in seen]
     docs = (live + rest)[:limit]
     counts = counts_for(rt.jobs, [d["_id"] for d in docs])
     now = rt.clock.now()
-    accounts = sorted({d["account_id"] for d in docs if d.get("status") in (states.BATCH_ACTIVE, states.BATCH_PAUSED)})
+    accounts = sorted({d["account_id"] for d in docs if d.get("status") in LIVE})
     slots = rt.slots.in_use_many(accounts, now_ms=rt.clock.now_ms()) if accounts else {}
     limits = {a: rt.accounts.concurrency_limit(rt.accounts.get(a)) for a in accounts}
     batches = []
@@ -90,6 +93,9 @@ def dashboard_data(runtime: Any, *, limit: int = DEFAULT_DASHBOARD_BATCHES) -> d
             "window": window_view(doc.get("call_settings"), now, rt.config),
             "failures": failure_reasons(rt.jobs, doc["_id"]) if batch_counts[states.FAILED] else [],
             "slots": (slots.get(doc["account_id"]), limits.get(doc["account_id"])),
+            "oldest": in_progress_view(rt.jobs.oldest_in_progress(doc["_id"])
+                                       if sum(batch_counts[s] for s in states.LEASED) else None,
+                                       doc.get("call_settings"), rt.clock.now_ms(), rt.config, rt.clock),
         })
     return {"now": now, "batches": batches}
 
@@ -172,8 +178,23 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
         f' · queued <span data-field="queued">{prog["queued"]}</span>{slots}</p>'
         f'{_failures_html(item["failures"])}'
         f'{_settings_error_html(doc)}'
+        f'{_held_html(doc)}{_stuck_html(item.get("oldest"))}'
         "</section>"
     )
+
+
+def _held_html(doc: dict[str, Any]) -> str:
+    if doc.get("status") != states.BATCH_HELD:
+        return ""
+    return (f'<p class="error" data-field="held">Held: nothing is dialed until it is resumed. '
+            f'{_e(doc.get("held_reason") or "")}</p>')
+
+
+def _stuck_html(oldest: dict[str, Any] | None) -> str:
+    if not oldest or not oldest.get("past_deadline"):
+        return ""
+    return (f'<p class="error" data-field="stuck">A job has been {_e(oldest["status"].replace("_", " "))} '
+            f'for {_relative(oldest["age_s"])}, past its deadline ({_e(oldest["job_id"])}).</p>')
 
 
 def _settings_error_html(doc: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ DEFAULT_SCRAPE_CACHE_S = 5.0
 #: Longest a scrape waits for MongoDB or Redis before answering without their gauges, seconds.
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
 #: Batch statuses whose jobs get per-batch series.
-LIVE_BATCH_STATUSES = (states.BATCH_ACTIVE, states.BATCH_PAUSED)
+LIVE_BATCH_STATUSES = (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
 
 
 def _gauge(name: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:

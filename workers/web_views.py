@@ -119,6 +119,8 @@ def batch_view(doc: Mapping[str, Any], *, counts: Mapping[str, int] | None = Non
         "status": doc.get("status"),
         "call_settings": doc.get("call_settings"),
         "settings_error": doc.get("settings_error"),
+        "held_reason": doc.get("held_reason"),
+        "held_at": iso(doc.get("held_at")),
         "created_at": iso(doc.get("created_at")),
         "updated_at": iso(doc.get("updated_at")),
     }
@@ -196,3 +198,30 @@ def account_view(view: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("created_at", "updated_at"):
         out[name] = iso(out.get(name))
     return out
+
+
+def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_ms: int, config: Any,
+                     clock: Any) -> dict[str, Any] | None:
+    """The job a process has held longest, its age and whether it is past its deadline: ring +
+    max_call_duration + the grace after it was dialed, plus the lease (a queued job: the dispatch horizon
+    plus the lease). A job past it is stuck, which the pipeline's deadlines should never let happen."""
+    if oldest is None:
+        return None
+    from shared.call_settings import InvalidCallSettings, parse_call_settings
+    from shared.decisions import attempt_deadline_ms
+    from shared.pipeline import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
+
+    lease_ms = int(clock.simulated_seconds(config.pipeline_lease_s * 1.5) * 1000)
+    if oldest["status"] == states.QUEUED:
+        deadline = oldest["since"] + int(clock.simulated_seconds(DEFAULT_HORIZON_S) * 1000) + lease_ms
+    else:
+        try:
+            settings = parse_call_settings(call_settings, config=config)
+        except InvalidCallSettings:
+            settings = parse_call_settings(None, config=config)
+        deadline = attempt_deadline_ms(oldest["since"], ring_timeout_s=settings.ring_timeout,
+                                       max_call_duration_s=settings.max_call_duration,
+                                       grace_s=DEFAULT_CALL_GRACE_S) + lease_ms
+    return {"job_id": oldest["job_id"], "status": oldest["status"], "since": iso(oldest["since"]),
+            "age_s": max(0, now_ms - oldest["since"]) // 1000, "deadline": iso(deadline),
+            "past_deadline": now_ms > deadline}

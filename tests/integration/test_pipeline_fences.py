@@ -20,6 +20,7 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.clock import from_ms, started_at
 from shared.simulator_process import wait_until
+from shared.slots import EPOCH_KEY
 from tests.integration.test_pipeline_campaign import (
     assert_no_attempt_dialed_twice,
     numbers,
@@ -163,7 +164,7 @@ def runtime_pair(config, db, clock):
 
 def test_two_concurrent_slot_rebuilds_never_drop_a_slot_taken_in_between(runtime_pair):
     first, second = runtime_pair
-    first.slots.redis.delete("outdial:slots:epoch")
+    first.slots.redis.delete(EPOCH_KEY)
     started, release = threading.Event(), threading.Event()
     original = first.rebuild_slots
 

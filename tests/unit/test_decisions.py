@@ -118,13 +118,34 @@ def test_proceed_only_when_every_rule_allows(status, lease, batch_status, settin
 
 
 def test_poll_decisions():
-    common = {"created_ms": 0, "max_call_duration_s": 600, "ring_timeout_s": 30, "grace_s": 30}
+    common = {"created_ms": 0, "max_call_duration_s": 600, "ring_timeout_s": 30, "grace_s": 30, "stop_grace_s": 60}
     assert decide_poll(final=True, start_ms=1, now_ms=10, **common) == PollStep.FINALIZE
     assert decide_poll(final=True, start_ms=None, now_ms=10**9, **common) == PollStep.FINALIZE
     assert decide_poll(final=False, start_ms=0, now_ms=600_000, **common) == PollStep.WAIT
     assert decide_poll(final=False, start_ms=0, now_ms=630_001, **common) == PollStep.STOP
     assert decide_poll(final=False, start_ms=None, now_ms=600_000, **common) == PollStep.WAIT
     assert decide_poll(final=False, start_ms=None, now_ms=660_001, **common) == PollStep.STOP
+    assert decide_poll(final=False, start_ms=0, now_ms=720_001, **common) == PollStep.FORCE_END
+    assert decide_poll(final=False, start_ms=None, now_ms=720_001, **common) == PollStep.FORCE_END
+
+
+@given(st.integers(min_value=0, max_value=10**7), st.one_of(st.none(), st.integers(min_value=0, max_value=400_000)),
+       st.integers(min_value=60, max_value=7200), st.integers(min_value=5, max_value=300))
+def test_no_attempt_outlives_its_deadline_by_more_than_the_stop_grace(now_ms, start_ms, longest_s, ring_s):
+    # Whatever the provider says (still going, or nothing), the steps only move forward in time:
+    # wait, then stop, then the forced end a stop grace after the deadline.
+    common = {"created_ms": 0, "max_call_duration_s": longest_s, "ring_timeout_s": ring_s, "grace_s": 30,
+              "stop_grace_s": 60}
+    deadline = (ring_s + longest_s + 30) * 1000
+    step = decide_poll(final=False, start_ms=start_ms, now_ms=now_ms, **common)
+    if now_ms > deadline + 60_000:
+        assert step == PollStep.FORCE_END
+    elif now_ms > deadline:
+        assert step == PollStep.STOP
+    else:
+        assert step in (PollStep.WAIT, PollStep.STOP)
+        later = decide_poll(final=False, start_ms=start_ms, now_ms=deadline + 60_001, **common)
+        assert later == PollStep.FORCE_END
 
 
 def test_poll_delays_grow_to_a_cap():

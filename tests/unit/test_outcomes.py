@@ -25,7 +25,11 @@ call_take_over""".split()
     ("max_duration_reached", True, Outcome.TIMEOUT),
     ("manual_stopped", True, Outcome.TIMEOUT),
     ("concurrency_limit_reached", False, Outcome.PROVIDER_FAULT),
-    ("error_llm_websocket_open", True, Outcome.PROVIDER_FAULT),
+    ("error_llm_websocket_open", False, Outcome.PROVIDER_FAULT),
+    ("error_llm_websocket_lost_connection", True, Outcome.DROPPED),   # a 90 s talk that broke: not "retry soon"
+    ("telephony_provider_unavailable", True, Outcome.DROPPED),
+    ("telephony_provider_unavailable", False, Outcome.PROVIDER_FAULT),
+    ("no_valid_payment", False, Outcome.ACCOUNT_PROBLEM),
     ("a_reason_from_the_future", True, Outcome.ANSWERED),
     ("a_reason_from_the_future", False, Outcome.FAILED_DIAL),
     (None, False, Outcome.FAILED_DIAL),
@@ -39,11 +43,17 @@ def test_voicemail_analysis_wins():
     assert classify("user_hangup", connected=True, call_analysis={"in_voicemail": False}) == Outcome.ANSWERED
 
 
-def test_every_known_reason_is_classified_explicitly_or_by_prefix():
+def test_a_known_reason_depends_on_the_connection_only_for_provider_faults():
     for reason in KNOWN_REASONS:
         a = classify(reason, connected=True)
         b = classify(reason, connected=False)
-        assert a == b, reason  # a known reason never depends on whether the call connected
+        assert a == b or (b == Outcome.PROVIDER_FAULT and a == Outcome.DROPPED), reason
+
+
+@given(st.one_of(st.none(), st.text(max_size=80)),
+       st.one_of(st.none(), st.dictionaries(st.text(max_size=10), st.one_of(st.booleans(), st.text(max_size=5)))))
+def test_a_connected_call_is_never_retried_soon(reason, analysis):
+    assert EFFECTS[classify(reason, connected=True, call_analysis=analysis)] != Effect.RETRY_SOON
 
 
 @given(st.one_of(st.none(), st.text(max_size=80)), st.booleans(),
@@ -58,5 +68,7 @@ def test_effects():
     assert EFFECTS[Outcome.ANSWERED] == Effect.COMPLETE
     assert EFFECTS[Outcome.INVALID_NUMBER] == Effect.INVALID_PHONE
     assert EFFECTS[Outcome.PROVIDER_FAULT] == Effect.RETRY_SOON
+    assert EFFECTS[Outcome.DROPPED] == EFFECTS[Outcome.TIMEOUT] == Effect.FAILED_ROUND
+    assert EFFECTS[Outcome.ACCOUNT_PROBLEM] == Effect.HOLD
     assert {EFFECTS[o] for o in (Outcome.NO_ANSWER, Outcome.BUSY, Outcome.VOICEMAIL, Outcome.FAILED_DIAL)} == {
         Effect.NEXT_PHONE}

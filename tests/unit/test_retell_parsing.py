@@ -9,8 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import (
+    AgentNotFound,
+    CallerIdRejected,
     CallNotFound,
     CreateOutcomeUnknown,
+    InvalidDestination,
     PaymentRequired,
     ProviderAuthError,
     ProviderRejected,
@@ -176,8 +179,11 @@ ERR = '{"status": "error", "message": "%s"}'
 
 
 @pytest.mark.parametrize("status,endpoint,message,cls", [
-    (400, "create_phone_call", "to_number must be E.164", ProviderRejected),
-    (422, "create_phone_call", "from_number not found", ProviderRejected),
+    (400, "create_phone_call", "to_number must be E.164", InvalidDestination),
+    (422, "create_phone_call", "from_number not found", CallerIdRejected),
+    (400, "create_phone_call", "from_number must be a valid E.164 phone number", CallerIdRejected),
+    (422, "create_phone_call", "Agent agent_x not found", AgentNotFound),
+    (400, "create_phone_call", "retell_llm_dynamic_variables.x must be a string", ProviderRejected),
     (401, "get_call", "bad key", ProviderAuthError),
     (402, "create_phone_call", "trial ended", PaymentRequired),
     (404, "get_call", "Call x not found", CallNotFound),
