@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: A number written with ``+`` (E.164 or formatted), or a bare run of 8-12 digits; dates, times,
-#: decimals and millisecond timestamps (13 digits) are left alone.
-_PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d|(?<![\d.:/-])\d{8,12}(?![\d.:/-])")
+#: decimals, millisecond timestamps (13 digits) and digits inside identifiers (a call id such as
+#: ``call_481bc4c431864e0d``) are left alone.
+_PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d|(?<![\w.:/-])\d{8,12}(?![\w.:/-])")
 _SECRET_LIKE = re.compile(r"\b(key_[A-Za-z0-9]{6})[A-Za-z0-9_-]*")
 _secrets: set[str] = set()
 

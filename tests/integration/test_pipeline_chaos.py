@@ -167,6 +167,11 @@ def _run(stack_factory, servers: list) -> None:
     recovered = runtime.jobs.coll.count_documents({"batch_id": batch["_id"], "recoveries": {"$gte": 1}})
     assert recovered > 0   # the faults did interrupt work in progress
 
+    calls_per_contact = collections.Counter(r["body"]["metadata"]["job_id"] for r in dials)
+    lives = [(a.get("finalized_at") or a.get("updated_at") or a["created_at"]) - a["created_at"]
+             for a in attempts.values() if a["state"] == attempt_states.ENDED]
+    deadline_s = SETTINGS["ring_timeout"] + SETTINGS["max_call_duration"] + 30
+    assert max(calls_per_contact.values()) <= SETTINGS["max_attempts"] * 2   # nobody called again and again
     print(f"\nchaos: {CONTACTS} contacts x 2 numbers, 3 workers, limit {LIMIT}, {elapsed:.0f} s real; "
           f"faults: {', '.join(events)}")
     print(f"  calls created {len(dials)}, creates received {len(stack.simulator.calls())}, "
@@ -175,3 +180,6 @@ def _run(stack_factory, servers: list) -> None:
           f"max simultaneous {stats['max_active']} (limit {LIMIT})")
     print(f"  jobs {collections.Counter(j['status'] for j in jobs)}, recovered leases {recovered}, "
           f"lowest balance {lowest_balance[0]} s, ledger balanced")
+    print(f"  most calls one contact received {max(calls_per_contact.values())} (at most 2 rounds x 2 numbers); "
+          f"longest attempt from dial to its end {max(lives) / 1000:.0f} simulated s (deadline {deadline_s} s "
+          f"+ lease and stop grace)")

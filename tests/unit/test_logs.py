@@ -26,3 +26,11 @@ def test_redact_unknown_retell_style_keys():
 
 def test_redact_leaves_short_numbers_alone():
     assert redact("tries=3 attempt 12") == "tries=3 attempt 12"
+
+
+def test_identifiers_with_digit_runs_are_left_whole():
+    from shared.logs import redact
+
+    call_id = "call_481bc4c431864e0dacc52519fedd"
+    assert redact(f"call {call_id} to 56961234567") == f"call {call_id} to 56*******67"
+    assert redact("attempt 6b0f12bfca766c057cfbc864:r1:p0:d1") == "attempt 6b0f12bfca766c057cfbc864:r1:p0:d1"
