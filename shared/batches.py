@@ -164,7 +164,10 @@ class BatchStore:
         if status not in states.BATCH_STATES:
             raise ValueError(f"unknown batch status {status!r}")
         allowed = expected or (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
-        update: dict[str, Any] = {"$set": {"status": status, "updated_at": self.clock.now_ms()}}
+        now = self.clock.now_ms()
+        update: dict[str, Any] = {"$set": {"status": status, "updated_at": now}}
+        if status == states.BATCH_ACTIVE:
+            update["$set"]["resumed_at"] = now
         if status != states.BATCH_HELD:
             update["$unset"] = {"held_reason": "", "held_at": ""}
         doc = self.coll.find_one_and_update(
@@ -175,19 +178,31 @@ class BatchStore:
             self._changed(doc["_id"])
         return doc
 
-    def hold(self, reason: str, *, batch_id: str | None = None) -> list[str]:
+    def hold(self, reason: str, *, batch_id: str | None = None, seen_at: int | None = None) -> list[str]:
         """``active -> held`` with ``held_reason``: one batch, or (``batch_id`` None) every active batch.
 
+        :param seen_at: when the refusal's request was sent (shared ms): a batch resumed since then is left
+            active, so that a late answer to a request sent before an operator fixed the cause does not
+            hold the batch again.
         Returns the ids of the batches held by this call (each is announced to every process's cache).
         """
-        query: dict[str, Any] = {"status": states.BATCH_ACTIVE}
+        base: dict[str, Any] = {"status": states.BATCH_ACTIVE}
         if batch_id is not None:
-            query["_id"] = parse_id(batch_id, "batch id")
-        ids = [d["_id"] for d in self.coll.find(query, {"_id": 1})]
+            base["_id"] = parse_id(batch_id, "batch id")
+
+        def matching(extra: dict[str, Any]) -> dict[str, Any]:
+            query = {**base, **extra}
+            if seen_at is None:
+                return query
+            # Inside $and: the embedded server ignores a top-level $or in an update's filter.
+            return {"$and": [query, {"$or": [{"resumed_at": {"$exists": False}},
+                                             {"resumed_at": {"$lte": seen_at}}]}]}
+
+        ids = [d["_id"] for d in self.coll.find(matching({}), {"_id": 1})]
         held = []
         now = self.clock.now_ms()
         for one in ids:
-            result = self.coll.update_one({"_id": one, "status": states.BATCH_ACTIVE},
+            result = self.coll.update_one(matching({"_id": one}),
                                           {"$set": {"status": states.BATCH_HELD, "held_reason": reason[:500],
                                                     "held_at": now, "updated_at": now}})
             if result.modified_count:

@@ -696,7 +696,7 @@ class Pipeline:
     def _hold(self, job: Mapping[str, Any], reason: str, *, batch_id: str | None,
               own: Mapping[str, Any]) -> dict[str, Any] | None:
         """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
-        held = self.batches.hold(reason, batch_id=batch_id)
+        held = self.batches.hold(reason, batch_id=batch_id, seen_at=job.get("dialed_at"))
         metrics.BATCHES_HELD.inc(len(held))
         event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=reason[:300])
         return self.jobs.reschedule(job["_id"], self.clock.now(), f"batch held: {reason}", status=states.PENDING,

@@ -142,6 +142,41 @@ def test_sum_of_integers_grouped_by_a_plain_field(db):
 # -- measured gaps of nx-27017 0.8.1 (the stores avoid every one) --------------------------------
 
 
+def test_insert_only_documents_refuse_a_second_insert(db):
+    db.t.insert_one({"_id": "a:r1:p0:d1", "state": "not_placed"})
+    with pytest.raises(DuplicateKeyError):
+        db.t.insert_one({"_id": "a:r1:p0:d1", "state": "dialing"})
+    assert db.t.find_one({"_id": "a:r1:p0:d1"})["state"] == "not_placed"
+
+
+def test_condition_on_a_missing_or_older_field_with_or_and_exists(db):
+    db.t.insert_many([{"_id": "never", "status": "active"}, {"_id": "old", "status": "active", "resumed_at": 5},
+                      {"_id": "new", "status": "active", "resumed_at": 50}])
+    either = {"$or": [{"resumed_at": {"$exists": False}}, {"resumed_at": {"$lte": 10}}]}
+    assert sorted(d["_id"] for d in db.t.find({"status": "active", **either})) == ["never", "old"]
+    for one, changed in (("new", 0), ("old", 1)):   # in an update's filter, the $or goes inside an $and (a gap)
+        query = {"$and": [{"status": "active", "_id": one}, either]}
+        assert db.t.update_one(query, {"$set": {"status": "held"}}).modified_count == changed
+
+
+def test_inc_creates_a_missing_counter_and_find_one_sorts(db):
+    db.t.insert_many([{"_id": "a", "s": "in_call", "at": 30}, {"_id": "b", "s": "in_call", "at": 10}])
+    db.t.update_one({"_id": "a"}, {"$inc": {"stop_attempts": 1}, "$set": {"stop_requested_at": 7}})
+    assert db.t.find_one({"_id": "a"})["stop_attempts"] == 1
+    assert db.t.find_one({"s": "in_call"}, {"_id": 1}, sort=[("at", 1)])["_id"] == "b"
+
+
+
+@on_nx
+def test_gap_a_top_level_or_in_an_update_filter_drops_the_other_conditions(db):
+    db.t.insert_many([{"_id": "old", "status": "active", "resumed_at": 5},
+                      {"_id": "new", "status": "active", "resumed_at": 50}])
+    query = {"_id": "new", "$or": [{"resumed_at": {"$exists": False}}, {"resumed_at": {"$lte": 10}}]}
+    assert db.t.count_documents(query) == 0                                          # a read honours it all
+    assert db.t.update_one(query, {"$set": {"status": "held"}}).modified_count == 1  # an update matches the $or alone
+    assert db.t.find_one({"status": "held"})["_id"] == "old"                          # ... and changes another document
+
+
 @on_nx
 def test_gap_set_of_a_datetime_stores_a_string(db):
     db.c.insert_one({"_id": "d", "t": 1})
@@ -209,3 +244,4 @@ def test_gap_an_index_that_includes_id_breaks_inserts(db):
     db.c.create_index([("b", 1), ("_id", 1)])
     with pytest.raises(BulkWriteError, match="JSON path error"):
         db.c.insert_many([{"_id": "x", "b": 1}])
+

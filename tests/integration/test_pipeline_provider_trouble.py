@@ -103,6 +103,9 @@ def test_bad_key_and_no_payment_hold_every_batch_until_resumed(stack_factory):
         held = wait_until(lambda b=batch: (d := runtime.batches.get(b["_id"]))["status"] == states.BATCH_HELD and d,
                           timeout_s=60)
         assert "API key" in held["held_reason"] or "401" in held["held_reason"]
+    # Every job is back to pending, unspent, before anything changes at the provider.
+    wait_until(lambda: not any(j["status"] in states.LEASED for j in runtime.jobs.find({"account_id": "acme"})),
+               timeout_s=60)
     assert stack.simulator.dials() == []
     stack.simulator.script_faults("create_phone_call", *["402"] * 10)   # the key is fixed, but the trial ended
     resume_batch(runtime.batches, first["_id"])

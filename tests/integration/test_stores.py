@@ -89,3 +89,19 @@ def test_account_ids_are_safe_for_urls_headers_and_keys(db, config, clock, bad):
 def test_account_ids_keep_the_usual_characters(db, config, clock):
     doc, _ = AccountStore(db, config=config).upsert(" acme-01.cl:ops@x+y ", {})
     assert doc["_id"] == "acme-01.cl:ops@x+y"
+
+
+def test_a_late_refusal_does_not_hold_again_a_batch_resumed_since_its_request(batches, clock):
+    from shared import states as st
+    from shared.simulator_process import wait_until
+
+    doc = batches.create({"name": "b", "account_id": "acc"})
+    sent_at = clock.now_ms()
+    assert batches.hold("API key refused", seen_at=sent_at) == [doc["_id"]]
+    assert batches.get(doc["_id"])["held_reason"] == "API key refused"
+    wait_until(lambda: clock.now_ms() > sent_at, timeout_s=5)
+    batches.set_status(doc["_id"], st.BATCH_ACTIVE, expected=(st.BATCH_HELD,))    # the operator resumes
+    assert "held_reason" not in batches.get(doc["_id"])
+    assert batches.hold("API key refused", seen_at=sent_at) == []                # the answer to an older request
+    assert batches.get(doc["_id"])["status"] == st.BATCH_ACTIVE
+    assert batches.hold("payment refused", seen_at=clock.now_ms()) == [doc["_id"]]   # a newer one holds it
