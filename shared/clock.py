@@ -79,7 +79,7 @@ class Clock:
     def real_delay_ms(self, until: datetime) -> int:
         """Real milliseconds from now until the simulated instant ``until`` (0 if past)."""
         seconds = (until - self.now()).total_seconds()
-        return max(0, int(self.real_seconds(seconds) * 1000))
+        return max(0, math.ceil(self.real_seconds(seconds) * 1000))  # rounded up: never due before ``until``
 
     def simulated_seconds(self, real_seconds: float) -> float:
         """Simulated seconds that pass in ``real_seconds`` of real time."""

@@ -68,7 +68,8 @@ def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | Non
 
 def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
                 settings: CallSettings | None, settings_error: str | None, now: datetime,
-                lang: str = "en", guard: timedelta = timedelta(0)) -> DialDecision:
+                lang: str = "en", guard: timedelta = timedelta(0),
+                early: timedelta = timedelta(0)) -> DialDecision:
     """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
 
     :param job: the job document as read now (None if it vanished).
@@ -77,6 +78,9 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     :param settings: the batch's parsed call_settings (None when they do not validate).
     :param settings_error: why they do not validate.
     :param now: the shared clock's time.
+    :param early: how much sooner than its ``next_try_at`` a message may come and still be dialed (the
+        broker's own timing); sooner than that, it is sent again for its due time (``EARLY``). The
+        calling window is checked on its own, so an early message never dials outside it.
     :param guard: simulated time between this decision and the provider receiving the call; the window
         must still be open at ``now + guard``, so no call reaches the provider after the window closed.
         Inside the last ``guard`` of a window the job waits for the next opening. Default 0 (no guard).
@@ -85,7 +89,7 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
         return DialDecision(DialStep.STALE)
     due = job.get("next_try_at")
-    if due is not None and int(due) > to_ms(now):
+    if due is not None and int(due) > to_ms(now + early):
         return DialDecision(DialStep.EARLY, next_try_at=from_ms(int(due)))
     refused = _batch_refuses(batch, settings, settings_error)
     if refused is not None:

@@ -93,6 +93,9 @@ DEFAULT_REPLAY_WINDOW_S = IDEMPOTENCY_WINDOW_S - 600
 #: Real seconds of margin the fence keeps between a create's answer and the end of the lease (the time from
 #: the check to the send, and the shared time's uncertainty).
 DEFAULT_FENCE_MARGIN_S = 1.0
+#: Real seconds a dial message may come before its job is due and still be dialed (the broker's timing); a
+#: message that comes sooner (a consumer whose clock runs ahead) is sent again for the due time.
+DEFAULT_EARLY_TOLERANCE_S = 1.0
 #: Pages of a number's calls read at most when an attempt's call is looked up (200 calls a page).
 DEFAULT_LOOKUP_MAX_PAGES = 10
 #: Real seconds between two readings of the workspace's concurrency limit from the provider.
@@ -174,6 +177,7 @@ class Timing:
     max_clock_age_s: float = DEFAULT_MAX_CLOCK_AGE_S
     pool_refresh_s: float = DEFAULT_POOL_REFRESH_S
     lookup_max_pages: int = DEFAULT_LOOKUP_MAX_PAGES
+    early_tolerance_s: float = DEFAULT_EARLY_TOLERANCE_S
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
@@ -469,7 +473,8 @@ class Pipeline:
         decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
                                settings=cached.settings if cached else None,
                                settings_error=cached.settings_error if cached else None, now=now,
-                               lang=self._lang(), guard=self._sim(self.timing.dial_guard_s))
+                               lang=self._lang(), guard=self._sim(self.timing.dial_guard_s),
+                               early=self._sim(self.timing.early_tolerance_s))
         metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
         if decision.step == DialStep.STALE:
             return decision.step

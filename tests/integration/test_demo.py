@@ -1,7 +1,8 @@
 """``outdial demo`` end to end, as a new user runs it: a subprocess on embedded defaults.
 
-The reduced run (40 contacts, a faster clock) must end with every contact final, print the summary
-and the window check (0 calls outside their window), exit 0 and leave no process behind. The error
+The reduced run (24 contacts over the three batches, a faster clock) must end with every contact
+final, print the summary and the window check (0 calls outside their window), exit 0 and leave no
+process behind. The error
 path: a busy ``--port`` gives exit code 2 and one line with a hint, before anything starts.
 """
 
@@ -71,7 +72,7 @@ def _demo_env(redis_url: str) -> dict[str, str]:
 
 
 def test_reduced_demo_runs_every_contact_to_a_final_state(demo_redis_url, tmp_path):
-    argv = [sys.executable, "-m", "workers.cli", "demo", "--contacts", "40", "--speed", "16000", "--plain",
+    argv = [sys.executable, "-m", "workers.cli", "demo", "--contacts", "24", "--speed", "16000", "--plain",
             "--time-cap", "120", "--seed", "11", "--log-dir", str(tmp_path / "logs")]
     proc = subprocess.Popen(argv, env=_demo_env(demo_redis_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -96,12 +97,12 @@ def test_reduced_demo_runs_every_contact_to_a_final_state(demo_redis_url, tmp_pa
 
     # every contact final, the summary and both checks printed
     finals = re.findall(r"final (\d+)/(\d+)", text)
-    assert finals and finals[-1] == ("40", "40"), text
+    assert finals and finals[-1] == ("24", "24"), text
     assert "Summary: simulated Sat 2026-07-04 13:00" in text
     total = re.search(r"^total\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", text, re.M)
     assert total is not None, text
     contacts, completed, failed, still_open, calls = map(int, total.groups())
-    assert (contacts, still_open) == (40, 0) and completed + failed == 40 and calls >= 40
+    assert (contacts, still_open) == (24, 0) and completed + failed == 24 and calls >= 24
     assert re.search(r"window check: \d+ calls received by the provider; 0 calls outside their window", text)
     assert "dial check: 0 attempts dialed twice" in text
     assert "ledger balanced" in text
