@@ -177,7 +177,11 @@ def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_fac
     webhooks = {labels["result"]: v for name, labels, v in found if name == "outdial_webhooks_total"}
     web_process = {labels["process"] for name, labels, _ in found if name == "outdial_webhooks_total"}
     by_web = sum(v for name, labels, v in found if name == "outdial_calls_total" and labels["process"] in web_process)
-    assert len(web_process) == 1 and webhooks["finalized"] == by_web > 0   # each applied outcome counted once
+    # Each applied outcome is counted once: a 200 "finalized" answer applied one; a 202 "accepted" answer (its
+    # finalize outlived the answer's wait, as it can on a loaded machine) may have applied one after answering.
+    late = webhooks.get("accepted", 0)
+    assert len(web_process) == 1 and 0 < webhooks["finalized"] <= by_web <= webhooks["finalized"] + late, webhooks
+    assert not any("webhook_finalize_failed" in log.read_text() for log in stack.log_dir.glob("*.log"))
     code, _ = stop(stack.web)        # type: ignore[arg-type]
     stack.web = None
     assert code == 0
