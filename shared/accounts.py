@@ -22,6 +22,7 @@ from pymongo.database import Database
 
 from shared.clock import Clock, get_clock
 from shared.config import Config, get_config
+from shared.contact_policy import ContactPolicy, parse_contact_policy
 from shared.errors import NotFound, ValidationError
 from shared.mongo import ACCOUNTS
 
@@ -54,7 +55,7 @@ MAX_PRICE_PER_MINUTE = 10**6
 #: Allowed ``concurrency_limit`` (provider slots).
 CONCURRENCY_LIMIT_RANGE = (1, 100_000)
 #: Fields of a ``PUT /accounts/{id}`` body and of its ``plan``.
-ACCOUNT_FIELDS = ("plan", "concurrency_limit")
+ACCOUNT_FIELDS = ("plan", "concurrency_limit", "contact_policy")
 PLAN_FIELDS = ("type", "balance", "price_per_minute", "granularity")
 
 
@@ -126,12 +127,16 @@ class AccountRequest:
         (or 0 for a new metered plan).
     :param concurrency_limit: provider slots; None = the global default.
     :param has_concurrency_limit: whether the body named ``concurrency_limit`` at all.
+    :param contact_policy: the stored form of the account's contact policy (None: no policy).
+    :param has_contact_policy: whether the body named ``contact_policy`` at all.
     """
 
     plan: Plan | None = None
     balance: int | None = None
     concurrency_limit: int | None = None
     has_concurrency_limit: bool = False
+    contact_policy: dict[str, Any] | None = None
+    has_contact_policy: bool = False
 
 
 def _decimal(value: object) -> Decimal | None:
@@ -233,8 +238,9 @@ def parse_account_request(body: object) -> AccountRequest:
 
     ``{"plan": {"type": "unlimited" | "minutes" | "credits", "balance": <minutes or credits>,
     "price_per_minute": <credits, credits plans only>, "granularity": "second" | "minute"},
-    "concurrency_limit": <int or null>}``; both top-level fields are optional here (the caller
-    requires ``plan`` when the account is new).
+    "concurrency_limit": <int or null>, "contact_policy": <object or null>}``
+    (:func:`shared.contact_policy.parse_contact_policy`); every top-level field is optional here (the
+    caller requires ``plan`` when the account is new).
 
     :raises ValidationError: listing ``(field, message)`` for each problem.
     """
@@ -251,10 +257,17 @@ def parse_account_request(body: object) -> AccountRequest:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not low <= limit <= high):
         errors.append(("concurrency_limit", f"must be a whole number between {low} and {high} (or null), "
                                             f"got {limit!r}"))
+    policy = None
+    try:
+        policy = parse_contact_policy(body.get("contact_policy"))
+    except ValidationError as exc:
+        errors.extend(exc.errors)
     if errors:
         raise ValidationError(errors)
     return AccountRequest(plan=plan, balance=balance, concurrency_limit=limit,
-                          has_concurrency_limit="concurrency_limit" in body)
+                          has_concurrency_limit="concurrency_limit" in body,
+                          contact_policy=policy.to_document() if policy else None,
+                          has_contact_policy="contact_policy" in body)
 
 
 #: What an account id may be: it travels in URLs, headers, Redis keys and log lines.
@@ -298,6 +311,11 @@ class AccountStore:
             upsert=True,
         )
         return self.require(account_id), result.upserted_id is not None
+
+    @staticmethod
+    def contact_policy(account: Mapping[str, Any] | None) -> ContactPolicy | None:
+        """The account's contact policy (validated on write), or None."""
+        return ContactPolicy.from_document((account or {}).get("contact_policy"))
 
     def concurrency_limit(self, account: Mapping[str, Any] | None) -> int:
         """Provider slots of the account; ``DEFAULT_CONCURRENCY_LIMIT`` when unset or unknown."""

@@ -48,6 +48,7 @@ from shared.accounts import (
 )
 from shared.clock import Clock, get_clock
 from shared.config import Config, get_config
+from shared.contact_history import ContactHistory
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
 from shared.mongo import ACCOUNTS, new_id
@@ -264,6 +265,7 @@ def account_view(account: Mapping[str, Any]) -> dict[str, Any]:
     plan = Plan.from_document(account.get("plan"))
     view: dict[str, Any] = {"account_id": account["_id"], "plan": plan.to_api(),
                             "concurrency_limit": account.get("concurrency_limit"),
+                            "contact_policy": account.get("contact_policy"),
                             "open_reservations": int(account.get("holds_n", 0) or 0),
                             "created_at": account.get("created_at"), "updated_at": account.get("updated_at")}
     if not plan.metered:
@@ -687,7 +689,8 @@ class Billing:
     def apply_account(self, account_id: str, body: object) -> tuple[dict[str, Any], bool]:
         """Validate and apply ``PUT /accounts/{account_id}``; returns ``(account_view, created)``.
 
-        Body: ``{"plan": {"type", "balance", "price_per_minute", "granularity"}, "concurrency_limit"}``
+        Body: ``{"plan": {"type", "balance", "price_per_minute", "granularity"}, "concurrency_limit",
+        "contact_policy"}``
         (:func:`shared.accounts.parse_account_request`). ``plan`` is required to create an account.
         ``plan.balance`` sets the absolute balance (minutes or credits); the difference is written
         as an ``adjustment`` entry. Changing the plan type closes the old balance with an
@@ -709,6 +712,9 @@ class Billing:
                 continue
             change = self._account_change(account, request)
             if change is None or self._apply(account_id, change):
+                if request.has_contact_policy and request.contact_policy is None and account.get("contact_policy"):
+                    # a later policy seeds its counts from the attempts again, not from a history left unkept
+                    ContactHistory(self.db).drop_account(account_id)
                 released = self.jobs.release_waiting_balance(account_id) if change and change.frees_balance else 0
                 view = self.balance(account_id)
                 view["released_jobs"] = released
@@ -725,6 +731,8 @@ class Billing:
                                "journal_seq": 0, "plan_rev": 1, "created_at": now, "updated_at": now}
         if request.concurrency_limit is not None:
             doc["concurrency_limit"] = request.concurrency_limit
+        if request.contact_policy is not None:
+            doc["contact_policy"] = request.contact_policy
         entries: dict[str, dict[str, Any]] = {}
         if balance:
             entries[f"adjust:{new_id()}"] = self._adjustment(account_id, plan.unit, balance, "account created", now)
@@ -753,13 +761,16 @@ class Billing:
         sets: dict[str, Any] = {"updated_at": now}
         change = _Change(query={"_id": account_id, "plan_rev": account.get("plan_rev")},
                          update={"$set": sets, "$inc": {"plan_rev": 1}})
-        if request.has_concurrency_limit:
-            if request.concurrency_limit is None:
-                change.update["$unset"] = {"concurrency_limit": ""}
+        for name, named, value in (("concurrency_limit", request.has_concurrency_limit, request.concurrency_limit),
+                                   ("contact_policy", request.has_contact_policy, request.contact_policy)):
+            if not named:
+                continue
+            if value is None:
+                change.update.setdefault("$unset", {})[name] = ""
             else:
-                sets["concurrency_limit"] = request.concurrency_limit
+                sets[name] = value
         if request.plan is None or new is None:
-            return change if request.has_concurrency_limit else None
+            return change if request.has_concurrency_limit or request.has_contact_policy else None
         sets["plan"] = new.to_document()
         if old is not None and old.type == new.type and account.get("unit") == new.unit:
             self._same_type(account, new, request, change, now)

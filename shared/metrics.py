@@ -37,6 +37,9 @@ SNAPSHOT_KEY_PREFIX = f"{PREFIX}:metrics:proc:"
 # -- pipeline -----------------------------------------------------------------------------------
 POSTPONED_BY_SCHEDULE = Counter(
     "outdial_postponed_by_schedule", "Dials postponed because the calling window was closed", registry=REGISTRY)
+POSTPONED_BY_POLICY = Counter(
+    "outdial_postponed_by_policy", "Dials postponed because the account's contact policy capped the callee",
+    registry=REGISTRY)
 CALLS = Counter("outdial_calls", "Calls finished, by outcome", ["outcome"], registry=REGISTRY)
 DIALS = Counter("outdial_dials", "Calls created at the provider", registry=REGISTRY)
 DIAL_DECISIONS = Counter("outdial_dial_decisions", "What the dial step decided", ["decision"], registry=REGISTRY)

@@ -22,6 +22,7 @@ JOBS = "jobs"
 ATTEMPTS = "attempts"
 ACCOUNTS = "accounts"
 LEDGER = "ledger"
+CONTACT_HISTORY = "contact_history"
 
 #: Indexes per collection, created idempotently by :func:`ensure_indexes`.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -40,6 +41,14 @@ INDEXES: dict[str, list[IndexModel]] = {
     ATTEMPTS: [
         IndexModel([("job_id", ASCENDING)], name="job_id"),
         IndexModel([("call_id", ASCENDING)], name="call_id", sparse=True),
+        # a contact policy's first look at a number or an external id reads its recent calls
+        IndexModel([("account_id", ASCENDING), ("to_number", ASCENDING), ("created_at", ASCENDING)],
+                   name="account_number_created"),
+        IndexModel([("account_id", ASCENDING), ("external_id", ASCENDING), ("created_at", ASCENDING)],
+                   name="account_external_created", sparse=True),
+    ],
+    CONTACT_HISTORY: [
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
     ],
     ACCOUNTS: [
         IndexModel([("holds_n", ASCENDING)], name="holds_n", sparse=True),

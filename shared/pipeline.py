@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+import pytz
 from cachetools import TTLCache
 from redis.exceptions import LockError
 
@@ -30,6 +31,8 @@ from shared.batches import BatchStore
 from shared.call_settings import parse_call_settings
 from shared.clock import Clock, ServerTime, from_ms, to_ms
 from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_TIMEOUT_S, Config
+from shared.contact_history import DAY_MS, ContactHistory
+from shared.contact_policy import ContactPolicy, Touch, capped_until, contact_keys
 from shared.decisions import (
     DialStep,
     PollStep,
@@ -65,6 +68,7 @@ from shared.redis_keys import (
     workspace_limit_key,
 )
 from shared.retell import IDEMPOTENCY_WINDOW_S, Call
+from shared.schedule import NoAllowedTime, next_allowed_time, resolve_timezones
 from shared.slots import Acquired, Slots
 
 log = get_logger(__name__)
@@ -206,6 +210,7 @@ class Pipeline:
     #: Active batches per account and account limits, reused for a second (real time) by the hot path.
     _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _history: ContactHistory | None = field(default=None, repr=False)
 
     def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
         with self._recent_lock:
@@ -216,10 +221,23 @@ class Pipeline:
             self._recent[key] = value
         return value
 
+    def _account(self, account_id: str) -> Mapping[str, Any] | None:
+        """The account document (re-read at most once a second)."""
+        return self._remembered(f"account:{account_id}", lambda: self.accounts.get(account_id))
+
     def _limit(self, account_id: str) -> int:
-        """The account's provider concurrency limit (re-read at most once a second)."""
-        return self._remembered(f"limit:{account_id}",
-                                lambda: self.accounts.concurrency_limit(self.accounts.get(account_id)))
+        """The account's provider concurrency limit."""
+        return self.accounts.concurrency_limit(self._account(account_id))
+
+    def _policy(self, account_id: str) -> ContactPolicy | None:
+        """The account's contact policy (a change applies within a second)."""
+        return self.accounts.contact_policy(self._account(account_id))
+
+    @property
+    def history(self) -> ContactHistory:
+        if self._history is None:
+            self._history = ContactHistory(self.jobs.db, clock=self.clock)
+        return self._history
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -540,6 +558,12 @@ class Pipeline:
                 self.sender.schedule(None)
             return "no_slot"
 
+        refused = self._take_turn(won, settings, phone_index, aid, now_ms, lease_owner)
+        if refused is not None:
+            self.slots.release(account_id, aid)
+            self.billing.release(aid)
+            return refused
+
         batch = cached.doc
         attempt = {
             "_id": aid, "job_id": job_id, "batch_id": job["batch_id"], "account_id": account_id,
@@ -548,6 +572,8 @@ class Pipeline:
             "owner": lease_owner, "from_number": batch.get("from_number") or self.config.call_from_number,
             "agent_id": batch.get("agent_id") or self.config.retell_agent_id,
         }
+        if job["contact"].get("external_id") not in (None, ""):
+            attempt["external_id"] = job["contact"]["external_id"]
         if not self.attempts.insert(attempt):
             # Recovery recorded this attempt first, as not placed, while this process was stalled: it gave back
             # the hold and the slot then, and this process took them again since. A not-placed attempt has no
@@ -555,10 +581,52 @@ class Pipeline:
             if (self.attempts.get(aid) or {}).get("state") == attempt_states.NOT_PLACED:
                 self.slots.release(account_id, aid)
                 self.billing.release(aid)
+                self._forget_turn(won, aid)
             return DialStep.STALE
         metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
         return self._create(won, attempt, settings, lease_owner, lease_until,
                             reserved=int(getattr(reservation, "amount", 0) or 0))
+
+    def _take_turn(self, job: Mapping[str, Any], settings: Any, phone_index: int, aid: str, now_ms: int,
+                   lease_owner: str) -> str | None:
+        """The account's contact policy: record this call against the callee's keys, or, when a cap says no,
+        the job waits (``waiting_schedule``) for the first instant the caps and the window allow. None: go on."""
+        account_id = job["account_id"]
+        policy = self._policy(account_id)
+        if policy is None:
+            return None
+        contact = job["contact"]
+        phone = contact["phones"][phone_index]
+        zone = pytz.timezone(resolve_timezones(settings, phone, contact_timezone=contact.get("timezone"),
+                                               config=self.config)[0])
+        now = from_ms(now_ms)
+        refused = self.history.reserve(account_id, contact_keys(contact, phone), Touch(at_ms=now_ms, attempt_id=aid),
+                                       keep_ms=now_ms - policy.history_days * DAY_MS,
+                                       decide=lambda calls: capped_until(policy, calls, now, zone))
+        if refused is None:
+            return None
+        allowed_from, why = refused
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        try:
+            at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.get("timezone"),
+                                   config=self.config)
+        except NoAllowedTime as exc:
+            self.jobs.mark_failed(job["_id"], f"{why}; {exc}", terminal=True, **own)
+            return DialStep.NO_WINDOW
+        self.jobs.reschedule(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
+        metrics.POSTPONED_BY_POLICY.inc()
+        event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(), reason=why)
+        return "capped"
+
+    def _forget_turn(self, job: Mapping[str, Any], aid: str) -> None:
+        """The attempt was not placed: it no longer counts against the callee's caps."""
+        policy = self._policy(job["account_id"])
+        if policy is None:
+            return
+        phones = job["contact"]["phones"]
+        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
+        self.history.forget(job["account_id"], contact_keys(job["contact"], phone), aid,
+                            keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: Any, lease_owner: str,
                 lease_until: int, *, reserved: int | None, replay: bool = False) -> str:
@@ -636,6 +704,7 @@ class Pipeline:
             return DialStep.STALE  # recovery took the attempt over: it decides
         self.slots.release(job["account_id"], aid)
         self.billing.release(aid)
+        self._forget_turn(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         if exc.kind == "window" and exc.next_try_at is not None:
             self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
@@ -658,6 +727,7 @@ class Pipeline:
             return DialStep.STALE
         self.slots.release(account_id, aid)
         self.billing.release(aid)
+        self._forget_turn(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         if isinstance(exc, InvalidDestination):
@@ -865,6 +935,7 @@ class Pipeline:
         if aid:
             self.slots.release(job["account_id"], aid)
             self.billing.release(aid)
+            self._forget_turn(job, aid)
         self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 
@@ -996,6 +1067,8 @@ class Pipeline:
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
             "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
         })
+        if connected and outcome != Outcome.VOICEMAIL:
+            self._conversation(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()))
         applied = self._apply_outcome(job, outcome, reason, settings)
         self.slots.release(job["account_id"], aid)
         if applied is None:
@@ -1007,6 +1080,17 @@ class Pipeline:
               status=applied.get("status"))
         self.refill(job["account_id"])
         return outcome.value
+
+    def _conversation(self, job: Mapping[str, Any], aid: str, at_ms: int) -> None:
+        """The call reached a person: the contact policy's quiet days start (recorded before the job moves on,
+        so a finalize that dies here is redone by the next poll or webhook)."""
+        policy = self._policy(job["account_id"])
+        if policy is None:
+            return
+        phones = job["contact"]["phones"]
+        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
+        self.history.conversation(job["account_id"], contact_keys(job["contact"], phone), aid, at_ms,
+                                  keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
                        settings: Any) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from shared.call_settings import (
     RETRY_DELAY_HOURS_RANGE,
     RING_TIMEOUT_RANGE,
 )
+from shared.contact_policy import COUNT_RANGE, DAYS_RANGE
 from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
 from workers.web_admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
@@ -171,7 +172,24 @@ def _schemas() -> dict[str, Any]:
                 "plan": _nullable_ref("PlanRequest"),
                 "concurrency_limit": {"type": "integer", "minimum": CONCURRENCY_LIMIT_RANGE[0],
                                       "maximum": CONCURRENCY_LIMIT_RANGE[1], "nullable": True},
+                "contact_policy": _nullable_ref("ContactPolicy"),
             },
+        },
+        "ContactPolicy": {
+            "type": "object", "additionalProperties": False,
+            "description": "How often one person (a number, or a contact's external_id) may be called across every "
+                           "batch of the account; days are the callee's local days (README: contact policy)",
+            "properties": {
+                "max_calls": {"type": "object", "additionalProperties": False, "required": ["count", "days"],
+                              "nullable": True, "properties": {
+                                  "count": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1]},
+                                  "days": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1]}}},
+                "max_calls_per_day": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1],
+                                      "nullable": True},
+                "quiet_days_after_answer": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1],
+                                            "nullable": True},
+            },
+            "example": {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7},
         },
         "Account": {
             "type": "object", "required": ["account_id", "plan", "balance", "reserved", "available"],
@@ -185,6 +203,7 @@ def _schemas() -> dict[str, Any]:
                 "available": {"type": "number", "nullable": True},
                 "units": {"type": "object", "nullable": True},
                 "concurrency_limit": {"type": "integer", "nullable": True},
+                "contact_policy": {"type": "object", "nullable": True},
                 "open_reservations": {"type": "integer"},
                 "released_jobs": {"type": "integer"},
                 "created_at": _TIME, "updated_at": _TIME,

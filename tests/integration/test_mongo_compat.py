@@ -168,6 +168,22 @@ def test_inc_creates_a_missing_counter_and_find_one_sorts(db):
 
 
 @on_nx
+def test_array_of_subdocuments_replaced_whole_under_a_version(db):
+    # the contact history: the calls array is only ever replaced whole, under the document's version
+    coll = db.compat_history
+    coll.insert_one({"_id": "acc|n:+1", "account_id": "acc", "calls": [{"at": 1, "a": "x"}], "v": 1})
+    calls = [{"at": 1, "a": "x"}, {"at": 2, "a": "y", "ans": 3}]
+    assert coll.update_one({"_id": "acc|n:+1", "v": 1}, {"$set": {"calls": calls, "v": 2}}).modified_count == 1
+    assert coll.update_one({"_id": "acc|n:+1", "v": 1}, {"$set": {"calls": [], "v": 2}}).modified_count == 0
+    assert coll.find_one({"_id": "acc|n:+1"})["calls"] == calls
+    assert coll.delete_many({"account_id": "acc"}).deleted_count == 1
+    db.compat_attempts.insert_many([{"_id": f"a{i}", "account_id": "acc", "to_number": "+1", "created_at": i,
+                                     "state": state} for i, state in enumerate(["ended", "not_placed", "in_call"])])
+    found = db.compat_attempts.find({"account_id": "acc", "to_number": "+1", "created_at": {"$gte": 1},
+                                     "state": {"$in": ["dialing", "in_call", "ended"]}}, {"_id": 1, "created_at": 1})
+    assert sorted(d["_id"] for d in found) == ["a2"]
+
+
 def test_gap_a_top_level_or_in_an_update_filter_drops_the_other_conditions(db):
     db.t.insert_many([{"_id": "old", "status": "active", "resumed_at": 5},
                       {"_id": "new", "status": "active", "resumed_at": 50}])

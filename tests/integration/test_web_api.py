@@ -97,6 +97,22 @@ def test_account_validation_names_each_field(api):
     assert api.get("/accounts/acme").json()["balance"] == 1
 
 
+def test_account_contact_policy_is_validated_shown_and_removed(api):
+    reply = api.put("/accounts/acme", {"plan": {"type": "unlimited"},
+                                       "contact_policy": {"max_calls": {"count": 0}, "max_calls_per_day": "2"}})
+    assert reply.status == 422
+    assert sorted(e["field"] for e in reply.json()["errors"]) == [
+        "contact_policy.max_calls.count", "contact_policy.max_calls.days", "contact_policy.max_calls_per_day"]
+    assert api.get("/accounts/acme").status == 404   # nothing written
+    policy = {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7}
+    assert api.put("/accounts/acme", {"plan": {"type": "unlimited"}, "contact_policy": policy}).status == 201
+    assert api.get("/accounts/acme").json()["contact_policy"] == policy
+    assert api.put("/accounts/acme", {"concurrency_limit": 4}).json()["contact_policy"] == policy   # kept
+    changed = api.put("/accounts/acme", {"contact_policy": {"max_calls_per_day": 1}}).json()
+    assert changed["contact_policy"] == {"max_calls_per_day": 1} and changed["concurrency_limit"] == 4
+    assert api.put("/accounts/acme", {"contact_policy": None}).json()["contact_policy"] is None
+
+
 # -- batches ----------------------------------------------------------------------------------------------
 
 

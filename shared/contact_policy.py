@@ -1,0 +1,214 @@
+"""An account's contact policy: how often one person may be called, across every batch of the account.
+
+``contact_policy`` (on the account, optional)::
+
+    {"max_calls": {"count": 7, "days": 7},   # at most 7 calls in any 7 consecutive days
+     "max_calls_per_day": 2,                  # at most 2 calls on one day
+     "quiet_days_after_answer": 7}            # no call on the day of a conversation and the 6 days after it
+
+Every field is optional; a policy with none is no policy. This example is the US CFPB's Regulation F
+presumption for debt collectors (more than 7 calls within 7 consecutive days, or a call within 7 days
+after a telephone conversation, the day of the conversation being the first of the 7).
+
+Calls are counted per number and, when the contact has one, per ``external_id`` (each key on its own),
+over every batch of the account. Every placed call counts, answered or not; a call counts as a
+conversation (for ``quiet_days_after_answer``) when it connected and did not reach a voicemail. Days
+are the callee's local days (the zone the calling window uses for that number). A contact that a cap
+holds back is never failed for it: it waits (``waiting_schedule``) for the first instant both the caps
+and the calling window allow.
+
+This module is the arithmetic, without I/O: :func:`parse_contact_policy` validates,
+:func:`capped_until` decides. :mod:`shared.contact_history` keeps the calls and makes the decision
+and the record one atomic step per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytz
+
+from shared.errors import ValidationError
+
+#: Fields of ``contact_policy`` and of its ``max_calls``.
+POLICY_FIELDS = ("max_calls", "max_calls_per_day", "quiet_days_after_answer")
+MAX_CALLS_FIELDS = ("count", "days")
+#: Bounds of the counts and of the day spans.
+COUNT_RANGE = (1, 1000)
+DAYS_RANGE = (1, 366)
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    """A parsed policy; None fields do not cap."""
+
+    max_calls: int | None = None
+    max_calls_days: int | None = None
+    max_calls_per_day: int | None = None
+    quiet_days_after_answer: int | None = None
+
+    @property
+    def history_days(self) -> int:
+        """Days of calls a decision needs (plus one: a local day spans more than 24 hours of UTC)."""
+        return max(self.max_calls_days or 1, self.quiet_days_after_answer or 1, 1) + 1
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.max_calls is not None:
+            doc["max_calls"] = {"count": self.max_calls, "days": self.max_calls_days}
+        if self.max_calls_per_day is not None:
+            doc["max_calls_per_day"] = self.max_calls_per_day
+        if self.quiet_days_after_answer is not None:
+            doc["quiet_days_after_answer"] = self.quiet_days_after_answer
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any] | None) -> ContactPolicy | None:
+        """The stored policy (already validated on write), or None."""
+        if not doc:
+            return None
+        return parse_contact_policy(doc)
+
+
+def _whole(value: Any, name: str, bounds: tuple[int, int], errors: list[tuple[str, str]]) -> int | None:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append((name, f"must be a whole number between {low} and {high}, got {value!r}"))
+        return None
+    return value
+
+
+def _max_calls(raw: Any, field: str, errors: list[tuple[str, str]]) -> tuple[int | None, int | None]:
+    if raw is None:
+        return None, None
+    if not isinstance(raw, Mapping):
+        errors.append((field, f"must be an object {{\"count\": n, \"days\": d}}, got {type(raw).__name__}"))
+        return None, None
+    for name in sorted(str(k) for k in raw if k not in MAX_CALLS_FIELDS):
+        errors.append((f"{field}.{name}", "unknown field (known fields: count, days)"))
+    found = []
+    for name, bounds in (("count", COUNT_RANGE), ("days", DAYS_RANGE)):
+        if name not in raw:
+            errors.append((f"{field}.{name}", "is required"))
+            found.append(None)
+        else:
+            found.append(_whole(raw[name], f"{field}.{name}", bounds, errors))
+    return found[0], found[1]
+
+
+def parse_contact_policy(raw: Any, *, field: str = "contact_policy") -> ContactPolicy | None:
+    """Validate a ``contact_policy`` (every problem at once); None for null or ``{}``.
+
+    :raises ValidationError: naming each bad field (``contact_policy.max_calls.count``, ...).
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValidationError([(field, f"must be an object or null, got {type(raw).__name__}")])
+    errors: list[tuple[str, str]] = []
+    for name in sorted(str(k) for k in raw if k not in POLICY_FIELDS):
+        errors.append((f"{field}.{name}", f"unknown field (known fields: {', '.join(POLICY_FIELDS)})"))
+    count, days = _max_calls(raw.get("max_calls"), f"{field}.max_calls", errors)
+    per_day = raw.get("max_calls_per_day")
+    if per_day is not None:
+        per_day = _whole(per_day, f"{field}.max_calls_per_day", COUNT_RANGE, errors)
+    quiet = raw.get("quiet_days_after_answer")
+    if quiet is not None:
+        quiet = _whole(quiet, f"{field}.quiet_days_after_answer", DAYS_RANGE, errors)
+    if errors:
+        raise ValidationError(errors)
+    policy = ContactPolicy(max_calls=count, max_calls_days=days if count is not None else None,
+                           max_calls_per_day=per_day, quiet_days_after_answer=quiet)
+    return policy if policy.to_document() else None
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One placed call in a key's history: when it was placed, and when it ended in a conversation."""
+
+    at_ms: int
+    attempt_id: str
+    answered_ms: int | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"at": self.at_ms, "a": self.attempt_id}
+        if self.answered_ms is not None:
+            doc["ans"] = self.answered_ms
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Touch:
+        ans = doc.get("ans")
+        return cls(at_ms=int(doc["at"]), attempt_id=str(doc["a"]), answered_ms=int(ans) if ans is not None else None)
+
+
+def contact_keys(contact: Mapping[str, Any], phone: str) -> list[str]:
+    """The keys a call to ``phone`` counts against: the number, and the contact's ``external_id`` if any."""
+    keys = [f"n:{phone}"]
+    external = contact.get("external_id")
+    if external not in (None, ""):
+        keys.append(f"x:{external}")
+    return keys
+
+
+def _local_day(ms: int, zone: Any) -> date:
+    return datetime.fromtimestamp(ms / 1000, tz=zone).date()
+
+
+def day_start(day: date, zone: Any) -> datetime:
+    """The first instant of local ``day`` in ``zone`` (UTC): local midnight, or the end of a gap over it."""
+    naive = datetime(day.year, day.month, day.day)
+    try:
+        local = zone.localize(naive, is_dst=None)
+    except pytz.NonExistentTimeError:
+        local = zone.localize(naive, is_dst=False)   # the offset before the gap: the instant the day begins
+    except pytz.AmbiguousTimeError:
+        local = zone.localize(naive, is_dst=True)    # the first of the two midnights
+    return local.astimezone(UTC)
+
+
+def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
+                 zone: Any) -> tuple[datetime, str] | None:
+    """None when one more call now keeps every cap; else ``(first instant the caps allow, why)``.
+
+    :param touches: the key's calls placed so far (never in the future of ``now``).
+    :param zone: the callee's zone (a pytz zone): the caps count local days.
+
+    Future days hold no calls yet, so once a day is allowed every later day is: the answer is the start
+    of the first allowed local day (or None when that day is today).
+    """
+    today = now.astimezone(zone).date()
+    per_day: dict[date, int] = {}
+    answered: list[date] = []
+    for touch in touches:
+        day = _local_day(touch.at_ms, zone)
+        per_day[day] = per_day.get(day, 0) + 1
+        if touch.answered_ms is not None:
+            answered.append(_local_day(touch.answered_ms, zone))
+    first = today
+    reasons: list[str] = []
+    if policy.quiet_days_after_answer and answered:
+        until = max(answered) + timedelta(days=policy.quiet_days_after_answer)
+        if until > first:
+            first = until
+            reasons.append(f"{policy.quiet_days_after_answer} quiet days after the conversation of {max(answered)}")
+    day = first
+    for _ in range(DAYS_RANGE[1] + 2):
+        over = []
+        if policy.max_calls_per_day is not None and per_day.get(day, 0) >= policy.max_calls_per_day:
+            over.append(f"{policy.max_calls_per_day} calls on {day}")
+        if policy.max_calls is not None and policy.max_calls_days is not None:
+            span = [day - timedelta(days=k) for k in range(policy.max_calls_days)]
+            if sum(per_day.get(d, 0) for d in span) >= policy.max_calls:
+                over.append(f"{policy.max_calls} calls in the {policy.max_calls_days} days to {day}")
+        if not over:
+            break
+        if day == first:
+            reasons.extend(over)
+        day += timedelta(days=1)
+    if day == today:
+        return None
+    return day_start(day, zone), "contact policy: " + "; ".join(reasons)

@@ -1,0 +1,115 @@
+"""The account's contact policy end to end: three campaigns share 50 numbers under Regulation F's caps.
+
+Real processes on a clock running 15,000 times faster than real time (a day in 5.8 real seconds). The
+checks read the simulator's own record of the calls it received, and the waits the system recorded; how
+many calls fit in the first day depends on the machine's speed, so no check counts on it.
+"""
+
+from __future__ import annotations
+
+import collections
+from datetime import UTC, date, datetime, timedelta
+
+import pytz
+
+from shared import states
+from shared.clock import from_ms, started_at
+from shared.schedule import next_allowed_time
+from shared.simulator_process import wait_until
+from tests.integration.test_pipeline_campaign import numbers
+
+SANTIAGO = pytz.timezone("America/Santiago")
+#: Monday 22:30 in Santiago: the stack starts during the night, and the first window opens on Tuesday.
+START = SANTIAGO.localize(datetime(2026, 3, 2, 22, 30)).astimezone(UTC)
+REG_F = {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7}
+SETTINGS = {"allowed_hours": {"start": "06:00", "end": "22:00"}, "timezone": "America/Santiago",
+            "max_attempts": 30, "retry_delay_hours": 1}
+DAY_MS = 86_400_000
+
+
+def _day(ms: int) -> date:
+    return from_ms(ms).astimezone(SANTIAGO).date()
+
+
+def _first_allowed_day(calls: list[tuple[date, date | None]], since: date) -> date:
+    """Brute force over the simulator's record: the first local day >= ``since`` on which Regulation F
+    lets one more call through, given ``(day placed, day of its conversation or None)`` per call."""
+    day = since
+    while True:
+        on_day = sum(placed == day for placed, _ in calls)
+        in_week = sum(day - timedelta(days=6) <= placed <= day for placed, _ in calls)
+        quiet = any(talk is not None and talk <= day < talk + timedelta(days=7) for _, talk in calls)
+        if on_day < 2 and in_week < 7 and not quiet:
+            return day
+        day += timedelta(days=1)
+
+
+def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
+    phones = numbers("81", 50)
+    talkers = set(phones[:10])   # these answer their third call; the others never answer
+    answer_third = {"sequence": ["no_answer", "no_answer", {"outcome": "answer", "duration_s": 60}]}
+    scenario = {"numbers": {p: answer_third if p in talkers else "no_answer" for p in phones}}
+    stack, runtime = stack_factory(clock=started_at(START, speed=15_000), scenario=scenario)
+    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 50,
+                                           "contact_policy": REG_F})
+    batches = []
+    for b in range(3):
+        batch = runtime.batches.create({"name": f"campaign {b}", "account_id": "acme", "agent_id": "agent_test",
+                                        "from_number": "+12125550100", "call_settings": SETTINGS})
+        contacts = [{"name": f"b{b}c{i}", "phones": [p], "external_id": f"D-{i}"} for i, p in enumerate(phones)]
+        assert runtime.jobs.create_jobs(batch["_id"], "acme", contacts).imported == 50
+        batches.append(batch)
+
+    def settled():
+        # every contact final, or waiting (by the caps) at least two days from now
+        soon = runtime.clock.now_ms() + 2 * DAY_MS
+        jobs = runtime.jobs.find({"account_id": "acme"})
+        return all(j["status"] in states.FINAL or (j["status"] == states.WAITING_SCHEDULE and j["next_try_at"] > soon)
+                   for j in jobs) and jobs
+
+    try:
+        wait_until(settled, timeout_s=120, interval_s=0.5)
+    except TimeoutError:
+        raise AssertionError(f"{collections.Counter(j['status'] for j in runtime.jobs.find({}))}\n"
+                             f"{stack.logs()}") from None
+    dials = stack.simulator.dials(timeline=True)
+    stack.stop(graceful=False)
+    jobs = runtime.jobs.find({"account_id": "acme"})
+
+    record = collections.defaultdict(list)   # number -> [(day placed, day of the conversation or None)]
+    for rec in dials:
+        call = rec["call"]
+        talk = _day(call["end_ms"]) if call.get("connect_ms") is not None else None
+        record[rec["body"]["to_number"]].append((_day(rec["received_at"]), talk))
+    assert set(record) == set(phones)
+    for phone, calls in record.items():
+        days = collections.Counter(placed for placed, _ in calls)
+        assert max(days.values()) <= 2, (phone, days)                                   # per day
+        for first in days:                                                              # any 7 consecutive days
+            assert sum(n for d, n in days.items() if first <= d < first + timedelta(days=7)) <= 7, (phone, days)
+        for _, talk in calls:                                                           # quiet after a conversation
+            if talk is not None:
+                assert not [d for d, _ in calls if talk < d < talk + timedelta(days=7)], (phone, calls)
+        if phone in talkers:
+            assert len(calls) == 3 and calls[-1][1] is not None
+        else:
+            assert len(calls) == 7   # the week's cap: 2 + 2 + 2 + 1 from the first day on
+
+    completed = [j for j in jobs if j["status"] == states.COMPLETED]
+    assert sorted(j["contact"]["phones"][0] for j in completed) == sorted(talkers)   # one contact per talker
+    waiting = [j for j in jobs if j["status"] == states.WAITING_SCHEDULE]
+    assert len(waiting) == 150 - len(completed) and all(j.get("postponed_by_policy", 0) >= 1 for j in waiting)
+    for job in waiting:
+        phone = job["contact"]["phones"][0]
+        decided = _day(job["updated_at"])
+        known = [c for c in record[phone] if c[0] <= decided]
+        expected = next_allowed_time(SETTINGS, max(from_ms(job["updated_at"]),
+                                                   SANTIAGO.localize(datetime.combine(
+                                                       _first_allowed_day(known, decided), datetime.min.time()))),
+                                     phone)
+        assert from_ms(job["next_try_at"]) == expected, (phone, job["last_error"], record[phone])
+        assert job["last_error"].startswith("contact policy: ")
+        if phone not in talkers:
+            assert "7 calls in the 7 days" in job["last_error"], job["last_error"]
+        else:
+            assert "quiet days after the conversation" in job["last_error"], job["last_error"]
