@@ -22,6 +22,7 @@ JOBS = "jobs"
 ATTEMPTS = "attempts"
 ACCOUNTS = "accounts"
 LEDGER = "ledger"
+DNC = "dnc"
 
 #: Indexes per collection, created idempotently by :func:`ensure_indexes`.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -48,6 +49,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     LEDGER: [
         IndexModel([("account_id", ASCENDING), ("at", ASCENDING)], name="account_at"),
         IndexModel([("attempt_id", ASCENDING)], name="attempt_id", sparse=True),
+    ],
+    # Looked up by _id ("<scope>|<number>"); listed page by page per scope.
+    DNC: [
+        IndexModel([("scope", ASCENDING), ("number", ASCENDING)], name="scope_number"),
     ],
 }
 
