@@ -53,6 +53,10 @@ def _require_account(ctx: Any, account_id: str | None) -> None:
 
 
 def _region_of(ctx: Any, request: web.Request) -> str:
+    """``?region=`` (checked whenever given, used or not), else ``PHONE_DEFAULT_REGION``."""
+    raw = request.query.get("region")
+    if raw is not None and not raw.strip():
+        raise invalid([("region", "must be a region code (ISO 3166 alpha-2, e.g. CL), got an empty value")])
     return _region(request) or ctx.runtime.config.phone_default_region
 
 
@@ -156,6 +160,7 @@ async def get_numbers(request: web.Request) -> web.Response:
     the global list); without it, the list page by page (``after`` = the previous page's ``next_after``)."""
     ctx = _ctx(request)
     account_id = _scope(request)
+    _region_of(ctx, request)
     raw = query_text(request, "number")
     if raw is not None:
         return json_response(await ctx.run(_lookup, ctx, account_id, _number(ctx, request, raw)))
