@@ -117,3 +117,27 @@ def test_a_write_answers_only_after_the_dial_guard(web_factory, web_runtime):
     started = time.monotonic()
     assert api.post("/dnc", {"numbers": [A]}).status == 200
     assert time.monotonic() - started >= web_runtime.config.pipeline_dial_guard_s
+
+
+def test_list_sizes_in_metrics_and_do_not_call_failures_on_the_dashboard(api, web, web_runtime):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shared import states
+
+    setup(api)
+    api.post("/accounts/acme/dnc", {"numbers": [A, B]})
+    api.post("/dnc", {"numbers": [C]})
+    bid = api.post("/batches", {"name": "dnc", "account_id": "acme"}).json()["id"]
+    contacts = {"contacts": [{"phones": [A, B]}, {"phones": [D]}]}
+    assert api.post(f"/batches/{bid}/contacts", contacts).json()["imported"] == 2
+    listed = next(j for j in web_runtime.jobs.find({"batch_id": bid}) if j["contact"]["phones"][0] == A)
+    web_runtime.jobs.coll.update_one({"_id": listed["_id"]}, {"$set": {
+        "status": states.FAILED, "outcome": "do_not_call", "last_error": "do not call"}})
+    reader = web.client(token=read_token_for(ADMIN_TOKEN))
+    text = reader.get("/metrics").text
+    sizes = {s.labels["list"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == "outdial_dnc_numbers"}
+    assert sizes == {"global": 1, "acme": 2}
+    page = reader.get("/dashboard/batches").text
+    assert 'data-list="global">1<' in page and 'data-list="acme">2<' in page
+    assert 'data-field="do_not_call">1<' in page
