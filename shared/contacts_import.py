@@ -327,6 +327,50 @@ def import_csv(lines: Iterable[bytes], sink: ContactSink, *, max_rows: int = DEF
     return sink.finish()
 
 
+def csv_lines(lines: Iterable[bytes]) -> tuple[list[str] | None, Iterator[tuple[int, list[str] | str]]]:
+    """A CSV given as byte lines, read like the contacts CSV (UTF-8, byte-order mark ignored, delimiter
+    detected on the header, blank lines skipped): its header (None when empty) and ``(line, row)`` for each
+    data row, where ``row`` is a string saying why the line could not be read (bad UTF-8, bad quoting).
+    Lines are numbered from 1 (the header); a row spanning several lines is reported at its first.
+
+    :raises CsvFormatError: the header is not valid UTF-8 or cannot be read.
+    """
+    source = _DecodedLines(lines)
+    header_line = _first_line(source)
+    if header_line is None:
+        return None, iter(())
+    if source.undecodable:
+        raise CsvFormatError([("header", "is not valid UTF-8 (save the file as 'CSV UTF-8')")])
+    delimiter = detect_delimiter(header_line)
+    try:
+        header = next(csv.reader([header_line], delimiter=delimiter))
+    except (csv.Error, StopIteration) as exc:
+        raise CsvFormatError([("header", f"cannot be read: {exc}")]) from None
+    header_number = source.number
+
+    def rows() -> Iterator[tuple[int, list[str] | str]]:
+        reader = csv.reader(source, delimiter=delimiter)
+        previous = header_number
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield previous + 1, f"cannot be read as CSV: {exc}"
+                previous = source.number
+                continue
+            start, previous = previous + 1, source.number
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if any(n in source.undecodable for n in range(start, source.number + 1)):
+                yield start, "is not valid UTF-8 (save the file as 'CSV UTF-8')"
+                continue
+            yield start, row
+
+    return header, rows()
+
+
 def split_lines(rest: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
     """Cut ``rest + chunk`` into complete lines (each keeping its ``\\n``) and the unfinished tail.
 

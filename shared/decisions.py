@@ -6,7 +6,7 @@ writes and sends.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -30,6 +30,8 @@ class DialStep(StrEnum):
     MAX_ATTEMPTS = "max_attempts"  #: failed, terminal
     NO_PHONE = "no_phone"  #: every number is known invalid: failed, terminal
     NO_WINDOW = "no_window"  #: the number's zones never share window time (within a year): failed, terminal
+    DO_NOT_CALL = "do_not_call"  #: every number not known invalid is on a do-not-call list: failed, terminal
+    DNC_ROUND_END = "dnc_round_end"  #: the round's remaining numbers are on a do-not-call list: a failed round
     PROCEED = "proceed"  #: balance, slot, then dial ``phone_index``
 
 
@@ -39,14 +41,45 @@ class DialDecision:
     reason: str | None = None
     next_try_at: datetime | None = None
     phone_index: int | None = None
+    #: Numbers of the contact passed over because they are on a do-not-call list (0: the lists changed nothing).
+    dnc_skipped: int = 0
 
 
-def first_dialable_phone(job: Mapping[str, Any]) -> int | None:
-    """``phone_index`` or the next phone after it not known invalid; None when none is left."""
+#: Reasons of a contact whose numbers are all on a do-not-call list, by language.
+DO_NOT_CALL_REASON = {"en": "do not call", "es": "no llamar"}
+
+
+def first_dialable_phone(job: Mapping[str, Any], listed: Collection[str] = frozenset()) -> int | None:
+    """``phone_index`` or the next phone after it neither known invalid nor in ``listed`` (the contact's
+    numbers on a do-not-call list); None when none is left."""
     phones = job["contact"]["phones"]
     bad = set(job.get("invalid_phones", []))
     start = int(job.get("phone_index", 0))
-    return next((i for i in range(start, len(phones)) if i not in bad), None)
+    return next((i for i in range(start, len(phones)) if i not in bad and phones[i] not in listed), None)
+
+
+def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: CallSettings,
+                   lang: str) -> DialDecision:
+    """No number is left to dial from ``phone_index`` on: why, and what happens to the contact."""
+    phones = job["contact"]["phones"]
+    bad = set(job.get("invalid_phones", []))
+    valid = [i for i in range(len(phones)) if i not in bad]
+    if not valid:
+        return DialDecision(DialStep.NO_PHONE, "no valid phone number")
+    if all(phones[i] in listed for i in valid):
+        return DialDecision(DialStep.DO_NOT_CALL, DO_NOT_CALL_REASON.get(lang, DO_NOT_CALL_REASON["en"]),
+                            dnc_skipped=len({phones[i] for i in valid}))
+    start = int(job.get("phone_index", 0))
+    remaining = [i for i in valid if i >= start]
+    if not any(phones[i] in listed for i in remaining):
+        return DialDecision(DialStep.NO_PHONE, "no valid phone number")  # not reached: advance_phone moves on
+    if int(job.get("tries", 0)) >= settings.max_attempts:
+        return DialDecision(DialStep.MAX_ATTEMPTS, (f"máximo de intentos alcanzado ({settings.max_attempts})"
+                                                    if lang == "es" else
+                                                    f"max attempts reached ({settings.max_attempts})"))
+    reason = ("los números que quedan en la ronda están en la lista de no llamar" if lang == "es"
+              else "the remaining numbers of the round are on the do-not-call list")
+    return DialDecision(DialStep.DNC_ROUND_END, reason, dnc_skipped=len(remaining))
 
 
 def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | None,
@@ -69,7 +102,7 @@ def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | Non
 def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
                 settings: CallSettings | None, settings_error: str | None, now: datetime,
                 lang: str = "en", guard: timedelta = timedelta(0),
-                early: timedelta = timedelta(0)) -> DialDecision:
+                early: timedelta = timedelta(0), listed: Collection[str] = frozenset()) -> DialDecision:
     """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
 
     :param job: the job document as read now (None if it vanished).
@@ -85,6 +118,11 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
         must still be open at ``now + guard``, so no call reaches the provider after the window closed.
         Inside the last ``guard`` of a window the job waits for the next opening. Default 0 (no guard).
         Only the two ends are checked: a gap shorter than ``guard`` inside that span is not seen.
+    :param listed: the contact's numbers that are on the account's or the global do-not-call list, read
+        just before. They are passed over like invalid numbers: the next number of the round is dialed
+        (``dnc_skipped`` counts those passed over); a contact whose every valid number is listed fails
+        (``DO_NOT_CALL``, terminal); when the round's remaining numbers are all listed but an earlier one
+        was not, the round ends as a failed round (``DNC_ROUND_END``, bounded by ``max_attempts``).
     """
     if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
         return DialDecision(DialStep.STALE)
@@ -95,9 +133,11 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     if refused is not None:
         return refused
     assert settings is not None
-    phone_index = first_dialable_phone(job)
+    phone_index = first_dialable_phone(job, listed)
     if phone_index is None:
-        return DialDecision(DialStep.NO_PHONE, "no valid phone number")
+        return _no_phone_left(job, listed, settings, lang)
+    skipped = sum(1 for i in range(int(job.get("phone_index", 0)), phone_index)
+                  if job["contact"]["phones"][i] in listed)
     contact = job["contact"]
     phone = contact["phones"][phone_index]
     allowed, why = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
@@ -114,12 +154,12 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
             at = next_allowed_time(settings, after, phone, contact_timezone=contact.get("timezone"))
         except NoAllowedTime as exc:
             return DialDecision(DialStep.NO_WINDOW, f"{exc}; set the contact's timezone")
-        return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at)
+        return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at, dnc_skipped=skipped)
     if int(job.get("tries", 0)) >= settings.max_attempts:
         reason = (f"máximo de intentos alcanzado ({settings.max_attempts})" if lang == "es"
                   else f"max attempts reached ({settings.max_attempts})")
         return DialDecision(DialStep.MAX_ATTEMPTS, reason)
-    return DialDecision(DialStep.PROCEED, phone_index=phone_index)
+    return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
 
 def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float, need_real_s: float,

@@ -60,7 +60,12 @@ BATCHES_HELD = Counter("outdial_batches_held", "Batches held because the provide
                        "no contact can fix (API key, payment, caller id, agent)", registry=REGISTRY)
 DIAL_ABORTS = Counter(
     "outdial_dial_aborts", "Dials stopped right before the create, nothing sent: fence (the lease would end), "
-    "clock (shared time unknown), window (the calling window closes)", ["kind"], registry=REGISTRY)
+    "clock (shared time unknown), window (the calling window closes), dnc (the number is on a do-not-call list)",
+    ["kind"], registry=REGISTRY)
+DNC_BLOCKED = Counter(
+    "outdial_dnc_blocked", "Dials kept from numbers on a do-not-call list: where=decision (numbers passed over or "
+    "contacts failed when the dial was decided), where=send (a create aborted right before it was sent)",
+    ["where"], registry=REGISTRY)
 RECONCILES = Counter(
     "outdial_reconciles", "Creates whose outcome was unknown, by how they were settled (replayed with the same "
     "idempotency key, found by lookup, not_placed, retry)", ["result"], registry=REGISTRY)
@@ -126,6 +131,7 @@ SCRAPE_GAUGES = {
     "outdial_batches": "Batches by status",
     "outdial_slots_in_use": "Provider concurrency slots held, per account with an active or paused batch",
     "outdial_slots_limit": "Provider concurrency limit, per account with an active or paused batch",
+    "outdial_dnc_numbers": "Numbers on each do-not-call list (list=global or the account id)",
     "outdial_scrape_source_up": "1 when the source (mongodb, redis) answered during this scrape",
 }
 

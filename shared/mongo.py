@@ -23,6 +23,7 @@ ATTEMPTS = "attempts"
 ACCOUNTS = "accounts"
 LEDGER = "ledger"
 CONTACT_HISTORY = "contact_history"
+DNC = "dnc"
 
 #: Indexes per collection, created idempotently by :func:`ensure_indexes`.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -57,6 +58,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     LEDGER: [
         IndexModel([("account_id", ASCENDING), ("at", ASCENDING)], name="account_at"),
         IndexModel([("attempt_id", ASCENDING)], name="attempt_id", sparse=True),
+    ],
+    # Looked up by _id ("<scope>|<number>"); listed page by page per scope.
+    DNC: [
+        IndexModel([("scope", ASCENDING), ("number", ASCENDING)], name="scope_number"),
     ],
 }
 

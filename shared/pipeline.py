@@ -44,6 +44,7 @@ from shared.decisions import (
     next_poll_delay_s,
     stop_retry_delay_s,
 )
+from shared.dnc import DNC_OUTCOME, DncStore
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
@@ -206,11 +207,12 @@ class Pipeline:
     sender: Sender
     clock: Clock
     config: Config
+    dnc: DncStore
+    history: ContactHistory
     timing: Timing = field(default_factory=Timing)
     #: Active batches per account and account limits, reused for a second (real time) by the hot path.
     _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _history: ContactHistory | None = field(default=None, repr=False)
 
     def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
         with self._recent_lock:
@@ -232,12 +234,6 @@ class Pipeline:
     def _policy(self, account_id: str) -> ContactPolicy | None:
         """The account's contact policy (a change applies within a second)."""
         return self.accounts.contact_policy(self._account(account_id))
-
-    @property
-    def history(self) -> ContactHistory:
-        if self._history is None:
-            self._history = ContactHistory(self.jobs.db, clock=self.clock)
-        return self._history
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -487,16 +483,21 @@ class Pipeline:
         """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result)."""
         job = self.jobs.get(job_id)
         cached = self.cache.get(job["batch_id"]) if job else None
+        listed = self._listed(job, lease_owner)
         now = self.clock.now()
         decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
                                settings=cached.settings if cached else None,
                                settings_error=cached.settings_error if cached else None, now=now,
                                lang=self._lang(), guard=self._sim(self.timing.dial_guard_s),
-                               early=self._sim(self.timing.early_tolerance_s))
+                               early=self._sim(self.timing.early_tolerance_s), listed=listed)
         metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
+        if decision.dnc_skipped:
+            metrics.DNC_BLOCKED.labels("decision").inc()
+            event(log, "dnc_skipped", job_id=job_id, step=decision.step.value, numbers=decision.dnc_skipped)
         if decision.step == DialStep.STALE:
             return decision.step
         assert job is not None  # decide_dial says STALE for a missing job
+        self._log_decision(job, cached, decision, now)
         own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
         if decision.step == DialStep.EARLY:
             assert decision.next_try_at is not None
@@ -517,10 +518,54 @@ class Pipeline:
                   reason=decision.reason)
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
             self.jobs.mark_failed(job_id, decision.reason or "failed", terminal=True, **own)
+        elif decision.step == DialStep.DO_NOT_CALL:
+            self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
+                                 set_={"last_error": decision.reason, "outcome": DNC_OUTCOME,
+                                       "finished_at": self.clock.now_ms()})
+        elif decision.step == DialStep.DNC_ROUND_END:
+            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=cached.settings, job=job,
+                                  **own)
         else:
             assert decision.phone_index is not None
             return self._place_call(job, cached, decision.phone_index, lease_owner)
         return decision.step
+
+    def _log_decision(self, job: Mapping[str, Any], cached: Any, decision: Any, now: Any) -> None:
+        """One line per dial decision, as the original worker wrote: the settings used (the batch's, or the
+        defaults when it has none), the window's verdict and why, what the create would send (ring timeout,
+        max duration), and which attempt of how many. The number is masked."""
+        settings = cached.settings if cached else None
+        stored = (cached.doc or {}).get("call_settings") if cached else None
+        fields: dict[str, Any] = {
+            "job_id": job["_id"], "batch_id": job["batch_id"], "step": decision.step.value,
+            "settings": "invalid" if cached and settings is None else ("batch" if stored else "defaults"),
+        }
+        index = decision.phone_index if decision.phone_index is not None else int(job.get("phone_index", 0))
+        phones = job["contact"]["phones"]
+        phone = phones[min(index, len(phones) - 1)]
+        fields["to"] = mask_phone(phone)
+        if decision.step == DialStep.OUTSIDE_WINDOW:
+            fields.update(window="closed", window_reason=decision.reason)
+        elif decision.step in (DialStep.PROCEED, DialStep.MAX_ATTEMPTS) and settings is not None:
+            zones = resolve_timezones(settings, phone, contact_timezone=job["contact"].get("timezone"),
+                                      config=self.config)
+            local = now.astimezone(pytz.timezone(zones[0]))
+            fields.update(window="open", window_reason=f"{local:%a %H:%M} in {', '.join(zones)}")
+        elif decision.reason:
+            fields["reason"] = decision.reason
+        if settings is not None:
+            fields.update(ring_timeout_s=settings.ring_timeout, max_call_duration_s=settings.max_call_duration,
+                          attempt=f"{int(job.get('tries', 0)) + 1}/{settings.max_attempts}")
+        if decision.dnc_skipped:
+            fields["dnc_skipped"] = decision.dnc_skipped
+        event(log, "dial_decision", **fields)
+
+    def _listed(self, job: Mapping[str, Any] | None, lease_owner: str) -> frozenset[str]:
+        """The job's numbers on its account's or the global do-not-call list (one query); nothing is read for a
+        message the decision will drop anyway (a vanished job, another state, another lease)."""
+        if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
+            return frozenset()
+        return self.dnc.listed(job["account_id"], job["contact"]["phones"])
 
     def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str) -> str:
         """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
@@ -643,6 +688,9 @@ class Pipeline:
         need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
 
         def precheck() -> None:
+            if self.dnc.listed(job["account_id"], [phone]):
+                metrics.DNC_BLOCKED.labels("send").inc()
+                raise DialAborted("dnc", "the number is on a do-not-call list")
             now = self.clock.now()
             problem = check_before_send(
                 now=now, lease_until_ms=lease_until,
@@ -709,6 +757,10 @@ class Pipeline:
         if exc.kind == "window" and exc.next_try_at is not None:
             self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
+        elif exc.kind == "dnc":
+            # Decided again at once: the decision passes the number over (or fails the contact).
+            self.jobs.release(job_id, self.clock.now(), exc.reason, **own)
+            self.sender.schedule(job["account_id"])
         else:
             self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
         return f"aborted_{exc.kind}"

@@ -23,6 +23,8 @@ from shared.call_settings import (
 )
 from shared.contact_policy import COUNT_RANGE, DAYS_RANGE
 from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
+from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
+from shared.dnc import MAX_REASON as MAX_DNC_REASON
 from workers.web_admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"
@@ -326,6 +328,28 @@ def _schemas() -> dict[str, Any]:
         "WebhookResult": {"type": "object", "required": ["event", "call_id", "result"], "properties": {
             "event": {"type": "string"}, "call_id": {"type": "string"},
             "result": {"type": "string", "description": "the outcome applied, duplicate, unknown_call, or accepted"}}},
+        "DncRequest": {"type": "object", "additionalProperties": False, "required": ["numbers"], "properties": {
+            "numbers": {"type": "array", "minItems": 1, "maxItems": MAX_DNC_NUMBERS, "items": {"type": "string"},
+                        "example": ["+56961234567", "9 6123 4568"]},
+            "reason": {"type": "string", "maxLength": MAX_DNC_REASON, "nullable": True,
+                       "example": "asked not to be called"}}},
+        "DncWriteResult": {"type": "object", "required": ["list", "added", "updated", "numbers"], "properties": {
+            "list": {"type": "string", "description": "the account id, or global"},
+            "added": {"type": "integer", "description": "numbers new on the list"},
+            "updated": {"type": "integer", "description": "numbers already on it (reason replaced when given)"},
+            "numbers": {"type": "integer", "description": "distinct numbers in the request"},
+            "rows": {"type": "integer"}}},
+        "DncEntry": {"type": "object", "required": ["list", "number"], "properties": {
+            "list": {"type": "string"}, "number": {"type": "string"}, "reason": {"type": "string", "nullable": True},
+            "added_at": _TIME, "updated_at": _TIME}},
+        "DncRemoved": {"type": "object", "required": ["list", "number", "removed"], "properties": {
+            "list": {"type": "string"}, "number": {"type": "string"}, "removed": {"type": "boolean"}}},
+        "DncLookup": {"type": "object", "required": ["number", "listed", "lists"], "properties": {
+            "number": {"type": "string"}, "listed": {"type": "boolean"},
+            "lists": {"type": "array", "items": _ref("DncEntry")}}},
+        "DncPage": {"type": "object", "required": ["list", "entries", "count", "next_after"], "properties": {
+            "list": {"type": "string"}, "entries": {"type": "array", "items": _ref("DncEntry")},
+            "count": {"type": "integer"}, "next_after": {"type": "string", "nullable": True}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
         "Ready": {"type": "object", "required": ["status", "checks"], "properties": {
             "status": {"type": "string", "enum": ["ready", "unavailable"]},
@@ -337,6 +361,46 @@ def _control(op_id: str, summary: str) -> dict[str, Any]:
     return {"post": _op(op_id, summary, {"200": _answer("The batch's status after the control", _ref("Control")),
                                          **_errors(401, 404, 409, 503)},
                         params=[_BATCH_ID], tags=("batches",))}
+
+
+def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
+    """The do-not-call routes: the account's list and the global one."""
+    region = _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                    "Region for numbers without +country (default PHONE_DEFAULT_REGION)")
+    number = _path("number", {"type": "string", "minLength": 1, "maxLength": 40, "example": "+56961234567"},
+                   "The number (E.164, or national with region)")
+    body = {**_json(_ref("DncRequest")),
+            "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row: a 'number' "
+                                    "column and an optional 'reason' column"}}}
+    reads = [{"adminToken": []}, {"readToken": []}]
+    out: dict[str, Any] = {}
+    for prefix, params, tag in (("/accounts/{account_id}", [_ACCOUNT_ID], "the account's"), ("", [], "the global")):
+        name = "account" if prefix else "global"
+        out[f"{prefix}/dnc"] = {
+            "post": _op(f"add_{name}_dnc", f"Add numbers to {tag} do-not-call list (JSON or CSV); one bad row "
+                                           "and nothing is written", {
+                "200": _answer("Written; answered once no dial checked before the write can still reach the "
+                               "provider", _ref("DncWriteResult")),
+                **_errors(400, 401, 404, 413, 415, 422, 503)},
+                params=[*params, region, _query("reason", {"type": "string", "maxLength": MAX_DNC_REASON},
+                                                "CSV only: the reason of rows with none")],
+                body=body, tags=("dnc",)),
+            "get": _op(f"get_{name}_dnc", f"Whether a number is on {tag} do-not-call list (an account's route also "
+                                          "answers for the global list), or the list page by page", {
+                "200": _answer("The lookup (with number) or a page", {"anyOf": [_ref("DncLookup"),
+                                                                               _ref("DncPage")]}),
+                **_errors(401, 404, 422, 503)},
+                params=[*params, _query("number", {"type": "string", "maxLength": 40}, "The number to look up"),
+                        region, _query("after", {"type": "string", "maxLength": 40}, "next_after of the previous page"),
+                        _query("limit", page, "Page size")],
+                security=reads, tags=("dnc",)),
+        }
+        out[f"{prefix}/dnc/{{number}}"] = {"delete": _op(
+            f"remove_{name}_dnc", f"Take a number off {tag} do-not-call list", {
+                "200": _answer("Removed (removed: false when it was not listed)", _ref("DncRemoved")),
+                **_errors(401, 404, 422, 503)},
+            params=[*params, number, region], tags=("dnc",))}
+    return out
 
 
 def _paths() -> dict[str, Any]:
@@ -422,6 +486,7 @@ def _paths() -> dict[str, Any]:
             "invalidate_cache", "Evict the batch from every process's cache (cache:invalidate:<id>)", {
                 "202": _answer("Published", _ref("Invalidation")), **_errors(401, 404, 503)},
             params=[_BATCH_ID], tags=("batches",))},
+        **_dnc_paths(page),
         "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
             "200": _answer("The job", _ref("Job")), **_errors(401, 404, 503)},
             params=[_JOB_ID], tags=("jobs",))},
@@ -438,7 +503,8 @@ def document() -> dict[str, Any]:
                            "Errors share one shape (Error). Instants are ISO-8601 UTC. See docs/web.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "jobs", "webhooks", "operations")],
+        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "jobs", "dnc", "webhooks",
+                                                  "operations")],
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),

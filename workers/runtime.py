@@ -16,6 +16,8 @@ from shared.attempts import AttemptStore
 from shared.batches import BatchStore
 from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import Config, get_config
+from shared.contact_history import ContactHistory
+from shared.dnc import DncStore
 from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
 from shared.jobs import JobStore
@@ -53,6 +55,10 @@ class Runtime:
         return AttemptStore(self.db, clock=self.clock)
 
     @cached_property
+    def dnc(self) -> DncStore:
+        return DncStore(self.db, clock=self.clock, config=self.config)
+
+    @cached_property
     def slots(self) -> Slots:
         return Slots(self.redis, workspace=workspace_id(self.config.retell_api_key, self.config.retell_base_url))
 
@@ -78,7 +84,9 @@ class Runtime:
     def pipeline(self, sender: Any) -> Pipeline:
         return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
                         cache=self.cache, billing=self.billing, slots=self.slots, provider=self.provider,
-                        sender=sender, clock=self.clock, config=self.config, timing=Timing.from_config(self.config))
+                        sender=sender, clock=self.clock, config=self.config, dnc=self.dnc,
+                        history=ContactHistory(self.db, clock=self.clock),
+                        timing=Timing.from_config(self.config))
 
     def publish_invalidation(self, batch_id: str) -> None:
         from shared.invalidation import publish_invalidation

@@ -343,7 +343,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of every route of the application."""
-    from workers import web_admin, web_dashboard
+    from workers import web_admin, web_dashboard, web_dnc
     from workers.web_webhooks import retell_webhook
 
     return [
@@ -353,6 +353,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
         ("GET", "/openapi.json", openapi_route, "openapi"),
         ("POST", "/webhooks/retell", retell_webhook, "retell_webhook"),
         *web_admin.ROUTES,
+        *web_dnc.ROUTES,
         *web_dashboard.routes(),
     ]
 

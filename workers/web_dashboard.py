@@ -26,6 +26,7 @@ import pytz
 from aiohttp import web
 
 from shared import states
+from shared.dnc import GLOBAL_SCOPE, list_name
 from workers.web_http import (
     PUBLIC,
     READ,
@@ -36,7 +37,14 @@ from workers.web_http import (
     read_limited,
     same_token,
 )
-from workers.web_views import counts_for, failure_reasons, in_progress_view, progress, window_view
+from workers.web_views import (
+    counts_for,
+    do_not_call_failures,
+    failure_reasons,
+    in_progress_view,
+    progress,
+    window_view,
+)
 
 #: Batches shown: live ones (active, paused) first, then the newest finished ones.
 DEFAULT_DASHBOARD_BATCHES = 100
@@ -92,12 +100,16 @@ def dashboard_data(runtime: Any, *, limit: int = DEFAULT_DASHBOARD_BATCHES) -> d
             "progress": progress(batch_counts),
             "window": window_view(doc.get("call_settings"), now, rt.config),
             "failures": failure_reasons(rt.jobs, doc["_id"]) if batch_counts[states.FAILED] else [],
+            "do_not_call": do_not_call_failures(rt.jobs, doc["_id"]) if batch_counts[states.FAILED] else 0,
             "slots": (slots.get(doc["account_id"]), limits.get(doc["account_id"])),
             "oldest": in_progress_view(rt.jobs.oldest_in_progress(doc["_id"])
                                        if sum(batch_counts[s] for s in states.LEASED) else None,
                                        doc.get("call_settings"), rt.clock.now_ms(), rt.config, rt.clock),
         })
-    return {"now": now, "batches": batches}
+    sizes = rt.dnc.sizes()
+    dnc = [(list_name(GLOBAL_SCOPE), sizes.pop(GLOBAL_SCOPE, 0)),
+           *((list_name(scope), n) for scope, n in sorted(sizes.items()))]
+    return {"now": now, "batches": batches, "dnc": dnc}
 
 
 # -- rendering (pure) ----------------------------------------------------------------------------------
@@ -177,10 +189,24 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
         f'<p class="live">Calls in progress: <span data-field="calls">{prog["calls_in_progress"]}</span>'
         f' · queued <span data-field="queued">{prog["queued"]}</span>{slots}</p>'
         f'{_failures_html(item["failures"])}'
+        f'{_dnc_html(item.get("do_not_call", 0))}'
         f'{_settings_error_html(doc)}'
         f'{_held_html(doc)}{_stuck_html(item.get("oldest"))}'
         "</section>"
     )
+
+
+def _dnc_html(failed: int) -> str:
+    if not failed:
+        return ""
+    return (f'<p class="dnc">Not called, every number on a do-not-call list: '
+            f'<span data-field="do_not_call">{failed}</span> contacts</p>')
+
+
+def dnc_lists_html(lists: list[tuple[str, int]]) -> str:
+    """The size of each do-not-call list (the global one first)."""
+    items = " · ".join(f'{_e(name)} <span data-list="{_e(name)}">{n}</span>' for name, n in lists)
+    return f'<p class="dnc-lists muted" data-field="dnc_lists">Do-not-call lists: {items}</p>'
 
 
 def _held_html(doc: dict[str, Any]) -> str:
@@ -208,7 +234,8 @@ def batches_html(data: dict[str, Any]) -> str:
     if not data["batches"]:
         return ('<p class="empty muted">No batches yet. Create one with <code>POST /batches</code> '
                 "and add contacts with <code>POST /batches/{id}/contacts</code>.</p>")
-    return "\n".join(batch_html(item, data["now"]) for item in data["batches"])
+    return "\n".join([dnc_lists_html(data.get("dnc") or []),
+                      *(batch_html(item, data["now"]) for item in data["batches"])])
 
 
 def page_html(data: dict[str, Any], *, refresh_s: int) -> str:

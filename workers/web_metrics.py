@@ -10,8 +10,9 @@ format requires):
    (this process's own snapshot is skipped: its live samples are served instead);
 3. gauges computed from MongoDB and Redis when scraped (:class:`ScrapeGauges`): jobs by state,
    jobs by state of each active or paused batch (finished batches are left out to keep the
-   number of series bounded), batches by status, provider slots in use and their limit per
-   account with an active or paused batch, and ``outdial_scrape_source_up{source}``.
+   number of series bounded), batches by status, numbers on each do-not-call list, provider slots
+   in use and their limit per account with an active or paused batch, and
+   ``outdial_scrape_source_up{source}``.
 
 The scrape-time gauges are cached for a few seconds, so several scrapers (or a dashboard
 refreshing) cost one set of queries.
@@ -29,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import states
+from shared.dnc import GLOBAL_SCOPE, list_name
 from shared.logs import event, get_logger
 from shared.metrics import REGISTRY, SCRAPE_GAUGES, RedisSnapshotCollector, process_label
 from workers.web_views import counts_for
@@ -91,7 +93,12 @@ class ScrapeGauges:
         for batch_id, counts in counts_for(rt.jobs, [b["_id"] for b in live]).items():
             for state, n in counts.items():
                 per_batch.add_metric([batch_id, state], n)
-        return [jobs, batches, per_batch]
+        dnc = _gauge("outdial_dnc_numbers", ["list"])
+        sizes = rt.dnc.sizes()
+        dnc.add_metric([list_name(GLOBAL_SCOPE)], sizes.pop(GLOBAL_SCOPE, 0))
+        for scope, n in sorted(sizes.items()):
+            dnc.add_metric([list_name(scope)], n)
+        return [jobs, batches, per_batch, dnc]
 
     def _slots(self, live: Iterable[dict[str, Any]]) -> list[Metric]:
         rt = self.runtime

@@ -15,6 +15,7 @@ from typing import Any
 from shared import states
 from shared.call_settings import AUTO_TIMEZONE, InvalidCallSettings
 from shared.config import Config
+from shared.dnc import DNC_OUTCOME
 from shared.jobs import JobStore
 from shared.schedule import NoAllowedTime, describe_window, is_allowed_time, next_allowed_time
 from workers.web_http import iso
@@ -75,6 +76,11 @@ def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASO
                                 {"$group": {"_id": "$last_error", "n": {"$sum": 1}}}])
     found = sorted(((int(r["n"]), str(r["_id"] or "unknown")) for r in rows), key=lambda p: (-p[0], p[1]))
     return [{"reason": reason, "count": n} for n, reason in found[:limit]]
+
+
+def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
+    """The batch's contacts failed because every number of theirs is on a do-not-call list."""
+    return int(jobs.coll.count_documents({"batch_id": batch_id, "status": states.FAILED, "outcome": DNC_OUTCOME}))
 
 
 def window_zone(call_settings: Mapping[str, Any] | None, config: Config) -> str:

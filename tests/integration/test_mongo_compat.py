@@ -261,3 +261,31 @@ def test_gap_an_index_that_includes_id_breaks_inserts(db):
     with pytest.raises(BulkWriteError, match="JSON path error"):
         db.c.insert_many([{"_id": "x", "b": 1}])
 
+
+
+def test_do_not_call_list_upserts_in_bulk_and_reads_by_id_in(db):
+    from pymongo import UpdateOne
+
+    db.dnc.create_index([("scope", 1), ("number", 1)], name="scope_number")
+    ops = [UpdateOne({"_id": f"{s}|{n}"}, {"$set": {"reason": "r1", "updated_at": 1},
+                                           "$setOnInsert": {"scope": s, "number": n, "added_at": 1}}, upsert=True)
+           for s, n in (("acme", "+56911111111"), ("*", "+56922222222"), ("acme", "+56933333333"))]
+    first = db.dnc.bulk_write(ops, ordered=True)
+    assert first.upserted_count == 3
+    again = db.dnc.bulk_write([UpdateOne({"_id": "acme|+56911111111"},
+                                         {"$set": {"reason": "r2", "updated_at": 2},
+                                          "$setOnInsert": {"scope": "acme", "number": "+56911111111", "added_at": 2}},
+                                         upsert=True)])
+    assert again.upserted_count == 0 and again.matched_count == 1
+    assert db.dnc.find_one({"_id": "acme|+56911111111"}) == {
+        "_id": "acme|+56911111111", "scope": "acme", "number": "+56911111111", "reason": "r2", "updated_at": 2,
+        "added_at": 1}
+    ids = [f"{s}|{n}" for s in ("acme", "*") for n in ("+56911111111", "+56922222222", "+56944444444")]
+    assert sorted(d["_id"] for d in db.dnc.find({"_id": {"$in": ids}})) == ["*|+56922222222", "acme|+56911111111"]
+    page = list(db.dnc.find({"scope": "acme", "number": {"$gt": "+56911111111"}}).sort("number", 1).limit(10))
+    assert [d["number"] for d in page] == ["+56933333333"]
+    rows = db.dnc.aggregate([{"$group": {"_id": "$scope", "n": {"$sum": 1}}}])
+    assert {r["_id"]: r["n"] for r in rows} == {"acme": 2, "*": 1}
+    assert db.dnc.delete_one({"_id": "acme|+56911111111"}).deleted_count == 1
+    assert db.dnc.delete_one({"_id": "acme|+56911111111"}).deleted_count == 0
+    assert db.dnc.count_documents({"scope": "acme"}) == 1

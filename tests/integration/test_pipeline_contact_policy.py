@@ -8,6 +8,7 @@ many calls fit in the first day depends on the machine's speed, so no check coun
 from __future__ import annotations
 
 import collections
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytz
@@ -74,6 +75,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
                              f"{stack.logs()}") from None
     dials = stack.simulator.dials(timeline=True)
     stack.stop(graceful=False)
+    logs = "".join(path.read_text() for path in stack.log_dir.glob("*.log"))
     jobs = runtime.jobs.find({"account_id": "acme"})
 
     record = collections.defaultdict(list)   # number -> [(day placed, day of the conversation or None)]
@@ -113,3 +115,13 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
             assert "7 calls in the 7 days" in job["last_error"], job["last_error"]
         else:
             assert "quiet days after the conversation" in job["last_error"], job["last_error"]
+
+    # One diagnostic line per dial decision: settings used, the window's verdict and why, what the create
+    # sends, which attempt of how many; never a whole number.
+    decisions = [json.loads(line) for line in logs.splitlines() if '"dial_decision"' in line]
+    proceed = [d for d in decisions if d["step"] == "proceed"]
+    assert len(proceed) >= len(dials) and {d["settings"] for d in decisions} == {"batch"}
+    assert all(d["window"] == "open" and "America/Santiago" in d["window_reason"] and d["ring_timeout_s"] == 30
+               and d["max_call_duration_s"] == 600 and d["attempt"].endswith("/30") for d in proceed), proceed[0]
+    assert any(d["step"] == "outside_window" and d["window"] == "closed" and d["window_reason"] for d in decisions)
+    assert not [p for p in phones if p in logs]
