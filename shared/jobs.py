@@ -52,12 +52,40 @@ def _setting(call_settings: Any, name: str) -> Any:
     return getattr(call_settings, name, None)
 
 
-def retry_delay(call_settings: Any = None, config: Config | None = None) -> timedelta:
-    """Delay after a failed round: ``retry_delay_hours`` of the batch, else ``RETRY_DELAY_MINUTES``."""
+@dataclass(frozen=True)
+class RetryDelay:
+    """The wait after a failed round, and the outcome whose ``retry_delay_by_outcome`` entry gave it (None:
+    ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``)."""
+
+    delay: timedelta
+    outcome: str | None = None
+
+    @property
+    def hours(self) -> float:
+        return self.delay.total_seconds() / 3600
+
+
+def choose_retry_delay(call_settings: Any = None, outcome: str | None = None,
+                       config: Config | None = None) -> RetryDelay:
+    """Delay after a failed round: the batch's ``retry_delay_by_outcome[outcome]`` when the round was ended by a
+    call with that outcome and the batch sets one, else ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``.
+
+    :param call_settings: parsed :class:`~shared.call_settings.CallSettings`, a stored dict, or None.
+    :param outcome: the outcome of the call that ended the round; None when something else ended it (a refused
+        create, the free-retry budget spent, an unknown create outcome).
+    """
+    by_outcome = _setting(call_settings, "retry_delay_by_outcome") or {}
+    if outcome is not None and by_outcome.get(str(outcome)) is not None:
+        return RetryDelay(timedelta(hours=float(by_outcome[str(outcome)])), str(outcome))
     hours = _setting(call_settings, "retry_delay_hours")
     if hours is not None:
-        return timedelta(hours=float(hours))
-    return timedelta(minutes=(config or get_config()).retry_delay_minutes)
+        return RetryDelay(timedelta(hours=float(hours)))
+    return RetryDelay(timedelta(minutes=(config or get_config()).retry_delay_minutes))
+
+
+def retry_delay(call_settings: Any = None, config: Config | None = None, outcome: str | None = None) -> timedelta:
+    """The delay of :func:`choose_retry_delay`."""
+    return choose_retry_delay(call_settings, outcome, config).delay
 
 
 def max_attempts(call_settings: Any = None, config: Config | None = None) -> int:
@@ -286,11 +314,12 @@ class JobStore:
 
     def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: Any = None,
                     *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-                    job: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                    job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
         """A failed round (``terminal=False``) or a final failure (``terminal=True``).
 
         Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
-        starts from the first phone at ``now + retry_delay_hours`` (else ``RETRY_DELAY_MINUTES``).
+        starts from the first phone after :func:`choose_retry_delay` (``outcome``: the outcome of the call
+        that ended the round, if a call did).
         When that round was the last one ``max_attempts`` allows, the job fails right away
         ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
         Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
@@ -304,10 +333,11 @@ class JobStore:
         job = job if job is not None else self.get(job_id)
         if job is None or job["status"] not in expected:
             return None
-        return self._fail_round(job, reason, call_settings, expected, lease_owner)
+        return self._fail_round(job, reason, call_settings, expected, lease_owner, outcome=outcome)
 
     def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: Any, expected: Sequence[str],
-                    lease_owner: str | None, changes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                    lease_owner: str | None, changes: Mapping[str, Any] | None = None, *,
+                    outcome: str | None = None) -> dict[str, Any] | None:
         job_id = job["_id"]
         now = self.clock.now_ms()
         tries = int(job.get("tries", 0)) + 1
@@ -323,7 +353,7 @@ class JobStore:
                                where=where,
                                set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
                                      "last_error": _reason(reason),
-                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config))})
+                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config, outcome))})
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
@@ -342,13 +372,14 @@ class JobStore:
     def advance_phone(self, job_id: str, reason: str, call_settings: Any = None, *,
                       invalid: bool = False, expected: Sequence[str] = states.LEASED,
                       lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
-                      ) -> dict[str, Any] | None:
+                      outcome: str | None = None) -> dict[str, Any] | None:
         """The current phone did not reach the contact: go on to the next one, now.
 
         ``invalid=True`` marks the current number as never to be dialed again. The next phone is
         the next index not marked invalid; the job goes back to ``pending`` due now. When the round
-        has no phone left it is a failed round (:meth:`mark_failed`); when every number is
-        invalid the job fails for good ("no valid phone number"). ``job`` saves a read.
+        has no phone left it is a failed round (:meth:`mark_failed`, waiting the delay of ``outcome``, the
+        outcome of this phone's call when there was one); when every number is invalid the job fails for
+        good ("no valid phone number"). ``job`` saves a read.
         """
         job = job if job is not None else self.get(job_id)
         if job is None or job["status"] not in expected:
@@ -367,7 +398,7 @@ class JobStore:
                                          "last_error": _reason(f"no valid phone number: {reason}")})
         following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
         if following is None:
-            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes)
+            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes, outcome=outcome)
         return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
                                set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
                                      "last_error": _reason(reason)})

@@ -19,6 +19,7 @@ from shared.call_settings import (
     MAX_CALL_DURATION_RANGE,
     MAX_WINDOWS,
     RETRY_DELAY_HOURS_RANGE,
+    RETRY_DELAY_OUTCOMES,
     RING_TIMEOUT_RANGE,
 )
 from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
@@ -117,6 +118,11 @@ def _call_settings() -> dict[str, Any]:
             "ring_timeout": num(RING_TIMEOUT_RANGE, True),
             "max_attempts": num(MAX_ATTEMPTS_RANGE, True),
             "retry_delay_hours": num(RETRY_DELAY_HOURS_RANGE, False),
+            "retry_delay_by_outcome": {
+                "type": "object", "nullable": True, "additionalProperties": False,
+                "description": "Hours to wait after a round ended by a call with this outcome; the outcomes "
+                               "not listed wait retry_delay_hours",
+                "properties": {o: num(RETRY_DELAY_HOURS_RANGE, False) for o in RETRY_DELAY_OUTCOMES}},
             "days_of_week": _nullable(_DAYS),
             "allowed_hours": {"type": "object", "nullable": True, "additionalProperties": False,
                               "properties": {"start": _nullable(_HHMM), "end": _nullable(_HHMM)}},

@@ -103,12 +103,15 @@ def test_account_validation_names_each_field(api):
 def test_create_batch_returns_201_with_its_id(api, web_runtime):
     make_account(api)
     reply = api.post("/batches", {"name": "Cobranza marzo", "account_id": "acme", "agent_id": "agent_x",
-                                  "from_number": "+12125550100", "call_settings": {"max_attempts": 5}})
+                                  "from_number": "+12125550100",
+                                  "call_settings": {"max_attempts": 5,
+                                                    "retry_delay_by_outcome": {"voicemail": 24, "busy": 0.25}}})
     assert reply.status == 201, reply.text
     body = reply.json()
     assert reply.headers["location"] == f"/batches/{body['id']}"
     stored = web_runtime.batches.get(body["id"])
-    assert stored["name"] == "Cobranza marzo" and stored["call_settings"] == {"max_attempts": 5}
+    assert stored["name"] == "Cobranza marzo"
+    assert stored["call_settings"] == {"max_attempts": 5, "retry_delay_by_outcome": {"voicemail": 24, "busy": 0.25}}
     assert body["status"] == "active" and body["counts"] == dict.fromkeys(states.JOB_STATES, 0)
 
 
@@ -117,12 +120,15 @@ def test_invalid_batch_gets_422_with_one_error_per_bad_field(api, web_runtime):
     reply = api.post("/batches", {"name": "", "account_id": "acme", "from_number": "12",
                                   "call_settings": {"max_attempts": 0, "ring_timeout": "long",
                                                     "allowed_hours": {"start": "25:00", "end": "18:00"},
-                                                    "timezone": "Mars/Olympus", "speed": 3}})
+                                                    "timezone": "Mars/Olympus", "speed": 3,
+                                                    "retry_delay_by_outcome": {"busy": "soon", "answered": 1,
+                                                                               "voicemail": 24}}})
     assert reply.status == 422
     errors = reply.json()["errors"]
     assert sorted(e["field"] for e in errors) == sorted([
         "name", "from_number", "call_settings.max_attempts", "call_settings.ring_timeout",
-        "call_settings.allowed_hours.start", "call_settings.timezone", "call_settings.speed"])
+        "call_settings.allowed_hours.start", "call_settings.timezone", "call_settings.speed",
+        "call_settings.retry_delay_by_outcome.busy", "call_settings.retry_delay_by_outcome.answered"])
     assert all(e["message"] for e in errors)
     unknown_account = api.post("/batches", {"name": "x", "account_id": "nobody"})
     assert unknown_account.status == 422 and unknown_account.json()["errors"][0]["field"] == "account_id"
