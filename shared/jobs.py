@@ -10,6 +10,8 @@ transition. Names follow the original worker
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +37,38 @@ MAX_REASON = 500
 
 @dataclass
 class ImportResult:
-    """Outcome of :meth:`JobStore.create_jobs`: ``errors`` holds ``(index, message)`` per rejected contact."""
+    """Outcome of :meth:`JobStore.create_jobs`.
+
+    :param errors: ``(index, "field: message")`` per contact not imported, invalid or duplicate, by index.
+    :param duplicates: contacts already in the batch (see :func:`duplicate_problem`), not inserted again.
+    :param duplicate_at: their indexes.
+    """
 
     imported: int = 0
     duplicates: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+    duplicate_at: list[int] = field(default_factory=list)
+
+
+def phones_key(batch_id: str, contact: Contact) -> str:
+    """The job's ``phones_key``: the batch, the contact's E.164 numbers as a set (sorted) and its ``external_id``
+    (or none), hashed. A unique index on it keeps one job per such contact in a batch."""
+    digest = hashlib.sha256(json.dumps([sorted(contact.phones), contact.external_id]).encode()).hexdigest()
+    return f"{batch_id}:{digest}"
+
+
+def duplicate_problem(contact: Contact) -> tuple[str, str]:
+    """``(field, message)`` for a contact refused as already in its batch.
+
+    With an ``external_id`` the collision is on it (``dedupe_key``: a ``phones_key`` collision implies the same
+    ``external_id`` too); without one, another contact without ``external_id`` has the same numbers.
+    """
+    if contact.external_id is not None:
+        return "external_id", (f"duplicate: a contact with external_id {contact.external_id[:60]!r} is already "
+                               "in this batch; not imported again")
+    return "phones", ("duplicate: a contact with the same phone numbers and no external_id is already in this "
+                      "batch; not imported again (give each debt its own external_id to import both)")
 
 
 def _setting(call_settings: Any, name: str) -> Any:
@@ -155,8 +183,11 @@ class JobStore:
         """Validate ``contacts`` and insert one ``pending`` job per valid one.
 
         Invalid contacts are reported by index (``start_index`` + position) and skipped; the
-        valid ones are kept. A contact whose ``external_id`` already exists in the batch is a
-        duplicate: counted, not inserted again.
+        valid ones are kept. A contact already in the batch is a duplicate: counted, reported by index
+        (:func:`duplicate_problem`) and not inserted again. Already in the batch means the same
+        ``external_id``, or the same set of phone numbers with the same ``external_id`` or none (so two
+        contacts with the same numbers and different external ids are two debts, both imported). Unique
+        indexes decide (``dedupe_key``, ``phones_key``), so repeated and concurrent imports agree.
 
         :param region: region for numbers without ``+country``; default ``PHONE_DEFAULT_REGION``.
         :param next_try_at: when the jobs become due; default now.
@@ -164,19 +195,20 @@ class JobStore:
         region = region or self.config.phone_default_region
         result = ImportResult()
         due = to_ms(next_try_at) if next_try_at is not None else self.clock.now_ms()
-        chunk: list[dict[str, Any]] = []
+        chunk: list[tuple[int, Contact, dict[str, Any]]] = []
         for offset, raw in enumerate(contacts):
             try:
                 contact = raw if isinstance(raw, Contact) else parse_contact(raw, region=region)
             except InvalidContact as exc:
                 result.errors.append((start_index + offset, str(exc)))
                 continue
-            chunk.append(self._new_job(batch_id, account_id, contact, due))
+            chunk.append((start_index + offset, contact, self._new_job(batch_id, account_id, contact, due)))
             if len(chunk) >= IMPORT_CHUNK:
                 self._insert(chunk, result)
                 chunk = []
         if chunk:
             self._insert(chunk, result)
+        result.errors.sort(key=lambda e: e[0])
         return result
 
     def _new_job(self, batch_id: str, account_id: str, contact: Contact, due: int) -> dict[str, Any]:
@@ -197,23 +229,28 @@ class JobStore:
         }
         if contact.external_id is not None:
             doc["dedupe_key"] = f"{batch_id}:{contact.external_id}"
+        doc["phones_key"] = phones_key(batch_id, contact)
         return doc
 
-    def _insert(self, docs: list[dict[str, Any]], result: ImportResult) -> None:
+    def _insert(self, chunk: list[tuple[int, Contact, dict[str, Any]]], result: ImportResult) -> None:
+        """Insert the chunk's jobs; those refused by a unique index are the duplicates."""
+        failed: set[int] = set()
         try:
-            self.coll.insert_many(docs, ordered=False)
-            result.imported += len(docs)
-            result.job_ids.extend(d["_id"] for d in docs)
+            self.coll.insert_many([doc for _, _, doc in chunk], ordered=False)
         except BulkWriteError as exc:
-            failed = {e["index"] for e in exc.details.get("writeErrors", [])}
-            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
-            if others:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
                 raise
-            result.duplicates += len(failed)
-            for i, doc in enumerate(docs):
-                if i not in failed:
-                    result.imported += 1
-                    result.job_ids.append(doc["_id"])
+            failed = {e["index"] for e in errors}
+        for i, (index, contact, doc) in enumerate(chunk):
+            if i in failed:
+                field_name, message = duplicate_problem(contact)
+                result.duplicates += 1
+                result.duplicate_at.append(index)
+                result.errors.append((index, f"{field_name}: {message}"))
+            else:
+                result.imported += 1
+                result.job_ids.append(doc["_id"])
 
     # -- claiming ------------------------------------------------------------------------------
 

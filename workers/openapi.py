@@ -276,7 +276,8 @@ def _schemas() -> dict[str, Any]:
                 "imported": {"type": "integer"}, "duplicates": {"type": "integer"}, "rows": {"type": "integer"},
                 "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
                     "line": {"type": "integer"}, "index": {"type": "integer"}, "field": {"type": "string"},
-                    "message": {"type": "string"}}}},
+                    "message": {"type": "string"},
+                    "duplicate": {"type": "boolean", "description": "the contact is already in the batch"}}}},
                 "errors_total": {"type": "integer"}, "errors_truncated": {"type": "boolean"},
                 "stopped": {"type": "string"}, "batch_id": _ID,
                 "batch_status": {"type": "string", "enum": list(states.BATCH_STATES)},

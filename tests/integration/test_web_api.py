@@ -321,6 +321,35 @@ def test_resending_the_same_external_ids_does_not_duplicate(api, web_runtime):
     assert web_runtime.jobs.coll.count_documents({"batch_id": bid}) == 8
 
 
+def test_duplicate_contacts_are_reported_not_imported_twice(api, web_runtime):
+    make_account(api)
+    bid = make_batch(api)["id"]
+    csv = ("name,phone,phone_2,external_id\n"
+           f"Ana,{PHONES[0]},{PHONES[1]},\n"
+           f"Ana twice,{PHONES[1]},{PHONES[0]},\n"          # the same numbers in another order: line 3
+           f"Ben,{PHONES[2]},,\n"
+           f"Ben again,{PHONES[2][3:]},,\n"                 # the same number in national format: line 5
+           f"loan,{PHONES[3]},,loan-1\n"
+           f"card,{PHONES[3]},,card-7\n")                   # the same number, another debt: imported
+    upload = {"data": csv, "headers": {"Content-Type": "text/csv"}}
+    first = api.request("POST", f"/batches/{bid}/contacts", **upload).json()
+    assert (first["imported"], first["duplicates"], first["rows"], first["errors_total"]) == (4, 2, 6, 2)
+    assert [(e["line"], e["field"], e["duplicate"]) for e in first["errors"]] == [
+        (3, "phones", True), (5, "phones", True)]
+    assert "same phone numbers" in first["errors"][0]["message"]
+    again = api.request("POST", f"/batches/{bid}/contacts", **upload).json()   # the same file, retried
+    assert (again["imported"], again["duplicates"], again["errors_total"]) == (0, 6, 6)
+    assert [(e["line"], e["field"]) for e in again["errors"]] == [
+        (2, "phones"), (3, "phones"), (4, "phones"), (5, "phones"), (6, "external_id"), (7, "external_id")]
+    as_json = api.post(f"/batches/{bid}/contacts", {"contacts": [
+        {"name": "Cy", "phones": [PHONES[4]]}, {"name": "Ana", "phones": [PHONES[0], PHONES[1]]},
+        {"name": "Cy", "phones": [PHONES[4]]}]}).json()
+    assert (as_json["imported"], as_json["duplicates"]) == (1, 2)
+    assert [(e["index"], e["duplicate"]) for e in as_json["errors"]] == [(1, True), (2, True)]
+    names = sorted(j["contact"]["name"] for j in web_runtime.jobs.find({"batch_id": bid}))
+    assert names == ["Ana", "Ben", "Cy", "card", "loan"]
+
+
 def test_csv_upload_reports_lines_and_imports_the_rest(api, web_runtime):
     make_account(api)
     bid = make_batch(api)["id"]
