@@ -6,7 +6,8 @@ naming every bad field. ``CallSettings.to_document()`` is what a batch stores: t
 operator set, normalised, never the defaults (so a change of a global default reaches old batches).
 
 Fields (see ``docs/call_settings.md``): ``max_call_duration`` (s), ``ring_timeout`` (s),
-``max_attempts``, ``retry_delay_hours``, ``timezone`` (IANA name or ``"auto"``),
+``max_attempts``, ``retry_delay_hours``, ``retry_delay_by_outcome`` (hours per outcome of the call that ended
+the round), ``timezone`` (IANA name or ``"auto"``),
 ``fallback_timezone``, the calling window as ``days_of_week`` + ``allowed_hours`` or as
 ``windows``, ``holidays``, ``blackout_dates`` and ``on_insufficient_balance``. The calling-window
 logic that reads them lives in :mod:`shared.schedule`.
@@ -24,6 +25,7 @@ import pytz
 
 from shared.config import Config, get_config
 from shared.errors import ValidationError
+from shared.outcomes import ROUND_ENDING
 
 #: Bounds of ``max_call_duration``, seconds: Retell's ``max_call_duration_ms`` range [60 000, 7 200 000] ms.
 MAX_CALL_DURATION_RANGE = (60, 7200)
@@ -33,6 +35,8 @@ RING_TIMEOUT_RANGE = (5, 300)
 MAX_ATTEMPTS_RANGE = (1, 100)
 #: Bounds of ``retry_delay_hours`` (fractions allowed; 720 h = 30 days).
 RETRY_DELAY_HOURS_RANGE = (0.0, 720.0)
+#: Keys of ``retry_delay_by_outcome``: the outcomes that can end a round (see shared.outcomes.ROUND_ENDING).
+RETRY_DELAY_OUTCOMES: tuple[str, ...] = tuple(o.value for o in ROUND_ENDING)
 #: Most rules in ``windows``.
 MAX_WINDOWS = 50
 #: Most entries in ``blackout_dates``.
@@ -47,7 +51,7 @@ DEFAULT_BALANCE_POLICY = "fail"
 ALL_DAYS = (1, 2, 3, 4, 5, 6, 7)
 
 KNOWN_FIELDS = (
-    "max_call_duration", "ring_timeout", "max_attempts", "retry_delay_hours",
+    "max_call_duration", "ring_timeout", "max_attempts", "retry_delay_hours", "retry_delay_by_outcome",
     "allowed_hours", "days_of_week", "timezone", "fallback_timezone",
     "windows", "holidays", "blackout_dates", "on_insufficient_balance",
 )
@@ -119,6 +123,8 @@ class CallSettings:
     :param ring_timeout: ring time before giving up, seconds.
     :param max_attempts: rounds through the contact's phones before failing.
     :param retry_delay_hours: wait after a failed round, hours.
+    :param retry_delay_by_outcome: wait after a round that the given outcome ended, hours, per outcome (only the
+        outcomes the operator set; the others wait ``retry_delay_hours``).
     :param timezone: IANA zone of the calling window, or ``"auto"`` (the callee's zone from the number).
     :param fallback_timezone: zone for ``"auto"`` when a number maps to no zone (None: the global default).
     :param days_of_week: the shorthand's days as given (normalised), or None.
@@ -136,6 +142,7 @@ class CallSettings:
     max_attempts: int
     retry_delay_hours: float
     timezone: str
+    retry_delay_by_outcome: Mapping[str, float] = field(default_factory=dict)
     fallback_timezone: str | None = None
     days_of_week: tuple[int, ...] | None = None
     allowed_hours: tuple[str, str] | None = None
@@ -182,10 +189,12 @@ def _minutes(hhmm: str) -> int:
 
 
 def _number(raw: Mapping[str, Any], name: str, bounds: tuple[float, float], errors: Errors,
-            *, integer: bool) -> Any:
+            *, integer: bool, label: str | None = None) -> Any:
+    """``raw[name]`` checked against ``bounds``; errors name ``label`` (default ``name``)."""
     value = raw.get(name)
     if value is None:
         return None
+    name = label or name
     if isinstance(value, bool) or not isinstance(value, int | float):
         errors.append((name, f"must be a number, got {type(value).__name__}"))
         return None
@@ -199,6 +208,31 @@ def _number(raw: Mapping[str, Any], name: str, bounds: tuple[float, float], erro
         errors.append((name, f"must be between {bounds[0]} and {bounds[1]}, got {value}"))
         return None
     return int(value) if integer else float(value)
+
+
+def _retry_delay_by_outcome(raw: Mapping[str, Any], errors: Errors) -> dict[str, float] | None:
+    """``{outcome: hours}``, each within the bounds of ``retry_delay_hours``; a null value counts as unset."""
+    value = raw.get("retry_delay_by_outcome")
+    if value is None:
+        return None
+    name = "retry_delay_by_outcome"
+    if not isinstance(value, Mapping):
+        errors.append((name, f'must be an object of outcome -> hours such as {{"busy": 0.25, "voicemail": 24}}, '
+                             f"got {type(value).__name__}"))
+        return None
+    n = len(errors)
+    out: dict[str, float] = {}
+    for key in value:
+        if key not in RETRY_DELAY_OUTCOMES:
+            label = f"{name}.{str(key)[:40]}"
+            errors.append((label, f"is not an outcome that ends a round (known: {', '.join(RETRY_DELAY_OUTCOMES)})"))
+            continue
+        hours = _number(value, key, RETRY_DELAY_HOURS_RANGE, errors, integer=False, label=f"{name}.{key}")
+        if hours is not None:
+            out[key] = hours
+    if len(errors) > n:
+        return None
+    return {key: out[key] for key in RETRY_DELAY_OUTCOMES if key in out}
 
 
 def _zone(value: Any, name: str, errors: Errors, *, allow_auto: bool) -> str | None:
@@ -437,6 +471,8 @@ def _document(raw: Mapping[str, Any], values: Mapping[str, Any], holiday_doc: An
             doc[name] = [d.isoformat() for d in values["blackout_dates"]]
         elif name == "days_of_week":
             doc[name] = list(values["days_of_week"])
+        elif name == "retry_delay_by_outcome":
+            doc[name] = dict(values[name])
         else:
             doc[name] = values[name]
     return doc
@@ -465,6 +501,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         "ring_timeout": _number(raw, "ring_timeout", RING_TIMEOUT_RANGE, errors, integer=True),
         "max_attempts": _number(raw, "max_attempts", MAX_ATTEMPTS_RANGE, errors, integer=True),
         "retry_delay_hours": _number(raw, "retry_delay_hours", RETRY_DELAY_HOURS_RANGE, errors, integer=False),
+        "retry_delay_by_outcome": _retry_delay_by_outcome(raw, errors),
         "timezone": _zone(raw.get("timezone"), "timezone", errors, allow_auto=True),
         "fallback_timezone": _zone(raw.get("fallback_timezone"), "fallback_timezone", errors, allow_auto=False),
         "on_insufficient_balance": _choice(raw, "on_insufficient_balance", BALANCE_POLICIES, errors),
@@ -484,6 +521,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         max_attempts=values["max_attempts"] or config.max_tries,
         retry_delay_hours=(values["retry_delay_hours"] if values["retry_delay_hours"] is not None
                            else config.retry_delay_minutes / 60),
+        retry_delay_by_outcome=values["retry_delay_by_outcome"] or {},
         timezone=values["timezone"] or config.default_timezone,
         fallback_timezone=values["fallback_timezone"],
         days_of_week=values["days_of_week"],

@@ -3,9 +3,11 @@
 A :class:`ContactSink` validates each contact (:func:`shared.contacts.parse_contact`), keeps the
 valid ones and inserts them :data:`DEFAULT_CHUNK_ROWS` at a time with
 :meth:`shared.jobs.JobStore.create_jobs`; each bad row becomes an error naming its ``line`` (CSV)
-or ``index`` (JSON), its field and the problem, and the good rows are imported. A contact whose
-``external_id`` is already in the batch is counted as a duplicate and not inserted again, so
-re-sending an upload (or its tail after a failure) never duplicates contacts.
+or ``index`` (JSON), its field and the problem, and the good rows are imported. A contact already in
+the batch (the same ``external_id``; or, without one, the same set of phone numbers: see
+:meth:`shared.jobs.JobStore.create_jobs`) is a duplicate: counted, listed among the errors with its row
+(``"duplicate": true``) and not inserted again, so re-sending an upload (or its tail after a failure), or
+two equal rows, never make a contact be called twice.
 
 :func:`import_csv` reads a CSV from an iterable of byte lines, so an upload of any size is
 processed with bounded memory (one chunk of rows at a time) while it is still arriving.
@@ -35,7 +37,7 @@ from typing import Any
 
 from shared.contacts import MAX_VARIABLE_KEY, MAX_VARIABLES, Contact, InvalidContact, parse_contact
 from shared.errors import ValidationError
-from shared.jobs import JobStore
+from shared.jobs import JobStore, duplicate_problem
 
 #: Valid contacts inserted per ``insert_many``.
 DEFAULT_CHUNK_ROWS = 1000
@@ -157,9 +159,10 @@ class ImportReport:
     """What an import did: the ``POST /batches/{id}/contacts`` answer.
 
     :param imported: jobs created.
-    :param duplicates: contacts whose ``external_id`` was already in the batch (not inserted again).
+    :param duplicates: contacts already in the batch (not inserted again; each is also an error).
     :param rows: contacts read (valid or not).
-    :param errors: the first ``max_errors`` problems: ``{"line" | "index", "field", "message"}``.
+    :param errors: the first ``max_errors`` problems: ``{"line" | "index", "field", "message"}``, and
+        ``"duplicate": true`` for a duplicate; in row order.
     :param errors_total: every problem, listed or not.
     :param stopped: why reading stopped before the end, if it did.
     """
@@ -172,13 +175,16 @@ class ImportReport:
     stopped: str | None = None
     max_errors: int = DEFAULT_MAX_ERRORS
 
-    def error(self, where: str, at: int, message: str, field_name: str | None = None) -> None:
+    def error(self, where: str, at: int, message: str, field_name: str | None = None, *,
+              duplicate: bool = False) -> None:
         """Record one problem at ``line``/``index`` ``at``."""
         self.errors_total += 1
         if len(self.errors) < self.max_errors:
             entry: dict[str, Any] = {where: at, "message": message}
             if field_name:
                 entry["field"] = field_name
+            if duplicate:
+                entry["duplicate"] = True
             self.errors.append(entry)
 
     def to_api(self) -> dict[str, Any]:
@@ -210,6 +216,7 @@ class ContactSink:
         self.chunk_rows = max(1, chunk_rows)
         self.report = ImportReport(max_errors=max_errors)
         self._chunk: list[Contact] = []
+        self._rows: list[tuple[str, int]] = []   # (where, at) of each contact in the chunk
 
     def add(self, raw: Any, *, where: str, at: int) -> bool:
         """Validate one contact; True when it was kept for insertion."""
@@ -220,6 +227,7 @@ class ContactSink:
             self.report.error(where, at, exc.message, exc.field)
             return False
         self._chunk.append(contact)
+        self._rows.append((where, at))
         if len(self._chunk) >= self.chunk_rows:
             self.flush()
         return True
@@ -229,12 +237,17 @@ class ContactSink:
         if not self._chunk:
             return
         chunk, self._chunk = self._chunk, []
+        rows, self._rows = self._rows, []
         result = self.jobs.create_jobs(self.batch_id, self.account_id, chunk, region=self.region)
         self.report.imported += result.imported
         self.report.duplicates += result.duplicates
+        for i in result.duplicate_at:
+            field_name, message = duplicate_problem(chunk[i])
+            self.report.error(*rows[i], message, field_name, duplicate=True)
 
     def finish(self) -> ImportReport:
         self.flush()
+        self.report.errors.sort(key=lambda e: e.get(LINE, e.get(INDEX, 0)))
         return self.report
 
 

@@ -10,6 +10,8 @@ transition. Names follow the original worker
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +37,38 @@ MAX_REASON = 500
 
 @dataclass
 class ImportResult:
-    """Outcome of :meth:`JobStore.create_jobs`: ``errors`` holds ``(index, message)`` per rejected contact."""
+    """Outcome of :meth:`JobStore.create_jobs`.
+
+    :param errors: ``(index, "field: message")`` per contact not imported, invalid or duplicate, by index.
+    :param duplicates: contacts already in the batch (see :func:`duplicate_problem`), not inserted again.
+    :param duplicate_at: their indexes.
+    """
 
     imported: int = 0
     duplicates: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+    duplicate_at: list[int] = field(default_factory=list)
+
+
+def phones_key(batch_id: str, contact: Contact) -> str:
+    """The job's ``phones_key``: the batch, the contact's E.164 numbers as a set (sorted) and its ``external_id``
+    (or none), hashed. A unique index on it keeps one job per such contact in a batch."""
+    digest = hashlib.sha256(json.dumps([sorted(contact.phones), contact.external_id]).encode()).hexdigest()
+    return f"{batch_id}:{digest}"
+
+
+def duplicate_problem(contact: Contact) -> tuple[str, str]:
+    """``(field, message)`` for a contact refused as already in its batch.
+
+    With an ``external_id`` the collision is on it (``dedupe_key``: a ``phones_key`` collision implies the same
+    ``external_id`` too); without one, another contact without ``external_id`` has the same numbers.
+    """
+    if contact.external_id is not None:
+        return "external_id", (f"duplicate: a contact with external_id {contact.external_id[:60]!r} is already "
+                               "in this batch; not imported again")
+    return "phones", ("duplicate: a contact with the same phone numbers and no external_id is already in this "
+                      "batch; not imported again (give each debt its own external_id to import both)")
 
 
 def _setting(call_settings: Any, name: str) -> Any:
@@ -52,12 +80,40 @@ def _setting(call_settings: Any, name: str) -> Any:
     return getattr(call_settings, name, None)
 
 
-def retry_delay(call_settings: Any = None, config: Config | None = None) -> timedelta:
-    """Delay after a failed round: ``retry_delay_hours`` of the batch, else ``RETRY_DELAY_MINUTES``."""
+@dataclass(frozen=True)
+class RetryDelay:
+    """The wait after a failed round, and the outcome whose ``retry_delay_by_outcome`` entry gave it (None:
+    ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``)."""
+
+    delay: timedelta
+    outcome: str | None = None
+
+    @property
+    def hours(self) -> float:
+        return self.delay.total_seconds() / 3600
+
+
+def choose_retry_delay(call_settings: Any = None, outcome: str | None = None,
+                       config: Config | None = None) -> RetryDelay:
+    """Delay after a failed round: the batch's ``retry_delay_by_outcome[outcome]`` when the round was ended by a
+    call with that outcome and the batch sets one, else ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``.
+
+    :param call_settings: parsed :class:`~shared.call_settings.CallSettings`, a stored dict, or None.
+    :param outcome: the outcome of the call that ended the round; None when something else ended it (a refused
+        create, the free-retry budget spent, an unknown create outcome).
+    """
+    by_outcome = _setting(call_settings, "retry_delay_by_outcome") or {}
+    if outcome is not None and by_outcome.get(str(outcome)) is not None:
+        return RetryDelay(timedelta(hours=float(by_outcome[str(outcome)])), str(outcome))
     hours = _setting(call_settings, "retry_delay_hours")
     if hours is not None:
-        return timedelta(hours=float(hours))
-    return timedelta(minutes=(config or get_config()).retry_delay_minutes)
+        return RetryDelay(timedelta(hours=float(hours)))
+    return RetryDelay(timedelta(minutes=(config or get_config()).retry_delay_minutes))
+
+
+def retry_delay(call_settings: Any = None, config: Config | None = None, outcome: str | None = None) -> timedelta:
+    """The delay of :func:`choose_retry_delay`."""
+    return choose_retry_delay(call_settings, outcome, config).delay
 
 
 def max_attempts(call_settings: Any = None, config: Config | None = None) -> int:
@@ -127,8 +183,11 @@ class JobStore:
         """Validate ``contacts`` and insert one ``pending`` job per valid one.
 
         Invalid contacts are reported by index (``start_index`` + position) and skipped; the
-        valid ones are kept. A contact whose ``external_id`` already exists in the batch is a
-        duplicate: counted, not inserted again.
+        valid ones are kept. A contact already in the batch is a duplicate: counted, reported by index
+        (:func:`duplicate_problem`) and not inserted again. Already in the batch means the same
+        ``external_id``, or the same set of phone numbers with the same ``external_id`` or none (so two
+        contacts with the same numbers and different external ids are two debts, both imported). Unique
+        indexes decide (``dedupe_key``, ``phones_key``), so repeated and concurrent imports agree.
 
         :param region: region for numbers without ``+country``; default ``PHONE_DEFAULT_REGION``.
         :param next_try_at: when the jobs become due; default now.
@@ -136,19 +195,20 @@ class JobStore:
         region = region or self.config.phone_default_region
         result = ImportResult()
         due = to_ms(next_try_at) if next_try_at is not None else self.clock.now_ms()
-        chunk: list[dict[str, Any]] = []
+        chunk: list[tuple[int, Contact, dict[str, Any]]] = []
         for offset, raw in enumerate(contacts):
             try:
                 contact = raw if isinstance(raw, Contact) else parse_contact(raw, region=region)
             except InvalidContact as exc:
                 result.errors.append((start_index + offset, str(exc)))
                 continue
-            chunk.append(self._new_job(batch_id, account_id, contact, due))
+            chunk.append((start_index + offset, contact, self._new_job(batch_id, account_id, contact, due)))
             if len(chunk) >= IMPORT_CHUNK:
                 self._insert(chunk, result)
                 chunk = []
         if chunk:
             self._insert(chunk, result)
+        result.errors.sort(key=lambda e: e[0])
         return result
 
     def _new_job(self, batch_id: str, account_id: str, contact: Contact, due: int) -> dict[str, Any]:
@@ -169,23 +229,28 @@ class JobStore:
         }
         if contact.external_id is not None:
             doc["dedupe_key"] = f"{batch_id}:{contact.external_id}"
+        doc["phones_key"] = phones_key(batch_id, contact)
         return doc
 
-    def _insert(self, docs: list[dict[str, Any]], result: ImportResult) -> None:
+    def _insert(self, chunk: list[tuple[int, Contact, dict[str, Any]]], result: ImportResult) -> None:
+        """Insert the chunk's jobs; those refused by a unique index are the duplicates."""
+        failed: set[int] = set()
         try:
-            self.coll.insert_many(docs, ordered=False)
-            result.imported += len(docs)
-            result.job_ids.extend(d["_id"] for d in docs)
+            self.coll.insert_many([doc for _, _, doc in chunk], ordered=False)
         except BulkWriteError as exc:
-            failed = {e["index"] for e in exc.details.get("writeErrors", [])}
-            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
-            if others:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
                 raise
-            result.duplicates += len(failed)
-            for i, doc in enumerate(docs):
-                if i not in failed:
-                    result.imported += 1
-                    result.job_ids.append(doc["_id"])
+            failed = {e["index"] for e in errors}
+        for i, (index, contact, doc) in enumerate(chunk):
+            if i in failed:
+                field_name, message = duplicate_problem(contact)
+                result.duplicates += 1
+                result.duplicate_at.append(index)
+                result.errors.append((index, f"{field_name}: {message}"))
+            else:
+                result.imported += 1
+                result.job_ids.append(doc["_id"])
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -286,11 +351,12 @@ class JobStore:
 
     def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: Any = None,
                     *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-                    job: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                    job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
         """A failed round (``terminal=False``) or a final failure (``terminal=True``).
 
         Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
-        starts from the first phone at ``now + retry_delay_hours`` (else ``RETRY_DELAY_MINUTES``).
+        starts from the first phone after :func:`choose_retry_delay` (``outcome``: the outcome of the call
+        that ended the round, if a call did).
         When that round was the last one ``max_attempts`` allows, the job fails right away
         ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
         Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
@@ -304,10 +370,11 @@ class JobStore:
         job = job if job is not None else self.get(job_id)
         if job is None or job["status"] not in expected:
             return None
-        return self._fail_round(job, reason, call_settings, expected, lease_owner)
+        return self._fail_round(job, reason, call_settings, expected, lease_owner, outcome=outcome)
 
     def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: Any, expected: Sequence[str],
-                    lease_owner: str | None, changes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                    lease_owner: str | None, changes: Mapping[str, Any] | None = None, *,
+                    outcome: str | None = None) -> dict[str, Any] | None:
         job_id = job["_id"]
         now = self.clock.now_ms()
         tries = int(job.get("tries", 0)) + 1
@@ -323,7 +390,7 @@ class JobStore:
                                where=where,
                                set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
                                      "last_error": _reason(reason),
-                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config))})
+                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config, outcome))})
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
@@ -342,13 +409,14 @@ class JobStore:
     def advance_phone(self, job_id: str, reason: str, call_settings: Any = None, *,
                       invalid: bool = False, expected: Sequence[str] = states.LEASED,
                       lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
-                      ) -> dict[str, Any] | None:
+                      outcome: str | None = None) -> dict[str, Any] | None:
         """The current phone did not reach the contact: go on to the next one, now.
 
         ``invalid=True`` marks the current number as never to be dialed again. The next phone is
         the next index not marked invalid; the job goes back to ``pending`` due now. When the round
-        has no phone left it is a failed round (:meth:`mark_failed`); when every number is
-        invalid the job fails for good ("no valid phone number"). ``job`` saves a read.
+        has no phone left it is a failed round (:meth:`mark_failed`, waiting the delay of ``outcome``, the
+        outcome of this phone's call when there was one); when every number is invalid the job fails for
+        good ("no valid phone number"). ``job`` saves a read.
         """
         job = job if job is not None else self.get(job_id)
         if job is None or job["status"] not in expected:
@@ -367,7 +435,7 @@ class JobStore:
                                          "last_error": _reason(f"no valid phone number: {reason}")})
         following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
         if following is None:
-            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes)
+            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes, outcome=outcome)
         return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
                                set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
                                      "last_error": _reason(reason)})

@@ -34,6 +34,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lease_owner", ASCENDING)], name="lease_owner", sparse=True),
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease_until"),
         IndexModel([("dedupe_key", ASCENDING)], name="dedupe_key", unique=True, sparse=True),
+        # Sparse: jobs imported before it existed have no phones_key and are left alone.
+        IndexModel([("phones_key", ASCENDING)], name="phones_key", unique=True, sparse=True),
     ],
     BATCHES: [
         IndexModel([("status", ASCENDING)], name="status"),

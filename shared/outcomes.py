@@ -23,7 +23,8 @@ Outcomes and their effect (connected / never connected):
 - ``account_problem``: no_valid_payment: every active batch is held; the attempt is not spent.
 
 "Next phone" means: dial the contact's next number now; when the round has no number left it
-is a failed round (``retry_wait`` after ``retry_delay_hours``, ``tries`` + 1). A free retry
+is a failed round (``retry_wait`` after the ``retry_delay_by_outcome`` entry of the outcome of the call
+that ended it, else ``retry_delay_hours``; ``tries`` + 1). A free retry
 ("not spent") backs off exponentially and counts against ``PIPELINE_MAX_FREE_RETRIES``; past it
 the round fails. "Batches held": the provider account cannot place calls (payment), so every
 active batch is held until an operator resumes it; the contact's attempt is not spent.
@@ -72,6 +73,12 @@ EFFECTS: dict[Outcome, Effect] = {
     Outcome.PROVIDER_FAULT: Effect.RETRY_SOON,
     Outcome.ACCOUNT_PROBLEM: Effect.HOLD,
 }
+
+#: Outcomes that can end a round (the last phone's call): the keys ``retry_delay_by_outcome`` accepts.
+#: ``answered`` ends the contact, ``provider_fault`` is a free retry (a spent budget uses ``retry_delay_hours``)
+#: and ``account_problem`` holds the batches: none of them ends a round with its own delay.
+ROUND_ENDING: tuple[Outcome, ...] = tuple(
+    o for o, e in EFFECTS.items() if e in (Effect.NEXT_PHONE, Effect.INVALID_PHONE, Effect.FAILED_ROUND))
 
 _BY_REASON: dict[str, Outcome] = {
     "voicemail_reached": Outcome.VOICEMAIL,

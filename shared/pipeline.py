@@ -57,9 +57,9 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
-from shared.jobs import JobStore
+from shared.jobs import JobStore, choose_retry_delay
 from shared.logs import event, get_logger, mask_phone
-from shared.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
+from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
 from shared.redis_keys import (
     BILLING_REPAIR_LOCK,
     SLOTS_REBUILD_LOCK,
@@ -1126,10 +1126,13 @@ class Pipeline:
         if applied is None:
             return "duplicate"
         metrics.CALLS.labels(outcome.value).inc()
-        if applied.get("status") == states.RETRY_WAIT and settings is not None:
-            metrics.RETRY_DELAY.observe(settings.retry_delay_hours * 3600)
+        fields: dict[str, Any] = {}
+        if applied.get("status") == states.RETRY_WAIT:
+            chosen = choose_retry_delay(settings, _round_outcome(outcome), self.config)
+            metrics.RETRY_DELAY.observe(chosen.delay.total_seconds())
+            fields = {"retry_delay_hours": chosen.hours, "retry_delay_for": chosen.outcome or "default"}
         event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
-              status=applied.get("status"))
+              status=applied.get("status"), **fields)
         self.refill(job["account_id"])
         return outcome.value
 
@@ -1156,10 +1159,17 @@ class Pipeline:
                                         **common)
         if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
             return self.jobs.advance_phone(job_id, reason, settings, invalid=effect == Effect.INVALID_PHONE,
-                                           job=job, **common)
+                                           job=job, outcome=outcome.value, **common)
         if effect == Effect.FAILED_ROUND:
-            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, **common)
+            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, outcome=outcome.value,
+                                         **common)
         own = {**common, "where": where}
         if effect == Effect.HOLD:
             return self._hold(job, reason, batch_id=None, own=own)
         return self._free_retry(job, reason, own)
+
+
+def _round_outcome(outcome: Outcome) -> str | None:
+    """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it
+    can end a round, None (``retry_delay_hours``) when the round failed otherwise (a spent free-retry budget)."""
+    return outcome.value if outcome in ROUND_ENDING else None

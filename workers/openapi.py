@@ -19,6 +19,7 @@ from shared.call_settings import (
     MAX_CALL_DURATION_RANGE,
     MAX_WINDOWS,
     RETRY_DELAY_HOURS_RANGE,
+    RETRY_DELAY_OUTCOMES,
     RING_TIMEOUT_RANGE,
 )
 from shared.contact_policy import COUNT_RANGE, DAYS_RANGE
@@ -120,6 +121,11 @@ def _call_settings() -> dict[str, Any]:
             "ring_timeout": num(RING_TIMEOUT_RANGE, True),
             "max_attempts": num(MAX_ATTEMPTS_RANGE, True),
             "retry_delay_hours": num(RETRY_DELAY_HOURS_RANGE, False),
+            "retry_delay_by_outcome": {
+                "type": "object", "nullable": True, "additionalProperties": False,
+                "description": "Hours to wait after a round ended by a call with this outcome; the outcomes "
+                               "not listed wait retry_delay_hours",
+                "properties": {o: num(RETRY_DELAY_HOURS_RANGE, False) for o in RETRY_DELAY_OUTCOMES}},
             "days_of_week": _nullable(_DAYS),
             "allowed_hours": {"type": "object", "nullable": True, "additionalProperties": False,
                               "properties": {"start": _nullable(_HHMM), "end": _nullable(_HHMM)}},
@@ -291,7 +297,8 @@ def _schemas() -> dict[str, Any]:
                 "imported": {"type": "integer"}, "duplicates": {"type": "integer"}, "rows": {"type": "integer"},
                 "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
                     "line": {"type": "integer"}, "index": {"type": "integer"}, "field": {"type": "string"},
-                    "message": {"type": "string"}}}},
+                    "message": {"type": "string"},
+                    "duplicate": {"type": "boolean", "description": "the contact is already in the batch"}}}},
                 "errors_total": {"type": "integer"}, "errors_truncated": {"type": "boolean"},
                 "stopped": {"type": "string"}, "batch_id": _ID,
                 "batch_status": {"type": "string", "enum": list(states.BATCH_STATES)},

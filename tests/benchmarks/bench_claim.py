@@ -36,7 +36,8 @@ def main() -> None:
     store = JobStore(db, config=config)
     try:
         t = time.perf_counter()
-        store.create_jobs("b" * 24, "acc", [{"phones": [PHONE], "name": f"c{i}"} for i in range(args.jobs)])
+        store.create_jobs("b" * 24, "acc", [{"phones": [PHONE], "name": f"c{i}", "external_id": f"debt-{i}"}
+                                          for i in range(args.jobs)])
         print(f"import: {args.jobs / (time.perf_counter() - t):,.0f} jobs/s ({args.jobs} jobs)")
 
         claimed = 0

@@ -22,7 +22,9 @@ def store(db, config):
 
 def _make(store, n=1, phones=(PHONE_A, PHONE_B), batch_id=None, due=None):
     batch_id = batch_id or new_id()
-    contacts = [{"name": f"c{i}", "phones": list(phones), "variables": {"i": i}} for i in range(n)]
+    # each its own debt (external_id), so that they may share the numbers
+    contacts = [{"name": f"c{i}", "phones": list(phones), "variables": {"i": i}, "external_id": f"debt-{i}"}
+                for i in range(n)]
     result = store.create_jobs(batch_id, "acc", contacts, next_try_at=due)
     assert result.imported == n and not result.errors
     return batch_id, result.job_ids
@@ -59,6 +61,78 @@ def test_external_ids_do_not_duplicate(store):
     other_batch = store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A], "external_id": "x1"}])
     assert (first.imported, again.imported, again.duplicates, other_batch.imported) == (2, 1, 1, 1)
     assert store.counts(batch)[states.PENDING] == 3
+    assert again.duplicate_at == [0] and "external_id 'x1'" in again.errors[0][1]
+    moved = store.create_jobs(batch, "acc", [{"phones": [PHONE_C], "external_id": "x1"}])   # other numbers, same id
+    assert (moved.imported, moved.duplicates) == (0, 1)
+
+
+def test_the_same_phones_without_external_id_are_one_contact(store):
+    batch = new_id()
+    first = store.create_jobs(batch, "acc", [
+        {"name": "Ana", "phones": [PHONE_A, PHONE_B]},
+        {"name": "Ana again", "phones": ["9 6123 4568", "+56 9 6123 4567"]},   # the same set, written otherwise
+        {"name": "Ana, one number", "phones": [PHONE_A]},                       # another set: another contact
+        {"name": "Bad", "phones": ["123"]},
+        {"name": "Ana once more", "phones": [PHONE_B, PHONE_A, PHONE_B]},
+    ], start_index=10)
+    assert (first.imported, first.duplicates, first.duplicate_at) == (2, 2, [11, 14])
+    assert [i for i, _ in first.errors] == [11, 13, 14]
+    assert first.errors[0][1].startswith("phones: duplicate: a contact with the same phone numbers")
+    retried = store.create_jobs(batch, "acc", [{"name": "Ana", "phones": [PHONE_A, PHONE_B]},
+                                               {"name": "Ana, one number", "phones": [PHONE_A]}])
+    assert (retried.imported, retried.duplicates, retried.duplicate_at) == (0, 2, [0, 1])
+    assert store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A, PHONE_B]}]).imported == 1   # another batch
+    assert sorted(j["contact"]["name"] for j in store.find({"batch_id": batch})) == ["Ana", "Ana, one number"]
+
+
+def test_the_same_phones_with_different_external_ids_are_different_debts(store):
+    batch = new_id()
+    result = store.create_jobs(batch, "acc", [
+        {"name": "loan", "phones": [PHONE_A], "external_id": "loan-1"},
+        {"name": "card", "phones": [PHONE_A], "external_id": "card-7"},
+        {"name": "no id", "phones": [PHONE_A]},                          # neither of them
+        {"name": "loan again", "phones": [PHONE_A], "external_id": "loan-1"},
+    ])
+    assert (result.imported, result.duplicates, result.duplicate_at) == (3, 1, [3])
+    assert result.errors == [(3, "external_id: duplicate: a contact with external_id 'loan-1' is already in "
+                                 "this batch; not imported again")]
+
+
+def test_concurrent_imports_of_the_same_contacts_keep_one_job_each(db, config):
+    stores = [JobStore(db, clock=frozen_clock(T0), config=config) for _ in range(4)]
+    batch = new_id()
+    contacts = [{"name": f"c{i}", "phones": [f"+1212555{i:04d}"]} for i in range(300)]
+    results = []
+    barrier = threading.Barrier(len(stores))
+
+    def upload(store):
+        barrier.wait()
+        results.append(store.create_jobs(batch, "acc", contacts))
+
+    threads = [threading.Thread(target=upload, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.imported for r in results) == 300 and sum(r.duplicates for r in results) == 900
+    assert stores[0].coll.count_documents({"batch_id": batch}) == 300
+
+
+def test_jobs_from_before_phones_key_stay_and_new_imports_are_checked(db, config):
+    from shared import mongo
+
+    db.jobs.drop()
+    old = [{"_id": new_id(), "batch_id": "b" * 24, "account_id": "acc", "status": states.PENDING, "tries": 0,
+            "contact": {"name": f"old{i}", "phones": [PHONE_A], "variables": {}}, "next_try_at": to_ms(T0)}
+           for i in range(3)]                          # written before phones_key: the same numbers three times
+    db.jobs.insert_many(old)
+    mongo.ensure_indexes(db)                           # as every process does at start-up
+    assert [("phones_key", 1)] in [index["key"] for index in db.jobs.index_information().values()]
+    store = JobStore(db, clock=frozen_clock(T0), config=config)
+    result = store.create_jobs("b" * 24, "acc", [{"phones": [PHONE_B]}, {"phones": [PHONE_B]}])
+    assert (result.imported, result.duplicates) == (1, 1)
+    assert store.coll.count_documents({"batch_id": "b" * 24}) == 4
+    assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
 
 
 def test_claim_due_respects_time_order_limit_and_batches(store):
@@ -100,6 +174,24 @@ def test_mark_failed_round_uses_batch_retry_delay(store):
     job = store.mark_failed(job_id, "busy", call_settings={"retry_delay_hours": 48, "max_attempts": 5})
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["last_error"] == "busy"
     assert job["next_try_at"] == to_ms(T0 + timedelta(hours=48))
+
+
+def test_a_failed_round_waits_the_delay_of_the_outcome_that_ended_it(store):
+    settings = {"retry_delay_hours": 4, "max_attempts": 5,
+                "retry_delay_by_outcome": {"busy": 0.25, "voicemail": 24, "timeout": 1}}
+    _, (a, b, c, d) = _make(store, 4, phones=(PHONE_A, PHONE_B))
+    expected = {}
+    assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
+    for job_id in (a, b, c, d):
+        assert store.advance_phone(job_id, "voicemail", settings, outcome="voicemail")["status"] == states.PENDING
+    assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
+    expected[a] = store.advance_phone(a, "busy", settings, outcome="busy"), 0.25       # the last phone's outcome
+    expected[b] = store.advance_phone(b, "no answer", settings, outcome="no_answer"), 4   # not listed
+    expected[c] = store.mark_failed(c, "call too long", call_settings=settings, outcome="timeout"), 1
+    expected[d] = store.mark_failed(d, "provider refused the call", call_settings=settings), 4   # no call ended it
+    for job, hours in expected.values():
+        assert job["status"] == states.RETRY_WAIT and job["tries"] == 1
+        assert job["next_try_at"] == to_ms(T0 + timedelta(hours=hours)), job["last_error"]
 
 
 def test_mark_failed_without_settings_uses_global_default(store, config):
@@ -215,7 +307,7 @@ def test_release_waiting_balance(store):
 
 def test_eight_threads_claim_two_thousand_jobs_each_exactly_once(db, config):
     store = JobStore(db, config=config)
-    store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A]}] * 2000)
+    store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A], "external_id": f"debt-{i}"} for i in range(2000)])
     seen: list[str] = []
     lock = threading.Lock()
     errors: list[BaseException] = []

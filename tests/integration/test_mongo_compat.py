@@ -28,6 +28,38 @@ def test_insert_many_unordered_reports_duplicates_and_keeps_the_rest(db):
     assert {d["k"] for d in db.c.find({"k": {"$in": ["x", "y", "z"]}})} == {"x", "y", "z"}
 
 
+def test_a_unique_sparse_index_added_later_checks_new_documents_even_within_one_insert(db):
+    db.c.insert_many([{"p": "same"}, {"p": "same"}])   # documents from before the index, without k
+    db.c.create_index("k", unique=True, sparse=True)
+    with pytest.raises(BulkWriteError) as info:
+        db.c.insert_many([{"k": "a"}, {"k": "b"}, {"k": "a"}], ordered=False)   # equal keys in one request
+    assert [(e["index"], e["code"]) for e in info.value.details["writeErrors"]] == [(2, 11000)]
+    assert db.c.count_documents({}) == 4
+
+
+def test_a_unique_index_keeps_one_of_concurrent_inserts(db):
+    import threading
+
+    db.c.create_index("k", unique=True, sparse=True)
+    refused: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def insert():
+        barrier.wait()
+        try:
+            db.c.insert_many([{"k": f"k{i}"} for i in range(100)], ordered=False)
+            refused.append(0)
+        except BulkWriteError as exc:
+            refused.append(len(exc.details["writeErrors"]))
+
+    threads = [threading.Thread(target=insert) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(refused) == 300 and db.c.count_documents({}) == 100
+
+
 def test_claim_pattern_find_sort_limit_update_many_read_back(db):
     db.c.insert_many([{"_id": f"{i:024x}", "s": "pending", "t": 1000 - i, "b": "b1" if i % 2 else "b2"}
                       for i in range(10)])

@@ -119,12 +119,15 @@ def test_account_contact_policy_is_validated_shown_and_removed(api):
 def test_create_batch_returns_201_with_its_id(api, web_runtime):
     make_account(api)
     reply = api.post("/batches", {"name": "Cobranza marzo", "account_id": "acme", "agent_id": "agent_x",
-                                  "from_number": "+12125550100", "call_settings": {"max_attempts": 5}})
+                                  "from_number": "+12125550100",
+                                  "call_settings": {"max_attempts": 5,
+                                                    "retry_delay_by_outcome": {"voicemail": 24, "busy": 0.25}}})
     assert reply.status == 201, reply.text
     body = reply.json()
     assert reply.headers["location"] == f"/batches/{body['id']}"
     stored = web_runtime.batches.get(body["id"])
-    assert stored["name"] == "Cobranza marzo" and stored["call_settings"] == {"max_attempts": 5}
+    assert stored["name"] == "Cobranza marzo"
+    assert stored["call_settings"] == {"max_attempts": 5, "retry_delay_by_outcome": {"voicemail": 24, "busy": 0.25}}
     assert body["status"] == "active" and body["counts"] == dict.fromkeys(states.JOB_STATES, 0)
 
 
@@ -133,12 +136,15 @@ def test_invalid_batch_gets_422_with_one_error_per_bad_field(api, web_runtime):
     reply = api.post("/batches", {"name": "", "account_id": "acme", "from_number": "12",
                                   "call_settings": {"max_attempts": 0, "ring_timeout": "long",
                                                     "allowed_hours": {"start": "25:00", "end": "18:00"},
-                                                    "timezone": "Mars/Olympus", "speed": 3}})
+                                                    "timezone": "Mars/Olympus", "speed": 3,
+                                                    "retry_delay_by_outcome": {"busy": "soon", "answered": 1,
+                                                                               "voicemail": 24}}})
     assert reply.status == 422
     errors = reply.json()["errors"]
     assert sorted(e["field"] for e in errors) == sorted([
         "name", "from_number", "call_settings.max_attempts", "call_settings.ring_timeout",
-        "call_settings.allowed_hours.start", "call_settings.timezone", "call_settings.speed"])
+        "call_settings.allowed_hours.start", "call_settings.timezone", "call_settings.speed",
+        "call_settings.retry_delay_by_outcome.busy", "call_settings.retry_delay_by_outcome.answered"])
     assert all(e["message"] for e in errors)
     unknown_account = api.post("/batches", {"name": "x", "account_id": "nobody"})
     assert unknown_account.status == 422 and unknown_account.json()["errors"][0]["field"] == "account_id"
@@ -329,6 +335,35 @@ def test_resending_the_same_external_ids_does_not_duplicate(api, web_runtime):
     mixed = api.request("POST", f"/batches/{bid}/contacts", data=csv, headers={"Content-Type": "text/csv"}).json()
     assert mixed["imported"] == 3 and mixed["duplicates"] == 2
     assert web_runtime.jobs.coll.count_documents({"batch_id": bid}) == 8
+
+
+def test_duplicate_contacts_are_reported_not_imported_twice(api, web_runtime):
+    make_account(api)
+    bid = make_batch(api)["id"]
+    csv = ("name,phone,phone_2,external_id\n"
+           f"Ana,{PHONES[0]},{PHONES[1]},\n"
+           f"Ana twice,{PHONES[1]},{PHONES[0]},\n"          # the same numbers in another order: line 3
+           f"Ben,{PHONES[2]},,\n"
+           f"Ben again,{PHONES[2][3:]},,\n"                 # the same number in national format: line 5
+           f"loan,{PHONES[3]},,loan-1\n"
+           f"card,{PHONES[3]},,card-7\n")                   # the same number, another debt: imported
+    upload = {"data": csv, "headers": {"Content-Type": "text/csv"}}
+    first = api.request("POST", f"/batches/{bid}/contacts", **upload).json()
+    assert (first["imported"], first["duplicates"], first["rows"], first["errors_total"]) == (4, 2, 6, 2)
+    assert [(e["line"], e["field"], e["duplicate"]) for e in first["errors"]] == [
+        (3, "phones", True), (5, "phones", True)]
+    assert "same phone numbers" in first["errors"][0]["message"]
+    again = api.request("POST", f"/batches/{bid}/contacts", **upload).json()   # the same file, retried
+    assert (again["imported"], again["duplicates"], again["errors_total"]) == (0, 6, 6)
+    assert [(e["line"], e["field"]) for e in again["errors"]] == [
+        (2, "phones"), (3, "phones"), (4, "phones"), (5, "phones"), (6, "external_id"), (7, "external_id")]
+    as_json = api.post(f"/batches/{bid}/contacts", {"contacts": [
+        {"name": "Cy", "phones": [PHONES[4]]}, {"name": "Ana", "phones": [PHONES[0], PHONES[1]]},
+        {"name": "Cy", "phones": [PHONES[4]]}]}).json()
+    assert (as_json["imported"], as_json["duplicates"]) == (1, 2)
+    assert [(e["index"], e["duplicate"]) for e in as_json["errors"]] == [(1, True), (2, True)]
+    names = sorted(j["contact"]["name"] for j in web_runtime.jobs.find({"batch_id": bid}))
+    assert names == ["Ana", "Ben", "Cy", "card", "loan"]
 
 
 def test_csv_upload_reports_lines_and_imports_the_rest(api, web_runtime):

@@ -37,19 +37,22 @@ def test_every_row_is_imported_or_reported_exactly_once(api, web_runtime, rows, 
                         headers={"Content-Type": "text/csv"})
     assert reply.status == 200, reply.text
     body = reply.json()
-    valid = [r for r in rows if r[0] in GOOD]
+    valid, seen, lines, line = [], set(), [], 2
+    for r in rows:
+        if r[0] not in GOOD:
+            lines.append((line, False))
+        elif r[0] in seen:            # a second row with the same number (and no external_id): a duplicate
+            lines.append((line, True))
+        else:
+            seen.add(r[0])
+            valid.append(r)
+        line += 1 + sum(cell.count("\n") for cell in r)   # only "\n" ends a line
     assert body["imported"] == len(valid) and body["errors_total"] == len(rows) - len(valid)
-    assert body["rows"] == len(rows)
+    assert body["rows"] == len(rows) and body["duplicates"] == sum(dup for _, dup in lines)
     stored = [(j["contact"]["phones"][0], j["contact"]["name"], j["contact"]["variables"]["nota"])
               for j in web_runtime.jobs.find({"batch_id": bid}, sort=[("_id", 1)])]
     assert sorted(stored) == sorted((p, n.strip(), v.strip()) for p, n, v in valid)   # cells are trimmed
-    bad_lines = sorted(e["line"] for e in body["errors"])
-    lines, line = [], 2
-    for r in rows:
-        if r[0] not in GOOD:
-            lines.append(line)
-        line += 1 + sum(cell.count("\n") for cell in r)   # only "\n" ends a line
-    assert bad_lines == lines
+    assert [(e["line"], e.get("duplicate", False)) for e in body["errors"]] == lines   # in row order
 
 
 def test_an_upload_in_tiny_pieces_reads_the_same(api, web_runtime):

@@ -358,7 +358,8 @@ _json = st.recursive(
     st.none() | st.booleans() | st.integers(-10, 10_000) | st.floats(allow_nan=True) | st.text(max_size=12)
     | st.sampled_from(["09:00", "24:00", "auto", "CO", "2025-12-25", "America/Santiago", "wait"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["days", "start", "end", "country", "subdivision", "x"]), inner, max_size=4),
+        st.sampled_from(["days", "start", "end", "country", "subdivision", "x", "busy", "voicemail"]), inner,
+        max_size=4),
     max_leaves=12,
 )
 
@@ -398,7 +399,7 @@ def test_every_example_in_the_docs_is_valid():
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "call_settings.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```json\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     for block in blocks:
         raw = json.loads(block)
         assert parse(raw).to_document() == raw
