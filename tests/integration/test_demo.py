@@ -72,7 +72,9 @@ def _demo_env(redis_url: str) -> dict[str, str]:
 
 
 def test_reduced_demo_runs_every_contact_to_a_final_state(demo_redis_url, tmp_path):
-    argv = [sys.executable, "-m", "workers.cli", "demo", "--contacts", "24", "--speed", "16000", "--plain",
+    # 30,000x with a quarter-second dial guard (2 simulated hours): the demo's days pass in 3 real seconds each
+    argv = [sys.executable, "-m", "workers.cli", "demo", "--contacts", "24", "--speed", "30000", "--dial-guard", "0.25",
+            "--plain",
             "--time-cap", "120", "--seed", "11", "--log-dir", str(tmp_path / "logs")]
     proc = subprocess.Popen(argv, env=_demo_env(demo_redis_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
