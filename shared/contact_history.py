@@ -1,8 +1,9 @@
 """The calls placed to each person of an account, kept for the account's contact policy.
 
 One document per account and key (``n:<E.164>`` for a number, ``x:<external_id>`` for a contact's own
-id): ``{_id: "<account>|<key>", account_id, key, calls: [{at, a, ans}], v}``, where ``at`` is when a
-call was placed (shared ms), ``a`` its attempt id and ``ans`` when it ended in a conversation. The
+id): ``{_id: "<account>|<key>", account_id, key, calls: [{at, a, u, e, ans}], v}``, where ``at`` is
+when a call was placed (shared ms), ``a`` its attempt id, ``u`` the latest it can still be going (its
+attempt's deadline), ``e`` when it ended and ``ans`` when it ended in a conversation. The
 array is only ever replaced whole, under the document's version ``v`` (compare and set), and pruned
 to the days the policy looks at, so each document stays small.
 
@@ -36,6 +37,9 @@ from shared.mongo import ATTEMPTS, CONTACT_HISTORY
 #: Compare-and-set rounds on one key before giving up (each lost round means another process wrote).
 MAX_ROUNDS = 50
 DAY_MS = 86_400_000
+#: How long a seeded attempt that has not ended may still be going: the longest call validation allows
+#: (2 h) plus the longest ring (5 min) and a margin.
+SEEDED_OPEN_MS = (7200 + 300 + 300) * 1000
 
 T = TypeVar("T")
 
@@ -51,6 +55,10 @@ def conversation_ms(attempt: Mapping[str, Any]) -> int | None:
     if attempt.get("started_at") is None or not int(attempt.get("duration_ms") or 0):
         return None
     return int(attempt.get("ended_at") or attempt.get("finalized_at") or attempt["started_at"])
+
+
+def _ended_ms(attempt: Mapping[str, Any]) -> int:
+    return int(attempt.get("ended_at") or attempt.get("finalized_at") or attempt["created_at"])
 
 
 class ContactHistory:
@@ -85,7 +93,9 @@ class ContactHistory:
              "state": {"$in": [attempt_states.DIALING, attempt_states.IN_CALL, attempt_states.ENDED]}},
             {"_id": 1, "created_at": 1, "state": 1, "outcome": 1, "started_at": 1, "duration_ms": 1,
              "ended_at": 1, "finalized_at": 1})
-        touches = [Touch(at_ms=int(a["created_at"]), attempt_id=a["_id"], answered_ms=conversation_ms(a))
+        touches = [Touch(at_ms=int(a["created_at"]), attempt_id=a["_id"], answered_ms=conversation_ms(a),
+                         until_ms=int(a["created_at"]) + SEEDED_OPEN_MS,
+                         ended_ms=_ended_ms(a) if a.get("state") == attempt_states.ENDED else None)
                    for a in found]
         return sorted(touches, key=lambda t: (t.at_ms, t.attempt_id))
 
@@ -150,16 +160,20 @@ class ContactHistory:
 
             self._change(account_id, key, keep_ms, change)
 
-    def conversation(self, account_id: str, keys: Iterable[str], attempt_id: str, at_ms: int, *,
-                     keep_ms: int) -> None:
-        """The attempt's call ended in a conversation at ``at_ms`` (recorded even if its call is missing)."""
+    def finish(self, account_id: str, keys: Iterable[str], attempt_id: str, ended_ms: int, *,
+               conversation: bool, keep_ms: int) -> None:
+        """The attempt's call ended at ``ended_ms`` (in a conversation or not): the person is free for the next
+        call the caps allow, and a conversation starts the quiet days. A call missing from the history is
+        recorded as placed when it ended."""
         for key in keys:
             def change(kept: list[Touch]) -> tuple[list[Touch] | None, None]:
-                if any(t.attempt_id == attempt_id and t.answered_ms is not None for t in kept):
+                mine = next((t for t in kept if t.attempt_id == attempt_id), None)
+                if mine is not None and mine.ended_ms is not None:
                     return None, None
-                rest = [t for t in kept if t.attempt_id != attempt_id]
-                placed = next((t.at_ms for t in kept if t.attempt_id == attempt_id), at_ms)
-                return [*rest, Touch(at_ms=placed, attempt_id=attempt_id, answered_ms=at_ms)], None
+                done = Touch(at_ms=mine.at_ms if mine else ended_ms, attempt_id=attempt_id,
+                             answered_ms=ended_ms if conversation else None,
+                             until_ms=mine.until_ms if mine else None, ended_ms=ended_ms)
+                return [*(t for t in kept if t.attempt_id != attempt_id), done], None
 
             self._change(account_id, key, keep_ms, change)
 

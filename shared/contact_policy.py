@@ -127,22 +127,33 @@ def parse_contact_policy(raw: Any, *, field: str = "contact_policy") -> ContactP
 
 @dataclass(frozen=True)
 class Touch:
-    """One placed call in a key's history: when it was placed, and when it ended in a conversation."""
+    """One placed call in a key's history: when it was placed, the latest it can still be going (its
+    attempt's deadline), when it ended, and when it ended in a conversation."""
 
     at_ms: int
     attempt_id: str
     answered_ms: int | None = None
+    until_ms: int | None = None
+    ended_ms: int | None = None
+
+    def open_at(self, t_ms: int) -> bool:
+        """Whether the call may still be going at ``t_ms`` (not known to have ended, before its deadline)."""
+        return self.ended_ms is None and self.until_ms is not None and self.at_ms <= t_ms < self.until_ms
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"at": self.at_ms, "a": self.attempt_id}
-        if self.answered_ms is not None:
-            doc["ans"] = self.answered_ms
+        for name, value in (("ans", self.answered_ms), ("u", self.until_ms), ("e", self.ended_ms)):
+            if value is not None:
+                doc[name] = value
         return doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Touch:
-        ans = doc.get("ans")
-        return cls(at_ms=int(doc["at"]), attempt_id=str(doc["a"]), answered_ms=int(ans) if ans is not None else None)
+        def ms(name: str) -> int | None:
+            return int(doc[name]) if doc.get(name) is not None else None
+
+        return cls(at_ms=int(doc["at"]), attempt_id=str(doc["a"]), answered_ms=ms("ans"), until_ms=ms("u"),
+                   ended_ms=ms("e"))
 
 
 def contact_keys(contact: Mapping[str, Any], phone: str) -> list[str]:
@@ -177,9 +188,27 @@ def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
     :param touches: the key's calls placed so far (never in the future of ``now``).
     :param zone: the callee's zone (a pytz zone): the caps count local days.
 
-    Future days hold no calls yet, so once a day is allowed every later day is: the answer is the start
-    of the first allowed local day (or None when that day is today).
+    Whatever the policy, a person is on one call at a time: while a call to the key may still be going
+    (placed, not known to have ended, before its deadline) the next one waits for that deadline, or
+    until the call's end is recorded and the contact is decided again. Future days hold no calls yet, so
+    once a day is allowed every later day is: the answer is the later of the start of the first allowed
+    local day (when that is not today) and the end of the calls in progress.
     """
+    touches = list(touches)
+    now_ms = int(now.timestamp() * 1000)
+    busy = max((t.until_ms or 0 for t in touches if t.open_at(now_ms)), default=None)
+    days = _capped_days(policy, touches, now, zone)
+    if busy is None:
+        return days
+    in_progress = "contact policy: a call to this person is in progress"
+    busy_until = datetime.fromtimestamp(busy / 1000, UTC)
+    if days is None or days[0] <= busy_until:
+        return busy_until, in_progress if days is None else f"{in_progress}; {days[1].removeprefix('contact policy: ')}"
+    return days
+
+
+def _capped_days(policy: ContactPolicy, touches: list[Touch], now: datetime,
+                 zone: Any) -> tuple[datetime, str] | None:
     today = now.astimezone(zone).date()
     per_day: dict[date, int] = {}
     answered: list[date] = []

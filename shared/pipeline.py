@@ -645,7 +645,10 @@ class Pipeline:
         zone = pytz.timezone(resolve_timezones(settings, phone, contact_timezone=contact.get("timezone"),
                                                config=self.config)[0])
         now = from_ms(now_ms)
-        refused = self.history.reserve(account_id, contact_keys(contact, phone), Touch(at_ms=now_ms, attempt_id=aid),
+        until = attempt_deadline_ms(now_ms, ring_timeout_s=settings.ring_timeout, grace_s=self.timing.call_grace_sim_s,
+                                    max_call_duration_s=settings.max_call_duration)
+        touch = Touch(at_ms=now_ms, attempt_id=aid, until_ms=until)
+        refused = self.history.reserve(account_id, contact_keys(contact, phone), touch,
                                        keep_ms=now_ms - policy.history_days * DAY_MS,
                                        decide=lambda calls: capped_until(policy, calls, now, zone))
         if refused is None:
@@ -1119,8 +1122,8 @@ class Pipeline:
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
             "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
         })
-        if connected and outcome != Outcome.VOICEMAIL:
-            self._conversation(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()))
+        self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
+                          conversation=connected and outcome != Outcome.VOICEMAIL)
         applied = self._apply_outcome(job, outcome, reason, settings)
         self.slots.release(job["account_id"], aid)
         if applied is None:
@@ -1136,16 +1139,17 @@ class Pipeline:
         self.refill(job["account_id"])
         return outcome.value
 
-    def _conversation(self, job: Mapping[str, Any], aid: str, at_ms: int) -> None:
-        """The call reached a person: the contact policy's quiet days start (recorded before the job moves on,
-        so a finalize that dies here is redone by the next poll or webhook)."""
+    def _finish_turn(self, job: Mapping[str, Any], aid: str, ended_ms: int, *, conversation: bool) -> None:
+        """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
+        days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
+        webhook)."""
         policy = self._policy(job["account_id"])
         if policy is None:
             return
         phones = job["contact"]["phones"]
         phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
-        self.history.conversation(job["account_id"], contact_keys(job["contact"], phone), aid, at_ms,
-                                  keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+        self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
+                            conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
                        settings: Any) -> dict[str, Any] | None:

@@ -60,9 +60,9 @@ def test_a_conversation_is_recorded_and_old_calls_are_pruned(db):
     history.reserve("acc", ["n:+1"], old, keep_ms=0, decide=lambda calls: None)
     history.reserve("acc", ["n:+1"], Touch(NOW_MS - 1000, "a1"), keep_ms=NOW_MS - 3 * DAY_MS,
                     decide=lambda calls: None)
-    history.conversation("acc", ["n:+1"], "a1", NOW_MS, keep_ms=NOW_MS - 3 * DAY_MS)
+    history.finish("acc", ["n:+1"], "a1", NOW_MS, conversation=True, keep_ms=NOW_MS - 3 * DAY_MS)
     calls = history.calls("acc", "n:+1")
-    assert calls == [Touch(NOW_MS - 1000, "a1", answered_ms=NOW_MS)]   # the 10-day-old call is gone
+    assert calls == [Touch(NOW_MS - 1000, "a1", answered_ms=NOW_MS, ended_ms=NOW_MS)]   # the 10-day-old one is gone
     assert history.reserve("acc", ["n:+1"], Touch(NOW_MS + 1, "a2"), keep_ms=NOW_MS - 3 * DAY_MS,
                            decide=_decide(policy)) is not None
     assert history.drop_account("acc") == 1 and history.calls("acc", "n:+1") == []
@@ -91,3 +91,17 @@ def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db):
                            decide=lambda calls: None) is None
     assert [t.attempt_id for t in history.calls("acc", "n:+1")] == ["j1:r1:p0:d1", "j3:r1:p0:d1", "new"]
     assert history.calls("acc", "n:+1")[0].answered_ms == NOW_MS - 2 * DAY_MS + 65_000
+
+
+def test_a_person_is_on_one_call_at_a_time_until_its_end_is_recorded(db):
+    history = ContactHistory(db)
+    policy = parse_contact_policy({"max_calls_per_day": 5})
+    args = dict(keep_ms=NOW_MS - DAY_MS, decide=_decide(policy))
+    first = Touch(NOW_MS - 60_000, "a1", until_ms=NOW_MS + 120_000)
+    assert history.reserve("acc", ["n:+1"], first, **args) is None
+    until, why = history.reserve("acc", ["n:+1"], Touch(NOW_MS, "a2"), **args)
+    assert until == datetime.fromtimestamp((NOW_MS + 120_000) / 1000, UTC) and "in progress" in why
+    history.finish("acc", ["n:+1"], "a1", NOW_MS - 1000, conversation=False, keep_ms=NOW_MS - DAY_MS)
+    assert history.reserve("acc", ["n:+1"], Touch(NOW_MS, "a2"), **args) is None
+    (ended, _) = history.calls("acc", "n:+1")
+    assert ended.ended_ms == NOW_MS - 1000 and ended.answered_ms is None and ended.until_ms == NOW_MS + 120_000

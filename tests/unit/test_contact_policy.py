@@ -70,6 +70,19 @@ def test_a_conversation_starts_seven_quiet_days_counting_its_own():
     assert "quiet days" in why
 
 
+def test_a_call_in_progress_holds_the_next_one_until_its_deadline_even_when_the_caps_allow():
+    zone = pytz.timezone("UTC")
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    now_ms = int(now.timestamp() * 1000)
+    ongoing = Touch(now_ms - 60_000, "a", until_ms=now_ms + 600_000)
+    until, why = capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ongoing], now, zone)
+    assert until == now + timedelta(minutes=10) and why == "contact policy: a call to this person is in progress"
+    ended = Touch(now_ms - 60_000, "a", until_ms=now_ms + 600_000, ended_ms=now_ms - 1000)
+    assert capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ended], now, zone) is None
+    until, why = capped_until(parse_contact_policy({"max_calls_per_day": 1}), [ongoing], now, zone)
+    assert until == datetime(2026, 3, 3, tzinfo=UTC) and "1 calls on 2026-03-02" in why   # the later of the two
+
+
 def test_a_day_that_starts_after_a_gap_starts_at_the_gap():
     zone = pytz.timezone("America/Santiago")   # 2026-09-06 00:00 does not exist: clocks go to 01:00
     start = day_start(datetime(2026, 9, 6).date(), zone)
@@ -91,7 +104,10 @@ def _allowed(policy: ContactPolicy, touches: list[Touch], t_ms: int, zone) -> bo
         if sum(d in span for d in days) >= policy.max_calls:
             return False
     quiet = timedelta(days=policy.quiet_days_after_answer or 0)
-    return not any(x.answered_ms is not None and today < day(x.answered_ms) + quiet for x in touches)
+    if any(x.answered_ms is not None and today < day(x.answered_ms) + quiet for x in touches):
+        return False
+    # one call at a time: none placed, not ended, and before its deadline
+    return not any(x.ended_ms is None and x.until_ms is not None and x.at_ms <= t_ms < x.until_ms for x in touches)
 
 
 policies = st.builds(
@@ -107,10 +123,13 @@ def histories(draw):
     touches = []
     for i in range(draw(st.integers(0, 14))):
         at = now_ms - draw(st.integers(0, 12 * DAY_MS))
-        answered = None
+        answered = ended = None
         if draw(st.booleans()) and draw(st.booleans()):
-            answered = min(now_ms, at + draw(st.integers(0, HOUR_MS)))
-        touches.append(Touch(at, f"a{i}", answered))
+            answered = ended = min(now_ms, at + draw(st.integers(0, HOUR_MS)))
+        elif draw(st.booleans()):
+            ended = min(now_ms, at + draw(st.integers(0, HOUR_MS)))
+        until = at + draw(st.integers(0, 3 * HOUR_MS)) if draw(st.booleans()) else None
+        touches.append(Touch(at, f"a{i}", answered, until_ms=until, ended_ms=ended))
     return now_ms, touches
 
 
@@ -123,10 +142,10 @@ def test_capped_until_is_the_first_instant_the_brute_force_allows(policy, histor
     if result is None:
         assert _allowed(policy, touches, now_ms, zone)
         return
-    until_ms = int(result[0].timestamp() * 1000)
+    until_ms = round(result[0].timestamp() * 1000)
     assert until_ms > now_ms and result[1].startswith("contact policy: ")
     assert _allowed(policy, touches, until_ms, zone)
-    assert not _allowed(policy, touches, until_ms - 1000, zone)
+    assert not _allowed(policy, touches, max(now_ms, until_ms - 1000), zone)
     t = now_ms
     while t < until_ms:   # no allowed instant before it, hour by hour
         assert not _allowed(policy, touches, t, zone)
