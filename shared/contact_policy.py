@@ -181,18 +181,23 @@ def day_start(day: date, zone: Any) -> datetime:
     return local.astimezone(UTC)
 
 
-def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
-                 zone: Any) -> tuple[datetime, str] | None:
+#: While a call to the person may still be going, the contact is decided again this often (simulated).
+BUSY_RECHECK = timedelta(minutes=1)
+
+
+def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime, zone: Any, *,
+                 recheck: timedelta = BUSY_RECHECK) -> tuple[datetime, str] | None:
     """None when one more call now keeps every cap; else ``(first instant the caps allow, why)``.
 
     :param touches: the key's calls placed so far (never in the future of ``now``).
     :param zone: the callee's zone (a pytz zone): the caps count local days.
 
     Whatever the policy, a person is on one call at a time: while a call to the key may still be going
-    (placed, not known to have ended, before its deadline) the next one waits for that deadline, or
-    until the call's end is recorded and the contact is decided again. Future days hold no calls yet, so
-    once a day is allowed every later day is: the answer is the later of the start of the first allowed
-    local day (when that is not today) and the end of the calls in progress.
+    (placed, its end not recorded yet, before the latest it can be finalized: ``until_ms``) the contact
+    is decided again ``recheck`` later (or at that latest end, if sooner): a conversation that ends
+    meanwhile then starts its quiet days before the next call. Future days hold no calls yet, so once a
+    day is allowed every later day is: the answer is the start of the first allowed local day when that
+    is not today and it comes after the recheck, else the recheck.
     """
     touches = list(touches)
     now_ms = int(now.timestamp() * 1000)
@@ -200,10 +205,9 @@ def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
     days = _capped_days(policy, touches, now, zone)
     if busy is None:
         return days
-    in_progress = "contact policy: a call to this person is in progress"
-    busy_until = datetime.fromtimestamp(busy / 1000, UTC)
-    if days is None or days[0] <= busy_until:
-        return busy_until, in_progress if days is None else f"{in_progress}; {days[1].removeprefix('contact policy: ')}"
+    again = min(datetime.fromtimestamp(busy / 1000, UTC), now + recheck)
+    if days is None or days[0] <= again:
+        return again, "contact policy: a call to this person is in progress"
     return days
 
 

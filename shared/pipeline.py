@@ -645,8 +645,10 @@ class Pipeline:
         zone = pytz.timezone(resolve_timezones(settings, phone, contact_timezone=contact.get("timezone"),
                                                config=self.config)[0])
         now = from_ms(now_ms)
+        # The latest the call can be finalized: its deadline, the stop grace, then recovery of a dead poller.
         until = attempt_deadline_ms(now_ms, ring_timeout_s=settings.ring_timeout, grace_s=self.timing.call_grace_sim_s,
                                     max_call_duration_s=settings.max_call_duration)
+        until += self._sim_ms(self.timing.stop_grace_s + self.timing.poll_lease_margin_s)
         touch = Touch(at_ms=now_ms, attempt_id=aid, until_ms=until)
         refused = self.history.reserve(account_id, contact_keys(contact, phone), touch,
                                        keep_ms=now_ms - policy.history_days * DAY_MS,

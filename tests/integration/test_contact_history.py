@@ -100,7 +100,7 @@ def test_a_person_is_on_one_call_at_a_time_until_its_end_is_recorded(db):
     first = Touch(NOW_MS - 60_000, "a1", until_ms=NOW_MS + 120_000)
     assert history.reserve("acc", ["n:+1"], first, **args) is None
     until, why = history.reserve("acc", ["n:+1"], Touch(NOW_MS, "a2"), **args)
-    assert until == datetime.fromtimestamp((NOW_MS + 120_000) / 1000, UTC) and "in progress" in why
+    assert until == datetime.fromtimestamp((NOW_MS + 60_000) / 1000, UTC) and "in progress" in why   # a minute on
     history.finish("acc", ["n:+1"], "a1", NOW_MS - 1000, conversation=False, keep_ms=NOW_MS - DAY_MS)
     assert history.reserve("acc", ["n:+1"], Touch(NOW_MS, "a2"), **args) is None
     (ended, _) = history.calls("acc", "n:+1")

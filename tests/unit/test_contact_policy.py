@@ -70,13 +70,16 @@ def test_a_conversation_starts_seven_quiet_days_counting_its_own():
     assert "quiet days" in why
 
 
-def test_a_call_in_progress_holds_the_next_one_until_its_deadline_even_when_the_caps_allow():
+def test_a_call_in_progress_holds_the_next_one_and_it_is_decided_again_a_minute_later():
     zone = pytz.timezone("UTC")
     now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     now_ms = int(now.timestamp() * 1000)
     ongoing = Touch(now_ms - 60_000, "a", until_ms=now_ms + 600_000)
     until, why = capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ongoing], now, zone)
-    assert until == now + timedelta(minutes=10) and why == "contact policy: a call to this person is in progress"
+    assert until == now + timedelta(minutes=1) and why == "contact policy: a call to this person is in progress"
+    closing = Touch(now_ms - 60_000, "a", until_ms=now_ms + 20_000)   # sooner than a minute: its latest end
+    assert capped_until(parse_contact_policy({"max_calls_per_day": 9}), [closing], now, zone)[0] == (
+        now + timedelta(seconds=20))
     ended = Touch(now_ms - 60_000, "a", until_ms=now_ms + 600_000, ended_ms=now_ms - 1000)
     assert capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ended], now, zone) is None
     until, why = capped_until(parse_contact_policy({"max_calls_per_day": 1}), [ongoing], now, zone)
@@ -104,10 +107,14 @@ def _allowed(policy: ContactPolicy, touches: list[Touch], t_ms: int, zone) -> bo
         if sum(d in span for d in days) >= policy.max_calls:
             return False
     quiet = timedelta(days=policy.quiet_days_after_answer or 0)
-    if any(x.answered_ms is not None and today < day(x.answered_ms) + quiet for x in touches):
-        return False
-    # one call at a time: none placed, not ended, and before its deadline
-    return not any(x.ended_ms is None and x.until_ms is not None and x.at_ms <= t_ms < x.until_ms for x in touches)
+    return not any(x.answered_ms is not None and today < day(x.answered_ms) + quiet for x in touches)
+
+
+def _busy_until(touches: list[Touch], t_ms: int) -> int | None:
+    """The latest end of the calls that may still be going at ``t_ms`` (placed, not ended, before ``until``)."""
+    ends = [x.until_ms for x in touches
+            if x.ended_ms is None and x.until_ms is not None and x.at_ms <= t_ms < x.until_ms]
+    return max(ends) if ends else None
 
 
 policies = st.builds(
@@ -139,14 +146,21 @@ def test_capped_until_is_the_first_instant_the_brute_force_allows(policy, histor
     now_ms, touches = history
     zone = pytz.timezone(zone_name)
     result = capped_until(policy, touches, datetime.fromtimestamp(now_ms / 1000, UTC), zone)
+    busy = _busy_until(touches, now_ms)
     if result is None:
-        assert _allowed(policy, touches, now_ms, zone)
+        assert busy is None and _allowed(policy, touches, now_ms, zone)
         return
     until_ms = round(result[0].timestamp() * 1000)
     assert until_ms > now_ms and result[1].startswith("contact policy: ")
+    recheck = min(busy, now_ms + 60_000) if busy is not None else None
+    if recheck is not None and _allowed(policy, touches, recheck, zone):
+        assert until_ms == recheck and "in progress" in result[1]   # decided again when the call may be over
+        return
+    # the first instant the caps allow, found hour by hour and to the second
     assert _allowed(policy, touches, until_ms, zone)
     assert not _allowed(policy, touches, max(now_ms, until_ms - 1000), zone)
+    assert recheck is None or until_ms > recheck
     t = now_ms
-    while t < until_ms:   # no allowed instant before it, hour by hour
+    while t < until_ms:
         assert not _allowed(policy, touches, t, zone)
         t += HOUR_MS
