@@ -14,6 +14,8 @@ the authority for them (:data:`VALIDATOR_ONLY_RULES`, also listed in the schema'
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
 from typing import Any
 
 import pytz
@@ -86,9 +88,14 @@ def _holiday_countries() -> list[str]:
 
 
 def call_settings_schema(config: Config | None = None) -> dict[str, Any]:
-    """The JSON Schema of ``call_settings`` (draft 2020-12), with this deployment's defaults."""
-    config = config or get_config()
-    defaults = field_defaults(config)
+    """The JSON Schema of ``call_settings`` (draft 2020-12), with this deployment's defaults (a fresh copy)."""
+    defaults = field_defaults(config or get_config())
+    return copy.deepcopy(_schema(tuple(sorted(defaults.items()))))
+
+
+@lru_cache(maxsize=8)
+def _schema(default_items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    defaults = dict(default_items)
     zones = sorted(pytz.all_timezones_set)
     start = {"type": "string", "pattern": START_PATTERN, "examples": ["09:00"]}
     end = {"type": "string", "pattern": END_PATTERN, "examples": ["18:00"]}

@@ -55,8 +55,10 @@ from workers.web_http import (
     ApiError,
     access,
     access_of,
+    admin_session,
     bearer,
     check_query,
+    csrf_ok,
     invalid,
     json_response,
     read_token_for,
@@ -260,7 +262,12 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
     token = bearer(request)
     allowed = same_token(token, ctx.admin_token)
     if not allowed and level == READ:
-        allowed = same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
+        allowed = (same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
+                   or admin_session(request, ctx.admin_token) is not None)
+    if not allowed and level == ADMIN and token is None:
+        # The dashboard's wizard: the admin session cookie counts only with its CSRF token in a header,
+        # which another site can neither read nor send.
+        allowed = csrf_ok(request, ctx.admin_token)
     if allowed:
         if level == ADMIN:
             check_query(request)
@@ -343,7 +350,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of every route of the application."""
-    from workers import web_admin, web_dashboard, web_dnc
+    from workers import web_admin, web_call_settings, web_dashboard, web_dnc
     from workers.web_webhooks import retell_webhook
 
     return [
@@ -354,6 +361,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
         ("POST", "/webhooks/retell", retell_webhook, "retell_webhook"),
         *web_admin.ROUTES,
         *web_dnc.ROUTES,
+        *web_call_settings.ROUTES,
         *web_dashboard.routes(),
     ]
 
