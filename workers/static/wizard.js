@@ -231,7 +231,8 @@
     var b = batchFields();
     var rows = [["Name", b.name], ["Account", b.account_id], ["Agent", b.agent_id || "(default)"],
       ["From", b.from_number || "(default)"], ["call_settings", JSON.stringify(callSettings())],
-      ["Contacts", state.contactsChecked ? $("contacts-report").textContent : "not checked yet"]];
+      ["Contacts", state.contactsChecked ? ($("contacts-report").querySelector(".report-summary") || {}).textContent
+        : "not checked yet (the import checks them when the campaign starts)"]];
     rows.forEach(function (row) {
       var dt = document.createElement("dt"); text(dt, row[0]); dl.appendChild(dt);
       var dd = document.createElement("dd"); text(dd, row[1]); dl.appendChild(dd);
@@ -261,6 +262,7 @@
             (c.data.message || "HTTP " + c.status));
           return;
         }
+        $("start").disabled = true;
         renderReport(result, c.data, "imported");
         var link = document.createElement("a");
         link.href = "/";
