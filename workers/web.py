@@ -15,9 +15,12 @@ route                                  access    what
 ``GET /openapi.json``                  public    the OpenAPI 3 document of every route
 ``POST /webhooks/retell``              signed    Retell's call events (``x-retell-signature``)
 ``GET /metrics``                       read      Prometheus text: this process, the workers, gauges
-``GET /``, ``/dashboard/batches``      read      the dashboard (session cookie or bearer token)
-``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``)
-``/jobs/...``
+``GET /``, ``/dashboard/batches``,     read      the dashboard and its wizard (session cookie or bearer token)
+``GET /campaigns/new``
+``/call-settings/...``,                read      call_settings schema and preview, contacts check (write nothing)
+``POST /contacts/check``
+``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``, or the
+``/jobs/...``                                    admin session cookie with its ``X-CSRF-Token``)
 =====================================  ========  ==================================================
 """
 

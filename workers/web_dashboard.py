@@ -3,13 +3,17 @@
 Server-rendered HTML (``workers/templates``), no build step. A small script
 (``workers/static/dashboard.js``) re-fetches the batch list from ``/dashboard/batches`` every few
 seconds (``?refresh=<seconds>``, default 5) and swaps it in place; without JavaScript the page
-reloads itself. The page is read-only and served under a strict Content-Security-Policy (no
-inline script or style: the bars are SVG).
+reloads itself. Pages are served under a strict Content-Security-Policy (no inline script or
+style: the bars are SVG). ``/campaigns/new`` is the "New campaign" wizard (``workers/static/wizard.js``,
+docs/frontend.md).
 
 Access: the read-only token (or the admin token) as a bearer token, or the session cookie set
 by ``POST /login``. A token is never taken from an address (``?token=`` is ignored): addresses end
-up in browser histories, proxy logs and ``Referer`` headers. The cookie holds the read-only token
-only, HttpOnly and SameSite=Strict, so the browser never keeps a token that can change anything.
+up in browser histories, proxy logs and ``Referer`` headers. The session cookie holds the read-only
+token only, HttpOnly and SameSite=Strict. Signing in with the admin token also sets the admin session
+cookie (signed, one hour, no token in it: :func:`workers.web_http.new_admin_session`); its pages carry the
+session's CSRF token in a meta tag, and the admin API accepts that cookie only with the token in
+``X-CSRF-Token``. Without an admin session the wizard is disabled and the batch controls stay disabled.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ Every error answer, whatever raised it, has one shape::
 
 Access levels (:func:`access`): ``public``; ``read`` (the dashboard and ``/metrics``: the admin
 token or the read-only token, as a bearer token or, for the dashboard, the session cookie);
-``admin`` (the admin token as a bearer token, nothing else: no cookie, so no cross-site request
-can use a browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
+``admin`` (the admin token as a bearer token, or the dashboard's admin session cookie together with
+its CSRF token in ``X-CSRF-Token``: a cookie alone opens nothing, so no cross-site request can use a
+browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
 ``ADMIN_TOKEN`` unset every non-public route answers 401.
 """
 
