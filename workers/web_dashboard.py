@@ -37,8 +37,10 @@ from workers.web_http import (
     PUBLIC,
     READ,
     SESSION_COOKIE,
+    ApiError,
     access,
     admin_session,
+    cross_site,
     csrf_token_for,
     iso,
     new_admin_session,
@@ -382,9 +384,16 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return html_response(login_html("Sign in to see the campaigns."))
 
 
+def _refuse_cross_site(request: web.Request) -> None:
+    """The sign-in and sign-out forms are posted by this site's pages only (on top of SameSite=Strict)."""
+    if cross_site(request):
+        raise ApiError(403, "forbidden", "a form of another site cannot sign in or out here")
+
+
 @access(PUBLIC)
 async def login(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
+    _refuse_cross_site(request)
     raw = await read_limited(request, 4096)
     token = (parse_qs(raw.decode("utf-8", errors="replace")).get("token") or [""])[0].strip()
     if same_token(token, ctx.admin_token):
@@ -398,6 +407,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 @access(PUBLIC)
 async def logout(request: web.Request) -> web.StreamResponse:
+    _refuse_cross_site(request)
     response = see_other("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     response.del_cookie(ADMIN_SESSION_COOKIE, path="/")

@@ -213,6 +213,22 @@ def csrf_ok(request: web.Request, admin_token: str | None) -> bool:
     return same_token(request.headers.get(CSRF_HEADER), csrf_token_for(session, admin_token))
 
 
+def cross_site(request: web.Request) -> bool:
+    """True when the browser says the request comes from another site: ``Sec-Fetch-Site`` other than
+    ``same-origin``/``none`` or, from a browser that does not send it, an ``Origin`` naming another host. A request
+    with neither (a script), or with ``Origin: null`` alone (sent by this site's own pages under
+    ``Referrer-Policy: no-referrer``), is not judged here."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return False
+    from urllib.parse import urlsplit
+
+    return urlsplit(origin).netloc.lower() != (request.host or "").lower()
+
+
 def bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")

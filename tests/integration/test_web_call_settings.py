@@ -114,5 +114,9 @@ def test_an_admin_session_writes_only_with_its_csrf_token(web):
     assert readonly.status == 200 and 'id="read-only"' in readonly.text
     assert '<fieldset id="all" disabled>' in readonly.text
     assert '<meta name="csrf-token" content="">' in readonly.text
-    out = browser.request("POST", "/logout", headers=jar)
+    evil = {**jar, **FORM, "Origin": "https://evil.example"}
+    assert browser.request("POST", "/logout", headers=evil).status == 403
+    assert browser.request("POST", "/login", data=f"token={ADMIN_TOKEN}", headers=evil).status == 403
+    assert browser.request("POST", "/logout", headers={**jar, "Sec-Fetch-Site": "cross-site"}).status == 403
+    out = browser.request("POST", "/logout", headers={**jar, "Origin": web.url})
     assert any(h.startswith(f"{ADMIN_SESSION_COOKIE}=") and "Max-Age=0" in h for h in out.cookies)
