@@ -50,11 +50,68 @@ DEFAULT_BALANCE_POLICY = "fail"
 #: Every day of the week, 1 = Monday ... 7 = Sunday.
 ALL_DAYS = (1, 2, 3, 4, 5, 6, 7)
 
-KNOWN_FIELDS = (
-    "max_call_duration", "ring_timeout", "max_attempts", "retry_delay_hours", "retry_delay_by_outcome",
-    "allowed_hours", "days_of_week", "timezone", "fallback_timezone",
-    "windows", "holidays", "blackout_dates", "on_insufficient_balance",
-)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldSpec:
+    """One field of ``call_settings``: what the validator checks and what the JSON Schema says.
+
+    :func:`parse_call_settings` reads the numeric bounds from :data:`FIELDS`, and
+    :func:`shared.call_settings_schema.call_settings_schema` builds the schema from the same table, so
+    the two cannot drift.
+
+    :param name: the field's key.
+    :param description: one sentence for people (the schema's ``description``).
+    :param example: a valid value (the schema's ``examples``).
+    :param bounds: ``(low, high)`` of a numeric field, inclusive; None for other fields.
+    :param integer: a numeric field takes whole numbers only.
+    :param unit: the unit of a numeric field (``"seconds"``, ``"hours"``).
+    """
+
+    name: str
+    description: str
+    example: Any
+    bounds: tuple[float, float] | None = None
+    integer: bool = False
+    unit: str | None = None
+
+
+#: Every field of ``call_settings``, in the order the documentation lists them.
+FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in (
+    FieldSpec(name="max_call_duration", bounds=MAX_CALL_DURATION_RANGE, integer=True, unit="seconds", example=600,
+              description="Longest call, seconds; the call is ended past this."),
+    FieldSpec(name="ring_timeout", bounds=RING_TIMEOUT_RANGE, integer=True, unit="seconds", example=45,
+              description="How long a number rings before it counts as no answer, seconds."),
+    FieldSpec(name="max_attempts", bounds=MAX_ATTEMPTS_RANGE, integer=True, example=5,
+              description="Rounds through the contact's phones before the contact fails."),
+    FieldSpec(name="retry_delay_hours", bounds=RETRY_DELAY_HOURS_RANGE, unit="hours", example=2,
+              description="Wait after a failed round, hours (fractions allowed)."),
+    FieldSpec(name="retry_delay_by_outcome", example={"busy": 0.25, "no_answer": 2, "voicemail": 24},
+              description="Hours to wait after a round that a call with this outcome ended; outcomes not "
+                          "listed wait retry_delay_hours."),
+    FieldSpec(name="allowed_hours", example={"start": "09:00", "end": "18:00"},
+              description="Local hours of the window, start inclusive, end exclusive; an end before the start "
+                          "runs overnight. With days_of_week, the shorthand for one window."),
+    FieldSpec(name="days_of_week", example=[1, 2, 3, 4, 5],
+              description="Days the window opens on, 1 = Monday ... 7 = Sunday."),
+    FieldSpec(name="timezone", example="America/Santiago",
+              description='IANA zone the window is read in, or "auto": the zone of the number dialed.'),
+    FieldSpec(name="fallback_timezone", example="America/New_York",
+              description='With timezone "auto", the zone of numbers that map to no zone.'),
+    FieldSpec(name="windows", example=[{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "19:00"},
+                                       {"days": [6], "start": "08:00", "end": "15:00"}],
+              description="Several weekly rules (a union), instead of days_of_week and allowed_hours."),
+    FieldSpec(name="holidays", example="CL",
+              description="No calls on this country's public holidays (the callee's local date): a country "
+                          'code, or {"country", "subdivision"}.'),
+    FieldSpec(name="blackout_dates", example=["2026-12-24", "2026-12-31"],
+              description="Local dates with no calls."),
+    FieldSpec(name="on_insufficient_balance", example="wait",
+              description='When the account cannot cover a call: "fail" the contact, or "wait" in '
+                          "waiting_balance for a top-up."),
+)}
+
+KNOWN_FIELDS = tuple(FIELDS)
 
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -227,7 +284,9 @@ def _retry_delay_by_outcome(raw: Mapping[str, Any], errors: Errors) -> dict[str,
             label = f"{name}.{str(key)[:40]}"
             errors.append((label, f"is not an outcome that ends a round (known: {', '.join(RETRY_DELAY_OUTCOMES)})"))
             continue
-        hours = _number(value, key, RETRY_DELAY_HOURS_RANGE, errors, integer=False, label=f"{name}.{key}")
+        spec = FIELDS["retry_delay_hours"]
+        assert spec.bounds is not None
+        hours = _number(value, key, spec.bounds, errors, integer=spec.integer, label=f"{name}.{key}")
         if hours is not None:
             out[key] = hours
     if len(errors) > n:
@@ -443,6 +502,19 @@ def _default_duration(config: Config) -> int:
     return min(max(seconds, MAX_CALL_DURATION_RANGE[0]), MAX_CALL_DURATION_RANGE[1])
 
 
+def field_defaults(config: Config | None = None) -> dict[str, Any]:
+    """The value each field takes when the operator leaves it out (from the global configuration)."""
+    config = config or get_config()
+    return {
+        "max_call_duration": _default_duration(config),
+        "ring_timeout": config.ring_timeout_seconds,
+        "max_attempts": config.max_tries,
+        "retry_delay_hours": config.retry_delay_minutes / 60,
+        "timezone": config.default_timezone,
+        "on_insufficient_balance": DEFAULT_BALANCE_POLICY,
+    }
+
+
 def _window_fields(raw: Mapping[str, Any], errors: Errors) -> dict[str, Any]:
     """``days_of_week``, ``allowed_hours`` and ``windows`` parsed, plus the rules they mean."""
     days = _days(raw["days_of_week"], "days_of_week", errors) if raw.get("days_of_week") is not None else None
@@ -497,10 +569,8 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
     for name in unknown:
         errors.append((name, f"unknown field (known fields: {', '.join(KNOWN_FIELDS)})"))
     values: dict[str, Any] = {
-        "max_call_duration": _number(raw, "max_call_duration", MAX_CALL_DURATION_RANGE, errors, integer=True),
-        "ring_timeout": _number(raw, "ring_timeout", RING_TIMEOUT_RANGE, errors, integer=True),
-        "max_attempts": _number(raw, "max_attempts", MAX_ATTEMPTS_RANGE, errors, integer=True),
-        "retry_delay_hours": _number(raw, "retry_delay_hours", RETRY_DELAY_HOURS_RANGE, errors, integer=False),
+        **{spec.name: _number(raw, spec.name, spec.bounds, errors, integer=spec.integer)
+           for spec in FIELDS.values() if spec.bounds is not None},
         "retry_delay_by_outcome": _retry_delay_by_outcome(raw, errors),
         "timezone": _zone(raw.get("timezone"), "timezone", errors, allow_auto=True),
         "fallback_timezone": _zone(raw.get("fallback_timezone"), "fallback_timezone", errors, allow_auto=False),
@@ -515,21 +585,22 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
     values["blackout_dates"] = _blackout_dates(raw, errors)
     if errors:
         raise InvalidCallSettings(errors)
+    defaults = field_defaults(config)
     settings = CallSettings(
-        max_call_duration=values["max_call_duration"] or _default_duration(config),
-        ring_timeout=values["ring_timeout"] or config.ring_timeout_seconds,
-        max_attempts=values["max_attempts"] or config.max_tries,
+        max_call_duration=values["max_call_duration"] or defaults["max_call_duration"],
+        ring_timeout=values["ring_timeout"] or defaults["ring_timeout"],
+        max_attempts=values["max_attempts"] or defaults["max_attempts"],
         retry_delay_hours=(values["retry_delay_hours"] if values["retry_delay_hours"] is not None
-                           else config.retry_delay_minutes / 60),
+                           else defaults["retry_delay_hours"]),
         retry_delay_by_outcome=values["retry_delay_by_outcome"] or {},
-        timezone=values["timezone"] or config.default_timezone,
+        timezone=values["timezone"] or defaults["timezone"],
         fallback_timezone=values["fallback_timezone"],
         days_of_week=values["days_of_week"],
         allowed_hours=values["allowed_hours"],
         windows=values["windows"],
         holidays=calendar,
         blackout_dates=values["blackout_dates"] or (),
-        on_insufficient_balance=values["on_insufficient_balance"] or DEFAULT_BALANCE_POLICY,
+        on_insufficient_balance=values["on_insufficient_balance"] or defaults["on_insufficient_balance"],
         raw=dict(raw),
         document=_document(raw, values, holiday_doc),
     )

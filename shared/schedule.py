@@ -46,6 +46,7 @@ __all__ = [
     "is_allowed_time",
     "next_allowed_time",
     "resolve_timezones",
+    "upcoming_call_times",
 ]
 
 #: The Unix epoch, UTC.
@@ -561,3 +562,73 @@ def describe_window(call_settings: CallSettings | Mapping[str, Any] | None, *, l
     if settings.blackout_dates:
         parts.append(texts["blackouts"].format(count=len(settings.blackout_dates)))
     return ", ".join(parts)
+
+
+def _rule_at(windows: Sequence[Window], local: datetime) -> tuple[int, Window, date] | None:
+    """The first rule whose window holds the wall-clock reading ``local``, and the local date that occurrence
+    started on (the day before for the overnight part of a rule)."""
+    day = local.isoweekday()
+    minute = local.hour * 60 + local.minute
+    previous = 7 if day == 1 else day - 1
+    for index, rule in enumerate(windows):
+        start, end = rule.start_minute, rule.end_minute
+        if rule.overnight:
+            if day in rule.days and minute >= start:
+                return index, rule, local.date()
+            if previous in rule.days and minute < end:
+                return index, rule, local.date() - timedelta(days=1)
+        elif day in rule.days and start <= minute < end:
+            return index, rule, local.date()
+    return None
+
+
+def upcoming_call_times(call_settings: CallSettings | Mapping[str, Any] | None, start: datetime, count: int,
+                        phone: str | None = None, *, contact_timezone: str | None = None,
+                        config: Config | None = None, lang: str | None = None) -> list[dict[str, Any]]:
+    """The next ``count`` instants from ``start`` at which a call could start: the first is
+    :func:`next_allowed_time` of ``start``, each following one the next opening of the window after the
+    occurrence the previous one fell in (holidays and blackout dates skipped, as the dialer would).
+
+    Each entry: ``at`` (aware UTC datetime), ``local`` (the same instant in ``zone``), ``zone`` (the first zone of
+    :func:`resolve_timezones`), ``rule_index`` (the rule of ``windows``, or 0 for the ``days_of_week`` +
+    ``allowed_hours`` shorthand; None for any time) and ``rule`` (that rule for people, ``Mon-Fri 09:00-18:00``).
+    Settings that never restrict time give one entry, ``start`` itself. Fewer than ``count`` entries come back
+    when the year after ``start`` holds fewer.
+
+    :raises NoAllowedTime: when no instant within a year is allowed for this number.
+    :raises InvalidCallSettings: for an invalid dict.
+    """
+    config = config or get_config()
+    lang = lang or config.lang
+    settings = _settings_from(call_settings, config)
+    names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)
+    tz = _zone(names[0]).tz
+    limit = start.astimezone(UTC) + timedelta(seconds=HORIZON_S)
+    out: list[dict[str, Any]] = []
+    search = start
+    while len(out) < count and search < limit:
+        try:
+            found = next_allowed_time(settings, search, phone, contact_timezone=contact_timezone, config=config)
+        except NoAllowedTime:
+            if out:
+                break
+            raise
+        local = found.astimezone(tz)
+        entry: dict[str, Any] = {"at": found, "local": local, "zone": names[0], "rule_index": None,
+                                 "rule": _texts(lang)["any_time"]}
+        out.append(entry)
+        if not settings.restricts_time:
+            break
+        matched = _rule_at(settings.windows, local) if settings.windows else None
+        if matched is None:   # any time of day, some dates excluded: the next candidate is the next local day
+            ends = tz.localize(datetime.combine(local.date() + timedelta(days=1), datetime.min.time()), is_dst=False)
+        else:
+            index, rule, opened = matched
+            entry["rule_index"] = index
+            entry["rule"] = f"{_days_text(rule.days, lang)} {rule.start}-{rule.end}"
+            closes_on = opened + timedelta(days=1) if rule.overnight or rule.end_minute == 24 * 60 else opened
+            minute = 0 if rule.end_minute == 24 * 60 else rule.end_minute
+            naive = datetime.combine(closes_on, datetime.min.time()) + timedelta(minutes=minute)
+            ends = tz.localize(naive, is_dst=False)
+        search = max(ends.astimezone(UTC), found + _ONE_SECOND)
+    return out

@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.fixtures.billing",
     "tests.fixtures.pipeline",
     "tests.fixtures.web",
+    "tests.fixtures.browser",
 ]
 
 #: The tests' default caller id (``CALL_FROM_NUMBER``).

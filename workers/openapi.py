@@ -291,6 +291,42 @@ def _schemas() -> dict[str, Any]:
                                 "items": {"description": "A Contact (see the Contact schema). A contact that does "
                                                          "not validate is listed in errors[] by its index; the "
                                                          "others are imported."}}}},
+        "PreviewRequest": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "call_settings": _nullable_ref("CallSettings"),
+                "phone": {"type": "string", "nullable": True, "maxLength": 40, "example": "+56961234567",
+                          "description": "The number to be dialed; with timezone auto its zone decides"},
+                "from": {"type": "string", "format": "date-time", "nullable": True,
+                         "description": "The instant to start from (default now on the shared clock)"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5, "nullable": True},
+            },
+        },
+        "Preview": {
+            "type": "object", "required": ["from", "timezone", "zones", "window", "times"],
+            "properties": {
+                "from": {"type": "string"}, "timezone": {"type": "string"},
+                "zones": {"type": "array", "items": {"type": "string"}},
+                "zone_source": {"type": "string", "enum": ["batch", "phone", "fallback"]},
+                "window": {"type": "string"}, "restricts_time": {"type": "boolean"},
+                "times": {"type": "array", "items": {"type": "object", "required": ["at", "local", "zone", "rule"],
+                                                     "properties": {
+                    "at": {"type": "string", "format": "date-time"}, "local": {"type": "string"},
+                    "local_text": {"type": "string"}, "zone": {"type": "string"},
+                    "rule_index": {"type": "integer", "nullable": True}, "rule": {"type": "string"}}}},
+            },
+        },
+        "ContactsCheck": {
+            "type": "object", "required": ["valid", "rows", "errors"],
+            "properties": {
+                "valid": {"type": "integer"}, "rows": {"type": "integer"},
+                "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+                    "line": {"type": "integer"}, "index": {"type": "integer"}, "field": {"type": "string"},
+                    "message": {"type": "string"}}}},
+                "errors_total": {"type": "integer"}, "errors_truncated": {"type": "boolean"},
+                "stopped": {"type": "string"},
+            },
+        },
         "ImportResult": {
             "type": "object", "required": ["imported", "errors"],
             "properties": {
@@ -412,6 +448,7 @@ def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     page = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
+    reads = [{"adminToken": []}, {"readToken": []}]
     contacts_body = {**_json(_ref("ContactsRequest")),
                      "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row "
                                              "(phone/phones/phone_2..., name, external_id, timezone; other "
@@ -480,6 +517,21 @@ def _paths() -> dict[str, Any]:
             params=[_BATCH_ID, _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
                                       "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
             body=contacts_body, tags=("contacts",))},
+        "/contacts/check": {"post": _op("check_contacts", "Validate contacts (JSON or CSV) row by row as an import "
+                                                          "would, writing nothing", {
+            "200": _answer("Each bad row listed", _ref("ContactsCheck")),
+            **_errors(400, 401, 413, 415, 422, 503)},
+            params=[_query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                           "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
+            body=contacts_body, security=reads, tags=("contacts",))},
+        "/call-settings/schema": {"get": _op(
+            "call_settings_schema", "The JSON Schema (draft 2020-12) of call_settings, with defaults and examples",
+            {"200": _answer("The schema", {"type": "object"}), **_errors(401)},
+            security=reads, tags=("call_settings",))},
+        "/call-settings/preview": {"post": _op(
+            "call_settings_preview", "The next instants a call could start under these call_settings", {
+                "200": _answer("The call times", _ref("Preview")), **_errors(400, 401, 413, 415, 422, 503)},
+            body=_json(_ref("PreviewRequest")), security=reads, tags=("call_settings",))},
         "/batches/{batch_id}/jobs": {"get": _op("list_jobs", "A batch's jobs, by state, paginated", {
             "200": _answer("A page of jobs (pass next_after as after for the next)", _ref("JobList")),
             **_errors(401, 404, 422, 503)},
@@ -510,7 +562,7 @@ def document() -> dict[str, Any]:
                            "Errors share one shape (Error). Instants are ISO-8601 UTC. See docs/web.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "jobs", "dnc", "webhooks",
+        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc", "webhooks",
                                                   "operations")],
         "paths": _paths(),
         "components": {

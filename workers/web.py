@@ -15,9 +15,12 @@ route                                  access    what
 ``GET /openapi.json``                  public    the OpenAPI 3 document of every route
 ``POST /webhooks/retell``              signed    Retell's call events (``x-retell-signature``)
 ``GET /metrics``                       read      Prometheus text: this process, the workers, gauges
-``GET /``, ``/dashboard/batches``      read      the dashboard (session cookie or bearer token)
-``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``)
-``/jobs/...``
+``GET /``, ``/dashboard/batches``,     read      the dashboard and its wizard (session cookie or bearer token)
+``GET /campaigns/new``
+``/call-settings/...``,                read      call_settings schema and preview, contacts check (write nothing)
+``POST /contacts/check``
+``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``, or the
+``/jobs/...``                                    admin session cookie with its ``X-CSRF-Token``)
 =====================================  ========  ==================================================
 """
 
@@ -55,8 +58,10 @@ from workers.web_http import (
     ApiError,
     access,
     access_of,
+    admin_session,
     bearer,
     check_query,
+    csrf_ok,
     invalid,
     json_response,
     read_token_for,
@@ -260,7 +265,12 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
     token = bearer(request)
     allowed = same_token(token, ctx.admin_token)
     if not allowed and level == READ:
-        allowed = same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
+        allowed = (same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
+                   or admin_session(request, ctx.admin_token) is not None)
+    if not allowed and level == ADMIN and token is None:
+        # The dashboard's wizard: the admin session cookie counts only with its CSRF token in a header,
+        # which another site can neither read nor send.
+        allowed = csrf_ok(request, ctx.admin_token)
     if allowed:
         if level == ADMIN:
             check_query(request)
@@ -343,7 +353,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of every route of the application."""
-    from workers import web_admin, web_dashboard, web_dnc
+    from workers import web_admin, web_call_settings, web_dashboard, web_dnc
     from workers.web_webhooks import retell_webhook
 
     return [
@@ -354,6 +364,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
         ("POST", "/webhooks/retell", retell_webhook, "retell_webhook"),
         *web_admin.ROUTES,
         *web_dnc.ROUTES,
+        *web_call_settings.ROUTES,
         *web_dashboard.routes(),
     ]
 

@@ -21,6 +21,7 @@ from shared.batch_controls import ControlResult, cancel_batch, pause_batch, reop
 from shared.batches import EDITABLE
 from shared.contacts_import import (
     MAX_LINE_BYTES,
+    CheckSink,
     ContactSink,
     CsvFormatError,
     ImportReport,
@@ -34,6 +35,7 @@ from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
 from workers.web_http import (
     ADMIN,
+    READ,
     ApiError,
     access,
     invalid,
@@ -373,6 +375,32 @@ async def add_contacts(request: web.Request) -> web.Response:
     return json_response({**report.to_api(), "batch_id": batch_id, "batch_status": status})
 
 
+@access(READ)
+@query_params("region")
+async def check_contacts(request: web.Request) -> web.Response:
+    """Validate a contacts upload (JSON or CSV) row by row exactly as an import would, and write nothing."""
+    ctx = _ctx(request)
+    region = _region(request) or ctx.runtime.config.phone_default_region
+    is_csv = request.content_type in CSV_TYPES
+    if not is_csv and request.headers.get("Content-Type") and not is_json(request):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send application/json or text/csv (got {request.content_type})")
+    async with ctx.import_gate:
+        sink = CheckSink(region=region)
+        if is_csv:
+            try:
+                report = await _stream_csv(ctx, request, sink)
+            except CsvFormatError as exc:
+                raise invalid(exc.errors) from None
+        else:
+            body = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=("contacts",))
+            contacts = _json_contacts(body)
+            report = await asyncio.get_running_loop().run_in_executor(ctx.import_pool, import_contacts,
+                                                                      contacts, sink)
+    answer = report.to_api()
+    return json_response({"valid": answer.pop("imported"), **{k: v for k, v in answer.items() if k != "duplicates"}})
+
+
 # -- jobs ---------------------------------------------------------------------------------------------
 
 
@@ -432,6 +460,7 @@ ROUTES = (
     ("GET", "/batches/{batch_id}", get_batch, "get_batch"),
     ("PATCH", "/batches/{batch_id}", update_batch, "update_batch"),
     ("POST", "/batches/{batch_id}/contacts", add_contacts, "add_contacts"),
+    ("POST", "/contacts/check", check_contacts, "check_contacts"),
     ("GET", "/batches/{batch_id}/jobs", list_jobs, "list_jobs"),
     ("POST", "/batches/{batch_id}/pause", pause, "pause_batch"),
     ("POST", "/batches/{batch_id}/resume", resume, "resume_batch"),

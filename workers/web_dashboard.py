@@ -3,13 +3,17 @@
 Server-rendered HTML (``workers/templates``), no build step. A small script
 (``workers/static/dashboard.js``) re-fetches the batch list from ``/dashboard/batches`` every few
 seconds (``?refresh=<seconds>``, default 5) and swaps it in place; without JavaScript the page
-reloads itself. The page is read-only and served under a strict Content-Security-Policy (no
-inline script or style: the bars are SVG).
+reloads itself. Pages are served under a strict Content-Security-Policy (no inline script or
+style: the bars are SVG). ``/campaigns/new`` is the "New campaign" wizard (``workers/static/wizard.js``,
+docs/frontend.md).
 
 Access: the read-only token (or the admin token) as a bearer token, or the session cookie set
 by ``POST /login``. A token is never taken from an address (``?token=`` is ignored): addresses end
-up in browser histories, proxy logs and ``Referer`` headers. The cookie holds the read-only token
-only, HttpOnly and SameSite=Strict, so the browser never keeps a token that can change anything.
+up in browser histories, proxy logs and ``Referer`` headers. The session cookie holds the read-only
+token only, HttpOnly and SameSite=Strict. Signing in with the admin token also sets the admin session
+cookie (signed, one hour, no token in it: :func:`workers.web_http.new_admin_session`); its pages carry the
+session's CSRF token in a meta tag, and the admin API accepts that cookie only with the token in
+``X-CSRF-Token``. Without an admin session the wizard is disabled and the batch controls stay disabled.
 """
 
 from __future__ import annotations
@@ -28,11 +32,18 @@ from aiohttp import web
 from shared import states
 from shared.dnc import GLOBAL_SCOPE, list_name
 from workers.web_http import (
+    ADMIN_SESSION_COOKIE,
+    ADMIN_SESSION_MAX_AGE_S,
     PUBLIC,
     READ,
     SESSION_COOKIE,
+    ApiError,
     access,
+    admin_session,
+    cross_site,
+    csrf_token_for,
     iso,
+    new_admin_session,
     query_int,
     read_limited,
     same_token,
@@ -192,8 +203,29 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
         f'{_dnc_html(item.get("do_not_call", 0))}'
         f'{_settings_error_html(doc)}'
         f'{_held_html(doc)}{_stuck_html(item.get("oldest"))}'
+        f'{_controls_html(doc)}'
         "</section>"
     )
+
+
+#: The controls a batch card offers in each status: (action, label).
+_CONTROLS = {
+    states.BATCH_ACTIVE: (("pause", "Pause"), ("cancel", "Cancel")),
+    states.BATCH_HELD: (("resume", "Resume"), ("cancel", "Cancel")),
+    states.BATCH_PAUSED: (("resume", "Resume"), ("cancel", "Cancel")),
+}
+
+
+def _controls_html(doc: dict[str, Any]) -> str:
+    """Pause / resume / cancel buttons, rendered disabled: the page's script enables them for an admin session
+    (the list is shared by every viewer, read-only ones included) and asks for a confirmation before each."""
+    controls = _CONTROLS.get(str(doc.get("status")), ())
+    if not controls:
+        return ""
+    buttons = "".join(f'<button type="button" class="control" data-action="{action}" '
+                      f'data-batch="{_e(doc["_id"])}" data-name="{_e(doc.get("name"))}" disabled>{label}</button>'
+                      for action, label in controls)
+    return f'<p class="controls">{buttons}</p>'
 
 
 def _dnc_html(failed: int) -> str:
@@ -238,10 +270,20 @@ def batches_html(data: dict[str, Any]) -> str:
                       *(batch_html(item, data["now"]) for item in data["batches"])])
 
 
-def page_html(data: dict[str, Any], *, refresh_s: int) -> str:
+def page_html(data: dict[str, Any], *, refresh_s: int, csrf: str = "") -> str:
+    """The dashboard page; ``csrf`` is the admin session's CSRF token (empty for a read-only viewer)."""
     return _template("dashboard.html").substitute(
         content=batches_html(data), refresh_ms=refresh_s * 1000, refresh_s=refresh_s,
-        now=_e(iso(data["now"])))
+        now=_e(iso(data["now"])), csrf=_e(csrf), admin="1" if csrf else "0")
+
+
+def wizard_html(*, csrf: str, timezone: str) -> str:
+    """The "New campaign" wizard; without ``csrf`` (no admin session) every field is disabled."""
+    notice = "" if csrf else (
+        '<p class="notice" id="read-only">This session is read-only: the wizard is disabled. Sign out and sign in '
+        "with the admin token to create campaigns (the preview still works).</p>")
+    return _template("wizard.html").substitute(csrf=_e(csrf), admin="1" if csrf else "0", notice=notice,
+                                               disabled="" if csrf else "disabled", timezone=_e(timezone))
 
 
 def login_html(message: str) -> str:
@@ -282,14 +324,30 @@ def _refresh(request: web.Request) -> int:
     return query_int(request, "refresh", default=DEFAULT_REFRESH_S, low=1, high=300)
 
 
+def _csrf(request: web.Request) -> str:
+    """The CSRF token of the request's admin session, or "" without one."""
+    ctx = _ctx(request)
+    session = admin_session(request, ctx.admin_token)
+    return csrf_token_for(session, ctx.admin_token) if session and ctx.admin_token else ""
+
+
 @access(READ)
 async def dashboard(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     refresh = _refresh(request)
-    return html_response(page_html(await ctx.dashboard.get(ctx.run), refresh_s=refresh))
+    return html_response(page_html(await ctx.dashboard.get(ctx.run), refresh_s=refresh, csrf=_csrf(request)))
 
 
 dashboard.outdial_html = True  # type: ignore[attr-defined]
+
+
+@access(READ)
+async def new_campaign(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    return html_response(wizard_html(csrf=_csrf(request), timezone=ctx.runtime.config.default_timezone))
+
+
+new_campaign.outdial_html = True  # type: ignore[attr-defined]
 
 
 @access(READ)
@@ -303,10 +361,17 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-def _with_session(response: web.StreamResponse, request: web.Request, token: str) -> web.StreamResponse:
+def _with_session(response: web.StreamResponse, request: web.Request, token: str,
+                  admin: str | None = None) -> web.StreamResponse:
+    """Set the read-only session cookie, and the admin session cookie when ``admin`` is given (else clear it)."""
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="Strict",
                         secure=secure, path="/")
+    if admin:
+        response.set_cookie(ADMIN_SESSION_COOKIE, admin, max_age=ADMIN_SESSION_MAX_AGE_S, httponly=True,
+                            samesite="Strict", secure=secure, path="/")
+    else:
+        response.del_cookie(ADMIN_SESSION_COOKIE, path="/")
     return response
 
 
@@ -319,12 +384,21 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return html_response(login_html("Sign in to see the campaigns."))
 
 
+def _refuse_cross_site(request: web.Request) -> None:
+    """The sign-in and sign-out forms are posted by this site's pages only (on top of SameSite=Strict)."""
+    if cross_site(request):
+        raise ApiError(403, "forbidden", "a form of another site cannot sign in or out here")
+
+
 @access(PUBLIC)
 async def login(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
+    _refuse_cross_site(request)
     raw = await read_limited(request, 4096)
     token = (parse_qs(raw.decode("utf-8", errors="replace")).get("token") or [""])[0].strip()
-    if same_token(token, ctx.admin_token) or same_token(token, ctx.read_token):
+    if same_token(token, ctx.admin_token):
+        return _with_session(see_other("/"), request, ctx.read_token, new_admin_session(ctx.admin_token, time.time()))
+    if same_token(token, ctx.read_token):
         return _with_session(see_other("/"), request, ctx.read_token)
     message = ("ADMIN_TOKEN is not set on the server: the dashboard is disabled." if not ctx.admin_token
                else "That token is not valid.")
@@ -333,8 +407,10 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 @access(PUBLIC)
 async def logout(request: web.Request) -> web.StreamResponse:
+    _refuse_cross_site(request)
     response = see_other("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
+    response.del_cookie(ADMIN_SESSION_COOKIE, path="/")
     return response
 
 
@@ -355,6 +431,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
     out: list[tuple[str, str, Any, str]] = [
         ("GET", "/", dashboard, "dashboard"),
         ("GET", "/dashboard/batches", dashboard_batches, "dashboard_batches"),
+        ("GET", "/campaigns/new", new_campaign, "new_campaign"),
         ("GET", "/login", login_page, "login_page"),
         ("POST", "/login", login, "login"),
         ("POST", "/logout", logout, "logout"),

@@ -9,8 +9,9 @@ Every error answer, whatever raised it, has one shape::
 
 Access levels (:func:`access`): ``public``; ``read`` (the dashboard and ``/metrics``: the admin
 token or the read-only token, as a bearer token or, for the dashboard, the session cookie);
-``admin`` (the admin token as a bearer token, nothing else: no cookie, so no cross-site request
-can use a browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
+``admin`` (the admin token as a bearer token, or the dashboard's admin session cookie together with
+its CSRF token in ``X-CSRF-Token``: a cookie alone opens nothing, so no cross-site request can use a
+browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
 ``ADMIN_TOKEN`` unset every non-public route answers 401.
 """
 
@@ -32,6 +33,12 @@ ADMIN = "admin"
 
 #: Cookie holding the dashboard's read-only token.
 SESSION_COOKIE = "outdial_session"
+#: Cookie holding an admin session (signed, short-lived; set by signing in with the admin token).
+ADMIN_SESSION_COOKIE = "outdial_admin"
+#: Lifetime of an admin session, seconds (real time).
+ADMIN_SESSION_MAX_AGE_S = 3600
+#: Header carrying the session's CSRF token on every write made with the admin session cookie.
+CSRF_HEADER = "X-CSRF-Token"
 #: Longest JSON body of an ordinary admin request, bytes.
 DEFAULT_MAX_JSON_BYTES = 1 << 20
 #: Largest JSON body of ``POST /batches/{id}/contacts``, bytes (larger lists: send CSV, which streams).
@@ -47,6 +54,8 @@ DEFAULT_MAX_WEBHOOK_READS = 64
 MAX_JSON_DEPTH = 32
 
 _READ_TOKEN_CONTEXT = b"outdial read-only token v1"
+_SESSION_CONTEXT = b"outdial admin session v1|"
+_CSRF_CONTEXT = b"outdial csrf v1|"
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -152,6 +161,72 @@ def same_token(given: str | None, expected: str | None) -> bool:
     if not given or not expected:
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _mac(key: str, context: bytes, message: str) -> str:
+    return hmac.new(key.encode("utf-8"), context + message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_SESSION_MAX_AGE_S) -> str:
+    """A signed admin session value ``v1.<expiry s>.<nonce>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
+
+    Stateless, so any web dyno accepts it; rotating ``ADMIN_TOKEN`` ends every session. The cookie never
+    holds a token.
+    """
+    import secrets
+
+    body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"
+    return f"{body}.{_mac(admin_token, _SESSION_CONTEXT, body)}"
+
+
+def admin_session_valid(value: str | None, admin_token: str | None, now_s: float) -> bool:
+    """True for an admin session signed with ``admin_token`` that has not expired (constant-time check)."""
+    if not value or not admin_token or len(value) > 200:
+        return False
+    body, _, mac = value.rpartition(".")
+    parts = body.split(".")
+    if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
+        return False
+    if not same_token(mac, _mac(admin_token, _SESSION_CONTEXT, body)):
+        return False
+    return int(parts[1]) > now_s
+
+
+def csrf_token_for(session: str, admin_token: str) -> str:
+    """The CSRF token of one admin session: derived from it, so it needs no storage and dies with it."""
+    return _mac(admin_token, _CSRF_CONTEXT, session)
+
+
+def admin_session(request: web.Request, admin_token: str | None) -> str | None:
+    """The request's valid admin session cookie, or None."""
+    import time
+
+    value = request.cookies.get(ADMIN_SESSION_COOKIE)
+    return value if admin_session_valid(value, admin_token, time.time()) else None
+
+
+def csrf_ok(request: web.Request, admin_token: str | None) -> bool:
+    """A valid admin session cookie and its CSRF token in :data:`CSRF_HEADER` (constant-time comparison)."""
+    session = admin_session(request, admin_token)
+    if session is None or admin_token is None:
+        return False
+    return same_token(request.headers.get(CSRF_HEADER), csrf_token_for(session, admin_token))
+
+
+def cross_site(request: web.Request) -> bool:
+    """True when the browser says the request comes from another site: ``Sec-Fetch-Site`` other than
+    ``same-origin``/``none`` or, from a browser that does not send it, an ``Origin`` naming another host. A request
+    with neither (a script), or with ``Origin: null`` alone (sent by this site's own pages under
+    ``Referrer-Policy: no-referrer``), is not judged here."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return False
+    from urllib.parse import urlsplit
+
+    return urlsplit(origin).netloc.lower() != (request.host or "").lower()
 
 
 def bearer(request: web.Request) -> str | None:

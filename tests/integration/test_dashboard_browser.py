@@ -8,156 +8,18 @@ comes from the page refreshing itself.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import os
-import re
-import shutil
-import subprocess
-import threading
-import time
-import urllib.request
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import aiohttp
-import pytest
 
 from shared.phones import numbered
 from shared.simulator_process import wait_until
+from tests.fixtures.browser import Browser
 from tests.fixtures.web import ADMIN_TOKEN
 from workers.web_http import read_token_for
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 CONTACTS = 16
-
-
-#: Why the test does not run without a browser, and how to make it run.
-NO_BROWSER = ("no chromium on PATH: install Debian's chromium (apt-get install -y chromium) to run the dashboard's "
-              "browser test; .ci/run installs it")
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def browser_required() -> bool:
-    """In CI (``CI`` set) or with ``OUTDIAL_REQUIRE_BROWSER=1`` a missing browser fails the test, never skips."""
-    return bool(os.environ.get("CI")) or os.environ.get("OUTDIAL_REQUIRE_BROWSER") == "1"
-
-
-class Browser:
-    """A headless chromium and one page, driven over the DevTools protocol."""
-
-    def __init__(self, executable: str, profile: Path) -> None:
-        self.process = subprocess.Popen(
-            [executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--remote-debugging-port=0",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-             f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.console: list[dict[str, Any]] = []
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        try:
-            port = self._devtools_port()
-            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-            page = next(t for t in targets if t["type"] == "page")
-            self._call(self._connect(page["webSocketDebuggerUrl"]))
-            for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
-                self.send(domain)
-        except BaseException:
-            self.close()
-            raise
-
-    def _devtools_port(self) -> int:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + 30
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line and self.process.poll() is not None:
-                break
-            seen.append(line)
-            match = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
-            if match:
-                threading.Thread(target=self.process.stderr.read, daemon=True).start()   # keep draining
-                return int(match.group(1))
-        raise AssertionError("chromium did not start:\n" + "".join(seen[-20:]))
-
-    def _call(self, coro: Any, timeout_s: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
-
-    async def _connect(self, url: str) -> None:
-        self.session = aiohttp.ClientSession()
-        self.ws = await self.session.ws_connect(url, max_msg_size=0)
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        async for message in self.ws:
-            data = json.loads(message.data)
-            if "id" in data and data["id"] in self._pending:
-                self._pending.pop(data["id"]).set_result(data)
-            elif data.get("method") in ("Runtime.consoleAPICalled", "Log.entryAdded", "Runtime.exceptionThrown"):
-                self.console.append(data)
-
-    async def _send(self, method: str, params: dict[str, Any]) -> Any:
-        ident = next(self._ids)
-        future = self.loop.create_future()
-        self._pending[ident] = future
-        await self.ws.send_str(json.dumps({"id": ident, "method": method, "params": params}))
-        answer = await future
-        if "error" in answer:
-            raise AssertionError(f"{method}: {answer['error']}")
-        return answer.get("result", {})
-
-    def send(self, method: str, **params: Any) -> Any:
-        return self._call(self._send(method, params))
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        async def shut() -> None:
-            if getattr(self, "ws", None) is not None:
-                await self.ws.close()
-            if getattr(self, "session", None) is not None:
-                await self.session.close()
-        try:
-            self._call(shut(), timeout_s=10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    executable = chromium_path()
-    if executable is None:
-        if browser_required():
-            pytest.fail(f"{NO_BROWSER} (required: CI or OUTDIAL_REQUIRE_BROWSER=1 is set)")
-        pytest.skip(f"{NO_BROWSER}; set OUTDIAL_REQUIRE_BROWSER=1 to make a missing browser a failure")
-    started = Browser(executable, tmp_path / "profile")
-    yield started
-    started.close()
 
 
 def numbers(count: int) -> list[str]:

@@ -1,0 +1,122 @@
+"""The routes a campaign wizard needs, over real HTTP: the call_settings schema, the preview of call times, the
+contacts check, and the admin session with its CSRF token (the dashboard's write access)."""
+
+from __future__ import annotations
+
+import re
+
+import jsonschema
+
+from tests.fixtures.web import ADMIN_TOKEN
+from workers.web_http import ADMIN_SESSION_COOKIE, read_token_for
+
+READ_TOKEN = read_token_for(ADMIN_TOKEN)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+OVERNIGHT = {"windows": [{"days": [1, 2, 3, 4, 5], "start": "22:00", "end": "02:00"}],
+             "timezone": "America/Santiago"}
+
+
+def cookie(reply, name: str) -> str | None:
+    for header in reply.cookies:
+        match = re.match(rf"{name}=([^;]*)", header)
+        if match:
+            return match.group(1)
+    return None
+
+
+def test_the_schema_is_served_to_either_token_and_checks_what_the_api_accepts(web, api):
+    anonymous = web.client(token=None)
+    assert anonymous.get("/call-settings/schema").status == 401
+    schema = web.client(token=READ_TOKEN).get("/call-settings/schema").json()
+    assert schema == api.get("/call-settings/schema").json()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["max_attempts"]["default"] == 3
+    assert schema["properties"]["max_attempts"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 100}
+    assert not jsonschema.Draft202012Validator(schema).is_valid({**OVERNIGHT, "max_attempts": 0})
+
+
+def test_the_preview_lists_the_next_openings_and_refuses_like_post_batches(api):
+    api.put("/accounts/acme", {"plan": {"type": "unlimited"}})
+    answer = api.post("/call-settings/preview", {"call_settings": {**OVERNIGHT, "holidays": "CL"},
+                                                 "from": "2026-03-03T13:00:00Z", "count": 5})
+    assert answer.status == 200, answer.text
+    body = answer.json()
+    assert body["zones"] == ["America/Santiago"] and body["zone_source"] == "batch"
+    assert [t["local"] for t in body["times"]] == [
+        "2026-03-03T22:00:00-03:00", "2026-03-04T22:00:00-03:00", "2026-03-05T22:00:00-03:00",
+        "2026-03-06T22:00:00-03:00", "2026-03-09T22:00:00-03:00"]
+    assert body["times"][0]["at"] == "2026-03-04T01:00:00.000Z" and body["times"][0]["rule"] == "Mon-Fri 22:00-02:00"
+    inside = api.post("/call-settings/preview", {"call_settings": OVERNIGHT, "from": "2026-03-04T04:30:00Z",
+                                                 "count": 2}).json()
+    assert inside["times"][0]["local"] == "2026-03-04T01:30:00-03:00"     # the overnight part of Tuesday's window
+
+    bad = {**OVERNIGHT, "max_attempts": 0}
+    preview = api.post("/call-settings/preview", {"call_settings": bad})
+    create = api.post("/batches", {"name": "x", "account_id": "acme", "from_number": "+12125550100",
+                                   "call_settings": bad})
+    assert preview.status == create.status == 422
+    assert preview.json()["errors"] == create.json()["errors"] == [
+        {"field": "call_settings.max_attempts", "message": "must be between 1 and 100, got 0"}]
+    assert api.get("/batches").json()["count"] == 0
+    wrong = api.post("/call-settings/preview", {"phone": "12", "from": "yesterday", "count": 0, "x": 1}).json()
+    assert {e["field"] for e in wrong["errors"]} == {"x", "phone", "from", "count"}
+
+
+def test_with_timezone_auto_the_zone_comes_from_the_number(api):
+    settings = {"timezone": "auto", "days_of_week": [1, 2, 3, 4, 5],
+                "allowed_hours": {"start": "09:00", "end": "18:00"}}
+    ny = api.post("/call-settings/preview", {"call_settings": settings, "phone": "+12125550100",
+                                             "from": "2026-03-03T12:00:00Z", "count": 1}).json()
+    assert ny["zones"] == ["America/New_York"] and ny["zone_source"] == "phone"
+    assert ny["times"][0]["at"] == "2026-03-03T14:00:00.000Z"
+    cl = api.post("/call-settings/preview", {"call_settings": settings, "phone": "+56961234567",
+                                             "from": "2026-03-03T12:00:00Z", "count": 1}).json()
+    assert cl["zones"] == ["America/Santiago"] and cl["times"][0]["at"] == "2026-03-03T12:00:00.000Z"
+
+
+def test_the_contacts_check_reports_each_bad_row_and_writes_nothing(web, api, web_runtime):
+    csv = "name,phone,deuda\nAna,+56961234567,100\nBad,12,5\nLuis,+56961234568,7\n"
+    reply = web.client(token=READ_TOKEN).request("POST", "/contacts/check", data=csv,
+                                                 headers={"Content-Type": "text/csv"})
+    assert reply.status == 200, reply.text
+    body = reply.json()
+    assert body["valid"] == 2 and body["rows"] == 3 and body["errors_total"] == 1
+    assert body["errors"][0]["line"] == 3 and body["errors"][0]["field"] == "phones[0]"
+    assert web_runtime.jobs.find({}, limit=10) == []
+
+
+def test_an_admin_session_writes_only_with_its_csrf_token(web):
+    browser = web.client(token=None)
+    read = browser.request("POST", "/login", data=f"token={READ_TOKEN}", headers=FORM)
+    assert read.status == 303 and cookie(read, ADMIN_SESSION_COOKIE) in (None, '""')   # read-only: no admin session
+    signed = browser.request("POST", "/login", data=f"token={ADMIN_TOKEN}", headers=FORM)
+    session = cookie(signed, ADMIN_SESSION_COOKIE)
+    header = next(h for h in signed.cookies if h.startswith(ADMIN_SESSION_COOKIE))
+    assert session and ADMIN_TOKEN not in session and "HttpOnly" in header and "SameSite=Strict" in header
+    assert "Max-Age=3600" in header
+    jar = {"Cookie": f"outdial_session={READ_TOKEN}; {ADMIN_SESSION_COOKIE}={session}"}
+    page = browser.get("/campaigns/new", headers=jar)
+    csrf = re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', page.text).group(1)
+    assert 'data-admin="1"' in page.text and "unsafe-inline" not in page.headers["content-security-policy"]
+    assert csrf in browser.get("/", headers=jar).text
+
+    body = {"plan": {"type": "unlimited"}}
+    assert browser.put("/accounts/acme", body, headers=jar).status == 401                 # no CSRF token
+    assert browser.put("/accounts/acme", body, headers={**jar, "X-CSRF-Token": "0" * 64}).status == 401
+    forged = session[:-1] + ("0" if session[-1] != "0" else "1")
+    assert browser.put("/accounts/acme", body, headers={
+        "Cookie": f"{ADMIN_SESSION_COOKIE}={forged}", "X-CSRF-Token": csrf}).status == 401
+    assert browser.put("/accounts/acme", body, headers={
+        "Cookie": f"outdial_session={READ_TOKEN}", "X-CSRF-Token": csrf}).status == 401   # the read session: never
+    assert browser.put("/accounts/acme", body, headers={**jar, "X-CSRF-Token": csrf}).status == 201
+
+    readonly = browser.get("/campaigns/new", headers={"Cookie": f"outdial_session={READ_TOKEN}"})
+    assert readonly.status == 200 and 'id="read-only"' in readonly.text
+    assert '<fieldset id="all" disabled>' in readonly.text
+    assert '<meta name="csrf-token" content="">' in readonly.text
+    evil = {**jar, **FORM, "Origin": "https://evil.example"}
+    assert browser.request("POST", "/logout", headers=evil).status == 403
+    assert browser.request("POST", "/login", data=f"token={ADMIN_TOKEN}", headers=evil).status == 403
+    assert browser.request("POST", "/logout", headers={**jar, "Sec-Fetch-Site": "cross-site"}).status == 403
+    out = browser.request("POST", "/logout", headers={**jar, "Origin": web.url})
+    assert any(h.startswith(f"{ADMIN_SESSION_COOKIE}=") and "Max-Age=0" in h for h in out.cookies)

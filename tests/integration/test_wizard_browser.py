@@ -1,0 +1,137 @@
+"""The "New campaign" wizard in headless Chromium, against the real web app and a real stack on a sped-up clock.
+
+The operator signs in with the admin token, enters an overnight window 22:00-02:00 with ``max_attempts: 0``
+(the API's 422 shows inline and nothing is created), fixes it (the preview lists times inside the window),
+uploads a CSV with one bad row (its error is shown) and starts the campaign. Then the decision is checked:
+it is 20:00 in Santiago, so both contacts wait in ``waiting_schedule`` with ``next_try_at`` at 22:00 local,
+the simulator received no call, and the dashboard shows them waiting; its pause button (with a confirmation)
+pauses the batch.
+
+``OUTDIAL_SCREENSHOTS=docs`` writes the screenshots of steps 3 and 4 to docs/screenshots (docs/frontend.md
+shows them); otherwise they go to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.clock import started_at
+from shared.simulator_process import wait_until
+from tests.fixtures.browser import Browser, set_files, sign_in
+from tests.fixtures.web import ADMIN_TOKEN
+
+START = datetime(2026, 3, 3, 23, 0, tzinfo=UTC)   # Tuesday 20:00 in Santiago (UTC-3)
+OPENS = datetime(2026, 3, 4, 1, 0, tzinfo=UTC)    # Tuesday 22:00 in Santiago: the window opens
+PHONES = ["+56967100001", "+56967100002"]
+CSV = f"name,phone,deuda\nAna Pérez,{PHONES[0]},125000\nSin número,12345,1\nLuis Soto,{PHONES[1]},98000\n"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def fill(browser: Browser, values: dict[str, str]) -> None:
+    """Type ``values`` into the inputs with these ids, firing ``input`` as typing does."""
+    browser.evaluate(f"""(() => {{
+        const values = {json.dumps(values)};
+        for (const id in values) {{
+            const el = document.getElementById(id);
+            el.value = values[id];
+            el.dispatchEvent(new Event('input', {{bubbles: true}}));
+        }}
+        return true;
+    }})()""")
+
+
+def click(browser: Browser, selector: str) -> None:
+    browser.evaluate(f"document.querySelector({json.dumps(selector)}).click(); true")
+
+
+def test_the_wizard_creates_a_campaign_that_waits_for_its_window(stack_factory, web_factory, browser, tmp_path):
+    shots = DOCS if os.environ.get("OUTDIAL_SCREENSHOTS") == "docs" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    scenario = {"numbers": {p: {"outcome": "answer", "ring_s": 2, "duration_s": 30} for p in PHONES}}
+    stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=scenario)
+    server = web_factory(runtime=runtime, admin_token=ADMIN_TOKEN, dashboard_cache_s=0.2)
+    api = server.client()
+    assert api.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 2}).status == 201
+
+    sign_in(browser, server.url, ADMIN_TOKEN)
+    browser.send("Page.navigate", url=f"{server.url}/campaigns/new")
+    browser.wait_for("document.body && document.body.getAttribute('data-ready') === '1'")
+    assert browser.evaluate("document.body.getAttribute('data-admin')") == "1"
+    fill(browser, {"f-name": "Cobranza nocturna", "f-account": "acme", "f-agent": "agent_test",
+                   "f-from": "+12125550100"})
+
+    # 1. call_settings: an overnight window with max_attempts 0 -> the API's 422, inline; nothing created
+    click(browser, '#steps li[data-goto="3"]')
+    click(browser, "#mode-windows")
+    fill(browser, {"f-windows": "1-5 22:00 02:00", "f-timezone": "America/Santiago", "f-max-attempts": "0",
+                   "f-retry": "24"})
+    click(browser, "#to-review")
+    message = browser.wait_for(
+        "document.querySelector('[data-error-for=\"call_settings.max_attempts\"]').textContent")
+    assert message == "must be between 1 and 100, got 0"
+    assert browser.evaluate("document.getElementById('f-max-attempts').getAttribute('aria-invalid')") == "true"
+    assert browser.evaluate("document.body.getAttribute('data-step')") == "3"
+    assert api.get("/batches").json()["count"] == 0
+
+    # 2. fixed: the preview lists the next five openings, all inside the window
+    fill(browser, {"f-max-attempts": "2"})
+    browser.wait_for("document.body.getAttribute('data-preview') === 'ok' && "
+                     "document.querySelectorAll('#preview .preview-time').length === 5")
+    assert browser.evaluate("document.querySelector('[data-error-for=\"call_settings.max_attempts\"]')"
+                            ".textContent") == ""
+    local = browser.evaluate("[...document.querySelectorAll('#preview .preview-time')]"
+                             ".map(r => r.getAttribute('data-local'))")
+    assert local[0] == "2026-03-03T22:00:00-03:00", local
+    assert all(t[11:16] == "22:00" for t in local), local
+    browser.screenshot(shots / "wizard-step3.png")
+
+    # 3. contacts: a CSV with one bad row; that row's error is shown (checked by the import's own rules)
+    click(browser, '#steps li[data-goto="2"]')
+    upload = tmp_path / "contacts.csv"
+    upload.write_text(CSV, encoding="utf-8")
+    set_files(browser, "#f-csv-file", upload)
+    browser.wait_for("!!document.querySelector('#contacts-report .row-error')")
+    assert browser.evaluate("document.querySelector('.row-error').getAttribute('data-line')") == "3"
+    assert "phone" in browser.evaluate("document.querySelector('.row-error').textContent")
+    assert browser.evaluate("document.querySelector('.report-summary').getAttribute('data-valid')") == "2"
+
+    # 4. review and start
+    click(browser, '#steps li[data-goto="3"]')
+    click(browser, "#to-review")
+    browser.wait_for("document.body.getAttribute('data-step') === '4'")
+    click(browser, "#start")
+    bid = browser.wait_for("document.body.getAttribute('data-started')")
+    assert browser.evaluate("document.querySelector('#result .report-summary').getAttribute('data-imported')") == "2"
+    assert browser.evaluate("document.querySelector('#result .row-error').getAttribute('data-line')") == "3"
+    browser.screenshot(shots / "wizard-step4.png")
+    batch = api.get(f"/batches/{bid}").json()
+    assert batch["call_settings"] == {"windows": [{"days": [1, 2, 3, 4, 5], "start": "22:00", "end": "02:00"}],
+                                      "timezone": "America/Santiago", "max_attempts": 2, "retry_delay_hours": 24}
+
+    # The decision: outside the window, both contacts wait for 22:00 local; nothing reached the provider.
+    opens_ms = int(OPENS.timestamp() * 1000)
+
+    def waiting() -> bool:
+        jobs = runtime.jobs.find({"batch_id": bid}, limit=10)
+        return len(jobs) == 2 and all(j["status"] == "waiting_schedule" and j["next_try_at"] == opens_ms
+                                      for j in jobs)
+
+    wait_until(waiting, timeout_s=15, interval_s=0.1)
+    assert runtime.clock.now() < OPENS and stack.simulator.calls() == []
+
+    browser.send("Page.navigate", url=f"{server.url}/?refresh=1")
+    card = f"document.querySelector('[data-batch-id=\"{bid}\"]')"
+    browser.wait_for(f"{card} && {card}.querySelector('[data-count=\"waiting_schedule\"]').textContent === '2'")
+    browser.evaluate("window.confirm = () => true; true")     # the confirmation dialog, answered yes
+    browser.wait_for(f"!{card}.querySelector('button[data-action=\"pause\"]').disabled")
+    click(browser, f'[data-batch-id="{bid}"] button[data-action="pause"]')
+    browser.wait_for(f"document.querySelector('[data-batch-id=\"{bid}\"]').getAttribute('data-status') === 'paused'")
+    assert api.get(f"/batches/{bid}").json()["status"] == "paused"
+    assert stack.simulator.calls() == []
+    # no script error, no Content-Security-Policy violation (the 422 answers the wizard asked for are expected)
+    problems = [p for p in browser.problems()
+                if "status of 422" not in p.get("params", {}).get("entry", {}).get("text", "")]
+    assert not problems, problems
