@@ -5,7 +5,8 @@ The operator signs in with the admin token, enters an overnight window 22:00-02:
 uploads a CSV with one bad row (its error is shown) and starts the campaign. Then the decision is checked:
 it is 20:00 in Santiago, so both contacts wait in ``waiting_schedule`` with ``next_try_at`` at 22:00 local,
 the simulator received no call, and the dashboard shows them waiting; its pause button (with a confirmation)
-pauses the batch.
+pauses the batch. Resumed, on a clock two minutes before the window opens, both are dialed for 22:00 and the
+provider receives every call inside the window.
 
 ``OUTDIAL_SCREENSHOTS=docs`` writes the screenshots of steps 3 and 4 to docs/screenshots (docs/frontend.md
 shows them); otherwise they go to the test's temporary directory.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.clock import started_at
@@ -135,3 +136,15 @@ def test_the_wizard_creates_a_campaign_that_waits_for_its_window(stack_factory, 
     problems = [p for p in browser.problems()
                 if "status of 422" not in p.get("params", {}).get("entry", {}).get("text", "")]
     assert not problems, problems
+
+    # Resumed, and on a clock two minutes before 22:00 (a new stack on the same database, at 60x): the
+    # contacts are dialed for the decided instant, and the provider receives every call inside the window.
+    assert api.post(f"/batches/{bid}/resume", {}).status == 200
+    stack.stop(graceful=False)
+    stack, runtime = stack_factory(clock=started_at(OPENS - timedelta(minutes=2), speed=60), scenario=scenario)
+    wait_until(lambda: {j["status"] for j in runtime.jobs.find({"batch_id": bid})} == {"completed"},
+               timeout_s=60, interval_s=0.2)
+    dials = stack.simulator.dials()
+    assert len(dials) == 2 and min(rec["received_at"] for rec in dials) >= opens_ms
+    assert max(rec["received_at"] for rec in dials) < opens_ms + 4 * 3600 * 1000   # before 02:00
+    assert {a["due_at"] for a in runtime.attempts.coll.find({"batch_id": bid})} == {opens_ms}
