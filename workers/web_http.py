@@ -21,9 +21,12 @@ import hashlib
 import hmac
 import json
 import math
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -173,8 +176,6 @@ def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_
     Stateless, so any web dyno accepts it; rotating ``ADMIN_TOKEN`` ends every session. The cookie never
     holds a token.
     """
-    import secrets
-
     body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"
     return f"{body}.{_mac(admin_token, _SESSION_CONTEXT, body)}"
 
@@ -199,8 +200,6 @@ def csrf_token_for(session: str, admin_token: str) -> str:
 
 def admin_session(request: web.Request, admin_token: str | None) -> str | None:
     """The request's valid admin session cookie, or None."""
-    import time
-
     value = request.cookies.get(ADMIN_SESSION_COOKIE)
     return value if admin_session_valid(value, admin_token, time.time()) else None
 
@@ -224,8 +223,6 @@ def cross_site(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return False
-    from urllib.parse import urlsplit
-
     return urlsplit(origin).netloc.lower() != (request.host or "").lower()
 
 
