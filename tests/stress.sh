@@ -6,7 +6,7 @@
 #
 # RUNS defaults to 5, BURNERS to the number of cores; with no test named, the end-to-end tests (every
 # test that starts processes: tests/integration/test_pipeline_*.py, test_web_process.py, test_demo.py,
-# test_dashboard_browser.py). Exit code 0 when every run of every test passed.
+# test_dashboard_browser.py, test_wizard_browser.py). Exit code 0 when every run of every test passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,8 @@ done
 shift $((OPTIND - 1))
 if [ $# -eq 0 ]; then
   set -- tests/integration/test_pipeline_*.py tests/integration/test_web_process.py \
-    tests/integration/test_demo.py tests/integration/test_dashboard_browser.py
+    tests/integration/test_demo.py tests/integration/test_dashboard_browser.py \
+    tests/integration/test_wizard_browser.py
 fi
 
 out=$(mktemp -d "${TMPDIR:-/tmp}/outdial-stress-XXXXXX")
