@@ -125,3 +125,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``).
+_LONG_MODULES = ("test_demo", "test_dashboard_browser", "test_wizard_browser", "test_pipeline_chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With several test processes, the tests that run whole stacks start first and the short ones fill in
+    around them, so that no long test starts last and runs alone. Run serially, the order is the files' order
+    (unit tests first)."""
+    if not config.getoption("numprocesses", None):
+        return
+
+    def long(item: pytest.Item) -> bool:
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        return "stack_factory" in getattr(item, "fixturenames", ()) or module.rsplit(".", 1)[-1] in _LONG_MODULES
+
+    items.sort(key=lambda item: 0 if long(item) else 1)
