@@ -314,40 +314,18 @@ def import_csv(lines: Iterable[bytes], sink: ContactSink, *, max_rows: int = DEF
         and the report says so (``stopped``).
     :raises CsvFormatError: no header, or a header that cannot be read (nothing is imported).
     """
-    source = _DecodedLines(lines)
-    header_line = _first_line(source)
-    if header_line is None:
+    header, rows = csv_lines(lines)
+    if header is None:
         raise CsvFormatError([("body", "the CSV is empty: a header row and one contact per row are expected")])
-    if source.undecodable:
-        raise CsvFormatError([("header", "is not valid UTF-8 (save the file as 'CSV UTF-8')")])
-    delimiter = detect_delimiter(header_line)
-    try:
-        header = next(csv.reader([header_line], delimiter=delimiter))
-    except (csv.Error, StopIteration) as exc:
-        raise CsvFormatError([("header", f"cannot be read: {exc}")]) from None
     layout = CsvLayout.from_header(header)
-    reader = csv.reader(source, delimiter=delimiter)
     report = sink.report
-    previous = source.number
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            report.rows += 1
-            report.error(LINE, previous + 1, f"cannot be read as CSV: {exc}")
-            previous = source.number
-            continue
-        start, previous = previous + 1, source.number
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
+    for start, row in rows:
         if report.rows >= max_rows:
             report.stopped = f"stopped at line {start}: an upload may hold at most {max_rows} rows"
             break
-        if any(n in source.undecodable for n in range(start, source.number + 1)):
+        if isinstance(row, str):   # a line that cannot be read
             report.rows += 1
-            report.error(LINE, start, "is not valid UTF-8 (save the file as 'CSV UTF-8')")
+            report.error(LINE, start, row)
             continue
         try:
             raw = layout.contact(row)

@@ -357,22 +357,25 @@ async def add_contacts(request: web.Request) -> web.Response:
     batch = await ctx.run(rt.batches.require, batch_id)
     if batch["status"] == states.BATCH_CANCELLED:
         raise Conflict(f"batch {batch_id} is cancelled: contacts cannot be added")
-    async with ctx.import_gate:
-        sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
-        if is_csv:
-            try:
-                report = await _stream_csv(ctx, request, sink)
-            except CsvFormatError as exc:
-                raise invalid(exc.errors) from None
-        else:
-            body = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=("contacts",))
-            contacts = _json_contacts(body)
-            report = await asyncio.get_running_loop().run_in_executor(ctx.import_pool, import_contacts,
-                                                                      contacts, sink)
+    sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
+    report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
     status = batch["status"]
     if report.imported:
         status = (await ctx.run(reopen_batch, rt.batches, batch_id)).status
     return json_response({**report.to_api(), "batch_id": batch_id, "batch_status": status})
+
+
+async def _read_contacts(ctx: Any, request: web.Request, sink: Any, *, is_csv: bool) -> Any:
+    """Feed the request's contacts (a streamed CSV, or JSON ``{"contacts": [...]}``) to ``sink``; its report."""
+    async with ctx.import_gate:
+        if is_csv:
+            try:
+                return await _stream_csv(ctx, request, sink)
+            except CsvFormatError as exc:
+                raise invalid(exc.errors) from None
+        body = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=("contacts",))
+        contacts = _json_contacts(body)
+        return await asyncio.get_running_loop().run_in_executor(ctx.import_pool, import_contacts, contacts, sink)
 
 
 @access(READ)
@@ -385,18 +388,7 @@ async def check_contacts(request: web.Request) -> web.Response:
     if not is_csv and request.headers.get("Content-Type") and not is_json(request):
         raise ApiError(415, "unsupported_media_type",
                        f"send application/json or text/csv (got {request.content_type})")
-    async with ctx.import_gate:
-        sink = CheckSink(region=region)
-        if is_csv:
-            try:
-                report = await _stream_csv(ctx, request, sink)
-            except CsvFormatError as exc:
-                raise invalid(exc.errors) from None
-        else:
-            body = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=("contacts",))
-            contacts = _json_contacts(body)
-            report = await asyncio.get_running_loop().run_in_executor(ctx.import_pool, import_contacts,
-                                                                      contacts, sink)
+    report = await _read_contacts(ctx, request, CheckSink(region=region), is_csv=is_csv)
     answer = report.to_api()
     return json_response({"valid": answer.pop("imported"), **{k: v for k, v in answer.items() if k != "duplicates"}})
 
