@@ -137,8 +137,10 @@ class Touch:
     ended_ms: int | None = None
 
     def open_at(self, t_ms: int) -> bool:
-        """Whether the call may still be going at ``t_ms`` (not known to have ended, before its deadline)."""
-        return self.ended_ms is None and self.until_ms is not None and self.at_ms <= t_ms < self.until_ms
+        """Whether the call may still be going at ``t_ms`` (not known to have ended, before its latest end).
+        A call placed "after" ``t_ms`` counts too: another process's reading of the shared time may be a
+        little ahead of this one's."""
+        return self.ended_ms is None and self.until_ms is not None and t_ms < self.until_ms
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"at": self.at_ms, "a": self.attempt_id}

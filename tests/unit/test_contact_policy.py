@@ -111,9 +111,9 @@ def _allowed(policy: ContactPolicy, touches: list[Touch], t_ms: int, zone) -> bo
 
 
 def _busy_until(touches: list[Touch], t_ms: int) -> int | None:
-    """The latest end of the calls that may still be going at ``t_ms`` (placed, not ended, before ``until``)."""
+    """The latest end of the calls that may still be going at ``t_ms`` (not ended, before ``until``)."""
     ends = [x.until_ms for x in touches
-            if x.ended_ms is None and x.until_ms is not None and x.at_ms <= t_ms < x.until_ms]
+            if x.ended_ms is None and x.until_ms is not None and t_ms < x.until_ms]
     return max(ends) if ends else None
 
 
@@ -164,3 +164,12 @@ def test_capped_until_is_the_first_instant_the_brute_force_allows(policy, histor
     while t < until_ms:
         assert not _allowed(policy, touches, t, zone)
         t += HOUR_MS
+
+
+def test_a_call_placed_by_a_process_whose_time_reads_a_little_ahead_still_holds_the_next():
+    zone = pytz.timezone("UTC")
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    now_ms = int(now.timestamp() * 1000)
+    ahead = Touch(now_ms + 5_000, "a", until_ms=now_ms + 600_000)   # placed "5 s from now" by another clock
+    until, why = capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ahead], now, zone)
+    assert until == now + timedelta(minutes=1) and "in progress" in why
