@@ -130,7 +130,8 @@ def _parse_e164(raw: str) -> str:
         raise ValueError(f"not a dialable E.164 number ({exc.reason}), got {mask_phone(text)!r}") from None
 
 
-def _parse_instant(raw: str) -> datetime:
+def parse_instant(raw: str) -> datetime:
+    """An ISO-8601 instant with its offset (``Z`` for UTC), as an aware UTC datetime; ValueError otherwise."""
     text = raw.strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
@@ -264,7 +265,7 @@ class Config:
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
     port: int = _var("PORT", lambda raw: parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")
-    clock_start: datetime | None = _var("OUTDIAL_CLOCK_START", _parse_instant, doc="instant the shared clock starts at")
+    clock_start: datetime | None = _var("OUTDIAL_CLOCK_START", parse_instant, doc="instant the shared clock starts at")
     clock_speed: float = _var(
         "OUTDIAL_CLOCK_SPEED", lambda raw: parse_float(raw, positive=True), 1.0, "shared clock speed factor"
     )

@@ -58,6 +58,11 @@ def first_dialable_phone(job: Mapping[str, Any], listed: Collection[str] = froze
     return next((i for i in range(start, len(phones)) if i not in bad and phones[i] not in listed), None)
 
 
+def _max_attempts_reason(settings: CallSettings, lang: str) -> str:
+    return (f"máximo de intentos alcanzado ({settings.max_attempts})" if lang == "es"
+            else f"max attempts reached ({settings.max_attempts})")
+
+
 def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: CallSettings,
                    lang: str) -> DialDecision:
     """No number is left to dial from ``phone_index`` on: why, and what happens to the contact."""
@@ -74,9 +79,7 @@ def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: Ca
     if not any(phones[i] in listed for i in remaining):
         return DialDecision(DialStep.NO_PHONE, "no valid phone number")  # not reached: advance_phone moves on
     if int(job.get("tries", 0)) >= settings.max_attempts:
-        return DialDecision(DialStep.MAX_ATTEMPTS, (f"máximo de intentos alcanzado ({settings.max_attempts})"
-                                                    if lang == "es" else
-                                                    f"max attempts reached ({settings.max_attempts})"))
+        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings, lang))
     reason = ("los números que quedan en la ronda están en la lista de no llamar" if lang == "es"
               else "the remaining numbers of the round are on the do-not-call list")
     return DialDecision(DialStep.DNC_ROUND_END, reason, dnc_skipped=len(remaining))
@@ -156,9 +159,7 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
             return DialDecision(DialStep.NO_WINDOW, f"{exc}; set the contact's timezone")
         return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at, dnc_skipped=skipped)
     if int(job.get("tries", 0)) >= settings.max_attempts:
-        reason = (f"máximo de intentos alcanzado ({settings.max_attempts})" if lang == "es"
-                  else f"max attempts reached ({settings.max_attempts})")
-        return DialDecision(DialStep.MAX_ATTEMPTS, reason)
+        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings, lang))
     return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
 

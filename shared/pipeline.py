@@ -493,7 +493,6 @@ class Pipeline:
         metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
         if decision.dnc_skipped:
             metrics.DNC_BLOCKED.labels("decision").inc()
-            event(log, "dnc_skipped", job_id=job_id, step=decision.step.value, numbers=decision.dnc_skipped)
         if decision.step == DialStep.STALE:
             return decision.step
         assert job is not None  # decide_dial says STALE for a missing job
@@ -533,7 +532,10 @@ class Pipeline:
     def _log_decision(self, job: Mapping[str, Any], cached: Any, decision: Any, now: Any) -> None:
         """One line per dial decision, as the original worker wrote: the settings used (the batch's, or the
         defaults when it has none), the window's verdict and why, what the create would send (ring timeout,
-        max duration), and which attempt of how many. The number is masked."""
+        max duration), and which attempt of how many, and how many numbers a do-not-call list passed over.
+        The number is masked. Nothing is computed when info lines are not logged."""
+        if not log.isEnabledFor(logging.INFO):
+            return
         settings = cached.settings if cached else None
         stored = (cached.doc or {}).get("call_settings") if cached else None
         fields: dict[str, Any] = {

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from shared.call_settings import parse_call_settings
 from shared.call_settings_schema import call_settings_schema
+from shared.config import parse_instant
 from shared.phones import InvalidPhone, normalize_phone
 from shared.schedule import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
 from workers.web_http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
@@ -44,17 +45,14 @@ def _instant(value: Any, errors: list[tuple[str, str]]) -> datetime | None:
         errors.append(("from", "must be an ISO-8601 instant with its offset, such as 2026-03-03T13:00:00Z"))
         return None
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        errors.append(("from", f"is not an ISO-8601 instant: {value[:40]!r}"))
+        moment = parse_instant(value[:60])
+    except ValueError as exc:
+        errors.append(("from", str(exc)))
         return None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        errors.append(("from", "needs its offset (Z or +HH:MM): a wall-clock time names no instant"))
-        return None
-    if not 2000 <= moment.astimezone(UTC).year <= 2200:
+    if not 2000 <= moment.year <= 2200:
         errors.append(("from", "must be between the years 2000 and 2200"))
         return None
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _preview(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:

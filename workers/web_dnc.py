@@ -13,8 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.accounts import validate_account_id
 from shared.contacts_import import CsvFormatError, split_lines
-from shared.dnc import GLOBAL_SCOPE, MAX_NUMBERS, ParsedNumbers, entry_view, list_name, parse_csv, parse_numbers
+from shared.dnc import (
+    GLOBAL_SCOPE,
+    MAX_NUMBERS,
+    ParsedNumbers,
+    entry_view,
+    list_name,
+    parse_csv,
+    parse_numbers,
+    scope_of,
+)
 from shared.errors import NotFound
 from shared.phones import InvalidPhone, normalize_phone
 from workers.web_admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _ctx, _region
@@ -42,8 +52,6 @@ def _scope(request: web.Request) -> str | None:
     """The account of an ``/accounts/{id}/dnc`` route, or None for the global list's routes."""
     if "account_id" not in request.match_info:
         return None
-    from shared.accounts import validate_account_id
-
     return validate_account_id(request.match_info["account_id"])
 
 
@@ -112,7 +120,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     parsed = await _parse(ctx, request, _region_of(ctx, request))
     if parsed.errors:
         raise _refused(parsed)
-    scope = GLOBAL_SCOPE if account_id is None else account_id
+    scope = scope_of(account_id)
     written = await ctx.run(rt.dnc.add, scope, parsed.entries)
     await asyncio.sleep(rt.config.pipeline_dial_guard_s)
     return json_response({"list": list_name(scope), **written, "numbers": len(parsed.entries), "rows": parsed.rows})
@@ -133,7 +141,7 @@ async def remove_number(request: web.Request) -> web.Response:
     account_id = _scope(request)
     number = _number(ctx, request, request.match_info["number"])
     await ctx.run(_require_account, ctx, account_id)
-    scope = GLOBAL_SCOPE if account_id is None else account_id
+    scope = scope_of(account_id)
     removed = await ctx.run(ctx.runtime.dnc.remove, scope, number)
     return json_response({"list": list_name(scope), "number": number, "removed": removed})
 
@@ -147,7 +155,7 @@ def _lookup(ctx: Any, account_id: str | None, number: str) -> dict[str, Any]:
 
 def _page(ctx: Any, account_id: str | None, after: str | None, limit: int) -> dict[str, Any]:
     _require_account(ctx, account_id)
-    scope = GLOBAL_SCOPE if account_id is None else account_id
+    scope = scope_of(account_id)
     docs = ctx.runtime.dnc.page(scope, after=after, limit=limit)
     return {"list": list_name(scope), "entries": [entry_view(d, iso) for d in docs], "count": len(docs),
             "next_after": docs[-1]["number"] if len(docs) == limit else None}
