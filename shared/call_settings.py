@@ -10,7 +10,7 @@ Fields (see ``docs/call_settings.md``): ``max_call_duration`` (s), ``ring_timeou
 the round), ``timezone`` (IANA name or ``"auto"``),
 ``fallback_timezone``, the calling window as ``days_of_week`` + ``allowed_hours`` or as
 ``windows``, ``holidays``, ``blackout_dates`` and ``on_insufficient_balance``. The calling-window
-logic that reads them lives in :mod:`shared.schedule`.
+logic that reads them lives in :mod:`shared.calling_window`.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class CallSettings:
     on_insufficient_balance: str = DEFAULT_BALANCE_POLICY
     raw: Mapping[str, Any] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    #: Derived data computed once per object (the compiled calling window, see shared.schedule).
+    #: Derived data computed once per object (the compiled calling window, see shared.calling_window).
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -605,7 +605,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         document=_document(raw, values, holiday_doc),
     )
     if settings.restricts_time:
-        from shared.schedule import first_allowed_within_year
+        from shared.calling_window import first_allowed_within_year
 
         problem = first_allowed_within_year(settings, now=now, config=config)
         if problem is not None:

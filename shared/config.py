@@ -20,6 +20,8 @@ from shared.errors import ConfigError
 
 T = TypeVar("T")
 
+#: Redis used when ``REDIS_URL`` is unset (the machine's own server; ``outdial services`` starts one otherwise).
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Default MongoDB database name.
 DEFAULT_MONGODB_DB = "outdial"
 #: Retell's production API.

@@ -14,9 +14,9 @@ from typing import Any
 
 from shared import states
 from shared.call_settings import CallSettings
+from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
 from shared.errors import DialAborted
-from shared.schedule import NoAllowedTime, is_allowed_time, next_allowed_time
 
 
 class DialStep(StrEnum):

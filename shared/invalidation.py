@@ -409,8 +409,7 @@ def start_process_listener(*, redis_url: str | None = None, **options: Any) -> I
         if _process_listener is not None and _process_pid == os.getpid() and _process_listener.running:
             return _process_listener
         if redis_url is None:
-            from shared.config import get_config
-            from shared.embedded import LOCAL_REDIS_URL
+            from shared.config import LOCAL_REDIS_URL, get_config
 
             redis_url = get_config().redis_url or LOCAL_REDIS_URL
         _process_listener = InvalidationListener(redis_url=redis_url, **options).start()

@@ -124,7 +124,7 @@ HTTP_LATENCY = Histogram(
 WEBHOOK_FINALIZE = Histogram(
     "outdial_webhook_finalize_seconds", "Time to apply a call_ended/call_analyzed webhook to its job",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
-#: Gauges the web dyno computes from MongoDB and Redis when /metrics is scraped (workers/web_metrics.py).
+#: Gauges the web dyno computes from MongoDB and Redis when /metrics is scraped (workers/web/metrics.py).
 SCRAPE_GAUGES = {
     "outdial_jobs": "Jobs by state, all batches",
     "outdial_batch_jobs": "Jobs by state of each active or paused batch",

@@ -18,9 +18,10 @@ from pymongo.database import Database
 
 from shared import clock as clock_mod
 from shared import config as config_mod
-from shared import embedded, mongo
+from shared import mongo
 from shared.clock import Clock
 from shared.config import Config, load_config
+from workers.dev import embedded
 
 pytest_plugins = [
     "tests.fixtures.simulator",

@@ -1,4 +1,4 @@
-"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step, each thin.
+"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step plus the upkeep, each thin.
 
 Each actor asks the process's :class:`shared.pipeline.Pipeline` to do its step; the pipeline
 answers by sending the next messages through :class:`DramatiqSender`. Queues are separate so a
@@ -17,6 +17,7 @@ from workers.broker import broker  # noqa: F401 - sets the broker before actors 
 
 #: Queue names.
 SCHEDULE_QUEUE = "outdial.schedule"
+MAINTAIN_QUEUE = "outdial.maintain"
 DIAL_QUEUE = "outdial.dial"
 POLL_QUEUE = "outdial.poll"
 #: Retries of an actor that raised (a store or Redis error): fast, few; leases cover the rest.
@@ -27,8 +28,18 @@ KICK_DEBOUNCE_MS = 100
 
 @dramatiq.actor(queue_name=SCHEDULE_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
 def schedule_due(account_id: str | None = None, periodic: bool = False) -> None:
-    """Dispatch due jobs (one account's, or every account's); the periodic run also recovers leases."""
-    pipeline().schedule_due(account_id, periodic=periodic)
+    """Dispatch due jobs (one account's, or every account's). ``periodic``: a message from a clock of an
+    earlier release, which asked for the upkeep in the same message; it runs it first."""
+    if periodic:
+        pipeline().maintain()
+    pipeline().schedule_due(account_id)
+
+
+@dramatiq.actor(queue_name=MAINTAIN_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
+def maintain() -> None:
+    """The periodic upkeep (:meth:`shared.maintenance.Maintenance.maintain`), on its own queue so a slow
+    billing repair never delays dispatch."""
+    pipeline().maintain()
 
 
 @dramatiq.actor(queue_name=DIAL_QUEUE, time_limit=120_000, **RETRY_OPTIONS)

@@ -12,8 +12,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-from shared.config import get_config
-from shared.embedded import LOCAL_REDIS_URL
+from shared.config import LOCAL_REDIS_URL, get_config
 from shared.logs import configure_from, event, get_logger
 from shared.metrics import SnapshotPublisher
 from workers.middleware import CacheInvalidationMiddleware

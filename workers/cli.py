@@ -14,14 +14,14 @@ from shared.errors import ConfigError, EmbeddedServiceError
 
 #: name -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("workers.demo:main", "run a whole sample campaign on embedded defaults"),
-    "web": ("workers.web:main", "the web dyno: admin API, webhooks, health, metrics, dashboard"),
-    "clock": ("workers.clock:main", "the clock dyno: sends schedule_due every few seconds"),
-    "simulator": ("workers.simulator:main", "a local provider speaking Retell's HTTP API"),
+    "demo": ("workers.dev.demo:main", "run a whole sample campaign on embedded defaults"),
+    "web": ("workers.web.app:main", "the web dyno: admin API, webhooks, health, metrics, dashboard"),
+    "clock": ("workers.clock_dyno:main", "the clock dyno: sends schedule_due every few seconds"),
+    "simulator": ("workers.dev.simulator.main:main", "a local provider speaking Retell's HTTP API"),
     "invalidate": ("workers.invalidate:main", "evict a batch (or --all) from every process's cache"),
-    "services": ("workers.services:main", "start embedded MongoDB and Redis and print their URLs"),
-    "bench": ("workers.bench:main", "run the pipeline benchmark"),
-    "config": ("workers.services:show_config", "print every environment variable and its value"),
+    "services": ("workers.dev.services:main", "start embedded MongoDB and Redis and print their URLs"),
+    "bench": ("workers.dev.bench:main", "run the pipeline benchmark"),
+    "config": ("workers.dev.services:show_config", "print every environment variable and its value"),
 }
 
 

@@ -37,7 +37,7 @@ def _redis_url(explicit: str | None) -> str:
     if explicit:
         return explicit
     from shared.config import get_config
-    from shared.embedded import LOCAL_REDIS_URL
+    from workers.dev.embedded import LOCAL_REDIS_URL
 
     return get_config().redis_url or LOCAL_REDIS_URL
 

@@ -15,10 +15,9 @@ from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
 from shared.clock import Clock, ServerTime, get_clock, set_clock
-from shared.config import Config, get_config
+from shared.config import LOCAL_REDIS_URL, Config, get_config
 from shared.contact_history import ContactHistory
 from shared.dnc import DncStore
-from shared.embedded import LOCAL_REDIS_URL
 from shared.errors import ConfigError
 from shared.jobs import JobStore
 from shared.pipeline import Pipeline, Timing

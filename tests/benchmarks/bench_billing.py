@@ -17,9 +17,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from shared import embedded, mongo
+from shared import mongo
 from shared.billing import Billing
 from shared.config import load_config
+from workers.dev import embedded
 
 
 def _per_call(total_calls: int) -> str:

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 
 import redis as redis_lib
 
-from shared import embedded, mongo
+from shared import mongo
 from shared.batch_cache import CAUSE_MESSAGE, BatchCache
 from shared.batches import BatchStore
 from shared.clock import Clock
 from shared.config import load_config
 from shared.invalidation import publish_invalidation
 from tests.fixtures.cache import ManualClock, spawn_peer
+from workers.dev import embedded
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -15,9 +15,10 @@ import time
 import uuid
 from datetime import timedelta
 
-from shared import embedded, mongo, states
+from shared import mongo, states
 from shared.config import load_config
 from shared.jobs import JobStore
+from workers.dev import embedded
 
 PHONE = "+56961234567"
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from workers.bench import main
+from workers.dev.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -29,7 +29,7 @@ from aiohttp import web
 from shared.clock import started_at
 from shared.config import load_config
 from shared.retell import RetellClient, SyncRetellClient
-from shared.simulator_process import SimulatorProcess, start_simulator, wait_until
+from workers.dev.simulator.process import SimulatorProcess, start_simulator, wait_until
 
 FROM = "+14155550100"
 

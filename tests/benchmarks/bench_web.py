@@ -36,11 +36,12 @@ from typing import Any
 
 import aiohttp
 
-from shared import embedded, mongo, states
+from shared import mongo, states
 from shared.clock import Clock
 from shared.config import load_config
 from shared.jobs import JobStore
 from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from workers.dev import embedded
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 API_KEY = "key_bench_webhooks"

@@ -12,7 +12,7 @@ import pytest
 import redis as redis_lib
 from dramatiq.brokers.stub import StubBroker
 
-from shared import embedded, states
+from shared import states
 from shared.batch_cache import BatchCache, CacheGroup
 from shared.batches import BatchStore
 from shared.config import DEFAULT_BATCH_CACHE_TTL
@@ -26,6 +26,7 @@ from shared.invalidation import (
 from shared.metrics import REGISTRY
 from tests.fixtures.cache import PATIENCE_S, wait_until
 from tests.helpers import frozen_clock
+from workers.dev import embedded
 from workers.middleware import CacheInvalidationMiddleware, cache_listener_ctx
 
 #: A clock that barely moves: the TTL cannot be why a process sees a change.

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.phones import numbered
-from shared.simulator_process import wait_until
 from tests.fixtures.browser import Browser
 from tests.fixtures.web import ADMIN_TOKEN
-from workers.web_http import read_token_for
+from workers.dev.simulator.process import wait_until
+from workers.web.http import read_token_for
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 CONTACTS = 16

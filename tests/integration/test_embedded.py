@@ -6,8 +6,8 @@ import pytest
 import redis as redis_lib
 from pymongo import MongoClient
 
-from shared import embedded
 from shared.errors import EmbeddedServiceError
+from workers.dev import embedded
 
 
 def test_mongodb_on_a_data_dir_persists_across_restarts(tmp_path):

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import embedded
 from shared.batch_cache import BatchCache, CacheGroup
 from shared.invalidation import Invalidation, InvalidationListener
 from tests.fixtures.cache import PATIENCE_S, wait_until
 from tests.helpers import frozen_clock, service_env
+from workers.dev import embedded
 from workers.invalidate import main
 
 A = "65f1c0ffee0000000000aaaa"

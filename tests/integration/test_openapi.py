@@ -20,8 +20,8 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 
 from tests.fixtures.web import ADMIN_TOKEN
-from workers import web
-from workers.openapi import document
+from workers.web import app as web
+from workers.web.openapi import document
 
 #: Routes that are not part of the JSON API (the dashboard's pages and files).
 NOT_DOCUMENTED = ("/", "/dashboard/batches", "/campaigns/new", "/login", "/logout")

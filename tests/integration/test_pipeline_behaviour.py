@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytz
 
 from shared import states
+from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at, to_ms
-from shared.schedule import is_allowed_time
-from shared.simulator_process import wait_until
 from tests.helpers import jitter_s
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+from workers.dev.simulator.process import wait_until
 
 SANTIAGO = pytz.timezone("America/Santiago")
 NEW_YORK = pytz.timezone("America/New_York")

@@ -18,10 +18,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from shared import attempts as attempt_states
-from shared import embedded, states
+from shared import states
+from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at
-from shared.schedule import is_allowed_time
 from tests.integration.test_pipeline_campaign import numbers, wait_final
+from workers.dev import embedded
 
 OPENS = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)   # Tuesday 09:00 in Santiago
 #: Three windows a day: the campaign starts before the first, and two close while calls are going on.

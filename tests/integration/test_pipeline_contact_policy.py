@@ -14,10 +14,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytz
 
 from shared import states
+from shared.calling_window import next_allowed_time
 from shared.clock import from_ms, started_at
-from shared.schedule import next_allowed_time
-from shared.simulator_process import wait_until
 from tests.integration.test_pipeline_campaign import numbers
+from workers.dev.simulator.process import wait_until
 
 SANTIAGO = pytz.timezone("America/Santiago")
 #: Monday 22:30 in Santiago: the stack starts during the night, and the first window opens on Tuesday.
@@ -92,8 +92,12 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
                 assert not [d for d, _ in calls if talk < d < talk + timedelta(days=7)], (phone, calls)
         for (_, ended), (created, _) in zip(spans[phone], spans[phone][1:], strict=False):   # one call at a time
             assert ended is not None and created >= ended, (phone, spans[phone])
-        assert len(calls) <= (3 if phone in talkers else 7), (phone, calls)
-    capped = [p for p in phones if p not in talkers and len(record[p]) == 7]
+        # The first week's calls (Tuesday to Monday): a slow machine may run the clock into the next week,
+        # whose calls the rolling check above covers.
+        first_week = [c for c in calls if c[0] < date(2026, 3, 10)]
+        assert len(first_week) <= (3 if phone in talkers else 7), (phone, calls)
+    capped = [p for p in phones if p not in talkers
+              and len([c for c in record[p] if c[0] < date(2026, 3, 10)]) == 7]
     assert len(capped) >= 20, collections.Counter(len(record[p]) for p in phones)   # the week's cap was reached
 
     # Every contact held back by a cap waits for the first instant the caps (by the simulator's record) and

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from shared import attempts as attempt_states
 from shared import states
 from shared.clock import started_at
-from shared.simulator_process import wait_until
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 from tests.integration.test_pipeline_fences import with_faults
+from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago

@@ -19,7 +19,6 @@ import pytest
 from shared import attempts as attempt_states
 from shared import states
 from shared.clock import from_ms, started_at
-from shared.simulator_process import wait_until
 from shared.slots import EPOCH_KEY
 from tests.integration.test_pipeline_campaign import (
     assert_no_attempt_dialed_twice,
@@ -27,6 +26,7 @@ from tests.integration.test_pipeline_campaign import (
     setup_campaign,
     wait_final,
 )
+from workers.dev.simulator.process import wait_until
 
 FAULTS = str(Path(__file__).resolve().parent.parent / "faults")
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago

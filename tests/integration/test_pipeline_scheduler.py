@@ -107,7 +107,8 @@ def test_periodic_run_recovers_expired_leases_without_dialing_blindly(rt, pipeli
     jobs = rt.jobs.claim_due(limit=3, lease=timedelta(minutes=-1))  # leases already expired
     rt.jobs.transition(jobs[1]["_id"], expected=[states.QUEUED], to=states.IN_CALL, set_={"call_id": "call_x"})
     rt.jobs.transition(jobs[2]["_id"], expected=[states.QUEUED], to=states.DIALING, set_={"attempt_id": "a"})
-    pipeline.schedule_due(periodic=True)
+    pipeline.maintain()
+    pipeline.schedule_due()
     assert {m[1] for m in sender.of("dial")} == {jobs[0]["_id"]}
     assert [m[1] for m in sender.of("poll")] == [jobs[1]["_id"]]
     assert [m[1] for m in sender.of("reconcile")] == [jobs[2]["_id"]]

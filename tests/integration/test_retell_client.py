@@ -28,7 +28,7 @@ from shared.errors import (
     RateLimited,
 )
 from shared.retell import RetellClient, SyncRetellClient, get_sync_client
-from shared.simulator_process import SimulatorProcess
+from workers.dev.simulator.process import SimulatorProcess
 
 FROM = "+14155550100"
 ANSWERS = "+14155550001"

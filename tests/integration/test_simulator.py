@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from shared.clock import Clock, started_at
-from shared.simulator_process import SimulatorProcess, wait_until
 from shared.webhooks import verify_webhook
+from workers.dev.simulator.process import SimulatorProcess, wait_until
 
 FROM = "+14155550100"
 N = {name: f"+1415555{i:04d}" for i, name in enumerate(

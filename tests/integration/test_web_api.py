@@ -10,11 +10,11 @@ import redis as redis_lib
 from shared import attempts as attempt_states
 from shared import states
 from shared.invalidation import PAYLOAD
-from shared.simulator_process import wait_until
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import frozen_clock
+from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
-from workers.web_http import read_token_for
+from workers.web.http import read_token_for
 
 PHONES = [f"+5696123{n:04d}" for n in range(4500, 4600)]
 SATURDAY = datetime(2026, 3, 7, 15, 0, tzinfo=UTC)  # 12:00 in Santiago (UTC-3 in March)

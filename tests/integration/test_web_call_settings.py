@@ -8,7 +8,7 @@ import re
 import jsonschema
 
 from tests.fixtures.web import ADMIN_TOKEN
-from workers.web_http import ADMIN_SESSION_COOKIE, read_token_for
+from workers.web.http import ADMIN_SESSION_COOKIE, read_token_for
 
 READ_TOKEN = read_token_for(ADMIN_TOKEN)
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -12,7 +12,7 @@ from shared import states
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import frozen_clock
 from workers.runtime import build_runtime
-from workers.web_http import read_token_for
+from workers.web.http import read_token_for
 
 READ_TOKEN = read_token_for(ADMIN_TOKEN)
 PHONES = [f"+5696123{n:04d}" for n in range(4700, 4720)]

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from shared.phones import numbered
 from tests.fixtures.web import ADMIN_TOKEN
-from workers.web_http import read_token_for
+from workers.web.http import read_token_for
 
 A, B, C, D = numbered("+5696900", 4)
 CSV = {"Content-Type": "text/csv"}

@@ -9,13 +9,13 @@ import textwrap
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import states
-from shared.embedded import free_port
 from shared.metrics import process_label
 from shared.webhooks import SIGNATURE_HEADER
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import service_env
+from workers.dev.embedded import free_port
 from workers.runtime import build_runtime
-from workers.web_http import read_token_for
+from workers.web.http import read_token_for
 
 PHONES = [f"+5696123{n:04d}" for n in range(4600, 4620)]
 

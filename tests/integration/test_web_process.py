@@ -15,13 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import states
 from shared.clock import started_at
-from shared.embedded import free_port
 from shared.phones import numbered
-from shared.simulator_process import wait_until
 from tests.fixtures.web import ADMIN_TOKEN, HttpClient
 from tests.helpers import service_env
+from workers.dev.embedded import free_port
+from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
-from workers.web_http import read_token_for
+from workers.web.http import read_token_for
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from shared import states
 from shared.call_settings import parse_call_settings
+from shared.calling_window import is_allowed_time
 from shared.decisions import (
     DialStep,
     PollStep,
@@ -15,7 +16,6 @@ from shared.decisions import (
     first_dialable_phone,
     next_poll_delay_s,
 )
-from shared.schedule import is_allowed_time
 
 WEEKDAYS_9_18 = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5],
                                      "allowed_hours": {"start": "09:00", "end": "18:00"},

@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 from shared import states
 from shared.call_settings import parse_call_settings
 from shared.contacts import parse_contact
-from shared.simulator_scenario import parse_scenario
-from workers import demo_plan
-from workers.demo import DEFAULT_SPEED, parse_args, safe_url
-from workers.demo_view import (
+from workers.dev import demo_plan
+from workers.dev.demo import DEFAULT_SPEED, parse_args, safe_url
+from workers.dev.demo_view import (
     BatchSummary,
     Snapshot,
     Summary,
@@ -30,6 +29,7 @@ from workers.demo_view import (
     render_window_check,
     window_state,
 )
+from workers.dev.simulator.scenario import parse_scenario
 
 FULL_NUMBER = re.compile(r"\+\d{9,}")
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from shared import states
 from shared.call_settings import parse_call_settings
+from shared.calling_window import is_allowed_time
 from shared.decisions import DialStep, decide_dial
-from shared.schedule import is_allowed_time
 
 COLLECTIONS = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5, 6],
                                    "allowed_hours": {"start": "09:00", "end": "20:00"},

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.simulator_api import ApiError, compile_filter, parse_create_body, parse_list_body
-from shared.simulator_calls import CallBook, SimCall
-from shared.simulator_scenario import (
+from workers.dev.simulator.api import ApiError, compile_filter, parse_create_body, parse_list_body
+from workers.dev.simulator.calls import CallBook, SimCall
+from workers.dev.simulator.scenario import (
     OutcomeSpec,
     ScenarioError,
     parse_faults,

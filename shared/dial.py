@@ -1,0 +1,441 @@
+"""Dial one job: decide, claim, reserve, take a slot, insert the attempt, then create the call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytz
+
+from shared import attempts as attempt_states
+from shared import metrics, states
+from shared.attempts import attempt_id
+from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
+from shared.clock import ServerTime, from_ms, to_ms
+from shared.contact_history import DAY_MS
+from shared.contact_policy import Touch, capped_until, contact_keys
+from shared.decisions import (
+    DialStep,
+    attempt_deadline_ms,
+    check_before_send,
+    decide_dial,
+    decide_free_retry,
+    next_poll_delay_s,
+)
+from shared.dnc import DNC_OUTCOME
+from shared.errors import (
+    AgentNotFound,
+    CallerIdRejected,
+    CallNotFound,
+    CreateOutcomeUnknown,
+    DialAborted,
+    InvalidDestination,
+    PaymentRequired,
+    ProviderAuthError,
+    ProviderError,
+    RateLimited,
+)
+from shared.logs import event, get_logger, mask_phone
+from shared.slots import Acquired
+from shared.step import Step
+
+log = get_logger(__name__)
+
+
+class Dial(Step):
+    # -- dial --------------------------------------------------------------------------------
+
+    def dial(self, job_id: str, lease_owner: str) -> str:
+        """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result)."""
+        job = self.jobs.get(job_id)
+        cached = self.cache.get(job["batch_id"]) if job else None
+        listed = self._listed(job, lease_owner)
+        now = self.clock.now()
+        decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
+                               settings=cached.settings if cached else None,
+                               settings_error=cached.settings_error if cached else None, now=now,
+                               lang=self._lang(), guard=self._sim(self.timing.dial_guard_s),
+                               early=self._sim(self.timing.early_tolerance_s), listed=listed)
+        metrics.DIAL_DECISIONS.labels(decision.step.value).inc()
+        if decision.dnc_skipped:
+            metrics.DNC_BLOCKED.labels("decision").inc()
+        if decision.step == DialStep.STALE:
+            return decision.step
+        assert job is not None  # decide_dial says STALE for a missing job
+        self._log_decision(job, cached, decision, now)
+        own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
+        if decision.step == DialStep.EARLY:
+            assert decision.next_try_at is not None
+            self.sender.dial(job_id, lease_owner, delay_ms=max(1, self.clock.real_delay_ms(decision.next_try_at)))
+        elif decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
+            self.jobs.transition(job_id, to=states.CANCELLED, set_={"last_error": decision.reason}, **own)
+        elif decision.step == DialStep.PAUSED:
+            self.jobs.release(job_id, now, decision.reason or "batch paused", **own)
+        elif decision.step == DialStep.SETTINGS_INVALID:
+            self.batches.record_settings_error(job["batch_id"], cached.settings_error)
+            self.jobs.release(job_id, now, decision.reason or "invalid settings", **own)
+        elif decision.step == DialStep.OUTSIDE_WINDOW:
+            assert decision.next_try_at is not None
+            self.jobs.reschedule(job_id, decision.next_try_at, decision.reason or "outside calling window",
+                                 inc={"postponed_by_schedule": 1}, **own)
+            metrics.POSTPONED_BY_SCHEDULE.inc()
+            event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
+                  reason=decision.reason)
+        elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
+            self.jobs.mark_failed(job_id, decision.reason or "failed", terminal=True, **own)
+        elif decision.step == DialStep.DO_NOT_CALL:
+            self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
+                                 set_={"last_error": decision.reason, "outcome": DNC_OUTCOME,
+                                       "finished_at": self.clock.now_ms()})
+        elif decision.step == DialStep.DNC_ROUND_END:
+            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=cached.settings, job=job,
+                                  **own)
+        else:
+            assert decision.phone_index is not None
+            return self._place_call(job, cached, decision.phone_index, lease_owner)
+        return decision.step
+
+    def _log_decision(self, job: Mapping[str, Any], cached: Any, decision: Any, now: Any) -> None:
+        """One line per dial decision, as the original worker wrote: the settings used (the batch's, or the
+        defaults when it has none), the window's verdict and why, what the create would send (ring timeout,
+        max duration), and which attempt of how many, and how many numbers a do-not-call list passed over.
+        The number is masked. Nothing is computed when info lines are not logged."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        settings = cached.settings if cached else None
+        stored = (cached.doc or {}).get("call_settings") if cached else None
+        fields: dict[str, Any] = {
+            "job_id": job["_id"], "batch_id": job["batch_id"], "step": decision.step.value,
+            "settings": "invalid" if cached and settings is None else ("batch" if stored else "defaults"),
+        }
+        index = decision.phone_index if decision.phone_index is not None else int(job.get("phone_index", 0))
+        phones = job["contact"]["phones"]
+        phone = phones[min(index, len(phones) - 1)]
+        fields["to"] = mask_phone(phone)
+        if decision.step == DialStep.OUTSIDE_WINDOW:
+            fields.update(window="closed", window_reason=decision.reason)
+        elif decision.step in (DialStep.PROCEED, DialStep.MAX_ATTEMPTS) and settings is not None:
+            zones = resolve_timezones(settings, phone, contact_timezone=job["contact"].get("timezone"),
+                                      config=self.config)
+            local = now.astimezone(pytz.timezone(zones[0]))
+            fields.update(window="open", window_reason=f"{local:%a %H:%M} in {', '.join(zones)}")
+        elif decision.reason:
+            fields["reason"] = decision.reason
+        if settings is not None:
+            fields.update(ring_timeout_s=settings.ring_timeout, max_call_duration_s=settings.max_call_duration,
+                          attempt=f"{int(job.get('tries', 0)) + 1}/{settings.max_attempts}")
+        if decision.dnc_skipped:
+            fields["dnc_skipped"] = decision.dnc_skipped
+        event(log, "dial_decision", **fields)
+
+    def _listed(self, job: Mapping[str, Any] | None, lease_owner: str) -> frozenset[str]:
+        """The job's numbers on its account's or the global do-not-call list (one query); nothing is read for a
+        message the decision will drop anyway (a vanished job, another state, another lease)."""
+        if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
+            return frozenset()
+        return self.dnc.listed(job["account_id"], job["contact"]["phones"])
+
+    def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str) -> str:
+        """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
+
+        Winning the conditional transition comes first: a process that loses it (the same message
+        delivered twice) has taken nothing and gives nothing back. From then on this process alone owns
+        the job, the hold and the slot of the attempt, until its lease ends.
+        """
+        settings = cached.settings
+        job_id, account_id = job["_id"], job["account_id"]
+        aid = attempt_id(job, phone_index)
+        now_ms = self.clock.now_ms()
+        lease_until = now_ms + self._sim_ms(self.timing.dialing_lease_s)
+        won = self.jobs.transition(
+            job_id, to=states.DIALING, inc={"dials": 1}, lease_owner=lease_owner, expected=(states.QUEUED,),
+            set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms, "lease_until": lease_until},
+            unset=("stop_requested_at", "stop_acked", "stop_attempts"))
+        if won is None:
+            return DialStep.STALE
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+
+        reservation = self.billing.reserve(account_id, attempt_id=aid, job_id=job_id,
+                                           max_call_duration_s=settings.max_call_duration)
+        if not reservation.ok:
+            return self._insufficient_balance(won, settings, reservation, own)
+
+        slot = self.slots.acquire(account_id, aid, limit=self._limit(account_id), now_ms=now_ms,
+                                  lease_ms=self._slot_lease_ms(settings), pool_limit=self._pool_limit())
+        if slot != Acquired.YES:
+            self.billing.release(aid)
+            retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
+            self.jobs.release(job_id, retry_at, "no free provider slot" if slot == Acquired.NO
+                              else "provider slots being rebuilt", **own)
+            if slot == Acquired.UNKNOWN:
+                self.sender.schedule(None)
+            return "no_slot"
+
+        refused = self._take_turn(won, settings, phone_index, aid, now_ms, lease_owner)
+        if refused is not None:
+            self.slots.release(account_id, aid)
+            self.billing.release(aid)
+            return refused
+
+        batch = cached.doc
+        attempt = {
+            "_id": aid, "job_id": job_id, "batch_id": job["batch_id"], "account_id": account_id,
+            "round": int(job.get("tries", 0)) + 1, "phone_index": phone_index, "dial": int(won.get("dials", 1)),
+            "to_number": job["contact"]["phones"][phone_index], "created_at": now_ms, "due_at": job.get("next_try_at"),
+            "owner": lease_owner, "from_number": batch.get("from_number") or self.config.call_from_number,
+            "agent_id": batch.get("agent_id") or self.config.retell_agent_id,
+        }
+        if job["contact"].get("external_id") not in (None, ""):
+            attempt["external_id"] = job["contact"]["external_id"]
+        if not self.attempts.insert(attempt):
+            # Recovery recorded this attempt first, as not placed, while this process was stalled: it gave back
+            # the hold and the slot then, and this process took them again since. A not-placed attempt has no
+            # owner left, so what is held in its name is nobody's: give it back.
+            if (self.attempts.get(aid) or {}).get("state") == attempt_states.NOT_PLACED:
+                self.slots.release(account_id, aid)
+                self.billing.release(aid)
+                self._forget_turn(won, aid)
+            return DialStep.STALE
+        metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
+        return self._create(won, attempt, settings, lease_owner, lease_until,
+                            reserved=int(getattr(reservation, "amount", 0) or 0))
+
+    def _take_turn(self, job: Mapping[str, Any], settings: Any, phone_index: int, aid: str, now_ms: int,
+                   lease_owner: str) -> str | None:
+        """The account's contact policy: record this call against the callee's keys, or, when a cap says no,
+        the job waits (``waiting_schedule``) for the first instant the caps and the window allow. None: go on."""
+        account_id = job["account_id"]
+        policy = self._policy(account_id)
+        if policy is None:
+            return None
+        contact = job["contact"]
+        phone = contact["phones"][phone_index]
+        zone = pytz.timezone(resolve_timezones(settings, phone, contact_timezone=contact.get("timezone"),
+                                               config=self.config)[0])
+        now = from_ms(now_ms)
+        # The latest the call can be finalized: its deadline, the stop grace, then recovery of a dead poller.
+        until = attempt_deadline_ms(now_ms, ring_timeout_s=settings.ring_timeout, grace_s=self.timing.call_grace_sim_s,
+                                    max_call_duration_s=settings.max_call_duration)
+        until += self._sim_ms(self.timing.stop_grace_s + self.timing.poll_lease_margin_s)
+        touch = Touch(at_ms=now_ms, attempt_id=aid, until_ms=until)
+        refused = self.history.reserve(account_id, contact_keys(contact, phone), touch,
+                                       keep_ms=now_ms - policy.history_days * DAY_MS,
+                                       decide=lambda calls: capped_until(policy, calls, now, zone))
+        if refused is None:
+            return None
+        allowed_from, why = refused
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        try:
+            at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.get("timezone"),
+                                   config=self.config)
+        except NoAllowedTime as exc:
+            self.jobs.mark_failed(job["_id"], f"{why}; {exc}", terminal=True, **own)
+            return DialStep.NO_WINDOW
+        self.jobs.reschedule(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
+        metrics.POSTPONED_BY_POLICY.inc()
+        event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(), reason=why)
+        return "capped"
+
+    def _forget_turn(self, job: Mapping[str, Any], aid: str) -> None:
+        """The attempt was not placed: it no longer counts against the callee's caps."""
+        policy = self._policy(job["account_id"])
+        if policy is None:
+            return
+        phones = job["contact"]["phones"]
+        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
+        self.history.forget(job["account_id"], contact_keys(job["contact"], phone), aid,
+                            keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+
+    def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: Any, lease_owner: str,
+                lease_until: int, *, reserved: int | None, replay: bool = False) -> str:
+        """Send the attempt's create (its id as the idempotency key) and record the call.
+
+        Right before every send, :func:`shared.decisions.check_before_send` checks the fence (this
+        process's lease outlasts the create) and the calling window at the same moment; when it fails
+        before the first send, nothing reached the provider. ``replay``: the attempt's create was sent
+        before with an unknown outcome; then :class:`~shared.errors.DialAborted` goes to the caller.
+        """
+        job_id, aid = job["_id"], attempt["_id"]
+        phone = attempt["to_number"]
+        contact_tz = job["contact"].get("timezone")
+        need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
+
+        def precheck() -> None:
+            if self.dnc.listed(job["account_id"], [phone]):
+                metrics.DNC_BLOCKED.labels("send").inc()
+                raise DialAborted("dnc", "the number is on a do-not-call list")
+            now = self.clock.now()
+            problem = check_before_send(
+                now=now, lease_until_ms=lease_until,
+                real_seconds=self.clock.real_seconds((lease_until - to_ms(now)) / 1000), need_real_s=need_real_s,
+                clock_trusted=self._clock_trusted(), settings=settings, phone=phone, contact_timezone=contact_tz,
+                guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
+            if problem is not None:
+                raise problem
+
+        try:
+            call = self.provider.create_phone_call(
+                from_number=attempt.get("from_number") or self.config.call_from_number,
+                to_number=phone,
+                agent_id=attempt.get("agent_id"),
+                dynamic_variables=dict(job["contact"].get("variables", {})),
+                metadata={"job_id": job_id, "attempt_id": aid, "attempt": int(attempt.get("dial", 1)),
+                          "round": int(attempt.get("round", 1)), "batch_id": job["batch_id"]},
+                ring_timeout_s=settings.ring_timeout,
+                max_call_duration_s=settings.max_call_duration,
+                idempotency_key=aid,
+                precheck=precheck,
+            )
+        except DialAborted as exc:
+            if replay:
+                raise
+            return self._abort_dial(job, aid, exc, lease_owner)
+        except CreateOutcomeUnknown as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
+            return "reconcile"
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            if replay:
+                # A refusal of this send says nothing of the earlier one, which may have made the call: still unknown.
+                wait_s = max(self.timing.reconcile_retry_s,
+                             float(getattr(exc, "retry_after_s", None) or 0.0))
+                event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+                self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
+                return "reconcile"
+            return self._create_failed(job, aid, exc, lease_owner)
+        if not replay:
+            metrics.DIALS.inc()
+        return self._record_call(job_id, aid, job["account_id"], call, lease_owner, settings, reserved=reserved)
+
+    def _clock_trusted(self) -> bool:
+        source = self.clock.source
+        if not isinstance(source, ServerTime):
+            return True  # a process without a server time (tests of one process) trusts its own clock
+        return source.trusted(max_uncertainty_s=self.config.pipeline_max_skew_ms / 1000,
+                              max_age_s=self.timing.max_clock_age_s)
+
+    def _abort_dial(self, job: Mapping[str, Any], aid: str, exc: DialAborted, lease_owner: str) -> str:
+        """Nothing was sent: the attempt is not placed, the hold and the slot go back, the job waits."""
+        job_id = job["_id"]
+        metrics.DIAL_ABORTS.labels(exc.kind).inc()
+        event(log, "dial_aborted", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
+        if not self.attempts.not_placed(aid, f"not sent: {exc.reason}", owner=lease_owner):
+            return DialStep.STALE  # recovery took the attempt over: it decides
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        self._forget_turn(job, aid)
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        if exc.kind == "window" and exc.next_try_at is not None:
+            self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
+            metrics.POSTPONED_BY_SCHEDULE.inc()
+        elif exc.kind == "dnc":
+            # Decided again at once: the decision passes the number over (or fails the contact).
+            self.jobs.release(job_id, self.clock.now(), exc.reason, **own)
+            self.sender.schedule(job["account_id"])
+        else:
+            self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
+        return f"aborted_{exc.kind}"
+
+    def _insufficient_balance(self, job: Mapping[str, Any], settings: Any, reservation: Any,
+                              own: Mapping[str, Any]) -> str:
+        """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
+        after = self.billing.on_insufficient_balance(job, settings, reservation, lease_owner=own["lease_owner"],
+                                                     expected=own["expected"])
+        return str(after["status"]) if after else DialStep.STALE
+
+    def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
+        """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
+        job_id, account_id = job["_id"], job["account_id"]
+        if not self.attempts.not_placed(aid, str(exc)[:300], owner=lease_owner):
+            return DialStep.STALE
+        self.slots.release(account_id, aid)
+        self.billing.release(aid)
+        self._forget_turn(job, aid)
+        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+        if isinstance(exc, InvalidDestination):
+            # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
+            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
+            return "invalid_number"
+        if isinstance(exc, ProviderAuthError | PaymentRequired):
+            # The workspace (every account shares its API key) cannot place calls: hold every batch.
+            self._hold(job, f"the provider refused the call: {exc}", batch_id=None, own=own)
+            return "held"
+        if isinstance(exc, CallerIdRejected | AgentNotFound):
+            what = "caller id" if isinstance(exc, CallerIdRejected) else "agent"
+            self._hold(job, f"the provider refused the batch's {what}: {exc}", batch_id=job["batch_id"], own=own)
+            return "held"
+        if exc.retryable or isinstance(exc, RateLimited):
+            retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+            self._free_retry(job, f"provider error: {exc}", own, retry_after_s=retry_after)
+            return "provider_error"
+        # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
+        self.jobs.mark_failed(job_id, f"the provider refused the call: {exc}", call_settings=self._settings_of(job),
+                              job=job, **own)
+        return "refused"
+
+    def _free_retry(self, job: Mapping[str, Any], reason: str, own: Mapping[str, Any], *,
+                    retry_after_s: float | None = None) -> dict[str, Any] | None:
+        """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
+        past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why."""
+        used = int(job.get("free_retries", 0) or 0)
+        wait_s = decide_free_retry(used, limit=self.config.pipeline_max_free_retries, retry_after_s=retry_after_s,
+                                   base_s=self.config.pipeline_free_retry_base_s)
+        if wait_s is None:
+            metrics.FREE_RETRIES.labels("budget_spent").inc()
+            return self.jobs.mark_failed(
+                job["_id"], f"provider faults in a row, {used} free retries spent: {reason}",
+                call_settings=self._settings_of(job), job=job, expected=own["expected"],
+                lease_owner=own.get("lease_owner"))
+        metrics.FREE_RETRIES.labels("retried").inc()
+        return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
+                                    inc={"free_retries": 1}, **own)
+
+    def _hold(self, job: Mapping[str, Any], reason: str, *, batch_id: str | None,
+              own: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
+        held = self.batches.hold(reason, batch_id=batch_id, seen_at=job.get("dialed_at"))
+        metrics.BATCHES_HELD.inc(len(held))
+        event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=reason[:300])
+        return self.jobs.reschedule(job["_id"], self.clock.now(), f"batch held: {reason}", status=states.PENDING,
+                                    **own)
+
+    def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
+                     settings: Any, *, reserved: int | None = None) -> str:
+        poll_delay_s = next_poll_delay_s(0)
+        lease_ms = self._in_call_lease_ms(settings or self._default_settings())
+        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
+        # and a process that takes the job over reads the call from the attempt.
+        self.attempts.set_call(aid, call.call_id)
+        fields: dict[str, Any] = {"call_id": call.call_id, "lease_until": lease_ms}
+        if reserved is not None:
+            fields["reserved"] = reserved
+        won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
+                                   where={"attempt_id": aid}, set_=fields)
+        if won is None:
+            current = self.jobs.get(job_id)
+            attempt = self.attempts.get(aid)
+            mine = (current is not None and current.get("attempt_id") == aid and attempt is not None
+                    and attempt.get("call_id") == call.call_id)
+            if not mine:
+                # The job moved on to another attempt while this create was in flight: never let a second call live.
+                self._stop_quietly(call.call_id)
+                self.attempts.orphaned(aid, call.call_id)
+                event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
+                return "orphaned"
+            return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
+        event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
+              to=mask_phone(getattr(call, "to_number", "") or ""))
+        self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(poll_delay_s))
+        return "dialed"
+
+    def _stop_quietly(self, call_id: str) -> None:
+        try:
+            self.provider.stop_call(call_id)
+        except CallNotFound:
+            pass
+        except ProviderError as exc:
+            event(log, "stop_call_failed", call_id=call_id, error=str(exc))

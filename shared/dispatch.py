@@ -1,0 +1,135 @@
+"""Dispatch due jobs: ``schedule_due`` and the refill of a freed slot, fairly within the workspace's pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import LockError
+
+from shared import states
+from shared.clock import from_ms
+from shared.logs import get_logger
+from shared.redis_keys import (
+    dispatch_lock_key,
+    dispatch_turn_key,
+    workspace_limit_key,
+)
+from shared.step import Step
+from shared.timing import DISPATCH_LOCK_MS
+
+log = get_logger(__name__)
+
+
+class Dispatch(Step):
+    """Claims due jobs and sends their dial messages."""
+
+    def schedule_due(self, account_id: str | None = None) -> int:
+        """Dispatch due jobs of active batches, at most as many per account as it has free slots.
+
+        Returns the number of jobs dispatched. The periodic upkeep (lease recovery, slot rebuild, lost
+        reservations, billing repair, batch completion) is :meth:`shared.maintenance.Maintenance.maintain`.
+        """
+        return self._dispatch(self._active_batches(), only=account_id)
+
+    def _dispatch(self, active: Mapping[str, list[str]], *, only: str | None = None) -> int:
+        """Dispatch due jobs of ``active`` accounts (or ``only`` one), fairly within the workspace's pool.
+
+        The pool's free slots are shared out in turn: each account gets at most an even share of what
+        is left (an account with fewer due jobs leaves the rest to the next ones), and the first account
+        changes from one run to the next, so one large campaign never starves a small one.
+        """
+        accounts = [only] if only else sorted(active)
+        accounts = [a for a in accounts if a in active]
+        if not accounts:
+            return 0
+        if len(accounts) > 1:
+            turn = int(self.slots.redis.incr(dispatch_turn_key(self.slots.workspace))) % len(accounts)
+            accounts = accounts[turn:] + accounts[:turn]
+        pool_free = self._pool_free()
+        dispatched = 0
+        for i, acc in enumerate(accounts):
+            if pool_free <= 0:
+                break
+            share = -(-pool_free // (len(accounts) - i))  # an even share of what is left, rounded up
+            claimed = max(0, self._dispatch_account(acc, active[acc], cap=share))
+            pool_free -= claimed
+            dispatched += claimed
+        return dispatched
+
+    def _pool_limit(self) -> int:
+        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
+        (:meth:`refresh_pool_limit`), else the default account limit (the provider's own default)."""
+        if self.config.retell_concurrency_limit:
+            return self.config.retell_concurrency_limit
+
+        def read() -> int:
+            raw = self.slots.redis.get(workspace_limit_key(self.slots.workspace))
+            return int(raw) if raw else self.config.default_concurrency_limit
+        return self._remembered("pool-limit", read)
+
+    def _pool_free(self) -> int:
+        """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
+        now_ms = self.clock.now_ms()
+        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self._queued_count(None)
+
+    def _active_batches(self) -> dict[str, list[str]]:
+        by_account: dict[str, list[str]] = {}
+        for doc in self.batches.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
+                                          {"_id": 1, "account_id": 1}):
+            by_account.setdefault(doc["account_id"], []).append(doc["_id"])
+        return by_account
+
+    def refill(self, account_id: str) -> int:
+        """A slot of the account was freed: dispatch its next due jobs now, in this thread.
+
+        Sending a ``schedule_due`` message instead would cost one more trip through the broker
+        (up to its poll interval) for every call. When another process is dispatching for the
+        account at this moment, a (debounced) message makes sure the slot is not forgotten.
+        """
+        active = self._remembered("active", self._active_batches)
+        if account_id not in active:
+            return 0
+        if len(active) > 1:
+            # Several accounts share the workspace's pool: the freed slot goes to whoever's turn it is.
+            return self._dispatch(active)
+        dispatched = self._dispatch_account(account_id, active[account_id], cap=self._pool_free())
+        if dispatched < 0:
+            self.sender.schedule(account_id)
+            return 0
+        return dispatched
+
+    def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
+        """Claim and send as many due jobs as the account has free slots, at most ``cap`` (its share of the
+        workspace's pool); -1 when another process is at it."""
+        lock = self.slots.redis.lock(dispatch_lock_key(account_id), timeout=DISPATCH_LOCK_MS / 1000, blocking=False)
+        if not lock.acquire():
+            return -1
+        try:
+            now_ms = self.clock.now_ms()
+            limit = self._limit(account_id)
+            queued = self._queued_count(account_id)
+            budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
+                         self.timing.dispatch_limit)
+            if budget <= 0:
+                return 0
+            horizon = self._sim(self.timing.horizon_s)
+            lease = horizon + self._sim(self.timing.queued_lease_s)
+            claimed = self.jobs.claim_due(limit=budget, lease=lease, horizon=horizon, batch_ids=batch_ids,
+                                          account_id=account_id)
+            for job in claimed:
+                delay = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
+                self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay)
+            return len(claimed)
+        finally:
+            with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
+                lock.release()
+
+    def _queued_count(self, account_id: str | None) -> int:
+        """Jobs queued to dial, of one account or (None) of every account."""
+        match: dict[str, Any] = {"status": states.QUEUED}
+        if account_id is not None:
+            match["account_id"] = account_id
+        rows = self.jobs.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        return sum(int(r["n"]) for r in rows)

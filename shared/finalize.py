@@ -1,0 +1,94 @@
+"""Finalize an ended call: settle its charge, record the attempt, move the job on, refill the slot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shared import metrics, states
+from shared.contact_history import DAY_MS
+from shared.contact_policy import contact_keys
+from shared.jobs import choose_retry_delay
+from shared.logs import event, get_logger
+from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
+from shared.retell import Call
+from shared.step import Step
+
+log = get_logger(__name__)
+
+
+class Finalize(Step):
+    def finalize(self, job_id: str, call: Call, *, lease_owner: str | None = None, source: str = "poll") -> str:
+        """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op."""
+        job = self.jobs.get(job_id)
+        if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
+            return "duplicate"
+        aid = job["attempt_id"]
+        cached = self.cache.get(job["batch_id"])
+        settings = cached.settings if cached else None
+        duration_ms = int(call.duration_ms or 0)
+        connected = call.start_timestamp_ms is not None and duration_ms > 0
+        outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
+        reason = reason_text(outcome, call.disconnection_reason, lang=self._lang())
+        charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
+                  if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
+        self.attempts.end(aid, {
+            "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
+            "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
+            "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
+        })
+        self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
+                          conversation=connected and outcome != Outcome.VOICEMAIL)
+        applied = self._apply_outcome(job, outcome, reason, settings)
+        self.slots.release(job["account_id"], aid)
+        if applied is None:
+            return "duplicate"
+        metrics.CALLS.labels(outcome.value).inc()
+        fields: dict[str, Any] = {}
+        if applied.get("status") == states.RETRY_WAIT:
+            chosen = choose_retry_delay(settings, _round_outcome(outcome), self.config)
+            metrics.RETRY_DELAY.observe(chosen.delay.total_seconds())
+            fields = {"retry_delay_hours": chosen.hours, "retry_delay_for": chosen.outcome or "default"}
+        event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
+              status=applied.get("status"), **fields)
+        self.refill(job["account_id"])
+        return outcome.value
+
+    def _finish_turn(self, job: Mapping[str, Any], aid: str, ended_ms: int, *, conversation: bool) -> None:
+        """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
+        days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
+        webhook)."""
+        policy = self._policy(job["account_id"])
+        if policy is None:
+            return
+        phones = job["contact"]["phones"]
+        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
+        self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
+                            conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+
+    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
+                       settings: Any) -> dict[str, Any] | None:
+        job_id = job["_id"]
+        where = {"call_id": job["call_id"]}
+        effect = EFFECTS[outcome]
+        common = {"expected": (states.IN_CALL,)}
+        if effect == Effect.COMPLETE:
+            return self.jobs.transition(job_id, to=states.COMPLETED, where=where, unset=("next_try_at",),
+                                        set_={"outcome": outcome.value, "finished_at": self.clock.now_ms()},
+                                        **common)
+        if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
+            return self.jobs.advance_phone(job_id, reason, settings, invalid=effect == Effect.INVALID_PHONE,
+                                           job=job, outcome=outcome.value, **common)
+        if effect == Effect.FAILED_ROUND:
+            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, outcome=outcome.value,
+                                         **common)
+        own = {**common, "where": where}
+        if effect == Effect.HOLD:
+            return self._hold(job, reason, batch_id=None, own=own)
+        return self._free_retry(job, reason, own)
+
+
+def _round_outcome(outcome: Outcome) -> str | None:
+    """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it
+    can end a round, None (``retry_delay_hours``) when the round failed otherwise (a spent free-retry budget)."""
+    return outcome.value if outcome in ROUND_ENDING else None

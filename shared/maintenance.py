@@ -1,0 +1,139 @@
+"""Maintenance: lease recovery, slot rebuild, lost reservations, billing repair, batch completion, pool limit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from redis.exceptions import LockError
+
+from shared import attempts as attempt_states
+from shared import metrics, states
+from shared.errors import (
+    ProviderError,
+)
+from shared.logs import event, get_logger
+from shared.redis_keys import (
+    BILLING_REPAIR_LOCK,
+    SLOTS_REBUILD_LOCK,
+    pool_refresh_key,
+    workspace_limit_key,
+)
+from shared.step import Step
+from shared.timing import SLOTS_REBUILD_LOCK_S
+
+log = get_logger(__name__)
+
+
+class Maintenance(Step):
+    """The periodic upkeep the clock dyno asks for (the ``maintain`` actor), apart from dispatch."""
+
+    def maintain(self) -> None:
+        """One periodic run: rebuild the slot sets if Redis lost them, read the pool limit, recover expired
+        leases, settle lost reservations, repair billing (one process a minute) and complete finished
+        batches. Safe to run in several processes at once."""
+        if not self.slots.known():
+            self.ensure_slots()
+        self.refresh_pool_limit()
+        self.recover_expired()
+        self.recover_reservations()
+        if self.slots.redis.set(BILLING_REPAIR_LOCK, "1", nx=True, px=int(self.timing.repair_every_s * 1000)):
+            self.billing.repair()
+        self.complete_finished_batches()
+
+    def refresh_pool_limit(self) -> None:
+        """Read the workspace's concurrency limit from the provider (``get-concurrency``) every few minutes;
+        one process of all does it. Outbound calls get the limit less the inbound reserve."""
+        if self.config.retell_concurrency_limit:
+            return
+        workspace = self.slots.workspace
+        if not self.slots.redis.set(pool_refresh_key(workspace), "1", nx=True,
+                                    px=int(self.timing.pool_refresh_s * 1000)):
+            return
+        try:
+            concurrency = self.provider.get_concurrency()
+        except ProviderError as exc:
+            event(log, "concurrency_limit_unread", level=logging.WARNING, error=str(exc)[:200])
+            self.slots.redis.delete(pool_refresh_key(workspace))
+            return
+        if concurrency.limit is None:
+            return
+        limit = max(1, concurrency.limit - (concurrency.reserved_inbound or 0))
+        self.slots.redis.set(workspace_limit_key(workspace), limit, px=int(self.timing.pool_refresh_s * 3000))
+        event(log, "concurrency_limit_read", limit=limit, current=concurrency.current)
+
+    def recover_expired(self, *, limit: int = 1000) -> int:
+        """Take over jobs whose lease expired: re-dispatch, re-poll or reconcile — never dial blindly."""
+        taken = self.jobs.claim_expired(limit=limit, lease=self._sim(self.timing.dialing_lease_s))
+        for job in taken:
+            metrics.RECOVERED.labels(job["status"]).inc()
+            event(log, "lease_recovered", job_id=job["_id"], state=job["status"])
+            if job["status"] == states.QUEUED:
+                self.sender.dial(job["_id"], job["lease_owner"])
+            elif job["status"] == states.IN_CALL:
+                self.sender.poll(job["_id"], job["lease_owner"], job.get("call_id", ""), 0)
+            else:
+                self.sender.reconcile(job["_id"], job["lease_owner"])
+        return len(taken)
+
+    def ensure_slots(self) -> bool:
+        """Rebuild the slot sets if Redis lost them, under a lock: two periodic runs never both rebuild (the
+        second would delete slots taken after the first). False when another process holds the lock."""
+        lock = self.slots.redis.lock(SLOTS_REBUILD_LOCK, timeout=SLOTS_REBUILD_LOCK_S, blocking=False)
+        if not lock.acquire():
+            return False
+        try:
+            if not self.slots.known():  # the holder before us may have rebuilt them already
+                self.rebuild_slots()
+            return True
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
+
+    def rebuild_slots(self) -> None:
+        """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
+        held: dict[str, dict[str, int]] = {}
+        for job in self.jobs.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
+                                       {"account_id": 1, "attempt_id": 1, "lease_until": 1}):
+            if job.get("attempt_id"):
+                until = max(int(job.get("lease_until", 0)), self.clock.now_ms() + 60_000)
+                held.setdefault(job["account_id"], {})[job["attempt_id"]] = until
+        self.slots.rebuild(held)
+        event(log, "slots_rebuilt", accounts=len(held), calls=sum(len(v) for v in held.values()))
+
+    def recover_reservations(self, *, limit: int = 500) -> int:
+        """Settle or release reservations whose call is over or was never placed."""
+        older = self.clock.now_ms() - int(self._sim(self.timing.dialing_lease_s).total_seconds() * 1000)
+        fixed = 0
+        for res in self.billing.open_reservations(older_than_ms=older, limit=limit):
+            aid = res.attempt_id
+            attempt = self.attempts.get(aid)
+            if attempt is None or attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+                self.billing.release(aid)
+                fixed += 1
+            elif attempt["state"] == attempt_states.ENDED:
+                self.billing.settle(aid, duration_ms=int(attempt.get("duration_ms") or 0))
+                fixed += 1
+        return fixed
+
+    def complete_finished_batches(self) -> int:
+        """Active batches whose every job is final become ``completed``."""
+        active = [d["_id"] for d in self.batches.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+        if not active:
+            return 0
+        open_rows = self.jobs.coll.aggregate([
+            {"$match": {"batch_id": {"$in": active}, "status": {"$nin": list(states.FINAL)}}},
+            {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}},
+        ])
+        still_open = {r["_id"] for r in open_rows}
+        done = 0
+        for batch_id in active:
+            if (batch_id not in still_open and self.jobs.coll.find_one({"batch_id": batch_id}, {"_id": 1})
+                    and self.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))):
+                # Contacts added between the count and the write would be stranded: look once more.
+                if self.jobs.coll.find_one({"batch_id": batch_id, "status": {"$nin": list(states.FINAL)}}, {"_id": 1}):
+                    self.batches.set_status(batch_id, states.BATCH_ACTIVE, expected=(states.BATCH_COMPLETED,))
+                    continue
+                done += 1
+                event(log, "batch_completed", batch_id=batch_id)
+        return done

@@ -1,0 +1,118 @@
+"""Poll a call in progress: when to look again, when to stop a call past its limit, when to force its end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared import metrics, states
+from shared.decisions import (
+    PollStep,
+    decide_poll,
+    next_poll_delay_s,
+    stop_retry_delay_s,
+)
+from shared.errors import (
+    CallNotFound,
+    ProviderError,
+)
+from shared.logs import event, get_logger
+from shared.retell import Call
+from shared.step import Step
+
+log = get_logger(__name__)
+
+
+class Poll(Step):
+    # -- poll and finalize -------------------------------------------------------------------
+
+    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int) -> str:
+        """Ask the provider about an in-progress call; re-send itself until the call is over.
+
+        One MongoDB read per poll: the in-call lease already covers the call's longest life, so a
+        poll writes nothing unless it has to stop the call. The lease token in the message keeps
+        a single poll chain per call (a chain whose token was taken over by recovery stops). Past the
+        attempt's deadline the call is stopped (the stop retried with backoff while it fails), and a
+        call the provider still calls going a stop grace later, or cannot tell about, ends here as a
+        timeout: no attempt holds its job, slot and hold forever.
+        """
+        job = self.jobs.get(job_id)
+        if (job is None or job.get("status") != states.IN_CALL or job.get("lease_owner") != lease_owner
+                or (call_id and job.get("call_id") != call_id)):
+            return "stale"
+        call_id = job["call_id"]
+        call: Call | None
+        try:
+            call = self.provider.get_call(call_id)
+        except CallNotFound:
+            call = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            call = None
+        if call is not None and call.is_final:
+            return self.finalize(job_id, call, lease_owner=lease_owner)
+        settings = self._settings_of(job)
+        step = decide_poll(final=False, start_ms=call.start_timestamp_ms if call else None,
+                           created_ms=int(job.get("dialed_at") or self.clock.now_ms()), now_ms=self.clock.now_ms(),
+                           max_call_duration_s=settings.max_call_duration, ring_timeout_s=settings.ring_timeout,
+                           grace_s=self.timing.call_grace_sim_s,
+                           stop_grace_s=self.clock.simulated_seconds(self.timing.stop_grace_s))
+        if step == PollStep.FORCE_END:
+            return self._force_end(job, call, lease_owner)
+        if step == PollStep.STOP and not job.get("stop_acked"):
+            return self._stop_past_limit(job, lease_owner, n)
+        if call is None:
+            return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
+        return self._poll_again(job_id, lease_owner, call_id, n, 1.0 if step == PollStep.STOP
+                                else next_poll_delay_s(n))
+
+    def _stop_past_limit(self, job: Mapping[str, Any], lease_owner: str, n: int) -> str:
+        """Ask the provider to end a call past its limits; a failed stop is tried again with backoff."""
+        job_id, call_id = job["_id"], job["call_id"]
+        now = self.clock.now_ms()
+        fields: dict[str, Any] = {"stop_requested_at": job.get("stop_requested_at") or now}
+        try:
+            self.provider.stop_call(call_id)
+            fields["stop_acked"] = True
+        except CallNotFound:
+            fields["stop_acked"] = True
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "stop_call_failed", call_id=call_id, error=str(exc)[:200], attempt=job.get("stop_attempts", 0))
+        self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
+                                  {"$set": fields, "$inc": {"stop_attempts": 1}})
+        if not job.get("stop_requested_at"):
+            self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True, "stop_requested_at": now})
+            event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)
+        if fields.get("stop_acked"):
+            return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
+        wait_real = stop_retry_delay_s(int(job.get("stop_attempts", 0)) + 1)
+        self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=int(wait_real * 1000))
+        return "stop_retry"
+
+    def _force_end(self, job: Mapping[str, Any], call: Call | None, lease_owner: str) -> str:
+        """The call outlived its deadline by the stop grace: end the attempt here, as a timeout.
+
+        The duration charged is what is known: from the provider's start (if it ever reported one) to now.
+        """
+        now = self.clock.now_ms()
+        start = call.start_timestamp_ms if call is not None else None
+        ended = Call(call_id=job["call_id"], call_status="ended", disconnection_reason="manual_stopped",
+                     start_timestamp_ms=start, end_timestamp_ms=now,
+                     duration_ms=max(0, now - start) if start is not None else 0,
+                     to_number=call.to_number if call is not None else None)
+        self.attempts.mark(job["attempt_id"], {"forced_end": True})
+        event(log, "call_forced_end", level=logging.WARNING, job_id=job["_id"], call_id=job["call_id"],
+              reachable=call is not None)
+        metrics.FORCED_ENDS.inc()
+        return self.finalize(job["_id"], ended, lease_owner=lease_owner, source="deadline")
+
+    def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
+        self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
+        return "polling"
+
+    def _in_call_lease_ms(self, settings: Any) -> int:
+        """An in-call lease covers the call's longest life (ring, max duration, grace) plus the lease margin."""
+        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
+        return self.clock.now_ms() + int((life_s + self._sim(self.timing.poll_lease_margin_s).total_seconds()) * 1000)

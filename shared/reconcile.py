@@ -1,0 +1,156 @@
+"""Reconcile a dial whose create had an unknown outcome: send again with the same key, or look the call up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared import attempts as attempt_states
+from shared import metrics, states
+from shared.decisions import (
+    attempt_deadline_ms,
+)
+from shared.errors import (
+    DialAborted,
+    ProviderError,
+)
+from shared.logs import event, get_logger
+from shared.retell import Call
+from shared.step import Step
+
+log = get_logger(__name__)
+
+
+class Reconcile(Step):
+    # -- reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self, job_id: str, lease_owner: str) -> str:
+        """A ``dialing`` job whose create may or may not have reached the provider: settle it before anything else.
+
+        Sent by the dial step after an unknown outcome (same owner), or by recovery after the dialing
+        lease ended (new owner). In order: the attempt was never recorded (insert it as not placed:
+        nothing was sent); its call is known (record it); it is not too old for the provider's
+        idempotency (send the same create again with the same key: the provider answers with the call
+        it made, or makes it now, once); otherwise look it up by metadata, and declare it not placed
+        only once nothing can still be on its way.
+        """
+        job = self.jobs.get(job_id)
+        if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+            return "stale"
+        aid = job.get("attempt_id")
+        if not aid:
+            return self._not_placed(job, None, lease_owner, "dial interrupted before an attempt was chosen")
+        attempt = self.attempts.get(aid)
+        if attempt is None:
+            if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
+                                     "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
+                                     "owner": lease_owner, "error": "dial interrupted before the attempt was recorded",
+                                     "phone_index": job.get("phone_index"), "round": int(job.get("tries", 0)) + 1}):
+                return self._not_placed(job, aid, lease_owner, "dial interrupted before the provider was called")
+            attempt = self.attempts.get(aid)
+            if attempt is None:
+                return "retry"
+        if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+            return self._not_placed(job, aid, lease_owner, attempt.get("error") or "not placed")
+        if attempt.get("call_id"):
+            metrics.RECONCILES.labels("known").inc()
+            return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
+                                     self._settings_of(job))
+        if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
+            self.sender.reconcile(job_id, lease_owner)  # the attempt changed under us: look again
+            return "retry"
+        cached = self.cache.get(job["batch_id"])
+        age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
+        if (cached is not None and cached.settings is not None and age_real_s < self.timing.replay_window_s
+                and int(attempt.get("replays", 0)) < self.timing.max_replays):
+            lease_until = self._extend_dialing_lease(job_id, lease_owner)
+            if lease_until is None:
+                return "stale"
+            self.attempts.count_replay(aid)
+            try:
+                result = self._create(job, attempt, cached.settings, lease_owner, lease_until, reserved=None,
+                                      replay=True)
+            except DialAborted as exc:
+                event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
+            else:
+                metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
+                return result
+        return self._look_up(job, attempt, lease_owner)
+
+    def _known_call(self, attempt: Mapping[str, Any]) -> Call:
+        return Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
+
+    def _look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+        """Find the attempt's call by its metadata; not placed only once nothing can still be on its way."""
+        job_id, aid = job["_id"], attempt["_id"]
+        try:
+            found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
+                                                         since_ms=int(attempt.get("created_at", 0)) - 3_600_000,
+                                                         max_pages=self.timing.lookup_max_pages)
+        except ProviderError as exc:  # the provider failed, or the number has too many calls to read them all
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
+            if self.clock.now_ms() > give_up_at:
+                return self._give_up(job, attempt, lease_owner, f"its call could not be looked up: {exc}")
+            metrics.RECONCILES.labels("retry").inc()
+            self._extend_dialing_lease(job_id, lease_owner)
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
+            return "retry"
+        if found:
+            metrics.RECONCILES.labels("found").inc()
+            event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
+            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
+        settled_after = (int(attempt.get("created_at", 0)) + self._sim_ms(self.timing.dialing_lease_s)
+                         + self._sim_ms(self.timing.reconcile_grace_s))
+        if self.clock.now_ms() < settled_after:
+            metrics.RECONCILES.labels("retry").inc()
+            self._extend_dialing_lease(job_id, lease_owner)
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
+            return "retry"
+        reason = "create outcome unknown; no call found at the provider"
+        if not self.attempts.not_placed(aid, reason, owner=lease_owner):
+            self.sender.reconcile(job_id, lease_owner)
+            return "retry"
+        metrics.RECONCILES.labels("not_placed").inc()
+        event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
+        return self._not_placed(job, aid, lease_owner, "provider did not create the call")
+
+    def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
+        settings = self._settings_of(job)
+        return attempt_deadline_ms(int(attempt.get("created_at", 0)), ring_timeout_s=settings.ring_timeout,
+                                   max_call_duration_s=settings.max_call_duration,
+                                   grace_s=self.timing.call_grace_sim_s)
+
+    def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: str) -> str:
+        """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
+        the attempt ends with an unknown outcome and counts (a failed round, the retry delay applies), so a
+        person who may have been called is not called again at once, and the job does not wait forever."""
+        aid = attempt["_id"]
+        if not self.attempts.end(aid, {"outcome": "unknown", "finalized_by": "deadline", "charge": 0,
+                                       "finalized_at": self.clock.now_ms(), "error": reason[:300]}):
+            return "stale"
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        metrics.RECONCILES.labels("given_up").inc()
+        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid, reason=reason[:200])
+        self.jobs.mark_failed(job["_id"], f"create outcome unknown past the deadline: {reason}",
+                              call_settings=self._settings_of(job), job=job, expected=(states.DIALING,),
+                              lease_owner=lease_owner)
+        return "given_up"
+
+    def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: str) -> str:
+        """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
+        if aid:
+            self.slots.release(job["account_id"], aid)
+            self.billing.release(aid)
+            self._forget_turn(job, aid)
+        self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
+        return "not_placed"
+
+    def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> int | None:
+        """A fresh dialing lease for the owner; its end (ms), or None when the job is no longer its own."""
+        until = self.clock.now_ms() + self._sim_ms(self.timing.dialing_lease_s)
+        result = self.jobs.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
+                                           {"$set": {"lease_until": until}})
+        return until if result.modified_count == 1 else None

@@ -1,0 +1,103 @@
+"""The base of every pipeline step: one process's stores and clients, and the helpers they share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from cachetools import TTLCache
+
+from shared.accounts import AccountStore
+from shared.attempts import AttemptStore
+from shared.batches import BatchStore
+from shared.call_settings import parse_call_settings
+from shared.clock import Clock
+from shared.config import Config
+from shared.contact_history import ContactHistory
+from shared.contact_policy import ContactPolicy
+from shared.dnc import DncStore
+from shared.jobs import JobStore
+from shared.logs import get_logger
+from shared.slots import Slots
+from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
+
+log = get_logger(__name__)
+
+
+@dataclass(kw_only=True)
+class Step:
+    """What every pipeline step shares: one process's stores, clients, clock and timing, and small helpers."""
+
+    jobs: JobStore
+    attempts: AttemptStore
+    batches: BatchStore
+    accounts: AccountStore
+    cache: BatchSource
+    billing: Any
+    slots: Slots
+    provider: Provider
+    sender: Sender
+    clock: Clock
+    config: Config
+    dnc: DncStore
+    history: ContactHistory
+    timing: Timing = field(default_factory=Timing)
+    #: Active batches per account and account limits, reused for a second (real time) by the hot path.
+    _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._recent_lock:
+            if key in self._recent:
+                return self._recent[key]
+        value = load()
+        with self._recent_lock:
+            self._recent[key] = value
+        return value
+
+    def _account(self, account_id: str) -> Mapping[str, Any] | None:
+        """The account document (re-read at most once a second)."""
+        return self._remembered(f"account:{account_id}", lambda: self.accounts.get(account_id))
+
+    def _limit(self, account_id: str) -> int:
+        """The account's provider concurrency limit."""
+        return self.accounts.concurrency_limit(self._account(account_id))
+
+    def _policy(self, account_id: str) -> ContactPolicy | None:
+        """The account's contact policy (a change applies within a second)."""
+        return self.accounts.contact_policy(self._account(account_id))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _sim(self, real_seconds: float) -> timedelta:
+        """A real-time wait expressed on the shared clock."""
+        return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
+
+    def _sim_ms(self, real_seconds: float) -> int:
+        """A real-time wait as simulated milliseconds."""
+        return int(self.clock.simulated_seconds(real_seconds) * 1000)
+
+    def _slot_lease_ms(self, settings: Any) -> int:
+        """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
+        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
+        return int(life_s * 1000) + self._sim_ms(self.timing.poll_lease_margin_s)
+
+    def _real_ms(self, sim_seconds: float) -> int:
+        return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
+
+    def _lang(self) -> str:
+        return self.config.lang
+
+
+    def _settings_of(self, job: Mapping[str, Any]) -> Any:
+        """The job's batch settings, or the global defaults when the batch or its settings are gone."""
+        cached = self.cache.get(job["batch_id"])
+        if cached is not None and cached.settings is not None:
+            return cached.settings
+        return self._default_settings()
+
+    def _default_settings(self) -> Any:
+        return self._remembered("defaults", lambda: parse_call_settings(None, config=self.config))

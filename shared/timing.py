@@ -1,0 +1,133 @@
+"""The pipeline's waits and the interfaces it sends and calls through.
+
+Leases, horizons and back-offs are real seconds (converted to the shared clock with
+:meth:`shared.clock.Clock.simulated_seconds`); :class:`Timing` gathers them for one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_TIMEOUT_S, Config
+from shared.logs import get_logger
+from shared.retell import IDEMPOTENCY_WINDOW_S
+
+log = get_logger(__name__)
+
+#: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
+DEFAULT_QUEUED_LEASE_S = 60.0
+#: Real seconds a job may stay ``dialing`` (longer than the create request's 30 s timeout) before recovery.
+DEFAULT_DIALING_LEASE_S = 90.0
+#: Real seconds an in-call job's lease extends past its next poll.
+DEFAULT_POLL_LEASE_MARGIN_S = 60.0
+#: Real seconds ahead the scheduler dispatches (as delayed messages) jobs that become due.
+DEFAULT_HORIZON_S = 5.0
+#: Real seconds to wait before retrying after a provider fault, when the provider names none.
+DEFAULT_PROVIDER_BACKOFF_S = 5.0
+#: Real seconds to wait before retrying when the account has no free slot.
+DEFAULT_NO_SLOT_RETRY_S = 2.0
+#: Real seconds after a dialing lease ended before "not found at the provider" means "not placed".
+DEFAULT_RECONCILE_GRACE_S = 10.0
+#: Real seconds between a create with an unknown outcome and sending it again with the same key.
+DEFAULT_RECONCILE_RETRY_S = 2.0
+#: Times an attempt's create is sent again with its idempotency key (each up to the client's own sends).
+DEFAULT_MAX_REPLAYS = 5
+#: Real seconds after an attempt's first send during which it is sent again with its key rather than looked
+#: up: well inside the hour the provider honours the key.
+DEFAULT_REPLAY_WINDOW_S = IDEMPOTENCY_WINDOW_S - 600
+#: Real seconds of margin the fence keeps between a create's answer and the end of the lease (the time from
+#: the check to the send, and the shared time's uncertainty).
+DEFAULT_FENCE_MARGIN_S = 1.0
+#: Real seconds a dial message may come before its job is due and still be dialed (the broker's timing); a
+#: message that comes sooner (a consumer whose clock runs ahead) is sent again for the due time.
+DEFAULT_EARLY_TOLERANCE_S = 1.0
+#: Pages of a number's calls read at most when an attempt's call is looked up (200 calls a page).
+DEFAULT_LOOKUP_MAX_PAGES = 10
+#: Real seconds between two readings of the workspace's concurrency limit from the provider.
+DEFAULT_POOL_REFRESH_S = 300.0
+#: Real seconds after which an unrefreshed reading of the server's time is no longer trusted for dialing.
+DEFAULT_MAX_CLOCK_AGE_S = 60.0
+#: Simulated seconds a call may run past max_call_duration (or ring past ring_timeout) before it is stopped.
+DEFAULT_CALL_GRACE_S = 30.0
+#: Real seconds the provider has, after an attempt's deadline, to report its call ended while the stop is retried;
+#: then the attempt ends here as a timeout. :meth:`Timing.from_config` makes it half of ``PIPELINE_LEASE_S``, so it
+#: ends before the in-call lease does.
+DEFAULT_STOP_GRACE_S = 30.0
+#: Real seconds between two ledger repairs (posting what dead processes left in account documents).
+DEFAULT_REPAIR_EVERY_S = 60.0
+#: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
+DISPATCH_LOCK_MS = 2000
+#: Real seconds the slot rebuild may hold its lock.
+SLOTS_REBUILD_LOCK_S = 60.0
+#: Real seconds the hot path reuses the list of active batches and the accounts' limits.
+DEFAULT_RECENT_S = 1.0
+#: Most jobs one schedule_due run dispatches per account.
+DEFAULT_DISPATCH_LIMIT = 1000
+#: Real seconds before a calling window closes in which no call is started: a call decided now reaches the
+#: provider a moment later (a few MongoDB writes and the create request). ``PIPELINE_DIAL_GUARD_S``.
+DEFAULT_DIAL_GUARD_S = DEFAULT_PIPELINE_DIAL_GUARD_S
+
+
+class Sender(Protocol):
+    """How the pipeline sends its next messages (the dramatiq actors implement it)."""
+
+    def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
+    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int, *, delay_ms: int = 0) -> None: ...
+    def reconcile(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
+    def schedule(self, account_id: str | None = None) -> None: ...
+
+
+class Provider(Protocol):
+    """The blocking provider client (:class:`shared.retell.SyncRetellClient`)."""
+
+    def create_phone_call(self, **kwargs: Any) -> Any: ...
+    def get_call(self, call_id: str) -> Any: ...
+    def stop_call(self, call_id: str) -> None: ...
+    def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None,
+                               max_pages: int = 50) -> list: ...
+    def get_concurrency(self) -> Any: ...
+
+
+class BatchSource(Protocol):
+    """The batch cache: ``get(batch_id)`` returns an object with ``doc``, ``settings``, ``settings_error``."""
+
+    def get(self, batch_id: str) -> Any: ...
+
+
+@dataclass(kw_only=True)
+class Timing:
+    """The pipeline's waits (real seconds unless named otherwise); see the ``DEFAULT_*`` constants.
+
+    :meth:`from_config` scales the leases from ``PIPELINE_LEASE_S`` (default 60 s): how long a job
+    held by a process that died waits before the scheduler recovers it.
+    """
+
+    queued_lease_s: float = DEFAULT_QUEUED_LEASE_S
+    dialing_lease_s: float = DEFAULT_DIALING_LEASE_S
+    poll_lease_margin_s: float = DEFAULT_POLL_LEASE_MARGIN_S
+    horizon_s: float = DEFAULT_HORIZON_S
+    provider_backoff_s: float = DEFAULT_PROVIDER_BACKOFF_S
+    no_slot_retry_s: float = DEFAULT_NO_SLOT_RETRY_S
+    reconcile_grace_s: float = DEFAULT_RECONCILE_GRACE_S
+    call_grace_sim_s: float = DEFAULT_CALL_GRACE_S
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    dispatch_limit: int = DEFAULT_DISPATCH_LIMIT
+    repair_every_s: float = DEFAULT_REPAIR_EVERY_S
+    dial_guard_s: float = DEFAULT_DIAL_GUARD_S
+    create_timeout_s: float = DEFAULT_RETELL_CREATE_TIMEOUT_S
+    fence_margin_s: float = DEFAULT_FENCE_MARGIN_S
+    reconcile_retry_s: float = DEFAULT_RECONCILE_RETRY_S
+    max_replays: int = DEFAULT_MAX_REPLAYS
+    replay_window_s: float = DEFAULT_REPLAY_WINDOW_S
+    max_clock_age_s: float = DEFAULT_MAX_CLOCK_AGE_S
+    pool_refresh_s: float = DEFAULT_POOL_REFRESH_S
+    lookup_max_pages: int = DEFAULT_LOOKUP_MAX_PAGES
+    early_tolerance_s: float = DEFAULT_EARLY_TOLERANCE_S
+
+    @classmethod
+    def from_config(cls, config: Config) -> Timing:
+        lease = config.pipeline_lease_s
+        return cls(queued_lease_s=lease, dialing_lease_s=config.dialing_lease_s, poll_lease_margin_s=lease,
+                   stop_grace_s=lease / 2,
+                   dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s)

@@ -1,0 +1,472 @@
+"""The web dyno (``outdial web``): admin API, Retell webhooks, health, metrics and the dashboard.
+
+One aiohttp application (:func:`create_app`) on ``PORT`` (Heroku sets it; ``--port`` overrides).
+Blocking work (pymongo, redis-py) runs in thread pools so the event loop only parses requests and
+writes answers: one pool for admin and dashboard reads and writes, one for contact imports, one
+for webhooks (so a burst of admin traffic never delays Retell's 10-second deadline).
+
+Routes and who may call them (docs/web.md has every detail):
+
+=====================================  ========  ==================================================
+route                                  access    what
+=====================================  ========  ==================================================
+``GET /healthz``                       public    the process is up
+``GET /readyz``                        public    MongoDB and Redis answer (503 otherwise)
+``GET /openapi.json``                  public    the OpenAPI 3 document of every route
+``POST /webhooks/retell``              signed    Retell's call events (``x-retell-signature``)
+``GET /metrics``                       read      Prometheus text: this process, the workers, gauges
+``GET /``, ``/dashboard/batches``,     read      the dashboard and its wizard (session cookie or bearer token)
+``GET /campaigns/new``
+``/call-settings/...``,                read      call_settings schema and preview, contacts check (write nothing)
+``POST /contacts/check``
+``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``, or the
+``/jobs/...``                                    admin session cookie with its ``X-CSRF-Token``)
+=====================================  ========  ==================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import redis as redis_lib
+from aiohttp import web
+from pymongo.errors import PyMongoError
+
+from shared import metrics
+from shared.config import Config, get_config
+from shared.errors import Conflict, NotFound, ServiceError, ValidationError
+from shared.logs import configure_from, event, get_logger, register_secret
+from shared.pipeline import DEFAULT_MAX_CLOCK_AGE_S
+from workers.web.http import (
+    ADMIN,
+    DEFAULT_MAX_CONTACTS_JSON_BYTES,
+    DEFAULT_MAX_CSV_BYTES,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_MAX_WEBHOOK_BYTES,
+    DEFAULT_MAX_WEBHOOK_READS,
+    PUBLIC,
+    READ,
+    SESSION_COOKIE,
+    ApiError,
+    access,
+    access_of,
+    admin_session,
+    bearer,
+    check_query,
+    csrf_ok,
+    invalid,
+    json_response,
+    read_token_for,
+    same_token,
+    unauthorized,
+)
+
+log = get_logger(__name__)
+
+#: Threads running admin and dashboard store calls.
+DEFAULT_DB_THREADS = 32
+#: Contact imports running at once (each holds one thread while it reads its upload).
+DEFAULT_IMPORT_THREADS = 4
+#: Longest ``/readyz`` waits for MongoDB or Redis, seconds.
+DEFAULT_READY_TIMEOUT_S = 3.0
+#: Seconds a stopping web dyno lets requests in progress finish (Heroku sends SIGKILL 30 s after SIGTERM).
+DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+#: Default listening address.
+DEFAULT_HOST = "0.0.0.0"
+#: Admin tokens shorter than this are accepted but logged as weak, characters.
+WEAK_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSettings:
+    """Settings of one web application; :meth:`from_config` reads the process configuration.
+
+    :param admin_token: ``ADMIN_TOKEN``; None refuses every admin, dashboard and metrics request.
+    :param webhook_api_key: the key Retell signs webhooks with (``RETELL_API_KEY``).
+    :param max_json_bytes: largest ordinary JSON body, bytes.
+    :param max_contacts_json_bytes: largest JSON contacts upload, bytes.
+    :param max_csv_bytes: largest CSV contacts upload, bytes (streamed).
+    :param max_webhook_bytes: largest webhook body, bytes (checked before the signature).
+    :param webhook_max_reads: webhook bodies read and verified at once; more are refused (503) unread.
+    :param webhook_wait_s: longest a webhook answer waits for its finalize, seconds (then 202).
+    :param webhook_threads: threads applying webhooks.
+    :param webhook_max_pending: finalizations queued or running above which webhooks get 503.
+    :param db_threads: threads for admin and dashboard store calls.
+    :param import_threads: contact imports running at once.
+    :param dashboard_cache_s: seconds the dashboard's data is shared between viewers.
+    :param metrics_cache_s: seconds the scrape-time gauges are reused.
+    :param metrics_timeout_s: longest a scrape waits for MongoDB/Redis before answering without their gauges.
+    :param ready_timeout_s: longest ``/readyz`` waits per service, seconds.
+    :param start_cache_listener: run the batch-cache invalidation listener (the process's; default True).
+    :param publish_metrics: publish this process's metrics to Redis for the other web dynos (default True).
+    """
+
+    admin_token: str | None
+    webhook_api_key: str
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    max_contacts_json_bytes: int = DEFAULT_MAX_CONTACTS_JSON_BYTES
+    max_csv_bytes: int = DEFAULT_MAX_CSV_BYTES
+    max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
+    webhook_max_reads: int = DEFAULT_MAX_WEBHOOK_READS
+    webhook_wait_s: float = 5.0
+    webhook_threads: int = 16
+    webhook_max_pending: int = 2000
+    db_threads: int = DEFAULT_DB_THREADS
+    import_threads: int = DEFAULT_IMPORT_THREADS
+    dashboard_cache_s: float = 1.0
+    metrics_cache_s: float = 5.0
+    metrics_timeout_s: float = 10.0
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    start_cache_listener: bool = True
+    publish_metrics: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> WebSettings:
+        base = cls(admin_token=config.admin_token or None, webhook_api_key=config.retell_api_key)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown web settings: {', '.join(unknown)}")
+        return replace(base, **overrides)
+
+
+class WebContext:
+    """What the handlers share: the runtime, the settings, the thread pools, the webhook processor.
+
+    :param runtime: the process's :class:`workers.runtime.Runtime`.
+    :param settings: the application's :class:`WebSettings`.
+    :param pipeline: returns the process's pipeline (built on the first webhook).
+    """
+
+    def __init__(self, *, runtime: Any, settings: WebSettings, pipeline: Callable[[], Any]) -> None:
+        from workers.web.dashboard import DashboardData
+        from workers.web.metrics import MetricsEndpoint
+        from workers.web.webhooks import WebhookProcessor
+
+        self.runtime = runtime
+        self.settings = settings
+        self.admin_token = settings.admin_token
+        self.read_token = read_token_for(settings.admin_token)
+        self.db_pool = ThreadPoolExecutor(max_workers=settings.db_threads, thread_name_prefix="outdial-web")
+        self.import_pool = ThreadPoolExecutor(max_workers=settings.import_threads,
+                                              thread_name_prefix="outdial-import")
+        self.import_gate = asyncio.Semaphore(settings.import_threads)
+        self.webhooks = WebhookProcessor(runtime=runtime, pipeline=pipeline, api_key=settings.webhook_api_key,
+                                         wait_s=settings.webhook_wait_s, threads=settings.webhook_threads,
+                                         max_pending=settings.webhook_max_pending)
+        self.metrics = MetricsEndpoint(runtime, cache_s=settings.metrics_cache_s, timeout_s=settings.metrics_timeout_s)
+        self.dashboard = DashboardData(runtime, cache_s=settings.dashboard_cache_s)
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run the blocking ``fn(*args, **kwargs)`` in the admin thread pool and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Let running work finish, then stop the threads."""
+        self.webhooks.close()
+        self.import_pool.shutdown(wait=True)
+        self.db_pool.shutdown(wait=True)
+
+
+CONTEXT = web.AppKey("outdial_web", WebContext)
+
+
+def context(request: web.Request) -> WebContext:
+    return request.app[CONTEXT]
+
+
+# -- middleware ----------------------------------------------------------------------------------------
+
+
+def _route_label(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    """Count every request by route, method and status, and time it."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = _route_label(request)
+        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+def _http_error(exc: web.HTTPException) -> ApiError:
+    code = exc.reason.lower().replace(" ", "_") if exc.reason else "error"
+    message = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status, exc.reason or "error")
+    if exc.status == 413:
+        message = "the request body is too large"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return ApiError(exc.status, code, message, headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> web.StreamResponse:
+    """Turn every failure into the common error shape (see :mod:`workers.web.http`)."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except ValidationError as exc:
+        return invalid([(str(f), str(m)) for f, m in exc.errors]).response()
+    except NotFound as exc:
+        return ApiError(404, "not_found", str(exc)).response()
+    except Conflict as exc:
+        return ApiError(409, "conflict", str(exc)).response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(exc).response()
+    except (ServiceError, PyMongoError, redis_lib.RedisError, TimeoutError) as exc:
+        event(log, "service_unavailable", level=logging.ERROR, route=_route_label(request),
+              error=type(exc).__name__, detail=str(exc)[:200])
+        return ApiError(503, "service_unavailable",
+                        f"a backing service failed ({type(exc).__name__}); try again",
+                        headers={"Retry-After": "5"}).response()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("request_failed", extra={"route": _route_label(request), "error": type(exc).__name__})
+        return ApiError(500, "internal_error", "unexpected error; it has been logged").response()
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    """Enforce each route's access level (``outdial_access`` on the handler)."""
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    level = access_of(request)
+    if level == PUBLIC:
+        return await handler(request)
+    ctx = context(request)
+    token = bearer(request)
+    allowed = same_token(token, ctx.admin_token)
+    if not allowed and level == READ:
+        allowed = (same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
+                   or admin_session(request, ctx.admin_token) is not None)
+    if not allowed and level == ADMIN and token is None:
+        # The dashboard's wizard: the admin session cookie counts only with its CSRF token in a header,
+        # which another site can neither read nor send.
+        allowed = csrf_ok(request, ctx.admin_token)
+    if allowed:
+        if level == ADMIN:
+            check_query(request)
+        return await handler(request)
+    if getattr(request.match_info.handler, "outdial_html", False):
+        from workers.web.dashboard import see_other
+
+        return see_other("/login")
+    raise unauthorized(ctx.admin_token)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+
+
+# -- operations routes ---------------------------------------------------------------------------------
+
+
+@access(PUBLIC)
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _check(fn: Callable[[], Any], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, fn), timeout_s)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except Exception as exc:  # noqa: BLE001 - readiness reports the failure, it does not raise it
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _clock_check(ctx: WebContext) -> None:
+    """Raise unless this process knows the shared (Redis) time within ``PIPELINE_MAX_SKEW_MS``."""
+    server_time = getattr(ctx.runtime, "server_time", None)
+    if server_time is None:
+        return
+    limit_s = ctx.runtime.config.pipeline_max_skew_ms / 1000
+    if not server_time.trusted(max_uncertainty_s=limit_s, max_age_s=DEFAULT_MAX_CLOCK_AGE_S):
+        raise ClockUnknown(f"shared time unknown within {limit_s:g} s")
+
+
+class ClockUnknown(Exception):
+    """The process cannot tell the shared time closely enough (readiness reports it)."""
+
+
+@access(PUBLIC)
+async def readyz(request: web.Request) -> web.Response:
+    ctx = context(request)
+    timeout = ctx.settings.ready_timeout_s
+    mongodb, redis, clock = await asyncio.gather(_check(lambda: ctx.runtime.db.command("ping"), timeout),
+                                                 _check(ctx.runtime.redis.ping, timeout),
+                                                 _check(lambda: _clock_check(ctx), timeout))
+    checks = {"mongodb": mongodb, "redis": redis, "clock": clock}
+    ready = all(v == "ok" for v in checks.values())
+    if not ready:
+        event(log, "not_ready", level=logging.WARNING, **checks)
+    return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                         status=200 if ready else 503)
+
+
+@access(READ)
+async def metrics_route(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = await ctx.metrics.render(ctx.run)
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = ctx.metrics.content_type
+    return response
+
+
+@access(PUBLIC)
+async def openapi_route(request: web.Request) -> web.Response:
+    from workers.web.openapi import document
+
+    return json_response(document())
+
+
+def routes() -> list[tuple[str, str, Any, str]]:
+    """``(method, path, handler, name)`` of every route of the application."""
+    from workers.web import admin, call_settings, dashboard, dnc
+    from workers.web.webhooks import retell_webhook
+
+    return [
+        ("GET", "/healthz", healthz, "healthz"),
+        ("GET", "/readyz", readyz, "readyz"),
+        ("GET", "/metrics", metrics_route, "metrics"),
+        ("GET", "/openapi.json", openapi_route, "openapi"),
+        ("POST", "/webhooks/retell", retell_webhook, "retell_webhook"),
+        *admin.ROUTES,
+        *dnc.ROUTES,
+        *call_settings.ROUTES,
+        *dashboard.routes(),
+    ]
+
+
+# -- the application -----------------------------------------------------------------------------------
+
+
+def _pipeline_source(pipeline: Any) -> Callable[[], Any]:
+    if pipeline is None:
+        def default() -> Any:
+            from workers.actors import pipeline as process_pipeline
+
+            return process_pipeline()
+
+        return default
+    if callable(pipeline) and not hasattr(pipeline, "finalize"):
+        return pipeline  # type: ignore[no-any-return]
+    return lambda: pipeline
+
+
+def create_app(runtime: Any = None, *, pipeline: Any = None, settings: WebSettings | None = None,
+               config: Config | None = None) -> web.Application:
+    """The web application.
+
+    :param runtime: the process's runtime; default :func:`workers.runtime.get_runtime`.
+    :param pipeline: a :class:`shared.pipeline.Pipeline`, or a function returning one; default
+        :func:`workers.actors.pipeline` (built on the first webhook).
+    :param settings: default :meth:`WebSettings.from_config` of ``config``.
+    :param config: default the runtime's configuration.
+    """
+    if runtime is None:
+        from workers.runtime import get_runtime
+
+        runtime = get_runtime()
+    config = config or runtime.config
+    settings = settings or WebSettings.from_config(config)
+    register_secret(settings.admin_token)
+    register_secret(read_token_for(settings.admin_token))
+    register_secret(settings.webhook_api_key)
+    app = web.Application(middlewares=[observe, errors, authorize],
+                          client_max_size=max(settings.max_json_bytes, settings.max_contacts_json_bytes,
+                                              settings.max_webhook_bytes))
+    app[CONTEXT] = WebContext(runtime=runtime, settings=settings, pipeline=_pipeline_source(pipeline))
+    for method, path, handler, name in routes():
+        app.router.add_route(method, path, handler, name=name)
+    app.on_response_prepare.append(_security_headers)
+    if settings.start_cache_listener:
+        from workers.middleware import cache_listener_ctx
+
+        app.cleanup_ctx.append(cache_listener_ctx)
+    if settings.publish_metrics:
+        app.cleanup_ctx.append(_metrics_publisher)
+    app.on_cleanup.append(_close_context)
+    return app
+
+
+async def _metrics_publisher(app: web.Application) -> AsyncIterator[None]:
+    from shared.metrics import SnapshotPublisher
+
+    publisher = SnapshotPublisher(app[CONTEXT].runtime.redis)
+    publisher.start()
+    try:
+        yield
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, publisher.stop)
+
+
+async def _close_context(app: web.Application) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, app[CONTEXT].close)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="outdial web", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (default PORT, else 8000)")
+    parser.add_argument("--print-read-token", action="store_true",
+                        help="print the read-only token (dashboard, /metrics) derived from ADMIN_TOKEN and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``outdial web``: serve the application until SIGTERM/SIGINT."""
+    args = _parser().parse_args(list(argv or []))
+    config = get_config()
+    if args.print_read_token:
+        token = read_token_for(config.admin_token)
+        if token is None:
+            print("outdial web: ADMIN_TOKEN is not set", flush=True)
+            return 2
+        print(token, flush=True)
+        return 0
+    configure_from(config)
+    config.check_deployment()
+    port = args.port or config.port
+    if not config.admin_token:
+        event(log, "admin_token_unset", level=logging.WARNING,
+              effect="the admin API, dashboard and /metrics refuse every request")
+    elif len(config.admin_token) < WEAK_TOKEN_LENGTH:
+        event(log, "admin_token_weak", level=logging.WARNING, length=len(config.admin_token),
+              advice=f"use at least {WEAK_TOKEN_LENGTH} random characters")
+    app = create_app()
+    event(log, "web_listening", host=args.host, port=port)
+    web.run_app(app, host=args.host, port=port, access_log=None, print=None,
+                shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT_S, handle_signals=True)
+    return 0

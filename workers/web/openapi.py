@@ -1,0 +1,577 @@
+"""The OpenAPI 3.0 document of the web dyno, served at ``/openapi.json``.
+
+It describes every JSON route (admin API, webhooks, health, metrics) with its request and
+response schemas; ``tests/integration/test_openapi.py`` checks it lists exactly the application's
+routes and runs schemathesis against the running app with it. The dashboard's HTML pages are
+not part of it (docs/web.md describes them).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from shared import states
+from shared.accounts import CONCURRENCY_LIMIT_RANGE, MAX_ACCOUNT_ID, PLAN_TYPES
+from shared.call_settings import (
+    MAX_ATTEMPTS_RANGE,
+    MAX_BLACKOUT_DATES,
+    MAX_CALL_DURATION_RANGE,
+    MAX_WINDOWS,
+    RETRY_DELAY_HOURS_RANGE,
+    RETRY_DELAY_OUTCOMES,
+    RING_TIMEOUT_RANGE,
+)
+from shared.contact_policy import COUNT_RANGE, DAYS_RANGE
+from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
+from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
+from shared.dnc import MAX_REASON as MAX_DNC_REASON
+from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
+
+VERSION = "1.0.0"
+
+_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$", "example": "65f1c0ffee0000000000abcd"}
+_TIME = {"type": "string", "format": "date-time", "nullable": True, "example": "2026-03-09T12:00:00.000Z"}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
+_HHMM = {"type": "string", "pattern": r"^\s*\d{1,2}:\d{2}\s*$", "example": "09:00"}
+_DAYS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 7},
+         "example": [1, 2, 3, 4, 5]}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable_ref(name: str) -> dict[str, Any]:
+    """A reference that may also be null (OpenAPI 3.0 ignores ``nullable`` next to ``$ref``)."""
+    return {"nullable": True, "allOf": [_ref(name)]}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = _json(schema)
+    return out
+
+
+_ERROR = _answer("An error, in the common shape", _ref("Error"))
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {400: "Malformed request (JSON, encoding, nesting)", 401: "Missing or invalid token",
+             404: "No such resource (or a malformed id)", 409: "The resource's state forbids it",
+             413: "Body too large", 415: "Unsupported content type",
+             422: "Validation failed: one entry per bad field", 503: "MongoDB or Redis failed; retry"}
+    out = {str(code): _answer(texts[code], _ref("Error")) for code in codes}
+    out["default"] = _ERROR
+    return out
+
+
+def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_BATCH_ID = _path("batch_id", _ID, "The batch's id (24 hex characters)")
+_JOB_ID = _path("job_id", _ID, "The job's id (24 hex characters)")
+_ACCOUNT_ID = _path("account_id", {"type": "string", "minLength": 1, "maxLength": MAX_ACCOUNT_ID,
+                                   "pattern": r"^[^$]", "example": "acme"},
+                    "The account's id (any string up to 100 characters not starting with '$')")
+_ADMIN = [{"adminToken": []}]
+
+
+def _op(op_id: str, summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None, security: list[dict[str, Any]] | None = None,
+        tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses,
+                          "security": _ADMIN if security is None else security}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if tags:
+        op["tags"] = list(tags)
+    return op
+
+
+def _call_settings() -> dict[str, Any]:
+    def num(bounds: tuple[float, float], integer: bool) -> dict[str, Any]:
+        return {"type": "integer" if integer else "number", "minimum": bounds[0], "maximum": bounds[1],
+                "nullable": True}
+
+    zone = {"type": "string", "nullable": True, "example": "America/Santiago"}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "How long calls last, how often contacts are retried and when they may be called "
+                       "(docs/call_settings.md). Every field is optional; null counts as unset.",
+        "properties": {
+            "max_call_duration": num(MAX_CALL_DURATION_RANGE, True),
+            "ring_timeout": num(RING_TIMEOUT_RANGE, True),
+            "max_attempts": num(MAX_ATTEMPTS_RANGE, True),
+            "retry_delay_hours": num(RETRY_DELAY_HOURS_RANGE, False),
+            "retry_delay_by_outcome": {
+                "type": "object", "nullable": True, "additionalProperties": False,
+                "description": "Hours to wait after a round ended by a call with this outcome; the outcomes "
+                               "not listed wait retry_delay_hours",
+                "properties": {o: num(RETRY_DELAY_HOURS_RANGE, False) for o in RETRY_DELAY_OUTCOMES}},
+            "days_of_week": _nullable(_DAYS),
+            "allowed_hours": {"type": "object", "nullable": True, "additionalProperties": False,
+                              "properties": {"start": _nullable(_HHMM), "end": _nullable(_HHMM)}},
+            "windows": {"type": "array", "nullable": True, "minItems": 1, "maxItems": MAX_WINDOWS,
+                        "items": {"type": "object", "additionalProperties": False,
+                                  "required": ["days", "start", "end"],
+                                  "properties": {"days": _DAYS, "start": _HHMM, "end": _HHMM}}},
+            "timezone": {**zone, "description": "IANA zone, or \"auto\" (the callee's zone from the number)"},
+            "fallback_timezone": zone,
+            "holidays": {"nullable": True, "description": "Country code (\"CO\") or {country, subdivision}",
+                         "oneOf": [{"type": "string", "minLength": 2, "maxLength": 2},
+                                   {"type": "object", "additionalProperties": False, "required": ["country"],
+                                    "properties": {"country": {"type": "string"},
+                                                   "subdivision": {"type": "string", "nullable": True}}}]},
+            "blackout_dates": {"type": "array", "nullable": True, "maxItems": MAX_BLACKOUT_DATES,
+                               "items": {"type": "string", "pattern": r"^\s*\d{4}-\d{2}-\d{2}\s*$"}},
+            "on_insufficient_balance": {"type": "string", "nullable": True, "enum": ["fail", "wait"]},
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    counts = {"type": "object", "required": list(states.JOB_STATES),
+              "properties": {s: {"type": "integer", "minimum": 0} for s in states.JOB_STATES},
+              "description": "Jobs (contacts) per state; every state is present"}
+    return {
+        "Error": {
+            "type": "object", "required": ["status", "error", "message", "errors"],
+            "properties": {
+                "status": {"type": "integer"}, "error": {"type": "string"}, "message": {"type": "string"},
+                "errors": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["message"],
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"},
+                                   "line": {"type": "integer"}, "index": {"type": "integer"}}}},
+            },
+        },
+        "CallSettings": _call_settings(),
+        "PlanRequest": {
+            "type": "object", "additionalProperties": False, "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": list(PLAN_TYPES)},
+                "balance": {"type": "number", "minimum": 0, "nullable": True,
+                            "description": "Absolute balance: minutes or credits (not for unlimited)"},
+                "price_per_minute": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True,
+                                     "description": "Credits per minute (credits plans only, required there)"},
+                "granularity": {"type": "string", "enum": ["second", "minute"], "nullable": True},
+            },
+        },
+        "AccountRequest": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "plan": _nullable_ref("PlanRequest"),
+                "concurrency_limit": {"type": "integer", "minimum": CONCURRENCY_LIMIT_RANGE[0],
+                                      "maximum": CONCURRENCY_LIMIT_RANGE[1], "nullable": True},
+                "contact_policy": _nullable_ref("ContactPolicy"),
+            },
+        },
+        "ContactPolicy": {
+            "type": "object", "additionalProperties": False,
+            "description": "How often one person (a number, or a contact's external_id) may be called across every "
+                           "batch of the account; days are the callee's local days (README: contact policy)",
+            "properties": {
+                "max_calls": {"type": "object", "additionalProperties": False, "required": ["count", "days"],
+                              "nullable": True, "properties": {
+                                  "count": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1]},
+                                  "days": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1]}}},
+                "max_calls_per_day": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1],
+                                      "nullable": True},
+                "quiet_days_after_answer": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1],
+                                            "nullable": True},
+            },
+            "example": {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7},
+        },
+        "Account": {
+            "type": "object", "required": ["account_id", "plan", "balance", "reserved", "available"],
+            "properties": {
+                "account_id": {"type": "string"},
+                "plan": {"type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "enum": list(PLAN_TYPES)},
+                    "granularity": {"type": "string"}, "price_per_minute": {"type": "number"}}},
+                "balance": {"type": "number", "nullable": True},
+                "reserved": {"type": "number", "nullable": True},
+                "available": {"type": "number", "nullable": True},
+                "units": {"type": "object", "nullable": True},
+                "concurrency_limit": {"type": "integer", "nullable": True},
+                "contact_policy": {"type": "object", "nullable": True},
+                "open_reservations": {"type": "integer"},
+                "released_jobs": {"type": "integer"},
+                "created_at": _TIME, "updated_at": _TIME,
+            },
+        },
+        "TopUp": {"type": "object", "additionalProperties": False, "required": ["amount"],
+                  "properties": {"amount": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                            "description": "Minutes or credits to add"}}},
+        "BatchCreate": {
+            "type": "object", "additionalProperties": False, "required": ["name", "account_id"],
+            "properties": {"name": _TEXT, "account_id": {**_TEXT, "maxLength": MAX_ACCOUNT_ID},
+                           "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
+                           "call_settings": _nullable_ref("CallSettings")},
+        },
+        "BatchUpdate": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"name": _TEXT, "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
+                           "call_settings": _nullable_ref("CallSettings")},
+        },
+        "Counts": counts,
+        "Progress": {"type": "object", "required": ["total", "done", "percent"], "properties": {
+            k: {"type": "number" if k == "percent" else "integer"}
+            for k in ("total", "done", "percent", "completed", "failed", "cancelled", "calls_in_progress",
+                      "queued", "waiting")}},
+        "Window": {"type": "object", "properties": {
+            "description": {"type": "string", "nullable": True}, "timezone": {"type": "string"},
+            "open_now": {"type": "boolean", "nullable": True}, "next_open_at": _TIME,
+            "closed_reason": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True}}},
+        "Batch": {
+            "type": "object", "required": ["id", "name", "account_id", "status"],
+            "properties": {
+                "id": _ID, "name": {"type": "string"}, "account_id": {"type": "string"},
+                "agent_id": {"type": "string", "nullable": True}, "from_number": {"type": "string", "nullable": True},
+                "status": {"type": "string", "enum": list(states.BATCH_STATES)},
+                "call_settings": {"type": "object", "nullable": True},
+                "settings_error": {"type": "string", "nullable": True},
+                "held_reason": {"type": "string", "nullable": True,
+                                "description": "why the provider refused the batch's calls (status held)"},
+                "held_at": _TIME,
+                "created_at": _TIME, "updated_at": _TIME,
+                "counts": _ref("Counts"), "progress": _ref("Progress"), "window": _ref("Window"),
+                "oldest_in_progress": {
+                    "type": "object", "nullable": True,
+                    "description": "the job held longest by a process; past_deadline flags a stuck one",
+                    "properties": {"job_id": _ID, "status": {"type": "string"}, "since": _TIME,
+                                   "age_s": {"type": "integer"}, "deadline": _TIME,
+                                   "past_deadline": {"type": "boolean"}}},
+                "failures": {"type": "array", "items": {"type": "object", "required": ["reason", "count"],
+                                                        "properties": {"reason": {"type": "string"},
+                                                                       "count": {"type": "integer"}}}},
+            },
+        },
+        "BatchList": {"type": "object", "required": ["batches", "count"], "properties": {
+            "batches": {"type": "array", "items": _ref("Batch")}, "count": {"type": "integer"},
+            "offset": {"type": "integer"}, "next_offset": {"type": "integer", "nullable": True}}},
+        "Control": {"type": "object", "required": ["id", "status", "changed"], "properties": {
+            "id": _ID, "status": {"type": "string", "enum": list(states.BATCH_STATES)},
+            "changed": {"type": "boolean"}, "cancelled_jobs": {"type": "integer"}}},
+        "Invalidation": {"type": "object", "required": ["id", "channel"], "properties": {
+            "id": _ID, "channel": {"type": "string"}, "receivers": {"type": "integer", "nullable": True}}},
+        "Contact": {
+            "type": "object", "additionalProperties": False, "required": ["phones"],
+            "properties": {
+                "name": {"type": "string", "maxLength": MAX_NAME, "nullable": True},
+                "phones": {"oneOf": [
+                    {"type": "array", "minItems": 1, "maxItems": MAX_PHONES, "items": {"type": "string"}},
+                    {"type": "string", "minLength": 1, "description": "numbers separated by ',' or ';'"}]},
+                "variables": {"type": "object", "nullable": True, "maxProperties": MAX_VARIABLES,
+                              "additionalProperties": {"type": "string", "nullable": True}},
+                "external_id": {"type": "string", "maxLength": MAX_EXTERNAL_ID, "nullable": True},
+                "timezone": {"type": "string", "nullable": True},
+            },
+        },
+        "ContactsRequest": {"type": "object", "additionalProperties": False, "required": ["contacts"],
+                            "properties": {"contacts": {
+                                "type": "array", "maxItems": MAX_JSON_CONTACTS,
+                                "items": {"description": "A Contact (see the Contact schema). A contact that does "
+                                                         "not validate is listed in errors[] by its index; the "
+                                                         "others are imported."}}}},
+        "PreviewRequest": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "call_settings": _nullable_ref("CallSettings"),
+                "phone": {"type": "string", "nullable": True, "maxLength": 40, "example": "+56961234567",
+                          "description": "The number to be dialed; with timezone auto its zone decides"},
+                "from": {"type": "string", "format": "date-time", "nullable": True,
+                         "description": "The instant to start from (default now on the shared clock)"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5, "nullable": True},
+            },
+        },
+        "Preview": {
+            "type": "object", "required": ["from", "timezone", "zones", "window", "times"],
+            "properties": {
+                "from": {"type": "string"}, "timezone": {"type": "string"},
+                "zones": {"type": "array", "items": {"type": "string"}},
+                "zone_source": {"type": "string", "enum": ["batch", "phone", "fallback"]},
+                "window": {"type": "string"}, "restricts_time": {"type": "boolean"},
+                "times": {"type": "array", "items": {"type": "object", "required": ["at", "local", "zone", "rule"],
+                                                     "properties": {
+                    "at": {"type": "string", "format": "date-time"}, "local": {"type": "string"},
+                    "local_text": {"type": "string"}, "zone": {"type": "string"},
+                    "rule_index": {"type": "integer", "nullable": True}, "rule": {"type": "string"}}}},
+            },
+        },
+        "ContactsCheck": {
+            "type": "object", "required": ["valid", "rows", "errors"],
+            "properties": {
+                "valid": {"type": "integer"}, "rows": {"type": "integer"},
+                "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+                    "line": {"type": "integer"}, "index": {"type": "integer"}, "field": {"type": "string"},
+                    "message": {"type": "string"}}}},
+                "errors_total": {"type": "integer"}, "errors_truncated": {"type": "boolean"},
+                "stopped": {"type": "string"},
+            },
+        },
+        "ImportResult": {
+            "type": "object", "required": ["imported", "errors"],
+            "properties": {
+                "imported": {"type": "integer"}, "duplicates": {"type": "integer"}, "rows": {"type": "integer"},
+                "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+                    "line": {"type": "integer"}, "index": {"type": "integer"}, "field": {"type": "string"},
+                    "message": {"type": "string"},
+                    "duplicate": {"type": "boolean", "description": "the contact is already in the batch"}}}},
+                "errors_total": {"type": "integer"}, "errors_truncated": {"type": "boolean"},
+                "stopped": {"type": "string"}, "batch_id": _ID,
+                "batch_status": {"type": "string", "enum": list(states.BATCH_STATES)},
+            },
+        },
+        "Attempt": {"type": "object", "required": ["id", "state"], "properties": {
+            "id": {"type": "string"}, "state": {"type": "string"}, "round": {"type": "integer", "nullable": True},
+            "phone_index": {"type": "integer", "nullable": True}, "dial": {"type": "integer", "nullable": True},
+            "to_number": {"type": "string", "nullable": True}, "call_id": {"type": "string", "nullable": True},
+            "outcome": {"type": "string", "nullable": True},
+            "disconnection_reason": {"type": "string", "nullable": True},
+            "duration_ms": {"type": "integer", "nullable": True}, "charge": {"type": "integer", "nullable": True},
+            "finalized_by": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
+            "created_at": _TIME, "started_at": _TIME, "ended_at": _TIME}},
+        "JobSummary": {"type": "object", "required": ["id", "status", "tries"], "properties": {
+            "id": _ID, "batch_id": _ID, "status": {"type": "string", "enum": list(states.JOB_STATES)},
+            "tries": {"type": "integer"}, "name": {"type": "string", "nullable": True},
+            "external_id": {"type": "string", "nullable": True},
+            "phones": {"type": "array", "items": {"type": "string"}}, "next_try_at": _TIME,
+            "last_error": {"type": "string", "nullable": True}, "outcome": {"type": "string", "nullable": True},
+            "updated_at": _TIME}},
+        "Job": {"allOf": [_ref("JobSummary"), {"type": "object", "required": ["attempts"], "properties": {
+            "account_id": {"type": "string"}, "contact": {"type": "object"}, "dials": {"type": "integer"},
+            "phone_index": {"type": "integer"}, "invalid_phones": {"type": "array", "items": {"type": "integer"}},
+            "postponed_by_schedule": {"type": "integer"}, "call_id": {"type": "string", "nullable": True},
+            "attempt_id": {"type": "string", "nullable": True}, "lease_until": _TIME, "created_at": _TIME,
+            "finished_at": _TIME, "attempts": {"type": "array", "items": _ref("Attempt")}}}]},
+        "JobList": {"type": "object", "required": ["jobs", "count", "next_after"], "properties": {
+            "jobs": {"type": "array", "items": _ref("JobSummary")}, "count": {"type": "integer"},
+            "next_after": {**_ID, "nullable": True}}},
+        "Webhook": {"type": "object", "required": ["event"], "properties": {
+            "event": {"type": "string", "example": "call_ended"},
+            "call": {"type": "object", "description": "Retell's call object (call_id, call_status, metadata...)"}}},
+        "WebhookResult": {"type": "object", "required": ["event", "call_id", "result"], "properties": {
+            "event": {"type": "string"}, "call_id": {"type": "string"},
+            "result": {"type": "string", "description": "the outcome applied, duplicate, unknown_call, or accepted"}}},
+        "DncRequest": {"type": "object", "additionalProperties": False, "required": ["numbers"], "properties": {
+            "numbers": {"type": "array", "minItems": 1, "maxItems": MAX_DNC_NUMBERS, "items": {"type": "string"},
+                        "example": ["+56961234567", "9 6123 4568"]},
+            "reason": {"type": "string", "maxLength": MAX_DNC_REASON, "nullable": True,
+                       "example": "asked not to be called"}}},
+        "DncWriteResult": {"type": "object", "required": ["list", "added", "updated", "numbers"], "properties": {
+            "list": {"type": "string", "description": "the account id, or global"},
+            "added": {"type": "integer", "description": "numbers new on the list"},
+            "updated": {"type": "integer", "description": "numbers already on it (reason replaced when given)"},
+            "numbers": {"type": "integer", "description": "distinct numbers in the request"},
+            "rows": {"type": "integer"}}},
+        "DncEntry": {"type": "object", "required": ["list", "number"], "properties": {
+            "list": {"type": "string"}, "number": {"type": "string"}, "reason": {"type": "string", "nullable": True},
+            "added_at": _TIME, "updated_at": _TIME}},
+        "DncRemoved": {"type": "object", "required": ["list", "number", "removed"], "properties": {
+            "list": {"type": "string"}, "number": {"type": "string"}, "removed": {"type": "boolean"}}},
+        "DncLookup": {"type": "object", "required": ["number", "listed", "lists"], "properties": {
+            "number": {"type": "string"}, "listed": {"type": "boolean"},
+            "lists": {"type": "array", "items": _ref("DncEntry")}}},
+        "DncPage": {"type": "object", "required": ["list", "entries", "count", "next_after"], "properties": {
+            "list": {"type": "string"}, "entries": {"type": "array", "items": _ref("DncEntry")},
+            "count": {"type": "integer"}, "next_after": {"type": "string", "nullable": True}}},
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "Ready": {"type": "object", "required": ["status", "checks"], "properties": {
+            "status": {"type": "string", "enum": ["ready", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    }
+
+
+def _control(op_id: str, summary: str) -> dict[str, Any]:
+    return {"post": _op(op_id, summary, {"200": _answer("The batch's status after the control", _ref("Control")),
+                                         **_errors(401, 404, 409, 503)},
+                        params=[_BATCH_ID], tags=("batches",))}
+
+
+def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
+    """The do-not-call routes: the account's list and the global one."""
+    region = _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                    "Region for numbers without +country (default PHONE_DEFAULT_REGION)")
+    number = _path("number", {"type": "string", "minLength": 1, "maxLength": 40, "example": "+56961234567"},
+                   "The number (E.164, or national with region)")
+    body = {**_json(_ref("DncRequest")),
+            "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row: a 'number' "
+                                    "column and an optional 'reason' column"}}}
+    reads = [{"adminToken": []}, {"readToken": []}]
+    out: dict[str, Any] = {}
+    for prefix, params, tag in (("/accounts/{account_id}", [_ACCOUNT_ID], "the account's"), ("", [], "the global")):
+        name = "account" if prefix else "global"
+        out[f"{prefix}/dnc"] = {
+            "post": _op(f"add_{name}_dnc", f"Add numbers to {tag} do-not-call list (JSON or CSV); one bad row "
+                                           "and nothing is written", {
+                "200": _answer("Written; answered once no dial checked before the write can still reach the "
+                               "provider", _ref("DncWriteResult")),
+                **_errors(400, 401, 404, 413, 415, 422, 503)},
+                params=[*params, region, _query("reason", {"type": "string", "maxLength": MAX_DNC_REASON},
+                                                "CSV only: the reason of rows with none")],
+                body=body, tags=("dnc",)),
+            "get": _op(f"get_{name}_dnc", f"Whether a number is on {tag} do-not-call list (an account's route also "
+                                          "answers for the global list), or the list page by page", {
+                "200": _answer("The lookup (with number) or a page", {"anyOf": [_ref("DncLookup"),
+                                                                               _ref("DncPage")]}),
+                **_errors(401, 404, 422, 503)},
+                params=[*params, _query("number", {"type": "string", "maxLength": 40}, "The number to look up"),
+                        region, _query("after", {"type": "string", "maxLength": 40}, "next_after of the previous page"),
+                        _query("limit", page, "Page size")],
+                security=reads, tags=("dnc",)),
+        }
+        out[f"{prefix}/dnc/{{number}}"] = {"delete": _op(
+            f"remove_{name}_dnc", f"Take a number off {tag} do-not-call list", {
+                "200": _answer("Removed (removed: false when it was not listed)", _ref("DncRemoved")),
+                **_errors(401, 404, 422, 503)},
+            params=[*params, number, region], tags=("dnc",))}
+    return out
+
+
+def _paths() -> dict[str, Any]:
+    page = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
+    reads = [{"adminToken": []}, {"readToken": []}]
+    contacts_body = {**_json(_ref("ContactsRequest")),
+                     "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row "
+                                             "(phone/phones/phone_2..., name, external_id, timezone; other "
+                                             "columns are variables)"}}}
+    return {
+        "/healthz": {"get": _op("healthz", "The process is up", {"200": _answer("Up", _ref("Health"))},
+                                security=[], tags=("operations",))},
+        "/readyz": {"get": _op("readyz", "MongoDB and Redis answer", {
+            "200": _answer("Ready", _ref("Ready")), "503": _answer("A service did not answer", _ref("Ready"))},
+            security=[], tags=("operations",))},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics of every process", {
+            "200": {"description": "Prometheus text exposition",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_errors(401)}, security=[{"adminToken": []}, {"readToken": []}], tags=("operations",))},
+        "/openapi.json": {"get": _op("openapi", "This document", {
+            "200": _answer("The OpenAPI document", {"type": "object"})}, security=[], tags=("operations",))},
+        "/webhooks/retell": {"post": _op("retell_webhook", "Retell call events (signed)", {
+            "200": _answer("Applied (or a duplicate, or a call outdial does not know)", _ref("WebhookResult")),
+            "202": _answer("Still being applied; it will be", _ref("WebhookResult")),
+            "204": {"description": "Acknowledged (call_started and other events)"},
+            **_errors(400, 401, 413, 503)},
+            params=[{"name": "x-retell-signature", "in": "header", "required": True,
+                     "schema": {"type": "string", "pattern": r"^v=\d+,d=[0-9a-fA-F]{64}$"},
+                     "description": "v=<timestamp ms>,d=<hex HMAC-SHA256 of body + timestamp, keyed with "
+                                    "RETELL_API_KEY>"}],
+            body=_json(_ref("Webhook")), security=[], tags=("webhooks",))},
+        "/accounts/{account_id}": {
+            "put": _op("put_account", "Create or change an account's plan, balance and concurrency", {
+                "200": _answer("Changed", _ref("Account")), "201": _answer("Created", _ref("Account")),
+                **_errors(400, 401, 413, 415, 422, 503)},
+                params=[_ACCOUNT_ID], body=_json(_ref("AccountRequest")), tags=("accounts",)),
+            "get": _op("get_account", "Plan and balance", {"200": _answer("The account", _ref("Account")),
+                                                          **_errors(401, 404, 422, 503)},
+                       params=[_ACCOUNT_ID], tags=("accounts",)),
+        },
+        "/accounts/{account_id}/top-up": {"post": _op("top_up", "Add minutes or credits", {
+            "200": _answer("The account after the top-up", _ref("Account")),
+            **_errors(400, 401, 404, 413, 415, 422, 503)},
+            params=[_ACCOUNT_ID], body=_json(_ref("TopUp")), tags=("accounts",))},
+        "/batches": {
+            "post": _op("create_batch", "Create a batch (campaign)", {
+                "201": _answer("Created", _ref("Batch")), **_errors(400, 401, 413, 415, 422, 503)},
+                body=_json(_ref("BatchCreate")), tags=("batches",)),
+            "get": _op("list_batches", "List batches, newest first", {
+                "200": _answer("A page of batches", _ref("BatchList")), **_errors(401, 422, 503)},
+                params=[_query("status", {"type": "string", "enum": list(states.BATCH_STATES)}, "Only this status"),
+                        _query("account_id", {"type": "string", "minLength": 1, "maxLength": MAX_ACCOUNT_ID,
+                                              "pattern": r"^[^$]"}, "Only this account"),
+                        _query("limit", page, "Page size"),
+                        _query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0},
+                               "Batches to skip")],
+                tags=("batches",)),
+        },
+        "/batches/{batch_id}": {
+            "get": _op("get_batch", "A batch with its counts per state, progress, window and failures", {
+                "200": _answer("The batch", _ref("Batch")), **_errors(401, 404, 503)},
+                params=[_BATCH_ID], tags=("batches",)),
+            "patch": _op("update_batch", "Change name, agent, caller id or call_settings", {
+                "200": _answer("The batch after the change", _ref("Batch")),
+                **_errors(400, 401, 404, 413, 415, 422, 503)},
+                params=[_BATCH_ID], body=_json(_ref("BatchUpdate")), tags=("batches",)),
+        },
+        "/batches/{batch_id}/contacts": {"post": _op("add_contacts", "Add contacts (JSON or CSV)", {
+            "200": _answer("Imported; each bad row listed", _ref("ImportResult")),
+            **_errors(400, 401, 404, 409, 413, 415, 422, 503)},
+            params=[_BATCH_ID, _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                                      "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
+            body=contacts_body, tags=("contacts",))},
+        "/contacts/check": {"post": _op("check_contacts", "Validate contacts (JSON or CSV) row by row as an import "
+                                                          "would, writing nothing", {
+            "200": _answer("Each bad row listed", _ref("ContactsCheck")),
+            **_errors(400, 401, 413, 415, 422, 503)},
+            params=[_query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                           "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
+            body=contacts_body, security=reads, tags=("contacts",))},
+        "/call-settings/schema": {"get": _op(
+            "call_settings_schema", "The JSON Schema (draft 2020-12) of call_settings, with defaults and examples",
+            {"200": _answer("The schema", {"type": "object"}), **_errors(401)},
+            security=reads, tags=("call_settings",))},
+        "/call-settings/preview": {"post": _op(
+            "call_settings_preview", "The next instants a call could start under these call_settings", {
+                "200": _answer("The call times", _ref("Preview")), **_errors(400, 401, 413, 415, 422, 503)},
+            body=_json(_ref("PreviewRequest")), security=reads, tags=("call_settings",))},
+        "/batches/{batch_id}/jobs": {"get": _op("list_jobs", "A batch's jobs, by state, paginated", {
+            "200": _answer("A page of jobs (pass next_after as after for the next)", _ref("JobList")),
+            **_errors(401, 404, 422, 503)},
+            params=[_BATCH_ID, _query("status", {"type": "string", "enum": list(states.JOB_STATES)}, "Only this state"),
+                    _query("after", _ID, "next_after of the previous page"), _query("limit", page, "Page size")],
+            tags=("jobs",))},
+        "/batches/{batch_id}/pause": _control("pause_batch", "Pause (calls in progress end normally)"),
+        "/batches/{batch_id}/resume": _control("resume_batch", "Resume a paused batch"),
+        "/batches/{batch_id}/cancel": _control("cancel_batch", "Cancel: jobs not yet dialed are cancelled"),
+        "/batches/{batch_id}/invalidate-cache": {"post": _op(
+            "invalidate_cache", "Evict the batch from every process's cache (cache:invalidate:<id>)", {
+                "202": _answer("Published", _ref("Invalidation")), **_errors(401, 404, 503)},
+            params=[_BATCH_ID], tags=("batches",))},
+        **_dnc_paths(page),
+        "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
+            "200": _answer("The job", _ref("Job")), **_errors(401, 404, 503)},
+            params=[_JOB_ID], tags=("jobs",))},
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy)."""
+    return copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "outdial web API", "version": VERSION,
+            "description": "Admin API, Retell webhooks, health and metrics of the outdial web dyno. "
+                           "Errors share one shape (Error). Instants are ISO-8601 UTC. See docs/web.md.",
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc", "webhooks",
+                                                  "operations")],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"},
+                "readToken": {"type": "http", "scheme": "bearer",
+                              "description": "The read-only token (outdial web --print-read-token): "
+                                             "dashboard and /metrics only"},
+            },
+        },
+    })

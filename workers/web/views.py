@@ -1,0 +1,233 @@
+"""How batches, jobs, attempts and accounts look in the admin API and on the dashboard.
+
+Plain functions from stored documents to JSON-able dicts: ids as strings, instants (stored as
+integer milliseconds) as ISO-8601 UTC strings, counts with every job state present. The reads
+they need (:func:`counts_for`, :func:`failure_reasons`) are blocking pymongo calls: the web dyno
+runs them in a thread executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from shared import states
+from shared.call_settings import AUTO_TIMEZONE, InvalidCallSettings
+from shared.calling_window import NoAllowedTime, describe_window, is_allowed_time, next_allowed_time
+from shared.config import Config
+from shared.dnc import DNC_OUTCOME
+from shared.jobs import JobStore
+from workers.web.http import iso
+
+#: Batches up to which :func:`counts_for` asks once per batch rather than once per state.
+PER_BATCH_COUNT_LIMIT = 3
+#: Failure reasons listed per batch.
+DEFAULT_REASONS = 5
+
+#: Job states that hold a call at the provider (or are about to).
+CALLING = (states.DIALING, states.IN_CALL)
+#: Job states waiting in MongoDB for their time (or for a top-up).
+WAITING = (states.PENDING, states.WAITING_SCHEDULE, states.RETRY_WAIT, states.WAITING_BALANCE)
+
+
+def empty_counts() -> dict[str, int]:
+    return dict.fromkeys(states.JOB_STATES, 0)
+
+
+def counts_for(jobs: JobStore, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Jobs per state for each batch (every state present): one aggregate per batch, or per state for many."""
+    out = {batch_id: empty_counts() for batch_id in batch_ids}
+    if not batch_ids:
+        return out
+    if len(batch_ids) <= PER_BATCH_COUNT_LIMIT:
+        for batch_id in batch_ids:
+            out[batch_id] = jobs.counts(batch_id)
+        return out
+    for state in states.JOB_STATES:
+        rows = jobs.coll.aggregate([{"$match": {"status": state, "batch_id": {"$in": list(batch_ids)}}},
+                                    {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}}])
+        for row in rows:
+            if row["_id"] in out:
+                out[row["_id"]][state] = int(row["n"])
+    return out
+
+
+def progress(counts: Mapping[str, int]) -> dict[str, Any]:
+    """Totals of a batch: ``total``, ``done`` (final jobs), ``percent`` done, calls in progress, waiting jobs."""
+    total = sum(counts.values())
+    done = sum(counts.get(s, 0) for s in states.FINAL)
+    return {
+        "total": total,
+        "done": done,
+        "percent": round(100.0 * done / total, 1) if total else 0.0,
+        "completed": counts.get(states.COMPLETED, 0),
+        "failed": counts.get(states.FAILED, 0),
+        "cancelled": counts.get(states.CANCELLED, 0),
+        "calls_in_progress": sum(counts.get(s, 0) for s in CALLING),
+        "queued": counts.get(states.QUEUED, 0),
+        "waiting": sum(counts.get(s, 0) for s in WAITING),
+    }
+
+
+def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASONS) -> list[dict[str, Any]]:
+    """The most frequent ``last_error`` of the batch's failed jobs: ``[{"reason", "count"}]``, most frequent first."""
+    rows = jobs.coll.aggregate([{"$match": {"batch_id": batch_id, "status": states.FAILED}},
+                                {"$group": {"_id": "$last_error", "n": {"$sum": 1}}}])
+    found = sorted(((int(r["n"]), str(r["_id"] or "unknown")) for r in rows), key=lambda p: (-p[0], p[1]))
+    return [{"reason": reason, "count": n} for n, reason in found[:limit]]
+
+
+def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
+    """The batch's contacts failed because every number of theirs is on a do-not-call list."""
+    return int(jobs.coll.count_documents({"batch_id": batch_id, "status": states.FAILED, "outcome": DNC_OUTCOME}))
+
+
+def window_zone(call_settings: Mapping[str, Any] | None, config: Config) -> str:
+    """The zone the batch's window is read in (``auto``: its fallback, else ``DEFAULT_TIMEZONE``)."""
+    zone = (call_settings or {}).get("timezone") or config.default_timezone
+    if zone == AUTO_TIMEZONE:
+        zone = (call_settings or {}).get("fallback_timezone") or config.default_timezone
+    return str(zone)
+
+
+def window_view(call_settings: Mapping[str, Any] | None, now: datetime, config: Config, *,
+                lang: str | None = None) -> dict[str, Any]:
+    """The batch's calling window now: description, whether it is open, when it opens next.
+
+    For ``timezone: "auto"`` (and for contacts with their own zone) each contact has its own
+    window; this is the batch's, read in :func:`window_zone`.
+    """
+    view: dict[str, Any] = {"description": None, "timezone": window_zone(call_settings, config),
+                            "open_now": None, "next_open_at": None, "closed_reason": None, "error": None}
+    try:
+        view["description"] = describe_window(call_settings, lang=lang, config=config)
+        allowed, reason = is_allowed_time(call_settings, now, config=config, lang=lang)
+        view["open_now"] = allowed
+        view["closed_reason"] = reason
+        view["next_open_at"] = iso(now if allowed else next_allowed_time(call_settings, now, config=config))
+    except InvalidCallSettings as exc:
+        view["error"] = f"the stored call_settings no longer validate: {exc}"
+    except NoAllowedTime as exc:
+        view["error"] = str(exc)
+    return view
+
+
+def batch_view(doc: Mapping[str, Any], *, counts: Mapping[str, int] | None = None,
+               window: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A batch as the API shows it; ``counts``/``progress``/``window`` when given."""
+    view: dict[str, Any] = {
+        "id": doc["_id"],
+        "name": doc.get("name"),
+        "account_id": doc.get("account_id"),
+        "agent_id": doc.get("agent_id"),
+        "from_number": doc.get("from_number"),
+        "status": doc.get("status"),
+        "call_settings": doc.get("call_settings"),
+        "settings_error": doc.get("settings_error"),
+        "held_reason": doc.get("held_reason"),
+        "held_at": iso(doc.get("held_at")),
+        "created_at": iso(doc.get("created_at")),
+        "updated_at": iso(doc.get("updated_at")),
+    }
+    if counts is not None:
+        view["counts"] = dict(counts)
+        view["progress"] = progress(counts)
+    if window is not None:
+        view["window"] = dict(window)
+    return view
+
+
+def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """One dial of a job."""
+    return {
+        "id": doc["_id"],
+        "state": doc.get("state"),
+        "round": doc.get("round"),
+        "phone_index": doc.get("phone_index"),
+        "dial": doc.get("dial"),
+        "to_number": doc.get("to_number"),
+        "call_id": doc.get("call_id"),
+        "outcome": doc.get("outcome"),
+        "disconnection_reason": doc.get("disconnection_reason"),
+        "duration_ms": doc.get("duration_ms"),
+        "charge": doc.get("charge"),
+        "finalized_by": doc.get("finalized_by"),
+        "error": doc.get("error"),
+        "created_at": iso(doc.get("created_at")),
+        "started_at": iso(doc.get("started_at")),
+        "ended_at": iso(doc.get("ended_at")),
+    }
+
+
+def job_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A job in a list."""
+    contact = doc.get("contact") or {}
+    return {
+        "id": doc["_id"],
+        "batch_id": doc.get("batch_id"),
+        "status": doc.get("status"),
+        "tries": int(doc.get("tries", 0) or 0),
+        "name": contact.get("name"),
+        "external_id": contact.get("external_id"),
+        "phones": list(contact.get("phones") or []),
+        "next_try_at": iso(doc.get("next_try_at")),
+        "last_error": doc.get("last_error"),
+        "outcome": doc.get("outcome"),
+        "updated_at": iso(doc.get("updated_at")),
+    }
+
+
+def job_view(doc: Mapping[str, Any], attempts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A job with its contact and its attempt history (oldest first)."""
+    view = job_summary(doc)
+    view.update({
+        "account_id": doc.get("account_id"),
+        "contact": dict(doc.get("contact") or {}),
+        "dials": int(doc.get("dials", 0) or 0),
+        "phone_index": int(doc.get("phone_index", 0) or 0),
+        "invalid_phones": list(doc.get("invalid_phones") or []),
+        "postponed_by_schedule": int(doc.get("postponed_by_schedule", 0) or 0),
+        "call_id": doc.get("call_id"),
+        "attempt_id": doc.get("attempt_id"),
+        "lease_until": iso(doc.get("lease_until")) if doc.get("status") in states.LEASED else None,
+        "created_at": iso(doc.get("created_at")),
+        "finished_at": iso(doc.get("finished_at")),
+        "attempts": [attempt_view(a) for a in attempts],
+    })
+    return view
+
+
+def account_view(view: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`shared.billing.account_view` with its instants as ISO-8601."""
+    out = dict(view)
+    for name in ("created_at", "updated_at"):
+        out[name] = iso(out.get(name))
+    return out
+
+
+def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_ms: int, config: Any,
+                     clock: Any) -> dict[str, Any] | None:
+    """The job a process has held longest, its age and whether it is past its deadline: ring +
+    max_call_duration + the grace after it was dialed, plus the lease (a queued job: the dispatch horizon
+    plus the lease). A job past it is stuck, which the pipeline's deadlines should never let happen."""
+    if oldest is None:
+        return None
+    from shared.call_settings import InvalidCallSettings, parse_call_settings
+    from shared.decisions import attempt_deadline_ms
+    from shared.pipeline import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
+
+    lease_ms = int(clock.simulated_seconds(config.pipeline_lease_s * 1.5) * 1000)
+    if oldest["status"] == states.QUEUED:
+        deadline = oldest["since"] + int(clock.simulated_seconds(DEFAULT_HORIZON_S) * 1000) + lease_ms
+    else:
+        try:
+            settings = parse_call_settings(call_settings, config=config)
+        except InvalidCallSettings:
+            settings = parse_call_settings(None, config=config)
+        deadline = attempt_deadline_ms(oldest["since"], ring_timeout_s=settings.ring_timeout,
+                                       max_call_duration_s=settings.max_call_duration,
+                                       grace_s=DEFAULT_CALL_GRACE_S) + lease_ms
+    return {"job_id": oldest["job_id"], "status": oldest["status"], "since": iso(oldest["since"]),
+            "age_s": max(0, now_ms - oldest["since"]) // 1000, "deadline": iso(deadline),
+            "past_deadline": now_ms > deadline}
