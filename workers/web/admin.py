@@ -33,6 +33,7 @@ from shared.errors import Conflict
 from shared.invalidation import publish_invalidation
 from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
+from workers.web.context import context
 from workers.web.http import (
     ADMIN,
     READ,
@@ -77,11 +78,6 @@ DEFAULT_FEED_CHUNKS = 8
 DEFAULT_FEED_WAIT_S = 300.0
 
 
-def _ctx(request: web.Request) -> Any:
-    from workers.web.app import context
-
-    return context(request)
-
 
 def _path_id(request: web.Request, name: str, what: str) -> str:
     return parse_id(request.match_info[name], what)
@@ -96,7 +92,7 @@ def _account_id(request: web.Request) -> str:
 
 @access(ADMIN)
 async def put_account(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     account_id = _account_id(request)
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
     view, created = await ctx.run(ctx.runtime.billing.apply_account, account_id, body)
@@ -106,14 +102,14 @@ async def put_account(request: web.Request) -> web.Response:
 
 @access(ADMIN)
 async def get_account(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     view = await ctx.run(ctx.runtime.billing.balance, _account_id(request))
     return json_response(account_view(view))
 
 
 @access(ADMIN)
 async def top_up(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     account_id = _account_id(request)
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes, allowed=("amount",))
     if "amount" not in body:
@@ -155,7 +151,7 @@ def _create_batch(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 @access(ADMIN)
 async def create_batch(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
     view = await ctx.run(_create_batch, ctx, body)
     return json_response(view, status=201, headers={"Location": f"/batches/{view['id']}"})
@@ -173,7 +169,7 @@ def _list_batches(ctx: Any, status: str | None, account_id: str | None, limit: i
 @access(ADMIN)
 @query_params("status", "account_id", "limit", "offset")
 async def list_batches(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     status = query_text(request, "status")
     if status is not None and status not in states.BATCH_STATES:
         raise invalid([("status", f"must be one of {', '.join(states.BATCH_STATES)}, got {status[:40]!r}")])
@@ -187,13 +183,13 @@ async def list_batches(request: web.Request) -> web.Response:
 
 @access(ADMIN)
 async def get_batch(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     return json_response(await ctx.run(_batch_detail, ctx, _path_id(request, "batch_id", "batch id")))
 
 
 @access(ADMIN)
 async def update_batch(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
 
@@ -216,21 +212,21 @@ def _control_view(result: ControlResult) -> dict[str, Any]:
 
 @access(ADMIN)
 async def pause(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     result = await ctx.run(pause_batch, ctx.runtime.batches, _path_id(request, "batch_id", "batch id"))
     return json_response(_control_view(result))
 
 
 @access(ADMIN)
 async def resume(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     result = await ctx.run(resume_batch, ctx.runtime.batches, _path_id(request, "batch_id", "batch id"))
     return json_response(_control_view(result))
 
 
 @access(ADMIN)
 async def cancel(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     result = await ctx.run(cancel_batch, ctx.runtime.batches, ctx.runtime.jobs,
                            _path_id(request, "batch_id", "batch id"))
     return json_response({**_control_view(result), "cancelled_jobs": result.cancelled_jobs})
@@ -238,7 +234,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 @access(ADMIN)
 async def invalidate_cache(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
     receivers = await ctx.run(publish_invalidation, ctx.runtime.redis, batch_id, strict=True)
     return json_response({"id": batch_id, "channel": invalidate_channel(batch_id), "receivers": receivers},
@@ -346,7 +342,7 @@ def _json_contacts(body: dict[str, Any]) -> list[Any]:
 @access(ADMIN)
 @query_params("region")
 async def add_contacts(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     rt = ctx.runtime
     batch_id = _path_id(request, "batch_id", "batch id")
     region = _region(request)
@@ -382,7 +378,7 @@ async def _read_contacts(ctx: Any, request: web.Request, sink: Any, *, is_csv: b
 @query_params("region")
 async def check_contacts(request: web.Request) -> web.Response:
     """Validate a contacts upload (JSON or CSV) row by row exactly as an import would, and write nothing."""
-    ctx = _ctx(request)
+    ctx = context(request)
     region = _region(request) or ctx.runtime.config.phone_default_region
     is_csv = request.content_type in CSV_TYPES
     if not is_csv and request.headers.get("Content-Type") and not is_json(request):
@@ -412,7 +408,7 @@ def _list_jobs(ctx: Any, batch_id: str, status: str | None, after: str | None, l
 @access(ADMIN)
 @query_params("status", "after", "limit")
 async def list_jobs(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
     status = query_text(request, "status")
     if status is not None and status not in states.JOB_STATES:
@@ -438,7 +434,7 @@ def _job(ctx: Any, job_id: str) -> dict[str, Any]:
 
 @access(ADMIN)
 async def get_job(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     return json_response(await ctx.run(_job, ctx, _path_id(request, "job_id", "job id")))
 
 

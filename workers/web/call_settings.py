@@ -19,6 +19,7 @@ from shared.call_settings_schema import call_settings_schema
 from shared.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
 from shared.config import parse_instant
 from shared.phones import InvalidPhone, normalize_phone
+from workers.web.context import context
 from workers.web.http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
 
 #: Fields of ``POST /call-settings/preview``.
@@ -28,15 +29,10 @@ DEFAULT_PREVIEW_COUNT = 5
 MAX_PREVIEW_COUNT = 50
 
 
-def _ctx(request: web.Request) -> Any:
-    from workers.web.app import context
-
-    return context(request)
-
 
 @access(READ)
 async def schema(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     return json_response(call_settings_schema(ctx.runtime.config))
 
 
@@ -109,7 +105,7 @@ def _zone_source(settings: Any, phone: str | None, zones: tuple[str, ...], confi
 
 @access(READ)
 async def preview(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
     return json_response(await ctx.run(_preview, ctx, body))
 

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from shared import states
 from shared.dnc import GLOBAL_SCOPE, list_name
+from workers.web.context import context
 from workers.web.http import (
     ADMIN_SESSION_COOKIE,
     ADMIN_SESSION_MAX_AGE_S,
@@ -293,11 +294,6 @@ def login_html(message: str) -> str:
 # -- handlers ------------------------------------------------------------------------------------------
 
 
-def _ctx(request: web.Request) -> Any:
-    from workers.web.app import context
-
-    return context(request)
-
 
 def html_response(text: str, *, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
@@ -326,14 +322,14 @@ def _refresh(request: web.Request) -> int:
 
 def _csrf(request: web.Request) -> str:
     """The CSRF token of the request's admin session, or "" without one."""
-    ctx = _ctx(request)
+    ctx = context(request)
     session = admin_session(request, ctx.admin_token)
     return csrf_token_for(session, ctx.admin_token) if session and ctx.admin_token else ""
 
 
 @access(READ)
 async def dashboard(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     refresh = _refresh(request)
     return html_response(page_html(await ctx.dashboard.get(ctx.run), refresh_s=refresh, csrf=_csrf(request)))
 
@@ -343,7 +339,7 @@ dashboard.outdial_html = True  # type: ignore[attr-defined]
 
 @access(READ)
 async def new_campaign(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     return html_response(wizard_html(csrf=_csrf(request), timezone=ctx.runtime.config.default_timezone))
 
 
@@ -352,7 +348,7 @@ new_campaign.outdial_html = True  # type: ignore[attr-defined]
 
 @access(READ)
 async def dashboard_batches(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = context(request)
     return html_response(batches_html(await ctx.dashboard.get(ctx.run)))
 
 
@@ -377,7 +373,7 @@ def _with_session(response: web.StreamResponse, request: web.Request, token: str
 
 @access(PUBLIC)
 async def login_page(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = context(request)
     if not ctx.admin_token:
         return html_response(login_html("ADMIN_TOKEN is not set on the server: the dashboard is disabled."),
                              status=401)
@@ -392,7 +388,7 @@ def _refuse_cross_site(request: web.Request) -> None:
 
 @access(PUBLIC)
 async def login(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = context(request)
     _refuse_cross_site(request)
     raw = await read_limited(request, 4096)
     token = (parse_qs(raw.decode("utf-8", errors="replace")).get("token") or [""])[0].strip()

@@ -27,7 +27,8 @@ from shared.dnc import (
 )
 from shared.errors import NotFound
 from shared.phones import InvalidPhone, normalize_phone
-from workers.web.admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _ctx, _region
+from workers.web.admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _region
+from workers.web.context import context
 from workers.web.http import (
     ADMIN,
     READ,
@@ -113,7 +114,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     bound the calling window relies on), so once this answer is out no create to these numbers can reach
     the provider.
     """
-    ctx = _ctx(request)
+    ctx = context(request)
     rt = ctx.runtime
     account_id = _scope(request)
     await ctx.run(_require_account, ctx, account_id)
@@ -137,7 +138,7 @@ def _number(ctx: Any, request: web.Request, raw: str) -> str:
 @query_params("region")
 async def remove_number(request: web.Request) -> web.Response:
     """Take a number off a list; ``removed`` says whether it was on it (removing twice is harmless)."""
-    ctx = _ctx(request)
+    ctx = context(request)
     account_id = _scope(request)
     number = _number(ctx, request, request.match_info["number"])
     await ctx.run(_require_account, ctx, account_id)
@@ -166,7 +167,7 @@ def _page(ctx: Any, account_id: str | None, after: str | None, limit: int) -> di
 async def get_numbers(request: web.Request) -> web.Response:
     """``?number=``: whether the number is listed, and on which list(s) (an account's route also answers for
     the global list); without it, the list page by page (``after`` = the previous page's ``next_after``)."""
-    ctx = _ctx(request)
+    ctx = context(request)
     account_id = _scope(request)
     _region_of(ctx, request)
     raw = query_text(request, "number")

@@ -39,6 +39,7 @@ from shared.logs import event, get_logger
 from shared.mongo import parse_id
 from shared.retell import Call
 from shared.webhooks import SIGNATURE_HEADER, verify_webhook
+from workers.web.context import context
 from workers.web.http import PUBLIC, ApiError, access, bad_request, json_response, parse_json, read_limited
 
 log = get_logger(__name__)
@@ -187,8 +188,6 @@ def _call_of(body: Any) -> Call:
 @access(PUBLIC)
 async def retell_webhook(request: web.Request) -> web.StreamResponse:
     """Verify, then acknowledge or finalize (see the module docstring)."""
-    from workers.web.app import context
-
     ctx = context(request)
     processor: WebhookProcessor = ctx.webhooks
     if processor.reading >= ctx.settings.webhook_max_reads:

@@ -1,0 +1,130 @@
+"""What every handler of the web dyno shares: its settings (:class:`WebSettings`) and its context
+(:class:`WebContext`: the runtime, the thread pools, the webhook processor, the metrics and dashboard data),
+reached from a request with :func:`context`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from aiohttp import web
+
+from shared.config import Config
+from workers.web.http import (
+    DEFAULT_MAX_CONTACTS_JSON_BYTES,
+    DEFAULT_MAX_CSV_BYTES,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_MAX_WEBHOOK_BYTES,
+    DEFAULT_MAX_WEBHOOK_READS,
+    read_token_for,
+)
+
+#: Threads running admin and dashboard store calls.
+DEFAULT_DB_THREADS = 32
+#: Contact imports running at once (each holds one thread while it reads its upload).
+DEFAULT_IMPORT_THREADS = 4
+#: Longest ``/readyz`` waits for MongoDB or Redis, seconds.
+DEFAULT_READY_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSettings:
+    """Settings of one web application; :meth:`from_config` reads the process configuration.
+
+    :param admin_token: ``ADMIN_TOKEN``; None refuses every admin, dashboard and metrics request.
+    :param webhook_api_key: the key Retell signs webhooks with (``RETELL_API_KEY``).
+    :param max_json_bytes: largest ordinary JSON body, bytes.
+    :param max_contacts_json_bytes: largest JSON contacts upload, bytes.
+    :param max_csv_bytes: largest CSV contacts upload, bytes (streamed).
+    :param max_webhook_bytes: largest webhook body, bytes (checked before the signature).
+    :param webhook_max_reads: webhook bodies read and verified at once; more are refused (503) unread.
+    :param webhook_wait_s: longest a webhook answer waits for its finalize, seconds (then 202).
+    :param webhook_threads: threads applying webhooks.
+    :param webhook_max_pending: finalizations queued or running above which webhooks get 503.
+    :param db_threads: threads for admin and dashboard store calls.
+    :param import_threads: contact imports running at once.
+    :param dashboard_cache_s: seconds the dashboard's data is shared between viewers.
+    :param metrics_cache_s: seconds the scrape-time gauges are reused.
+    :param metrics_timeout_s: longest a scrape waits for MongoDB/Redis before answering without their gauges.
+    :param ready_timeout_s: longest ``/readyz`` waits per service, seconds.
+    :param start_cache_listener: run the batch-cache invalidation listener (the process's; default True).
+    :param publish_metrics: publish this process's metrics to Redis for the other web dynos (default True).
+    """
+
+    admin_token: str | None
+    webhook_api_key: str
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    max_contacts_json_bytes: int = DEFAULT_MAX_CONTACTS_JSON_BYTES
+    max_csv_bytes: int = DEFAULT_MAX_CSV_BYTES
+    max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
+    webhook_max_reads: int = DEFAULT_MAX_WEBHOOK_READS
+    webhook_wait_s: float = 5.0
+    webhook_threads: int = 16
+    webhook_max_pending: int = 2000
+    db_threads: int = DEFAULT_DB_THREADS
+    import_threads: int = DEFAULT_IMPORT_THREADS
+    dashboard_cache_s: float = 1.0
+    metrics_cache_s: float = 5.0
+    metrics_timeout_s: float = 10.0
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    start_cache_listener: bool = True
+    publish_metrics: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> WebSettings:
+        base = cls(admin_token=config.admin_token or None, webhook_api_key=config.retell_api_key)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown web settings: {', '.join(unknown)}")
+        return replace(base, **overrides)
+
+
+class WebContext:
+    """What the handlers share: the runtime, the settings, the thread pools, the webhook processor.
+
+    :param runtime: the process's :class:`workers.runtime.Runtime`.
+    :param settings: the application's :class:`WebSettings`.
+    :param pipeline: returns the process's pipeline (built on the first webhook).
+    """
+
+    def __init__(self, *, runtime: Any, settings: WebSettings, pipeline: Callable[[], Any]) -> None:
+        from workers.web.dashboard import DashboardData
+        from workers.web.metrics import MetricsEndpoint
+        from workers.web.webhooks import WebhookProcessor
+
+        self.runtime = runtime
+        self.settings = settings
+        self.admin_token = settings.admin_token
+        self.read_token = read_token_for(settings.admin_token)
+        self.db_pool = ThreadPoolExecutor(max_workers=settings.db_threads, thread_name_prefix="outdial-web")
+        self.import_pool = ThreadPoolExecutor(max_workers=settings.import_threads,
+                                              thread_name_prefix="outdial-import")
+        self.import_gate = asyncio.Semaphore(settings.import_threads)
+        self.webhooks = WebhookProcessor(runtime=runtime, pipeline=pipeline, api_key=settings.webhook_api_key,
+                                         wait_s=settings.webhook_wait_s, threads=settings.webhook_threads,
+                                         max_pending=settings.webhook_max_pending)
+        self.metrics = MetricsEndpoint(runtime, cache_s=settings.metrics_cache_s, timeout_s=settings.metrics_timeout_s)
+        self.dashboard = DashboardData(runtime, cache_s=settings.dashboard_cache_s)
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run the blocking ``fn(*args, **kwargs)`` in the admin thread pool and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Let running work finish, then stop the threads."""
+        self.webhooks.close()
+        self.import_pool.shutdown(wait=True)
+        self.db_pool.shutdown(wait=True)
+
+
+CONTEXT = web.AppKey("outdial_web", WebContext)
+
+
+def context(request: web.Request) -> WebContext:
+    return request.app[CONTEXT]
