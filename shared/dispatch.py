@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
 
 from redis.exceptions import LockError
 
-from shared import states
 from shared.clock import from_ms
 from shared.logs import get_logger
 from shared.redis_keys import (
@@ -31,7 +29,7 @@ class Dispatch(Step):
         Returns the number of jobs dispatched. The periodic upkeep (lease recovery, slot rebuild, lost
         reservations, billing repair, batch completion) is :meth:`shared.maintenance.Maintenance.maintain`.
         """
-        return self._dispatch(self._active_batches(), only=account_id)
+        return self._dispatch(self.batches.active_by_account(), only=account_id)
 
     def _dispatch(self, active: Mapping[str, list[str]], *, only: str | None = None) -> int:
         """Dispatch due jobs of ``active`` accounts (or ``only`` one), fairly within the workspace's pool.
@@ -72,14 +70,7 @@ class Dispatch(Step):
     def _pool_free(self) -> int:
         """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
         now_ms = self.clock.now_ms()
-        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self._queued_count(None)
-
-    def _active_batches(self) -> dict[str, list[str]]:
-        by_account: dict[str, list[str]] = {}
-        for doc in self.batches.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
-                                          {"_id": 1, "account_id": 1}):
-            by_account.setdefault(doc["account_id"], []).append(doc["_id"])
-        return by_account
+        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self.jobs.count_queued(None)
 
     def refill(self, account_id: str) -> int:
         """A slot of the account was freed: dispatch its next due jobs now, in this thread.
@@ -88,7 +79,7 @@ class Dispatch(Step):
         (up to its poll interval) for every call. When another process is dispatching for the
         account at this moment, a (debounced) message makes sure the slot is not forgotten.
         """
-        active = self._remembered("active", self._active_batches)
+        active = self._remembered("active", self.batches.active_by_account)
         if account_id not in active:
             return 0
         if len(active) > 1:
@@ -109,7 +100,7 @@ class Dispatch(Step):
         try:
             now_ms = self.clock.now_ms()
             limit = self._limit(account_id)
-            queued = self._queued_count(account_id)
+            queued = self.jobs.count_queued(account_id)
             budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
                          self.timing.dispatch_limit)
             if budget <= 0:
@@ -125,11 +116,3 @@ class Dispatch(Step):
         finally:
             with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
                 lock.release()
-
-    def _queued_count(self, account_id: str | None) -> int:
-        """Jobs queued to dial, of one account or (None) of every account."""
-        match: dict[str, Any] = {"status": states.QUEUED}
-        if account_id is not None:
-            match["account_id"] = account_id
-        rows = self.jobs.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
-        return sum(int(r["n"]) for r in rows)

@@ -93,8 +93,7 @@ class Maintenance(Step):
     def rebuild_slots(self) -> None:
         """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
         held: dict[str, dict[str, int]] = {}
-        for job in self.jobs.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
-                                       {"account_id": 1, "attempt_id": 1, "lease_until": 1}):
+        for job in self.jobs.calling():
             if job.get("attempt_id"):
                 until = max(int(job.get("lease_until", 0)), self.clock.now_ms() + 60_000)
                 held.setdefault(job["account_id"], {})[job["attempt_id"]] = until
@@ -118,20 +117,16 @@ class Maintenance(Step):
 
     def complete_finished_batches(self) -> int:
         """Active batches whose every job is final become ``completed``."""
-        active = [d["_id"] for d in self.batches.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+        active = self.batches.active_ids()
         if not active:
             return 0
-        open_rows = self.jobs.coll.aggregate([
-            {"$match": {"batch_id": {"$in": active}, "status": {"$nin": list(states.FINAL)}}},
-            {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}},
-        ])
-        still_open = {r["_id"] for r in open_rows}
+        still_open = self.jobs.batches_with_open_jobs(active)
         done = 0
         for batch_id in active:
-            if (batch_id not in still_open and self.jobs.coll.find_one({"batch_id": batch_id}, {"_id": 1})
+            if (batch_id not in still_open and self.jobs.has_jobs(batch_id)
                     and self.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))):
                 # Contacts added between the count and the write would be stranded: look once more.
-                if self.jobs.coll.find_one({"batch_id": batch_id, "status": {"$nin": list(states.FINAL)}}, {"_id": 1}):
+                if self.jobs.has_open_jobs(batch_id):
                     self.batches.set_status(batch_id, states.BATCH_ACTIVE, expected=(states.BATCH_COMPLETED,))
                     continue
                 done += 1
