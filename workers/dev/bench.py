@@ -154,8 +154,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         cmds = _mongo_commands(r) - cmds0
         stats = stack.simulator.stats()
         requests = sum(stats["requests"].values()) - req0
-        attempts = list(runtime.attempts.coll.find({"batch_id": batch["_id"]},
-                                                   {"created_at": 1, "due_at": 1, "ended_at": 1, "updated_at": 1}))
+        attempts = list(runtime.attempts.of_batch(batch["_id"], ("created_at", "due_at", "ended_at", "updated_at")))
         lags = [(a["created_at"] - a["due_at"]) / 1000 for a in attempts if a.get("due_at") is not None]
         finalize_lags = [(a["updated_at"] - a["ended_at"]) / 1000 for a in attempts
                          if a.get("ended_at") and a.get("updated_at")]
