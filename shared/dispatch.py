@@ -9,11 +9,6 @@ from redis.exceptions import LockError
 
 from shared.clock import from_ms
 from shared.logs import get_logger
-from shared.redis_keys import (
-    dispatch_lock_key,
-    dispatch_turn_key,
-    workspace_limit_key,
-)
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
 
@@ -43,7 +38,7 @@ class Dispatch(Step):
         if not accounts:
             return 0
         if len(accounts) > 1:
-            turn = int(self.slots.redis.incr(dispatch_turn_key(self.slots.workspace))) % len(accounts)
+            turn = self.coordination.next_turn() % len(accounts)
             accounts = accounts[turn:] + accounts[:turn]
         pool_free = self._pool_free()
         dispatched = 0
@@ -63,8 +58,8 @@ class Dispatch(Step):
             return self.config.retell_concurrency_limit
 
         def read() -> int:
-            raw = self.slots.redis.get(workspace_limit_key(self.slots.workspace))
-            return int(raw) if raw else self.config.default_concurrency_limit
+            limit = self.slots.pool_limit()
+            return self.config.default_concurrency_limit if limit is None else limit
         return self._remembered("pool-limit", read)
 
     def _pool_free(self) -> int:
@@ -94,7 +89,7 @@ class Dispatch(Step):
     def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
         """Claim and send as many due jobs as the account has free slots, at most ``cap`` (its share of the
         workspace's pool); -1 when another process is at it."""
-        lock = self.slots.redis.lock(dispatch_lock_key(account_id), timeout=DISPATCH_LOCK_MS / 1000, blocking=False)
+        lock = self.coordination.dispatch_lock(account_id, timeout_s=DISPATCH_LOCK_MS / 1000)
         if not lock.acquire():
             return -1
         try:

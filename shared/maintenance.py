@@ -9,16 +9,11 @@ from redis.exceptions import LockError
 
 from shared import attempts as attempt_states
 from shared import metrics, states
+from shared.coordination import BILLING_REPAIR, POOL_REFRESH
 from shared.errors import (
     ProviderError,
 )
 from shared.logs import event, get_logger
-from shared.redis_keys import (
-    BILLING_REPAIR_LOCK,
-    SLOTS_REBUILD_LOCK,
-    pool_refresh_key,
-    workspace_limit_key,
-)
 from shared.step import Step
 from shared.timing import SLOTS_REBUILD_LOCK_S
 
@@ -37,7 +32,7 @@ class Maintenance(Step):
         self.refresh_pool_limit()
         self.recover_expired()
         self.recover_reservations()
-        if self.slots.redis.set(BILLING_REPAIR_LOCK, "1", nx=True, px=int(self.timing.repair_every_s * 1000)):
+        if self.coordination.once_per(BILLING_REPAIR, int(self.timing.repair_every_s * 1000)):
             self.billing.repair()
         self.complete_finished_batches()
 
@@ -46,20 +41,18 @@ class Maintenance(Step):
         one process of all does it. Outbound calls get the limit less the inbound reserve."""
         if self.config.retell_concurrency_limit:
             return
-        workspace = self.slots.workspace
-        if not self.slots.redis.set(pool_refresh_key(workspace), "1", nx=True,
-                                    px=int(self.timing.pool_refresh_s * 1000)):
+        if not self.coordination.once_per(POOL_REFRESH, int(self.timing.pool_refresh_s * 1000)):
             return
         try:
             concurrency = self.provider.get_concurrency()
         except ProviderError as exc:
             event(log, "concurrency_limit_unread", level=logging.WARNING, error=str(exc)[:200])
-            self.slots.redis.delete(pool_refresh_key(workspace))
+            self.coordination.reopen(POOL_REFRESH)
             return
         if concurrency.limit is None:
             return
         limit = max(1, concurrency.limit - (concurrency.reserved_inbound or 0))
-        self.slots.redis.set(workspace_limit_key(workspace), limit, px=int(self.timing.pool_refresh_s * 3000))
+        self.slots.set_pool_limit(limit, ttl_ms=int(self.timing.pool_refresh_s * 3000))
         event(log, "concurrency_limit_read", limit=limit, current=concurrency.current)
 
     def recover_expired(self, *, limit: int = 1000) -> int:
@@ -79,7 +72,7 @@ class Maintenance(Step):
     def ensure_slots(self) -> bool:
         """Rebuild the slot sets if Redis lost them, under a lock: two periodic runs never both rebuild (the
         second would delete slots taken after the first). False when another process holds the lock."""
-        lock = self.slots.redis.lock(SLOTS_REBUILD_LOCK, timeout=SLOTS_REBUILD_LOCK_S, blocking=False)
+        lock = self.coordination.rebuild_lock(timeout_s=SLOTS_REBUILD_LOCK_S)
         if not lock.acquire():
             return False
         try:
