@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -321,3 +321,8 @@ class AccountStore:
         """Provider slots of the account; ``DEFAULT_CONCURRENCY_LIMIT`` when unset or unknown."""
         value = (account or {}).get("concurrency_limit")
         return int(value) if value else self.config.default_concurrency_limit
+
+    def concurrency_limits(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """Provider slots of each account (one read for all); the default for an unknown one."""
+        docs = {d["_id"]: d for d in self.coll.find({"_id": {"$in": list(account_ids)}}, {"concurrency_limit": 1})}
+        return {account_id: self.concurrency_limit(docs.get(account_id)) for account_id in account_ids}

@@ -20,7 +20,7 @@ the attempt is not spent); or ``orphaned`` (created after its job had moved on; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pymongo.collection import Collection
@@ -74,6 +74,10 @@ class AttemptStore:
 
     def for_job(self, job_id: str) -> list[dict[str, Any]]:
         return sorted(self.coll.find({"job_id": job_id}), key=lambda a: (a.get("created_at", 0), a["_id"]))
+
+    def of_batch(self, batch_id: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """The batch's attempts, only ``fields`` (and ``_id``) of each."""
+        return iter(self.coll.find({"batch_id": batch_id}, dict.fromkeys(fields, 1)))
 
     def _move(self, attempt_id: str, expected: tuple[str, ...], fields: Mapping[str, Any]) -> bool:
         result = self.coll.update_one({"_id": attempt_id, "state": {"$in": list(expected)}},

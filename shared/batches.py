@@ -7,7 +7,7 @@ after MongoDB accepted it, calls ``on_change(batch_id)``: the process wires that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -126,6 +126,25 @@ class BatchStore:
 
     def active_ids(self) -> list[str]:
         return [d["_id"] for d in self.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+
+    def active_by_account(self) -> dict[str, list[str]]:
+        """Ids of the active batches whose settings are valid, per account."""
+        by_account: dict[str, list[str]] = {}
+        for doc in self.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
+                                  {"_id": 1, "account_id": 1}):
+            by_account.setdefault(doc["account_id"], []).append(doc["_id"])
+        return by_account
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Batches per status (every status present, zeros included)."""
+        out = dict.fromkeys(states.BATCH_STATES, 0)
+        for row in self.coll.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+            out[str(row["_id"])] = int(row["n"])
+        return out
+
+    def with_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+        """The batches in one of ``statuses``: ``_id`` and ``account_id`` of each."""
+        return list(self.coll.find({"status": {"$in": list(statuses)}}, {"_id": 1, "account_id": 1}))
 
     def update(self, batch_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change name, agent, caller id or call_settings (validated, whole-value replacement)."""

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
 
 from redis.exceptions import LockError
 
-from shared import states
 from shared.clock import from_ms
 from shared.logs import get_logger
-from shared.redis_keys import (
-    dispatch_lock_key,
-    dispatch_turn_key,
-    workspace_limit_key,
-)
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
 
@@ -31,7 +24,7 @@ class Dispatch(Step):
         Returns the number of jobs dispatched. The periodic upkeep (lease recovery, slot rebuild, lost
         reservations, billing repair, batch completion) is :meth:`shared.maintenance.Maintenance.maintain`.
         """
-        return self._dispatch(self._active_batches(), only=account_id)
+        return self._dispatch(self.batches.active_by_account(), only=account_id)
 
     def _dispatch(self, active: Mapping[str, list[str]], *, only: str | None = None) -> int:
         """Dispatch due jobs of ``active`` accounts (or ``only`` one), fairly within the workspace's pool.
@@ -45,7 +38,7 @@ class Dispatch(Step):
         if not accounts:
             return 0
         if len(accounts) > 1:
-            turn = int(self.slots.redis.incr(dispatch_turn_key(self.slots.workspace))) % len(accounts)
+            turn = self.coordination.next_turn() % len(accounts)
             accounts = accounts[turn:] + accounts[:turn]
         pool_free = self._pool_free()
         dispatched = 0
@@ -65,21 +58,14 @@ class Dispatch(Step):
             return self.config.retell_concurrency_limit
 
         def read() -> int:
-            raw = self.slots.redis.get(workspace_limit_key(self.slots.workspace))
-            return int(raw) if raw else self.config.default_concurrency_limit
+            limit = self.slots.pool_limit()
+            return self.config.default_concurrency_limit if limit is None else limit
         return self._remembered("pool-limit", read)
 
     def _pool_free(self) -> int:
         """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
         now_ms = self.clock.now_ms()
-        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self._queued_count(None)
-
-    def _active_batches(self) -> dict[str, list[str]]:
-        by_account: dict[str, list[str]] = {}
-        for doc in self.batches.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
-                                          {"_id": 1, "account_id": 1}):
-            by_account.setdefault(doc["account_id"], []).append(doc["_id"])
-        return by_account
+        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self.jobs.count_queued(None)
 
     def refill(self, account_id: str) -> int:
         """A slot of the account was freed: dispatch its next due jobs now, in this thread.
@@ -88,7 +74,7 @@ class Dispatch(Step):
         (up to its poll interval) for every call. When another process is dispatching for the
         account at this moment, a (debounced) message makes sure the slot is not forgotten.
         """
-        active = self._remembered("active", self._active_batches)
+        active = self._remembered("active", self.batches.active_by_account)
         if account_id not in active:
             return 0
         if len(active) > 1:
@@ -103,13 +89,13 @@ class Dispatch(Step):
     def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
         """Claim and send as many due jobs as the account has free slots, at most ``cap`` (its share of the
         workspace's pool); -1 when another process is at it."""
-        lock = self.slots.redis.lock(dispatch_lock_key(account_id), timeout=DISPATCH_LOCK_MS / 1000, blocking=False)
+        lock = self.coordination.dispatch_lock(account_id, timeout_s=DISPATCH_LOCK_MS / 1000)
         if not lock.acquire():
             return -1
         try:
             now_ms = self.clock.now_ms()
             limit = self._limit(account_id)
-            queued = self._queued_count(account_id)
+            queued = self.jobs.count_queued(account_id)
             budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
                          self.timing.dispatch_limit)
             if budget <= 0:
@@ -125,11 +111,3 @@ class Dispatch(Step):
         finally:
             with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
                 lock.release()
-
-    def _queued_count(self, account_id: str | None) -> int:
-        """Jobs queued to dial, of one account or (None) of every account."""
-        match: dict[str, Any] = {"status": states.QUEUED}
-        if account_id is not None:
-            match["account_id"] = account_id
-        rows = self.jobs.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
-        return sum(int(r["n"]) for r in rows)

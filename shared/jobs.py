@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,8 @@ from shared.mongo import JOBS, new_id, parse_id
 IMPORT_CHUNK = 1000
 #: Longest ``last_error`` kept, characters.
 MAX_REASON = 500
+#: Batches up to which :meth:`JobStore.counts_by_batch` asks once per batch rather than once per state.
+PER_BATCH_COUNT_LIMIT = 3
 
 
 @dataclass
@@ -174,6 +176,87 @@ class JobStore:
             if doc is not None and doc.get(since) is not None:
                 found.append({"job_id": doc["_id"], "status": status, "since": int(doc[since])})
         return min(found, key=lambda d: d["since"]) if found else None
+
+    def counts_by_batch(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Jobs per state for each batch (every state present): one aggregate per batch, or per state for many."""
+        out = {batch_id: dict.fromkeys(states.JOB_STATES, 0) for batch_id in batch_ids}
+        if not batch_ids:
+            return out
+        if len(batch_ids) <= PER_BATCH_COUNT_LIMIT:
+            for batch_id in batch_ids:
+                out[batch_id] = self.counts(batch_id)
+            return out
+        for state in states.JOB_STATES:
+            rows = self.coll.aggregate([{"$match": {"status": state, "batch_id": {"$in": list(batch_ids)}}},
+                                        {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}}])
+            for row in rows:
+                if row["_id"] in out:
+                    out[row["_id"]][state] = int(row["n"])
+        return out
+
+    def count_queued(self, account_id: str | None) -> int:
+        """Jobs queued to dial, of one account or (None) of every account."""
+        match: dict[str, Any] = {"status": states.QUEUED}
+        if account_id is not None:
+            match["account_id"] = account_id
+        rows = self.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        return sum(int(r["n"]) for r in rows)
+
+    def failed_by_reason(self, batch_id: str) -> list[tuple[Any, int]]:
+        """The batch's failed jobs per ``last_error`` (as stored, None included): ``[(last_error, n)]``."""
+        rows = self.coll.aggregate([{"$match": {"batch_id": batch_id, "status": states.FAILED}},
+                                    {"$group": {"_id": "$last_error", "n": {"$sum": 1}}}])
+        return [(r["_id"], int(r["n"])) for r in rows]
+
+    def count_failed_with_outcome(self, batch_id: str, outcome: str) -> int:
+        """The batch's failed jobs whose ``outcome`` is ``outcome``."""
+        return int(self.coll.count_documents({"batch_id": batch_id, "status": states.FAILED, "outcome": outcome}))
+
+    def page(self, batch_id: str, *, status: str | None = None, after: str | None = None,
+             limit: int) -> list[dict[str, Any]]:
+        """The batch's jobs (of one ``status``, if given) in id order, the first ``limit`` after the id ``after``."""
+        query: dict[str, Any] = {"batch_id": batch_id}
+        if status:
+            query["status"] = status
+        if after:
+            query["_id"] = {"$gt": after}
+        return self.find(query, limit=limit, sort=[("_id", 1)])
+
+    def of_batch(self, batch_id: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """The batch's jobs, only ``fields`` (and ``_id``) of each."""
+        return iter(self.coll.find({"batch_id": batch_id}, dict.fromkeys(fields, 1)))
+
+    def exists(self, job_id: str) -> bool:
+        """Whether a job with this id is stored."""
+        return self.coll.find_one({"_id": job_id}, {"_id": 1}) is not None
+
+    def id_of_call(self, call_id: str) -> str | None:
+        """The id of the job holding the provider call ``call_id``, or None."""
+        found = self.coll.find_one({"call_id": call_id}, {"_id": 1})
+        return str(found["_id"]) if found else None
+
+    def calling(self) -> Iterator[dict[str, Any]]:
+        """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): account, attempt and
+        lease end of each."""
+        return iter(self.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
+                                   {"account_id": 1, "attempt_id": 1, "lease_until": 1}))
+
+    def batches_with_open_jobs(self, batch_ids: Sequence[str]) -> set[str]:
+        """Those of ``batch_ids`` that have a job not final yet."""
+        rows = self.coll.aggregate([
+            {"$match": {"batch_id": {"$in": list(batch_ids)}, "status": {"$nin": list(states.FINAL)}}},
+            {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}},
+        ])
+        return {r["_id"] for r in rows}
+
+    def has_jobs(self, batch_id: str) -> bool:
+        """Whether the batch has any job."""
+        return self.coll.find_one({"batch_id": batch_id}, {"_id": 1}) is not None
+
+    def has_open_jobs(self, batch_id: str) -> bool:
+        """Whether the batch has a job not final yet."""
+        query = {"batch_id": batch_id, "status": {"$nin": list(states.FINAL)}}
+        return self.coll.find_one(query, {"_id": 1}) is not None
 
     # -- creation ------------------------------------------------------------------------------
 
@@ -439,6 +522,17 @@ class JobStore:
         return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
                                set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
                                      "last_error": _reason(reason)})
+
+    def extend_dialing_lease(self, job_id: str, lease_owner: str, until_ms: int) -> bool:
+        """Move the end of the owner's ``dialing`` lease to ``until_ms``; False when the job is no longer its own."""
+        result = self.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
+                                      {"$set": {"lease_until": until_ms}})
+        return result.modified_count == 1
+
+    def record_stop_request(self, job_id: str, lease_owner: str, fields: Mapping[str, Any]) -> None:
+        """Note a request to end the owner's ``in_call`` job's call (``fields``) and count it in ``stop_attempts``."""
+        self.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
+                             {"$set": dict(fields), "$inc": {"stop_attempts": 1}})
 
     def first_dialable_phone(self, job: Mapping[str, Any]) -> int | None:
         """Index of the phone to dial for ``job``: ``phone_index`` or the next one not marked invalid."""

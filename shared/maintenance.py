@@ -9,16 +9,11 @@ from redis.exceptions import LockError
 
 from shared import attempts as attempt_states
 from shared import metrics, states
+from shared.coordination import BILLING_REPAIR, POOL_REFRESH
 from shared.errors import (
     ProviderError,
 )
 from shared.logs import event, get_logger
-from shared.redis_keys import (
-    BILLING_REPAIR_LOCK,
-    SLOTS_REBUILD_LOCK,
-    pool_refresh_key,
-    workspace_limit_key,
-)
 from shared.step import Step
 from shared.timing import SLOTS_REBUILD_LOCK_S
 
@@ -37,7 +32,7 @@ class Maintenance(Step):
         self.refresh_pool_limit()
         self.recover_expired()
         self.recover_reservations()
-        if self.slots.redis.set(BILLING_REPAIR_LOCK, "1", nx=True, px=int(self.timing.repair_every_s * 1000)):
+        if self.coordination.once_per(BILLING_REPAIR, int(self.timing.repair_every_s * 1000)):
             self.billing.repair()
         self.complete_finished_batches()
 
@@ -46,20 +41,18 @@ class Maintenance(Step):
         one process of all does it. Outbound calls get the limit less the inbound reserve."""
         if self.config.retell_concurrency_limit:
             return
-        workspace = self.slots.workspace
-        if not self.slots.redis.set(pool_refresh_key(workspace), "1", nx=True,
-                                    px=int(self.timing.pool_refresh_s * 1000)):
+        if not self.coordination.once_per(POOL_REFRESH, int(self.timing.pool_refresh_s * 1000)):
             return
         try:
             concurrency = self.provider.get_concurrency()
         except ProviderError as exc:
             event(log, "concurrency_limit_unread", level=logging.WARNING, error=str(exc)[:200])
-            self.slots.redis.delete(pool_refresh_key(workspace))
+            self.coordination.reopen(POOL_REFRESH)
             return
         if concurrency.limit is None:
             return
         limit = max(1, concurrency.limit - (concurrency.reserved_inbound or 0))
-        self.slots.redis.set(workspace_limit_key(workspace), limit, px=int(self.timing.pool_refresh_s * 3000))
+        self.slots.set_pool_limit(limit, ttl_ms=int(self.timing.pool_refresh_s * 3000))
         event(log, "concurrency_limit_read", limit=limit, current=concurrency.current)
 
     def recover_expired(self, *, limit: int = 1000) -> int:
@@ -79,7 +72,7 @@ class Maintenance(Step):
     def ensure_slots(self) -> bool:
         """Rebuild the slot sets if Redis lost them, under a lock: two periodic runs never both rebuild (the
         second would delete slots taken after the first). False when another process holds the lock."""
-        lock = self.slots.redis.lock(SLOTS_REBUILD_LOCK, timeout=SLOTS_REBUILD_LOCK_S, blocking=False)
+        lock = self.coordination.rebuild_lock(timeout_s=SLOTS_REBUILD_LOCK_S)
         if not lock.acquire():
             return False
         try:
@@ -93,8 +86,7 @@ class Maintenance(Step):
     def rebuild_slots(self) -> None:
         """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
         held: dict[str, dict[str, int]] = {}
-        for job in self.jobs.coll.find({"status": {"$in": [states.DIALING, states.IN_CALL]}},
-                                       {"account_id": 1, "attempt_id": 1, "lease_until": 1}):
+        for job in self.jobs.calling():
             if job.get("attempt_id"):
                 until = max(int(job.get("lease_until", 0)), self.clock.now_ms() + 60_000)
                 held.setdefault(job["account_id"], {})[job["attempt_id"]] = until
@@ -118,20 +110,16 @@ class Maintenance(Step):
 
     def complete_finished_batches(self) -> int:
         """Active batches whose every job is final become ``completed``."""
-        active = [d["_id"] for d in self.batches.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
+        active = self.batches.active_ids()
         if not active:
             return 0
-        open_rows = self.jobs.coll.aggregate([
-            {"$match": {"batch_id": {"$in": active}, "status": {"$nin": list(states.FINAL)}}},
-            {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}},
-        ])
-        still_open = {r["_id"] for r in open_rows}
+        still_open = self.jobs.batches_with_open_jobs(active)
         done = 0
         for batch_id in active:
-            if (batch_id not in still_open and self.jobs.coll.find_one({"batch_id": batch_id}, {"_id": 1})
+            if (batch_id not in still_open and self.jobs.has_jobs(batch_id)
                     and self.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))):
                 # Contacts added between the count and the write would be stranded: look once more.
-                if self.jobs.coll.find_one({"batch_id": batch_id, "status": {"$nin": list(states.FINAL)}}, {"_id": 1}):
+                if self.jobs.has_open_jobs(batch_id):
                     self.batches.set_status(batch_id, states.BATCH_ACTIVE, expected=(states.BATCH_COMPLETED,))
                     continue
                 done += 1

@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -23,7 +23,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from shared.logs import get_logger
-from shared.redis_keys import PREFIX
+from shared.redis_keys import METRICS_SNAPSHOT_PATTERN, METRICS_SNAPSHOT_PREFIX, metrics_snapshot_key
 
 log = get_logger(__name__)
 disable_created_metrics()
@@ -32,7 +32,6 @@ disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 #: Seconds between snapshots; a snapshot lives three periods.
 DEFAULT_SNAPSHOT_PERIOD = 5.0
-SNAPSHOT_KEY_PREFIX = f"{PREFIX}:metrics:proc:"
 
 # -- pipeline -----------------------------------------------------------------------------------
 POSTPONED_BY_SCHEDULE = Counter(
@@ -154,8 +153,24 @@ def snapshot(registry: CollectorRegistry = REGISTRY) -> list[dict[str, Any]]:
 def publish_snapshot(redis: Any, *, process: str | None = None, ttl: float = 3 * DEFAULT_SNAPSHOT_PERIOD,
                      registry: CollectorRegistry = REGISTRY) -> None:
     """Write this process's samples to Redis for the web dyno's /metrics."""
-    redis.set(SNAPSHOT_KEY_PREFIX + (process or process_label()), json.dumps(snapshot(registry)),
+    redis.set(metrics_snapshot_key(process or process_label()), json.dumps(snapshot(registry)),
               px=int(ttl * 1000))
+
+
+def read_snapshots(redis: Any, *, skip_process: str | None = None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Every live process's snapshot in Redis (but ``skip_process``'s), by process label: ``(process, families)``."""
+    keys = sorted(k.decode() if isinstance(k, bytes) else k
+                  for k in redis.scan_iter(match=METRICS_SNAPSHOT_PATTERN, count=500))
+    for key in keys:
+        process = key[len(METRICS_SNAPSHOT_PREFIX):]
+        if process == skip_process:
+            continue
+        raw = redis.get(key)
+        if raw:
+            try:
+                yield process, json.loads(raw)
+            except ValueError:
+                continue
 
 
 class RedisSnapshotCollector(Collector):
@@ -165,23 +180,9 @@ class RedisSnapshotCollector(Collector):
         self.redis = redis
         self.skip_process = skip_process
 
-    def _snapshots(self) -> Iterable[tuple[str, list[dict[str, Any]]]]:
-        keys = sorted(k.decode() if isinstance(k, bytes) else k
-                      for k in self.redis.scan_iter(match=SNAPSHOT_KEY_PREFIX + "*", count=500))
-        for key in keys:
-            process = key[len(SNAPSHOT_KEY_PREFIX):]
-            if process == self.skip_process:
-                continue
-            raw = self.redis.get(key)
-            if raw:
-                try:
-                    yield process, json.loads(raw)
-                except ValueError:
-                    continue
-
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        for process, fams in self._snapshots():
+        for process, fams in read_snapshots(self.redis, skip_process=self.skip_process):
             for fam in fams:
                 metric = families.get(fam["name"])
                 if metric is None:

@@ -80,8 +80,7 @@ class Poll(Step):
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             event(log, "stop_call_failed", call_id=call_id, error=str(exc)[:200], attempt=job.get("stop_attempts", 0))
-        self.jobs.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
-                                  {"$set": fields, "$inc": {"stop_attempts": 1}})
+        self.jobs.record_stop_request(job_id, lease_owner, fields)
         if not job.get("stop_requested_at"):
             self.attempts.mark(job["attempt_id"], {"stopped_for_timeout": True, "stop_requested_at": now})
             event(log, "call_stopped_past_max_duration", job_id=job_id, call_id=call_id)

@@ -151,6 +151,4 @@ class Reconcile(Step):
     def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> int | None:
         """A fresh dialing lease for the owner; its end (ms), or None when the job is no longer its own."""
         until = self.clock.now_ms() + self._sim_ms(self.timing.dialing_lease_s)
-        result = self.jobs.coll.update_one({"_id": job_id, "status": states.DIALING, "lease_owner": lease_owner},
-                                           {"$set": {"lease_until": until}})
-        return until if result.modified_count == 1 else None
+        return until if self.jobs.extend_dialing_lease(job_id, lease_owner, until) else None

@@ -1,4 +1,9 @@
-"""Every Redis key and channel name outdial uses, in one place."""
+"""Every Redis key and channel name outdial uses, in one place.
+
+Only the modules that own these keys use them: :mod:`shared.slots` (slot sets, the pool and its limit),
+:mod:`shared.coordination` (locks, turns, once-per-interval gates, kicks), :mod:`shared.metrics` (process
+snapshots) and :mod:`shared.invalidation` (the cache channels).
+"""
 
 from __future__ import annotations
 
@@ -52,6 +57,11 @@ def dispatch_turn_key(workspace: str) -> str:
     return f"{PREFIX}:dispatch-turn:{workspace}"
 
 
+#: Marker whose absence means Redis lost the slot sets (outside the accounts' namespace: an account may be
+#: called "epoch").
+EPOCH_KEY = f"{PREFIX}:slots-epoch"
+
+
 def slots_key(account_id: str) -> str:
     """Sorted set of the provider concurrency slots held by an account (member: attempt id, score: lease end)."""
     return f"{PREFIX}:slots:{account_id}"
@@ -60,6 +70,17 @@ def slots_key(account_id: str) -> str:
 def metrics_key(name: str) -> str:
     """Hash of a counter shared by every process, for /metrics."""
     return f"{PREFIX}:metrics:{name}"
+
+
+#: Prefix of the keys holding each process's metric samples (the suffix is the process label).
+METRICS_SNAPSHOT_PREFIX = f"{PREFIX}:metrics:proc:"
+#: Pattern matching every process's metric snapshot.
+METRICS_SNAPSHOT_PATTERN = METRICS_SNAPSHOT_PREFIX + "*"
+
+
+def metrics_snapshot_key(process: str) -> str:
+    """A process's metric samples, for the web dyno's /metrics (with a TTL: a stopped process drops out)."""
+    return METRICS_SNAPSHOT_PREFIX + process
 
 
 def dispatch_lock_key(account_id: str) -> str:
@@ -76,3 +97,7 @@ def kick_key(account_id: str) -> str:
 SLOTS_REBUILD_LOCK = f"{PREFIX}:lock:slots-rebuild"
 #: Marker that spaces two ledger repairs.
 BILLING_REPAIR_LOCK = f"{PREFIX}:lock:billing-repair"
+
+#: The broker's heartbeats, one per broker: worker processes and every process that sends messages (dramatiq's
+#: own namespace; outdial only reads it).
+BROKER_HEARTBEATS_KEY = "dramatiq:__heartbeats__"

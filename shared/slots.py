@@ -25,11 +25,9 @@ from collections.abc import Iterable, Mapping
 from enum import IntEnum
 from typing import Any
 
-from shared.redis_keys import PREFIX, pool_key, slots_key
+from shared.redis_keys import EPOCH_KEY, pool_key, slots_key, workspace_limit_key
 
-#: Marker whose absence means Redis lost the slot sets (outside the accounts' namespace: an account may be
-#: called "epoch").
-EPOCH_KEY = f"{PREFIX}:slots-epoch"
+__all__ = ["EPOCH_KEY", "UNLIMITED_POOL", "Acquired", "Slots"]
 
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -106,6 +104,15 @@ class Slots:
         """Slots held across every account of the workspace, by unexpired leases."""
         return int(self._in_use(keys=[self.pool_key], args=[now_ms]))
 
+    def pool_limit(self) -> int | None:
+        """The workspace's concurrency limit as last read from the provider (:meth:`set_pool_limit`), or None."""
+        raw = self.redis.get(workspace_limit_key(self.workspace))
+        return int(raw) if raw else None
+
+    def set_pool_limit(self, limit: int, *, ttl_ms: int) -> None:
+        """Remember the workspace's concurrency limit read from the provider, for ``ttl_ms``."""
+        self.redis.set(workspace_limit_key(self.workspace), limit, px=ttl_ms)
+
     def in_use(self, account_id: str, *, now_ms: int) -> int:
         """Slots held by unexpired leases."""
         return int(self._in_use(keys=[slots_key(account_id)], args=[now_ms]))
@@ -120,6 +127,10 @@ class Slots:
     def holders(self, account_id: str) -> dict[str, int]:
         return {(k.decode() if isinstance(k, bytes) else k): int(v)
                 for k, v in self.redis.zrange(slots_key(account_id), 0, -1, withscores=True)}
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop the account's slot set (what a killed run left; the pool's members expire with their leases)."""
+        self.redis.delete(slots_key(account_id))
 
     def known(self) -> bool:
         """False when Redis lost the slot sets and they must be rebuilt."""

@@ -18,6 +18,7 @@ from shared.clock import Clock
 from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
+from shared.coordination import Coordination
 from shared.dnc import DncStore
 from shared.jobs import JobStore
 from shared.logs import get_logger
@@ -38,6 +39,7 @@ class Step:
     cache: BatchSource
     billing: Any
     slots: Slots
+    coordination: Coordination
     provider: Provider
     sender: Sender
     clock: Clock

@@ -11,8 +11,8 @@ import threading
 
 import dramatiq
 
+from shared.coordination import Coordination
 from shared.pipeline import Pipeline
-from shared.redis_keys import kick_key
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
 #: Queue names.
@@ -61,7 +61,7 @@ class DramatiqSender:
     """The pipeline's :class:`shared.pipeline.Sender`, on these actors."""
 
     def __init__(self, redis: object) -> None:
-        self.redis = redis
+        self.coordination = Coordination(redis)
 
     def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None:
         dial.send_with_options(args=(job_id, lease_owner), delay=delay_ms or None)
@@ -73,10 +73,8 @@ class DramatiqSender:
         reconcile.send_with_options(args=(job_id, lease_owner), delay=delay_ms or None)
 
     def schedule(self, account_id: str | None = None) -> None:
-        if account_id is not None:
-            fresh = self.redis.set(kick_key(account_id), "1", nx=True, px=KICK_DEBOUNCE_MS)  # type: ignore[attr-defined]
-            if not fresh:
-                return
+        if account_id is not None and not self.coordination.kick(account_id, debounce_ms=KICK_DEBOUNCE_MS):
+            return
         schedule_due.send(account_id)
 
 

@@ -17,6 +17,7 @@ from shared.batches import BatchStore
 from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import LOCAL_REDIS_URL, Config, get_config
 from shared.contact_history import ContactHistory
+from shared.coordination import Coordination
 from shared.dnc import DncStore
 from shared.errors import ConfigError
 from shared.jobs import JobStore
@@ -62,6 +63,10 @@ class Runtime:
         return Slots(self.redis, workspace=workspace_id(self.config.retell_api_key, self.config.retell_base_url))
 
     @cached_property
+    def coordination(self) -> Coordination:
+        return Coordination(self.redis, workspace=self.slots.workspace)
+
+    @cached_property
     def cache(self) -> Any:
         from shared.batch_cache import BatchCache
 
@@ -82,7 +87,8 @@ class Runtime:
 
     def pipeline(self, sender: Any) -> Pipeline:
         return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
-                        cache=self.cache, billing=self.billing, slots=self.slots, provider=self.provider,
+                        cache=self.cache, billing=self.billing, slots=self.slots, coordination=self.coordination,
+                        provider=self.provider,
                         sender=sender, clock=self.clock, config=self.config, dnc=self.dnc,
                         history=ContactHistory(self.db, clock=self.clock),
                         timing=Timing.from_config(self.config))

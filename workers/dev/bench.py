@@ -31,7 +31,7 @@ from typing import Any
 from shared import mongo
 from shared.clock import started_at
 from shared.config import load_config
-from shared.metrics import SNAPSHOT_KEY_PREFIX
+from shared.metrics import read_snapshots
 from shared.phones import numbered
 from workers.dev import embedded
 from workers.dev.simulator.process import wait_until
@@ -69,8 +69,8 @@ def _worker_pids(stack: Any) -> list[int]:
 def _mongo_commands(redis: Any) -> float:
     """MongoDB commands counted by every worker process (their metric snapshots in Redis)."""
     total = 0.0
-    for key in redis.scan_iter(match=SNAPSHOT_KEY_PREFIX + "*"):
-        for fam in json.loads(redis.get(key) or "[]"):
+    for _, families in read_snapshots(redis):
+        for fam in families:
             if fam["name"] == "outdial_mongo_commands":
                 total += sum(v for name, _, v in fam["samples"] if name.endswith("_total"))
     return total
@@ -154,8 +154,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         cmds = _mongo_commands(r) - cmds0
         stats = stack.simulator.stats()
         requests = sum(stats["requests"].values()) - req0
-        attempts = list(runtime.attempts.coll.find({"batch_id": batch["_id"]},
-                                                   {"created_at": 1, "due_at": 1, "ended_at": 1, "updated_at": 1}))
+        attempts = list(runtime.attempts.of_batch(batch["_id"], ("created_at", "due_at", "ended_at", "updated_at")))
         lags = [(a["created_at"] - a["due_at"]) / 1000 for a in attempts if a.get("due_at") is not None]
         finalize_lags = [(a["updated_at"] - a["ended_at"]) / 1000 for a in attempts
                          if a.get("ended_at") and a.get("updated_at")]

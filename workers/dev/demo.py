@@ -36,6 +36,7 @@ from shared import config as config_mod
 from shared import mongo, states
 from shared.clock import Clock
 from shared.config import Config, load_config, parse_float, parse_int
+from shared.coordination import Coordination
 from shared.errors import EmbeddedServiceError
 from shared.logs import register_secret
 from workers.dev import demo_plan, embedded
@@ -74,8 +75,6 @@ DEFAULT_DIAL_GUARD_S = 0.5
 DEMO_DB = "outdial_demo"
 #: Redis database index used on a local Redis the demo did not start (keeps the demo apart from db 0).
 DEMO_REDIS_DB = 15
-#: Dramatiq's heartbeats (one per broker: worker processes, and every process that sends messages).
-HEARTBEATS_KEY = "dramatiq:__heartbeats__"
 #: Heartbeats younger than this (real ms) are watched for ``BUSY_WATCH_S``; one that moves is a live process.
 BUSY_HEARTBEAT_MS = 5000
 BUSY_WATCH_S = 1.5
@@ -289,10 +288,11 @@ def _refuse_busy_redis(url: str, what: str) -> None:
     import redis as redis_lib
 
     client = redis_lib.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    coordination = Coordination(client)
     try:
         def recent() -> dict[bytes, float]:
             since = int(time.time() * 1000) - BUSY_HEARTBEAT_MS
-            return dict(client.zrangebyscore(HEARTBEATS_KEY, since, "+inf", withscores=True))
+            return coordination.broker_heartbeats(since_ms=since)
 
         before = recent()
         live = 0
@@ -364,10 +364,8 @@ def _prepare_db(runtime: Any) -> None:
 
 def _clear_account_keys(runtime: Any) -> None:
     """Forget slots and locks a previous demo run left for the demo account (a killed run)."""
-    from shared.redis_keys import dispatch_lock_key, kick_key, slots_key
-
-    runtime.redis.delete(slots_key(demo_plan.ACCOUNT_ID), dispatch_lock_key(demo_plan.ACCOUNT_ID),
-                         kick_key(demo_plan.ACCOUNT_ID))
+    runtime.slots.forget_account(demo_plan.ACCOUNT_ID)
+    runtime.coordination.forget_account(demo_plan.ACCOUNT_ID)
 
 
 def create_campaign(runtime: Any, campaign: demo_plan.Campaign, *, start: datetime,

@@ -211,8 +211,7 @@ def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock,
     out: list[BatchSummary] = []
     for key, batch_id in batch_ids.items():
         row = BatchSummary(key=key)
-        for job in runtime.jobs.coll.find({"batch_id": batch_id},
-                                          {"status": 1, "last_error": 1, "postponed_by_schedule": 1}):
+        for job in runtime.jobs.of_batch(batch_id, ("status", "last_error", "postponed_by_schedule")):
             row.contacts += 1
             status = job.get("status")
             if status == states.COMPLETED:
@@ -225,8 +224,7 @@ def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock,
             postponed = int(job.get("postponed_by_schedule", 0) or 0)
             row.postponed += postponed
             row.postponed_contacts += 1 if postponed else 0
-        for attempt in runtime.attempts.coll.find({"batch_id": batch_id}, {"call_id": 1, "state": 1, "round": 1,
-                                                                           "phone_index": 1, "charge": 1}):
+        for attempt in runtime.attempts.of_batch(batch_id, ("call_id", "state", "round", "phone_index", "charge")):
             if not attempt.get("call_id") and attempt.get("state") not in PLACED:
                 continue
             row.calls += 1

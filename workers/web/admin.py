@@ -53,7 +53,6 @@ from workers.web.http import (
 from workers.web.views import (
     account_view,
     batch_view,
-    counts_for,
     failure_reasons,
     in_progress_view,
     job_summary,
@@ -160,7 +159,7 @@ async def create_batch(request: web.Request) -> web.Response:
 def _list_batches(ctx: Any, status: str | None, account_id: str | None, limit: int, offset: int) -> dict[str, Any]:
     rt = ctx.runtime
     docs = rt.batches.list(status=status, account_id=account_id, limit=limit, skip=offset)
-    counts = counts_for(rt.jobs, [d["_id"] for d in docs])
+    counts = rt.jobs.counts_by_batch([d["_id"] for d in docs])
     batches = [batch_view(d, counts=counts[d["_id"]]) for d in docs]
     return {"batches": batches, "count": len(batches), "offset": offset,
             "next_offset": offset + limit if len(batches) == limit else None}
@@ -395,12 +394,7 @@ async def check_contacts(request: web.Request) -> web.Response:
 def _list_jobs(ctx: Any, batch_id: str, status: str | None, after: str | None, limit: int) -> dict[str, Any]:
     rt = ctx.runtime
     rt.batches.require(batch_id)
-    query: dict[str, Any] = {"batch_id": batch_id}
-    if status:
-        query["status"] = status
-    if after:
-        query["_id"] = {"$gt": after}
-    docs = rt.jobs.find(query, limit=limit, sort=[("_id", 1)])
+    docs = rt.jobs.page(batch_id, status=status, after=after, limit=limit)
     return {"jobs": [job_summary(d) for d in docs], "count": len(docs),
             "next_after": docs[-1]["_id"] if len(docs) == limit else None}
 

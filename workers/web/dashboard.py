@@ -50,7 +50,6 @@ from workers.web.http import (
     same_token,
 )
 from workers.web.views import (
-    counts_for,
     do_not_call_failures,
     failure_reasons,
     in_progress_view,
@@ -98,7 +97,7 @@ def dashboard_data(runtime: Any, *, limit: int = DEFAULT_DASHBOARD_BATCHES) -> d
     seen = {d["_id"] for d in live}
     rest = [d for d in rt.batches.list(limit=limit) if d["_id"] not in seen]
     docs = (live + rest)[:limit]
-    counts = counts_for(rt.jobs, [d["_id"] for d in docs])
+    counts = rt.jobs.counts_by_batch([d["_id"] for d in docs])
     now = rt.clock.now()
     accounts = sorted({d["account_id"] for d in docs if d.get("status") in LIVE})
     slots = rt.slots.in_use_many(accounts, now_ms=rt.clock.now_ms()) if accounts else {}

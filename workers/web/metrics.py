@@ -33,7 +33,6 @@ from shared import states
 from shared.dnc import GLOBAL_SCOPE, list_name
 from shared.logs import event, get_logger
 from shared.metrics import REGISTRY, SCRAPE_GAUGES, RedisSnapshotCollector, process_label
-from workers.web.views import counts_for
 
 log = get_logger(__name__)
 
@@ -82,15 +81,11 @@ class ScrapeGauges:
         for state, n in rt.jobs.counts().items():
             jobs.add_metric([state], n)
         batches = _gauge("outdial_batches", ["status"])
-        by_status = dict.fromkeys(states.BATCH_STATES, 0)
-        for row in rt.batches.coll.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
-            by_status[str(row["_id"])] = int(row["n"])
-        for status, n in by_status.items():
+        for status, n in rt.batches.counts_by_status().items():
             batches.add_metric([status], n)
-        live += list(rt.batches.coll.find({"status": {"$in": list(LIVE_BATCH_STATUSES)}},
-                                          {"_id": 1, "account_id": 1}))
+        live += rt.batches.with_status(LIVE_BATCH_STATUSES)
         per_batch = _gauge("outdial_batch_jobs", ["batch_id", "state"])
-        for batch_id, counts in counts_for(rt.jobs, [b["_id"] for b in live]).items():
+        for batch_id, counts in rt.jobs.counts_by_batch([b["_id"] for b in live]).items():
             for state, n in counts.items():
                 per_batch.add_metric([batch_id, state], n)
         dnc = _gauge("outdial_dnc_numbers", ["list"])
@@ -108,10 +103,8 @@ class ScrapeGauges:
         if accounts:
             for account_id, n in rt.slots.in_use_many(accounts, now_ms=rt.clock.now_ms()).items():
                 in_use.add_metric([account_id], n)
-            docs = {d["_id"]: d for d in rt.accounts.coll.find({"_id": {"$in": accounts}},
-                                                                {"concurrency_limit": 1})}
-            for account_id in accounts:
-                limit.add_metric([account_id], rt.accounts.concurrency_limit(docs.get(account_id)))
+            for account_id, n in rt.accounts.concurrency_limits(accounts).items():
+                limit.add_metric([account_id], n)
         return [in_use, limit]
 
 

@@ -2,13 +2,13 @@
 
 Plain functions from stored documents to JSON-able dicts: ids as strings, instants (stored as
 integer milliseconds) as ISO-8601 UTC strings, counts with every job state present. The reads
-they need (:func:`counts_for`, :func:`failure_reasons`) are blocking pymongo calls: the web dyno
-runs them in a thread executor.
+they need (:func:`failure_reasons`, :func:`do_not_call_failures`) go through the stores, blocking
+pymongo calls: the web dyno runs them in a thread executor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +20,6 @@ from shared.dnc import DNC_OUTCOME
 from shared.jobs import JobStore
 from workers.web.http import iso
 
-#: Batches up to which :func:`counts_for` asks once per batch rather than once per state.
-PER_BATCH_COUNT_LIMIT = 3
 #: Failure reasons listed per batch.
 DEFAULT_REASONS = 5
 
@@ -33,24 +31,6 @@ WAITING = (states.PENDING, states.WAITING_SCHEDULE, states.RETRY_WAIT, states.WA
 
 def empty_counts() -> dict[str, int]:
     return dict.fromkeys(states.JOB_STATES, 0)
-
-
-def counts_for(jobs: JobStore, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Jobs per state for each batch (every state present): one aggregate per batch, or per state for many."""
-    out = {batch_id: empty_counts() for batch_id in batch_ids}
-    if not batch_ids:
-        return out
-    if len(batch_ids) <= PER_BATCH_COUNT_LIMIT:
-        for batch_id in batch_ids:
-            out[batch_id] = jobs.counts(batch_id)
-        return out
-    for state in states.JOB_STATES:
-        rows = jobs.coll.aggregate([{"$match": {"status": state, "batch_id": {"$in": list(batch_ids)}}},
-                                    {"$group": {"_id": "$batch_id", "n": {"$sum": 1}}}])
-        for row in rows:
-            if row["_id"] in out:
-                out[row["_id"]][state] = int(row["n"])
-    return out
 
 
 def progress(counts: Mapping[str, int]) -> dict[str, Any]:
@@ -72,15 +52,14 @@ def progress(counts: Mapping[str, int]) -> dict[str, Any]:
 
 def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASONS) -> list[dict[str, Any]]:
     """The most frequent ``last_error`` of the batch's failed jobs: ``[{"reason", "count"}]``, most frequent first."""
-    rows = jobs.coll.aggregate([{"$match": {"batch_id": batch_id, "status": states.FAILED}},
-                                {"$group": {"_id": "$last_error", "n": {"$sum": 1}}}])
-    found = sorted(((int(r["n"]), str(r["_id"] or "unknown")) for r in rows), key=lambda p: (-p[0], p[1]))
+    rows = jobs.failed_by_reason(batch_id)
+    found = sorted(((n, str(reason or "unknown")) for reason, n in rows), key=lambda p: (-p[0], p[1]))
     return [{"reason": reason, "count": n} for n, reason in found[:limit]]
 
 
 def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
     """The batch's contacts failed because every number of theirs is on a do-not-call list."""
-    return int(jobs.coll.count_documents({"batch_id": batch_id, "status": states.FAILED, "outcome": DNC_OUTCOME}))
+    return jobs.count_failed_with_outcome(batch_id, DNC_OUTCOME)
 
 
 def window_zone(call_settings: Mapping[str, Any] | None, config: Config) -> str:

@@ -106,17 +106,16 @@ class WebhookProcessor:
 
     def find_job(self, call: Call) -> str | None:
         """The job of ``call``: ``metadata.job_id`` when it names an existing job, else the job holding ``call_id``."""
-        coll = self.runtime.jobs.coll
+        jobs = self.runtime.jobs
         job_id = call.metadata.get("job_id")
         if isinstance(job_id, str):
             try:
                 named = parse_id(job_id, "job id")
             except NotFound:
                 named = None
-            if named is not None and coll.find_one({"_id": named}, {"_id": 1}) is not None:
+            if named is not None and jobs.exists(named):
                 return named
-        found = coll.find_one({"call_id": call.call_id}, {"_id": 1})
-        return str(found["_id"]) if found else None
+        return jobs.id_of_call(call.call_id)
 
     def apply(self, call: Call) -> str:
         """Find the job and finalize it; ``"unknown_call"`` when no job has this call."""
