@@ -404,3 +404,26 @@ def test_every_example_in_the_docs_is_valid():
     for block in blocks:
         raw = json.loads(block)
         assert parse(raw).to_document() == raw
+
+
+def test_call_settings_never_imports_the_calling_window():
+    """The calling window reads call_settings; call_settings needs nothing of it, not even lazily (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    import shared.call_settings as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "shared.calling_window" not in imported and imported
+
+
+def test_a_batch_without_settings_gets_one_shared_defaults_object_per_configuration():
+    from shared.call_settings import default_call_settings, parse_call_settings
+
+    assert default_call_settings(CONFIG) is default_call_settings(CONFIG)
+    assert default_call_settings(CONFIG) == parse_call_settings(None, config=CONFIG)
+    other = Config(max_tries=7)
+    assert default_call_settings(other).max_attempts == 7
+    assert default_call_settings(CONFIG).max_attempts == CONFIG.max_tries
