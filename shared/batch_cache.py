@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cachetools import TTLCache
 
-from shared.call_settings import CallSettings, InvalidCallSettings, parse_call_settings
+from shared.call_settings import CallSettings, InvalidCallSettings, default_call_settings
+from shared.calling_window import validate_call_settings
 from shared.clock import Clock, get_clock
 from shared.config import DEFAULT_BATCH_CACHE_TTL, Config, get_config
 from shared.errors import NotFound, StoreError
@@ -241,7 +242,8 @@ class BatchCache:
     :param load_wait_s: real seconds a thread waits for another thread's read of the same batch
         before reading itself; default :data:`DEFAULT_LOAD_WAIT_S`.
     :param parse_settings: turns a stored ``call_settings`` value into :class:`CallSettings`;
-        default :func:`parse_call_settings` with ``config``.
+        default :func:`~shared.calling_window.validate_call_settings` with ``config``
+        (:func:`~shared.call_settings.default_call_settings` for a batch without call_settings).
     :param config: configuration for the default parser; default the process's.
     :param group: the group the process's listener keeps fresh; default :data:`PROCESS_CACHES`;
         None keeps the cache out of every group (it then lives by its TTL and direct evictions).
@@ -264,7 +266,9 @@ class BatchCache:
         self.load_wait_s = load_wait_s
         if parse_settings is None:
             def parse_settings(raw: Any) -> CallSettings:
-                return parse_call_settings(raw, config=config or get_config())
+                if raw is None:
+                    return default_call_settings(config or get_config())
+                return validate_call_settings(raw, config=config or get_config())
         self._parse_settings = parse_settings
         timer = clock_timer(clock)
         self._entries = _Entries(maxsize, self.ttl_s, timer=timer, on_drop=self._count)

@@ -1,6 +1,7 @@
 """The batch store: campaigns, their call_settings and their status.
 
-Every write validates what it stores (call_settings through :func:`parse_call_settings`) and,
+Every write validates what it stores (call_settings parsed once, through
+:func:`~shared.calling_window.validate_call_settings`) and,
 after MongoDB accepted it, calls ``on_change(batch_id)``: the process wires that to
 :func:`shared.invalidation.publish_invalidation` so every process's batch cache drops the entry.
 """
@@ -15,7 +16,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared import states
-from shared.call_settings import InvalidCallSettings, parse_call_settings
+from shared.call_settings import CallSettings, InvalidCallSettings
+from shared.calling_window import validate_call_settings
 from shared.clock import Clock, get_clock
 from shared.config import Config, get_config
 from shared.errors import NotFound, ValidationError
@@ -60,6 +62,15 @@ class BatchStore:
 
     def validate(self, data: Mapping[str, Any], *, partial: bool = False) -> list[tuple[str, str]]:
         """``(field, message)`` for every problem in a create (or, ``partial``, an update) body."""
+        return self.check(data, partial=partial)[0]
+
+    def check(self, data: Mapping[str, Any], *, partial: bool = False,
+              call_settings: CallSettings | None = None) -> tuple[list[tuple[str, str]], CallSettings | None]:
+        """Every problem in a create (or, ``partial``, an update) body, and its call_settings parsed (None when
+        absent, null or invalid).
+
+        :param call_settings: the body's call_settings already parsed at the door; then they are not parsed again.
+        """
         errors: list[tuple[str, str]] = []
         for name in ("name", "account_id", "agent_id", "from_number"):
             _check_text(data, name, errors, required=not partial and name in ("name", "account_id"))
@@ -74,16 +85,20 @@ class BatchStore:
                 normalize_phone(data["from_number"], self.config.phone_default_region)
             except InvalidPhone as exc:
                 errors.append(("from_number", exc.reason))
-        if data.get("call_settings") is not None:
+        settings = call_settings
+        if settings is None and data.get("call_settings") is not None:
             try:
-                parse_call_settings(data["call_settings"], config=self.config)
+                settings = validate_call_settings(data["call_settings"], config=self.config)
             except InvalidCallSettings as exc:
                 errors.extend((f"call_settings.{f}" if f != "call_settings" else f, m) for f, m in exc.errors)
-        return errors
+        return errors, settings
 
-    def create(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Insert an ``active`` batch; :class:`ValidationError` lists every bad field."""
-        errors = self.validate(data)
+    def create(self, data: Mapping[str, Any], *, call_settings: CallSettings | None = None) -> dict[str, Any]:
+        """Insert an ``active`` batch; :class:`ValidationError` lists every bad field.
+
+        :param call_settings: ``data``'s call_settings already parsed at the door (see :meth:`check`).
+        """
+        errors, settings = self.check(data, call_settings=call_settings)
         if errors:
             raise ValidationError(errors)
         now = self.clock.now_ms()
@@ -101,8 +116,8 @@ class BatchStore:
             from shared.phones import normalize_phone
 
             doc["from_number"] = normalize_phone(doc["from_number"], self.config.phone_default_region)
-        if data.get("call_settings") is not None:
-            doc["call_settings"] = parse_call_settings(data["call_settings"], config=self.config).to_document()
+        if settings is not None:
+            doc["call_settings"] = settings.to_document()
         self.coll.insert_one(doc)
         return doc
 
@@ -150,18 +165,18 @@ class BatchStore:
         """Change name, agent, caller id or call_settings (validated, whole-value replacement)."""
         unknown = [k for k in changes if k not in EDITABLE]
         errors = [(k, f"cannot be changed (editable: {', '.join(EDITABLE)})") for k in unknown]
-        errors += self.validate(changes, partial=True)
+        problems, settings = self.check(changes, partial=True)
+        errors += problems
         errors += [("name", "cannot be null")] if "name" in changes and changes["name"] is None else []
         if errors:
             raise ValidationError(errors)
         fields: dict[str, Any] = {k: v for k, v in changes.items() if k != "call_settings"}
         unset: dict[str, str] = {}
         if "call_settings" in changes:
-            if changes["call_settings"] is None:
+            if settings is None:
                 unset["call_settings"] = ""
             else:
-                fields["call_settings"] = parse_call_settings(changes["call_settings"],
-                                                              config=self.config).to_document()
+                fields["call_settings"] = settings.to_document()
             unset["settings_error"] = ""
         fields["updated_at"] = self.clock.now_ms()
         update: dict[str, Any] = {"$set": fields}

@@ -1,16 +1,21 @@
 """A batch's call_settings: parsing, validation and defaults.
 
 ``parse_call_settings(raw)`` turns the stored dict (or None) into a :class:`CallSettings` with
-every field filled from the global defaults; invalid input raises :class:`InvalidCallSettings`
-naming every bad field. ``CallSettings.to_document()`` is what a batch stores: the fields the
-operator set, normalised, never the defaults (so a change of a global default reaches old batches).
+every field filled from the global defaults (the one place defaults are resolved;
+:func:`default_call_settings` is the settings of a batch without any); invalid input raises
+:class:`InvalidCallSettings` naming every bad field. ``CallSettings.to_document()`` is what a batch
+stores: the fields the operator set, normalised, never the defaults (so a change of a global default
+reaches old batches).
 
 Fields (see ``docs/call_settings.md``): ``max_call_duration`` (s), ``ring_timeout`` (s),
 ``max_attempts``, ``retry_delay_hours``, ``retry_delay_by_outcome`` (hours per outcome of the call that ended
 the round), ``timezone`` (IANA name or ``"auto"``),
 ``fallback_timezone``, the calling window as ``days_of_week`` + ``allowed_hours`` or as
 ``windows``, ``holidays``, ``blackout_dates`` and ``on_insufficient_balance``. The calling-window
-logic that reads them lives in :mod:`shared.calling_window`.
+logic that reads them lives in :mod:`shared.calling_window` (which imports this module, never the other
+way), with :func:`~shared.calling_window.validate_call_settings`: the parse plus the check that the window
+opens within a year. The retry rules (:func:`choose_retry_delay`, :func:`max_attempts`) read a parsed
+:class:`CallSettings`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, timedelta
 from typing import Any
 
 import pytz
@@ -550,14 +555,15 @@ def _document(raw: Mapping[str, Any], values: Mapping[str, Any], holiday_doc: An
     return doc
 
 
-def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None = None,
-                        now: datetime | None = None) -> CallSettings:
-    """Validate ``raw`` and fill the defaults; None or ``{}`` gives the global defaults.
+def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None = None) -> CallSettings:
+    """Validate ``raw`` field by field and fill the defaults; None or ``{}`` gives the global defaults.
+
+    This is the only place defaults are resolved. Whether the window opens at all within a year needs the
+    calling window's arithmetic: :func:`shared.calling_window.validate_call_settings` is this plus that check,
+    what every door (a write, the batch cache, a preview) uses.
 
     :param raw: the stored or submitted dict; None for a batch without call_settings.
     :param config: source of the defaults; default the process configuration.
-    :param now: instant from which settings must allow at least one call within a year (blackout dates and
-        holidays could otherwise close every day); default the shared clock's now.
     :raises InvalidCallSettings: naming every bad field and why.
     """
     config = config or get_config()
@@ -586,7 +592,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
     if errors:
         raise InvalidCallSettings(errors)
     defaults = field_defaults(config)
-    settings = CallSettings(
+    return CallSettings(
         max_call_duration=values["max_call_duration"] or defaults["max_call_duration"],
         ring_timeout=values["ring_timeout"] or defaults["ring_timeout"],
         max_attempts=values["max_attempts"] or defaults["max_attempts"],
@@ -604,10 +610,56 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         raw=dict(raw),
         document=_document(raw, values, holiday_doc),
     )
-    if settings.restricts_time:
-        from shared.calling_window import first_allowed_within_year
 
-        problem = first_allowed_within_year(settings, now=now, config=config)
-        if problem is not None:
-            raise InvalidCallSettings([problem])
-    return settings
+
+_defaults: dict[int, tuple[Config, CallSettings]] = {}
+
+
+def default_call_settings(config: Config | None = None) -> CallSettings:
+    """The settings of a batch without call_settings: every field its global default. Parsed once per
+    configuration and shared (a :class:`CallSettings` is immutable)."""
+    config = config or get_config()
+    entry = _defaults.get(id(config))
+    if entry is None or entry[0] is not config:
+        entry = (config, parse_call_settings(None, config=config))
+        _defaults[id(config)] = entry
+    return entry[1]
+
+
+# --- what the settings say about retries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryDelay:
+    """The wait after a failed round, and the outcome whose ``retry_delay_by_outcome`` entry gave it (None:
+    ``retry_delay_hours``)."""
+
+    delay: timedelta
+    outcome: str | None = None
+
+    @property
+    def hours(self) -> float:
+        return self.delay.total_seconds() / 3600
+
+
+def choose_retry_delay(settings: CallSettings, outcome: str | None = None) -> RetryDelay:
+    """Delay after a failed round: ``retry_delay_by_outcome[outcome]`` when a call with that outcome ended the round
+    and the batch sets one, else ``retry_delay_hours`` (its default is ``RETRY_DELAY_MINUTES``).
+
+    :param outcome: the outcome of the call that ended the round; None when something else ended it (a refused
+        create, the free-retry budget spent, an unknown create outcome).
+    """
+    hours = settings.retry_delay_by_outcome.get(str(outcome)) if outcome is not None else None
+    if hours is not None:
+        return RetryDelay(timedelta(hours=hours), str(outcome))
+    return RetryDelay(timedelta(hours=settings.retry_delay_hours))
+
+
+def retry_delay(settings: CallSettings, outcome: str | None = None) -> timedelta:
+    """The delay of :func:`choose_retry_delay`."""
+    return choose_retry_delay(settings, outcome).delay
+
+
+def max_attempts(settings: CallSettings) -> int:
+    """Rounds allowed through the contact's phones before the contact fails."""
+    return settings.max_attempts

@@ -20,7 +20,10 @@ The zone is the contact's own ``timezone`` when it has one; else the batch's ``t
 
 Everything is computed on integer seconds since the epoch against the zone's transition table, so
 ``next_allowed_time`` jumps from edge to edge instead of walking. The compiled window is cached on
-the :class:`~shared.call_settings.CallSettings` object, and dicts are parsed once per distinct value.
+the :class:`~shared.call_settings.CallSettings` object. Every function takes a parsed
+:class:`~shared.call_settings.CallSettings`: a stored or submitted dict is parsed once at the door, by
+:func:`validate_call_settings` (the field checks of :func:`~shared.call_settings.parse_call_settings` plus the
+check that the window opens within a year).
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from typing import Any
 
 import pytz
 
-from shared.call_settings import AUTO_TIMEZONE, CallSettings, HolidayCalendar, Window, parse_call_settings
+from shared.call_settings import (
+    AUTO_TIMEZONE,
+    CallSettings,
+    HolidayCalendar,
+    InvalidCallSettings,
+    Window,
+    parse_call_settings,
+)
 from shared.config import Config, get_config
 from shared.errors import OutdialError
 
@@ -47,6 +57,7 @@ __all__ = [
     "next_allowed_time",
     "resolve_timezones",
     "upcoming_call_times",
+    "validate_call_settings",
 ]
 
 #: The Unix epoch, UTC.
@@ -62,8 +73,6 @@ _MONDAY_S = 4 * DAY_S
 HORIZON_S = 366 * DAY_S
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _FOREVER = 1 << 62
-#: Parsed dict settings kept for reuse (distinct call_settings values).
-_PARSED_CACHE_SIZE = 4096
 
 
 class NoAllowedTime(OutdialError, ValueError):
@@ -401,41 +410,15 @@ def _plan(settings: CallSettings) -> _Plan:
     return plan
 
 
-# --- settings from what callers pass ---------------------------------------------------------------------------
+# --- what callers pass -------------------------------------------------------------------------------------------
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable key for a JSON-like value (types kept, so 1, 1.0 and True stay apart)."""
-    if isinstance(value, Mapping):
-        return ("{", tuple((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return ("[", tuple(_freeze(v) for v in value))
-    return (type(value), value)
-
-
-_parsed: dict[Any, tuple[Config, CallSettings]] = {}
-_parsed_lock = threading.Lock()
-
-
-def _settings_from(call_settings: CallSettings | Mapping[str, Any] | None, config: Config) -> CallSettings:
-    if isinstance(call_settings, CallSettings):
-        return call_settings
-    if call_settings is not None and not isinstance(call_settings, Mapping):
-        raise TypeError(f"call_settings must be a dict, a CallSettings or None, got {type(call_settings).__name__}")
-    try:
-        key = (_freeze(call_settings), id(config))
-        hash(key)
-    except TypeError:
-        return parse_call_settings(call_settings, config=config)
-    entry = _parsed.get(key)
-    if entry is not None and entry[0] is config:
-        return entry[1]
-    settings = parse_call_settings(call_settings, config=config)
-    with _parsed_lock:
-        if len(_parsed) >= _PARSED_CACHE_SIZE:
-            _parsed.clear()
-        _parsed[key] = (config, settings)
-    return settings
+def _require(call_settings: CallSettings) -> CallSettings:
+    """``call_settings`` itself; anything else (a stored dict, None) is a caller's mistake: parse at the door."""
+    if not isinstance(call_settings, CallSettings):
+        raise TypeError(f"call_settings must be a parsed CallSettings (parse_call_settings at the door), "
+                        f"got {type(call_settings).__name__}")
+    return call_settings
 
 
 def _seconds(now: datetime) -> int:
@@ -447,12 +430,12 @@ def _seconds(now: datetime) -> int:
 # --- public API --------------------------------------------------------------------------------------------------
 
 
-def is_allowed_time(call_settings: CallSettings | Mapping[str, Any] | None, now: datetime,
+def is_allowed_time(call_settings: CallSettings, now: datetime,
                     phone: str | None = None, *, contact_timezone: str | None = None,
                     config: Config | None = None, lang: str | None = None) -> tuple[bool, str | None]:
     """May the contact be called at ``now``? ``(True, None)``, or ``(False, reason)``.
 
-    :param call_settings: the batch's stored dict, a parsed :class:`CallSettings`, or None (any time allowed).
+    :param call_settings: the batch's parsed settings.
     :param now: the instant, timezone-aware.
     :param phone: the number about to be dialed; used when ``timezone`` is ``"auto"``.
     :param contact_timezone: the contact's own IANA zone; when set it decides instead of the batch's zone.
@@ -460,10 +443,9 @@ def is_allowed_time(call_settings: CallSettings | Mapping[str, Any] | None, now:
     :param lang: language of the reason, ``"en"`` or ``"es"``; default ``OUTDIAL_LANG``.
     :returns: the reason names the local time and zone and why: blackout date, public holiday, day not
         allowed or outside allowed hours ("día no permitido", "fuera del horario permitido" in Spanish).
-    :raises InvalidCallSettings: for an invalid dict.
     """
     config = config or get_config()
-    settings = _settings_from(call_settings, config)
+    settings = _require(call_settings)
     t = _seconds(now)
     plan = _plan(settings)
     if plan.any_time:
@@ -476,7 +458,7 @@ def is_allowed_time(call_settings: CallSettings | Mapping[str, Any] | None, now:
     return True, None
 
 
-def next_allowed_time(call_settings: CallSettings | Mapping[str, Any] | None, now: datetime,
+def next_allowed_time(call_settings: CallSettings, now: datetime,
                       phone: str | None = None, *, contact_timezone: str | None = None,
                       config: Config | None = None) -> datetime:
     """The earliest instant >= ``now`` at which :func:`is_allowed_time` is true, as an aware UTC datetime.
@@ -486,10 +468,9 @@ def next_allowed_time(call_settings: CallSettings | Mapping[str, Any] | None, no
 
     :raises NoAllowedTime: when no instant within :data:`HORIZON_S` (366 days) is allowed, which validation
         cannot rule out only for numbers mapping to several zones whose windows never overlap.
-    :raises InvalidCallSettings: for an invalid dict.
     """
     config = config or get_config()
-    settings = _settings_from(call_settings, config)
+    settings = _require(call_settings)
     t = _seconds(now)
     plan = _plan(settings)
     if plan.any_time:
@@ -510,7 +491,7 @@ def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | No
     """``(field, message)`` when the settings allow no instant in the year from ``now``, else None.
 
     Checked in the batch's zone (for ``"auto"``: ``fallback_timezone``, else ``DEFAULT_TIMEZONE``); used by
-    :func:`~shared.call_settings.parse_call_settings`.
+    :func:`validate_call_settings`.
 
     :param now: start of the year checked; default the shared clock's now.
     """
@@ -537,7 +518,27 @@ def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | No
     return field, f"the window allows no instant in the year from {start} ({name})"
 
 
-def describe_window(call_settings: CallSettings | Mapping[str, Any] | None, *, lang: str | None = None,
+def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None = None,
+                           now: datetime | None = None) -> CallSettings:
+    """The door of a batch's call_settings: :func:`~shared.call_settings.parse_call_settings` (every field checked,
+    defaults filled), then the check that the window lets at least one call start in the year from ``now`` (blackout
+    dates and holidays could otherwise close every day it opens).
+
+    :param raw: the submitted or stored dict; None for a batch without call_settings.
+    :param config: source of the defaults; default the process configuration.
+    :param now: start of the year checked; default the shared clock's now.
+    :raises InvalidCallSettings: naming every bad field and why.
+    """
+    config = config or get_config()
+    settings = parse_call_settings(raw, config=config)
+    if settings.restricts_time:
+        problem = first_allowed_within_year(settings, now=now, config=config)
+        if problem is not None:
+            raise InvalidCallSettings([problem])
+    return settings
+
+
+def describe_window(call_settings: CallSettings, *, lang: str | None = None,
                     config: Config | None = None) -> str:
     """One line for people: ``Mon-Fri 09:00-18:00 (America/Santiago), no calls on CL public holidays``.
 
@@ -548,7 +549,7 @@ def describe_window(call_settings: CallSettings | Mapping[str, Any] | None, *, l
     config = config or get_config()
     lang = lang or config.lang
     texts = _texts(lang)
-    settings = _settings_from(call_settings, config)
+    settings = _require(call_settings)
     if not settings.restricts_time:
         return texts["any_time"]
     rules = "; ".join(f"{_days_text(r.days, lang)} {r.start}-{r.end}" for r in settings.windows)
@@ -582,7 +583,7 @@ def _rule_at(windows: Sequence[Window], local: datetime) -> tuple[int, Window, d
     return None
 
 
-def upcoming_call_times(call_settings: CallSettings | Mapping[str, Any] | None, start: datetime, count: int,
+def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int,
                         phone: str | None = None, *, contact_timezone: str | None = None,
                         config: Config | None = None, lang: str | None = None) -> list[dict[str, Any]]:
     """The next ``count`` instants from ``start`` at which a call could start: the first is
@@ -596,11 +597,10 @@ def upcoming_call_times(call_settings: CallSettings | Mapping[str, Any] | None, 
     when the year after ``start`` holds fewer.
 
     :raises NoAllowedTime: when no instant within a year is allowed for this number.
-    :raises InvalidCallSettings: for an invalid dict.
     """
     config = config or get_config()
     lang = lang or config.lang
-    settings = _settings_from(call_settings, config)
+    settings = _require(call_settings)
     names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)
     tz = _zone(names[0]).tz
     limit = start.astimezone(UTC) + timedelta(seconds=HORIZON_S)

@@ -85,8 +85,7 @@ def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: Ca
     return DialDecision(DialStep.DNC_ROUND_END, reason, dnc_skipped=len(remaining))
 
 
-def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | None,
-                   settings_error: str | None) -> DialDecision | None:
+def _batch_refuses(batch: Mapping[str, Any] | None, settings_error: str | None) -> DialDecision | None:
     """Why the batch does not let its jobs be dialed now, or None."""
     if batch is None:
         return DialDecision(DialStep.BATCH_GONE, "batch not found")
@@ -97,13 +96,13 @@ def _batch_refuses(batch: Mapping[str, Any] | None, settings: CallSettings | Non
         return DialDecision(DialStep.PAUSED, f"batch held: {batch.get('held_reason') or 'by the provider'}")
     if status != states.BATCH_ACTIVE:
         return DialDecision(DialStep.PAUSED, f"batch {status}")
-    if settings is None:
+    if settings_error is not None:
         return DialDecision(DialStep.SETTINGS_INVALID, f"batch call_settings invalid: {settings_error}")
     return None
 
 
 def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
-                settings: CallSettings | None, settings_error: str | None, now: datetime,
+                settings: CallSettings, settings_error: str | None, now: datetime,
                 lang: str = "en", guard: timedelta = timedelta(0),
                 early: timedelta = timedelta(0), listed: Collection[str] = frozenset()) -> DialDecision:
     """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
@@ -111,8 +110,8 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     :param job: the job document as read now (None if it vanished).
     :param lease_owner: the lease token the dial message carries.
     :param batch: the batch document (None when it does not exist).
-    :param settings: the batch's parsed call_settings (None when they do not validate).
-    :param settings_error: why they do not validate.
+    :param settings: the batch's parsed call_settings (the defaults when it has none).
+    :param settings_error: why the batch's stored call_settings do not validate, else None.
     :param now: the shared clock's time.
     :param early: how much sooner than its ``next_try_at`` a message may come and still be dialed (the
         broker's own timing); sooner than that, it is sent again for its due time (``EARLY``). The
@@ -132,10 +131,9 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     due = job.get("next_try_at")
     if due is not None and int(due) > to_ms(now + early):
         return DialDecision(DialStep.EARLY, next_try_at=from_ms(int(due)))
-    refused = _batch_refuses(batch, settings, settings_error)
+    refused = _batch_refuses(batch, settings_error)
     if refused is not None:
         return refused
-    assert settings is not None
     phone_index = first_dialable_phone(job, listed)
     if phone_index is None:
         return _no_phone_left(job, listed, settings, lang)

@@ -11,6 +11,7 @@ import pytz
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.attempts import attempt_id
+from shared.call_settings import CallSettings
 from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
 from shared.clock import ServerTime, from_ms, to_ms
 from shared.contact_history import DAY_MS
@@ -52,8 +53,9 @@ class Dial(Step):
         cached = self.cache.get(job["batch_id"]) if job else None
         listed = self._listed(job, lease_owner)
         now = self.clock.now()
+        settings = self._settings_in(cached)
         decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
-                               settings=cached.settings if cached else None,
+                               settings=settings,
                                settings_error=cached.settings_error if cached else None, now=now,
                                lang=self._lang(), guard=self._sim(self.timing.dial_guard_s),
                                early=self._sim(self.timing.early_tolerance_s), listed=listed)
@@ -89,7 +91,7 @@ class Dial(Step):
                                  set_={"last_error": decision.reason, "outcome": DNC_OUTCOME,
                                        "finished_at": self.clock.now_ms()})
         elif decision.step == DialStep.DNC_ROUND_END:
-            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=cached.settings, job=job,
+            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=settings, job=job,
                                   **own)
         else:
             assert decision.phone_index is not None
@@ -143,7 +145,7 @@ class Dial(Step):
         delivered twice) has taken nothing and gives nothing back. From then on this process alone owns
         the job, the hold and the slot of the attempt, until its lease ends.
         """
-        settings = cached.settings
+        settings = self._settings_in(cached)
         job_id, account_id = job["_id"], job["account_id"]
         aid = attempt_id(job, phone_index)
         now_ms = self.clock.now_ms()
@@ -339,7 +341,7 @@ class Dial(Step):
             self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
         return f"aborted_{exc.kind}"
 
-    def _insufficient_balance(self, job: Mapping[str, Any], settings: Any, reservation: Any,
+    def _insufficient_balance(self, job: Mapping[str, Any], settings: CallSettings, reservation: Any,
                               own: Mapping[str, Any]) -> str:
         """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
         after = self.billing.on_insufficient_balance(job, settings, reservation, lease_owner=own["lease_owner"],
@@ -406,7 +408,7 @@ class Dial(Step):
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: Any, *, reserved: int | None = None) -> str:
         poll_delay_s = next_poll_delay_s(0)
-        lease_ms = self._in_call_lease_ms(settings or self._default_settings())
+        lease_ms = self._in_call_lease_ms(settings)
         # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
         # and a process that takes the job over reads the call from the attempt.
         self.attempts.set_call(aid, call.call_id)

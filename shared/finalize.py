@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import metrics, states
+from shared.call_settings import CallSettings, choose_retry_delay
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
-from shared.jobs import choose_retry_delay
 from shared.logs import event, get_logger
 from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
 from shared.retell import Call
@@ -24,8 +24,7 @@ class Finalize(Step):
         if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
             return "duplicate"
         aid = job["attempt_id"]
-        cached = self.cache.get(job["batch_id"])
-        settings = cached.settings if cached else None
+        settings = self._settings_of(job)
         duration_ms = int(call.duration_ms or 0)
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
@@ -46,7 +45,7 @@ class Finalize(Step):
         metrics.CALLS.labels(outcome.value).inc()
         fields: dict[str, Any] = {}
         if applied.get("status") == states.RETRY_WAIT:
-            chosen = choose_retry_delay(settings, _round_outcome(outcome), self.config)
+            chosen = choose_retry_delay(settings, _round_outcome(outcome))
             metrics.RETRY_DELAY.observe(chosen.delay.total_seconds())
             fields = {"retry_delay_hours": chosen.hours, "retry_delay_for": chosen.outcome or "default"}
         event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
@@ -67,7 +66,7 @@ class Finalize(Step):
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
-                       settings: Any) -> dict[str, Any] | None:
+                       settings: CallSettings) -> dict[str, Any] | None:
         job_id = job["_id"]
         where = {"call_id": job["call_id"]}
         effect = EFFECTS[outcome]

@@ -24,6 +24,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from shared import states
+from shared.call_settings import CallSettings, retry_delay
 from shared.clock import Clock, get_clock, to_ms
 from shared.config import Config, get_config
 from shared.contacts import Contact, InvalidContact, parse_contact
@@ -71,57 +72,6 @@ def duplicate_problem(contact: Contact) -> tuple[str, str]:
                                "in this batch; not imported again")
     return "phones", ("duplicate: a contact with the same phone numbers and no external_id is already in this "
                       "batch; not imported again (give each debt its own external_id to import both)")
-
-
-def _setting(call_settings: Any, name: str) -> Any:
-    """``call_settings.name`` for a parsed settings object, ``call_settings[name]`` for a dict, else None."""
-    if call_settings is None:
-        return None
-    if isinstance(call_settings, Mapping):
-        return call_settings.get(name)
-    return getattr(call_settings, name, None)
-
-
-@dataclass(frozen=True)
-class RetryDelay:
-    """The wait after a failed round, and the outcome whose ``retry_delay_by_outcome`` entry gave it (None:
-    ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``)."""
-
-    delay: timedelta
-    outcome: str | None = None
-
-    @property
-    def hours(self) -> float:
-        return self.delay.total_seconds() / 3600
-
-
-def choose_retry_delay(call_settings: Any = None, outcome: str | None = None,
-                       config: Config | None = None) -> RetryDelay:
-    """Delay after a failed round: the batch's ``retry_delay_by_outcome[outcome]`` when the round was ended by a
-    call with that outcome and the batch sets one, else ``retry_delay_hours``, else ``RETRY_DELAY_MINUTES``.
-
-    :param call_settings: parsed :class:`~shared.call_settings.CallSettings`, a stored dict, or None.
-    :param outcome: the outcome of the call that ended the round; None when something else ended it (a refused
-        create, the free-retry budget spent, an unknown create outcome).
-    """
-    by_outcome = _setting(call_settings, "retry_delay_by_outcome") or {}
-    if outcome is not None and by_outcome.get(str(outcome)) is not None:
-        return RetryDelay(timedelta(hours=float(by_outcome[str(outcome)])), str(outcome))
-    hours = _setting(call_settings, "retry_delay_hours")
-    if hours is not None:
-        return RetryDelay(timedelta(hours=float(hours)))
-    return RetryDelay(timedelta(minutes=(config or get_config()).retry_delay_minutes))
-
-
-def retry_delay(call_settings: Any = None, config: Config | None = None, outcome: str | None = None) -> timedelta:
-    """The delay of :func:`choose_retry_delay`."""
-    return choose_retry_delay(call_settings, outcome, config).delay
-
-
-def max_attempts(call_settings: Any = None, config: Config | None = None) -> int:
-    """Rounds allowed: ``max_attempts`` of the batch, else ``MAX_TRIES``."""
-    value = _setting(call_settings, "max_attempts")
-    return int(value) if value is not None else (config or get_config()).max_tries
 
 
 def _reason(text: str) -> str:
@@ -432,14 +382,15 @@ class JobStore:
                                set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
                                unset=("next_try_at",))
 
-    def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: Any = None,
+    def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: CallSettings | None = None,
                     *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
                     job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
         """A failed round (``terminal=False``) or a final failure (``terminal=True``).
 
         Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
-        starts from the first phone after :func:`choose_retry_delay` (``outcome``: the outcome of the call
-        that ended the round, if a call did).
+        starts from the first phone after :func:`~shared.call_settings.choose_retry_delay` of ``call_settings``
+        (``outcome``: the outcome of the call that ended the round, if a call did); ``call_settings`` is needed
+        unless ``terminal``.
         When that round was the last one ``max_attempts`` allows, the job fails right away
         ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
         Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
@@ -455,13 +406,16 @@ class JobStore:
             return None
         return self._fail_round(job, reason, call_settings, expected, lease_owner, outcome=outcome)
 
-    def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: Any, expected: Sequence[str],
+    def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: CallSettings | None,
+                    expected: Sequence[str],
                     lease_owner: str | None, changes: Mapping[str, Any] | None = None, *,
                     outcome: str | None = None) -> dict[str, Any] | None:
         job_id = job["_id"]
         now = self.clock.now_ms()
         tries = int(job.get("tries", 0)) + 1
-        limit = max_attempts(call_settings, self.config)
+        if call_settings is None:
+            raise TypeError("a failed round needs the batch's CallSettings (its max_attempts and retry delays)")
+        limit = call_settings.max_attempts
         where = {"tries": job.get("tries", 0)}
         if tries >= limit:
             return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
@@ -473,7 +427,7 @@ class JobStore:
                                where=where,
                                set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
                                      "last_error": _reason(reason),
-                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config, outcome))})
+                                     "next_try_at": now + _ms(retry_delay(call_settings, outcome))})
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
@@ -489,7 +443,7 @@ class JobStore:
         return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
                                lease_owner=lease_owner)
 
-    def advance_phone(self, job_id: str, reason: str, call_settings: Any = None, *,
+    def advance_phone(self, job_id: str, reason: str, call_settings: CallSettings | None = None, *,
                       invalid: bool = False, expected: Sequence[str] = states.LEASED,
                       lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
                       outcome: str | None = None) -> dict[str, Any] | None:
@@ -498,8 +452,8 @@ class JobStore:
         ``invalid=True`` marks the current number as never to be dialed again. The next phone is
         the next index not marked invalid; the job goes back to ``pending`` due now. When the round
         has no phone left it is a failed round (:meth:`mark_failed`, waiting the delay of ``outcome``, the
-        outcome of this phone's call when there was one); when every number is invalid the job fails for
-        good ("no valid phone number"). ``job`` saves a read.
+        outcome of this phone's call when there was one; ``call_settings`` is needed then); when every number
+        is invalid the job fails for good ("no valid phone number"). ``job`` saves a read.
         """
         job = job if job is not None else self.get(job_id)
         if job is None or job["status"] not in expected:

@@ -13,7 +13,7 @@ from cachetools import TTLCache
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
-from shared.call_settings import parse_call_settings
+from shared.call_settings import CallSettings, default_call_settings
 from shared.clock import Clock
 from shared.config import Config
 from shared.contact_history import ContactHistory
@@ -82,7 +82,7 @@ class Step:
         """A real-time wait as simulated milliseconds."""
         return int(self.clock.simulated_seconds(real_seconds) * 1000)
 
-    def _slot_lease_ms(self, settings: Any) -> int:
+    def _slot_lease_ms(self, settings: CallSettings) -> int:
         """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
         life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
         return int(life_s * 1000) + self._sim_ms(self.timing.poll_lease_margin_s)
@@ -93,13 +93,14 @@ class Step:
     def _lang(self) -> str:
         return self.config.lang
 
+    def _settings_of(self, job: Mapping[str, Any]) -> CallSettings:
+        """The job's batch settings, or the global defaults when the batch is gone or its settings no longer
+        validate."""
+        return self._settings_in(self.cache.get(job["batch_id"]))
 
-    def _settings_of(self, job: Mapping[str, Any]) -> Any:
-        """The job's batch settings, or the global defaults when the batch or its settings are gone."""
-        cached = self.cache.get(job["batch_id"])
+    def _settings_in(self, cached: Any) -> CallSettings:
+        """The settings of a batch cache entry, or the global defaults when there is no entry or its stored
+        settings no longer validate (``cached.settings_error`` then says why)."""
         if cached is not None and cached.settings is not None:
             return cached.settings
-        return self._default_settings()
-
-    def _default_settings(self) -> Any:
-        return self._remembered("defaults", lambda: parse_call_settings(None, config=self.config))
+        return default_call_settings(self.config)

@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 
 from shared import mongo, states
+from shared.call_settings import default_call_settings
 from shared.config import load_config
 from shared.jobs import JobStore
 from workers.dev import embedded
@@ -77,8 +78,9 @@ def main() -> None:
             elapsed = time.perf_counter() - t
             print(f"{label}: {len(sample) / elapsed:,.0f}/s, {mongo.COMMANDS.total / len(sample):.2f} round trips each")
         rest = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
-        for label, op in {"mark_failed (round)": lambda j: store.mark_failed(j, "busy"),
-                          "advance_phone": lambda j: store.advance_phone(j, "no answer")}.items():
+        defaults = default_call_settings(store.config)
+        for label, op in {"mark_failed (round)": lambda j: store.mark_failed(j, "busy", call_settings=defaults),
+                          "advance_phone": lambda j: store.advance_phone(j, "no answer", defaults)}.items():
             half = rest[: len(rest) // 2] if label.startswith("mark") else rest[len(rest) // 2:]
             mongo.COMMANDS.reset()
             t = time.perf_counter()

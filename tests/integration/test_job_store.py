@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared import states
+from shared.call_settings import default_call_settings, parse_call_settings
 from shared.clock import to_ms
 from shared.jobs import JobStore
 from shared.mongo import new_id
@@ -18,6 +19,11 @@ PHONE_A, PHONE_B, PHONE_C = "+56961234567", "+56961234568", "+56961234569"
 @pytest.fixture
 def store(db, config):
     return JobStore(db, clock=frozen_clock(T0), config=config)
+
+
+def _settings(store, raw):
+    """A batch's call_settings as the pipeline hands them to the store: parsed, defaults from the store's config."""
+    return parse_call_settings(raw, config=store.config)
 
 
 def _make(store, n=1, phones=(PHONE_A, PHONE_B), batch_id=None, due=None):
@@ -171,14 +177,15 @@ def test_mark_done_and_refusals(store):
 def test_mark_failed_round_uses_batch_retry_delay(store):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "busy", call_settings={"retry_delay_hours": 48, "max_attempts": 5})
+    settings = _settings(store, {"retry_delay_hours": 48, "max_attempts": 5})
+    job = store.mark_failed(job_id, "busy", call_settings=settings)
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["last_error"] == "busy"
     assert job["next_try_at"] == to_ms(T0 + timedelta(hours=48))
 
 
 def test_a_failed_round_waits_the_delay_of_the_outcome_that_ended_it(store):
-    settings = {"retry_delay_hours": 4, "max_attempts": 5,
-                "retry_delay_by_outcome": {"busy": 0.25, "voicemail": 24, "timeout": 1}}
+    settings = _settings(store, {"retry_delay_hours": 4, "max_attempts": 5,
+                                 "retry_delay_by_outcome": {"busy": 0.25, "voicemail": 24, "timeout": 1}})
     _, (a, b, c, d) = _make(store, 4, phones=(PHONE_A, PHONE_B))
     expected = {}
     assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
@@ -197,7 +204,7 @@ def test_a_failed_round_waits_the_delay_of_the_outcome_that_ended_it(store):
 def test_mark_failed_without_settings_uses_global_default(store, config):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "no answer")
+    job = store.mark_failed(job_id, "no answer", call_settings=default_call_settings(store.config))
     assert job["next_try_at"] == to_ms(T0 + timedelta(minutes=config.retry_delay_minutes))
     assert job["phone_index"] == 0
 
@@ -206,7 +213,7 @@ def test_mark_failed_last_round_is_final(store):
     _, (job_id,) = _make(store)
     store.coll.update_one({"_id": job_id}, {"$set": {"tries": 1}})
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "busy", call_settings={"max_attempts": 2})
+    job = store.mark_failed(job_id, "busy", call_settings=_settings(store, {"max_attempts": 2}))
     assert job["status"] == states.FAILED and job["tries"] == 2
     assert job["last_error"] == "max attempts reached (2): busy"
 
@@ -243,7 +250,8 @@ def test_advance_phone_then_failed_round(store):
     job = store.advance_phone(job_id, "no answer")
     assert job["status"] == states.PENDING and job["phone_index"] == 1 and job["tries"] == 0
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "busy", call_settings={"retry_delay_hours": 1, "max_attempts": 3})
+    settings = _settings(store, {"retry_delay_hours": 1, "max_attempts": 3})
+    job = store.advance_phone(job_id, "busy", call_settings=settings)
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["phone_index"] == 0
 
 
@@ -256,7 +264,7 @@ def test_advance_phone_skips_invalid_numbers_forever(store):
     job = store.advance_phone(job_id, "no answer")
     assert job["phone_index"] == 2
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "no answer", call_settings={"max_attempts": 3})
+    job = store.advance_phone(job_id, "no answer", call_settings=_settings(store, {"max_attempts": 3}))
     assert job["status"] == states.RETRY_WAIT and job["phone_index"] == 0
     assert store.first_dialable_phone(job) == 1
 

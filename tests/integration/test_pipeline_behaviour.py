@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytz
 
 from shared import states
+from shared.call_settings import parse_call_settings
 from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at, to_ms
 from tests.helpers import jitter_s
@@ -87,7 +88,7 @@ def test_spring_forward_weekend_keeps_calls_inside_the_window(stack_factory):
     for rec in dials:
         at = local(rec["received_at"], NEW_YORK)
         assert at.date() == datetime(2026, 3, 9).date() and at.hour == 8 and at.minute < 40, at
-        assert is_allowed_time(settings, from_ms(rec["received_at"]), rec["body"]["to_number"])[0]
+        assert is_allowed_time(parse_call_settings(settings), from_ms(rec["received_at"]), rec["body"]["to_number"])[0]
     assert {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED}
 
 

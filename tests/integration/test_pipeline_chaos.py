@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared import attempts as attempt_states
 from shared import states
+from shared.call_settings import parse_call_settings
 from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at
 from tests.integration.test_pipeline_campaign import numbers, wait_final
@@ -148,7 +149,8 @@ def _run(stack_factory, servers: list) -> None:
                    if any(b[0] < a[1] for a, b in zip(sorted(lives), sorted(lives)[1:], strict=False))]
     assert not overlapping, overlapping[:3]
     # 0 calls received outside the window.
-    outside = [r for r in dials if not is_allowed_time(SETTINGS, from_ms(r["received_at"]), r["body"]["to_number"])[0]]
+    window = parse_call_settings(SETTINGS)
+    outside = [r for r in dials if not is_allowed_time(window, from_ms(r["received_at"]), r["body"]["to_number"])[0]]
     assert not outside, [(from_ms(r["received_at"]).isoformat(), r["body"]["metadata"]["attempt_id"]) for r in outside]
     # Never more calls at once than the account's limit.
     assert stats["max_active"] <= LIMIT, stats["max_active"]

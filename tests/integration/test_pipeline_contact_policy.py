@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytz
 
 from shared import states
+from shared.call_settings import parse_call_settings
 from shared.calling_window import next_allowed_time
 from shared.clock import from_ms, started_at
 from tests.integration.test_pipeline_campaign import numbers
@@ -110,7 +111,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
         decided = _day(job["updated_at"])
         known = [c for c in record[phone] if c[0] <= decided]
         first = _first_allowed_day(known, decided)
-        expected = next_allowed_time(SETTINGS, max(from_ms(job["updated_at"]), SANTIAGO.localize(
+        expected = next_allowed_time(parse_call_settings(SETTINGS), max(from_ms(job["updated_at"]), SANTIAGO.localize(
             datetime.combine(first, datetime.min.time())).astimezone(UTC)), phone)
         assert from_ms(job["next_try_at"]) == expected, (phone, job["last_error"], record[phone])
         reasons.update(r for r in ("7 calls in the 7 days", "quiet days") if r in job["last_error"])

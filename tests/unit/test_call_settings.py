@@ -14,8 +14,8 @@ from shared.call_settings import (
     HolidayCalendar,
     InvalidCallSettings,
     Window,
-    parse_call_settings,
 )
+from shared.calling_window import validate_call_settings
 from shared.config import Config
 from shared.errors import ValidationError
 
@@ -36,7 +36,8 @@ EXAMPLES = [
 
 
 def parse(raw, **kw) -> CallSettings:
-    return parse_call_settings(raw, config=kw.pop("config", CONFIG), now=kw.pop("now", NOW), **kw)
+    """The door every batch's settings pass: the field checks and defaults, then a window that opens in a year."""
+    return validate_call_settings(raw, config=kw.pop("config", CONFIG), now=kw.pop("now", NOW), **kw)
 
 
 def errors_of(raw, **kw) -> dict[str, str]:
@@ -345,9 +346,9 @@ def test_parse_uses_the_shared_clock_when_now_is_not_given():
         clock_mod.set_clock(clock_mod.started_at(datetime(2025, 1, 20, 12, tzinfo=UTC), speed=1e-6))
         sundays = [(date(2025, 1, 26) + timedelta(weeks=k)).isoformat() for k in range(53)]
         with pytest.raises(InvalidCallSettings):
-            parse_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG)
+            validate_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG)
         clock_mod.set_clock(clock_mod.started_at(datetime(2027, 1, 20, tzinfo=UTC), speed=1e-6))
-        assert parse_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG).restricts_time
+        assert validate_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG).restricts_time
     finally:
         clock_mod.set_clock(saved)
 
@@ -403,3 +404,26 @@ def test_every_example_in_the_docs_is_valid():
     for block in blocks:
         raw = json.loads(block)
         assert parse(raw).to_document() == raw
+
+
+def test_call_settings_never_imports_the_calling_window():
+    """The calling window reads call_settings; call_settings needs nothing of it, not even lazily (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    import shared.call_settings as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "shared.calling_window" not in imported and imported
+
+
+def test_a_batch_without_settings_gets_one_shared_defaults_object_per_configuration():
+    from shared.call_settings import default_call_settings, parse_call_settings
+
+    assert default_call_settings(CONFIG) is default_call_settings(CONFIG)
+    assert default_call_settings(CONFIG) == parse_call_settings(None, config=CONFIG)
+    other = Config(max_tries=7)
+    assert default_call_settings(other).max_attempts == 7
+    assert default_call_settings(CONFIG).max_attempts == CONFIG.max_tries

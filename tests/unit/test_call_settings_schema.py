@@ -19,8 +19,9 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import FIELDS, RETRY_DELAY_OUTCOMES, InvalidCallSettings, parse_call_settings
+from shared.call_settings import FIELDS, RETRY_DELAY_OUTCOMES, InvalidCallSettings
 from shared.call_settings_schema import VALIDATOR_ONLY_RULES, call_settings_schema
+from shared.calling_window import validate_call_settings
 from shared.config import Config
 
 CONFIG = Config()
@@ -41,7 +42,7 @@ VALIDATOR_ONLY_MESSAGES = (
 
 def validator_accepts(raw):
     try:
-        return parse_call_settings(raw, config=CONFIG, now=NOW)
+        return validate_call_settings(raw, config=CONFIG, now=NOW)
     except InvalidCallSettings as exc:
         return exc
 

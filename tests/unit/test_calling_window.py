@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytz
 
-from shared.call_settings import InvalidCallSettings, parse_call_settings
+from shared.call_settings import CallSettings, InvalidCallSettings, parse_call_settings
 from shared.calling_window import (
     HORIZON_S,
     NoAllowedTime,
@@ -54,30 +54,36 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
+def cs(raw, config=EN) -> CallSettings:
+    """``raw`` parsed, as every caller of the calling window does at its door."""
+    return parse_call_settings(raw, config=config)
+
+
 def allowed(settings, now, phone=None, **kw) -> bool:
-    return is_allowed_time(settings, now, phone, config=EN, **kw)[0]
+    return is_allowed_time(cs(settings), now, phone, config=EN, **kw)[0]
 
 
 def following(settings, now, phone=None, **kw) -> datetime:
-    return next_allowed_time(settings, now, phone, config=EN, **kw)
+    return next_allowed_time(cs(settings), now, phone, config=EN, **kw)
 
 
 # --- the original worker's tests ------------------------------------------------------------------------------
 
 
 def test_original_within_hours_is_allowed():
-    assert is_allowed_time(ORIGINAL, local("America/Santiago", 2025, 1, 20, 10), config=ES) == (True, None)
+    monday_10 = local("America/Santiago", 2025, 1, 20, 10)
+    assert is_allowed_time(cs(ORIGINAL, config=ES), monday_10, config=ES) == (True, None)
 
 
 def test_original_outside_hours_says_so_in_spanish():
-    ok, reason = is_allowed_time(ORIGINAL, local("America/Santiago", 2025, 1, 20, 20), config=ES)
+    ok, reason = is_allowed_time(cs(ORIGINAL, config=ES), local("America/Santiago", 2025, 1, 20, 20), config=ES)
     assert not ok
     assert "fuera del horario permitido" in reason.lower()
     assert "20:00" in reason and "America/Santiago" in reason and "09:00-18:00" in reason
 
 
 def test_original_weekend_day_not_allowed_in_spanish():
-    ok, reason = is_allowed_time(ORIGINAL, local("America/Santiago", 2025, 1, 25, 10), config=ES)
+    ok, reason = is_allowed_time(cs(ORIGINAL, config=ES), local("America/Santiago", 2025, 1, 25, 10), config=ES)
     assert not ok
     assert "día no permitido" in reason.lower()
     assert "sábado" in reason and "10:00" in reason and "America/Santiago" in reason
@@ -85,11 +91,11 @@ def test_original_weekend_day_not_allowed_in_spanish():
 
 def test_english_reasons_by_default_and_lang_override():
     saturday = local("America/Santiago", 2025, 1, 25, 10)
-    assert is_allowed_time(ORIGINAL, saturday, config=EN)[1].startswith("day not allowed: Saturday 2025-01-25 10:00 "
-                                                                      "America/Santiago (-03)")
-    assert is_allowed_time(ORIGINAL, saturday, config=EN, lang="es")[1].startswith("día no permitido")
+    assert is_allowed_time(cs(ORIGINAL), saturday, config=EN)[1].startswith("day not allowed: Saturday 2025-01-25 "
+                                                                          "10:00 America/Santiago (-03)")
+    assert is_allowed_time(cs(ORIGINAL), saturday, config=EN, lang="es")[1].startswith("día no permitido")
     evening = local("America/Santiago", 2025, 1, 20, 20)
-    assert is_allowed_time(ORIGINAL, evening, config=EN)[1] == (
+    assert is_allowed_time(cs(ORIGINAL), evening, config=EN)[1] == (
         "outside allowed hours: Monday 2025-01-20 20:00 America/Santiago (-03); allowed 09:00-18:00")
 
 
@@ -103,8 +109,8 @@ def test_saturday_afternoon_waits_for_monday_morning():
 
 def test_no_call_settings_allows_any_time():
     for now in (utc(2025, 1, 1, 3), utc(2025, 6, 15, 23, 59, 59, 999999), local("Asia/Kolkata", 2030, 2, 3, 4, 5)):
-        assert is_allowed_time(None, now, config=EN) == (True, None)
-        assert is_allowed_time({}, now, config=EN) == (True, None)
+        assert is_allowed_time(cs(None), now, config=EN) == (True, None)
+        assert is_allowed_time(cs({}), now, config=EN) == (True, None)
         assert following(None, now) == now and following(None, now).tzinfo is UTC
 
 
@@ -124,7 +130,7 @@ def test_collections_batch_mon_sat_9_to_20_santiago():
 
 def test_survey_batch_tue_thu_10_to_18():
     friday = local("America/Santiago", 2025, 1, 24, 11)
-    ok, reason = is_allowed_time(SURVEY, friday, config=EN)
+    ok, reason = is_allowed_time(cs(SURVEY), friday, config=EN)
     assert not ok and reason.startswith("day not allowed") and "Tue-Thu" in reason
     assert following(SURVEY, friday) == local("America/Santiago", 2025, 1, 28, 10)
     assert following(SURVEY, local("America/Santiago", 2025, 1, 29, 18)) == local("America/Santiago", 2025, 1, 30, 10)
@@ -137,7 +143,7 @@ def test_argentina_batch_uses_the_clients_zone():
     assert not allowed(ARGENTINA, local("America/Santiago", 2025, 7, 14, 9, 59))
     assert following(ARGENTINA, local("America/Santiago", 2025, 7, 14, 8)) == local(
         "America/Argentina/Buenos_Aires", 2025, 7, 14, 11)
-    ok, reason = is_allowed_time(ARGENTINA, local("America/Santiago", 2025, 7, 14, 18, 30), config=EN)
+    ok, reason = is_allowed_time(cs(ARGENTINA), local("America/Santiago", 2025, 7, 14, 18, 30), config=EN)
     assert not ok and "19:30 America/Argentina/Buenos_Aires" in reason
 
 
@@ -178,7 +184,7 @@ def test_colombia_collection_hours_as_windows():
     assert allowed(settings, local("America/Bogota", 2025, 1, 24, 7))
     assert not allowed(settings, local("America/Bogota", 2025, 1, 25, 7, 30))      # Saturday opens at 08:00
     assert allowed(settings, local("America/Bogota", 2025, 1, 25, 14, 59))
-    ok, reason = is_allowed_time(settings, local("America/Bogota", 2025, 1, 25, 15), config=EN)
+    ok, reason = is_allowed_time(cs(settings), local("America/Bogota", 2025, 1, 25, 15), config=EN)
     assert not ok and reason.startswith("outside allowed hours") and "allowed 08:00-15:00" in reason
     assert following(settings, local("America/Bogota", 2025, 1, 25, 15)) == local("America/Bogota", 2025, 1, 27, 7)
 
@@ -228,7 +234,7 @@ def test_fall_back_overlap_is_judged_on_the_real_instant():
     assert allowed(ny, utc(2025, 11, 2, 6, 15))           # 01:15 EST, the second pass
     assert not allowed(ny, utc(2025, 11, 2, 6, 30))       # 01:30 EST
     assert following(ny, utc(2025, 11, 2, 5, 45)) == utc(2025, 11, 2, 6)
-    ok, reason = is_allowed_time(ny, utc(2025, 11, 2, 5, 45), config=EN)
+    ok, reason = is_allowed_time(cs(ny), utc(2025, 11, 2, 5, 45), config=EN)
     assert not ok and "01:45 America/New_York (EDT)" in reason
 
 
@@ -264,9 +270,9 @@ def test_next_window_days_away_across_a_dst_change():
 def test_public_holidays_block_the_local_date():
     settings = {"allowed_hours": {"start": "09:00", "end": "18:00"}, "timezone": "America/Santiago", "holidays": "CL"}
     christmas = local("America/Santiago", 2025, 12, 25, 10)
-    ok, reason = is_allowed_time(settings, christmas, config=EN)
+    ok, reason = is_allowed_time(cs(settings), christmas, config=EN)
     assert not ok and reason.startswith("public holiday (Christmas Day): Thursday 2025-12-25 10:00")
-    ok, reason = is_allowed_time(settings, christmas, config=ES)
+    ok, reason = is_allowed_time(cs(settings, config=ES), christmas, config=ES)
     assert not ok and reason.startswith("día feriado") and "jueves" in reason
     assert following(settings, christmas) == local("America/Santiago", 2025, 12, 26, 9)
     # 18-19 September (Independence Day, Army Day) then the weekend is allowed (days not restricted).
@@ -292,9 +298,9 @@ def test_holiday_blocks_the_after_midnight_part_of_an_overnight_window():
 
 def test_blackout_dates():
     settings = dict(ORIGINAL, blackout_dates=["2025-01-20", "2025-01-21"])
-    ok, reason = is_allowed_time(settings, local("America/Santiago", 2025, 1, 20, 10), config=EN)
+    ok, reason = is_allowed_time(cs(settings), local("America/Santiago", 2025, 1, 20, 10), config=EN)
     assert not ok and reason.startswith("blackout date: Monday 2025-01-20 10:00 America/Santiago")
-    ok, reason = is_allowed_time(settings, local("America/Santiago", 2025, 1, 20, 10), config=ES)
+    ok, reason = is_allowed_time(cs(settings, config=ES), local("America/Santiago", 2025, 1, 20, 10), config=ES)
     assert reason.startswith("fecha bloqueada: lunes")
     assert following(settings, local("America/Santiago", 2025, 1, 19, 12)) == local("America/Santiago", 2025, 1, 22, 9)
 
@@ -333,14 +339,14 @@ def test_contact_timezone_wins():
     assert following(settings, local("Europe/London", 2025, 1, 20, 8), contact_timezone="Europe/London") == local(
         "Europe/London", 2025, 1, 20, 9)
     with pytest.raises(ValueError, match="Mars/Olympus"):
-        is_allowed_time(settings, now, contact_timezone="Mars/Olympus", config=EN)
+        is_allowed_time(cs(settings), now, contact_timezone="Mars/Olympus", config=EN)
 
 
 def test_number_with_several_zones_needs_every_zone_inside():
     # +1 907 maps to America/Adak (UTC-10) and America/Anchorage (UTC-9).
     settings = {"allowed_hours": {"start": "09:00", "end": "18:00"}, "timezone": "auto"}
     now = local("America/Anchorage", 2025, 1, 20, 9, 30)   # 08:30 in Adak
-    ok, reason = is_allowed_time(settings, now, "+19075550123", config=EN)
+    ok, reason = is_allowed_time(cs(settings), now, "+19075550123", config=EN)
     assert not ok and "America/Adak" in reason
     assert following(settings, now, "+19075550123") == local("America/Adak", 2025, 1, 20, 9)
     assert not allowed(settings, local("America/Adak", 2025, 1, 20, 17, 30), "+19075550123")
@@ -366,51 +372,57 @@ def test_never_looks_more_than_a_year_ahead():
 
 def test_naive_now_is_rejected():
     with pytest.raises(ValueError, match="timezone-aware"):
-        is_allowed_time(ORIGINAL, datetime(2025, 1, 20, 10), config=EN)
+        is_allowed_time(cs(ORIGINAL), datetime(2025, 1, 20, 10), config=EN)
     with pytest.raises(ValueError, match="timezone-aware"):
-        next_allowed_time(ORIGINAL, datetime(2025, 1, 20, 10), config=EN)
+        next_allowed_time(cs(ORIGINAL), datetime(2025, 1, 20, 10), config=EN)
 
 
-def test_invalid_dict_raises_invalid_call_settings():
+def test_invalid_dict_raises_invalid_call_settings_at_the_door_and_only_parsed_settings_are_taken():
     with pytest.raises(InvalidCallSettings, match="days_of_week"):
-        is_allowed_time({"days_of_week": []}, utc(2025, 1, 20), config=EN)
-    with pytest.raises(TypeError):
-        is_allowed_time("09:00-18:00", utc(2025, 1, 20), config=EN)
+        cs({"days_of_week": []})
+    for not_parsed in ("09:00-18:00", ORIGINAL, None):
+        with pytest.raises(TypeError, match="CallSettings"):
+            is_allowed_time(not_parsed, utc(2025, 1, 20), config=EN)
+        with pytest.raises(TypeError, match="CallSettings"):
+            next_allowed_time(not_parsed, utc(2025, 1, 20), config=EN)
+        with pytest.raises(TypeError, match="CallSettings"):
+            describe_window(not_parsed, config=EN)
 
 
-def test_parsed_settings_and_dicts_agree_and_dicts_with_equal_values_of_other_types_do_not_collide():
+def test_settings_parsed_twice_agree_and_equal_values_of_other_types_do_not_collide():
     parsed = parse_call_settings(ORIGINAL, config=EN)
     for hour in range(0, 24, 3):
         now = local("America/Santiago", 2025, 1, 22, hour)
-        assert is_allowed_time(parsed, now, config=EN) == is_allowed_time(ORIGINAL, now, config=EN)
+        assert is_allowed_time(parsed, now, config=EN) == is_allowed_time(cs(ORIGINAL), now, config=EN)
     assert allowed({"days_of_week": [1]}, utc(2025, 1, 20, 12))
     with pytest.raises(InvalidCallSettings):
-        is_allowed_time({"days_of_week": [True]}, utc(2025, 1, 20, 12), config=EN)
+        cs({"days_of_week": [True]})
 
 
-def test_other_configs_are_not_served_from_the_cache():
+def test_the_default_zone_is_the_parsing_configs():
     settings = {"days_of_week": [1], "allowed_hours": {"start": "09:00", "end": "10:00"}}
     now = utc(2025, 1, 20, 12, 30)   # Monday: 09:30 in Santiago, 12:30 in London
     assert allowed(settings, now)
-    assert not is_allowed_time(settings, now, config=Config(default_timezone="Europe/London"))[0]
+    london = Config(default_timezone="Europe/London")
+    assert not is_allowed_time(cs(settings, config=london), now, config=london)[0]
 
 
 # --- describe_window ------------------------------------------------------------------------------------------
 
 
 def test_describe_window():
-    assert describe_window(None, config=EN) == "any time"
-    assert describe_window(None, config=ES) == "a cualquier hora"
-    assert describe_window(ORIGINAL, config=EN) == "Mon-Fri 09:00-18:00 (America/Santiago)"
-    assert describe_window(SURVEY, config=ES) == "mar-jue 10:00-18:00 (America/Santiago)"
+    assert describe_window(cs(None), config=EN) == "any time"
+    assert describe_window(cs(None, config=ES), config=ES) == "a cualquier hora"
+    assert describe_window(cs(ORIGINAL), config=EN) == "Mon-Fri 09:00-18:00 (America/Santiago)"
+    assert describe_window(cs(SURVEY, config=ES), config=ES) == "mar-jue 10:00-18:00 (America/Santiago)"
     colombia = {"windows": [{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "19:00"},
                             {"days": [6], "start": "08:00", "end": "15:00"}],
                 "timezone": "America/Bogota", "holidays": "CO", "blackout_dates": ["2030-01-02"]}
-    assert describe_window(colombia, config=EN) == (
+    assert describe_window(cs(colombia), config=EN) == (
         "Mon-Fri 07:00-19:00; Sat 08:00-15:00 (America/Bogota), no calls on CO public holidays, "
         "no calls on 1 blackout date(s)")
     auto = {"timezone": "auto", "days_of_week": [1, 3], "fallback_timezone": "Europe/London"}
-    assert describe_window(auto, config=EN) == (
+    assert describe_window(cs(auto), config=EN) == (
         "Mon, Wed 00:00-24:00 (the callee's local time (zone from the phone number, else Europe/London))")
-    assert describe_window({"allowed_hours": {"start": "22:00", "end": "02:00"}}, config=EN) == (
+    assert describe_window(cs({"allowed_hours": {"start": "22:00", "end": "02:00"}}), config=EN) == (
         "every day 22:00-02:00 (America/Santiago)")

@@ -19,8 +19,8 @@ import pytz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import parse_call_settings
-from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
+from shared.call_settings import default_call_settings
+from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time, validate_call_settings
 from shared.config import Config
 
 ZONES = (
@@ -173,7 +173,7 @@ def scenario(draw: st.DrawFn, *, zones: tuple[str, ...] = ZONES, min_hours: int 
 
 
 def _parse(raw: dict, now: datetime):
-    return parse_call_settings(raw, config=CONFIG, now=now)
+    return validate_call_settings(raw, config=CONFIG, now=now)
 
 
 # --- properties ----------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_next_allowed_time_is_the_first_allowed_minute(case):
     assert found.tzinfo is not None and found.utcoffset() == timedelta(0)
     assert found >= now
     assert found - now <= timedelta(days=366)
-    assert is_allowed_time(raw, found, config=CONFIG)[0]
+    assert is_allowed_time(_parse(raw, now), found, config=CONFIG)[0]
     assert oracle_next(raw, (zone,), now) == found, (raw, now.isoformat())
 
 
@@ -245,8 +245,8 @@ def test_numbers_with_several_zones_need_every_zone_inside(data):
 @given(st.sampled_from(ZONES), st.integers(0, 18 * 365))
 def test_default_settings_allow_every_instant(zone, day):
     now = FIRST + timedelta(days=day, seconds=day * 37 % 86400)
-    assert is_allowed_time(None, now, config=CONFIG) == (True, None)
-    assert next_allowed_time({}, now, config=CONFIG) == now
+    assert is_allowed_time(default_call_settings(CONFIG), now, config=CONFIG) == (True, None)
+    assert next_allowed_time(_parse({}, now), now, config=CONFIG) == now
 
 
 def test_oracle_sees_the_original_examples():
@@ -254,7 +254,7 @@ def test_oracle_sees_the_original_examples():
     saturday = pytz.timezone("America/Santiago").localize(datetime(2025, 1, 25, 15, 0))
     monday = pytz.timezone("America/Santiago").localize(datetime(2025, 1, 27, 9, 0))
     assert oracle_next(raw, ("America/Santiago",), saturday) == monday
-    assert next_allowed_time(raw, saturday, config=CONFIG) == monday
+    assert next_allowed_time(_parse(raw, saturday), saturday, config=CONFIG) == monday
 
 
 @pytest.mark.parametrize("zone", ZONES)

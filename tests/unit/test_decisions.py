@@ -56,7 +56,7 @@ def test_batch_states():
     assert decide(batch=None).step == DialStep.BATCH_GONE
     assert decide(batch={**BATCH, "status": states.BATCH_PAUSED}).step == DialStep.PAUSED
     assert decide(batch={**BATCH, "status": states.BATCH_CANCELLED}).step == DialStep.CANCELLED
-    d = decide(settings=None, error="ring_timeout: must be between 5 and 300")
+    d = decide(error="ring_timeout: must be between 5 and 300")
     assert d.step == DialStep.SETTINGS_INVALID and "ring_timeout" in d.reason
 
 

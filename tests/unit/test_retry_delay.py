@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import RETRY_DELAY_OUTCOMES, InvalidCallSettings, parse_call_settings
+from shared.call_settings import (
+    RETRY_DELAY_OUTCOMES,
+    InvalidCallSettings,
+    RetryDelay,
+    choose_retry_delay,
+    default_call_settings,
+    parse_call_settings,
+    retry_delay,
+)
 from shared.config import Config
-from shared.jobs import RetryDelay, choose_retry_delay, retry_delay
 from shared.outcomes import Outcome
 
 CONFIG = Config()
-NOW = datetime(2025, 1, 20, 12, tzinfo=UTC)
 
 
 def parse(raw):
-    return parse_call_settings(raw, config=CONFIG, now=NOW)
+    return parse_call_settings(raw, config=CONFIG)
 
 
 def errors_of(raw) -> dict[str, str]:
@@ -113,31 +119,32 @@ def test_any_object_is_accepted_exactly_when_every_entry_is_valid(value):
 
 def test_the_outcome_of_the_call_that_ended_the_round_picks_the_delay():
     s = parse({"retry_delay_hours": 4, "retry_delay_by_outcome": {"busy": 0.25, "no_answer": 2, "voicemail": 24}})
-    assert choose_retry_delay(s, "busy", CONFIG) == RetryDelay(timedelta(minutes=15), "busy")
-    assert choose_retry_delay(s, Outcome.VOICEMAIL, CONFIG) == RetryDelay(timedelta(hours=24), "voicemail")
-    assert choose_retry_delay(s, "no_answer", CONFIG).hours == 2
-    assert choose_retry_delay(s, "timeout", CONFIG) == RetryDelay(timedelta(hours=4))      # not listed
-    assert choose_retry_delay(s, None, CONFIG) == RetryDelay(timedelta(hours=4))           # no call ended the round
-    assert retry_delay(s, CONFIG, "busy") == timedelta(minutes=15) and retry_delay(s, CONFIG) == timedelta(hours=4)
+    assert choose_retry_delay(s, "busy") == RetryDelay(timedelta(minutes=15), "busy")
+    assert choose_retry_delay(s, Outcome.VOICEMAIL) == RetryDelay(timedelta(hours=24), "voicemail")
+    assert choose_retry_delay(s, "no_answer").hours == 2
+    assert choose_retry_delay(s, "timeout") == RetryDelay(timedelta(hours=4))      # not listed
+    assert choose_retry_delay(s, None) == RetryDelay(timedelta(hours=4))           # no call ended the round
+    assert retry_delay(s, "busy") == timedelta(minutes=15) and retry_delay(s) == timedelta(hours=4)
 
 
 def test_a_zero_delay_for_an_outcome_is_used_not_skipped():
     s = parse({"retry_delay_hours": 4, "retry_delay_by_outcome": {"busy": 0}})
-    assert choose_retry_delay(s, "busy", CONFIG) == RetryDelay(timedelta(0), "busy")
+    assert choose_retry_delay(s, "busy") == RetryDelay(timedelta(0), "busy")
 
 
 def test_without_retry_delay_hours_the_global_default_applies():
     cfg = Config(retry_delay_minutes=45)
-    s = parse_call_settings({"retry_delay_by_outcome": {"busy": 1}}, config=cfg, now=NOW)
-    assert choose_retry_delay(s, "voicemail", cfg) == RetryDelay(timedelta(minutes=45))
-    assert choose_retry_delay(None, "busy", cfg) == RetryDelay(timedelta(minutes=45))
-    assert choose_retry_delay(s, "busy", cfg).hours == 1
+    s = parse_call_settings({"retry_delay_by_outcome": {"busy": 1}}, config=cfg)
+    assert choose_retry_delay(s, "voicemail") == RetryDelay(timedelta(minutes=45))
+    assert choose_retry_delay(default_call_settings(cfg), "busy") == RetryDelay(timedelta(minutes=45))
+    assert choose_retry_delay(s, "busy").hours == 1
 
 
-def test_a_stored_document_selects_the_same_as_the_parsed_settings():
+def test_the_stored_document_parsed_again_selects_the_same_as_the_parsed_settings():
     doc = {"retry_delay_hours": 3, "retry_delay_by_outcome": {"dropped": 6}}
+    stored = parse(doc).to_document()
     for outcome in (*RETRY_DELAY_OUTCOMES, None):
-        assert choose_retry_delay(doc, outcome, CONFIG) == choose_retry_delay(parse(doc), outcome, CONFIG)
+        assert choose_retry_delay(parse(stored), outcome) == choose_retry_delay(parse(doc), outcome)
 
 
 @settings(max_examples=300, deadline=None)
@@ -147,7 +154,7 @@ def test_selection_is_the_outcomes_entry_else_retry_delay_hours_else_the_default
     raw = {"retry_delay_by_outcome": by_outcome}
     if base is not None:
         raw["retry_delay_hours"] = base
-    chosen = choose_retry_delay(parse(raw), outcome, CONFIG)
+    chosen = choose_retry_delay(parse(raw), outcome)
     if outcome in by_outcome:
         assert chosen == RetryDelay(timedelta(hours=float(by_outcome[outcome])), outcome)
     elif base is not None:

@@ -20,10 +20,13 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import phonenumbers
 import pytz
+
+from shared.call_settings import CallSettings, parse_call_settings
 
 #: The simulated instant the campaign starts at: Saturday 2026-07-04 13:00 in Santiago (17:00 UTC).
 DEFAULT_START = pytz.timezone("America/Santiago").localize(datetime(2026, 7, 4, 13, 0)).astimezone(UTC)
@@ -62,6 +65,11 @@ class BatchSpec:
     @property
     def timezone(self) -> str:
         return str(self.call_settings["timezone"])
+
+    @cached_property
+    def settings(self) -> CallSettings:
+        """``call_settings`` parsed (once)."""
+        return parse_call_settings(self.call_settings)
 
 
 #: The three example batches of the original design (docs/call_settings.md, cases 1-3).

@@ -20,6 +20,7 @@ import pytz
 from shared import attempts as attempt_states
 from shared import states
 from shared.accounts import PLAN_CREDITS, from_storage_units
+from shared.call_settings import default_call_settings, parse_call_settings
 from shared.calling_window import describe_window, is_allowed_time
 from shared.clock import Clock, from_ms
 from shared.logs import mask_phone
@@ -76,10 +77,10 @@ def local_time(at: datetime, zone: str, *, with_date: bool = False) -> str:
 
 def window_state(spec: BatchSpec, at: datetime, guard: timedelta = timedelta(0)) -> str:
     """``open``, ``closing`` (open, but closed ``guard`` from now: no new call starts) or ``closed``."""
-    allowed, _ = is_allowed_time(spec.call_settings, at)
+    allowed, _ = is_allowed_time(spec.settings, at)
     if not allowed:
         return "closed"
-    if guard > timedelta(0) and not is_allowed_time(spec.call_settings, at + guard)[0]:
+    if guard > timedelta(0) and not is_allowed_time(spec.settings, at + guard)[0]:
         return "closing"
     return "open"
 
@@ -277,7 +278,7 @@ def render_summary(summary: Summary, days: Mapping[str, Sequence[str]] | None = 
     lines.append("")
     lines.append("windows:")
     for spec in BATCHES:
-        lines.append(f"  {spec.key:<12} {describe_window(spec.call_settings)}; {spec.call_settings['max_attempts']} "
+        lines.append(f"  {spec.key:<12} {describe_window(spec.settings)}; {spec.call_settings['max_attempts']} "
                      f"attempts, {spec.call_settings['retry_delay_hours']} h apart")
     if days is not None:
         lines.append(render_calls_by_day(days))
@@ -348,14 +349,16 @@ def find_window_violations(calls: Sequence[Mapping[str, Any]], runtime: Any,
     :param calls: the simulator's ``GET /debug/calls?created=1`` records.
     """
     keys = {batch_id: key for key, batch_id in batch_ids.items()}
-    settings = {batch_id: (runtime.batches.get(batch_id) or {}).get("call_settings") for batch_id in keys}
+    stored = {batch_id: (runtime.batches.get(batch_id) or {}).get("call_settings") for batch_id in keys}
+    settings = {batch_id: default_call_settings() if raw is None else parse_call_settings(raw)
+                for batch_id, raw in stored.items()}
     found: list[Violation] = []
     for rec in calls:
         body = rec.get("body") or {}
         batch_id = (body.get("metadata") or {}).get("batch_id")
         at = from_ms(int(rec["received_at"]))
         to_number = str(body.get("to_number", ""))
-        allowed, reason = is_allowed_time(settings.get(batch_id), at, to_number)
+        allowed, reason = is_allowed_time(settings.get(batch_id) or default_call_settings(), at, to_number)
         if not allowed:
             key = keys.get(batch_id, "?")
             zone = _SPECS[key].timezone if key in _SPECS else "UTC"

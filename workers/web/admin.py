@@ -135,7 +135,8 @@ def _batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
 
 def _create_batch(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
     rt = ctx.runtime
-    errors = unknown_fields(body, BATCH_FIELDS) + rt.batches.validate(body)
+    problems, settings = rt.batches.check(body)
+    errors = unknown_fields(body, BATCH_FIELDS) + problems
     account_id = body.get("account_id")
     named = isinstance(account_id, str) and account_id.strip() and not any(f == "account_id" for f, _ in errors)
     if named and rt.accounts.get(account_id.strip()) is None:
@@ -143,9 +144,9 @@ def _create_batch(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
                                      f"PUT /accounts/{{account_id}}"))
     if errors:
         raise invalid(errors)
-    doc = rt.batches.create(body)
+    doc = rt.batches.create(body, call_settings=settings)
     return batch_view(doc, counts=dict.fromkeys(states.JOB_STATES, 0),
-                      window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config))
+                      window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config, parsed=settings))
 
 
 @access(ADMIN)

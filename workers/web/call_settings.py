@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.call_settings import parse_call_settings
+from shared.call_settings import default_call_settings
 from shared.call_settings_schema import call_settings_schema
 from shared.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
 from shared.config import parse_instant
@@ -56,7 +56,8 @@ def _preview(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
     config = rt.config
     errors = unknown_fields(body, PREVIEW_FIELDS)
     raw = body.get("call_settings")
-    errors += rt.batches.validate({"call_settings": raw}, partial=True)
+    problems, parsed = rt.batches.check({"call_settings": raw}, partial=True)
+    errors += problems
     phone = body.get("phone")
     if phone is not None:
         if not isinstance(phone, str):
@@ -77,7 +78,7 @@ def _preview(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise invalid(errors)
     assert start is not None
-    settings = parse_call_settings(raw, config=config)
+    settings = parsed or default_call_settings(config)
     zones = resolve_timezones(settings, phone, config=config)
     try:
         times = upcoming_call_times(settings, start, count, phone, config=config)

@@ -13,8 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from shared import states
-from shared.call_settings import AUTO_TIMEZONE, InvalidCallSettings
-from shared.calling_window import NoAllowedTime, describe_window, is_allowed_time, next_allowed_time
+from shared.call_settings import AUTO_TIMEZONE, CallSettings, InvalidCallSettings, default_call_settings
+from shared.calling_window import (
+    NoAllowedTime,
+    describe_window,
+    is_allowed_time,
+    next_allowed_time,
+    validate_call_settings,
+)
 from shared.config import Config
 from shared.dnc import DNC_OUTCOME
 from shared.jobs import JobStore
@@ -62,6 +68,14 @@ def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
     return jobs.count_failed_with_outcome(batch_id, DNC_OUTCOME)
 
 
+def _stored_settings(call_settings: Mapping[str, Any] | None, config: Config) -> CallSettings:
+    """A batch's stored call_settings parsed (the defaults when it has none); :class:`InvalidCallSettings` when
+    they no longer validate."""
+    if call_settings is None:
+        return default_call_settings(config)
+    return validate_call_settings(call_settings, config=config)
+
+
 def window_zone(call_settings: Mapping[str, Any] | None, config: Config) -> str:
     """The zone the batch's window is read in (``auto``: its fallback, else ``DEFAULT_TIMEZONE``)."""
     zone = (call_settings or {}).get("timezone") or config.default_timezone
@@ -71,20 +85,24 @@ def window_zone(call_settings: Mapping[str, Any] | None, config: Config) -> str:
 
 
 def window_view(call_settings: Mapping[str, Any] | None, now: datetime, config: Config, *,
-                lang: str | None = None) -> dict[str, Any]:
+                lang: str | None = None, parsed: CallSettings | None = None) -> dict[str, Any]:
     """The batch's calling window now: description, whether it is open, when it opens next.
 
     For ``timezone: "auto"`` (and for contacts with their own zone) each contact has its own
     window; this is the batch's, read in :func:`window_zone`.
+
+    :param call_settings: the batch's stored call_settings (None: it has none).
+    :param parsed: the same already parsed, when the caller has them; else they are parsed here.
     """
     view: dict[str, Any] = {"description": None, "timezone": window_zone(call_settings, config),
                             "open_now": None, "next_open_at": None, "closed_reason": None, "error": None}
     try:
-        view["description"] = describe_window(call_settings, lang=lang, config=config)
-        allowed, reason = is_allowed_time(call_settings, now, config=config, lang=lang)
+        settings = parsed or _stored_settings(call_settings, config)
+        view["description"] = describe_window(settings, lang=lang, config=config)
+        allowed, reason = is_allowed_time(settings, now, config=config, lang=lang)
         view["open_now"] = allowed
         view["closed_reason"] = reason
-        view["next_open_at"] = iso(now if allowed else next_allowed_time(call_settings, now, config=config))
+        view["next_open_at"] = iso(now if allowed else next_allowed_time(settings, now, config=config))
     except InvalidCallSettings as exc:
         view["error"] = f"the stored call_settings no longer validate: {exc}"
     except NoAllowedTime as exc:
@@ -192,7 +210,6 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
     plus the lease). A job past it is stuck, which the pipeline's deadlines should never let happen."""
     if oldest is None:
         return None
-    from shared.call_settings import InvalidCallSettings, parse_call_settings
     from shared.decisions import attempt_deadline_ms
     from shared.pipeline import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
 
@@ -201,9 +218,9 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
         deadline = oldest["since"] + int(clock.simulated_seconds(DEFAULT_HORIZON_S) * 1000) + lease_ms
     else:
         try:
-            settings = parse_call_settings(call_settings, config=config)
+            settings = _stored_settings(call_settings, config)
         except InvalidCallSettings:
-            settings = parse_call_settings(None, config=config)
+            settings = default_call_settings(config)
         deadline = attempt_deadline_ms(oldest["since"], ring_timeout_s=settings.ring_timeout,
                                        max_call_duration_s=settings.max_call_duration,
                                        grace_s=DEFAULT_CALL_GRACE_S) + lease_ms
