@@ -147,7 +147,7 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, str):
         try:
             return int(float(value))
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf", "nan" or garbage: not a number the provider means
             return None
     return None
 
