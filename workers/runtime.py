@@ -22,6 +22,7 @@ from shared.errors import ConfigError
 from shared.jobs import JobStore
 from shared.pipeline import Pipeline, Timing
 from shared.redis_keys import workspace_id
+from shared.retell import RetellClient
 from shared.slots import Slots
 
 
@@ -74,11 +75,9 @@ class Runtime:
         return Billing(self.db, clock=self.clock, config=self.config, jobs=self.jobs)
 
     @cached_property
-    def provider(self) -> Any:
-        """The blocking provider client (``RETELL_BASE_URL``; unset: the local simulator's default address)."""
-        from shared.retell import get_sync_client
-
-        return get_sync_client(self.config)
+    def provider(self) -> RetellClient:
+        """The provider client (``RETELL_BASE_URL``; unset: the local simulator's default address)."""
+        return RetellClient(self.config)
 
     def pipeline(self, sender: Any) -> Pipeline:
         return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
@@ -91,6 +90,13 @@ class Runtime:
         from shared.invalidation import publish_invalidation
 
         publish_invalidation(self.redis, batch_id)
+
+    def close(self) -> None:
+        """Close the provider client's connections (if it was built) and the Redis client."""
+        provider = self.__dict__.get("provider")
+        if provider is not None:
+            provider.close()
+        self.redis.close()
 
 
 def build_runtime(config: Config | None = None, clock: Clock | None = None) -> Runtime:
