@@ -1,9 +1,9 @@
-"""The Retell AI client: async on aiohttp, with a blocking bridge for dramatiq actors.
+"""The Retell AI client: blocking, on one pooled ``urllib3.PoolManager``, safe to share between threads.
 
 :class:`RetellClient` speaks the five endpoints a dialer needs (docs/retell.md lists paths,
-bodies and status codes) over one reused ``aiohttp.ClientSession``. Failures raise the
-provider branch of :mod:`shared.errors`; only idempotent requests (get, list, concurrency,
-stop) are retried here, with jittered exponential backoff that honours ``retry-after``.
+bodies and status codes). Failures raise the provider branch of :mod:`shared.errors`; only
+idempotent requests (get, list, concurrency, stop) are retried here, with jittered exponential
+backoff that honours ``retry-after``.
 A create carries an ``idempotency_key`` (outdial sends the attempt id): Retell answers a repeated key
 within an hour with the call the first request created, without dialing again. So an ambiguous
 create (timeout, reset, 408/409/5xx, unreadable answer) is sent again with the same key, a bounded
@@ -12,30 +12,30 @@ it stays ambiguous it raises :class:`~shared.errors.CreateOutcomeUnknown`, and t
 again later with the same key, or, past the key's hour, looks it up with
 :meth:`RetellClient.find_calls_by_metadata`. Without a key a create is sent exactly once.
 
-Dramatiq actors are plain threads: they use :func:`get_sync_client`, whose methods block
-while the coroutines run on one background event-loop thread per process (re-created after
-a fork). aiohttp handlers use a :class:`RetellClient` owned by the app (create it on start-up,
-``await client.close()`` on clean-up).
+Dramatiq actors are plain threads of processes dramatiq forks: one client serves every thread of a
+process, and a forked child opens its own connections on first use (never the parent's sockets).
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import concurrent.futures
 import json
 import logging
 import math
 import os
 import random
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 from shared.config import Config, get_config
 from shared.errors import (
@@ -57,7 +57,6 @@ from shared.logs import event, get_logger, mask_phone
 from shared.metrics import PROVIDER_ERRORS, PROVIDER_REQUESTS
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 __all__ = [
     "CALL_STATUSES",
@@ -67,11 +66,8 @@ __all__ = [
     "CallPage",
     "Concurrency",
     "RetellClient",
-    "SyncRetellClient",
     "build_create_body",
-    "close_sync_clients",
     "error_from_response",
-    "get_sync_client",
     "to_dynamic_variables",
 ]
 
@@ -95,14 +91,12 @@ DEFAULT_BACKOFF_BASE_S = 0.5
 DEFAULT_BACKOFF_MAX_S = 8.0
 #: A ``retry-after`` longer than this is not waited for here: the error goes to the caller, seconds.
 DEFAULT_MAX_RETRY_AFTER_S = 30.0
-#: Simultaneous connections of one client to the provider.
+#: Connections to the provider one client keeps open for reuse.
 DEFAULT_MAX_CONNECTIONS = 100
 #: Page size used by :meth:`RetellClient.find_calls_by_metadata`.
 DEFAULT_PAGE_LIMIT = 200
 #: Pages read at most by :meth:`RetellClient.find_calls_by_metadata` before giving up loudly.
 DEFAULT_MAX_PAGES = 50
-#: Longest a blocking call of :class:`SyncRetellClient` waits for its coroutine, seconds.
-DEFAULT_SYNC_DEADLINE_S = 300.0
 
 #: Retell's bounds for ``agent_override.agent.ring_duration_ms`` (default 30 000).
 RING_DURATION_MS_RANGE = (5_000, 300_000)
@@ -446,10 +440,14 @@ def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random)
     return min(max_s, base_s * (2 ** attempt)) * (1 - 0.25 * rng.random())
 
 
-# -- the async client -----------------------------------------------------------------------------
+# -- the client -----------------------------------------------------------------------------------
 
 class RetellClient:
-    """Async Retell client. One instance per process (or per aiohttp app), used from one event loop.
+    """Blocking Retell client; one per process, shared by its threads (every method is thread-safe).
+
+    Requests go through one ``urllib3.PoolManager`` that keeps connections open for reuse. The pool
+    belongs to the process that opened it: after a fork the child opens its own on first use and
+    leaves the parent's sockets alone (closing them in the child would break the parent's).
 
     :param config: supplies ``retell_base_url`` (None: the local simulator at :data:`DEFAULT_SIMULATOR_URL`)
         and ``retell_api_key``; default the process configuration.
@@ -462,9 +460,8 @@ class RetellClient:
     :param max_retries: automatic retries of idempotent requests; default 2.
     :param backoff_base_s: first backoff, seconds; default 0.5. ``backoff_max_s``: cap, default 8.
     :param max_retry_after_s: a longer ``retry-after`` is not waited for, the error is raised; default 30.
-    :param max_connections: connection pool size; default 100.
+    :param max_connections: connections kept open for reuse; default 100.
     :param rng: randomness for the jitter (tests pass a seeded one).
-    :param session: an existing ``aiohttp.ClientSession`` to use (not closed by :meth:`close`).
     """
 
     def __init__(self, config: Config | None = None, *, base_url: str | None = None, api_key: str | None = None,
@@ -472,8 +469,7 @@ class RetellClient:
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES,
                  backoff_base_s: float = DEFAULT_BACKOFF_BASE_S, backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
                  max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, rng: random.Random | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, rng: random.Random | None = None) -> None:
         config = config or get_config()
         self.base_url = (base_url or config.retell_base_url or DEFAULT_SIMULATOR_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else config.retell_api_key
@@ -486,81 +482,74 @@ class RetellClient:
         self.max_retry_after_s = max_retry_after_s
         self.max_connections = max_connections
         self._rng = rng or random.Random()
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
+                         "User-Agent": "outdial"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        #: Pools by the pid that opened them. A forked child adds its own; the parent's stays referenced,
+        #: so it is never garbage-collected (which would close its sockets) in the child.
+        self._pools: dict[int, urllib3.PoolManager] = {}
 
-    async def __aenter__(self) -> RetellClient:
+    def __enter__(self) -> RetellClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is not None and not self._session.closed:
-            if self._owns_session and self._loop is not loop:
-                raise RuntimeError("a RetellClient is bound to the event loop that first used it")
-            return self._session
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                         keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
-                     "User-Agent": "outdial"},
-        )
-        self._owns_session = True
-        self._loop = loop
-        return self._session
+    def _pool(self) -> urllib3.PoolManager:
+        """This process's pool, opened on first use (no lock: a pool lost to a race is simply unused)."""
+        pid = os.getpid()
+        pool = self._pools.get(pid)
+        if pool is None:
+            pool = self._pools.setdefault(pid, urllib3.PoolManager(num_pools=4, maxsize=self.max_connections,
+                                                                   block=False, retries=False))
+        return pool
 
-    async def close(self) -> None:
-        """Close the session this client opened (idempotent)."""
-        if self._session is not None and self._owns_session and not self._session.closed:
-            await self._session.close()
-        self._session = None
+    def close(self) -> None:
+        """Close this process's connections (idempotent; the next request opens new ones)."""
+        pool = self._pools.pop(os.getpid(), None)
+        if pool is not None:
+            pool.clear()
 
     # -- transport ---------------------------------------------------------------------------------
 
-    async def _send(self, method: str, path: str, *, endpoint: str, body: Any = None, timeout_s: float,
-                    to_number: str | None = None, metadata: Mapping[str, Any] | None = None
-                    ) -> tuple[int, str, Mapping[str, str]]:
+    def _send(self, method: str, path: str, *, endpoint: str, body: Any = None, timeout_s: float,
+              to_number: str | None = None, metadata: Mapping[str, Any] | None = None
+              ) -> tuple[int, str, Mapping[str, str]]:
         """One HTTP exchange. Transport failures raise; for a create, a failure after sending is ambiguous."""
         creating = endpoint == "create_phone_call"
-        session = self._get_session()
+        pool = self._pool()
         PROVIDER_REQUESTS.labels(endpoint).inc()
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else None
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s)
+        headers = self._json_headers if data is not None else self._headers
+        timeout = urllib3.Timeout(total=timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         try:
-            async with session.request(method, self.base_url + path, data=data, headers=headers,
-                                       timeout=timeout) as resp:
-                text = await resp.text()
-                return resp.status, text, resp.headers
-        except aiohttp.ClientConnectorError as exc:  # nothing was sent
-            raise ProviderUnavailable(f"cannot connect to {self.base_url}: {exc.os_error}",
-                                      endpoint=endpoint) from None
-        except aiohttp.ConnectionTimeoutError:  # nothing was sent
+            resp = pool.request(method, self.base_url + path, body=data, headers=headers, timeout=timeout,
+                                retries=False, redirect=False)
+            return resp.status, resp.data.decode("utf-8", errors="replace"), resp.headers
+        except NewConnectionError as exc:  # nothing was sent (a subclass of ConnectTimeoutError: first)
+            raise ProviderUnavailable(f"cannot connect to {self.base_url}: {exc}", endpoint=endpoint) from None
+        except ConnectTimeoutError:  # nothing was sent
             raise ProviderTimeout(f"no connection within {self.connect_timeout_s} s", endpoint=endpoint) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except ReadTimeoutError:
             message = f"no answer within {timeout_s} s"
             if creating:
                 raise CreateOutcomeUnknown(message, to_number=to_number, metadata=dict(metadata or {})) from None
             raise ProviderTimeout(message, endpoint=endpoint) from None
-        except aiohttp.ClientError as exc:
+        except (HTTPError, OSError) as exc:
             message = f"connection lost: {type(exc).__name__}: {exc}"
             if creating:
                 raise CreateOutcomeUnknown(message, to_number=to_number, metadata=dict(metadata or {})) from None
             raise ProviderUnavailable(message, endpoint=endpoint) from None
 
-    async def _exchange(self, method: str, path: str, *, endpoint: str, body: Any = None,
-                        idempotent: bool, timeout_s: float, **context: Any) -> tuple[int, str]:
+    def _exchange(self, method: str, path: str, *, endpoint: str, body: Any = None,
+                  idempotent: bool, timeout_s: float, **context: Any) -> tuple[int, str]:
         """Send, map errors, retry idempotent requests. Returns ``(status, text)`` of a 2xx answer."""
         attempt = 0
         while True:
             should_retry: str | None = None
             try:
-                status, text, headers = await self._send(method, path, endpoint=endpoint, body=body,
-                                                         timeout_s=timeout_s, **context)
+                status, text, headers = self._send(method, path, endpoint=endpoint, body=body,
+                                                   timeout_s=timeout_s, **context)
                 if status < 300:
                     return status, text
                 should_retry = headers.get("x-should-retry")
@@ -574,7 +563,7 @@ class RetellClient:
                 self._record_failure(exc, attempt=attempt, will_retry=delay is not None, **context)
                 if delay is None:
                     raise
-            await asyncio.sleep(delay)
+            time.sleep(delay)
             attempt += 1
 
     def _retry_delay(self, exc: ProviderError, attempt: int) -> float | None:
@@ -597,14 +586,14 @@ class RetellClient:
 
     # -- endpoints ---------------------------------------------------------------------------------
 
-    async def create_phone_call(self, *, from_number: str, to_number: str, agent_id: str | None = None,
-                                dynamic_variables: Mapping[str, Any] | None = None,
-                                metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
-                                max_call_duration_s: float | None = None,
-                                agent_override: Mapping[str, Any] | None = None,
-                                idempotency_key: str | None = None,
-                                precheck: Callable[[], None] | None = None,
-                                max_sends: int = DEFAULT_CREATE_SENDS) -> Call:
+    def create_phone_call(self, *, from_number: str, to_number: str, agent_id: str | None = None,
+                          dynamic_variables: Mapping[str, Any] | None = None,
+                          metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
+                          max_call_duration_s: float | None = None,
+                          agent_override: Mapping[str, Any] | None = None,
+                          idempotency_key: str | None = None,
+                          precheck: Callable[[], None] | None = None,
+                          max_sends: int = DEFAULT_CREATE_SENDS) -> Call:
         """``POST /v2/create-phone-call`` (201). Parameters: see :func:`build_create_body`.
 
         :param idempotency_key: with a key, an ambiguous answer (timeout, connection reset, 408/409/5xx,
@@ -626,8 +615,8 @@ class RetellClient:
         ambiguous: CreateOutcomeUnknown | None = None
         for send in range(sends):
             if send:
-                await asyncio.sleep(_backoff_s(send - 1, base_s=self.backoff_base_s, max_s=self.backoff_max_s,
-                                               rng=self._rng))
+                time.sleep(_backoff_s(send - 1, base_s=self.backoff_base_s, max_s=self.backoff_max_s,
+                                      rng=self._rng))
             if precheck is not None:
                 try:
                     precheck()
@@ -637,8 +626,8 @@ class RetellClient:
                     raise CreateOutcomeUnknown(f"{ambiguous.message}; not sent again: {exc.reason}",
                                                status=ambiguous.status, **context) from None
             try:
-                _, text = await self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
-                                               idempotent=False, timeout_s=self.create_timeout_s, **context)
+                _, text = self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
+                                         idempotent=False, timeout_s=self.create_timeout_s, **context)
                 return Call.from_api(json.loads(text))
             except ValueError as exc:
                 ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", **context)
@@ -660,14 +649,14 @@ class RetellClient:
         except ValueError as exc:
             raise ProviderUnavailable(f"unreadable call object: {exc}", endpoint=endpoint) from None
 
-    async def get_call(self, call_id: str) -> Call:
+    def get_call(self, call_id: str) -> Call:
         """``GET /v2/get-call/{call_id}`` (200). Raises :class:`~shared.errors.CallNotFound` for an unknown id."""
         _check_call_id(call_id)
-        _, text = await self._exchange("GET", GET_PATH.format(call_id=call_id), endpoint="get_call",
-                                       idempotent=True, timeout_s=self.timeout_s)
+        _, text = self._exchange("GET", GET_PATH.format(call_id=call_id), endpoint="get_call",
+                                 idempotent=True, timeout_s=self.timeout_s)
         return self._parse_call(text, "get_call")
 
-    async def stop_call(self, call_id: str) -> bool:
+    def stop_call(self, call_id: str) -> bool:
         """``POST /v2/stop-call/{call_id}`` (204): end an ongoing or ringing call.
 
         Returns True when the provider accepted the stop, False when it answered that the call had
@@ -676,17 +665,17 @@ class RetellClient:
         """
         _check_call_id(call_id)
         try:
-            await self._exchange("POST", STOP_PATH.format(call_id=call_id), endpoint="stop_call",
-                                 idempotent=True, timeout_s=self.timeout_s)
+            self._exchange("POST", STOP_PATH.format(call_id=call_id), endpoint="stop_call",
+                           idempotent=True, timeout_s=self.timeout_s)
         except ProviderRejected as exc:
             if exc.status in (400, 409, 422) and any(h in exc.message.lower() for h in _NOT_ONGOING_HINTS):
                 return False
             raise
         return True
 
-    async def list_calls(self, *, filter_criteria: Mapping[str, Any] | None = None, limit: int | None = None,
-                         pagination_key: str | None = None, sort_order: str | None = None, skip: int | None = None,
-                         include_total: bool = False) -> CallPage:
+    def list_calls(self, *, filter_criteria: Mapping[str, Any] | None = None, limit: int | None = None,
+                   pagination_key: str | None = None, sort_order: str | None = None, skip: int | None = None,
+                   include_total: bool = False) -> CallPage:
         """``POST /v3/list-calls`` (200): one page.
 
         :param filter_criteria: Retell's v3 filter object, e.g.
@@ -712,8 +701,8 @@ class RetellClient:
             body["skip"] = int(skip)
         if include_total:
             body["include_total"] = True
-        _, text = await self._exchange("POST", LIST_PATH, endpoint="list_calls", body=body, idempotent=True,
-                                       timeout_s=self.timeout_s)
+        _, text = self._exchange("POST", LIST_PATH, endpoint="list_calls", body=body, idempotent=True,
+                                 timeout_s=self.timeout_s)
         try:
             data = json.loads(text)
             if isinstance(data, list):  # the legacy v2 shape: a bare array
@@ -724,18 +713,17 @@ class RetellClient:
         return CallPage(items=items, has_more=data.get("has_more") is True,
                         pagination_key=_str_or_none(data.get("pagination_key")), total=_int_or_none(data.get("total")))
 
-    async def iter_calls(self, *, filter_criteria: Mapping[str, Any] | None = None,
-                         page_limit: int = DEFAULT_PAGE_LIMIT, sort_order: str | None = None,
-                         max_pages: int | None = None) -> AsyncIterator[Call]:
+    def iter_calls(self, *, filter_criteria: Mapping[str, Any] | None = None,
+                   page_limit: int = DEFAULT_PAGE_LIMIT, sort_order: str | None = None,
+                   max_pages: int | None = None) -> Iterator[Call]:
         """Every call matching ``filter_criteria``, page after page. Raises if ``max_pages`` is exceeded."""
         key: str | None = None
         pages = 0
         while True:
-            page = await self.list_calls(filter_criteria=filter_criteria, limit=page_limit, pagination_key=key,
-                                         sort_order=sort_order)
+            page = self.list_calls(filter_criteria=filter_criteria, limit=page_limit, pagination_key=key,
+                                   sort_order=sort_order)
             pages += 1
-            for call in page.items:
-                yield call
+            yield from page.items
             if not page.has_more or not page.pagination_key or not page.items:
                 return
             if max_pages is not None and pages >= max_pages:
@@ -743,9 +731,9 @@ class RetellClient:
                                     endpoint="list_calls")
             key = page.pagination_key
 
-    async def find_calls_by_metadata(self, to_number: str, key: str, value: Any, *, since_ms: int | None = None,
-                                     page_limit: int = DEFAULT_PAGE_LIMIT,
-                                     max_pages: int = DEFAULT_MAX_PAGES) -> list[Call]:
+    def find_calls_by_metadata(self, to_number: str, key: str, value: Any, *, since_ms: int | None = None,
+                               page_limit: int = DEFAULT_PAGE_LIMIT,
+                               max_pages: int = DEFAULT_MAX_PAGES) -> list[Call]:
         """Calls to ``to_number`` whose ``metadata[key] == value``: how an ambiguous create is reconciled.
 
         The provider filters by ``to_number``; the metadata match is done here, so it does not depend
@@ -756,7 +744,7 @@ class RetellClient:
         """
         criteria = {"to_number": {"type": "string", "op": "eq", "value": to_number}}
         found: list[Call] = []
-        async for call in self.iter_calls(filter_criteria=criteria, page_limit=page_limit, max_pages=max_pages):
+        for call in self.iter_calls(filter_criteria=criteria, page_limit=page_limit, max_pages=max_pages):
             if call.metadata.get(key) != value:
                 continue
             if since_ms is not None and call.start_timestamp_ms is not None and call.start_timestamp_ms < since_ms:
@@ -764,10 +752,10 @@ class RetellClient:
             found.append(call)
         return found
 
-    async def get_concurrency(self) -> Concurrency:
+    def get_concurrency(self) -> Concurrency:
         """``GET /get-concurrency`` (200)."""
-        _, text = await self._exchange("GET", CONCURRENCY_PATH, endpoint="get_concurrency", idempotent=True,
-                                       timeout_s=self.timeout_s)
+        _, text = self._exchange("GET", CONCURRENCY_PATH, endpoint="get_concurrency", idempotent=True,
+                                 timeout_s=self.timeout_s)
         try:
             return Concurrency.from_api(json.loads(text))
         except ValueError as exc:
@@ -777,174 +765,3 @@ class RetellClient:
 def _check_call_id(call_id: str) -> None:
     if not isinstance(call_id, str) or not call_id or "/" in call_id:
         raise ValueError(f"call_id must be a non-empty string without '/', got {call_id!r}")
-
-
-# -- the blocking bridge --------------------------------------------------------------------------
-
-class _LoopThread:
-    """An event loop running forever on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(started.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="outdial-retell-loop", daemon=True)
-        self.thread.start()
-        started.wait()
-
-    def run(self, coro: Awaitable[T], timeout_s: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        try:
-            return future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-
-
-_bridge_lock = threading.Lock()
-_loop_thread: _LoopThread | None = None
-_sync_clients: dict[tuple[str, str], SyncRetellClient] = {}
-
-
-def _current_loop_thread() -> _LoopThread:
-    """This process's loop thread, created on first use and again after a fork."""
-    global _loop_thread
-    with _bridge_lock:
-        if _loop_thread is None or _loop_thread.pid != os.getpid():
-            _loop_thread = _LoopThread()
-        return _loop_thread
-
-
-class SyncRetellClient:
-    """Blocking twin of :class:`RetellClient` for threads (dramatiq actors). Thread-safe.
-
-    Each call runs the async method on this process's background loop thread and waits for it.
-    After a fork the child gets its own loop and session on first use.
-
-    :param config: as for :class:`RetellClient`; other keyword arguments are passed to it.
-    :param deadline_s: longest a call blocks, seconds (the request timeouts normally end it first); default 300.
-    """
-
-    def __init__(self, config: Config | None = None, *, deadline_s: float = DEFAULT_SYNC_DEADLINE_S,
-                 **client_options: Any) -> None:
-        self.config = config or get_config()
-        self.deadline_s = deadline_s
-        self._options = client_options
-        self._client: RetellClient | None = None
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return self._async_client().base_url
-
-    def _async_client(self) -> RetellClient:
-        with self._lock:
-            if self._client is None or self._pid != os.getpid():
-                if self._client is not None:
-                    _inherited.append(self._client)  # the parent's: never closed here (see _inherited)
-                self._client = RetellClient(self.config, **self._options)
-                self._pid = os.getpid()
-            return self._client
-
-    def _run(self, endpoint: str, make: Callable[[RetellClient], Awaitable[T]], **context: Any) -> T:
-        runner = _current_loop_thread()
-        client = self._async_client()
-        try:
-            return runner.run(make(client), self.deadline_s)
-        except concurrent.futures.TimeoutError:
-            message = f"no answer within the {self.deadline_s} s deadline"
-            if endpoint == "create_phone_call":
-                raise CreateOutcomeUnknown(message, to_number=context.get("to_number"),
-                                           metadata=context.get("metadata")) from None
-            raise ProviderTimeout(message, endpoint=endpoint) from None
-
-    def create_phone_call(self, **kwargs: Any) -> Call:
-        """Blocking :meth:`RetellClient.create_phone_call` (same keyword arguments)."""
-        return self._run("create_phone_call", lambda c: c.create_phone_call(**kwargs),
-                         to_number=kwargs.get("to_number"), metadata=kwargs.get("metadata"))
-
-    def get_call(self, call_id: str) -> Call:
-        return self._run("get_call", lambda c: c.get_call(call_id))
-
-    def stop_call(self, call_id: str) -> bool:
-        return self._run("stop_call", lambda c: c.stop_call(call_id))
-
-    def list_calls(self, **kwargs: Any) -> CallPage:
-        return self._run("list_calls", lambda c: c.list_calls(**kwargs))
-
-    def find_calls_by_metadata(self, to_number: str, key: str, value: Any, **kwargs: Any) -> list[Call]:
-        return self._run("list_calls", lambda c: c.find_calls_by_metadata(to_number, key, value, **kwargs))
-
-    def get_concurrency(self) -> Concurrency:
-        return self._run("get_concurrency", lambda c: c.get_concurrency())
-
-    def close(self) -> None:
-        """Close this client's session (it reopens on next use)."""
-        with self._lock:
-            client, self._client = self._client, None
-            same_process = self._pid == os.getpid()
-        if client is not None and same_process:
-            try:
-                _current_loop_thread().run(client.close(), 10)
-            except Exception:  # noqa: BLE001 - closing must not fail a shutdown
-                pass
-
-
-def get_sync_client(config: Config | None = None) -> SyncRetellClient:
-    """The process's blocking client for ``config`` (default the process config); one per base URL and key."""
-    config = config or get_config()
-    key = (config.retell_base_url or DEFAULT_SIMULATOR_URL, config.retell_api_key)
-    with _bridge_lock:
-        client = _sync_clients.get(key)
-        if client is None:
-            client = _sync_clients[key] = SyncRetellClient(config)
-        return client
-
-
-def close_sync_clients() -> None:
-    """Close every blocking client's session and stop the loop thread (at exit; tests)."""
-    global _loop_thread
-    with _bridge_lock:
-        clients = list(_sync_clients.values())
-        _sync_clients.clear()
-        runner = _loop_thread if _loop_thread is not None and _loop_thread.pid == os.getpid() else None
-    if runner is None:
-        return
-    for client in clients:
-        client.close()
-    with _bridge_lock:
-        if _loop_thread is runner:
-            _loop_thread = None
-    runner.stop()
-
-
-#: The parent's clients and loop, kept referenced in a forked child: garbage-collecting them there
-#: would close sockets the child shares with its parent (the parent's next request then hangs).
-_inherited: list[object] = []
-
-
-def _after_fork_in_child() -> None:
-    # Locks held by another thread at fork time would never be released in the child.
-    global _loop_thread, _bridge_lock
-    _bridge_lock = threading.Lock()
-    _inherited.extend([_loop_thread, *_sync_clients.values()])
-    _loop_thread = None
-    for client in _sync_clients.values():
-        client._lock = threading.Lock()
-    _sync_clients.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(close_sync_clients)

@@ -79,7 +79,7 @@ class Sender(Protocol):
 
 
 class Provider(Protocol):
-    """The blocking provider client (:class:`shared.retell.SyncRetellClient`)."""
+    """The provider client (:class:`shared.retell.RetellClient`, blocking)."""
 
     def create_phone_call(self, **kwargs: Any) -> Any: ...
     def get_call(self, call_id: str) -> Any: ...

@@ -7,8 +7,6 @@ backlog of dials never delays the polls of calls in progress.
 
 from __future__ import annotations
 
-import threading
-
 import dramatiq
 
 from shared.coordination import Coordination
@@ -78,23 +76,8 @@ class DramatiqSender:
         schedule_due.send(account_id)
 
 
-_pipeline: Pipeline | None = None
-_lock = threading.Lock()
-
-
 def pipeline() -> Pipeline:
-    """This process's pipeline, built on first use."""
-    global _pipeline
-    with _lock:
-        if _pipeline is None:
-            from workers.runtime import get_runtime
+    """This process's pipeline: :attr:`workers.runtime.Runtime.process_pipeline` of its runtime."""
+    from workers.runtime import get_runtime
 
-            runtime = get_runtime()
-            _pipeline = runtime.pipeline(DramatiqSender(runtime.redis))
-        return _pipeline
-
-
-def set_pipeline(value: Pipeline | None) -> None:
-    global _pipeline
-    with _lock:
-        _pipeline = value
+    return get_runtime().process_pipeline

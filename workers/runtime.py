@@ -1,11 +1,11 @@
-"""Per-process wiring: configuration, clock, MongoDB, Redis and the stores, built once."""
+"""The composition root: every object a process uses (stores, cache, billing, provider client, pipeline)
+comes from its one :class:`Runtime`, built once per process by :func:`get_runtime`."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import redis as redis_lib
 from pymongo.database import Database
@@ -13,22 +13,27 @@ from pymongo.database import Database
 from shared import metrics, mongo
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
+from shared.batch_cache import BatchCache
 from shared.batches import BatchStore
+from shared.billing import Billing
 from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import LOCAL_REDIS_URL, Config, get_config
 from shared.contact_history import ContactHistory
 from shared.coordination import Coordination
 from shared.dnc import DncStore
 from shared.errors import ConfigError
+from shared.invalidation import publish_invalidation
 from shared.jobs import JobStore
-from shared.pipeline import Pipeline, Timing
+from shared.pipeline import Pipeline, Sender, Timing
 from shared.redis_keys import workspace_id
+from shared.retell import RetellClient
 from shared.slots import Slots
 
 
 @dataclass
 class Runtime:
-    """What a process needs to talk to MongoDB and Redis. Build it with :func:`get_runtime`."""
+    """A process's objects, each built on first use and then shared. Build it with :func:`build_runtime`
+    (a process's own: :func:`get_runtime`)."""
 
     config: Config
     clock: Clock
@@ -37,6 +42,8 @@ class Runtime:
     redis_url: str
     #: Where the clock's real time comes from (Redis's TIME through this process's offset).
     server_time: ServerTime | None = None
+    _process_pipeline: Pipeline | None = field(default=None, init=False, repr=False, compare=False)
+    _build_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -59,6 +66,10 @@ class Runtime:
         return DncStore(self.db, clock=self.clock, config=self.config)
 
     @cached_property
+    def history(self) -> ContactHistory:
+        return ContactHistory(self.db, clock=self.clock)
+
+    @cached_property
     def slots(self) -> Slots:
         return Slots(self.redis, workspace=workspace_id(self.config.retell_api_key, self.config.retell_base_url))
 
@@ -67,36 +78,54 @@ class Runtime:
         return Coordination(self.redis, workspace=self.slots.workspace)
 
     @cached_property
-    def cache(self) -> Any:
-        from shared.batch_cache import BatchCache
-
+    def cache(self) -> BatchCache:
         return BatchCache.for_store(self.batches, config=self.config, clock=self.clock)
 
     @cached_property
-    def billing(self) -> Any:
-        from shared.billing import Billing
-
+    def billing(self) -> Billing:
         return Billing(self.db, clock=self.clock, config=self.config, jobs=self.jobs)
 
     @cached_property
-    def provider(self) -> Any:
-        """The blocking provider client (``RETELL_BASE_URL``; unset: the local simulator's default address)."""
-        from shared.retell import get_sync_client
+    def provider(self) -> RetellClient:
+        """The provider client (``RETELL_BASE_URL``; unset: the local simulator's default address)."""
+        return RetellClient(self.config)
 
-        return get_sync_client(self.config)
+    @cached_property
+    def sender(self) -> Sender:
+        """How this process's pipeline sends its next messages: through the dramatiq actors."""
+        from workers.actors import DramatiqSender  # the actors' module declares them on the broker
 
-    def pipeline(self, sender: Any) -> Pipeline:
+        return DramatiqSender(self.redis)
+
+    @property
+    def process_pipeline(self) -> Pipeline:
+        """This process's pipeline (the actors' and the webhooks'), sending through :attr:`sender`; built once,
+        by the first thread that asks."""
+        pipeline = self._process_pipeline
+        if pipeline is None:
+            with self._build_lock:
+                if self._process_pipeline is None:
+                    self._process_pipeline = self.pipeline(self.sender)
+                pipeline = self._process_pipeline
+        return pipeline
+
+    def pipeline(self, sender: Sender) -> Pipeline:
+        """A pipeline on this runtime's objects that sends through ``sender``."""
         return Pipeline(jobs=self.jobs, attempts=self.attempts, batches=self.batches, accounts=self.accounts,
                         cache=self.cache, billing=self.billing, slots=self.slots, coordination=self.coordination,
                         provider=self.provider,
                         sender=sender, clock=self.clock, config=self.config, dnc=self.dnc,
-                        history=ContactHistory(self.db, clock=self.clock),
-                        timing=Timing.from_config(self.config))
+                        history=self.history, timing=Timing.from_config(self.config))
 
     def publish_invalidation(self, batch_id: str) -> None:
-        from shared.invalidation import publish_invalidation
-
         publish_invalidation(self.redis, batch_id)
+
+    def close(self) -> None:
+        """Close the provider client's connections (if it was built) and the Redis client."""
+        provider = self.__dict__.get("provider")
+        if provider is not None:
+            provider.close()
+        self.redis.close()
 
 
 def build_runtime(config: Config | None = None, clock: Clock | None = None) -> Runtime:
@@ -140,6 +169,7 @@ def get_runtime() -> Runtime:
 
 
 def set_runtime(runtime: Runtime | None) -> None:
+    """Make ``runtime`` this process's (None: the next :func:`get_runtime` builds one)."""
     global _runtime
     with _lock:
         _runtime = runtime

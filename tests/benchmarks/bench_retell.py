@@ -2,12 +2,13 @@
 
     python -m tests.benchmarks.bench_retell [--requests 20000] [--calls 10000] [--speed 60] [--inflight 64]
 
-Part 1 (real-time clock): get-call and create-phone-call rates of the async client with
-``--inflight`` requests in flight, and of the blocking bridge from 8 threads; latency p50/p99.
+Part 1 (real-time clock): get-call and create-phone-call rates of the client from ``--threads``
+threads (8, as a dramatiq worker process has); latency p50/p99 and the client's CPU per request.
 
 Part 2 (clock sped up ``--speed`` times): creates ``--calls`` calls that each last 10-15
 simulated minutes, with every webhook (call_started, call_ended, call_analyzed) delivered to a
-sink in this process, polls every call once while they are all in progress, and prints the
+sink in this process, polls every call once while they are all in progress (``--inflight``
+threads), and prints the
 peak of simultaneous calls, request rates and latency under that load, webhook throughput and
 lag, and the simulator's CPU use (it is one process: one core) and memory.
 """
@@ -17,10 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +30,7 @@ from aiohttp import web
 
 from shared.clock import started_at
 from shared.config import load_config
-from shared.retell import RetellClient, SyncRetellClient
+from shared.retell import RetellClient
 from workers.dev.simulator.process import SimulatorProcess, start_simulator, wait_until
 
 FROM = "+14155550100"
@@ -55,25 +57,43 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _run_many(n: int, inflight: int, make: Callable[[int], Awaitable[Any]]) -> tuple[float, list[float]]:
-    """Run ``make(i)`` for i < n with ``inflight`` at a time; returns (elapsed s, latencies ms)."""
+def _cpu_self_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_many(n: int, threads: int, make: Callable[[int], Any]) -> tuple[float, list[float], float]:
+    """Run ``make(i)`` for i < n from ``threads`` threads; returns (elapsed s, latencies ms, this process's CPU s)."""
     latencies: list[float] = []
     counter = iter(range(n))
+    lock = threading.Lock()
 
-    async def worker() -> None:
-        for i in counter:
+    def worker() -> None:
+        mine = []
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
             t = time.perf_counter()
-            await make(i)
-            latencies.append((time.perf_counter() - t) * 1000)
+            make(i)
+            mine.append((time.perf_counter() - t) * 1000)
+        with lock:
+            latencies.extend(mine)
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(inflight)))
-    return time.perf_counter() - start, latencies
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    cpu0, start = _cpu_self_s(), time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - start, latencies, _cpu_self_s() - cpu0
 
 
-def _report(label: str, n: int, elapsed: float, latencies: list[float]) -> None:
+def _report(label: str, n: int, elapsed: float, latencies: list[float], cpu_s: float | None = None) -> None:
+    cpu = f", client CPU {1e6 * cpu_s / n:.0f} us/request" if cpu_s is not None else ""
     print(f"  {label}: {n / elapsed:,.0f} req/s ({n} requests), latency p50 {_pct(latencies, 0.5):.1f} ms, "
-          f"p99 {_pct(latencies, 0.99):.1f} ms")
+          f"p99 {_pct(latencies, 0.99):.1f} ms{cpu}")
 
 
 def client_rates(args: argparse.Namespace) -> None:
@@ -82,42 +102,16 @@ def client_rates(args: argparse.Namespace) -> None:
                           scenario={"mix": {"stuck": 1}})
     config = load_config({}).with_overrides(retell_base_url=sim.base_url, retell_api_key=sim.api_key)
     try:
-        async def async_part() -> str:
-            async with RetellClient(config) as client:
-                first = await client.create_phone_call(from_number=FROM, to_number="+14155551000")
-                n = args.requests
-                elapsed, lat = await _run_many(n, args.inflight, lambda i: client.get_call(first.call_id))
-                _report(f"async get_call, {args.inflight} in flight", n, elapsed, lat)
-                m = max(1, n // 4)
-                elapsed, lat = await _run_many(m, args.inflight, lambda i: client.create_phone_call(
-                    from_number=FROM, to_number=f"+1415{i % 10_000_000:07d}", metadata={"job_id": f"j{i}"},
-                    ring_timeout_s=30, max_call_duration_s=600))
-                _report(f"async create_phone_call, {args.inflight} in flight", m, elapsed, lat)
-                return first.call_id
-
-        call_id = asyncio.run(async_part())
-        sync = SyncRetellClient(config)
-        per_thread = max(1, args.requests // 8 // 2)
-        lat: list[float] = []
-        lock = threading.Lock()
-
-        def work() -> None:
-            mine = []
-            for _ in range(per_thread):
-                t = time.perf_counter()
-                sync.get_call(call_id)
-                mine.append((time.perf_counter() - t) * 1000)
-            with lock:
-                lat.extend(mine)
-
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        _report("blocking bridge get_call, 8 threads", per_thread * 8, time.perf_counter() - start, lat)
-        sync.close()
+        with RetellClient(config) as client:
+            first = client.create_phone_call(from_number=FROM, to_number="+14155551000")
+            n, threads = args.requests, args.threads
+            elapsed, lat, cpu = _run_many(n, threads, lambda i: client.get_call(first.call_id))
+            _report(f"get_call, {threads} threads", n, elapsed, lat, cpu)
+            m = max(1, n // 4)
+            elapsed, lat, cpu = _run_many(m, threads, lambda i: client.create_phone_call(
+                from_number=FROM, to_number=f"+1415{i % 10_000_000:07d}", metadata={"job_id": f"j{i}"},
+                ring_timeout_s=30, max_call_duration_s=600))
+            _report(f"create_phone_call, {threads} threads", m, elapsed, lat, cpu)
     finally:
         sim.stop()
 
@@ -154,19 +148,20 @@ def simultaneous_calls(args: argparse.Namespace) -> None:
         config = load_config({}).with_overrides(retell_base_url=sim.base_url, retell_api_key=sim.api_key)
         cpu0, wall0 = _cpu_seconds(sim.pid), time.perf_counter()
         try:
-            async with RetellClient(config, max_connections=args.inflight) as client:
+            with RetellClient(config, max_connections=args.inflight) as client:
                 ids: list[str] = []
 
-                async def make(i: int) -> None:
-                    call = await client.create_phone_call(from_number=FROM, to_number=f"+1212{i:07d}",
-                                                          metadata={"job_id": f"job{i}", "attempt": 1})
+                def make(i: int) -> None:
+                    call = client.create_phone_call(from_number=FROM, to_number=f"+1212{i:07d}",
+                                                    metadata={"job_id": f"job{i}", "attempt": 1})
                     ids.append(call.call_id)
 
-                elapsed, lat = await _run_many(args.calls, args.inflight, make)
+                elapsed, lat, _ = await asyncio.to_thread(_run_many, args.calls, args.inflight, make)
                 _report("create_phone_call while filling", args.calls, elapsed, lat)
-                elapsed, lat = await _run_many(len(ids), args.inflight, lambda i: client.get_call(ids[i]))
+                elapsed, lat, _ = await asyncio.to_thread(_run_many, len(ids), args.inflight,
+                                                          lambda i: client.get_call(ids[i]))
                 _report(f"get_call with all {len(ids)} calls in progress", len(ids), elapsed, lat)
-                conc = await client.get_concurrency()
+                conc = await asyncio.to_thread(client.get_concurrency)
                 stats = await asyncio.to_thread(sim.stats)
                 print(f"  simultaneous calls: current {conc.current:,}, peak {stats['max_active']:,} "
                       f"(goal >= 5,000); simulator RSS {_rss_mib(sim.pid):.0f} MiB")
@@ -194,7 +189,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="get-call requests in part 1")
     parser.add_argument("--calls", type=int, default=10_000, help="calls held at once in part 2")
     parser.add_argument("--speed", type=float, default=60.0, help="clock speed in part 2")
-    parser.add_argument("--inflight", type=int, default=64, help="requests in flight")
+    parser.add_argument("--threads", type=int, default=8, help="client threads in part 1")
+    parser.add_argument("--inflight", type=int, default=64, help="requests in flight (threads) in part 2")
     parser.add_argument("--skip-rates", action="store_true", help="only part 2")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")

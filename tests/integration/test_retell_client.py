@@ -1,19 +1,19 @@
 """The Retell client against the simulator over real HTTP: every endpoint, every error class,
-the ambiguous create and its reconciliation, and the blocking bridge used by actors."""
+the ambiguous create and its reconciliation, and one client shared by threads and forked processes."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shared.clock import started_at
+from shared.clock import Clock, started_at
 from shared.config import Config, load_config
 from shared.errors import (
     CallNotFound,
@@ -27,8 +27,9 @@ from shared.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from shared.retell import RetellClient, SyncRetellClient, get_sync_client
+from shared.retell import RetellClient
 from workers.dev.simulator.process import SimulatorProcess
+from workers.runtime import build_runtime
 
 FROM = "+14155550100"
 ANSWERS = "+14155550001"
@@ -37,10 +38,6 @@ STUCK = "+14155550003"
 SCENARIO = {"numbers": {ANSWERS: {"outcome": "answer", "ring_s": 2, "duration_s": 60}, BUSY: "busy", STUCK: "stuck"}}
 #: Simulated seconds per real second for lifecycle tests: a 60 s call lasts 0.3 real seconds.
 FAST = 200.0
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 def client_for(sim: SimulatorProcess, **options: Any) -> RetellClient:
@@ -62,14 +59,14 @@ def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
 
 
 def test_create_sends_the_mapped_body_and_returns_a_registered_call(sim, sim_wait):
-    async def go():
-        async with client_for(sim) as client:
-            return await client.create_phone_call(
+    def go():
+        with client_for(sim) as client:
+            return client.create_phone_call(
                 from_number=FROM, to_number=ANSWERS, agent_id="agent_collect",
                 dynamic_variables={"name": "Ana", "amount": 1200}, metadata={"job_id": "j1", "attempt": 1},
                 ring_timeout_s=45, max_call_duration_s=600)
 
-    call = run(go())
+    call = go()
     assert call.call_id.startswith("call_") and call.call_status == "registered"
     assert call.to_number == ANSWERS and call.agent_id == "agent_collect"
     assert call.metadata == {"job_id": "j1", "attempt": 1}
@@ -83,19 +80,19 @@ def test_create_sends_the_mapped_body_and_returns_a_registered_call(sim, sim_wai
 
 
 def test_get_call_follows_the_lifecycle_to_analysis(sim, sim_wait):
-    async def go():
-        async with client_for(sim) as client:
-            call = await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "j2"})
+    def go():
+        with client_for(sim) as client:
+            call = client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "j2"})
             seen = {call.call_status}
             for _ in range(400):
-                got = await client.get_call(call.call_id)
+                got = client.get_call(call.call_id)
                 seen.add(got.call_status)
                 if got.call_analysis:
                     return seen, got
-                await asyncio.sleep(0.01)
+                time.sleep(0.01)
             raise AssertionError(f"never analyzed; saw {seen}")
 
-    seen, final = run(go())
+    seen, final = go()
     assert {"registered", "ongoing", "ended"} <= seen
     assert final.is_final and final.connected and final.duration_ms == 60_000
     assert final.end_timestamp_ms - final.start_timestamp_ms == 60_000
@@ -104,31 +101,31 @@ def test_get_call_follows_the_lifecycle_to_analysis(sim, sim_wait):
 
 
 def test_stop_call_ends_a_stuck_call_once(sim):
-    async def go():
-        async with client_for(sim) as client:
-            call = await client.create_phone_call(from_number=FROM, to_number=STUCK, max_call_duration_s=60)
-            first = await client.stop_call(call.call_id)
-            second = await client.stop_call(call.call_id)
-            return first, second, await client.get_call(call.call_id)
+    def go():
+        with client_for(sim) as client:
+            call = client.create_phone_call(from_number=FROM, to_number=STUCK, max_call_duration_s=60)
+            first = client.stop_call(call.call_id)
+            second = client.stop_call(call.call_id)
+            return first, second, client.get_call(call.call_id)
 
-    first, second, call = run(go())
+    first, second, call = go()
     assert first is True and second is False
     assert call.is_final and call.disconnection_reason == "manual_stopped"
 
 
 def test_list_calls_pages_and_filters(sim):
-    async def go():
-        async with client_for(sim) as client:
-            made = [await client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"i": i})
+    def go():
+        with client_for(sim) as client:
+            made = [client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"i": i})
                     for i in range(5)]
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS)
             criteria = {"to_number": {"type": "string", "op": "eq", "value": BUSY}}
-            first = await client.list_calls(filter_criteria=criteria, limit=2, include_total=True)
-            everything = [c async for c in client.iter_calls(filter_criteria=criteria, page_limit=2)]
-            ascending = await client.list_calls(filter_criteria=criteria, sort_order="ascending", limit=10)
+            first = client.list_calls(filter_criteria=criteria, limit=2, include_total=True)
+            everything = list(client.iter_calls(filter_criteria=criteria, page_limit=2))
+            ascending = client.list_calls(filter_criteria=criteria, sort_order="ascending", limit=10)
             return made, first, everything, ascending
 
-    made, first, everything, ascending = run(go())
+    made, first, everything, ascending = go()
     assert len(first.items) == 2 and first.has_more and first.pagination_key and first.total == 5
     assert sorted(c.call_id for c in everything) == sorted(c.call_id for c in made)
     assert len({c.call_id for c in everything}) == 5
@@ -136,46 +133,46 @@ def test_list_calls_pages_and_filters(sim):
 
 
 def test_find_calls_by_metadata_matches_on_the_client_side(sim):
-    async def go():
-        async with client_for(sim) as client:
+    def go():
+        with client_for(sim) as client:
             for attempt in (1, 2, 2):
-                await client.create_phone_call(from_number=FROM, to_number=BUSY,
-                                               metadata={"job_id": "jx", "attempt": attempt})
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "jx", "attempt": 2})
-            return (await client.find_calls_by_metadata(BUSY, "attempt", 2, page_limit=1),
-                    await client.find_calls_by_metadata(BUSY, "attempt", 3),
-                    await client.find_calls_by_metadata(BUSY, "attempt", 2, since_ms=10**15))
+                client.create_phone_call(from_number=FROM, to_number=BUSY,
+                                         metadata={"job_id": "jx", "attempt": attempt})
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "jx", "attempt": 2})
+            return (client.find_calls_by_metadata(BUSY, "attempt", 2, page_limit=1),
+                    client.find_calls_by_metadata(BUSY, "attempt", 3),
+                    client.find_calls_by_metadata(BUSY, "attempt", 2, since_ms=10**15))
 
-    twice, none, unstarted = run(go())
+    twice, none, unstarted = go()
     assert len(twice) == 2 and all(c.to_number == BUSY and c.metadata["attempt"] == 2 for c in twice)
     assert none == []
     assert len(unstarted) == 2  # calls that never started are kept whatever since_ms says
 
 
 def test_since_ms_drops_calls_that_started_before(sim, sim_wait):
-    async def go():
-        async with client_for(sim) as client:
-            call = await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "s"})
+    def go():
+        with client_for(sim) as client:
+            call = client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"job_id": "s"})
             for _ in range(300):
-                if (await client.get_call(call.call_id)).start_timestamp_ms:
+                if client.get_call(call.call_id).start_timestamp_ms:
                     break
-                await asyncio.sleep(0.01)
-            started = (await client.get_call(call.call_id)).start_timestamp_ms
-            return (started, await client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started),
-                    await client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started + 1))
+                time.sleep(0.01)
+            started = client.get_call(call.call_id).start_timestamp_ms
+            return (started, client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started),
+                    client.find_calls_by_metadata(ANSWERS, "job_id", "s", since_ms=started + 1))
 
-    started, kept, dropped = run(go())
+    started, kept, dropped = go()
     assert started and len(kept) == 1 and dropped == []
 
 
 def test_get_concurrency_counts_calls_in_progress(sim):
-    async def go():
-        async with client_for(sim) as client:
+    def go():
+        with client_for(sim) as client:
             for _ in range(3):
-                await client.create_phone_call(from_number=FROM, to_number=STUCK)
-            return await client.get_concurrency()
+                client.create_phone_call(from_number=FROM, to_number=STUCK)
+            return client.get_concurrency()
 
-    c = run(go())
+    c = go()
     assert c.current == 3 and c.limit == 20 and c.available_outbound == 17
 
 
@@ -183,23 +180,23 @@ def test_get_concurrency_counts_calls_in_progress(sim):
 
 
 def test_wrong_key_is_an_auth_error(sim):
-    async def go():
-        async with RetellClient(load_config({}), base_url=sim.base_url, api_key="key_wrong") as client:
-            await client.get_concurrency()
+    def go():
+        with RetellClient(load_config({}), base_url=sim.base_url, api_key="key_wrong") as client:
+            client.get_concurrency()
 
     with pytest.raises(ProviderAuthError) as info:
-        run(go())
+        go()
     assert info.value.status == 401 and not info.value.retryable
     assert sim.stats()["requests"]["get_concurrency"] == 1  # not retried
 
 
 def test_validation_error_keeps_the_message_and_is_not_retried(sim):
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number="4155550101")
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number="4155550101")
 
     with pytest.raises(ProviderRejected) as info:
-        run(go())
+        go()
     assert info.value.status == 400 and "E.164" in info.value.message and not info.value.retryable
     assert len(sim.calls()) == 1 and sim.dials() == []
 
@@ -208,37 +205,37 @@ def test_validation_error_keeps_the_message_and_is_not_retried(sim):
 def test_unknown_call_is_call_not_found(simulator_factory, not_found_status):
     sim = simulator_factory(not_found_status=not_found_status)
 
-    async def go(method):
-        async with client_for(sim) as client:
-            await getattr(client, method)("call_does_not_exist")
+    def go(method):
+        with client_for(sim) as client:
+            getattr(client, method)("call_does_not_exist")
 
     for method in ("get_call", "stop_call"):
         with pytest.raises(CallNotFound) as info:
-            run(go(method))
+            go(method)
         assert info.value.status == not_found_status
 
 
 def test_payment_required(sim):
     sim.script_faults("create_phone_call", "402")
 
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS)
 
     with pytest.raises(PaymentRequired) as info:
-        run(go())
+        go()
     assert info.value.status == 402 and not info.value.retryable and sim.dials() == []
 
 
 def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
     sim.set_faults(retry_after_ms=1500, script={"create_phone_call": ["429"]})
 
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS)
 
     with pytest.raises(RateLimited) as info:
-        run(go())
+        go()
     assert info.value.retry_after_s == 1.5 and info.value.retryable
     assert len(sim.calls()) == 1 and sim.dials() == []
 
@@ -246,12 +243,12 @@ def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
 def test_server_error_on_create_without_a_key_is_ambiguous_and_not_sent_again(sim):
     sim.script_faults("create_phone_call", "500")
 
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS)
 
     with pytest.raises(CreateOutcomeUnknown) as info:   # a 500 may have come after the call was made
-        run(go())
+        go()
     assert info.value.status == 500 and not info.value.retryable
     assert len(sim.calls()) == 1
 
@@ -260,12 +257,12 @@ def test_server_error_on_create_without_a_key_is_ambiguous_and_not_sent_again(si
 def test_an_ambiguous_create_is_sent_again_with_its_key_and_dials_once(sim, faults):
     sim.set_faults(slow_ms=1500, script={"create_phone_call": faults})
 
-    async def go():
-        async with client_for(sim, create_timeout_s=0.5) as client:
-            return await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-1",
-                                                  metadata={"attempt_id": "att-1"})
+    def go():
+        with client_for(sim, create_timeout_s=0.5) as client:
+            return client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-1",
+                                            metadata={"attempt_id": "att-1"})
 
-    call = run(go())
+    call = go()
     assert [d["call_id"] for d in sim.dials()] == [call.call_id]      # one call, whatever the first answers were
     sends = sim.calls()
     assert len(sends) == len(faults) + 1 and all(r["body"]["idempotency_key"] == "att-1" for r in sends)
@@ -279,13 +276,13 @@ def test_the_check_before_each_send_stops_a_create(sim):
         checks.append(1)
         raise DialAborted("window", "window closed")
 
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-2",
-                                           precheck=refuse)
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-2",
+                                     precheck=refuse)
 
     with pytest.raises(DialAborted):           # before the first send: nothing was sent
-        run(go())
+        go()
     assert checks == [1] and sim.calls() == []
 
     sim.script_faults("create_phone_call", "500")
@@ -295,61 +292,61 @@ def test_the_check_before_each_send_stops_a_create(sim):
         if next(allowed, "stop") == "stop":
             raise DialAborted("fence", "lease too short")
 
-    async def again():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-3",
-                                           precheck=once)
+    def again():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS, idempotency_key="att-3",
+                                     precheck=once)
 
     with pytest.raises(CreateOutcomeUnknown):  # after an ambiguous send, the outcome stays unknown
-        run(again())
+        again()
     assert len(sim.calls()) == 1
 
 
 def test_idempotent_requests_are_retried_until_they_succeed(sim):
-    async def go():
-        async with client_for(sim) as client:
-            call = await client.create_phone_call(from_number=FROM, to_number=BUSY)
+    def go():
+        with client_for(sim) as client:
+            call = client.create_phone_call(from_number=FROM, to_number=BUSY)
             sim.script_faults("get_call", "500", "429")
-            return await client.get_call(call.call_id)
+            return client.get_call(call.call_id)
 
     sim.set_faults(retry_after_ms=20)
-    assert run(go()).to_number == BUSY
+    assert go().to_number == BUSY
     assert sim.stats()["requests"]["get_call"] == 3
 
 
 def test_retries_give_up_after_max_retries(sim):
     sim.script_faults("get_concurrency", "503", "503", "503", "503")
 
-    async def go():
-        async with client_for(sim, max_retries=2) as client:
-            await client.get_concurrency()
+    def go():
+        with client_for(sim, max_retries=2) as client:
+            client.get_concurrency()
 
     with pytest.raises(ProviderUnavailable):
-        run(go())
+        go()
     assert sim.stats()["requests"]["get_concurrency"] == 3
 
 
 def test_long_retry_after_is_left_to_the_caller(sim):
     sim.set_faults(retry_after_ms=120_000, script={"list_calls": ["429"]})
 
-    async def go():
-        async with client_for(sim, max_retry_after_s=30) as client:
-            await client.list_calls()
+    def go():
+        with client_for(sim, max_retry_after_s=30) as client:
+            client.list_calls()
 
     with pytest.raises(RateLimited) as info:
-        run(go())
+        go()
     assert info.value.retry_after_s == 120 and sim.stats()["requests"]["list_calls"] == 1
 
 
 def test_slow_answer_is_a_timeout(sim):
     sim.set_faults(slow_ms=2000, script={"get_concurrency": ["slow"]})
 
-    async def go():
-        async with client_for(sim, timeout_s=0.3, max_retries=0) as client:
-            await client.get_concurrency()
+    def go():
+        with client_for(sim, timeout_s=0.3, max_retries=0) as client:
+            client.get_concurrency()
 
     with pytest.raises(ProviderTimeout):
-        run(go())
+        go()
 
 
 def test_nobody_listening_is_provider_unavailable():
@@ -357,12 +354,12 @@ def test_nobody_listening_is_provider_unavailable():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before use: connection refused
 
-    async def go():
-        async with RetellClient(load_config({}), base_url=f"http://127.0.0.1:{port}", max_retries=0) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS)
+    def go():
+        with RetellClient(load_config({}), base_url=f"http://127.0.0.1:{port}", max_retries=0) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS)
 
     with pytest.raises(ProviderUnavailable) as info:
-        run(go())
+        go()
     assert not isinstance(info.value, CreateOutcomeUnknown)  # nothing was sent: safe to dial again
 
 
@@ -373,16 +370,16 @@ def test_dropped_create_is_ambiguous_and_reconciles_to_the_created_call(sim):
     sim.script_faults("create_phone_call", "drop")
     meta = {"job_id": "job_amb", "attempt": 3}
 
-    async def go():
-        async with client_for(sim) as client:
+    def go():
+        with client_for(sim) as client:
             try:
-                await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata=meta)
+                client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata=meta)
             except CreateOutcomeUnknown as exc:
                 assert exc.to_number == ANSWERS and exc.metadata == meta and not exc.retryable
-                return await client.find_calls_by_metadata(exc.to_number, "attempt", 3)
+                return client.find_calls_by_metadata(exc.to_number, "attempt", 3)
             raise AssertionError("the dropped create did not raise CreateOutcomeUnknown")
 
-    found = run(go())
+    found = go()
     [dial] = sim.dials()
     assert [c.call_id for c in found] == [dial["call_id"]]
 
@@ -390,25 +387,25 @@ def test_dropped_create_is_ambiguous_and_reconciles_to_the_created_call(sim):
 def test_create_lost_before_processing_reconciles_to_nothing(sim):
     sim.script_faults("create_phone_call", "drop_before")
 
-    async def go():
-        async with client_for(sim) as client:
+    def go():
+        with client_for(sim) as client:
             with pytest.raises(CreateOutcomeUnknown):
-                await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
-            return await client.find_calls_by_metadata(ANSWERS, "attempt", 1)
+                client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
+            return client.find_calls_by_metadata(ANSWERS, "attempt", 1)
 
-    assert run(go()) == [] and sim.dials() == []
+    assert go() == [] and sim.dials() == []
 
 
 def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
     sim.set_faults(slow_ms=1500, script={"create_phone_call": ["slow"]})
 
-    async def go():
-        async with client_for(sim, create_timeout_s=0.3) as client:
+    def go():
+        with client_for(sim, create_timeout_s=0.3) as client:
             with pytest.raises(CreateOutcomeUnknown):
-                await client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"attempt": 7})
-            return await client.find_calls_by_metadata(BUSY, "attempt", 7)
+                client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"attempt": 7})
+            return client.find_calls_by_metadata(BUSY, "attempt", 7)
 
-    found = run(go())
+    found = go()
     assert len(found) == 1 and len(sim.dials()) == 1
 
 
@@ -416,12 +413,12 @@ def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
 def test_gateway_errors_on_create_are_ambiguous(sim, status):
     sim.script_faults("create_phone_call", status)
 
-    async def go():
-        async with client_for(sim) as client:
-            await client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
+    def go():
+        with client_for(sim) as client:
+            client.create_phone_call(from_number=FROM, to_number=ANSWERS, metadata={"attempt": 1})
 
     with pytest.raises(CreateOutcomeUnknown) as info:
-        run(go())
+        go()
     assert info.value.status == int(status) and info.value.metadata == {"attempt": 1}
 
 
@@ -429,51 +426,56 @@ def test_unknown_disconnection_reason_parses(simulator_factory):
     sim = simulator_factory(clock=CLOCK,
                             scenario={"numbers": {BUSY: {"outcome": "failed", "reason": "quantum_decoherence"}}})
 
-    async def go():
-        async with client_for(sim) as client:
-            call = await client.create_phone_call(from_number=FROM, to_number=BUSY)
+    def go():
+        with client_for(sim) as client:
+            call = client.create_phone_call(from_number=FROM, to_number=BUSY)
             for _ in range(300):
-                got = await client.get_call(call.call_id)
+                got = client.get_call(call.call_id)
                 if got.is_final:
                     return got
-                await asyncio.sleep(0.01)
+                time.sleep(0.01)
             raise AssertionError("never ended")
 
-    call = run(go())
+    call = go()
     assert call.disconnection_reason == "quantum_decoherence" and not call.reason_is_known
 
 
-# -- the blocking bridge --------------------------------------------------------------------------
+# -- one client per process, shared by threads -----------------------------------------------------
 
 
-def test_sync_client_from_many_threads(simulator_config: Config, simulator: SimulatorProcess):
-    client = get_sync_client()
-    assert client is get_sync_client(simulator_config) and client.base_url == simulator.base_url
-    results: list[Any] = []
-    errors: list[BaseException] = []
+def test_the_runtime_client_from_many_threads(simulator_config: Config, clock: Clock, simulator: SimulatorProcess):
+    runtime = build_runtime(simulator_config, clock)
+    try:
+        client = runtime.provider
+        assert client is runtime.provider and client.base_url == simulator.base_url
+        assert RetellClient().base_url == simulator.base_url  # the default config is the process's
+        results: list[Any] = []
+        errors: list[BaseException] = []
 
-    def work(i: int) -> None:
-        try:
-            call = client.create_phone_call(from_number=FROM, to_number=f"+1415555{i:04d}", metadata={"i": i})
-            results.append((client.get_call(call.call_id).metadata["i"], client.stop_call(call.call_id)))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        def work(i: int) -> None:
+            try:
+                call = client.create_phone_call(from_number=FROM, to_number=f"+1415555{i:04d}", metadata={"i": i})
+                results.append((client.get_call(call.call_id).metadata["i"], client.stop_call(call.call_id)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    assert sorted(i for i, _ in results) == list(range(16)) and all(stopped for _, stopped in results)
-    assert client.get_concurrency().current == 0
-    assert len(client.find_calls_by_metadata("+14155550003", "i", 3)) == 1
-    assert client.list_calls(limit=100).items and len(simulator.dials()) == 16
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert sorted(i for i, _ in results) == list(range(16)) and all(stopped for _, stopped in results)
+        assert client.get_concurrency().current == 0
+        assert len(client.find_calls_by_metadata("+14155550003", "i", 3)) == 1
+        assert client.list_calls(limit=100).items and len(simulator.dials()) == 16
+    finally:
+        runtime.close()
 
 
-def test_sync_client_raises_the_same_errors(simulator: SimulatorProcess):
-    client = SyncRetellClient(load_config({}).with_overrides(retell_base_url=simulator.base_url,
-                                                             retell_api_key=simulator.api_key))
+def test_a_client_from_the_process_config_raises_the_same_errors(simulator: SimulatorProcess):
+    client = RetellClient(load_config({}).with_overrides(retell_base_url=simulator.base_url,
+                                                         retell_api_key=simulator.api_key))
     try:
         with pytest.raises(CallNotFound):
             client.get_call("call_missing")
@@ -484,24 +486,25 @@ def test_sync_client_raises_the_same_errors(simulator: SimulatorProcess):
         client.close()
 
 
-def _child_uses_client(base_url: str, api_key: str, out: Any) -> None:
+def _child_uses_client(client: RetellClient, out: Any) -> None:
     try:
-        config = load_config({}).with_overrides(retell_base_url=base_url, retell_api_key=api_key)
-        out.put(get_sync_client(config).get_concurrency().limit)
+        out.put(client.get_concurrency().limit)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         out.put(repr(exc))
 
 
-def test_sync_client_works_in_a_forked_child(simulator: SimulatorProcess):
+def test_a_client_works_in_a_forked_child_and_leaves_the_parents_connections(simulator: SimulatorProcess):
     config = load_config({}).with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key)
-    assert get_sync_client(config).get_concurrency().limit == 20  # the parent's loop thread is running
+    client = RetellClient(config)
+    assert client.get_concurrency().limit == 20  # the parent has an open connection in its pool
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    child = ctx.Process(target=_child_uses_client, args=(simulator.base_url, simulator.api_key, out))
+    child = ctx.Process(target=_child_uses_client, args=(client, out))
     child.start()
     child.join(60)
     assert child.exitcode == 0 and out.get(timeout=5) == 20
-    assert get_sync_client(config).get_concurrency().limit == 20  # and the parent's still works
+    assert client.get_concurrency().limit == 20  # and the parent's still works
+    client.close()
 
 
 def test_provider_errors_share_one_base():

@@ -260,14 +260,9 @@ def routes() -> list[tuple[str, str, Any, str]]:
 # -- the application -----------------------------------------------------------------------------------
 
 
-def _pipeline_source(pipeline: Any) -> Callable[[], Any]:
+def _pipeline_source(pipeline: Any, runtime: Any) -> Callable[[], Any]:
     if pipeline is None:
-        def default() -> Any:
-            from workers.actors import pipeline as process_pipeline
-
-            return process_pipeline()
-
-        return default
+        return lambda: runtime.process_pipeline
     if callable(pipeline) and not hasattr(pipeline, "finalize"):
         return pipeline  # type: ignore[no-any-return]
     return lambda: pipeline
@@ -279,7 +274,7 @@ def create_app(runtime: Any = None, *, pipeline: Any = None, settings: WebSettin
 
     :param runtime: the process's runtime; default :func:`workers.runtime.get_runtime`.
     :param pipeline: a :class:`shared.pipeline.Pipeline`, or a function returning one; default
-        :func:`workers.actors.pipeline` (built on the first webhook).
+        the runtime's :attr:`~workers.runtime.Runtime.process_pipeline` (built on the first webhook).
     :param settings: default :meth:`WebSettings.from_config` of ``config``.
     :param config: default the runtime's configuration.
     """
@@ -295,7 +290,7 @@ def create_app(runtime: Any = None, *, pipeline: Any = None, settings: WebSettin
     app = web.Application(middlewares=[observe, errors, authorize],
                           client_max_size=max(settings.max_json_bytes, settings.max_contacts_json_bytes,
                                               settings.max_webhook_bytes))
-    app[CONTEXT] = WebContext(runtime=runtime, settings=settings, pipeline=_pipeline_source(pipeline))
+    app[CONTEXT] = WebContext(runtime=runtime, settings=settings, pipeline=_pipeline_source(pipeline, runtime))
     for method, path, handler, name in routes():
         app.router.add_route(method, path, handler, name=name)
     app.on_response_prepare.append(_security_headers)
