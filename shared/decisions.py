@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from shared import states
-from shared.call_settings import CallSettings
+from shared.call_settings import BALANCE_POLICIES, DEFAULT_BALANCE_POLICY, CallSettings
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
+from shared.config import Config
 from shared.errors import DialAborted
+from shared.jobs import MAX_REASON, max_attempts, retry_delay
+from shared.outcomes import EFFECTS, Effect, Outcome
 
 
 class DialStep(StrEnum):
@@ -77,7 +80,7 @@ def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: Ca
     start = int(job.get("phone_index", 0))
     remaining = [i for i in valid if i >= start]
     if not any(phones[i] in listed for i in remaining):
-        return DialDecision(DialStep.NO_PHONE, "no valid phone number")  # not reached: advance_phone moves on
+        return DialDecision(DialStep.NO_PHONE, "no valid phone number")  # not reached: decide_next_phone moves on
     if int(job.get("tries", 0)) >= settings.max_attempts:
         return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings, lang))
     reason = ("los números que quedan en la ronda están en la lista de no llamar" if lang == "es"
@@ -270,3 +273,146 @@ def decide_free_retry(used: int, *, limit: int, retry_after_s: float | None = No
     wait = min(FREE_RETRY_CAP_S, base_s * 2 ** used)
     wait *= 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1)
     return max(wait, retry_after_s or 0.0)
+
+
+# -- after a round's call or a refused create: the job's next state ----------------------------------------
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """A job's next state as a decision gives it: the status, the fields to set and to drop, and the fields
+    that must still hold what was read (``where``), so that a write made meanwhile refuses this one."""
+
+    status: str
+    set_: Mapping[str, Any]
+    unset: tuple[str, ...] = ()
+    where: Mapping[str, Any] = field(default_factory=dict)
+
+
+def clip_reason(text: str) -> str:
+    """``text`` cut to the longest ``last_error`` kept."""
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+def decide_failed_round(job: Mapping[str, Any], reason: str, settings: Any, *, now_ms: int, config: Config,
+                        outcome: str | None = None, changes: Mapping[str, Any] | None = None) -> JobWrite:
+    """A round ended without reaching the contact: ``tries`` + 1, and ``retry_wait`` for the retry delay (of
+    ``outcome``, the outcome of the call that ended the round, when a call did), the next round starting from
+    the first phone. When that round was the last one ``max_attempts`` allows, the job fails now
+    ("max attempts reached (N): reason") instead of waiting a delay only to fail then.
+
+    :param settings: the batch's call_settings (parsed, a stored dict, or None: the configuration's defaults).
+    :param changes: further fields to write with it (those of :func:`decide_next_phone`).
+    """
+    tries = int(job.get("tries", 0)) + 1
+    limit = max_attempts(settings, config)
+    where = {"tries": job.get("tries", 0)}
+    if tries >= limit:
+        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
+                        set_={**(changes or {}), "tries": tries, "finished_at": now_ms,
+                              "last_error": clip_reason(f"max attempts reached ({limit}): {reason}")})
+    delay = retry_delay(settings, config, outcome)
+    return JobWrite(states.RETRY_WAIT, where=where,
+                    set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
+                          "last_error": clip_reason(reason),
+                          "next_try_at": now_ms + int(delay.total_seconds() * 1000)})
+
+
+def decide_next_phone(job: Mapping[str, Any], reason: str, settings: Any, *, now_ms: int, config: Config,
+                      invalid: bool = False, outcome: str | None = None) -> JobWrite:
+    """The current phone did not reach the contact: the next one, now.
+
+    ``invalid=True`` marks the current number as never to be dialed again. The next phone is the next index
+    not marked invalid; the job goes back to ``pending``, due now. When the round has no phone left it is a
+    failed round (:func:`decide_failed_round`, with the delay of ``outcome``); when every number is invalid the
+    job fails for good ("no valid phone number: reason").
+    """
+    phones = job["contact"]["phones"]
+    index = int(job.get("phone_index", 0))
+    bad = set(job.get("invalid_phones", []))
+    if invalid:
+        bad.add(index)
+    where = {"phone_index": index, "tries": job.get("tries", 0)}
+    changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
+    if len(bad) >= len(phones):
+        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
+                        set_={**changes, "finished_at": now_ms,
+                              "last_error": clip_reason(f"no valid phone number: {reason}")})
+    following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
+    if following is None:
+        failed = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome,
+                                     changes=changes)
+        return JobWrite(failed.status, failed.set_, failed.unset, {**failed.where, **where})
+    return JobWrite(states.PENDING, where=where,
+                    set_={**changes, "phone_index": following, "next_try_at": now_ms,
+                          "last_error": clip_reason(reason)})
+
+
+def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: str, settings: Any, *, now_ms: int,
+                      config: Config) -> JobWrite | None:
+    """The job's next state after its call ended with ``outcome`` (``reason``: its text): completed, the next
+    phone, or a failed round, by the outcome's :class:`~shared.outcomes.Effect`. None for the effects that are
+    no transition of the job alone (``HOLD``, ``RETRY_SOON``: the provider's trouble, decided by the caller)."""
+    effect = EFFECTS[outcome]
+    if effect == Effect.COMPLETE:
+        return JobWrite(states.COMPLETED, {"outcome": outcome.value, "finished_at": now_ms},
+                        unset=("next_try_at",), where={"call_id": job["call_id"]})
+    if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
+        return decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
+                                 invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)
+    if effect == Effect.FAILED_ROUND:
+        return decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome.value)
+    return None
+
+
+# -- a reservation refused: the batch's on_insufficient_balance ------------------------------------------
+
+
+class BalanceStep(StrEnum):
+    """The ``on_insufficient_balance`` values of :data:`shared.call_settings.BALANCE_POLICIES`."""
+
+    FAIL = BALANCE_POLICIES[0]  #: the contact fails, terminal
+    WAIT = BALANCE_POLICIES[1]  #: ``waiting_balance`` until a top-up (or the account's creation) releases it
+
+
+#: Reasons written on a job whose call its account cannot pay for, per language.
+BALANCE_REASONS = {
+    "insufficient_balance": {"en": "insufficient balance", "es": "saldo insuficiente"},
+    "unknown_account": {"en": "account not found", "es": "cuenta no encontrada"},
+}
+
+
+@dataclass(frozen=True)
+class BalanceDecision:
+    step: BalanceStep
+    reason: str
+
+
+def insufficient_balance_action(settings: Any) -> str:
+    """``"fail"`` or ``"wait"``: what a batch does with a contact its account cannot pay for.
+
+    Reads ``on_insufficient_balance`` from a parsed settings object or a dict; absent, None or unknown gives
+    the default ``"fail"`` (the original worker: the contact fails terminally).
+    """
+    if settings is None:
+        value = None
+    elif isinstance(settings, Mapping):
+        value = settings.get("on_insufficient_balance")
+    else:
+        value = getattr(settings, "on_insufficient_balance", None)
+    return BalanceStep.WAIT.value if value == BalanceStep.WAIT else DEFAULT_BALANCE_POLICY
+
+
+def decide_insufficient_balance(settings: Any, *, unknown_account: bool, lang: str = "en") -> BalanceDecision:
+    """A dial's reservation was refused (not enough balance, or no such account): fail the contact or park it,
+    as the batch's ``on_insufficient_balance`` says, and the reason to show."""
+    texts = BALANCE_REASONS["unknown_account" if unknown_account else "insufficient_balance"]
+    reason = texts.get(lang, texts["en"])
+    return BalanceDecision(BalanceStep(insufficient_balance_action(settings)), reason)
+
+
+def balance_now_covers(*, metered: bool, available: int, needed: int, unknown_account: bool) -> bool:
+    """Whether a job just parked in ``waiting_balance`` goes back to ``pending`` at once: a top-up (or a change
+    of plan, or the account's creation) landed between the refused reservation and the park, so the release
+    that top-up made missed it. ``available``/``needed``: the account as read again, the reservation's need."""
+    return not metered or unknown_account or available >= needed > 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytz
@@ -11,16 +11,20 @@ import pytz
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.attempts import attempt_id
+from shared.billing import Billing, Reservation, ReservationStatus
 from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
 from shared.clock import ServerTime, from_ms, to_ms
 from shared.contact_history import DAY_MS
 from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
+    BalanceStep,
     DialStep,
     attempt_deadline_ms,
+    balance_now_covers,
     check_before_send,
     decide_dial,
     decide_free_retry,
+    decide_insufficient_balance,
     next_poll_delay_s,
 )
 from shared.dnc import DNC_OUTCOME
@@ -36,11 +40,48 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
+from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
+from shared.rounds import fail_round, next_phone
 from shared.slots import Acquired
 from shared.step import Step
 
 log = get_logger(__name__)
+
+
+def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: Any,
+                         reservation: Reservation, *, lang: str = "en", lease_owner: str | None = None,
+                         expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
+    """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused
+    (:func:`~shared.decisions.decide_insufficient_balance`).
+
+    ``fail``: the job fails terminally with reason "insufficient balance" ("account not found" for an unknown
+    account). ``wait``: the job goes to ``waiting_balance``; a top-up (or a PUT that adds balance, or creates the
+    account) puts it back to ``pending``. A top-up landing between the refused reservation and this write would
+    miss the job, so after parking it the account is read again and the job is released at once when the call
+    now fits (:func:`~shared.decisions.balance_now_covers`).
+
+    :param job: the job document (its ``_id`` and ``account_id`` are used).
+    :param lease_owner: the lease token the dial holds.
+    :param expected: the states the job may be in (default the leased ones).
+    Returns the job after the write, or None when the job had moved on.
+    """
+    unknown = reservation.status == ReservationStatus.UNKNOWN_ACCOUNT
+    decision = decide_insufficient_balance(settings, unknown_account=unknown, lang=lang)
+    expected = tuple(expected)
+    if decision.step == BalanceStep.FAIL:
+        return jobs.mark_failed(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
+    parked = jobs.reschedule(job["_id"], jobs.clock.now(), decision.reason, status=states.WAITING_BALANCE,
+                             expected=expected, lease_owner=lease_owner)
+    if parked is None:
+        return None
+    funds = billing.funds(job["account_id"])
+    if funds is not None and balance_now_covers(metered=funds[0].metered, available=funds[1],
+                                                needed=reservation.needed, unknown_account=unknown):
+        back = jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
+                               set_={"next_try_at": jobs.clock.now_ms()})
+        return back or parked
+    return parked
 
 
 class Dial(Step):
@@ -83,14 +124,13 @@ class Dial(Step):
             event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
                   reason=decision.reason)
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
-            self.jobs.mark_failed(job_id, decision.reason or "failed", terminal=True, **own)
+            self.jobs.mark_failed(job_id, decision.reason or "failed", **own)
         elif decision.step == DialStep.DO_NOT_CALL:
             self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
                                  set_={"last_error": decision.reason, "outcome": DNC_OUTCOME,
                                        "finished_at": self.clock.now_ms()})
         elif decision.step == DialStep.DNC_ROUND_END:
-            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=cached.settings, job=job,
-                                  **own)
+            fail_round(self.jobs, job_id, decision.reason or "do not call", cached.settings, job=job, **own)
         else:
             assert decision.phone_index is not None
             return self._place_call(job, cached, decision.phone_index, lease_owner)
@@ -230,7 +270,7 @@ class Dial(Step):
             at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.get("timezone"),
                                    config=self.config)
         except NoAllowedTime as exc:
-            self.jobs.mark_failed(job["_id"], f"{why}; {exc}", terminal=True, **own)
+            self.jobs.mark_failed(job["_id"], f"{why}; {exc}", **own)
             return DialStep.NO_WINDOW
         self.jobs.reschedule(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
         metrics.POSTPONED_BY_POLICY.inc()
@@ -342,8 +382,8 @@ class Dial(Step):
     def _insufficient_balance(self, job: Mapping[str, Any], settings: Any, reservation: Any,
                               own: Mapping[str, Any]) -> str:
         """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
-        after = self.billing.on_insufficient_balance(job, settings, reservation, lease_owner=own["lease_owner"],
-                                                     expected=own["expected"])
+        after = insufficient_balance(self.jobs, self.billing, job, settings, reservation, lang=self._lang(),
+                                     lease_owner=own["lease_owner"], expected=own["expected"])
         return str(after["status"]) if after else DialStep.STALE
 
     def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
@@ -358,7 +398,7 @@ class Dial(Step):
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         if isinstance(exc, InvalidDestination):
             # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
-            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
+            next_phone(self.jobs, job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
             return "invalid_number"
         if isinstance(exc, ProviderAuthError | PaymentRequired):
             # The workspace (every account shares its API key) cannot place calls: hold every batch.
@@ -373,8 +413,7 @@ class Dial(Step):
             self._free_retry(job, f"provider error: {exc}", own, retry_after_s=retry_after)
             return "provider_error"
         # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
-        self.jobs.mark_failed(job_id, f"the provider refused the call: {exc}", call_settings=self._settings_of(job),
-                              job=job, **own)
+        fail_round(self.jobs, job_id, f"the provider refused the call: {exc}", self._settings_of(job), job=job, **own)
         return "refused"
 
     def _free_retry(self, job: Mapping[str, Any], reason: str, own: Mapping[str, Any], *,
@@ -386,10 +425,9 @@ class Dial(Step):
                                    base_s=self.config.pipeline_free_retry_base_s)
         if wait_s is None:
             metrics.FREE_RETRIES.labels("budget_spent").inc()
-            return self.jobs.mark_failed(
-                job["_id"], f"provider faults in a row, {used} free retries spent: {reason}",
-                call_settings=self._settings_of(job), job=job, expected=own["expected"],
-                lease_owner=own.get("lease_owner"))
+            return fail_round(self.jobs, job["_id"], f"provider faults in a row, {used} free retries spent: {reason}",
+                              self._settings_of(job), job=job, expected=own["expected"],
+                              lease_owner=own.get("lease_owner"))
         metrics.FREE_RETRIES.labels("retried").inc()
         return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
                                     inc={"free_retries": 1}, **own)

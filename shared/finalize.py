@@ -8,10 +8,12 @@ from typing import Any
 from shared import metrics, states
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
+from shared.decisions import decide_after_call
 from shared.jobs import choose_retry_delay
 from shared.logs import event, get_logger
 from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
 from shared.retell import Call
+from shared.rounds import write
 from shared.step import Step
 
 log = get_logger(__name__)
@@ -69,24 +71,15 @@ class Finalize(Step):
     def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
                        settings: Any) -> dict[str, Any] | None:
         job_id = job["_id"]
-        where = {"call_id": job["call_id"]}
-        effect = EFFECTS[outcome]
         common = {"expected": (states.IN_CALL,)}
-        if effect == Effect.COMPLETE:
-            return self.jobs.transition(job_id, to=states.COMPLETED, where=where, unset=("next_try_at",),
-                                        set_={"outcome": outcome.value, "finished_at": self.clock.now_ms()},
-                                        **common)
-        if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
-            return self.jobs.advance_phone(job_id, reason, settings, invalid=effect == Effect.INVALID_PHONE,
-                                           job=job, outcome=outcome.value, **common)
-        if effect == Effect.FAILED_ROUND:
-            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, outcome=outcome.value,
-                                         **common)
-        own = {**common, "where": where}
-        if effect == Effect.HOLD:
+        change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
+                                   config=self.jobs.config)
+        if change is not None:
+            return write(self.jobs, job_id, change, **common)
+        own = {**common, "where": {"call_id": job["call_id"]}}
+        if EFFECTS[outcome] == Effect.HOLD:
             return self._hold(job, reason, batch_id=None, own=own)
         return self._free_retry(job, reason, own)
-
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

@@ -349,48 +349,12 @@ class JobStore:
                                set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
                                unset=("next_try_at",))
 
-    def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: Any = None,
-                    *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-                    job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
-        """A failed round (``terminal=False``) or a final failure (``terminal=True``).
-
-        Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
-        starts from the first phone after :func:`choose_retry_delay` (``outcome``: the outcome of the call
-        that ended the round, if a call did).
-        When that round was the last one ``max_attempts`` allows, the job fails right away
-        ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
-        Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
-        saves a read.
-        """
-        now = self.clock.now_ms()
-        if terminal:
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   set_={"last_error": _reason(reason), "finished_at": now},
-                                   unset=("next_try_at",))
-        job = job if job is not None else self.get(job_id)
-        if job is None or job["status"] not in expected:
-            return None
-        return self._fail_round(job, reason, call_settings, expected, lease_owner, outcome=outcome)
-
-    def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: Any, expected: Sequence[str],
-                    lease_owner: str | None, changes: Mapping[str, Any] | None = None, *,
-                    outcome: str | None = None) -> dict[str, Any] | None:
-        job_id = job["_id"]
-        now = self.clock.now_ms()
-        tries = int(job.get("tries", 0)) + 1
-        limit = max_attempts(call_settings, self.config)
-        where = {"tries": job.get("tries", 0)}
-        if tries >= limit:
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   where=where,
-                                   set_={**(changes or {}), "tries": tries, "finished_at": now,
-                                         "last_error": _reason(f"max attempts reached ({limit}): {reason}")},
-                                   unset=("next_try_at",))
-        return self.transition(job_id, expected=expected, to=states.RETRY_WAIT, lease_owner=lease_owner,
-                               where=where,
-                               set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
-                                     "last_error": _reason(reason),
-                                     "next_try_at": now + _ms(retry_delay(call_settings, self.config, outcome))})
+    def mark_failed(self, job_id: str, reason: str, *, expected: Sequence[str] = states.LEASED,
+                    lease_owner: str | None = None) -> dict[str, Any] | None:
+        """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`)."""
+        return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                               set_={"last_error": _reason(reason), "finished_at": self.clock.now_ms()},
+                               unset=("next_try_at",))
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
@@ -405,47 +369,6 @@ class JobStore:
         """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot)."""
         return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
                                lease_owner=lease_owner)
-
-    def advance_phone(self, job_id: str, reason: str, call_settings: Any = None, *,
-                      invalid: bool = False, expected: Sequence[str] = states.LEASED,
-                      lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
-                      outcome: str | None = None) -> dict[str, Any] | None:
-        """The current phone did not reach the contact: go on to the next one, now.
-
-        ``invalid=True`` marks the current number as never to be dialed again. The next phone is
-        the next index not marked invalid; the job goes back to ``pending`` due now. When the round
-        has no phone left it is a failed round (:meth:`mark_failed`, waiting the delay of ``outcome``, the
-        outcome of this phone's call when there was one); when every number is invalid the job fails for
-        good ("no valid phone number"). ``job`` saves a read.
-        """
-        job = job if job is not None else self.get(job_id)
-        if job is None or job["status"] not in expected:
-            return None
-        phones = job["contact"]["phones"]
-        index = int(job.get("phone_index", 0))
-        bad = set(job.get("invalid_phones", []))
-        if invalid:
-            bad.add(index)
-        where = {"phone_index": index, "tries": job.get("tries", 0)}
-        changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
-        if len(bad) >= len(phones):
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   where=where, unset=("next_try_at",),
-                                   set_={**changes, "finished_at": self.clock.now_ms(),
-                                         "last_error": _reason(f"no valid phone number: {reason}")})
-        following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
-        if following is None:
-            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes, outcome=outcome)
-        return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
-                               set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
-                                     "last_error": _reason(reason)})
-
-    def first_dialable_phone(self, job: Mapping[str, Any]) -> int | None:
-        """Index of the phone to dial for ``job``: ``phone_index`` or the next one not marked invalid."""
-        phones = job["contact"]["phones"]
-        bad = set(job.get("invalid_phones", []))
-        start = int(job.get("phone_index", 0))
-        return next((i for i in range(start, len(phones)) if i not in bad), None)
 
     # -- batch-wide ----------------------------------------------------------------------------
 

@@ -53,10 +53,10 @@ class Outcome(StrEnum):
 class Effect(StrEnum):
     """What an outcome does to the job."""
 
-    COMPLETE = "complete"  #: mark_done
-    NEXT_PHONE = "next_phone"  #: advance_phone (a failed round when the phones are exhausted)
-    INVALID_PHONE = "invalid_phone"  #: advance_phone(invalid=True)
-    FAILED_ROUND = "failed_round"  #: mark_failed (non-terminal)
+    COMPLETE = "complete"  #: completed
+    NEXT_PHONE = "next_phone"  #: the next phone (a failed round when the phones are exhausted)
+    INVALID_PHONE = "invalid_phone"  #: the next phone, this one marked invalid
+    FAILED_ROUND = "failed_round"  #: a failed round (``retry_wait``, or ``failed`` after the last one)
     RETRY_SOON = "retry_soon"  #: back to pending after a backoff, attempt not spent (budgeted)
     HOLD = "hold"  #: the provider account cannot call: hold the batches, attempt not spent
 

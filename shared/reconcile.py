@@ -17,6 +17,7 @@ from shared.errors import (
 )
 from shared.logs import event, get_logger
 from shared.retell import Call
+from shared.rounds import fail_round
 from shared.step import Step
 
 log = get_logger(__name__)
@@ -134,9 +135,8 @@ class Reconcile(Step):
         self.billing.release(aid)
         metrics.RECONCILES.labels("given_up").inc()
         event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid, reason=reason[:200])
-        self.jobs.mark_failed(job["_id"], f"create outcome unknown past the deadline: {reason}",
-                              call_settings=self._settings_of(job), job=job, expected=(states.DIALING,),
-                              lease_owner=lease_owner)
+        fail_round(self.jobs, job["_id"], f"create outcome unknown past the deadline: {reason}",
+                   self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
         return "given_up"
 
     def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: str) -> str:

@@ -18,6 +18,7 @@ from datetime import timedelta
 from shared import mongo, states
 from shared.config import load_config
 from shared.jobs import JobStore
+from shared.rounds import fail_round, next_phone
 from workers.dev import embedded
 
 PHONE = "+56961234567"
@@ -77,9 +78,9 @@ def main() -> None:
             elapsed = time.perf_counter() - t
             print(f"{label}: {len(sample) / elapsed:,.0f}/s, {mongo.COMMANDS.total / len(sample):.2f} round trips each")
         rest = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
-        for label, op in {"mark_failed (round)": lambda j: store.mark_failed(j, "busy"),
-                          "advance_phone": lambda j: store.advance_phone(j, "no answer")}.items():
-            half = rest[: len(rest) // 2] if label.startswith("mark") else rest[len(rest) // 2:]
+        for label, op in {"fail_round": lambda j: fail_round(store, j, "busy"),
+                          "next_phone": lambda j: next_phone(store, j, "no answer")}.items():
+            half = rest[: len(rest) // 2] if label.startswith("fail") else rest[len(rest) // 2:]
             mongo.COMMANDS.reset()
             t = time.perf_counter()
             for job_id in half:

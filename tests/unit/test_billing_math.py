@@ -19,10 +19,10 @@ from shared.billing import (
     billable_seconds,
     call_cost,
     hold_key,
-    insufficient_balance_action,
     reservation_cost,
     settlement,
 )
+from shared.decisions import insufficient_balance_action
 from shared.errors import ValidationError
 
 MINUTES_S = Plan(type="minutes")
