@@ -49,10 +49,10 @@ from shared.accounts import (
 from shared.clock import Clock, get_clock
 from shared.config import Config, get_config
 from shared.contact_history import ContactHistory
-from shared.decisions import BALANCE_REASONS
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
 from shared.mongo import ACCOUNTS, new_id
+from shared.reasons import text
 
 log = get_logger(__name__)
 
@@ -173,7 +173,7 @@ class Reservation:
     def reason(self) -> str | None:
         """The job's ``last_error`` when the call cannot be placed (English); None when ok."""
         if self.status in (ReservationStatus.UNKNOWN_ACCOUNT, ReservationStatus.INSUFFICIENT_BALANCE):
-            return BALANCE_REASONS[self.status.value]["en"]
+            return text(self.status.value)
         return None
 
 

@@ -11,7 +11,8 @@ from shared.contact_policy import contact_keys
 from shared.decisions import decide_after_call
 from shared.jobs import choose_retry_delay
 from shared.logs import event, get_logger
-from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
+from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
+from shared.reasons import Reason
 from shared.retell import Call
 from shared.rounds import write
 from shared.step import Step
@@ -31,7 +32,7 @@ class Finalize(Step):
         duration_ms = int(call.duration_ms or 0)
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
-        reason = reason_text(outcome, call.disconnection_reason, lang=self._lang())
+        reason = call_reason(outcome, call.disconnection_reason)
         charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
                   if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
         self.attempts.end(aid, {
@@ -68,7 +69,7 @@ class Finalize(Step):
         self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
+    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: Reason,
                        settings: Any) -> dict[str, Any] | None:
         job_id = job["_id"]
         common = {"expected": (states.IN_CALL,)}

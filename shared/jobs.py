@@ -5,7 +5,9 @@ Instants are stored as integer milliseconds since the epoch on the shared clock
 the job to be in (and, for a leased job, the lease owner); when the document is not in one of
 them nothing changes and ``None`` comes back, so two processes can never both win the same
 transition. Names follow the original worker
-(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``).
+(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``). A reason is written as
+its code and parameters (``reason_code``, ``reason_params``) and as ``last_error``, its text in the
+configured language (:mod:`shared.reasons`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from shared.clock import Clock, get_clock, to_ms
 from shared.config import Config, get_config
 from shared.contacts import Contact, InvalidContact, parse_contact
 from shared.mongo import JOBS, new_id, parse_id
+from shared.reasons import Reason, because
 
 #: Jobs inserted per ``insert_many`` during an import.
 IMPORT_CHUNK = 1000
-#: Longest ``last_error`` kept, characters.
-MAX_REASON = 500
+#: The reason of the jobs a batch's cancellation finishes.
+CANCELLED = because("batch_cancelled")
 
 
 @dataclass
@@ -120,10 +123,6 @@ def max_attempts(call_settings: Any = None, config: Config | None = None) -> int
     """Rounds allowed: ``max_attempts`` of the batch, else ``MAX_TRIES``."""
     value = _setting(call_settings, "max_attempts")
     return int(value) if value is not None else (config or get_config()).max_tries
-
-
-def _reason(text: str) -> str:
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 class JobStore:
@@ -349,22 +348,22 @@ class JobStore:
                                set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
                                unset=("next_try_at",))
 
-    def mark_failed(self, job_id: str, reason: str, *, expected: Sequence[str] = states.LEASED,
+    def mark_failed(self, job_id: str, reason: Reason, *, expected: Sequence[str] = states.LEASED,
                     lease_owner: str | None = None) -> dict[str, Any] | None:
         """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`)."""
         return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                               set_={"last_error": _reason(reason), "finished_at": self.clock.now_ms()},
+                               set_={**reason.fields(self.config.lang), "finished_at": self.clock.now_ms()},
                                unset=("next_try_at",))
 
-    def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
+    def reschedule(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
                    lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
                    where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Postpone without spending an attempt: ``waiting_schedule`` (or ``status``) until ``next_try_at``."""
         return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc, where=where,
-                               set_={"next_try_at": to_ms(next_try_at), "last_error": _reason(reason)})
+                               set_={"next_try_at": to_ms(next_try_at), **reason.fields(self.config.lang)})
 
-    def release(self, job_id: str, next_try_at: datetime, reason: str, *,
+    def release(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                 expected: Sequence[str] = states.LEASED, lease_owner: str | None = None) -> dict[str, Any] | None:
         """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot)."""
         return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
@@ -372,12 +371,13 @@ class JobStore:
 
     # -- batch-wide ----------------------------------------------------------------------------
 
-    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int:
+    def cancel_batch(self, batch_id: str, reason: Reason = CANCELLED) -> int:
         """Cancel every job of the batch not yet handed to the provider; calls in progress go on."""
         now = self.clock.now_ms()
         result = self.coll.update_many(
             {"batch_id": batch_id, "status": {"$in": list(states.NOT_DIALED)}},
-            {"$set": {"status": states.CANCELLED, "last_error": reason, "finished_at": now, "updated_at": now},
+            {"$set": {"status": states.CANCELLED, **reason.fields(self.config.lang), "finished_at": now,
+                      "updated_at": now},
              "$unset": {"lease_owner": "", "lease_until": "", "next_try_at": ""}},
         )
         return int(result.modified_count)

@@ -10,6 +10,7 @@ from typing import Any
 from shared import states
 from shared.decisions import JobWrite, decide_failed_round, decide_next_phone
 from shared.jobs import JobStore
+from shared.reasons import Reason
 
 
 def write(jobs: JobStore, job_id: str, change: JobWrite, *, expected: Sequence[str],
@@ -25,7 +26,7 @@ def _current(jobs: JobStore, job_id: str, job: Mapping[str, Any] | None,
     return job if job is not None and job["status"] in expected else None
 
 
-def fail_round(jobs: JobStore, job_id: str, reason: str, call_settings: Any = None, *,
+def fail_round(jobs: JobStore, job_id: str, reason: Reason, call_settings: Any = None, *,
                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
                job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
     """A failed round (:func:`~shared.decisions.decide_failed_round`): ``retry_wait``, or ``failed`` after the
@@ -39,7 +40,7 @@ def fail_round(jobs: JobStore, job_id: str, reason: str, call_settings: Any = No
     return write(jobs, job_id, change, expected=expected, lease_owner=lease_owner)
 
 
-def next_phone(jobs: JobStore, job_id: str, reason: str, call_settings: Any = None, *, invalid: bool = False,
+def next_phone(jobs: JobStore, job_id: str, reason: Reason, call_settings: Any = None, *, invalid: bool = False,
                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
                job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
     """The current phone did not reach the contact (:func:`~shared.decisions.decide_next_phone`): the next

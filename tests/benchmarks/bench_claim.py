@@ -18,6 +18,7 @@ from datetime import timedelta
 from shared import mongo, states
 from shared.config import load_config
 from shared.jobs import JobStore
+from shared.outcomes import Outcome, call_reason
 from shared.rounds import fail_round, next_phone
 from workers.dev import embedded
 
@@ -78,8 +79,8 @@ def main() -> None:
             elapsed = time.perf_counter() - t
             print(f"{label}: {len(sample) / elapsed:,.0f}/s, {mongo.COMMANDS.total / len(sample):.2f} round trips each")
         rest = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
-        for label, op in {"fail_round": lambda j: fail_round(store, j, "busy"),
-                          "next_phone": lambda j: next_phone(store, j, "no answer")}.items():
+        for label, op in {"fail_round": lambda j: fail_round(store, j, call_reason(Outcome.BUSY)),
+                          "next_phone": lambda j: next_phone(store, j, call_reason(Outcome.NO_ANSWER))}.items():
             half = rest[: len(rest) // 2] if label.startswith("fail") else rest[len(rest) // 2:]
             mongo.COMMANDS.reset()
             t = time.perf_counter()

@@ -25,8 +25,8 @@ from shared.decisions import (
     first_dialable_phone,
     next_poll_delay_s,
 )
-from shared.jobs import MAX_REASON
-from shared.outcomes import Outcome
+from shared.outcomes import Outcome, call_reason
+from shared.reasons import MAX_TEXT, because
 
 WEEKDAYS_9_18 = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5],
                                      "allowed_hours": {"start": "09:00", "end": "18:00"},
@@ -68,26 +68,27 @@ def test_batch_states():
     assert decide(batch={**BATCH, "status": states.BATCH_PAUSED}).step == DialStep.PAUSED
     assert decide(batch={**BATCH, "status": states.BATCH_CANCELLED}).step == DialStep.CANCELLED
     d = decide(settings=None, error="ring_timeout: must be between 5 and 300")
-    assert d.step == DialStep.SETTINGS_INVALID and "ring_timeout" in d.reason
+    assert d.step == DialStep.SETTINGS_INVALID and "ring_timeout" in d.reason.text()
 
 
 def test_outside_window_goes_to_monday_nine():
     d = decide(now=SATURDAY)
     assert d.step == DialStep.OUTSIDE_WINDOW
     assert d.next_try_at == datetime(2026, 3, 9, 12, 0, tzinfo=UTC)  # Monday 09:00 in Santiago
-    assert "America/Santiago" in d.reason
+    assert "America/Santiago" in d.reason.text()
 
 
 def test_window_is_checked_before_attempts():
     assert decide(job(tries=3), now=SATURDAY).step == DialStep.OUTSIDE_WINDOW
     d = decide(job(tries=3))
-    assert d.step == DialStep.MAX_ATTEMPTS and d.reason == "max attempts reached (3)"
+    assert d.step == DialStep.MAX_ATTEMPTS and d.reason.code == "max_attempts"
+    assert d.reason.text() == "max attempts reached (3)"
 
 
 def test_spanish_reasons():
     d = decide_dial(job(tries=3), lease_owner="tok", batch=BATCH, settings=WEEKDAYS_9_18, settings_error=None,
                     now=MONDAY_NOON, lang="es")
-    assert d.reason == "máximo de intentos alcanzado (3)"
+    assert d.reason.text("es") == "máximo de intentos alcanzado (3)"
 
 
 def test_invalid_phones_are_skipped_and_exhaustion_fails():
@@ -170,7 +171,10 @@ NOW_MS = 1_772_463_600_000
 CONFIG = Config(max_tries=3, retry_delay_minutes=90)
 
 
-def after(j, reason="no answer", settings=None, **kw):
+def after(j, reason=None, settings=None, **kw):
+    reason = reason or because("text", text="no answer")
+    if isinstance(reason, str):
+        reason = because("text", text=reason)
     return decide_next_phone(j, reason, settings, now_ms=NOW_MS, config=CONFIG, **kw)
 
 
@@ -201,7 +205,7 @@ def test_the_round_fails_after_the_last_phone_and_waits_the_delay_of_its_outcome
 
 
 def test_the_last_round_fails_the_job_now_and_says_why():
-    change = decide_failed_round(job(tries=2), "busy", WEEKDAYS_9_18, now_ms=NOW_MS, config=CONFIG)
+    change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY), WEEKDAYS_9_18, now_ms=NOW_MS, config=CONFIG)
     assert change.status == states.FAILED and change.set_["tries"] == 3 and change.unset == ("next_try_at",)
     assert change.set_["last_error"] == "max attempts reached (3): busy" and change.set_["finished_at"] == NOW_MS
 
@@ -213,22 +217,32 @@ def test_every_number_invalid_fails_for_good():
 
 
 def test_long_reasons_are_clipped():
-    assert len(after(job(), "x" * 2000).set_["last_error"]) == MAX_REASON
+    assert len(after(job(), "x" * 2000).set_["last_error"]) == MAX_TEXT
 
 
 def test_after_call_by_effect():
     j = job(status=states.IN_CALL, call_id="c1")
-    done = decide_after_call(j, Outcome.ANSWERED, "answered", None, now_ms=NOW_MS, config=CONFIG)
+
+    def ac(outcome):
+        return decide_after_call(j, outcome, call_reason(outcome), None, now_ms=NOW_MS, config=CONFIG)
+
+    done = ac(Outcome.ANSWERED)
     assert done.status == states.COMPLETED and done.where == {"call_id": "c1"}
     assert done.set_ == {"outcome": "answered", "finished_at": NOW_MS}
-    assert decide_after_call(j, Outcome.VOICEMAIL, "voicemail", None, now_ms=NOW_MS, config=CONFIG).status \
-        == states.PENDING
-    invalid = decide_after_call(j, Outcome.INVALID_NUMBER, "invalid", None, now_ms=NOW_MS, config=CONFIG)
-    assert invalid.set_["invalid_phones"] == [0]
-    timeout = decide_after_call(j, Outcome.TIMEOUT, "too long", None, now_ms=NOW_MS, config=CONFIG)
+    assert ac(Outcome.VOICEMAIL).status == states.PENDING
+    assert ac(Outcome.INVALID_NUMBER).set_["invalid_phones"] == [0]
+    timeout = ac(Outcome.TIMEOUT)
     assert timeout.status == states.RETRY_WAIT and timeout.set_["tries"] == 1
-    assert decide_after_call(j, Outcome.PROVIDER_FAULT, "fault", None, now_ms=NOW_MS, config=CONFIG) is None
-    assert decide_after_call(j, Outcome.ACCOUNT_PROBLEM, "account", None, now_ms=NOW_MS, config=CONFIG) is None
+    assert ac(Outcome.PROVIDER_FAULT) is None and ac(Outcome.ACCOUNT_PROBLEM) is None
+
+
+def test_reasons_are_written_as_a_code_and_in_the_configured_language():
+    change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY, "dial_busy"), WEEKDAYS_9_18,
+                                 now_ms=NOW_MS, config=Config(lang="es"))
+    assert change.set_["reason_code"] == "max_attempts_after"
+    last = {"code": "call_outcome", "params": {"outcome": "busy", "provider": "dial_busy"}}
+    assert change.set_["reason_params"] == {"limit": 3, "last": last}
+    assert change.set_["last_error"] == "máximo de intentos alcanzado (3): ocupado (dial_busy)"
 
 
 @given(phones=st.integers(1, 4), invalid=st.sets(st.integers(0, 3)), limit=st.integers(1, 5),
@@ -275,10 +289,10 @@ class Settings:
 
 
 def test_insufficient_balance_fails_unless_the_batch_waits():
-    assert decide_insufficient_balance(None, unknown_account=False) == BalanceDecision(BalanceStep.FAIL,
-                                                                                      "insufficient balance")
-    assert decide_insufficient_balance({"on_insufficient_balance": "wait"}, unknown_account=True, lang="es") \
-        == BalanceDecision(BalanceStep.WAIT, "cuenta no encontrada")
+    assert decide_insufficient_balance(None, unknown_account=False) == BalanceDecision(
+        BalanceStep.FAIL, because("insufficient_balance"))
+    waits = decide_insufficient_balance({"on_insufficient_balance": "wait"}, unknown_account=True)
+    assert waits.step == BalanceStep.WAIT and waits.reason.text("es") == "cuenta no encontrada"
     assert decide_insufficient_balance(Settings("wait"), unknown_account=False).step == BalanceStep.WAIT
     assert decide_insufficient_balance(Settings("bogus"), unknown_account=False).step == BalanceStep.FAIL
 
