@@ -29,6 +29,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, get_clock
 from shared.mongo import ATTEMPTS
+from shared.reasons import Reason, clip
 
 DIALING = "dialing"
 IN_CALL = "in_call"
@@ -95,12 +96,14 @@ class AttemptStore:
         """``ended`` with the outcome fields (outcome, reason, duration_ms, ...); False if already ended."""
         return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
 
-    def not_placed(self, attempt_id: str, reason: str, *, owner: str | None = None) -> bool:
-        """The provider never got (or never created) this call; with ``owner``, only while that lease token owns it."""
+    def not_placed(self, attempt_id: str, reason: Reason, *, owner: str | None = None) -> bool:
+        """The provider never got (or never created) this call; with ``owner``, only while that lease token owns it.
+        ``error`` is the reason in English; ``reason_code`` and ``reason_params`` say it (:mod:`shared.reasons`)."""
         query: dict[str, Any] = {"_id": attempt_id, "state": DIALING}
         if owner is not None:
             query["owner"] = owner
-        result = self.coll.update_one(query, {"$set": {"state": NOT_PLACED, "error": reason,
+        result = self.coll.update_one(query, {"$set": {"state": NOT_PLACED, "error": clip(reason.text()),
+                                                      "reason_code": reason.code, "reason_params": dict(reason.params),
                                                       "updated_at": self.clock.now_ms()}})
         return result.modified_count == 1
 

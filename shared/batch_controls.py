@@ -28,13 +28,14 @@ from typing import Any
 from shared import states
 from shared.batches import BatchStore
 from shared.errors import Conflict
-from shared.jobs import JobStore
+from shared.jobs import CANCELLED, JobStore
 from shared.logs import event, get_logger
+from shared.reasons import Reason
 
 log = get_logger(__name__)
 
-#: ``last_error`` written on the jobs a cancellation finishes.
-DEFAULT_CANCEL_REASON = "batch cancelled"
+#: The reason written on the jobs a cancellation finishes.
+DEFAULT_CANCEL_REASON = CANCELLED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,14 +103,14 @@ def reopen_batch(batches: BatchStore, batch_id: str) -> ControlResult:
 
 
 def cancel_batch(batches: BatchStore, jobs: JobStore, batch_id: str, *,
-                 reason: str = DEFAULT_CANCEL_REASON) -> ControlResult:
+                 reason: Reason = DEFAULT_CANCEL_REASON) -> ControlResult:
     """``active|paused -> cancelled``, then cancel every job not yet dialed.
 
     Cancelling a cancelled batch cancels again whatever job is still waiting (a call that was in
     progress during the first cancel may have put its job back to ``retry_wait``) and reports
     ``changed=False``.
 
-    :param reason: ``last_error`` of the cancelled jobs; default :data:`DEFAULT_CANCEL_REASON`.
+    :param reason: the reason of the cancelled jobs; default :data:`DEFAULT_CANCEL_REASON`.
     :raises NotFound: no such batch (or a malformed id).
     :raises Conflict: the batch is completed.
     """

@@ -24,7 +24,7 @@ import hashlib
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -33,7 +33,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shared import ledger, metrics, states
+from shared import ledger, metrics
 from shared.accounts import (
     GRANULARITY_MINUTE,
     PLAN_CREDITS,
@@ -52,6 +52,7 @@ from shared.contact_history import ContactHistory
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
 from shared.mongo import ACCOUNTS, new_id
+from shared.reasons import text
 
 log = get_logger(__name__)
 
@@ -63,17 +64,6 @@ DEFAULT_CLEANUP_BACKLOG = 128
 DEFAULT_WRITE_ATTEMPTS = 5
 #: Default age (simulated ms) after which :meth:`Billing.repair` posts what a process left unposted.
 DEFAULT_REPAIR_AFTER_MS = 60_000
-
-#: ``on_insufficient_balance`` values.
-ON_INSUFFICIENT_FAIL = "fail"
-ON_INSUFFICIENT_WAIT = "wait"
-#: The original worker's behaviour.
-DEFAULT_ON_INSUFFICIENT_BALANCE = ON_INSUFFICIENT_FAIL
-#: Reasons written on the job, per language.
-REASONS = {
-    "insufficient_balance": {"en": "insufficient balance", "es": "saldo insuficiente"},
-    "unknown_account": {"en": "account not found", "es": "cuenta no encontrada"},
-}
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_:\-]{1,200}$")
 
@@ -129,24 +119,6 @@ def settlement(plan: Plan, reserved: int, duration_ms: int | None) -> tuple[int,
     return charged, int(reserved) - charged
 
 
-# -- insufficient-balance policy (pure) -------------------------------------------------------
-
-
-def insufficient_balance_action(call_settings: Any) -> str:
-    """``"fail"`` or ``"wait"``: what a batch does with a contact its account cannot pay for.
-
-    Reads ``on_insufficient_balance`` from a parsed settings object or a dict; absent, None or
-    unknown gives the default ``"fail"`` (the original worker: the contact fails terminally).
-    """
-    if call_settings is None:
-        value = None
-    elif isinstance(call_settings, Mapping):
-        value = call_settings.get("on_insufficient_balance")
-    else:
-        value = getattr(call_settings, "on_insufficient_balance", None)
-    return ON_INSUFFICIENT_WAIT if value == ON_INSUFFICIENT_WAIT else DEFAULT_ON_INSUFFICIENT_BALANCE
-
-
 def hold_key(attempt_id: str) -> str:
     """The field name of an attempt's hold (and the tail of its ledger ids).
 
@@ -200,10 +172,8 @@ class Reservation:
     @property
     def reason(self) -> str | None:
         """The job's ``last_error`` when the call cannot be placed (English); None when ok."""
-        if self.status == ReservationStatus.UNKNOWN_ACCOUNT:
-            return REASONS["unknown_account"]["en"]
-        if self.status == ReservationStatus.INSUFFICIENT_BALANCE:
-            return REASONS["insufficient_balance"]["en"]
+        if self.status in (ReservationStatus.UNKNOWN_ACCOUNT, ReservationStatus.INSUFFICIENT_BALANCE):
+            return text(self.status.value)
         return None
 
 
@@ -835,39 +805,9 @@ class Billing:
 
     # -- insufficient balance -------------------------------------------------------------------
 
-    def on_insufficient_balance(self, job: Mapping[str, Any], call_settings: Any, reservation: Reservation, *,
-                                lease_owner: str | None = None,
-                                expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
-        """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused.
-
-        ``fail``: the job fails terminally with reason "insufficient balance" ("account not found"
-        for an unknown account). ``wait``: the job goes to ``waiting_balance``; a top-up (or a PUT
-        that adds balance, or creates the account) puts it back to ``pending``. A top-up landing
-        between the refused reservation and this write would miss the job, so after parking it the
-        account is read again and the job is released at once when the call now fits.
-
-        :param job: the job document (its ``_id`` and ``account_id`` are used).
-        :param lease_owner: the lease token the dial holds.
-        :param expected: the states the job may be in (default the leased ones).
-        Returns the job after the write, or None when the job had moved on.
-        """
-        lang = getattr(self.config, "lang", "en")
-        which = "unknown_account" if reservation.status == ReservationStatus.UNKNOWN_ACCOUNT else "insufficient_balance"
-        reason = REASONS[which].get(lang, REASONS[which]["en"])
-        expected = tuple(expected)
-        if insufficient_balance_action(call_settings) == ON_INSUFFICIENT_FAIL:
-            return self.jobs.mark_failed(job["_id"], reason, terminal=True, expected=expected, lease_owner=lease_owner)
-        parked = self.jobs.reschedule(job["_id"], self.clock.now(), reason, status=states.WAITING_BALANCE,
-                                      expected=expected, lease_owner=lease_owner)
-        if parked is None:
+    def funds(self, account_id: str) -> tuple[Plan, int] | None:
+        """The account's plan and available units as stored now; None when there is no such account."""
+        account = self.accounts.find_one({"_id": account_id}, {"plan": 1, "available": 1})
+        if account is None:
             return None
-        account = self.accounts.find_one({"_id": job["account_id"]}, {"plan": 1, "available": 1})
-        if account is not None:
-            plan = Plan.from_document(account.get("plan"))
-            available = int(account.get("available", 0) or 0)
-            if not plan.metered or reservation.status == ReservationStatus.UNKNOWN_ACCOUNT \
-                    or available >= reservation.needed > 0:
-                back = self.jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
-                                            set_={"next_try_at": self.clock.now_ms()})
-                return back or parked
-        return parked
+        return Plan.from_document(account.get("plan")), int(account.get("available", 0) or 0)

@@ -32,6 +32,7 @@ from typing import Any
 import pytz
 
 from shared.errors import ValidationError
+from shared.reasons import Reason, because
 
 #: Fields of ``contact_policy`` and of its ``max_calls``.
 POLICY_FIELDS = ("max_calls", "max_calls_per_day", "quiet_days_after_answer")
@@ -188,7 +189,7 @@ BUSY_RECHECK = timedelta(minutes=1)
 
 
 def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime, zone: Any, *,
-                 recheck: timedelta = BUSY_RECHECK) -> tuple[datetime, str] | None:
+                 recheck: timedelta = BUSY_RECHECK) -> tuple[datetime, Reason] | None:
     """None when one more call now keeps every cap; else ``(first instant the caps allow, why)``.
 
     :param touches: the key's calls placed so far (never in the future of ``now``).
@@ -209,12 +210,12 @@ def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
         return days
     again = min(datetime.fromtimestamp(busy / 1000, UTC), now + recheck)
     if days is None or days[0] <= again:
-        return again, "contact policy: a call to this person is in progress"
+        return again, because("contact_in_progress")
     return days
 
 
 def _capped_days(policy: ContactPolicy, touches: list[Touch], now: datetime,
-                 zone: Any) -> tuple[datetime, str] | None:
+                 zone: Any) -> tuple[datetime, Reason] | None:
     today = now.astimezone(zone).date()
     per_day: dict[date, int] = {}
     answered: list[date] = []
@@ -246,4 +247,4 @@ def _capped_days(policy: ContactPolicy, touches: list[Touch], now: datetime,
         day += timedelta(days=1)
     if day == today:
         return None
-    return day_start(day, zone), "contact policy: " + "; ".join(reasons)
+    return day_start(day, zone), because("contact_policy", why="; ".join(reasons))

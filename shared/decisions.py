@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from shared import states
-from shared.call_settings import CallSettings
+from shared.call_settings import BALANCE_POLICIES, CallSettings, retry_delay
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
+from shared.config import Config
 from shared.errors import DialAborted
+from shared.outcomes import EFFECTS, Effect, Outcome
+from shared.reasons import Reason, because
 
 
 class DialStep(StrEnum):
@@ -38,15 +41,11 @@ class DialStep(StrEnum):
 @dataclass(frozen=True)
 class DialDecision:
     step: DialStep
-    reason: str | None = None
+    reason: Reason | None = None
     next_try_at: datetime | None = None
     phone_index: int | None = None
     #: Numbers of the contact passed over because they are on a do-not-call list (0: the lists changed nothing).
     dnc_skipped: int = 0
-
-
-#: Reasons of a contact whose numbers are all on a do-not-call list, by language.
-DO_NOT_CALL_REASON = {"en": "do not call", "es": "no llamar"}
 
 
 def first_dialable_phone(job: Mapping[str, Any], listed: Collection[str] = frozenset()) -> int | None:
@@ -58,46 +57,44 @@ def first_dialable_phone(job: Mapping[str, Any], listed: Collection[str] = froze
     return next((i for i in range(start, len(phones)) if i not in bad and phones[i] not in listed), None)
 
 
-def _max_attempts_reason(settings: CallSettings, lang: str) -> str:
-    return (f"máximo de intentos alcanzado ({settings.max_attempts})" if lang == "es"
-            else f"max attempts reached ({settings.max_attempts})")
+def _max_attempts_reason(settings: CallSettings) -> Reason:
+    return because("max_attempts", limit=settings.max_attempts)
 
 
-def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: CallSettings,
-                   lang: str) -> DialDecision:
+def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: CallSettings) -> DialDecision:
     """No number is left to dial from ``phone_index`` on: why, and what happens to the contact."""
     phones = job["contact"]["phones"]
     bad = set(job.get("invalid_phones", []))
     valid = [i for i in range(len(phones)) if i not in bad]
     if not valid:
-        return DialDecision(DialStep.NO_PHONE, "no valid phone number")
+        return DialDecision(DialStep.NO_PHONE, because("no_valid_phone"))
     if all(phones[i] in listed for i in valid):
-        return DialDecision(DialStep.DO_NOT_CALL, DO_NOT_CALL_REASON.get(lang, DO_NOT_CALL_REASON["en"]),
+        return DialDecision(DialStep.DO_NOT_CALL, because("do_not_call"),
                             dnc_skipped=len({phones[i] for i in valid}))
     start = int(job.get("phone_index", 0))
     remaining = [i for i in valid if i >= start]
     if not any(phones[i] in listed for i in remaining):
-        return DialDecision(DialStep.NO_PHONE, "no valid phone number")  # not reached: advance_phone moves on
+        return DialDecision(DialStep.NO_PHONE, because("no_valid_phone"))  # not reached: decide_next_phone moves on
     if int(job.get("tries", 0)) >= settings.max_attempts:
-        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings, lang))
-    reason = ("los números que quedan en la ronda están en la lista de no llamar" if lang == "es"
-              else "the remaining numbers of the round are on the do-not-call list")
-    return DialDecision(DialStep.DNC_ROUND_END, reason, dnc_skipped=len(remaining))
+        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings))
+    return DialDecision(DialStep.DNC_ROUND_END, because("dnc_round_end"), dnc_skipped=len(remaining))
 
 
 def _batch_refuses(batch: Mapping[str, Any] | None, settings_error: str | None) -> DialDecision | None:
     """Why the batch does not let its jobs be dialed now, or None."""
     if batch is None:
-        return DialDecision(DialStep.BATCH_GONE, "batch not found")
+        return DialDecision(DialStep.BATCH_GONE, because("batch_not_found"))
     status = batch.get("status")
     if status == states.BATCH_CANCELLED:
-        return DialDecision(DialStep.CANCELLED, "batch cancelled")
+        return DialDecision(DialStep.CANCELLED, because("batch_cancelled"))
     if status == states.BATCH_HELD:
-        return DialDecision(DialStep.PAUSED, f"batch held: {batch.get('held_reason') or 'by the provider'}")
+        held = batch.get("held_reason")
+        return DialDecision(DialStep.PAUSED, because("batch_held", held=because("text", text=held)) if held
+                            else because("batch_held_by_provider"))
     if status != states.BATCH_ACTIVE:
-        return DialDecision(DialStep.PAUSED, f"batch {status}")
+        return DialDecision(DialStep.PAUSED, because("batch_status", status=status))
     if settings_error is not None:
-        return DialDecision(DialStep.SETTINGS_INVALID, f"batch call_settings invalid: {settings_error}")
+        return DialDecision(DialStep.SETTINGS_INVALID, because("settings_invalid", error=settings_error))
     return None
 
 
@@ -136,28 +133,28 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
         return refused
     phone_index = first_dialable_phone(job, listed)
     if phone_index is None:
-        return _no_phone_left(job, listed, settings, lang)
+        return _no_phone_left(job, listed, settings)
     skipped = sum(1 for i in range(int(job.get("phone_index", 0)), phone_index)
                   if job["contact"]["phones"][i] in listed)
     contact = job["contact"]
     phone = contact["phones"][phone_index]
-    allowed, why = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
+    allowed, closed = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
+    why = because("outside_window", why=closed)
     after = now
     if allowed and guard > timedelta(0):
         allowed, closing = is_allowed_time(settings, now + guard, phone, contact_timezone=contact.get("timezone"),
                                            lang=lang)
         if not allowed:
             after = now + guard
-            why = (f"la ventana cierra en menos de {guard.total_seconds():g} s: {closing}" if lang == "es"
-                   else f"window closes within {guard.total_seconds():g} s: {closing}")
+            why = because("window_closing", seconds=guard.total_seconds(), why=because("outside_window", why=closing))
     if not allowed:
         try:
             at = next_allowed_time(settings, after, phone, contact_timezone=contact.get("timezone"))
         except NoAllowedTime as exc:
-            return DialDecision(DialStep.NO_WINDOW, f"{exc}; set the contact's timezone")
+            return DialDecision(DialStep.NO_WINDOW, because("no_window", error=str(exc)))
         return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at, dnc_skipped=skipped)
     if int(job.get("tries", 0)) >= settings.max_attempts:
-        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings, lang))
+        return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings))
     return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
 
@@ -177,10 +174,9 @@ def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float
         window must be open at both ends.
     """
     if not clock_trusted:
-        return DialAborted("clock", "the shared time is not known closely enough (PIPELINE_MAX_SKEW_MS)")
+        return DialAborted("clock", because("clock_untrusted"))
     if real_seconds < need_real_s:
-        return DialAborted("fence", f"the lease ends in {max(real_seconds, 0):.1f} s, before the create could "
-                                    f"be answered ({need_real_s:.1f} s)")
+        return DialAborted("fence", because("lease_too_short", left=max(real_seconds, 0), need=need_real_s))
     for at in (now, now + guard):
         allowed, why = is_allowed_time(settings, at, phone, contact_timezone=contact_timezone, lang=lang)
         if not allowed:
@@ -188,9 +184,9 @@ def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float
                 nxt = next_allowed_time(settings, now + guard, phone, contact_timezone=contact_timezone)
             except NoAllowedTime:
                 nxt = None
-            closing = (f"la ventana cierra antes de que el proveedor reciba la llamada: {why}" if lang == "es"
-                       else f"window closes before the provider would receive the call: {why}")
-            return DialAborted("window", why if at == now else closing, next_try_at=nxt)
+            closed = because("outside_window", why=why)
+            return DialAborted("window", closed if at == now else because("window_closes_before_provider", why=closed),
+                               next_try_at=nxt)
     return None
 
 
@@ -268,3 +264,127 @@ def decide_free_retry(used: int, *, limit: int, retry_after_s: float | None = No
     wait = min(FREE_RETRY_CAP_S, base_s * 2 ** used)
     wait *= 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1)
     return max(wait, retry_after_s or 0.0)
+
+
+# -- after a round's call or a refused create: the job's next state ----------------------------------------
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """A job's next state as a decision gives it: the status, the fields to set and to drop, and the fields
+    that must still hold what was read (``where``), so that a write made meanwhile refuses this one."""
+
+    status: str
+    set_: Mapping[str, Any]
+    unset: tuple[str, ...] = ()
+    where: Mapping[str, Any] = field(default_factory=dict)
+
+
+def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int, config: Config,
+                        outcome: str | None = None, changes: Mapping[str, Any] | None = None) -> JobWrite:
+    """A round ended without reaching the contact: ``tries`` + 1, and ``retry_wait`` for the retry delay (of
+    ``outcome``, the outcome of the call that ended the round, when a call did), the next round starting from
+    the first phone. When that round was the last one ``max_attempts`` allows, the job fails now
+    (``max_attempts_after``: "max attempts reached (N): reason") instead of waiting a delay only to fail then.
+
+    :param settings: the batch's call_settings.
+    :param changes: further fields to write with it (those of :func:`decide_next_phone`).
+    The reason is written in ``config.lang`` (``last_error``) and as its code (see :mod:`shared.reasons`).
+    """
+    tries = int(job.get("tries", 0)) + 1
+    limit = settings.max_attempts
+    where = {"tries": job.get("tries", 0)}
+    if tries >= limit:
+        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
+                        set_={**(changes or {}), "tries": tries, "finished_at": now_ms,
+                              **because("max_attempts_after", limit=limit, last=reason).fields(config.lang)})
+    delay = retry_delay(settings, outcome)
+    return JobWrite(states.RETRY_WAIT, where=where,
+                    set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
+                          **reason.fields(config.lang),
+                          "next_try_at": now_ms + int(delay.total_seconds() * 1000)})
+
+
+def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int, config: Config,
+                      invalid: bool = False, outcome: str | None = None) -> JobWrite:
+    """The current phone did not reach the contact: the next one, now.
+
+    ``invalid=True`` marks the current number as never to be dialed again. The next phone is the next index
+    not marked invalid; the job goes back to ``pending``, due now. When the round has no phone left it is a
+    failed round (:func:`decide_failed_round`, with the delay of ``outcome``); when every number is invalid the
+    job fails for good (``no_valid_phone_after``: "no valid phone number: reason").
+    """
+    phones = job["contact"]["phones"]
+    index = int(job.get("phone_index", 0))
+    bad = set(job.get("invalid_phones", []))
+    if invalid:
+        bad.add(index)
+    where = {"phone_index": index, "tries": job.get("tries", 0)}
+    changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
+    if len(bad) >= len(phones):
+        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
+                        set_={**changes, "finished_at": now_ms,
+                              **because("no_valid_phone_after", last=reason).fields(config.lang)})
+    following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
+    if following is None:
+        failed = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome,
+                                     changes=changes)
+        return JobWrite(failed.status, failed.set_, failed.unset, {**failed.where, **where})
+    return JobWrite(states.PENDING, where=where,
+                    set_={**changes, "phone_index": following, "next_try_at": now_ms,
+                          **reason.fields(config.lang)})
+
+
+def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
+                      now_ms: int,
+                      config: Config) -> JobWrite | None:
+    """The job's next state after its call ended with ``outcome`` (``reason``: the outcome and the provider's
+    word): completed, the next phone, or a failed round, by the outcome's :class:`~shared.outcomes.Effect`. None
+    for the effects that are no transition of the job alone (``HOLD``, ``RETRY_SOON``: the provider's trouble,
+    decided by the caller)."""
+    effect = EFFECTS[outcome]
+    if effect == Effect.COMPLETE:
+        return JobWrite(states.COMPLETED, {"outcome": outcome.value, "finished_at": now_ms},
+                        unset=("next_try_at",), where={"call_id": job["call_id"]})
+    if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
+        return decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
+                                 invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)
+    if effect == Effect.FAILED_ROUND:
+        return decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome.value)
+    return None
+
+
+# -- a reservation refused: the batch's on_insufficient_balance ------------------------------------------
+
+
+class BalanceStep(StrEnum):
+    """The ``on_insufficient_balance`` values of :data:`shared.call_settings.BALANCE_POLICIES`."""
+
+    FAIL = BALANCE_POLICIES[0]  #: the contact fails, terminal
+    WAIT = BALANCE_POLICIES[1]  #: ``waiting_balance`` until a top-up (or the account's creation) releases it
+
+
+@dataclass(frozen=True)
+class BalanceDecision:
+    step: BalanceStep
+    reason: Reason
+
+
+def insufficient_balance_action(settings: CallSettings) -> str:
+    """``"fail"`` or ``"wait"``: what a batch does with a contact its account cannot pay for (the parser gives
+    the default ``"fail"``, the original worker's: the contact fails terminally)."""
+    return settings.on_insufficient_balance
+
+
+def decide_insufficient_balance(settings: CallSettings, *, unknown_account: bool) -> BalanceDecision:
+    """A dial's reservation was refused (not enough balance, or no such account): fail the contact or park it,
+    as the batch's ``on_insufficient_balance`` says, and the reason to show."""
+    reason = because("unknown_account" if unknown_account else "insufficient_balance")
+    return BalanceDecision(BalanceStep(insufficient_balance_action(settings)), reason)
+
+
+def balance_now_covers(*, metered: bool, available: int, needed: int, unknown_account: bool) -> bool:
+    """Whether a job just parked in ``waiting_balance`` goes back to ``pending`` at once: a top-up (or a change
+    of plan, or the account's creation) landed between the refused reservation and the park, so the release
+    that top-up made missed it. ``available``/``needed``: the account as read again, the reservation's need."""
+    return not metered or unknown_account or available >= needed > 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytz
@@ -11,17 +11,21 @@ import pytz
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.attempts import attempt_id
+from shared.billing import Billing, Reservation, ReservationStatus
 from shared.call_settings import CallSettings
 from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
 from shared.clock import ServerTime, from_ms, to_ms
 from shared.contact_history import DAY_MS
 from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
+    BalanceStep,
     DialStep,
     attempt_deadline_ms,
+    balance_now_covers,
     check_before_send,
     decide_dial,
     decide_free_retry,
+    decide_insufficient_balance,
     next_poll_delay_s,
 )
 from shared.dnc import DNC_OUTCOME
@@ -37,11 +41,49 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
+from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
+from shared.reasons import Reason, because
+from shared.rounds import fail_round, next_phone
 from shared.slots import Acquired
 from shared.step import Step
 
 log = get_logger(__name__)
+
+
+def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: Any,
+                         reservation: Reservation, *, lease_owner: str | None = None,
+                         expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
+    """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused
+    (:func:`~shared.decisions.decide_insufficient_balance`).
+
+    ``fail``: the job fails terminally with reason "insufficient balance" ("account not found" for an unknown
+    account). ``wait``: the job goes to ``waiting_balance``; a top-up (or a PUT that adds balance, or creates the
+    account) puts it back to ``pending``. A top-up landing between the refused reservation and this write would
+    miss the job, so after parking it the account is read again and the job is released at once when the call
+    now fits (:func:`~shared.decisions.balance_now_covers`).
+
+    :param job: the job document (its ``_id`` and ``account_id`` are used).
+    :param lease_owner: the lease token the dial holds.
+    :param expected: the states the job may be in (default the leased ones).
+    Returns the job after the write, or None when the job had moved on.
+    """
+    unknown = reservation.status == ReservationStatus.UNKNOWN_ACCOUNT
+    decision = decide_insufficient_balance(settings, unknown_account=unknown)
+    expected = tuple(expected)
+    if decision.step == BalanceStep.FAIL:
+        return jobs.mark_failed(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
+    parked = jobs.reschedule(job["_id"], jobs.clock.now(), decision.reason, status=states.WAITING_BALANCE,
+                             expected=expected, lease_owner=lease_owner)
+    if parked is None:
+        return None
+    funds = billing.funds(job["account_id"])
+    if funds is not None and balance_now_covers(metered=funds[0].metered, available=funds[1],
+                                                needed=reservation.needed, unknown_account=unknown):
+        back = jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
+                               set_={"next_try_at": jobs.clock.now_ms()})
+        return back or parked
+    return parked
 
 
 class Dial(Step):
@@ -71,28 +113,27 @@ class Dial(Step):
             assert decision.next_try_at is not None
             self.sender.dial(job_id, lease_owner, delay_ms=max(1, self.clock.real_delay_ms(decision.next_try_at)))
         elif decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
-            self.jobs.transition(job_id, to=states.CANCELLED, set_={"last_error": decision.reason}, **own)
+            self.jobs.transition(job_id, to=states.CANCELLED, set_=decision.reason.fields(self._lang()), **own)
         elif decision.step == DialStep.PAUSED:
-            self.jobs.release(job_id, now, decision.reason or "batch paused", **own)
+            self.jobs.release(job_id, now, decision.reason, **own)
         elif decision.step == DialStep.SETTINGS_INVALID:
             self.batches.record_settings_error(job["batch_id"], cached.settings_error)
-            self.jobs.release(job_id, now, decision.reason or "invalid settings", **own)
+            self.jobs.release(job_id, now, decision.reason, **own)
         elif decision.step == DialStep.OUTSIDE_WINDOW:
             assert decision.next_try_at is not None
-            self.jobs.reschedule(job_id, decision.next_try_at, decision.reason or "outside calling window",
-                                 inc={"postponed_by_schedule": 1}, **own)
+            self.jobs.reschedule(job_id, decision.next_try_at, decision.reason, inc={"postponed_by_schedule": 1},
+                                 **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
             event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
-                  reason=decision.reason)
+                  reason=decision.reason.text(self._lang()), reason_code=decision.reason.code)
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
-            self.jobs.mark_failed(job_id, decision.reason or "failed", terminal=True, **own)
+            self.jobs.mark_failed(job_id, decision.reason, **own)
         elif decision.step == DialStep.DO_NOT_CALL:
             self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
-                                 set_={"last_error": decision.reason, "outcome": DNC_OUTCOME,
+                                 set_={**decision.reason.fields(self._lang()), "outcome": DNC_OUTCOME,
                                        "finished_at": self.clock.now_ms()})
         elif decision.step == DialStep.DNC_ROUND_END:
-            self.jobs.mark_failed(job_id, decision.reason or "do not call", call_settings=settings, job=job,
-                                  **own)
+            fail_round(self.jobs, job_id, decision.reason, settings, job=job, **own)
         else:
             assert decision.phone_index is not None
             return self._place_call(job, cached, decision.phone_index, lease_owner)
@@ -116,14 +157,14 @@ class Dial(Step):
         phone = phones[min(index, len(phones) - 1)]
         fields["to"] = mask_phone(phone)
         if decision.step == DialStep.OUTSIDE_WINDOW:
-            fields.update(window="closed", window_reason=decision.reason)
+            fields.update(window="closed", window_reason=decision.reason.text(self._lang()))
         elif decision.step in (DialStep.PROCEED, DialStep.MAX_ATTEMPTS) and settings is not None:
             zones = resolve_timezones(settings, phone, contact_timezone=job["contact"].get("timezone"),
                                       config=self.config)
             local = now.astimezone(pytz.timezone(zones[0]))
             fields.update(window="open", window_reason=f"{local:%a %H:%M} in {', '.join(zones)}")
         elif decision.reason:
-            fields["reason"] = decision.reason
+            fields.update(reason=decision.reason.text(self._lang()), reason_code=decision.reason.code)
         if settings is not None:
             fields.update(ring_timeout_s=settings.ring_timeout, max_call_duration_s=settings.max_call_duration,
                           attempt=f"{int(job.get('tries', 0)) + 1}/{settings.max_attempts}")
@@ -168,8 +209,8 @@ class Dial(Step):
         if slot != Acquired.YES:
             self.billing.release(aid)
             retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
-            self.jobs.release(job_id, retry_at, "no free provider slot" if slot == Acquired.NO
-                              else "provider slots being rebuilt", **own)
+            why = because("no_slot" if slot == Acquired.NO else "slots_rebuilding")
+            self.jobs.release(job_id, retry_at, why, **own)
             if slot == Acquired.UNKNOWN:
                 self.sender.schedule(None)
             return "no_slot"
@@ -232,11 +273,12 @@ class Dial(Step):
             at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.get("timezone"),
                                    config=self.config)
         except NoAllowedTime as exc:
-            self.jobs.mark_failed(job["_id"], f"{why}; {exc}", terminal=True, **own)
+            self.jobs.mark_failed(job["_id"], because("contact_policy_no_window", why=why, error=str(exc)), **own)
             return DialStep.NO_WINDOW
         self.jobs.reschedule(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
         metrics.POSTPONED_BY_POLICY.inc()
-        event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(), reason=why)
+        event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(),
+              reason=why.text(self._lang()), reason_code=why.code)
         return "capped"
 
     def _forget_turn(self, job: Mapping[str, Any], aid: str) -> None:
@@ -266,7 +308,7 @@ class Dial(Step):
         def precheck() -> None:
             if self.dnc.listed(job["account_id"], [phone]):
                 metrics.DNC_BLOCKED.labels("send").inc()
-                raise DialAborted("dnc", "the number is on a do-not-call list")
+                raise DialAborted("dnc", because("dnc_number"))
             now = self.clock.now()
             problem = check_before_send(
                 now=now, lease_until_ms=lease_until,
@@ -323,8 +365,9 @@ class Dial(Step):
         """Nothing was sent: the attempt is not placed, the hold and the slot go back, the job waits."""
         job_id = job["_id"]
         metrics.DIAL_ABORTS.labels(exc.kind).inc()
-        event(log, "dial_aborted", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
-        if not self.attempts.not_placed(aid, f"not sent: {exc.reason}", owner=lease_owner):
+        event(log, "dial_aborted", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason.text(self._lang()),
+              reason_code=exc.reason.code)
+        if not self.attempts.not_placed(aid, because("not_sent", why=exc.reason), owner=lease_owner):
             return DialStep.STALE  # recovery took the attempt over: it decides
         self.slots.release(job["account_id"], aid)
         self.billing.release(aid)
@@ -344,14 +387,14 @@ class Dial(Step):
     def _insufficient_balance(self, job: Mapping[str, Any], settings: CallSettings, reservation: Any,
                               own: Mapping[str, Any]) -> str:
         """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
-        after = self.billing.on_insufficient_balance(job, settings, reservation, lease_owner=own["lease_owner"],
-                                                     expected=own["expected"])
+        after = insufficient_balance(self.jobs, self.billing, job, settings, reservation,
+                                     lease_owner=own["lease_owner"], expected=own["expected"])
         return str(after["status"]) if after else DialStep.STALE
 
     def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
         """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
         job_id, account_id = job["_id"], job["account_id"]
-        if not self.attempts.not_placed(aid, str(exc)[:300], owner=lease_owner):
+        if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
             return DialStep.STALE
         self.slots.release(account_id, aid)
         self.billing.release(aid)
@@ -360,26 +403,27 @@ class Dial(Step):
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         if isinstance(exc, InvalidDestination):
             # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
-            self.jobs.advance_phone(job_id, f"invalid number: {exc}", self._settings_of(job), invalid=True, **own)
+            next_phone(self.jobs, job_id, because("invalid_destination", error=str(exc)), self._settings_of(job),
+                       invalid=True, **own)
             return "invalid_number"
         if isinstance(exc, ProviderAuthError | PaymentRequired):
             # The workspace (every account shares its API key) cannot place calls: hold every batch.
-            self._hold(job, f"the provider refused the call: {exc}", batch_id=None, own=own)
+            self._hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
             return "held"
         if isinstance(exc, CallerIdRejected | AgentNotFound):
-            what = "caller id" if isinstance(exc, CallerIdRejected) else "agent"
-            self._hold(job, f"the provider refused the batch's {what}: {exc}", batch_id=job["batch_id"], own=own)
+            code = "provider_refused_caller_id" if isinstance(exc, CallerIdRejected) else "provider_refused_agent"
+            self._hold(job, because(code, error=str(exc)), batch_id=job["batch_id"], own=own)
             return "held"
         if exc.retryable or isinstance(exc, RateLimited):
             retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
-            self._free_retry(job, f"provider error: {exc}", own, retry_after_s=retry_after)
+            self._free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
             return "provider_error"
         # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
-        self.jobs.mark_failed(job_id, f"the provider refused the call: {exc}", call_settings=self._settings_of(job),
-                              job=job, **own)
+        fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,
+                   **own)
         return "refused"
 
-    def _free_retry(self, job: Mapping[str, Any], reason: str, own: Mapping[str, Any], *,
+    def _free_retry(self, job: Mapping[str, Any], reason: Reason, own: Mapping[str, Any], *,
                     retry_after_s: float | None = None) -> dict[str, Any] | None:
         """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
         past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why."""
@@ -388,22 +432,23 @@ class Dial(Step):
                                    base_s=self.config.pipeline_free_retry_base_s)
         if wait_s is None:
             metrics.FREE_RETRIES.labels("budget_spent").inc()
-            return self.jobs.mark_failed(
-                job["_id"], f"provider faults in a row, {used} free retries spent: {reason}",
-                call_settings=self._settings_of(job), job=job, expected=own["expected"],
-                lease_owner=own.get("lease_owner"))
+            return fail_round(self.jobs, job["_id"], because("free_retries_spent", used=used, last=reason),
+                              self._settings_of(job), job=job, expected=own["expected"],
+                              lease_owner=own.get("lease_owner"))
         metrics.FREE_RETRIES.labels("retried").inc()
         return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
                                     inc={"free_retries": 1}, **own)
 
-    def _hold(self, job: Mapping[str, Any], reason: str, *, batch_id: str | None,
+    def _hold(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None,
               own: Mapping[str, Any]) -> dict[str, Any] | None:
         """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
-        held = self.batches.hold(reason, batch_id=batch_id, seen_at=job.get("dialed_at"))
+        text = reason.text(self._lang())
+        held = self.batches.hold(text, batch_id=batch_id, seen_at=job.get("dialed_at"))
         metrics.BATCHES_HELD.inc(len(held))
-        event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=reason[:300])
-        return self.jobs.reschedule(job["_id"], self.clock.now(), f"batch held: {reason}", status=states.PENDING,
-                                    **own)
+        event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=text[:300],
+              reason_code=reason.code)
+        return self.jobs.reschedule(job["_id"], self.clock.now(), because("batch_held", held=reason),
+                                    status=states.PENDING, **own)
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: Any, *, reserved: int | None = None) -> str:

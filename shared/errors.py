@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shared.reasons import Reason, because
+
 
 class OutdialError(Exception):
     """Base of every error raised on purpose by outdial."""
@@ -160,11 +162,13 @@ class DialAborted(OutdialError):
     :param kind: ``fence`` (the lease may end before the create's answer is due), ``clock`` (the shared
         time is not known closely enough) or ``window`` (the calling window closes before the provider
         would receive the call).
+    :param reason: why (a :class:`~shared.reasons.Reason`; a text is kept as the ``text`` reason).
     :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
     """
 
-    def __init__(self, kind: str, reason: str, *, next_try_at: object = None) -> None:
-        super().__init__(reason)
+    def __init__(self, kind: str, reason: Reason | str, *, next_try_at: object = None) -> None:
+        reason = reason if isinstance(reason, Reason) else because("text", text=reason)
+        super().__init__(reason.text())
         self.kind = kind
         self.reason = reason
         self.next_try_at = next_try_at

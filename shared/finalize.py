@@ -9,9 +9,12 @@ from shared import metrics, states
 from shared.call_settings import CallSettings, choose_retry_delay
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
+from shared.decisions import decide_after_call
 from shared.logs import event, get_logger
-from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, classify, reason_text
+from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
+from shared.reasons import Reason
 from shared.retell import Call
+from shared.rounds import write
 from shared.step import Step
 
 log = get_logger(__name__)
@@ -28,7 +31,7 @@ class Finalize(Step):
         duration_ms = int(call.duration_ms or 0)
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
-        reason = reason_text(outcome, call.disconnection_reason, lang=self._lang())
+        reason = call_reason(outcome, call.disconnection_reason)
         charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
                   if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
         self.attempts.end(aid, {
@@ -65,27 +68,18 @@ class Finalize(Step):
         self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: str,
+    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: Reason,
                        settings: CallSettings) -> dict[str, Any] | None:
         job_id = job["_id"]
-        where = {"call_id": job["call_id"]}
-        effect = EFFECTS[outcome]
         common = {"expected": (states.IN_CALL,)}
-        if effect == Effect.COMPLETE:
-            return self.jobs.transition(job_id, to=states.COMPLETED, where=where, unset=("next_try_at",),
-                                        set_={"outcome": outcome.value, "finished_at": self.clock.now_ms()},
-                                        **common)
-        if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
-            return self.jobs.advance_phone(job_id, reason, settings, invalid=effect == Effect.INVALID_PHONE,
-                                           job=job, outcome=outcome.value, **common)
-        if effect == Effect.FAILED_ROUND:
-            return self.jobs.mark_failed(job_id, reason, call_settings=settings, job=job, outcome=outcome.value,
-                                         **common)
-        own = {**common, "where": where}
-        if effect == Effect.HOLD:
+        change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
+                                   config=self.jobs.config)
+        if change is not None:
+            return write(self.jobs, job_id, change, **common)
+        own = {**common, "where": {"call_id": job["call_id"]}}
+        if EFFECTS[outcome] == Effect.HOLD:
             return self._hold(job, reason, batch_id=None, own=own)
         return self._free_retry(job, reason, own)
-
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

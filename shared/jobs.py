@@ -5,7 +5,9 @@ Instants are stored as integer milliseconds since the epoch on the shared clock
 the job to be in (and, for a leased job, the lease owner); when the document is not in one of
 them nothing changes and ``None`` comes back, so two processes can never both win the same
 transition. Names follow the original worker
-(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``).
+(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``). A reason is written as
+its code and parameters (``reason_code``, ``reason_params``) and as ``last_error``, its text in the
+configured language (:mod:`shared.reasons`).
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from shared import states
-from shared.call_settings import CallSettings, retry_delay
 from shared.clock import Clock, get_clock, to_ms
 from shared.config import Config, get_config
 from shared.contacts import Contact, InvalidContact, parse_contact
 from shared.mongo import JOBS, new_id, parse_id
+from shared.reasons import Reason, because
 
 #: Jobs inserted per ``insert_many`` during an import.
 IMPORT_CHUNK = 1000
-#: Longest ``last_error`` kept, characters.
-MAX_REASON = 500
 #: Batches up to which :meth:`JobStore.counts_by_batch` asks once per batch rather than once per state.
 PER_BATCH_COUNT_LIMIT = 3
+#: The reason of the jobs a batch's cancellation finishes.
+CANCELLED = because("batch_cancelled")
 
 
 @dataclass
@@ -72,10 +74,6 @@ def duplicate_problem(contact: Contact) -> tuple[str, str]:
                                "in this batch; not imported again")
     return "phones", ("duplicate: a contact with the same phone numbers and no external_id is already in this "
                       "batch; not imported again (give each debt its own external_id to import both)")
-
-
-def _reason(text: str) -> str:
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 class JobStore:
@@ -152,11 +150,10 @@ class JobStore:
         rows = self.coll.aggregate([{"$match": match}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
         return sum(int(r["n"]) for r in rows)
 
-    def failed_by_reason(self, batch_id: str) -> list[tuple[Any, int]]:
-        """The batch's failed jobs per ``last_error`` (as stored, None included): ``[(last_error, n)]``."""
-        rows = self.coll.aggregate([{"$match": {"batch_id": batch_id, "status": states.FAILED}},
-                                    {"$group": {"_id": "$last_error", "n": {"$sum": 1}}}])
-        return [(r["_id"], int(r["n"])) for r in rows]
+    def failure_reasons(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The reasons of the batch's failed jobs: ``reason_code``, ``reason_params`` and ``last_error`` of each."""
+        return iter(self.coll.find({"batch_id": batch_id, "status": states.FAILED},
+                                   {"reason_code": 1, "reason_params": 1, "last_error": 1}))
 
     def count_failed_with_outcome(self, batch_id: str, outcome: str) -> int:
         """The batch's failed jobs whose ``outcome`` is ``outcome``."""
@@ -382,100 +379,26 @@ class JobStore:
                                set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
                                unset=("next_try_at",))
 
-    def mark_failed(self, job_id: str, reason: str, terminal: bool = False, call_settings: CallSettings | None = None,
-                    *, expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-                    job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
-        """A failed round (``terminal=False``) or a final failure (``terminal=True``).
+    def mark_failed(self, job_id: str, reason: Reason, *, expected: Sequence[str] = states.LEASED,
+                    lease_owner: str | None = None) -> dict[str, Any] | None:
+        """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`)."""
+        return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                               set_={**reason.fields(self.config.lang), "finished_at": self.clock.now_ms()},
+                               unset=("next_try_at",))
 
-        Non-terminal, as in the original worker: ``tries`` + 1, ``retry_wait``, the next round
-        starts from the first phone after :func:`~shared.call_settings.choose_retry_delay` of ``call_settings``
-        (``outcome``: the outcome of the call that ended the round, if a call did); ``call_settings`` is needed
-        unless ``terminal``.
-        When that round was the last one ``max_attempts`` allows, the job fails right away
-        ("max attempts reached (N)") instead of waiting a retry delay only to fail then.
-        Terminal: ``failed`` with ``reason``. ``job``, when the caller holds the current document,
-        saves a read.
-        """
-        now = self.clock.now_ms()
-        if terminal:
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   set_={"last_error": _reason(reason), "finished_at": now},
-                                   unset=("next_try_at",))
-        job = job if job is not None else self.get(job_id)
-        if job is None or job["status"] not in expected:
-            return None
-        return self._fail_round(job, reason, call_settings, expected, lease_owner, outcome=outcome)
-
-    def _fail_round(self, job: Mapping[str, Any], reason: str, call_settings: CallSettings | None,
-                    expected: Sequence[str],
-                    lease_owner: str | None, changes: Mapping[str, Any] | None = None, *,
-                    outcome: str | None = None) -> dict[str, Any] | None:
-        job_id = job["_id"]
-        now = self.clock.now_ms()
-        tries = int(job.get("tries", 0)) + 1
-        if call_settings is None:
-            raise TypeError("a failed round needs the batch's CallSettings (its max_attempts and retry delays)")
-        limit = call_settings.max_attempts
-        where = {"tries": job.get("tries", 0)}
-        if tries >= limit:
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   where=where,
-                                   set_={**(changes or {}), "tries": tries, "finished_at": now,
-                                         "last_error": _reason(f"max attempts reached ({limit}): {reason}")},
-                                   unset=("next_try_at",))
-        return self.transition(job_id, expected=expected, to=states.RETRY_WAIT, lease_owner=lease_owner,
-                               where=where,
-                               set_={**(changes or {}), "tries": tries, "phone_index": 0, "free_retries": 0,
-                                     "last_error": _reason(reason),
-                                     "next_try_at": now + _ms(retry_delay(call_settings, outcome))})
-
-    def reschedule(self, job_id: str, next_try_at: datetime, reason: str, *,
+    def reschedule(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
                    lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
                    where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Postpone without spending an attempt: ``waiting_schedule`` (or ``status``) until ``next_try_at``."""
         return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc, where=where,
-                               set_={"next_try_at": to_ms(next_try_at), "last_error": _reason(reason)})
+                               set_={"next_try_at": to_ms(next_try_at), **reason.fields(self.config.lang)})
 
-    def release(self, job_id: str, next_try_at: datetime, reason: str, *,
+    def release(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                 expected: Sequence[str] = states.LEASED, lease_owner: str | None = None) -> dict[str, Any] | None:
         """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot)."""
         return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
                                lease_owner=lease_owner)
-
-    def advance_phone(self, job_id: str, reason: str, call_settings: CallSettings | None = None, *,
-                      invalid: bool = False, expected: Sequence[str] = states.LEASED,
-                      lease_owner: str | None = None, job: Mapping[str, Any] | None = None,
-                      outcome: str | None = None) -> dict[str, Any] | None:
-        """The current phone did not reach the contact: go on to the next one, now.
-
-        ``invalid=True`` marks the current number as never to be dialed again. The next phone is
-        the next index not marked invalid; the job goes back to ``pending`` due now. When the round
-        has no phone left it is a failed round (:meth:`mark_failed`, waiting the delay of ``outcome``, the
-        outcome of this phone's call when there was one; ``call_settings`` is needed then); when every number
-        is invalid the job fails for good ("no valid phone number"). ``job`` saves a read.
-        """
-        job = job if job is not None else self.get(job_id)
-        if job is None or job["status"] not in expected:
-            return None
-        phones = job["contact"]["phones"]
-        index = int(job.get("phone_index", 0))
-        bad = set(job.get("invalid_phones", []))
-        if invalid:
-            bad.add(index)
-        where = {"phone_index": index, "tries": job.get("tries", 0)}
-        changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
-        if len(bad) >= len(phones):
-            return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                                   where=where, unset=("next_try_at",),
-                                   set_={**changes, "finished_at": self.clock.now_ms(),
-                                         "last_error": _reason(f"no valid phone number: {reason}")})
-        following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
-        if following is None:
-            return self._fail_round(job, reason, call_settings, expected, lease_owner, changes, outcome=outcome)
-        return self.transition(job_id, expected=expected, to=states.PENDING, lease_owner=lease_owner, where=where,
-                               set_={**changes, "phone_index": following, "next_try_at": self.clock.now_ms(),
-                                     "last_error": _reason(reason)})
 
     def extend_dialing_lease(self, job_id: str, lease_owner: str, until_ms: int) -> bool:
         """Move the end of the owner's ``dialing`` lease to ``until_ms``; False when the job is no longer its own."""
@@ -488,21 +411,15 @@ class JobStore:
         self.coll.update_one({"_id": job_id, "status": states.IN_CALL, "lease_owner": lease_owner},
                              {"$set": dict(fields), "$inc": {"stop_attempts": 1}})
 
-    def first_dialable_phone(self, job: Mapping[str, Any]) -> int | None:
-        """Index of the phone to dial for ``job``: ``phone_index`` or the next one not marked invalid."""
-        phones = job["contact"]["phones"]
-        bad = set(job.get("invalid_phones", []))
-        start = int(job.get("phone_index", 0))
-        return next((i for i in range(start, len(phones)) if i not in bad), None)
-
     # -- batch-wide ----------------------------------------------------------------------------
 
-    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int:
+    def cancel_batch(self, batch_id: str, reason: Reason = CANCELLED) -> int:
         """Cancel every job of the batch not yet handed to the provider; calls in progress go on."""
         now = self.clock.now_ms()
         result = self.coll.update_many(
             {"batch_id": batch_id, "status": {"$in": list(states.NOT_DIALED)}},
-            {"$set": {"status": states.CANCELLED, "last_error": reason, "finished_at": now, "updated_at": now},
+            {"$set": {"status": states.CANCELLED, **reason.fields(self.config.lang), "finished_at": now,
+                      "updated_at": now},
              "$unset": {"lease_owner": "", "lease_until": "", "next_try_at": ""}},
         )
         return int(result.modified_count)

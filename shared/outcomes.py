@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from shared.reasons import Reason, because
+
 
 class Outcome(StrEnum):
     ANSWERED = "answered"
@@ -53,10 +55,10 @@ class Outcome(StrEnum):
 class Effect(StrEnum):
     """What an outcome does to the job."""
 
-    COMPLETE = "complete"  #: mark_done
-    NEXT_PHONE = "next_phone"  #: advance_phone (a failed round when the phones are exhausted)
-    INVALID_PHONE = "invalid_phone"  #: advance_phone(invalid=True)
-    FAILED_ROUND = "failed_round"  #: mark_failed (non-terminal)
+    COMPLETE = "complete"  #: completed
+    NEXT_PHONE = "next_phone"  #: the next phone (a failed round when the phones are exhausted)
+    INVALID_PHONE = "invalid_phone"  #: the next phone, this one marked invalid
+    FAILED_ROUND = "failed_round"  #: a failed round (``retry_wait``, or ``failed`` after the last one)
     RETRY_SOON = "retry_soon"  #: back to pending after a backoff, attempt not spent (budgeted)
     HOLD = "hold"  #: the provider account cannot call: hold the batches, attempt not spent
 
@@ -113,22 +115,6 @@ _BY_REASON: dict[str, Outcome] = {
 #: Reasons the provider reports for its own trouble (``error_llm_websocket_open`` ...).
 _FAULT_PREFIX = "error_"
 
-#: Human text per outcome (English, Spanish), for ``last_error`` and the dashboard.
-REASONS: dict[Outcome, tuple[str, str]] = {
-    Outcome.ANSWERED: ("answered", "contestada"),
-    Outcome.VOICEMAIL: ("voicemail", "buzón de voz"),
-    Outcome.NO_ANSWER: ("no answer", "no contesta"),
-    Outcome.BUSY: ("busy", "ocupado"),
-    Outcome.FAILED_DIAL: ("dial failed", "falló el discado"),
-    Outcome.INVALID_NUMBER: ("invalid number", "número inválido"),
-    Outcome.TIMEOUT: ("call exceeded max_call_duration", "llamada excedió la duración máxima"),
-    Outcome.DROPPED: ("connected call dropped by a provider error",
-                      "llamada conectada cortada por un error del proveedor"),
-    Outcome.PROVIDER_FAULT: ("provider fault", "falla del proveedor"),
-    Outcome.ACCOUNT_PROBLEM: ("provider account cannot place calls", "la cuenta del proveedor no puede llamar"),
-}
-
-
 def classify(disconnection_reason: str | None, *, connected: bool,
              call_analysis: Mapping[str, Any] | None = None) -> Outcome:
     """The outcome of an ended call.
@@ -150,7 +136,12 @@ def classify(disconnection_reason: str | None, *, connected: bool,
     return found
 
 
+def call_reason(outcome: Outcome, disconnection_reason: str | None = None) -> Reason:
+    """Why a round's call ended as it did: the outcome and the provider's reason (``call_outcome``; said as
+    ``"busy (dial_busy)"`` by :mod:`shared.reasons`)."""
+    return because("call_outcome", outcome=outcome.value, provider=disconnection_reason or None)
+
+
 def reason_text(outcome: Outcome, disconnection_reason: str | None = None, *, lang: str = "en") -> str:
     """``"busy (dial_busy)"``: the outcome in words plus the provider's reason."""
-    text = REASONS[outcome][1 if lang == "es" else 0]
-    return f"{text} ({disconnection_reason})" if disconnection_reason else text
+    return call_reason(outcome, disconnection_reason).text(lang)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import attempts as attempt_states
-from shared import metrics, states
+from shared import metrics, reasons, states
 from shared.decisions import (
     attempt_deadline_ms,
 )
@@ -16,7 +16,9 @@ from shared.errors import (
     ProviderError,
 )
 from shared.logs import event, get_logger
+from shared.reasons import Reason, because
 from shared.retell import Call
+from shared.rounds import fail_round
 from shared.step import Step
 
 log = get_logger(__name__)
@@ -40,19 +42,20 @@ class Reconcile(Step):
             return "stale"
         aid = job.get("attempt_id")
         if not aid:
-            return self._not_placed(job, None, lease_owner, "dial interrupted before an attempt was chosen")
+            return self._not_placed(job, None, lease_owner, because("dial_interrupted_before_attempt"))
         attempt = self.attempts.get(aid)
         if attempt is None:
+            unrecorded = because("dial_interrupted_before_record").fields()
             if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
                                      "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
-                                     "owner": lease_owner, "error": "dial interrupted before the attempt was recorded",
+                                     "owner": lease_owner, "error": unrecorded.pop("last_error"), **unrecorded,
                                      "phone_index": job.get("phone_index"), "round": int(job.get("tries", 0)) + 1}):
-                return self._not_placed(job, aid, lease_owner, "dial interrupted before the provider was called")
+                return self._not_placed(job, aid, lease_owner, because("dial_interrupted_before_provider"))
             attempt = self.attempts.get(aid)
             if attempt is None:
                 return "retry"
         if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
-            return self._not_placed(job, aid, lease_owner, attempt.get("error") or "not placed")
+            return self._not_placed(job, aid, lease_owner, reasons.of(attempt) or because("not_placed"))
         if attempt.get("call_id"):
             metrics.RECONCILES.labels("known").inc()
             return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
@@ -72,7 +75,8 @@ class Reconcile(Step):
                 result = self._create(job, attempt, cached.settings, lease_owner, lease_until, reserved=None,
                                       replay=True)
             except DialAborted as exc:
-                event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason)
+                event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind,
+                      reason=exc.reason.text(self._lang()), reason_code=exc.reason.code)
             else:
                 metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
                 return result
@@ -92,7 +96,7 @@ class Reconcile(Step):
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
             if self.clock.now_ms() > give_up_at:
-                return self._give_up(job, attempt, lease_owner, f"its call could not be looked up: {exc}")
+                return self._give_up(job, attempt, lease_owner, because("lookup_failed", error=str(exc)))
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
@@ -108,13 +112,12 @@ class Reconcile(Step):
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
             return "retry"
-        reason = "create outcome unknown; no call found at the provider"
-        if not self.attempts.not_placed(aid, reason, owner=lease_owner):
+        if not self.attempts.not_placed(aid, because("create_unknown_no_call"), owner=lease_owner):
             self.sender.reconcile(job_id, lease_owner)
             return "retry"
         metrics.RECONCILES.labels("not_placed").inc()
         event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
-        return self._not_placed(job, aid, lease_owner, "provider did not create the call")
+        return self._not_placed(job, aid, lease_owner, because("provider_did_not_create"))
 
     def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
         settings = self._settings_of(job)
@@ -122,24 +125,25 @@ class Reconcile(Step):
                                    max_call_duration_s=settings.max_call_duration,
                                    grace_s=self.timing.call_grace_sim_s)
 
-    def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: str) -> str:
+    def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: Reason) -> str:
         """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
         the attempt ends with an unknown outcome and counts (a failed round, the retry delay applies), so a
         person who may have been called is not called again at once, and the job does not wait forever."""
         aid = attempt["_id"]
         if not self.attempts.end(aid, {"outcome": "unknown", "finalized_by": "deadline", "charge": 0,
-                                       "finalized_at": self.clock.now_ms(), "error": reason[:300]}):
+                                       "finalized_at": self.clock.now_ms(), "error": reason.text()[:300],
+                                       "reason_code": reason.code, "reason_params": dict(reason.params)}):
             return "stale"
         self.slots.release(job["account_id"], aid)
         self.billing.release(aid)
         metrics.RECONCILES.labels("given_up").inc()
-        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid, reason=reason[:200])
-        self.jobs.mark_failed(job["_id"], f"create outcome unknown past the deadline: {reason}",
-                              call_settings=self._settings_of(job), job=job, expected=(states.DIALING,),
-                              lease_owner=lease_owner)
+        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid,
+              reason=reason.text(self._lang())[:200], reason_code=reason.code)
+        fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=reason),
+                   self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
         return "given_up"
 
-    def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: str) -> str:
+    def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: Reason) -> str:
         """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
         if aid:
             self.slots.release(job["account_id"], aid)

@@ -19,6 +19,8 @@ from shared import mongo, states
 from shared.call_settings import default_call_settings
 from shared.config import load_config
 from shared.jobs import JobStore
+from shared.outcomes import Outcome, call_reason
+from shared.rounds import fail_round, next_phone
 from workers.dev import embedded
 
 PHONE = "+56961234567"
@@ -79,9 +81,10 @@ def main() -> None:
             print(f"{label}: {len(sample) / elapsed:,.0f}/s, {mongo.COMMANDS.total / len(sample):.2f} round trips each")
         rest = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
         defaults = default_call_settings(store.config)
-        for label, op in {"mark_failed (round)": lambda j: store.mark_failed(j, "busy", call_settings=defaults),
-                          "advance_phone": lambda j: store.advance_phone(j, "no answer", defaults)}.items():
-            half = rest[: len(rest) // 2] if label.startswith("mark") else rest[len(rest) // 2:]
+        for label, op in {"fail_round": lambda j: fail_round(store, j, call_reason(Outcome.BUSY), defaults),
+                          "next_phone": lambda j: next_phone(store, j, call_reason(Outcome.NO_ANSWER), defaults)
+                          }.items():
+            half = rest[: len(rest) // 2] if label.startswith("fail") else rest[len(rest) // 2:]
             mongo.COMMANDS.reset()
             t = time.perf_counter()
             for job_id in half:

@@ -6,6 +6,7 @@ import pytest
 
 from shared import ledger, mongo, states
 from shared.billing import ReservationStatus, hold_key
+from shared.dial import insufficient_balance
 from shared.errors import NotFound, ValidationError
 from tests.fixtures.billing import Crash
 
@@ -259,7 +260,8 @@ def test_repair_after_a_dead_top_up_releases_waiting_jobs(billing, new_account, 
     account = new_account("minutes", 1)
     job = queued_job(account)
     res = reserve(billing, account)
-    billing.on_insufficient_balance(job, {"on_insufficient_balance": "wait"}, res, lease_owner=job["lease_owner"])
+    insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
+                         lease_owner=job["lease_owner"])
     crash_on_post(1)
     with pytest.raises(Crash):
         billing.top_up(account, 60)
@@ -322,7 +324,7 @@ def test_policy_fail_fails_the_contact_terminally(billing, new_account, queued_j
     account = new_account("minutes", 0)
     job = queued_job(account)
     res = reserve(billing, account)
-    after = billing.on_insufficient_balance(job, {}, res, lease_owner=job["lease_owner"])
+    after = insufficient_balance(job_store, billing, job, {}, res, lease_owner=job["lease_owner"])
     assert after["status"] == states.FAILED and after["last_error"] == "insufficient balance"
     assert billing.top_up(account, 30)["released_jobs"] == 0
     assert job_store.get(job["_id"])["status"] == states.FAILED
@@ -334,7 +336,7 @@ def test_policy_wait_parks_the_contact_until_a_top_up(billing, new_account, queu
     for job in jobs:
         res = reserve(billing, account, job["_id"])
         assert res.status == ReservationStatus.INSUFFICIENT_BALANCE
-        after = billing.on_insufficient_balance(job, {"on_insufficient_balance": "wait"}, res,
+        after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
                                                 lease_owner=job["lease_owner"])
         assert after["status"] == states.WAITING_BALANCE and after["last_error"] == "insufficient balance"
         assert "lease_owner" not in after
@@ -344,12 +346,12 @@ def test_policy_wait_parks_the_contact_until_a_top_up(billing, new_account, queu
         assert job_store.get(job["_id"])["status"] == states.PENDING
 
 
-def test_policy_wait_releases_at_once_when_a_top_up_raced_the_park(billing, new_account, queued_job):
+def test_policy_wait_releases_at_once_when_a_top_up_raced_the_park(billing, new_account, queued_job, job_store):
     account = new_account("minutes", 1)
     job = queued_job(account)
     res = reserve(billing, account)
     billing.top_up(account, 20)  # lands after the refusal, before the job is parked
-    after = billing.on_insufficient_balance(job, {"on_insufficient_balance": "wait"}, res,
+    after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
                                             lease_owner=job["lease_owner"])
     assert after["status"] == states.PENDING
 
@@ -357,7 +359,7 @@ def test_policy_wait_releases_at_once_when_a_top_up_raced_the_park(billing, new_
 def test_policy_wait_for_an_unknown_account_ends_when_it_is_created(billing, queued_job, job_store):
     job = queued_job("later")
     res = reserve(billing, "later")
-    after = billing.on_insufficient_balance(job, {"on_insufficient_balance": "wait"}, res,
+    after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
                                             lease_owner=job["lease_owner"])
     assert after["status"] == states.WAITING_BALANCE and after["last_error"] == "account not found"
     view, created = billing.apply_account("later", {"plan": {"type": "minutes", "balance": 10}})
@@ -365,11 +367,11 @@ def test_policy_wait_for_an_unknown_account_ends_when_it_is_created(billing, que
     assert job_store.get(job["_id"])["status"] == states.PENDING
 
 
-def test_a_stale_job_is_left_alone(billing, new_account, queued_job):
+def test_a_stale_job_is_left_alone(billing, new_account, queued_job, job_store):
     account = new_account("minutes", 0)
     job = queued_job(account)
     res = reserve(billing, account)
-    assert billing.on_insufficient_balance(job, {}, res, lease_owner="someone-else") is None
+    assert insufficient_balance(job_store, billing, job, {}, res, lease_owner="someone-else") is None
 
 
 # -- the account API -------------------------------------------------------------------------------

@@ -8,9 +8,17 @@ import pytest
 from shared import states
 from shared.call_settings import default_call_settings, parse_call_settings
 from shared.clock import to_ms
+from shared.decisions import first_dialable_phone
 from shared.jobs import JobStore
 from shared.mongo import new_id
+from shared.reasons import because
+from shared.rounds import fail_round, next_phone
 from tests.helpers import frozen_clock
+
+
+def why(text):
+    """A reason given as its text."""
+    return because("text", text=text)
 
 T0 = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
 PHONE_A, PHONE_B, PHONE_C = "+56961234567", "+56961234568", "+56961234569"
@@ -177,8 +185,7 @@ def test_mark_done_and_refusals(store):
 def test_mark_failed_round_uses_batch_retry_delay(store):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    settings = _settings(store, {"retry_delay_hours": 48, "max_attempts": 5})
-    job = store.mark_failed(job_id, "busy", call_settings=settings)
+    job = fail_round(store, job_id, why("busy"), _settings(store, {"retry_delay_hours": 48, "max_attempts": 5}))
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["last_error"] == "busy"
     assert job["next_try_at"] == to_ms(T0 + timedelta(hours=48))
 
@@ -190,12 +197,12 @@ def test_a_failed_round_waits_the_delay_of_the_outcome_that_ended_it(store):
     expected = {}
     assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
     for job_id in (a, b, c, d):
-        assert store.advance_phone(job_id, "voicemail", settings, outcome="voicemail")["status"] == states.PENDING
+        assert next_phone(store, job_id, why("voicemail"), settings, outcome="voicemail")["status"] == states.PENDING
     assert len(store.claim_due(limit=10, lease=timedelta(minutes=5))) == 4
-    expected[a] = store.advance_phone(a, "busy", settings, outcome="busy"), 0.25       # the last phone's outcome
-    expected[b] = store.advance_phone(b, "no answer", settings, outcome="no_answer"), 4   # not listed
-    expected[c] = store.mark_failed(c, "call too long", call_settings=settings, outcome="timeout"), 1
-    expected[d] = store.mark_failed(d, "provider refused the call", call_settings=settings), 4   # no call ended it
+    expected[a] = next_phone(store, a, why("busy"), settings, outcome="busy"), 0.25       # the last phone's outcome
+    expected[b] = next_phone(store, b, why("no answer"), settings, outcome="no_answer"), 4   # not listed
+    expected[c] = fail_round(store, c, why("call too long"), settings, outcome="timeout"), 1
+    expected[d] = fail_round(store, d, why("provider refused the call"), settings), 4   # no call ended it
     for job, hours in expected.values():
         assert job["status"] == states.RETRY_WAIT and job["tries"] == 1
         assert job["next_try_at"] == to_ms(T0 + timedelta(hours=hours)), job["last_error"]
@@ -204,7 +211,7 @@ def test_a_failed_round_waits_the_delay_of_the_outcome_that_ended_it(store):
 def test_mark_failed_without_settings_uses_global_default(store, config):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "no answer", call_settings=default_call_settings(store.config))
+    job = fail_round(store, job_id, why("no answer"), default_call_settings(store.config))
     assert job["next_try_at"] == to_ms(T0 + timedelta(minutes=config.retry_delay_minutes))
     assert job["phone_index"] == 0
 
@@ -213,7 +220,7 @@ def test_mark_failed_last_round_is_final(store):
     _, (job_id,) = _make(store)
     store.coll.update_one({"_id": job_id}, {"$set": {"tries": 1}})
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "busy", call_settings=_settings(store, {"max_attempts": 2}))
+    job = fail_round(store, job_id, why("busy"), _settings(store, {"max_attempts": 2}))
     assert job["status"] == states.FAILED and job["tries"] == 2
     assert job["last_error"] == "max attempts reached (2): busy"
 
@@ -221,14 +228,14 @@ def test_mark_failed_last_round_is_final(store):
 def test_mark_failed_terminal(store):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, "insufficient balance", terminal=True)
+    job = store.mark_failed(job_id, why("insufficient balance"))
     assert job["status"] == states.FAILED and job["last_error"] == "insufficient balance" and job["tries"] == 0
-    assert store.mark_failed(job_id, "again", terminal=True) is None
+    assert store.mark_failed(job_id, why("again")) is None
 
 
 def test_mark_failed_refused_in_wrong_state(store):
     _, (job_id,) = _make(store)
-    assert store.mark_failed(job_id, "x") is None
+    assert fail_round(store, job_id, why("x")) is None
     assert store.get(job_id)["status"] == states.PENDING
 
 
@@ -236,8 +243,8 @@ def test_reschedule_to_waiting_schedule(store):
     _, (job_id,) = _make(store)
     job = _claim_one(store, job_id)
     monday = T0 + timedelta(days=2)
-    assert store.reschedule(job_id, monday, "outside hours", lease_owner="wrong") is None
-    out = store.reschedule(job_id, monday, "outside hours", lease_owner=job["lease_owner"],
+    assert store.reschedule(job_id, monday, why("outside hours"), lease_owner="wrong") is None
+    out = store.reschedule(job_id, monday, why("outside hours"), lease_owner=job["lease_owner"],
                            inc={"postponed_by_schedule": 1})
     assert out["status"] == states.WAITING_SCHEDULE and out["next_try_at"] == to_ms(monday)
     assert out["postponed_by_schedule"] == 1 and out["tries"] == 0
@@ -247,32 +254,31 @@ def test_reschedule_to_waiting_schedule(store):
 def test_advance_phone_then_failed_round(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B))
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "no answer")
+    job = next_phone(store, job_id, why("no answer"))
     assert job["status"] == states.PENDING and job["phone_index"] == 1 and job["tries"] == 0
     _claim_one(store, job_id)
-    settings = _settings(store, {"retry_delay_hours": 1, "max_attempts": 3})
-    job = store.advance_phone(job_id, "busy", call_settings=settings)
+    job = next_phone(store, job_id, why("busy"), _settings(store, {"retry_delay_hours": 1, "max_attempts": 3}))
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["phone_index"] == 0
 
 
 def test_advance_phone_skips_invalid_numbers_forever(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B, PHONE_C))
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "invalid destination", invalid=True)
+    job = next_phone(store, job_id, why("invalid destination"), invalid=True)
     assert job["invalid_phones"] == [0] and job["phone_index"] == 1
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "no answer")
+    job = next_phone(store, job_id, why("no answer"))
     assert job["phone_index"] == 2
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "no answer", call_settings=_settings(store, {"max_attempts": 3}))
+    job = next_phone(store, job_id, why("no answer"), _settings(store, {"max_attempts": 3}))
     assert job["status"] == states.RETRY_WAIT and job["phone_index"] == 0
-    assert store.first_dialable_phone(job) == 1
+    assert first_dialable_phone(job) == 1
 
 
 def test_advance_phone_all_invalid_fails(store):
     _, (job_id,) = _make(store, phones=(PHONE_A,))
     _claim_one(store, job_id)
-    job = store.advance_phone(job_id, "invalid destination", invalid=True)
+    job = next_phone(store, job_id, why("invalid destination"), invalid=True)
     assert job["status"] == states.FAILED and job["last_error"].startswith("no valid phone number")
 
 
@@ -280,7 +286,7 @@ def test_release_keeps_attempts(store):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
     later = T0 + timedelta(seconds=30)
-    job = store.release(job_id, later, "provider rate limited")
+    job = store.release(job_id, later, why("provider rate limited"))
     assert job["status"] == states.PENDING and job["tries"] == 0 and job["next_try_at"] == to_ms(later)
 
 

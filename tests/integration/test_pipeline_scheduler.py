@@ -9,6 +9,7 @@ import pytest
 
 from shared import states
 from shared.clock import to_ms
+from shared.reasons import because
 from tests.helpers import frozen_clock
 from workers.runtime import build_runtime
 
@@ -69,7 +70,8 @@ def test_dispatch_never_exceeds_free_slots(rt, pipeline, sender):
     assert pipeline.schedule_due() == 0  # three jobs queued for three slots
     rt.slots.acquire("acc", "someone", limit=3, now_ms=to_ms(T0), lease_ms=60_000)
     queued = rt.jobs.find({"status": states.QUEUED})
-    rt.jobs.release(queued[0]["_id"], T0 + timedelta(hours=1), "test")  # one queued job went away...
+    rt.jobs.release(queued[0]["_id"], T0 + timedelta(hours=1),
+                    because("text", text="test"))  # one queued job went away...
     assert pipeline.schedule_due() == 0  # ...but its slot is held by a call in progress
 
 

@@ -191,7 +191,7 @@ def test_get_batch_shows_every_state_the_window_and_progress(web_factory, web_co
     assert window["open_now"] is False
     assert window["next_open_at"] == "2026-03-09T12:00:00.000Z"   # Monday 09:00 in Santiago
     assert "09:00-18:00" in window["description"]
-    assert body["failures"] == [{"reason": "busy", "count": 1}]
+    assert body["failures"] == [{"reason": "busy", "reason_code": None, "count": 1}]  # written before reason codes
 
 
 def test_list_batches_filters_and_pages(api):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -19,10 +18,11 @@ from shared.billing import (
     billable_seconds,
     call_cost,
     hold_key,
-    insufficient_balance_action,
     reservation_cost,
     settlement,
 )
+from shared.call_settings import InvalidCallSettings, parse_call_settings
+from shared.decisions import insufficient_balance_action
 from shared.errors import ValidationError
 
 MINUTES_S = Plan(type="minutes")
@@ -184,18 +184,17 @@ def test_plan_documents_round_trip_and_unknown_plans_never_read_as_unlimited():
 # -- policy and keys ----------------------------------------------------------------------------
 
 
-@dataclass
-class Settings:
-    on_insufficient_balance: str | None = None
-
-
-@pytest.mark.parametrize(("settings", "action"), [
+@pytest.mark.parametrize(("raw", "action"), [
     (None, "fail"), ({}, "fail"), ({"on_insufficient_balance": "wait"}, "wait"),
-    ({"on_insufficient_balance": "fail"}, "fail"), ({"on_insufficient_balance": "bogus"}, "fail"),
-    (Settings("wait"), "wait"), (Settings(), "fail"), (object(), "fail"),
+    ({"on_insufficient_balance": "fail"}, "fail"),
 ])
-def test_insufficient_balance_action_tolerates_the_field_being_absent(settings, action):
-    assert insufficient_balance_action(settings) == action
+def test_insufficient_balance_action_defaults_to_fail(raw, action):
+    assert insufficient_balance_action(parse_call_settings(raw)) == action
+
+
+def test_an_unknown_insufficient_balance_action_is_refused_on_write():
+    with pytest.raises(InvalidCallSettings, match="on_insufficient_balance"):
+        parse_call_settings({"on_insufficient_balance": "bogus"})
 
 
 def test_hold_keys():

@@ -2,20 +2,30 @@
 
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from shared import states
-from shared.call_settings import parse_call_settings
+from shared.call_settings import CallSettings, parse_call_settings
 from shared.calling_window import is_allowed_time
+from shared.config import Config
 from shared.decisions import (
+    BalanceDecision,
+    BalanceStep,
     DialStep,
     PollStep,
+    balance_now_covers,
+    decide_after_call,
     decide_dial,
+    decide_failed_round,
+    decide_insufficient_balance,
+    decide_next_phone,
     decide_poll,
     first_dialable_phone,
     next_poll_delay_s,
 )
+from shared.outcomes import Outcome, call_reason
+from shared.reasons import MAX_TEXT, because
 
 WEEKDAYS_9_18 = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5],
                                      "allowed_hours": {"start": "09:00", "end": "18:00"},
@@ -57,26 +67,27 @@ def test_batch_states():
     assert decide(batch={**BATCH, "status": states.BATCH_PAUSED}).step == DialStep.PAUSED
     assert decide(batch={**BATCH, "status": states.BATCH_CANCELLED}).step == DialStep.CANCELLED
     d = decide(error="ring_timeout: must be between 5 and 300")
-    assert d.step == DialStep.SETTINGS_INVALID and "ring_timeout" in d.reason
+    assert d.step == DialStep.SETTINGS_INVALID and "ring_timeout" in d.reason.text()
 
 
 def test_outside_window_goes_to_monday_nine():
     d = decide(now=SATURDAY)
     assert d.step == DialStep.OUTSIDE_WINDOW
     assert d.next_try_at == datetime(2026, 3, 9, 12, 0, tzinfo=UTC)  # Monday 09:00 in Santiago
-    assert "America/Santiago" in d.reason
+    assert "America/Santiago" in d.reason.text()
 
 
 def test_window_is_checked_before_attempts():
     assert decide(job(tries=3), now=SATURDAY).step == DialStep.OUTSIDE_WINDOW
     d = decide(job(tries=3))
-    assert d.step == DialStep.MAX_ATTEMPTS and d.reason == "max attempts reached (3)"
+    assert d.step == DialStep.MAX_ATTEMPTS and d.reason.code == "max_attempts"
+    assert d.reason.text() == "max attempts reached (3)"
 
 
 def test_spanish_reasons():
     d = decide_dial(job(tries=3), lease_owner="tok", batch=BATCH, settings=WEEKDAYS_9_18, settings_error=None,
                     now=MONDAY_NOON, lang="es")
-    assert d.reason == "máximo de intentos alcanzado (3)"
+    assert d.reason.text("es") == "máximo de intentos alcanzado (3)"
 
 
 def test_invalid_phones_are_skipped_and_exhaustion_fails():
@@ -151,3 +162,140 @@ def test_no_attempt_outlives_its_deadline_by_more_than_the_stop_grace(now_ms, st
 def test_poll_delays_grow_to_a_cap():
     delays = [next_poll_delay_s(n) for n in range(6)]
     assert delays[0] == 10 and delays == sorted(delays) and delays[-1] == 30
+
+
+# -- after a call: the job's next state --------------------------------------------------------------------
+
+NOW_MS = 1_772_463_600_000
+CONFIG = Config(max_tries=3, retry_delay_minutes=90)
+DEFAULTS = parse_call_settings(None, config=CONFIG)
+
+
+def after(j, reason=None, settings=None, **kw):
+    reason = reason or because("text", text="no answer")
+    if isinstance(reason, str):
+        reason = because("text", text=reason)
+    settings = settings if isinstance(settings, CallSettings) else parse_call_settings(settings, config=CONFIG)
+    return decide_next_phone(j, reason, settings, now_ms=NOW_MS, config=CONFIG, **kw)
+
+
+def apply(j, change):
+    """The document after ``change`` is written (what ``JobStore.transition`` does to it)."""
+    assert all(j.get(k) == v for k, v in change.where.items()), "a write on what was read"
+    doc = {**j, **change.set_, "status": change.status}
+    for name in change.unset:
+        doc.pop(name, None)
+    return doc
+
+
+def test_a_next_phone_is_due_now_in_the_same_round():
+    change = after(job(), "busy")
+    assert (change.status, change.set_["phone_index"], change.set_["next_try_at"]) == (states.PENDING, 1, NOW_MS)
+    assert change.set_["last_error"] == "busy" and "tries" not in change.set_
+    assert change.where == {"phone_index": 0, "tries": 0}
+
+
+def test_the_round_fails_after_the_last_phone_and_waits_the_delay_of_its_outcome():
+    settings = {"retry_delay_hours": 4, "max_attempts": 5, "retry_delay_by_outcome": {"busy": 0.25}}
+    change = after(job(phone_index=1), "busy", settings, outcome="busy")
+    assert change.status == states.RETRY_WAIT and change.set_["tries"] == 1 and change.set_["phone_index"] == 0
+    assert change.set_["next_try_at"] == NOW_MS + 15 * 60_000
+    assert after(job(phone_index=1), "no answer", settings, outcome="no_answer").set_["next_try_at"] \
+        == NOW_MS + 4 * 3_600_000
+    assert after(job(phone_index=1)).set_["next_try_at"] == NOW_MS + 90 * 60_000  # no settings: the configuration
+
+
+def test_the_last_round_fails_the_job_now_and_says_why():
+    change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY), WEEKDAYS_9_18, now_ms=NOW_MS, config=CONFIG)
+    assert change.status == states.FAILED and change.set_["tries"] == 3 and change.unset == ("next_try_at",)
+    assert change.set_["last_error"] == "max attempts reached (3): busy" and change.set_["finished_at"] == NOW_MS
+
+
+def test_every_number_invalid_fails_for_good():
+    change = after(job(invalid_phones=[1]), "invalid number", invalid=True)
+    assert change.status == states.FAILED and change.set_["invalid_phones"] == [0, 1]
+    assert change.set_["last_error"] == "no valid phone number: invalid number"
+
+
+def test_long_reasons_are_clipped():
+    assert len(after(job(), "x" * 2000).set_["last_error"]) == MAX_TEXT
+
+
+def test_after_call_by_effect():
+    j = job(status=states.IN_CALL, call_id="c1")
+
+    def ac(outcome):
+        return decide_after_call(j, outcome, call_reason(outcome), DEFAULTS, now_ms=NOW_MS, config=CONFIG)
+
+    done = ac(Outcome.ANSWERED)
+    assert done.status == states.COMPLETED and done.where == {"call_id": "c1"}
+    assert done.set_ == {"outcome": "answered", "finished_at": NOW_MS}
+    assert ac(Outcome.VOICEMAIL).status == states.PENDING
+    assert ac(Outcome.INVALID_NUMBER).set_["invalid_phones"] == [0]
+    timeout = ac(Outcome.TIMEOUT)
+    assert timeout.status == states.RETRY_WAIT and timeout.set_["tries"] == 1
+    assert ac(Outcome.PROVIDER_FAULT) is None and ac(Outcome.ACCOUNT_PROBLEM) is None
+
+
+def test_reasons_are_written_as_a_code_and_in_the_configured_language():
+    change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY, "dial_busy"), WEEKDAYS_9_18,
+                                 now_ms=NOW_MS, config=Config(lang="es"))
+    assert change.set_["reason_code"] == "max_attempts_after"
+    last = {"code": "call_outcome", "params": {"outcome": "busy", "provider": "dial_busy"}}
+    assert change.set_["reason_params"] == {"limit": 3, "last": last}
+    assert change.set_["last_error"] == "máximo de intentos alcanzado (3): ocupado (dial_busy)"
+
+
+@given(phones=st.integers(1, 4), invalid=st.sets(st.integers(0, 3)), limit=st.integers(1, 5),
+       marks=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_unanswered_calls_spend_the_rounds_then_fail(phones, invalid, limit, marks):
+    """Calls that never reach the contact walk the numbers not known invalid, round after round; the job ends
+    failed after ``max_attempts`` rounds (or at once when no valid number is left), never dialing an invalid
+    number, and ``tries`` counts the rounds."""
+    bad = sorted(i for i in invalid if i < phones)
+    j = job(contact={"phones": [f"+5696123456{i}" for i in range(phones)]}, invalid_phones=bad)
+    j["phone_index"] = first_dialable_phone(j)
+    assume(j["phone_index"] is not None)  # no valid number at all: the dial decision fails the job (NO_PHONE)
+    settings = {"max_attempts": limit, "retry_delay_hours": 1}
+    calls = 0
+    for mark in marks:
+        if j["status"] == states.FAILED:
+            break
+        assert j["phone_index"] is not None and j["phone_index"] not in j["invalid_phones"]
+        calls += 1
+        change = after(j, "no answer", settings, invalid=mark)
+        j = apply(j, change)
+        if j["status"] == states.RETRY_WAIT:
+            assert j["next_try_at"] == NOW_MS + 3_600_000 and j["tries"] < limit
+            j["phone_index"] = first_dialable_phone(j)
+        elif j["status"] == states.PENDING:
+            assert j["next_try_at"] == NOW_MS
+    else:
+        return  # more calls than the sample of marks covers
+    assert j["status"] == states.FAILED
+    left = phones - len(j["invalid_phones"])
+    if left:
+        assert j["tries"] == limit and j["last_error"].startswith(f"max attempts reached ({limit})")
+    else:
+        assert j["last_error"].startswith("no valid phone number")
+    assert calls <= limit * phones
+
+
+# -- a reservation refused ------------------------------------------------------------------------------
+
+
+def test_insufficient_balance_fails_unless_the_batch_waits():
+    assert decide_insufficient_balance(parse_call_settings(None), unknown_account=False) == BalanceDecision(
+        BalanceStep.FAIL, because("insufficient_balance"))
+    waits = decide_insufficient_balance(parse_call_settings({"on_insufficient_balance": "wait"}), unknown_account=True)
+    assert waits.step == BalanceStep.WAIT and waits.reason.text("es") == "cuenta no encontrada"
+    fails = decide_insufficient_balance(parse_call_settings({"on_insufficient_balance": "fail"}), unknown_account=True)
+    assert fails.step == BalanceStep.FAIL and fails.reason == because("unknown_account")
+
+
+def test_a_parked_job_goes_back_at_once_when_the_call_now_fits():
+    assert balance_now_covers(metered=True, available=60, needed=60, unknown_account=False)
+    assert not balance_now_covers(metered=True, available=59, needed=60, unknown_account=False)
+    assert not balance_now_covers(metered=True, available=60, needed=0, unknown_account=False)
+    assert balance_now_covers(metered=False, available=0, needed=60, unknown_account=False)
+    assert balance_now_covers(metered=True, available=0, needed=60, unknown_account=True)

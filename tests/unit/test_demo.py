@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from shared import states
 from shared.call_settings import parse_call_settings
 from shared.contacts import parse_contact
+from shared.outcomes import Outcome, call_reason
+from shared.reasons import because
 from workers.dev import demo_plan
 from workers.dev.demo import DEFAULT_SPEED, parse_args, safe_url
 from workers.dev.demo_view import (
@@ -109,8 +111,10 @@ def test_safe_url_hides_passwords():
 
 
 def test_failure_reasons_are_grouped_without_codes_and_counts():
-    assert failure_reason("max attempts reached (5): busy (dial_busy)") == "max attempts reached: busy"
-    assert failure_reason("no valid phone number: invalid number (invalid_destination)") == (
+    busy = call_reason(Outcome.BUSY, "dial_busy")
+    assert failure_reason(because("max_attempts_after", limit=5, last=busy).fields()) == "max attempts reached: busy"
+    invalid = call_reason(Outcome.INVALID_NUMBER, "invalid_destination")
+    assert failure_reason(because("no_valid_phone_after", last=invalid).fields()) == (
         "no valid phone number: invalid number")
     assert failure_reason(None) == "unknown"
 

@@ -38,12 +38,12 @@ def test_a_call_that_would_arrive_after_the_close_waits_for_the_next_opening():
     d = decide(SATURDAY_1950, timedelta(minutes=15))
     assert d.step == DialStep.OUTSIDE_WINDOW
     assert d.next_try_at == MONDAY_0900  # Sunday is not allowed
-    assert d.reason.startswith("window closes within 900 s: outside allowed hours: Saturday 2026-07-04 20:05")
+    assert d.reason.text().startswith("window closes within 900 s: outside allowed hours: Saturday 2026-07-04 20:05")
 
 
 def test_the_reason_is_spanish_with_outdial_lang_es():
     d = decide(SATURDAY_1950, timedelta(minutes=15), lang="es")
-    assert d.reason.startswith("la ventana cierra en menos de 900 s: fuera del horario permitido: sábado")
+    assert d.reason.text("es").startswith("la ventana cierra en menos de 900 s: fuera del horario permitido: sábado")
 
 
 def test_a_guard_shorter_than_what_is_left_changes_nothing():
@@ -53,7 +53,7 @@ def test_a_guard_shorter_than_what_is_left_changes_nothing():
 def test_outside_the_window_the_guard_does_not_matter():
     d = decide(SATURDAY_1950 + timedelta(minutes=20), timedelta(minutes=15))
     assert d.step == DialStep.OUTSIDE_WINDOW and d.next_try_at == MONDAY_0900
-    assert d.reason.startswith("outside allowed hours")
+    assert d.reason.text().startswith("outside allowed hours")
 
 
 @settings(max_examples=300, deadline=None)

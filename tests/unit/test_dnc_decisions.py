@@ -44,8 +44,9 @@ def test_a_listed_later_number_is_not_counted_until_it_is_reached():
 
 def test_every_number_listed_fails_the_contact_for_good():
     d = decide(contact([A, B]), {A, B})
-    assert d.step == DialStep.DO_NOT_CALL and d.reason == "do not call" and d.dnc_skipped == 2
-    assert decide(contact([A, B]), {A, B}, lang="es").reason == "no llamar"
+    assert d.step == DialStep.DO_NOT_CALL and d.dnc_skipped == 2
+    assert d.reason.code == "do_not_call" and d.reason.text() == "do not call"
+    assert decide(contact([A, B]), {A, B}, lang="es").reason.text("es") == "no llamar"
 
 
 def test_listed_and_invalid_numbers_leave_nothing_to_call():
@@ -58,7 +59,7 @@ def test_listed_and_invalid_numbers_leave_nothing_to_call():
 def test_the_rest_of_the_round_listed_ends_the_round():
     # the first number was dialed (phone_index moved on); the second was listed since
     d = decide(contact([A, B], phone_index=1, tries=0), {B})
-    assert d.step == DialStep.DNC_ROUND_END and "do-not-call" in d.reason and d.dnc_skipped == 1
+    assert d.step == DialStep.DNC_ROUND_END and "do-not-call" in d.reason.text() and d.dnc_skipped == 1
     # that round was the last one allowed: the contact fails on max attempts
     d = decide(contact([A, B], phone_index=1, tries=3), {B})
     assert d.step == DialStep.MAX_ATTEMPTS
@@ -104,7 +105,7 @@ def test_a_listed_number_is_never_chosen_and_a_dial_always_has_a_number(phones, 
     elif not valid:
         assert d.step == DialStep.NO_PHONE
     elif not callable_:
-        assert d.step == DialStep.DO_NOT_CALL and d.reason == "do not call"
+        assert d.step == DialStep.DO_NOT_CALL and d.reason.code == "do_not_call" and d.reason.text() == "do not call"
     elif chosen is None:
         # numbers are left before phone_index only: the round ends, unless it was already the last one
         remaining = [i for i in valid if i >= index]

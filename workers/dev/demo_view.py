@@ -9,7 +9,6 @@ the simulator's record. Nothing here prints a full phone number: numbers go thro
 from __future__ import annotations
 
 import collections
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ from typing import Any
 import pytz
 
 from shared import attempts as attempt_states
-from shared import states
+from shared import reasons, states
 from shared.accounts import PLAN_CREDITS, from_storage_units
 from shared.call_settings import default_call_settings, parse_call_settings
 from shared.calling_window import describe_window, is_allowed_time
@@ -192,18 +191,11 @@ class Summary:
     real_s: float
 
 
-_PROVIDER_REASON = re.compile(r"\s*\([a-z_]+\)$")
-_COUNT = re.compile(r" \(\d+\)")
-
-
-def failure_reason(last_error: str | None) -> str:
-    """A failed job's ``last_error`` without the provider's code and attempt count.
-
-    ``max attempts reached (5): busy (dial_busy)`` -> ``max attempts reached: busy``.
-    """
-    text = (last_error or "unknown").strip()
-    text = _PROVIDER_REASON.sub("", text)
-    return _COUNT.sub("", text, count=1)
+def failure_reason(job: Mapping[str, Any] | None) -> str:
+    """A failed job's reason without the provider's code and attempt count, read from its ``reason_code`` and
+    ``reason_params`` (:func:`shared.reasons.headline`): ``max attempts reached: busy``."""
+    reason = reasons.of(job)
+    return reasons.headline(reason) if reason is not None else "unknown"
 
 
 def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock, start: datetime,
@@ -212,14 +204,15 @@ def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock,
     out: list[BatchSummary] = []
     for key, batch_id in batch_ids.items():
         row = BatchSummary(key=key)
-        for job in runtime.jobs.of_batch(batch_id, ("status", "last_error", "postponed_by_schedule")):
+        for job in runtime.jobs.of_batch(batch_id, ("status", "last_error", "reason_code", "reason_params",
+                                                     "postponed_by_schedule")):
             row.contacts += 1
             status = job.get("status")
             if status == states.COMPLETED:
                 row.completed += 1
             elif status == states.FAILED:
                 row.failed += 1
-                row.failed_by_reason[failure_reason(job.get("last_error"))] += 1
+                row.failed_by_reason[failure_reason(job)] += 1
             elif status not in states.FINAL:
                 row.not_final += 1
             postponed = int(job.get("postponed_by_schedule", 0) or 0)

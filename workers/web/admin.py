@@ -126,7 +126,7 @@ def _batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     counts = rt.jobs.counts(doc["_id"])
     view = batch_view(doc, counts=counts,
                       window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config))
-    view["failures"] = failure_reasons(rt.jobs, doc["_id"]) if counts[states.FAILED] else []
+    view["failures"] = failure_reasons(rt.jobs, doc["_id"], lang=rt.config.lang) if counts[states.FAILED] else []
     busy = sum(counts[s] for s in states.LEASED)
     view["oldest_in_progress"] = in_progress_view(rt.jobs.oldest_in_progress(doc["_id"]) if busy else None,
                                                   doc.get("call_settings"), rt.clock.now_ms(), rt.config, rt.clock)

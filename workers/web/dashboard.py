@@ -110,7 +110,8 @@ def dashboard_data(runtime: Any, *, limit: int = DEFAULT_DASHBOARD_BATCHES) -> d
             "counts": batch_counts,
             "progress": progress(batch_counts),
             "window": window_view(doc.get("call_settings"), now, rt.config),
-            "failures": failure_reasons(rt.jobs, doc["_id"]) if batch_counts[states.FAILED] else [],
+            "failures": (failure_reasons(rt.jobs, doc["_id"], lang=rt.config.lang)
+                         if batch_counts[states.FAILED] else []),
             "do_not_call": do_not_call_failures(rt.jobs, doc["_id"]) if batch_counts[states.FAILED] else 0,
             "slots": (slots.get(doc["account_id"]), limits.get(doc["account_id"])),
             "oldest": in_progress_view(rt.jobs.oldest_in_progress(doc["_id"])

@@ -32,6 +32,10 @@ VERSION = "1.0.0"
 
 _ID = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$", "example": "65f1c0ffee0000000000abcd"}
 _TIME = {"type": "string", "format": "date-time", "nullable": True, "example": "2026-03-09T12:00:00.000Z"}
+_REASON_CODE = {"type": "string", "nullable": True, "description": "why, as a code of docs/reasons.md",
+                "example": "max_attempts_after"}
+_REASON_PARAMS = {"type": "object", "nullable": True, "description": "the reason code's parameters",
+                  "example": {"limit": 3, "last": {"code": "call_outcome", "params": {"outcome": "busy"}}}}
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
 _HHMM = {"type": "string", "pattern": r"^\s*\d{1,2}:\d{2}\s*$", "example": "09:00"}
 _DAYS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 7},
@@ -261,6 +265,7 @@ def _schemas() -> dict[str, Any]:
                                    "past_deadline": {"type": "boolean"}}},
                 "failures": {"type": "array", "items": {"type": "object", "required": ["reason", "count"],
                                                         "properties": {"reason": {"type": "string"},
+                                                                       "reason_code": _REASON_CODE,
                                                                        "count": {"type": "integer"}}}},
             },
         },
@@ -348,13 +353,15 @@ def _schemas() -> dict[str, Any]:
             "disconnection_reason": {"type": "string", "nullable": True},
             "duration_ms": {"type": "integer", "nullable": True}, "charge": {"type": "integer", "nullable": True},
             "finalized_by": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
+            "reason_code": _REASON_CODE, "reason_params": _REASON_PARAMS,
             "created_at": _TIME, "started_at": _TIME, "ended_at": _TIME}},
         "JobSummary": {"type": "object", "required": ["id", "status", "tries"], "properties": {
             "id": _ID, "batch_id": _ID, "status": {"type": "string", "enum": list(states.JOB_STATES)},
             "tries": {"type": "integer"}, "name": {"type": "string", "nullable": True},
             "external_id": {"type": "string", "nullable": True},
             "phones": {"type": "array", "items": {"type": "string"}}, "next_try_at": _TIME,
-            "last_error": {"type": "string", "nullable": True}, "outcome": {"type": "string", "nullable": True},
+            "last_error": {"type": "string", "nullable": True}, "reason_code": _REASON_CODE,
+            "reason_params": _REASON_PARAMS, "outcome": {"type": "string", "nullable": True},
             "updated_at": _TIME}},
         "Job": {"allOf": [_ref("JobSummary"), {"type": "object", "required": ["attempts"], "properties": {
             "account_id": {"type": "string"}, "contact": {"type": "object"}, "dials": {"type": "integer"},

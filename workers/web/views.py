@@ -8,11 +8,12 @@ pymongo calls: the web dyno runs them in a thread executor.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from shared import states
+from shared import reasons, states
 from shared.call_settings import AUTO_TIMEZONE, CallSettings, InvalidCallSettings, default_call_settings
 from shared.calling_window import (
     NoAllowedTime,
@@ -56,11 +57,19 @@ def progress(counts: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASONS) -> list[dict[str, Any]]:
-    """The most frequent ``last_error`` of the batch's failed jobs: ``[{"reason", "count"}]``, most frequent first."""
-    rows = jobs.failed_by_reason(batch_id)
-    found = sorted(((n, str(reason or "unknown")) for reason, n in rows), key=lambda p: (-p[0], p[1]))
-    return [{"reason": reason, "count": n} for n, reason in found[:limit]]
+def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASONS,
+                    lang: str = "en") -> list[dict[str, Any]]:
+    """The most frequent reasons of the batch's failed jobs, by code and parameters, said in ``lang``:
+    ``[{"reason", "reason_code", "count"}]``, most frequent first."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    codes: dict[tuple[str, str], str | None] = {}
+    for doc in jobs.failure_reasons(batch_id):
+        reason = reasons.of(doc)
+        key = (reason.text(lang), reason.code) if reason is not None else ("unknown", "")
+        counts[key] += 1
+        codes[key] = doc.get("reason_code")  # None for a job written before reason codes
+    found = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [{"reason": key[0], "reason_code": codes[key], "count": n} for key, n in found[:limit]]
 
 
 def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
@@ -151,6 +160,8 @@ def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "charge": doc.get("charge"),
         "finalized_by": doc.get("finalized_by"),
         "error": doc.get("error"),
+        "reason_code": doc.get("reason_code"),
+        "reason_params": doc.get("reason_params"),
         "created_at": iso(doc.get("created_at")),
         "started_at": iso(doc.get("started_at")),
         "ended_at": iso(doc.get("ended_at")),
@@ -170,6 +181,8 @@ def job_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
         "phones": list(contact.get("phones") or []),
         "next_try_at": iso(doc.get("next_try_at")),
         "last_error": doc.get("last_error"),
+        "reason_code": doc.get("reason_code"),
+        "reason_params": doc.get("reason_params"),
         "outcome": doc.get("outcome"),
         "updated_at": iso(doc.get("updated_at")),
     }
