@@ -6,11 +6,15 @@ import pytest
 
 from shared import ledger, mongo, states
 from shared.billing import ReservationStatus, hold_key
+from shared.call_settings import parse_call_settings
 from shared.dial import insufficient_balance
 from shared.errors import NotFound, ValidationError
 from tests.fixtures.billing import Crash
 
 MAX_S = 600
+
+WAIT = parse_call_settings({"on_insufficient_balance": "wait"})
+FAIL = parse_call_settings({})
 
 
 def aid(n: int | str = 1) -> str:
@@ -260,7 +264,7 @@ def test_repair_after_a_dead_top_up_releases_waiting_jobs(billing, new_account, 
     account = new_account("minutes", 1)
     job = queued_job(account)
     res = reserve(billing, account)
-    insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
+    insufficient_balance(job_store, billing, job, WAIT, res,
                          lease_owner=job["lease_owner"])
     crash_on_post(1)
     with pytest.raises(Crash):
@@ -324,7 +328,7 @@ def test_policy_fail_fails_the_contact_terminally(billing, new_account, queued_j
     account = new_account("minutes", 0)
     job = queued_job(account)
     res = reserve(billing, account)
-    after = insufficient_balance(job_store, billing, job, {}, res, lease_owner=job["lease_owner"])
+    after = insufficient_balance(job_store, billing, job, FAIL, res, lease_owner=job["lease_owner"])
     assert after["status"] == states.FAILED and after["last_error"] == "insufficient balance"
     assert billing.top_up(account, 30)["released_jobs"] == 0
     assert job_store.get(job["_id"])["status"] == states.FAILED
@@ -336,7 +340,7 @@ def test_policy_wait_parks_the_contact_until_a_top_up(billing, new_account, queu
     for job in jobs:
         res = reserve(billing, account, job["_id"])
         assert res.status == ReservationStatus.INSUFFICIENT_BALANCE
-        after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
+        after = insufficient_balance(job_store, billing, job, WAIT, res,
                                                 lease_owner=job["lease_owner"])
         assert after["status"] == states.WAITING_BALANCE and after["last_error"] == "insufficient balance"
         assert "lease_owner" not in after
@@ -351,7 +355,7 @@ def test_policy_wait_releases_at_once_when_a_top_up_raced_the_park(billing, new_
     job = queued_job(account)
     res = reserve(billing, account)
     billing.top_up(account, 20)  # lands after the refusal, before the job is parked
-    after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
+    after = insufficient_balance(job_store, billing, job, WAIT, res,
                                             lease_owner=job["lease_owner"])
     assert after["status"] == states.PENDING
 
@@ -359,7 +363,7 @@ def test_policy_wait_releases_at_once_when_a_top_up_raced_the_park(billing, new_
 def test_policy_wait_for_an_unknown_account_ends_when_it_is_created(billing, queued_job, job_store):
     job = queued_job("later")
     res = reserve(billing, "later")
-    after = insufficient_balance(job_store, billing, job, {"on_insufficient_balance": "wait"}, res,
+    after = insufficient_balance(job_store, billing, job, WAIT, res,
                                             lease_owner=job["lease_owner"])
     assert after["status"] == states.WAITING_BALANCE and after["last_error"] == "account not found"
     view, created = billing.apply_account("later", {"plan": {"type": "minutes", "balance": 10}})
@@ -371,7 +375,7 @@ def test_a_stale_job_is_left_alone(billing, new_account, queued_job, job_store):
     account = new_account("minutes", 0)
     job = queued_job(account)
     res = reserve(billing, account)
-    assert insufficient_balance(job_store, billing, job, {}, res, lease_owner="someone-else") is None
+    assert insufficient_balance(job_store, billing, job, FAIL, res, lease_owner="someone-else") is None
 
 
 # -- the account API -------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ def test_mark_failed_terminal(store):
 
 def test_mark_failed_refused_in_wrong_state(store):
     _, (job_id,) = _make(store)
-    assert fail_round(store, job_id, why("x")) is None
+    assert fail_round(store, job_id, why("x"), default_call_settings(store.config)) is None
     assert store.get(job_id)["status"] == states.PENDING
 
 
@@ -254,7 +254,7 @@ def test_reschedule_to_waiting_schedule(store):
 def test_advance_phone_then_failed_round(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B))
     _claim_one(store, job_id)
-    job = next_phone(store, job_id, why("no answer"))
+    job = next_phone(store, job_id, why("no answer"), default_call_settings(store.config))
     assert job["status"] == states.PENDING and job["phone_index"] == 1 and job["tries"] == 0
     _claim_one(store, job_id)
     job = next_phone(store, job_id, why("busy"), _settings(store, {"retry_delay_hours": 1, "max_attempts": 3}))
@@ -264,10 +264,10 @@ def test_advance_phone_then_failed_round(store):
 def test_advance_phone_skips_invalid_numbers_forever(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B, PHONE_C))
     _claim_one(store, job_id)
-    job = next_phone(store, job_id, why("invalid destination"), invalid=True)
+    job = next_phone(store, job_id, why("invalid destination"), default_call_settings(store.config), invalid=True)
     assert job["invalid_phones"] == [0] and job["phone_index"] == 1
     _claim_one(store, job_id)
-    job = next_phone(store, job_id, why("no answer"))
+    job = next_phone(store, job_id, why("no answer"), default_call_settings(store.config))
     assert job["phone_index"] == 2
     _claim_one(store, job_id)
     job = next_phone(store, job_id, why("no answer"), _settings(store, {"max_attempts": 3}))
@@ -278,7 +278,7 @@ def test_advance_phone_skips_invalid_numbers_forever(store):
 def test_advance_phone_all_invalid_fails(store):
     _, (job_id,) = _make(store, phones=(PHONE_A,))
     _claim_one(store, job_id)
-    job = next_phone(store, job_id, why("invalid destination"), invalid=True)
+    job = next_phone(store, job_id, why("invalid destination"), default_call_settings(store.config), invalid=True)
     assert job["status"] == states.FAILED and job["last_error"].startswith("no valid phone number")
 
 

@@ -1,4 +1,4 @@
-"""The account's contact policy end to end: three campaigns share 50 numbers under Regulation F's caps.
+"""The account's contact policy end to end: three campaigns share 25 numbers under Regulation F's caps.
 
 Real processes on a clock running 20,000 times faster than real time (a day in 4.3 real seconds). The
 checks read the simulator's own record of the calls it received, and the waits the system recorded; how
@@ -47,8 +47,10 @@ def _first_allowed_day(calls: list[tuple[date, date | None]], since: date) -> da
 
 
 def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
-    phones = numbers("81", 50)
-    talkers = set(phones[:10])   # these answer their third call; the others never answer
+    # 25 numbers, 2 calls a day each at most: about 12 calls a real second at this speed, well inside what a
+    # loaded 2-core machine places, so every number can reach its week's cap by Friday.
+    phones = numbers("81", 25)
+    talkers = set(phones[:5])   # these answer their third call; the others never answer
     answer_third = {"sequence": ["no_answer", "no_answer", {"outcome": "answer", "duration_s": 60}]}
     scenario = {"numbers": {p: answer_third if p in talkers else "no_answer" for p in phones}}
     stack, runtime = stack_factory(clock=started_at(START, speed=20_000), scenario=scenario)
@@ -58,7 +60,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
         batch = runtime.batches.create({"name": f"campaign {b}", "account_id": "acme", "agent_id": "agent_test",
                                         "from_number": "+12125550100", "call_settings": SETTINGS})
         contacts = [{"name": f"b{b}c{i}", "phones": [p], "external_id": f"D-{i}"} for i, p in enumerate(phones)]
-        assert runtime.jobs.create_jobs(batch["_id"], "acme", contacts).imported == 50
+        assert runtime.jobs.create_jobs(batch["_id"], "acme", contacts).imported == 25
 
     # Four days of calls (Tuesday to Friday); on Saturday morning the contacts whose number had its week's
     # 7 calls are decided again, and wait. How many calls fit in a day depends on the machine's speed, so the
@@ -67,7 +69,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
 
     def week_capped():
         jobs = runtime.jobs.find({"account_id": "acme", "status": states.WAITING_SCHEDULE})
-        return runtime.clock.now() >= saturday and sum("7 calls in the 7 days" in j["last_error"] for j in jobs) >= 30
+        return runtime.clock.now() >= saturday and sum("7 calls in the 7 days" in j["last_error"] for j in jobs) >= 15
 
     wait_until(week_capped, timeout_s=120, interval_s=0.5)
     dials = stack.simulator.dials(timeline=True)
@@ -99,7 +101,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
         assert len(first_week) <= (3 if phone in talkers else 7), (phone, calls)
     capped = [p for p in phones if p not in talkers
               and len([c for c in record[p] if c[0] < date(2026, 3, 10)]) == 7]
-    assert len(capped) >= 20, collections.Counter(len(record[p]) for p in phones)   # the week's cap was reached
+    assert len(capped) >= 10, collections.Counter(len(record[p]) for p in phones)   # the week's cap was reached
 
     # Every contact held back by a cap waits for the first instant the caps (by the simulator's record) and
     # the window allow.
@@ -115,7 +117,7 @@ def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
             datetime.combine(first, datetime.min.time())).astimezone(UTC)), phone)
         assert from_ms(job["next_try_at"]) == expected, (phone, job["last_error"], record[phone])
         reasons.update(r for r in ("7 calls in the 7 days", "quiet days") if r in job["last_error"])
-    assert reasons["7 calls in the 7 days"] >= 30 and reasons["quiet days"] >= 1, reasons
+    assert reasons["7 calls in the 7 days"] >= 15 and reasons["quiet days"] >= 1, reasons
     completed = [j for j in jobs if j["status"] == states.COMPLETED]
     assert len(completed) <= len(talkers)   # one contact per talker at most: the others keep quiet
 
