@@ -51,7 +51,7 @@ from shared.step import Step
 log = get_logger(__name__)
 
 
-def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: Any,
+def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
                          reservation: Reservation, *, lease_owner: str | None = None,
                          expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
     """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused
@@ -244,7 +244,7 @@ class Dial(Step):
         return self._create(won, attempt, settings, lease_owner, lease_until,
                             reserved=int(getattr(reservation, "amount", 0) or 0))
 
-    def _take_turn(self, job: Mapping[str, Any], settings: Any, phone_index: int, aid: str, now_ms: int,
+    def _take_turn(self, job: Mapping[str, Any], settings: CallSettings, phone_index: int, aid: str, now_ms: int,
                    lease_owner: str) -> str | None:
         """The account's contact policy: record this call against the callee's keys, or, when a cap says no,
         the job waits (``waiting_schedule``) for the first instant the caps and the window allow. None: go on."""
@@ -291,7 +291,7 @@ class Dial(Step):
         self.history.forget(job["account_id"], contact_keys(job["contact"], phone), aid,
                             keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: Any, lease_owner: str,
+    def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
                 lease_until: int, *, reserved: int | None, replay: bool = False) -> str:
         """Send the attempt's create (its id as the idempotency key) and record the call.
 
@@ -451,7 +451,7 @@ class Dial(Step):
                                     status=states.PENDING, **own)
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
-                     settings: Any, *, reserved: int | None = None) -> str:
+                     settings: CallSettings, *, reserved: int | None = None) -> str:
         poll_delay_s = next_poll_delay_s(0)
         lease_ms = self._in_call_lease_ms(settings)
         # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,

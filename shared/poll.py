@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import metrics, states
+from shared.call_settings import CallSettings
 from shared.decisions import (
     PollStep,
     decide_poll,
@@ -111,7 +112,7 @@ class Poll(Step):
         self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
         return "polling"
 
-    def _in_call_lease_ms(self, settings: Any) -> int:
+    def _in_call_lease_ms(self, settings: CallSettings) -> int:
         """An in-call lease covers the call's longest life (ring, max duration, grace) plus the lease margin."""
         life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
         return self.clock.now_ms() + int((life_s + self._sim(self.timing.poll_lease_margin_s).total_seconds()) * 1000)

@@ -251,7 +251,7 @@ def test_reschedule_to_waiting_schedule(store):
     assert store.claim_due(limit=10, lease=timedelta(minutes=1)) == []
 
 
-def test_advance_phone_then_failed_round(store):
+def test_next_phone_then_failed_round(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B))
     _claim_one(store, job_id)
     job = next_phone(store, job_id, why("no answer"), default_call_settings(store.config))
@@ -261,7 +261,7 @@ def test_advance_phone_then_failed_round(store):
     assert job["status"] == states.RETRY_WAIT and job["tries"] == 1 and job["phone_index"] == 0
 
 
-def test_advance_phone_skips_invalid_numbers_forever(store):
+def test_next_phone_skips_invalid_numbers_forever(store):
     _, (job_id,) = _make(store, phones=(PHONE_A, PHONE_B, PHONE_C))
     _claim_one(store, job_id)
     job = next_phone(store, job_id, why("invalid destination"), default_call_settings(store.config), invalid=True)
@@ -275,7 +275,7 @@ def test_advance_phone_skips_invalid_numbers_forever(store):
     assert first_dialable_phone(job) == 1
 
 
-def test_advance_phone_all_invalid_fails(store):
+def test_next_phone_all_invalid_fails(store):
     _, (job_id,) = _make(store, phones=(PHONE_A,))
     _claim_one(store, job_id)
     job = next_phone(store, job_id, why("invalid destination"), default_call_settings(store.config), invalid=True)
