@@ -46,7 +46,7 @@ def _first_allowed_day(calls: list[tuple[date, date | None]], since: date) -> da
         day += timedelta(days=1)
 
 
-def test_three_campaigns_sharing_fifty_numbers_keep_regulation_f(stack_factory):
+def test_three_campaigns_sharing_twenty_five_numbers_keep_regulation_f(stack_factory):
     # 25 numbers, 2 calls a day each at most: about 12 calls a real second at this speed, well inside what a
     # loaded 2-core machine places, so every number can reach its week's cap by Friday.
     phones = numbers("81", 25)
