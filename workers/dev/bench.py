@@ -39,6 +39,8 @@ from workers.dev.simulator.process import wait_until
 #: A Tuesday 10:00 in Santiago: no window closes during a run.
 BENCH_START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The Redis database the benchmark empties and uses (the demo uses 15).
+BENCH_REDIS_DB = 14
 
 
 def _cpu_s(pid: int) -> float:
@@ -204,7 +206,9 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     results = []
     with embedded.services() as (mongo_server, redis_server):
-        common = {"mongo_uri": mongo_server.url, "redis_url": redis_server.url}
+        # Each run empties its Redis database: a database of its own, never the one REDIS_URL or the local Redis
+        # names (the machine's db 0 may hold another stack's queues).
+        common = {"mongo_uri": mongo_server.url, "redis_url": embedded.with_db_index(redis_server.url, BENCH_REDIS_DB)}
         results.append(run_once(contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s,
                                 workers=args.workers, processes=args.processes, threads=args.threads,
                                 label="throughput", webhooks=not args.no_webhooks, **common))

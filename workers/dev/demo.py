@@ -227,11 +227,6 @@ def _ping_mongo(uri: str) -> None:
         client.close()
 
 
-def _with_db_index(url: str, index: int) -> str:
-    base, _, tail = url.rpartition("/")
-    return f"{base}/{index}" if tail.isdigit() else f"{url.rstrip('/')}/{index}"
-
-
 def start_services(config: Config, options: DemoOptions) -> tuple[embedded.EmbeddedServer, embedded.EmbeddedServer]:
     """MongoDB and Redis for the demo: the configured ones (checked), else embedded ones.
 
@@ -274,7 +269,7 @@ def _redis_for(config: Config) -> embedded.EmbeddedServer:
         _ping_redis(embedded.LOCAL_REDIS_URL)
     except Exception:  # noqa: BLE001 - no local Redis: start the bundled one
         return embedded.start_redis()
-    url = _with_db_index(embedded.LOCAL_REDIS_URL, DEMO_REDIS_DB)
+    url = embedded.with_db_index(embedded.LOCAL_REDIS_URL, DEMO_REDIS_DB)
     _refuse_busy_redis(url, "the demo's database on the local Redis")
     return embedded.EmbeddedServer("redis", url)
 

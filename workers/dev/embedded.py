@@ -181,6 +181,12 @@ def start_mongodb(*, data_dir: str | Path | None = None, port: int | None = None
     return server
 
 
+def with_db_index(url: str, index: int) -> str:
+    """``url`` on Redis database ``index`` (its own index, if it names one, replaced)."""
+    base, _, tail = url.rpartition("/")
+    return f"{base}/{index}" if tail.isdigit() else f"{url.rstrip('/')}/{index}"
+
+
 def _redis_ping(url: str) -> bool:
     import redis
 
