@@ -1,4 +1,5 @@
-"""The dial pipeline: load, decide, write, send — one method per pipeline step.
+"""The dial pipeline: load, decide, write, send. One module per step (:mod:`shared.dispatch`, :mod:`shared.dial`,
+:mod:`shared.reconcile`, :mod:`shared.poll`, :mod:`shared.finalize`, :mod:`shared.maintenance`), composed here.
 
 :class:`Pipeline` holds the stores and clients of one process; the dramatiq actors
 (``workers/actors.py``) and the webhook handler call its methods and nothing else. Every write
@@ -6,8 +7,9 @@ is a conditional update, so each method is safe to run twice with the same messa
 a concurrent twin in another process. Time comes from the shared clock; durations of the
 campaign (windows, retries, calls) are simulated time, while waits that protect the provider or
 cover a slow process (leases, back-off after a provider error) are real time converted with
-:meth:`Clock.simulated_seconds`.
+:meth:`Clock.simulated_seconds`. The waits are in :mod:`shared.timing`.
 """
+
 from __future__ import annotations
 
 from shared.dial import Dial
@@ -17,35 +19,7 @@ from shared.maintenance import Maintenance
 from shared.poll import Poll
 from shared.reconcile import Reconcile
 from shared.step import Step
-from shared.timing import (  # noqa: F401 - the pipeline's public names
-    DEFAULT_CALL_GRACE_S,
-    DEFAULT_DIAL_GUARD_S,
-    DEFAULT_DIALING_LEASE_S,
-    DEFAULT_DISPATCH_LIMIT,
-    DEFAULT_EARLY_TOLERANCE_S,
-    DEFAULT_FENCE_MARGIN_S,
-    DEFAULT_HORIZON_S,
-    DEFAULT_LOOKUP_MAX_PAGES,
-    DEFAULT_MAX_CLOCK_AGE_S,
-    DEFAULT_MAX_REPLAYS,
-    DEFAULT_NO_SLOT_RETRY_S,
-    DEFAULT_POLL_LEASE_MARGIN_S,
-    DEFAULT_POOL_REFRESH_S,
-    DEFAULT_PROVIDER_BACKOFF_S,
-    DEFAULT_QUEUED_LEASE_S,
-    DEFAULT_RECENT_S,
-    DEFAULT_RECONCILE_GRACE_S,
-    DEFAULT_RECONCILE_RETRY_S,
-    DEFAULT_REPAIR_EVERY_S,
-    DEFAULT_REPLAY_WINDOW_S,
-    DEFAULT_STOP_GRACE_S,
-    DISPATCH_LOCK_MS,
-    SLOTS_REBUILD_LOCK_S,
-    BatchSource,
-    Provider,
-    Sender,
-    Timing,
-)
+from shared.timing import BatchSource, Provider, Sender, Timing
 
 __all__ = ["BatchSource", "Pipeline", "Provider", "Sender", "Step", "Timing"]
 

@@ -224,7 +224,7 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
     if oldest is None:
         return None
     from shared.decisions import attempt_deadline_ms
-    from shared.pipeline import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
+    from shared.timing import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
 
     lease_ms = int(clock.simulated_seconds(config.pipeline_lease_s * 1.5) * 1000)
     if oldest["status"] == states.QUEUED:
