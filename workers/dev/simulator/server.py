@@ -155,6 +155,10 @@ class Simulator:
         self._webhook_session: aiohttp.ClientSession | None = None
         self._webhook_gate: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Per call, set when its latest webhook's first attempt is over: the call's next event waits for it, so
+        #: a call's events arrive in the order of their instants even when two are due within milliseconds (a
+        #: sped-up clock), while a failing event's retries never hold back the next one.
+        self._last_delivery: dict[str, asyncio.Event] = {}
         self._reset_state()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -316,11 +320,23 @@ class Simulator:
         if not url:
             self.webhook_counts["skipped_no_url"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(call, name, at_ms, url, due))
+        previous = self._last_delivery.get(call.call_id)
+        first_done = self._last_delivery[call.call_id] = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(call, name, at_ms, url, due, after=previous, first_done=first_done))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._delivered(call.call_id, first_done, done))
 
-    async def _deliver(self, call: SimCall, name: str, at_ms: int, url: str, due: float) -> None:
+    def _delivered(self, call_id: str, first_done: asyncio.Event, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        first_done.set()
+        if self._last_delivery.get(call_id) is first_done:
+            del self._last_delivery[call_id]
+
+    async def _deliver(self, call: SimCall, name: str, at_ms: int, url: str, due: float, *,
+                       after: asyncio.Event | None = None, first_done: asyncio.Event | None = None) -> None:
+        if after is not None:
+            await after.wait()   # the call's previous event has had its first attempt
         payload = {"event": name, "call": call.view(at_ms, analysis=name != "call_ended")}
         raw = json.dumps(payload, separators=(",", ":")).encode()
         assert self._webhook_session is not None and self._webhook_gate is not None
@@ -344,6 +360,8 @@ class Simulator:
                         entry["ok"] = 200 <= resp.status < 300
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     entry["status"] = type(exc).__name__
+            if first_done is not None:
+                first_done.set()
             if entry["ok"]:
                 break
             self.webhook_counts["failed_attempts"] += 1
