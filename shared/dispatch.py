@@ -8,11 +8,8 @@ from collections.abc import Mapping
 from redis.exceptions import LockError
 
 from shared.clock import from_ms
-from shared.logs import get_logger
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
-
-log = get_logger(__name__)
 
 
 class Dispatch(Step):

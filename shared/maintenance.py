@@ -10,9 +10,7 @@ from redis.exceptions import LockError
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.coordination import BILLING_REPAIR, POOL_REFRESH
-from shared.errors import (
-    ProviderError,
-)
+from shared.errors import ProviderError
 from shared.logs import event, get_logger
 from shared.step import Step
 from shared.timing import SLOTS_REBUILD_LOCK_S

@@ -8,13 +8,8 @@ from typing import Any
 
 from shared import attempts as attempt_states
 from shared import metrics, reasons, states
-from shared.decisions import (
-    attempt_deadline_ms,
-)
-from shared.errors import (
-    DialAborted,
-    ProviderError,
-)
+from shared.decisions import attempt_deadline_ms
+from shared.errors import DialAborted, ProviderError
 from shared.logs import event, get_logger
 from shared.reasons import Reason, because
 from shared.retell import Call

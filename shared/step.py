@@ -21,11 +21,8 @@ from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
 from shared.dnc import DncStore
 from shared.jobs import JobStore
-from shared.logs import get_logger
 from shared.slots import Slots
 from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
-
-log = get_logger(__name__)
 
 
 @dataclass(kw_only=True)

@@ -10,10 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_TIMEOUT_S, Config
-from shared.logs import get_logger
 from shared.retell import IDEMPOTENCY_WINDOW_S
-
-log = get_logger(__name__)
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
 DEFAULT_QUEUED_LEASE_S = 60.0
