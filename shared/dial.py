@@ -89,6 +89,7 @@ def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any
 class Dial(Step):
     """The ``dial`` step (the module docstring says what it does, in order)."""
 
+    @metrics.step("dial")
     def dial(self, job_id: str, lease_owner: str) -> str:
         """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result)."""
         job = self.jobs.get(job_id)

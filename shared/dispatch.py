@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from redis.exceptions import LockError
 
+from shared import metrics
 from shared.clock import from_ms
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
@@ -15,6 +16,7 @@ from shared.timing import DISPATCH_LOCK_MS
 class Dispatch(Step):
     """Claims due jobs and sends their dial messages."""
 
+    @metrics.step("dispatch")
     def schedule_due(self, account_id: str | None = None) -> int:
         """Dispatch due jobs of active batches, at most as many per account as it has free slots.
 
@@ -64,6 +66,7 @@ class Dispatch(Step):
         now_ms = self.clock.now_ms()
         return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self.jobs.count_queued(None)
 
+    @metrics.step("refill")
     def refill(self, account_id: str) -> int:
         """A slot of the account was freed: dispatch its next due jobs now, in this thread.
 

@@ -23,6 +23,7 @@ log = get_logger(__name__)
 class Finalize(Step):
     """``finalize``: shared by the poll actor and the webhook handler."""
 
+    @metrics.step("finalize")
     def finalize(self, job_id: str, call: Call, *, lease_owner: str | None = None, source: str = "poll") -> str:
         """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op."""
         job = self.jobs.get(job_id)

@@ -21,6 +21,7 @@ log = get_logger(__name__)
 class Maintenance(Step):
     """The periodic upkeep the clock dyno asks for (the ``maintain`` actor), apart from dispatch."""
 
+    @metrics.step("maintain")
     def maintain(self) -> None:
         """One periodic run: rebuild the slot sets if Redis lost them, read the pool limit, recover expired
         leases, settle lost reservations, repair billing (one process a minute) and complete finished

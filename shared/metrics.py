@@ -11,12 +11,15 @@ the TTL.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
@@ -26,6 +29,7 @@ from shared.logs import get_logger
 from shared.redis_keys import METRICS_SNAPSHOT_PATTERN, METRICS_SNAPSHOT_PREFIX, metrics_snapshot_key
 
 log = get_logger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 disable_created_metrics()
 
 #: This process's registry (not prometheus-client's global one, so tests can read it cleanly).
@@ -69,8 +73,33 @@ RECONCILES = Counter(
     "outdial_reconciles", "Creates whose outcome was unknown, by how they were settled (replayed with the same "
     "idempotency key, found by lookup, not_placed, retry)", ["result"], registry=REGISTRY)
 
-MONGO_COMMANDS = Counter("outdial_mongo_commands", "MongoDB commands (round trips) sent by this process",
-                         registry=REGISTRY)
+MONGO_COMMANDS = Counter("outdial_mongo_commands", "MongoDB commands (round trips) sent by this process, by the "
+                         "pipeline step that sent them (other: outside any step)", ["step"], registry=REGISTRY)
+#: The pipeline step this thread is running (dial, poll, finalize, refill, dispatch, maintain, reconcile,
+#: webhook...), for the per-step counters; set with :func:`in_step`.
+CURRENT_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("outdial_step", default="other")
+
+
+@contextlib.contextmanager
+def in_step(name: str) -> Iterator[None]:
+    """Count what the block sends (MongoDB commands, provider requests) under the step ``name``; the enclosing
+    step resumes after it."""
+    token = CURRENT_STEP.set(name)
+    try:
+        yield
+    finally:
+        CURRENT_STEP.reset(token)
+
+
+def step(name: str) -> Callable[[F], F]:
+    """Decorate a pipeline step's entry method: what it sends is counted under ``name`` (:func:`in_step`)."""
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with in_step(name):
+                return func(*args, **kwargs)
+        return cast(F, counted)
+    return wrap
 
 # -- provider -----------------------------------------------------------------------------------
 PROVIDER_REQUESTS = Counter("outdial_provider_requests", "Requests sent to the provider", ["endpoint"],

@@ -14,7 +14,7 @@ from pymongo import ASCENDING, IndexModel, MongoClient, monitoring
 from pymongo.database import Database
 
 from shared.errors import NotFound
-from shared.metrics import MONGO_COMMANDS
+from shared.metrics import CURRENT_STEP, MONGO_COMMANDS
 
 #: Collection names.
 BATCHES = "batches"
@@ -86,7 +86,7 @@ class CommandCounter(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         with self._lock:
             self.counts[event.command_name] = self.counts.get(event.command_name, 0) + 1
-        MONGO_COMMANDS.inc()
+        MONGO_COMMANDS.labels(CURRENT_STEP.get()).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

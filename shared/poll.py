@@ -28,6 +28,7 @@ log = get_logger(__name__)
 class Poll(Step):
     """The ``poll`` step: a call in progress, read at its likely end; an ended one goes to ``finalize``."""
 
+    @metrics.step("poll")
     def poll(self, job_id: str, lease_owner: str, call_id: str, n: int) -> str:
         """Ask the provider about an in-progress call; re-send itself until the call is over.
 

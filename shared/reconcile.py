@@ -22,6 +22,7 @@ log = get_logger(__name__)
 class Reconcile(Step):
     """The ``reconcile`` step: a dial whose create had an unknown outcome, settled before anything else."""
 
+    @metrics.step("reconcile")
     def reconcile(self, job_id: str, lease_owner: str) -> str:
         """A ``dialing`` job whose create may or may not have reached the provider: settle it before anything else.
 
