@@ -279,7 +279,8 @@ class Billing:
 
     # -- reservation ----------------------------------------------------------------------------
 
-    def reserve(self, account_id: str, *, attempt_id: str, job_id: str, max_call_duration_s: int) -> Reservation:
+    def reserve(self, account_id: str, *, attempt_id: str, job_id: str, max_call_duration_s: int,
+                recent: Mapping[str, Any] | None = None) -> Reservation:
         """Hold the most the call can cost before dialing it.
 
         One read of the account; for a metered plan with enough available, one conditional update
@@ -293,12 +294,19 @@ class Billing:
         :param attempt_id: the attempt's id (``shared.attempts.attempt_id``).
         :param job_id: the job, recorded on the hold and its ledger entry.
         :param max_call_duration_s: the batch's ``max_call_duration``, seconds (> 0).
+        :param recent: the account document as read within the last second (the pipeline's remembered copy):
+            when its plan is unlimited nothing is read, so an unlimited call costs no round trip of billing. A
+            metered plan is always read afresh: its balance decides.
         """
         if isinstance(max_call_duration_s, bool) or not isinstance(max_call_duration_s, int) \
                 or max_call_duration_s <= 0:
             raise ValueError(f"max_call_duration_s must be a positive whole number, got {max_call_duration_s!r}")
         key = hold_key(attempt_id)
         base = {"account_id": account_id, "attempt_id": attempt_id}
+        if recent is not None:
+            plan = Plan.from_document(recent.get("plan"))
+            if not plan.metered:
+                return self._counted(Reservation(status=ReservationStatus.OK, plan=plan.type, **base), "unlimited")
         last: Reservation | None = None
         for _ in range(DEFAULT_WRITE_ATTEMPTS):
             account = self.accounts.find_one({"_id": account_id},

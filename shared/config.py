@@ -34,6 +34,8 @@ DEFAULT_RETRY_DELAY_MINUTES = 30.0
 DEFAULT_CALL_MAX_DURATION_MINUTES = 10.0
 #: Ring time before an unanswered call is given up, seconds.
 DEFAULT_RING_TIMEOUT_SECONDS = 30
+#: With webhooks, seconds after a call's ring timeout at which a call still not ended is polled.
+DEFAULT_PIPELINE_SAFETY_POLL_S = 60.0
 #: Calling-window zone when a batch names none.
 DEFAULT_TIMEZONE = "America/Santiago"
 #: Region assumed for phone numbers written without a country code.
@@ -163,6 +165,15 @@ def _parse_region(raw: str) -> str:
     return region
 
 
+def _parse_flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false (1/0, yes/no, on/off), got {raw!r}")
+
+
 def _parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -264,6 +275,15 @@ class Config:
     pipeline_dial_guard_s: float = _var(
         "PIPELINE_DIAL_GUARD_S", lambda raw: parse_float(raw, minimum=0), DEFAULT_PIPELINE_DIAL_GUARD_S,
         "real seconds before a window closes in which no call starts (covers the dial reaching the provider)",
+    )
+    retell_webhooks: bool = _var(
+        "RETELL_WEBHOOKS", _parse_flag, False,
+        "Retell sends call webhooks to the web dyno: a call's end comes by webhook and polls are a late safety net "
+        "(the first PIPELINE_SAFETY_POLL_S after the ring timeout); unset: calls are polled at their likely end",
+    )
+    pipeline_safety_poll_s: float = _var(
+        "PIPELINE_SAFETY_POLL_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_SAFETY_POLL_S,
+        "with RETELL_WEBHOOKS, seconds after a call's ring timeout at which a call no webhook ended is polled",
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
     port: int = _var("PORT", lambda raw: parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")

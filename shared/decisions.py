@@ -16,7 +16,7 @@ from shared import states
 from shared.call_settings import BALANCE_POLICIES, CallSettings, retry_delay
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
-from shared.config import Config
+from shared.config import DEFAULT_PIPELINE_SAFETY_POLL_S, Config
 from shared.errors import DialAborted
 from shared.outcomes import EFFECTS, Effect, Outcome
 from shared.reasons import Reason, because
@@ -241,6 +241,28 @@ def stop_retry_delay_s(attempts: int, *, base_s: float = 1.0, cap_s: float = 30.
 def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap_s: float = 30.0) -> float:
     """Simulated seconds before poll number ``n`` (0-based): 10, 15, 22.5, 30, 30, ..."""
     return min(cap_s, first_s * factor**n)
+
+
+#: Longest wait between two safety-net polls of a call still in progress, simulated seconds.
+SAFETY_POLL_CAP_S = 600.0
+
+
+def safety_poll_at_ms(dialed_ms: int, *, ring_timeout_s: float,
+                      margin_s: float = DEFAULT_PIPELINE_SAFETY_POLL_S) -> int:
+    """With webhooks, when the first poll of a call comes: its earliest end without an answer (the ring timeout)
+    plus a margin. An answered call's end arrives by webhook; the poll only catches a webhook that never came."""
+    return int(dialed_ms + (ring_timeout_s + margin_s) * 1000)
+
+
+def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s: float = DEFAULT_PIPELINE_SAFETY_POLL_S,
+                             cap_s: float = SAFETY_POLL_CAP_S) -> float:
+    """With webhooks, simulated seconds from safety-net poll ``n`` (0-based) to the next of a call still in
+    progress: the margin, doubling up to ``cap_s``, and never past the attempt's deadline (so a call past its
+    limits is still stopped on time), at least one second."""
+    wait = min(cap_s, margin_s * 2**n)
+    if now_ms < deadline_ms:
+        wait = min(wait, (deadline_ms - now_ms) / 1000 + 1)
+    return max(1.0, wait)
 
 
 #: First wait of a free retry, real seconds; it doubles each time up to :data:`FREE_RETRY_CAP_S`.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.decisions import (
     decide_free_retry,
     decide_insufficient_balance,
     next_poll_delay_s,
+    safety_poll_at_ms,
 )
 from shared.dnc import DNC_OUTCOME
 from shared.errors import (
@@ -49,6 +51,10 @@ from shared.slots import Acquired
 from shared.step import Step
 
 log = get_logger(__name__)
+
+#: Real seconds for which the decision's read of the do-not-call lists also stands for the check right before
+#: the send (the two are normally milliseconds apart); past it the lists are read again.
+DNC_FRESH_S = 0.25
 
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
@@ -90,11 +96,16 @@ class Dial(Step):
     """The ``dial`` step (the module docstring says what it does, in order)."""
 
     @metrics.step("dial")
-    def dial(self, job_id: str, lease_owner: str) -> str:
-        """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result)."""
-        job = self.jobs.get(job_id)
+    def dial(self, job_id: str, lease_owner: str, *, job: Mapping[str, Any] | None = None) -> str:
+        """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result).
+
+        :param job: the job as its claim just returned it (a refill dialing in its own thread): not read again.
+        """
+        if job is None or job.get("_id") != job_id:
+            job = self.jobs.get(job_id)
         cached = self.cache.get(job["batch_id"]) if job else None
         listed = self._listed(job, lease_owner)
+        listed_at = time.monotonic()
         now = self.clock.now()
         settings = self._settings_in(cached)
         decision = decide_dial(job, lease_owner=lease_owner, batch=cached.doc if cached else None,
@@ -137,7 +148,7 @@ class Dial(Step):
             fail_round(self.jobs, job_id, decision.reason, settings, job=job, **own)
         else:
             assert decision.phone_index is not None
-            return self._place_call(job, cached, decision.phone_index, lease_owner)
+            return self._place_call(job, cached, decision.phone_index, lease_owner, dnc_read_at=listed_at)
         return decision.step
 
     def _log_decision(self, job: Mapping[str, Any], cached: Any, decision: Any, now: Any) -> None:
@@ -180,7 +191,8 @@ class Dial(Step):
             return frozenset()
         return self.dnc.listed(job["account_id"], job["contact"]["phones"])
 
-    def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str) -> str:
+    def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str, *,
+                    dnc_read_at: float | None = None) -> str:
         """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
 
         Winning the conditional transition comes first: a process that loses it (the same message
@@ -201,7 +213,8 @@ class Dial(Step):
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
 
         reservation = self.billing.reserve(account_id, attempt_id=aid, job_id=job_id,
-                                           max_call_duration_s=settings.max_call_duration)
+                                           max_call_duration_s=settings.max_call_duration,
+                                           recent=self._account(account_id))
         if not reservation.ok:
             return self._insufficient_balance(won, settings, reservation, own)
 
@@ -243,7 +256,7 @@ class Dial(Step):
             return DialStep.STALE
         metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
         return self._create(won, attempt, settings, lease_owner, lease_until,
-                            reserved=int(getattr(reservation, "amount", 0) or 0))
+                            reserved=int(getattr(reservation, "amount", 0) or 0), dnc_read_at=dnc_read_at)
 
     def _take_turn(self, job: Mapping[str, Any], settings: CallSettings, phone_index: int, aid: str, now_ms: int,
                    lease_owner: str) -> str | None:
@@ -293,13 +306,18 @@ class Dial(Step):
                             keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
-                lease_until: int, *, reserved: int | None, replay: bool = False) -> str:
+                lease_until: int, *, reserved: int | None, replay: bool = False,
+                dnc_read_at: float | None = None) -> str:
         """Send the attempt's create (its id as the idempotency key) and record the call.
 
         Right before every send, :func:`shared.decisions.check_before_send` checks the fence (this
         process's lease outlasts the create) and the calling window at the same moment; when it fails
         before the first send, nothing reached the provider. ``replay``: the attempt's create was sent
         before with an unknown outcome; then :class:`~shared.errors.DialAborted` goes to the caller.
+
+        The do-not-call lists are read again right before the send unless the decision read them less than
+        :data:`DNC_FRESH_S` ago (``dnc_read_at``, a monotonic instant): a dial that stalled, waited or is a
+        replay always reads them again.
         """
         job_id, aid = job["_id"], attempt["_id"]
         phone = attempt["to_number"]
@@ -307,7 +325,8 @@ class Dial(Step):
         need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
 
         def precheck() -> None:
-            if self.dnc.listed(job["account_id"], [phone]):
+            fresh = dnc_read_at is not None and time.monotonic() - dnc_read_at < DNC_FRESH_S
+            if not fresh and self.dnc.listed(job["account_id"], [phone]):
                 metrics.DNC_BLOCKED.labels("send").inc()
                 raise DialAborted("dnc", because("dnc_number"))
             now = self.clock.now()
@@ -453,7 +472,6 @@ class Dial(Step):
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: CallSettings, *, reserved: int | None = None) -> str:
-        poll_delay_s = next_poll_delay_s(0)
         lease_ms = self._in_call_lease_ms(settings)
         # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
         # and a process that takes the job over reads the call from the attempt.
@@ -461,6 +479,10 @@ class Dial(Step):
         fields: dict[str, Any] = {"call_id": call.call_id, "lease_until": lease_ms}
         if reserved is not None:
             fields["reserved"] = reserved
+        if self.timing.webhooks:
+            # The call's end comes by webhook; maintenance starts the polls only if none came by then.
+            fields["poll_at"] = safety_poll_at_ms(self.clock.now_ms(), ring_timeout_s=settings.ring_timeout,
+                                                  margin_s=self.timing.safety_poll_sim_s)
         won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
                                    where={"attempt_id": aid}, set_=fields)
         if won is None:
@@ -477,7 +499,8 @@ class Dial(Step):
             return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
         event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
               to=mask_phone(getattr(call, "to_number", "") or ""))
-        self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(poll_delay_s))
+        if not self.timing.webhooks:
+            self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(next_poll_delay_s(0)))
         return "dialed"
 
     def _stop_quietly(self, call_id: str) -> None:

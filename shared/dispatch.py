@@ -64,15 +64,19 @@ class Dispatch(Step):
     def _pool_free(self) -> int:
         """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
         now_ms = self.clock.now_ms()
-        return self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) - self.jobs.count_queued(None)
+        free = self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms)
+        return free if free <= 0 else free - self.jobs.count_queued(None)
 
     @metrics.step("refill")
     def refill(self, account_id: str) -> int:
-        """A slot of the account was freed: dispatch its next due jobs now, in this thread.
+        """A slot of the account was freed: claim its next due job and dial it now, in this thread.
 
-        Sending a ``schedule_due`` message instead would cost one more trip through the broker
-        (up to its poll interval) for every call. When another process is dispatching for the
-        account at this moment, a (debounced) message makes sure the slot is not forgotten.
+        No broker hop: the process that freed the slot (the finalize of a poll or of a webhook) places the next
+        call itself, so a slot stays empty only for the time of the claim and the dial's own writes. A refill
+        claims one job, the freed slot's, with one round trip (:meth:`JobStore.claim_next`), and only when the
+        slot sets show room (the account's and the workspace's); wider gaps are the periodic dispatch's, which
+        counts the queued jobs too. When another process is dispatching for the account at this moment, a
+        (debounced) message makes sure the slot is not forgotten.
         """
         active = self._remembered("active", self.batches.active_by_account)
         if account_id not in active:
@@ -80,21 +84,41 @@ class Dispatch(Step):
         if len(active) > 1:
             # Several accounts share the workspace's pool: the freed slot goes to whoever's turn it is.
             return self._dispatch(active)
-        dispatched = self._dispatch_account(account_id, active[account_id], cap=self._pool_free())
-        if dispatched < 0:
+        now_ms = self.clock.now_ms()
+        if (self._limit(account_id) - self.slots.in_use(account_id, now_ms=now_ms) <= 0
+                or self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) <= 0):
+            return 0
+        lock = self.coordination.dispatch_lock(account_id, timeout_s=DISPATCH_LOCK_MS / 1000)
+        if not lock.acquire():
             self.sender.schedule(account_id)
             return 0
-        return dispatched
+        try:
+            horizon = self._sim(self.timing.horizon_s)
+            job = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
+                                       batch_ids=active[account_id], account_id=account_id)
+        finally:
+            with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
+                lock.release()
+        if job is None:
+            return 0
+        delay_ms = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
+        if delay_ms > 0:
+            self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay_ms)
+        else:
+            self.dial(job["_id"], job["lease_owner"], job=job)
+        return 1
 
     def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
         """Claim and send as many due jobs as the account has free slots, at most ``cap`` (its share of the
         workspace's pool); -1 when another process is at it."""
+        now_ms = self.clock.now_ms()
+        limit = self._limit(account_id)
+        if min(limit - self.slots.in_use(account_id, now_ms=now_ms), cap) <= 0:
+            return 0  # no room even before counting the queued jobs
         lock = self.coordination.dispatch_lock(account_id, timeout_s=DISPATCH_LOCK_MS / 1000)
         if not lock.acquire():
             return -1
         try:
-            now_ms = self.clock.now_ms()
-            limit = self._limit(account_id)
             queued = self.jobs.count_queued(account_id)
             budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
                          self.timing.dispatch_limit)

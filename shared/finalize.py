@@ -24,9 +24,17 @@ class Finalize(Step):
     """``finalize``: shared by the poll actor and the webhook handler."""
 
     @metrics.step("finalize")
-    def finalize(self, job_id: str, call: Call, *, lease_owner: str | None = None, source: str = "poll") -> str:
-        """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op."""
-        job = self.jobs.get(job_id)
+    def finalize(self, job_id: str, call: Call, *, job: Mapping[str, Any] | None = None,
+                 lease_owner: str | None = None, source: str = "poll", refill: bool = True) -> str:
+        """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op.
+
+        :param job: the job as the caller just read it (not read again); every write below is conditional on
+            the job still being in this call, so a copy that went stale only makes them refused.
+        :param refill: dial the account's next due job in this thread once the slot is free (a caller that
+            answers someone first, the webhook handler, refills after answering).
+        """
+        if job is None or job.get("_id") != job_id:
+            job = self.jobs.get(job_id)
         if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
             return "duplicate"
         aid = job["attempt_id"]
@@ -56,7 +64,8 @@ class Finalize(Step):
             fields = {"retry_delay_hours": chosen.hours, "retry_delay_for": chosen.outcome or "default"}
         event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
               status=applied.get("status"), **fields)
-        self.refill(job["account_id"])
+        if refill:
+            self.refill(job["account_id"])
         return outcome.value
 
     def _finish_turn(self, job: Mapping[str, Any], aid: str, ended_ms: int, *, conversation: bool) -> None:

@@ -24,12 +24,13 @@ class Maintenance(Step):
     @metrics.step("maintain")
     def maintain(self) -> None:
         """One periodic run: rebuild the slot sets if Redis lost them, read the pool limit, recover expired
-        leases, settle lost reservations, repair billing (one process a minute) and complete finished
-        batches. Safe to run in several processes at once."""
+        leases, start the safety-net polls of calls no webhook ended, settle lost reservations, repair billing
+        (one process a minute) and complete finished batches. Safe to run in several processes at once."""
         if not self.slots.known():
             self.ensure_slots()
         self.refresh_pool_limit()
         self.recover_expired()
+        self.start_safety_polls()
         self.recover_reservations()
         if self.coordination.once_per(BILLING_REPAIR, int(self.timing.repair_every_s * 1000)):
             self.billing.repair()
@@ -67,6 +68,21 @@ class Maintenance(Step):
             else:
                 self.sender.reconcile(job["_id"], job["lease_owner"])
         return len(taken)
+
+    def start_safety_polls(self, *, limit: int = 1000) -> int:
+        """With webhooks, a call in progress is polled only when no webhook ended it by its ``poll_at`` (its ring
+        timeout plus a margin): start the polls of those calls, each by one process."""
+        started = 0
+        now_ms = self.clock.now_ms()
+        for job in self.jobs.due_safety_polls(limit=limit, now_ms=now_ms):
+            owner = job.get("lease_owner")
+            if owner and self.jobs.take_safety_poll(job["_id"], owner, now_ms=now_ms):
+                self.sender.poll(job["_id"], owner, job.get("call_id", ""), 0)
+                started += 1
+        if started:
+            metrics.SAFETY_POLLS.inc(started)
+            event(log, "safety_polls_started", calls=started)
+        return started
 
     def ensure_slots(self) -> bool:
         """Rebuild the slot sets if Redis lost them, under a lock: two periodic runs never both rebuild (the

@@ -73,6 +73,8 @@ RECONCILES = Counter(
     "outdial_reconciles", "Creates whose outcome was unknown, by how they were settled (replayed with the same "
     "idempotency key, found by lookup, not_placed, retry)", ["result"], registry=REGISTRY)
 
+SAFETY_POLLS = Counter("outdial_safety_polls", "Calls in progress polled because no webhook ended them by their "
+                       "safety-net instant (RETELL_WEBHOOKS)", registry=REGISTRY)
 MONGO_COMMANDS = Counter("outdial_mongo_commands", "MongoDB commands (round trips) sent by this process, by the "
                          "pipeline step that sent them (other: outside any step)", ["step"], registry=REGISTRY)
 #: The pipeline step this thread is running (dial, poll, finalize, refill, dispatch, maintain, reconcile,

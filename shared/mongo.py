@@ -33,6 +33,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("call_id", ASCENDING)], name="call_id", sparse=True),
         IndexModel([("lease_owner", ASCENDING)], name="lease_owner", sparse=True),
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease_until"),
+        # Only calls in progress waiting for their safety-net poll (webhooks on) carry poll_at.
+        IndexModel([("poll_at", ASCENDING)], name="poll_at", sparse=True),
         IndexModel([("dedupe_key", ASCENDING)], name="dedupe_key", unique=True, sparse=True),
         # Sparse: jobs imported before it existed have no phones_key and are left alone.
         IndexModel([("phones_key", ASCENDING)], name="phones_key", unique=True, sparse=True),

@@ -10,8 +10,10 @@ from shared import metrics, states
 from shared.call_settings import CallSettings
 from shared.decisions import (
     PollStep,
+    attempt_deadline_ms,
     decide_poll,
     next_poll_delay_s,
+    next_safety_poll_delay_s,
     stop_retry_delay_s,
 )
 from shared.errors import (
@@ -53,7 +55,7 @@ class Poll(Step):
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             call = None
         if call is not None and call.is_final:
-            return self.finalize(job_id, call, lease_owner=lease_owner)
+            return self.finalize(job_id, call, job=job, lease_owner=lease_owner)
         settings = self._settings_of(job)
         step = decide_poll(final=False, start_ms=call.start_timestamp_ms if call else None,
                            created_ms=int(job.get("dialed_at") or self.clock.now_ms()), now_ms=self.clock.now_ms(),
@@ -64,10 +66,20 @@ class Poll(Step):
             return self._force_end(job, call, lease_owner)
         if step == PollStep.STOP and not job.get("stop_acked"):
             return self._stop_past_limit(job, lease_owner, n)
+        if step == PollStep.STOP:
+            return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
+        if self.timing.webhooks:
+            # A safety-net chain: the webhook still ends the call; look again rarely, and at its deadline.
+            deadline = attempt_deadline_ms(int(job.get("dialed_at") or self.clock.now_ms()),
+                                           ring_timeout_s=settings.ring_timeout,
+                                           max_call_duration_s=settings.max_call_duration,
+                                           grace_s=self.timing.call_grace_sim_s)
+            wait = next_safety_poll_delay_s(n, now_ms=self.clock.now_ms(), deadline_ms=deadline,
+                                            margin_s=self.timing.safety_poll_sim_s)
+            return self._poll_again(job_id, lease_owner, call_id, n, wait)
         if call is None:
             return self._poll_again(job_id, lease_owner, call_id, n, max(next_poll_delay_s(n), 5.0))
-        return self._poll_again(job_id, lease_owner, call_id, n, 1.0 if step == PollStep.STOP
-                                else next_poll_delay_s(n))
+        return self._poll_again(job_id, lease_owner, call_id, n, next_poll_delay_s(n))
 
     def _stop_past_limit(self, job: Mapping[str, Any], lease_owner: str, n: int) -> str:
         """Ask the provider to end a call past its limits; a failed stop is tried again with backoff."""
@@ -107,7 +119,7 @@ class Poll(Step):
         event(log, "call_forced_end", level=logging.WARNING, job_id=job["_id"], call_id=job["call_id"],
               reachable=call is not None)
         metrics.FORCED_ENDS.inc()
-        return self.finalize(job["_id"], ended, lease_owner=lease_owner, source="deadline")
+        return self.finalize(job["_id"], ended, job=job, lease_owner=lease_owner, source="deadline")
 
     def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
         self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))

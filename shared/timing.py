@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.config import DEFAULT_PIPELINE_DIAL_GUARD_S, DEFAULT_RETELL_CREATE_TIMEOUT_S, Config
+from shared.config import (
+    DEFAULT_PIPELINE_DIAL_GUARD_S,
+    DEFAULT_PIPELINE_SAFETY_POLL_S,
+    DEFAULT_RETELL_CREATE_TIMEOUT_S,
+    Config,
+)
 from shared.retell import IDEMPOTENCY_WINDOW_S
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
@@ -121,10 +126,15 @@ class Timing:
     pool_refresh_s: float = DEFAULT_POOL_REFRESH_S
     lookup_max_pages: int = DEFAULT_LOOKUP_MAX_PAGES
     early_tolerance_s: float = DEFAULT_EARLY_TOLERANCE_S
+    #: Retell sends call webhooks (``RETELL_WEBHOOKS``): polls are a late safety net, not the end's detector.
+    webhooks: bool = False
+    #: With webhooks, simulated seconds after a call's ring timeout at which its first poll comes.
+    safety_poll_sim_s: float = DEFAULT_PIPELINE_SAFETY_POLL_S
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
         lease = config.pipeline_lease_s
         return cls(queued_lease_s=lease, dialing_lease_s=config.dialing_lease_s, poll_lease_margin_s=lease,
                    stop_grace_s=lease / 2,
-                   dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s)
+                   dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s,
+                   webhooks=config.retell_webhooks, safety_poll_sim_s=config.pipeline_safety_poll_s)

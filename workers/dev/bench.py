@@ -33,6 +33,7 @@ from shared.clock import started_at
 from shared.config import load_config
 from shared.metrics import read_snapshots
 from shared.phones import numbered
+from workers.clock_dyno import DEFAULT_INTERVAL_S
 from workers.dev import embedded
 from workers.dev.simulator.process import wait_until
 
@@ -103,7 +104,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
 
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
     config = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
-                                            log_level="WARNING")
+                                            log_level="WARNING", retell_webhooks=webhooks)
     r = redis_lib.Redis.from_url(redis_url)
     r.flushdb()
     clock = started_at(BENCH_START, speed=speed)
@@ -114,7 +115,8 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
     if webhooks:
         flags["webhook_url"] = f"http://127.0.0.1:{web_port}/webhooks/retell"
     stack, config = start_stack(config, clock, scenario=scenario, workers=workers, processes=processes,
-                                threads=threads, simulator_flags=flags, clock_interval_s=0.5)
+                                threads=threads, simulator_flags=flags,
+                                clock_interval_s=DEFAULT_INTERVAL_S)
     try:
         if webhooks:
             stack.start_web(port=web_port)

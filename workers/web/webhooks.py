@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from shared import metrics
 from shared.errors import NotFound
@@ -54,6 +56,10 @@ DEFAULT_WEBHOOK_WAIT_S = 5.0
 DEFAULT_WEBHOOK_THREADS = 16
 #: Finalizations queued or running above which new deliveries get 503 at once.
 DEFAULT_WEBHOOK_MAX_PENDING = 2000
+#: Calls remembered as finalized here, so their later events read nothing.
+RECENTLY_FINISHED = 20_000
+#: Finalize results that applied nothing (the slot was not freed by this delivery).
+NOT_APPLIED = ("duplicate", "unknown_call", "stale")
 #: Seconds between two log lines about refused signatures (the metric counts every one).
 DEFAULT_REJECTION_LOG_INTERVAL_S = 1.0
 
@@ -101,11 +107,15 @@ class WebhookProcessor:
         self.reading = 0
         self.rejections = LogThrottle()
         self._inflight: dict[str, asyncio.Future[str]] = {}
+        #: Calls this process finalized lately: a later event of the same call is a duplicate, read nothing.
+        self._finished: LRUCache[str, bool] = LRUCache(maxsize=RECENTLY_FINISHED)
+        self._finished_lock = threading.Lock()
 
     # -- the blocking part (a pool thread) ----------------------------------------------------------
 
-    def find_job(self, call: Call) -> str | None:
-        """The job of ``call``: ``metadata.job_id`` when it names an existing job, else the job holding ``call_id``."""
+    def find_job(self, call: Call) -> dict[str, Any] | None:
+        """The job of ``call``: the one ``metadata.job_id`` names when it exists, else the job holding ``call_id``
+        (one read either way, the document itself, handed to the finalize)."""
         jobs = self.runtime.jobs
         job_id = call.metadata.get("job_id")
         if isinstance(job_id, str):
@@ -113,19 +123,41 @@ class WebhookProcessor:
                 named = parse_id(job_id, "job id")
             except NotFound:
                 named = None
-            if named is not None and jobs.exists(named):
-                return named
-        return jobs.id_of_call(call.call_id)
+            job = jobs.get(named) if named is not None else None
+            if job is not None:
+                return job
+        return jobs.of_call(call.call_id)
 
     def apply(self, call: Call) -> str:
-        """Find the job and finalize it; ``"unknown_call"`` when no job has this call."""
+        """Find the job and finalize it; ``"unknown_call"`` when no job has this call.
+
+        A call this process finalized a moment ago (``call_ended`` then ``call_analyzed``) is a duplicate
+        without a read. The freed slot is refilled after the answer, in the same pool: the next call is
+        dialed from here, with no broker hop, while the provider already has its acknowledgement.
+        """
+        with self._finished_lock:
+            if call.call_id in self._finished:
+                return "duplicate"
         started = time.perf_counter()
-        job_id = self.find_job(call)
-        if job_id is None:
+        job = self.find_job(call)
+        if job is None:
             return "unknown_call"
-        result = str(self._pipeline().finalize(job_id, call, source="webhook"))
+        pipeline = self._pipeline()
+        result = str(pipeline.finalize(job["_id"], call, job=job, source="webhook", refill=False))
         metrics.WEBHOOK_FINALIZE.observe(time.perf_counter() - started)
+        if result not in NOT_APPLIED:
+            with self._finished_lock:
+                self._finished[call.call_id] = True
+            self.pool.submit(self._refill, pipeline, str(job["account_id"]))
         return result
+
+    @staticmethod
+    def _refill(pipeline: Any, account_id: str) -> None:
+        try:
+            pipeline.refill(account_id)
+        except Exception as exc:  # noqa: BLE001 - the periodic dispatch fills the slot instead
+            event(log, "webhook_refill_failed", level=logging.ERROR, account_id=account_id,
+                  error=type(exc).__name__, detail=str(exc)[:200])
 
     # -- the event loop part ------------------------------------------------------------------------
 
