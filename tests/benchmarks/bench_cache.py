@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     mongo.ensure_indexes(db)
     store = BatchStore(db, clock=Clock(), config=config)
     try:
-        ids = [store.create({"name": f"campaign {i}", "account_id": f"acc{i % 5}",
+        ids = [store.create({"name": f"campaign {i}", "account_id": f"acc{i % 5}", "from_number": "+12125550100",
                              "call_settings": {"max_attempts": 3, "ring_timeout": 25, "timezone": "America/Santiago"}}
                             )["_id"] for i in range(args.batches)]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, MongoDB {mongo_server.url.split('/?')[0]}, "
