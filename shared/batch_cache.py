@@ -14,8 +14,10 @@ so it needs them all soon; each process then pays one query per TTL for all its 
 of one per campaign (with 4 processes and 50 campaigns: 4 queries instead of 200 at start-up).
 Other misses (an edited batch, a paused one, a new one) read their batch alone. Threads missing
 any batch while a bulk load is in progress wait for it, then look again. A batch evicted while a
-bulk load is in progress is not stored from it (nothing is, after a clear), and a bulk load never
-replaces what the cache already holds, so a bulk answer is never fresher-looking than it is.
+bulk load is in progress is not stored from it (nothing is, after a clear or a lost subscription),
+and a bulk load never replaces an entry, a negative entry or a read in progress of the cache: it
+never puts back a document older than a change this process has heard of. The counters count
+per ``get``: a batch that came with another's bulk load is a hit when it is asked for.
 
 The TTL is only a safety net: :mod:`shared.invalidation` evicts a batch from every process the
 moment it changes. While that listener is not subscribed the cache is *suspended*: it stores
@@ -266,7 +268,8 @@ class BatchCache:
     :param loader: reads one batch by id, returns its document or None when it does not exist
         (e.g. ``BatchStore.get``; see :meth:`for_store`). Called without the cache's lock held.
     :param clock: the shared clock the TTLs are measured on.
-    :param ttl_s: how long an entry lives, simulated seconds; default ``BATCH_CACHE_TTL`` (300).
+    :param ttl_s: how long an entry lives, simulated seconds; default ``BATCH_CACHE_TTL`` (300). It only
+        bounds staleness after a change that was not published (an edit made directly in MongoDB).
         0 disables caching (every read goes to MongoDB, still single-flight).
     :param maxsize: most batches kept; default :data:`DEFAULT_MAXSIZE`.
     :param negative_ttl_s: how long a missing batch is remembered, simulated seconds; default
