@@ -7,6 +7,18 @@ reads MongoDB and the others wait for that read. A batch that does not exist is 
 a shorter time (a negative entry), so a job pointing at a deleted batch does not cost a query
 per message. Each entry parses the batch's ``call_settings`` once, so a dial never re-parses.
 
+A miss reads in bulk when the cache is cold (the first miss, the first one after a clear, then at
+most once per TTL): the batch asked for and the newest active batches, up to 200, in ONE query
+(``BatchStore.get_with_active``). A worker process dials every active campaign of the deployment,
+so it needs them all soon; each process then pays one query per TTL for all its campaigns instead
+of one per campaign (with 4 processes and 50 campaigns: 4 queries instead of 200 at start-up).
+Other misses (an edited batch, a paused one, a new one) read their batch alone. Threads missing
+any batch while a bulk load is in progress wait for it, then look again. A batch evicted while a
+bulk load is in progress is not stored from it (nothing is, after a clear or a lost subscription),
+and a bulk load never replaces an entry, a negative entry or a read in progress of the cache: it
+never puts back a document older than a change this process has heard of. The counters count
+per ``get``: a batch that came with another's bulk load is a hit when it is asked for.
+
 The TTL is only a safety net: :mod:`shared.invalidation` evicts a batch from every process the
 moment it changes. While that listener is not subscribed the cache is *suspended*: it stores
 nothing and every read goes to MongoDB (invalidations could be missed meanwhile), with
@@ -46,6 +58,8 @@ DEFAULT_NEGATIVE_TTL_S = 30.0
 DEFAULT_NEGATIVE_MAXSIZE = 10_000
 #: Longest a thread waits for another thread's read of the same batch before reading itself, real seconds.
 DEFAULT_LOAD_WAIT_S = 30.0
+#: Most batches one bulk load reads (the batch asked for and the newest active ones) in one query.
+DEFAULT_BULK_LIMIT = 200
 
 #: Eviction causes (label ``cause`` of ``outdial_batch_cache_evictions``).
 CAUSE_MESSAGE = "message"      # an invalidation message named the batch
@@ -61,6 +75,9 @@ _LOAD_FROM_CACHE = BATCH_LOAD.labels(source="cache")
 _LOAD_FROM_MONGODB = BATCH_LOAD.labels(source="mongodb")
 
 Loader = Callable[[str], Mapping[str, Any] | None]
+#: ``(batch_id, limit)`` -> that batch and other active ones, at most ``limit`` documents, in one query
+#: (e.g. ``BatchStore.get_with_active``); the batch may be missing when ``limit`` documents came back.
+BulkLoader = Callable[[str, int], list[Mapping[str, Any]]]
 SettingsParser = Callable[[Any], CallSettings]
 
 
@@ -99,12 +116,17 @@ class CacheStats:
 
     hits: int
     misses: int
+    #: MongoDB queries made: one per single read, one per bulk load (two when it came back full without its batch).
     loads: int
     load_errors: int
     evictions: Mapping[str, int]
     size: int
     negative_size: int
     suspended: bool
+    #: How many of ``loads`` were bulk loads.
+    bulk_loads: int = 0
+    #: Batches stored by bulk loads besides the one each was made for.
+    bulk_stored: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -164,6 +186,19 @@ class _Flight:
         self.error: BaseException | None = None
         #: True once an eviction or a clear happened during the read: the result must not be stored.
         self.stale = stale
+
+
+class _Bulk:
+    """One bulk load in progress: threads missing other batches wait on ``done``, then look again."""
+
+    __slots__ = ("done", "evicted", "stale")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        #: Batches evicted during the load: their documents in the answer must not be stored.
+        self.evicted: set[str] = set()
+        #: True once a clear happened during the load: none of its documents may be stored.
+        self.stale = False
 
 
 _ABSENT = object()
@@ -233,14 +268,22 @@ class BatchCache:
     :param loader: reads one batch by id, returns its document or None when it does not exist
         (e.g. ``BatchStore.get``; see :meth:`for_store`). Called without the cache's lock held.
     :param clock: the shared clock the TTLs are measured on.
-    :param ttl_s: how long an entry lives, simulated seconds; default ``BATCH_CACHE_TTL`` (300).
+    :param ttl_s: how long an entry lives, simulated seconds; default ``BATCH_CACHE_TTL`` (300). It only
+        bounds staleness after a change that was not published (an edit made directly in MongoDB).
         0 disables caching (every read goes to MongoDB, still single-flight).
     :param maxsize: most batches kept; default :data:`DEFAULT_MAXSIZE`.
     :param negative_ttl_s: how long a missing batch is remembered, simulated seconds; default
         :data:`DEFAULT_NEGATIVE_TTL_S` (30), capped at ``ttl_s``.
     :param negative_maxsize: most missing ids remembered; default :data:`DEFAULT_NEGATIVE_MAXSIZE`.
     :param load_wait_s: real seconds a thread waits for another thread's read of the same batch
-        before reading itself; default :data:`DEFAULT_LOAD_WAIT_S`.
+        (or for a bulk load) before reading itself; default :data:`DEFAULT_LOAD_WAIT_S`.
+    :param bulk_loader: reads a batch and other active ones in one query (see :data:`BulkLoader`);
+        None (the default, but :meth:`for_store` sets it) reads one batch per miss.
+    :param bulk_limit: most documents one bulk load reads; default :data:`DEFAULT_BULK_LIMIT`, capped at
+        ``maxsize``; 0 disables bulk loads.
+    :param bulk_interval_s: shortest time between two bulk loads, simulated seconds; default ``ttl_s``
+        (one per TTL: a miss within it reads its batch alone). A clear (resubscription, all-batches
+        message) allows the next miss to bulk-load at once.
     :param parse_settings: turns a stored ``call_settings`` value into :class:`CallSettings`;
         default :func:`~shared.calling_window.validate_call_settings` with ``config``
         (:func:`~shared.call_settings.default_call_settings` for a batch without call_settings).
@@ -252,13 +295,19 @@ class BatchCache:
     def __init__(self, *, loader: Loader, clock: Clock, ttl_s: float = DEFAULT_BATCH_CACHE_TTL,
                  maxsize: int = DEFAULT_MAXSIZE, negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S,
                  negative_maxsize: int = DEFAULT_NEGATIVE_MAXSIZE, load_wait_s: float = DEFAULT_LOAD_WAIT_S,
-                 parse_settings: SettingsParser | None = None, config: Config | None = None,
-                 group: CacheGroup | None = PROCESS_CACHES) -> None:
-        if ttl_s < 0 or negative_ttl_s < 0:
-            raise ValueError("ttl_s and negative_ttl_s must be >= 0")
+                 bulk_loader: BulkLoader | None = None, bulk_limit: int = DEFAULT_BULK_LIMIT,
+                 bulk_interval_s: float | None = None, parse_settings: SettingsParser | None = None,
+                 config: Config | None = None, group: CacheGroup | None = PROCESS_CACHES) -> None:
+        if ttl_s < 0 or negative_ttl_s < 0 or (bulk_interval_s is not None and bulk_interval_s < 0):
+            raise ValueError("ttl_s, negative_ttl_s and bulk_interval_s must be >= 0")
         if maxsize < 1 or negative_maxsize < 1:
             raise ValueError("maxsize and negative_maxsize must be >= 1")
+        if bulk_limit < 0:
+            raise ValueError("bulk_limit must be >= 0")
         self.loader = loader
+        self.bulk_loader = bulk_loader
+        self.bulk_limit = min(bulk_limit, maxsize) if bulk_loader is not None else 0
+        self.bulk_interval_s = float(ttl_s if bulk_interval_s is None else bulk_interval_s)
         self.clock = clock
         self.ttl_s = float(ttl_s)
         self.negative_ttl_s = float(min(negative_ttl_s, ttl_s))
@@ -271,14 +320,19 @@ class BatchCache:
                 return validate_call_settings(raw, config=config or get_config())
         self._parse_settings = parse_settings
         timer = clock_timer(clock)
+        self._timer = timer
         self._entries = _Entries(maxsize, self.ttl_s, timer=timer, on_drop=self._count)
         self._negative = _Entries(negative_maxsize, self.negative_ttl_s, timer=timer, on_drop=self._count)
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
+        self._bulk: _Bulk | None = None
+        self._next_bulk_at = 0.0
         self._suspended = False
         self._hits = 0
         self._misses = 0
         self._loads = 0
+        self._bulk_loads = 0
+        self._bulk_stored = 0
         self._load_errors = 0
         self._evictions = dict.fromkeys(EVICTION_CAUSES, 0)
         if group is not None:
@@ -287,7 +341,8 @@ class BatchCache:
     @classmethod
     def for_store(cls, store: BatchStore, *, config: Config | None = None, clock: Clock | None = None,
                   **options: Any) -> BatchCache:
-        """A cache reading ``store``'s batches, TTL ``config.batch_cache_ttl``.
+        """A cache reading ``store``'s batches, TTL ``config.batch_cache_ttl``, bulk loads with
+        :meth:`BatchStore.get_with_active <shared.batches.BatchStore.get_with_active>`.
 
         A malformed id reads as a missing batch; a MongoDB failure raises :class:`StoreError`.
         ``options`` are passed on to the constructor.
@@ -303,7 +358,16 @@ class BatchCache:
             except PyMongoError as exc:
                 raise StoreError(f"reading batch {batch_id} failed: {exc}") from None
 
+        def load_many(batch_id: str, limit: int) -> list[Mapping[str, Any]]:
+            try:
+                return list(store.get_with_active(batch_id, limit))
+            except NotFound:
+                return []
+            except PyMongoError as exc:
+                raise StoreError(f"reading batch {batch_id} with the active batches failed: {exc}") from None
+
         options.setdefault("ttl_s", config.batch_cache_ttl)
+        options.setdefault("bulk_loader", load_many)
         return cls(loader=load, clock=clock or store.clock or get_clock(), config=config, **options)
 
     # -- reads --------------------------------------------------------------------------------
@@ -316,20 +380,9 @@ class BatchCache:
         """
         started = perf_counter()
         with self._lock:
-            found: Any = _ABSENT
-            if not self._suspended:
-                try:
-                    found = self._entries[batch_id]
-                except KeyError:
-                    if batch_id in self._negative:
-                        found = None
+            found = self._lookup(batch_id)
             if found is _ABSENT:
                 self._misses += 1
-                flight = self._flights.get(batch_id)
-                leader = flight is None
-                if flight is None:
-                    flight = _Flight(stale=self._suspended or self.ttl_s == 0)
-                    self._flights[batch_id] = flight
             else:
                 self._hits += 1
         if found is not _ABSENT:
@@ -337,9 +390,7 @@ class BatchCache:
             _LOAD_FROM_CACHE.observe(perf_counter() - started)
             return found  # type: ignore[no-any-return]
         CACHE_MISSES.inc()
-        if leader:
-            return self._load(batch_id, flight, started)
-        return self._follow(batch_id, flight, started)
+        return self._miss(batch_id, started)
 
     def require(self, batch_id: str) -> CachedBatch:
         """Like :meth:`get`, but a missing batch raises :class:`NotFound`."""
@@ -357,31 +408,129 @@ class BatchCache:
         view = doc if isinstance(doc, MappingProxyType) else MappingProxyType(dict(doc))
         return CachedBatch(doc=view, settings=settings, settings_error=error, loaded_at_ms=self.clock.now_ms())
 
+    def _lookup(self, batch_id: str) -> Any:
+        """The entry (None for a negative one), or ``_ABSENT``; called with the lock held."""
+        if self._suspended:
+            return _ABSENT
+        try:
+            return self._entries[batch_id]
+        except KeyError:
+            return None if batch_id in self._negative else _ABSENT
+
+    def _miss(self, batch_id: str, started: float) -> CachedBatch | None:
+        """Read a batch that is not cached: follow the read in progress, wait for the bulk load in
+        progress (then look again), or read, in bulk when one is due."""
+        waited = False
+        while True:
+            with self._lock:
+                found = self._lookup(batch_id) if waited else _ABSENT
+                if found is not _ABSENT:
+                    break
+                flight = self._flights.get(batch_id)
+                bulk = None
+                if flight is not None:
+                    role = "follow"
+                elif self._bulk is not None and not waited:
+                    role, bulk = "wait", self._bulk
+                else:
+                    flight = _Flight(stale=self._suspended or self.ttl_s == 0)
+                    self._flights[batch_id] = flight
+                    role = "load"
+                    if not waited and self._bulk_due():
+                        role, bulk = "bulk", _Bulk()
+                        self._bulk = bulk
+                        self._next_bulk_at = self._timer() + self.bulk_interval_s
+            if role == "follow":
+                return self._follow(batch_id, flight, started)  # type: ignore[arg-type]
+            if role == "load":
+                return self._load(batch_id, flight, started)  # type: ignore[arg-type]
+            if role == "bulk":
+                return self._load_bulk(batch_id, flight, bulk, started)  # type: ignore[arg-type]
+            bulk.done.wait(self.load_wait_s)  # type: ignore[union-attr]
+            waited = True
+        _LOAD_FROM_MONGODB.observe(perf_counter() - started)
+        return found  # type: ignore[no-any-return]
+
+    def _bulk_due(self) -> bool:
+        """Whether this miss reads in bulk (called with the lock held)."""
+        return (self.bulk_limit > 0 and not self._suspended and self.ttl_s > 0
+                and self._timer() >= self._next_bulk_at)
+
+    def _store(self, batch_id: str, flight: _Flight, entry: CachedBatch | None) -> None:
+        """Store one read's answer unless it went stale meanwhile (called with the lock held)."""
+        if self._flights.get(batch_id) is flight:
+            del self._flights[batch_id]
+        if flight.stale:
+            return
+        if entry is None:
+            self._entries.pop(batch_id, None)
+            self._negative[batch_id] = True
+        else:
+            self._negative.pop(batch_id, None)
+            self._entries[batch_id] = entry
+
+    def _failed(self, batch_id: str, flight: _Flight, exc: BaseException) -> None:
+        with self._lock:
+            self._load_errors += 1
+            if self._flights.get(batch_id) is flight:
+                del self._flights[batch_id]
+        flight.error = exc
+        flight.done.set()
+
     def _load(self, batch_id: str, flight: _Flight, started: float) -> CachedBatch | None:
         try:
             doc = self.loader(batch_id)
             entry = None if doc is None else self._entry(doc)
         except BaseException as exc:
-            with self._lock:
-                self._load_errors += 1
-                if self._flights.get(batch_id) is flight:
-                    del self._flights[batch_id]
-            flight.error = exc
-            flight.done.set()
+            self._failed(batch_id, flight, exc)
             raise
         with self._lock:
             self._loads += 1
-            if self._flights.get(batch_id) is flight:
-                del self._flights[batch_id]
-            if not flight.stale:
-                if entry is None:
-                    self._entries.pop(batch_id, None)
-                    self._negative[batch_id] = True
-                else:
-                    self._negative.pop(batch_id, None)
-                    self._entries[batch_id] = entry
+            self._store(batch_id, flight, entry)
         flight.result = entry
         flight.done.set()
+        _LOAD_FROM_MONGODB.observe(perf_counter() - started)
+        return entry
+
+    def _load_bulk(self, batch_id: str, flight: _Flight, bulk: _Bulk, started: float) -> CachedBatch | None:
+        """Read ``batch_id`` with the other active batches in one query and store them all, except those
+        evicted during the read (all of them after a clear), and those the cache already knows."""
+        queries = 0
+        try:
+            docs = self.bulk_loader(batch_id, self.bulk_limit)  # type: ignore[misc]
+            queries = 1
+            entries = {str(doc["_id"]): self._entry(doc) for doc in docs}
+            entry = entries.pop(batch_id, None)
+            if entry is None and len(docs) >= self.bulk_limit:
+                # The answer was full without it (more active batches than the limit): read it alone.
+                queries = 2
+                doc = self.loader(batch_id)
+                entry = None if doc is None else self._entry(doc)
+        except BaseException as exc:
+            with self._lock:
+                self._loads += queries
+                if self._bulk is bulk:
+                    self._bulk = None
+                    self._next_bulk_at = 0.0
+            self._failed(batch_id, flight, exc)
+            bulk.done.set()
+            raise
+        with self._lock:
+            self._loads += queries
+            self._bulk_loads += 1
+            if self._bulk is bulk:
+                self._bulk = None
+            if not bulk.stale:
+                for other, found in entries.items():
+                    if (other in bulk.evicted or other in self._flights or other in self._entries
+                            or other in self._negative):
+                        continue
+                    self._entries[other] = found
+                    self._bulk_stored += 1
+            self._store(batch_id, flight, entry)  # last: the most recently used if the cache is full
+        flight.result = entry
+        flight.done.set()
+        bulk.done.set()
         _LOAD_FROM_MONGODB.observe(perf_counter() - started)
         return entry
 
@@ -416,6 +565,8 @@ class BatchCache:
             flight = self._flights.pop(batch_id, None)
             if flight is not None:
                 flight.stale = True
+            if self._bulk is not None:
+                self._bulk.evicted.add(batch_id)
             self._count(cause, removed)
         return removed
 
@@ -431,6 +582,10 @@ class BatchCache:
         for flight in self._flights.values():
             flight.stale = True
         self._flights.clear()
+        if self._bulk is not None:
+            self._bulk.stale = True
+            self._bulk = None
+        self._next_bulk_at = 0.0  # an empty cache refills in one query
         self._count(cause, dropped)
         return dropped
 
@@ -463,5 +618,5 @@ class BatchCache:
             return CacheStats(
                 hits=self._hits, misses=self._misses, loads=self._loads, load_errors=self._load_errors,
                 evictions=dict(self._evictions), size=len(self._entries), negative_size=len(self._negative),
-                suspended=self._suspended,
+                suspended=self._suspended, bulk_loads=self._bulk_loads, bulk_stored=self._bulk_stored,
             )

@@ -124,6 +124,18 @@ class BatchStore:
     def get(self, batch_id: str) -> dict[str, Any] | None:
         return self.coll.find_one({"_id": parse_id(batch_id, "batch id")})
 
+    def get_with_active(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
+        """In ONE query, the batch ``batch_id`` (whatever its status) and other ``active`` batches, at most
+        ``limit`` documents in all, newest first (what a process's batch cache loads on a cold miss).
+
+        The batch itself is missing from the answer when it does not exist, or when ``limit`` documents
+        came back without it (more than ``limit`` active batches): then read it with :meth:`get`.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        query = {"$or": [{"_id": parse_id(batch_id, "batch id")}, {"status": states.BATCH_ACTIVE}]}
+        return list(self.coll.find(query).sort("_id", -1).limit(limit))
+
     def require(self, batch_id: str) -> dict[str, Any]:
         found = self.get(batch_id)
         if found is None:

@@ -349,6 +349,116 @@ def test_suspended_cache_reads_mongodb_every_time_and_resume_trusts_it_again():
     assert len(docs.calls) == 4 and len(cache) == 1
 
 
+class Bulk:
+    """A bulk loader over a :class:`Docs`: the asked batch and the active ones, at most ``limit``; counts its calls."""
+
+    def __init__(self, docs: Docs) -> None:
+        self.docs = docs
+        self.calls: list[str] = []
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self.error: Exception | None = None
+
+    def __call__(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
+        self.calls.append(batch_id)
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(30), "test never opened the gate"
+        if self.error is not None:
+            raise self.error
+        found = [d for k, d in self.docs.docs.items() if k == batch_id or d.get("status") == "active"]
+        return [dict(d) for d in found[:limit]]
+
+
+IDS = [f"65f1c0ffee00000000000{i:03x}" for i in range(8)]
+
+
+def test_threads_missing_other_batches_wait_for_the_bulk_load_in_progress():
+    docs = Docs({i: batch(i) for i in IDS})
+    bulk = Bulk(docs)
+    bulk.gate = threading.Event()
+    cache = make_cache(docs, bulk_loader=bulk)
+    results: dict[str, Any] = {}
+    threads = [threading.Thread(target=lambda i=i: results.update({i: cache.get(i)})) for i in IDS]
+    threads[0].start()
+    assert bulk.entered.wait(30)
+    for t in threads[1:]:
+        t.start()
+    assert wait_until(lambda: cache.stats().misses == len(IDS)), "every thread should wait on the one bulk load"
+    bulk.gate.set()
+    for t in threads:
+        t.join(30)
+    assert bulk.calls == [IDS[0]] and docs.calls == []
+    assert all(results[i] is not None and results[i].batch_id == i for i in IDS)
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.loads, stats.bulk_loads, stats.bulk_stored) == (0, 8, 1, 1, 7)
+
+
+def test_a_failed_bulk_load_fails_its_batch_and_the_waiting_threads_read_alone():
+    docs = Docs({i: batch(i) for i in IDS[:2]})
+    bulk = Bulk(docs)
+    bulk.gate = threading.Event()
+    bulk.error = ServiceError("mongodb down")
+    cache = make_cache(docs, bulk_loader=bulk)
+    errors: list[BaseException] = []
+    results: list[Any] = []
+
+    def leader() -> None:
+        try:
+            cache.get(IDS[0])
+        except ServiceError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=leader)
+    first.start()
+    assert bulk.entered.wait(30)
+    other = threading.Thread(target=lambda: results.append(cache.get(IDS[1])))
+    other.start()
+    assert wait_until(lambda: cache.stats().misses == 2)
+    bulk.gate.set()
+    first.join(30)
+    other.join(30)
+    assert len(errors) == 1 and results[0] is not None and docs.calls == [IDS[1]]
+    bulk.error = None
+    assert cache.get(IDS[0]) is not None and bulk.calls == [IDS[0], IDS[0]]  # the failure allows another bulk load
+    assert cache.stats().load_errors == 1
+
+
+def test_bulk_loads_are_spaced_and_never_made_while_suspended():
+    clock = ManualClock()
+    docs = Docs({i: batch(i) for i in IDS[:3]})
+    docs.docs[IDS[2]]["status"] = "paused"
+    bulk = Bulk(docs)
+    cache = make_cache(docs, clock, bulk_loader=bulk, ttl_s=300, bulk_interval_s=60)
+    assert cache.get(IDS[0]) is not None and IDS[1] in cache and IDS[2] not in cache
+    assert cache.get(IDS[2]) is not None and (bulk.calls, docs.calls) == ([IDS[0]], [IDS[2]])
+    clock.advance(61)
+    cache.evict(IDS[2])
+    cache.get(IDS[2])
+    assert bulk.calls == [IDS[0], IDS[2]]  # a minute later a miss loads in bulk again
+    cache.suspend()
+    cache.get(IDS[0])
+    cache.get(IDS[1])
+    assert bulk.calls == [IDS[0], IDS[2]] and docs.calls == [IDS[2], IDS[0], IDS[1]] and len(cache) == 0
+    cache.resume()
+    cache.get(IDS[1])
+    assert bulk.calls == [IDS[0], IDS[2], IDS[1]] and len(cache) == 2  # a cleared cache refills at once
+
+
+def test_a_full_bulk_answer_without_the_batch_reads_it_alone_and_the_limit_fits_the_size():
+    docs = Docs({i: batch(i) for i in IDS})
+    bulk = Bulk(docs)
+    cache = make_cache(docs, bulk_loader=bulk, maxsize=4, bulk_limit=200)
+    assert cache.bulk_limit == 4
+    assert cache.get(IDS[0]) is not None
+    assert bulk.calls == [IDS[0]] and docs.calls == [] and len(cache) == 4
+    cache.clear()
+    assert cache.get(IDS[7]) is not None  # the 4 documents of the answer are other batches
+    assert bulk.calls == [IDS[0], IDS[7]] and docs.calls == [IDS[7]]
+    assert IDS[7] in cache and len(cache) == 4  # stored last: the most recently used
+    assert cache.stats().loads == 3
+
+
 def test_group_reaches_every_cache_and_suspends_late_comers():
     group = CacheGroup()
     docs = Docs({A: batch(A)})
