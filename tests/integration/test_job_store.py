@@ -348,3 +348,101 @@ def test_eight_threads_claim_two_thousand_jobs_each_exactly_once(db, config):
     assert len(seen) == 2000
     assert len(set(seen)) == 2000
     assert store.counts()[states.QUEUED] == 2000
+
+
+def _into(store, ids, status, **fields):
+    store.coll.update_many({"_id": {"$in": list(ids)}}, {"$set": {"status": status, **fields}})
+
+
+def test_claim_due_with_many_calls_in_progress_returns_the_oldest_due_of_every_claimable_state(store):
+    # 300 jobs in calls, older than everything due, then due jobs spread over the three claimable states
+    _, in_call = _make(store, 300, due=T0 - timedelta(hours=5))
+    _into(store, in_call, states.IN_CALL, lease_owner="x", lease_until=to_ms(T0 + timedelta(hours=1)))
+    due = []
+    for i, state in enumerate([states.RETRY_WAIT, states.PENDING, states.WAITING_SCHEDULE] * 4):
+        _, (job_id,) = _make(store, due=T0 - timedelta(minutes=60 - i))  # i = 0 is the oldest
+        _into(store, [job_id], state)
+        due.append(job_id)
+    _, (later,) = _make(store, due=T0 + timedelta(minutes=1))  # not due yet
+    first = store.claim_due(limit=5, lease=timedelta(minutes=5))
+    assert [j["_id"] for j in first] == due[:5]
+    assert all(j["status"] == states.QUEUED for j in first)
+    rest = store.claim_due(limit=100, lease=timedelta(minutes=5))
+    assert [j["_id"] for j in rest] == due[5:]
+    assert later not in [j["_id"] for j in rest]
+    assert store.counts()[states.IN_CALL] == 300
+
+
+def test_claim_due_of_one_account_and_batch_skips_the_others(store):
+    batch, mine = _make(store, 3, due=T0 - timedelta(minutes=1))
+    other = store.create_jobs(batch, "other-acc", [{"phones": [PHONE_C], "external_id": "o"}],
+                              next_try_at=T0 - timedelta(minutes=2)).job_ids
+    _make(store, 2, due=T0 - timedelta(minutes=3))  # another batch
+    claimed = store.claim_due(limit=10, lease=timedelta(minutes=5), batch_ids=[batch], account_id="acc")
+    assert sorted(j["_id"] for j in claimed) == sorted(mine)
+    assert store.get(other[0])["status"] == states.PENDING
+
+
+def test_threads_claim_jobs_of_every_claimable_state_exactly_once_beside_calls_in_progress(db, config):
+    store = JobStore(db, config=config)
+    batch = new_id()
+    ids = store.create_jobs(batch, "acc", [{"phones": [PHONE_A], "external_id": f"debt-{i}"}
+                                           for i in range(900)]).job_ids
+    _into(store, ids[:300], states.IN_CALL, lease_owner="x", lease_until=store.clock.now_ms() + 3_600_000)
+    _into(store, ids[300:400], states.RETRY_WAIT)
+    _into(store, ids[400:500], states.WAITING_SCHEDULE)
+    seen: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            while True:
+                got = store.claim_due(limit=25, lease=timedelta(minutes=5), batch_ids=[batch], account_id="acc")
+                if not got:
+                    if not any(store.counts()[s] for s in states.CLAIMABLE):
+                        return
+                    continue
+                assert [j["next_try_at"] for j in got] == sorted(j["next_try_at"] for j in got)
+                with lock:
+                    seen.extend(j["_id"] for j in got)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert len(seen) == 600 and set(seen) == set(ids[300:])
+    counts = store.counts()
+    assert counts[states.QUEUED] == 600 and counts[states.IN_CALL] == 300
+
+
+def test_claim_expired_takes_the_longest_expired_leases_first_of_every_leased_state(store):
+    _, ids = _make(store, 6)
+    now = to_ms(T0)
+    ends = [now - 5_000, now - 60_000, now - 1_000, now + 60_000, now - 30_000, now - 2_000]
+    for job_id, state, end in zip(ids, [states.QUEUED, states.IN_CALL, states.DIALING, states.IN_CALL,
+                                        states.DIALING, states.QUEUED], ends, strict=True):
+        _into(store, [job_id], state, lease_owner="dead", lease_until=end)
+    taken = store.claim_expired(limit=3, lease=timedelta(minutes=5))
+    assert {j["_id"] for j in taken} == {ids[1], ids[4], ids[0]}  # 60 s, 30 s and 5 s past their end
+    rest = store.claim_expired(limit=10, lease=timedelta(minutes=5))
+    assert {j["_id"] for j in rest} == {ids[5], ids[2]}  # the unexpired lease (ids[3]) stays its owner's
+    assert store.get(ids[3])["lease_owner"] == "dead"
+
+
+def test_open_jobs_and_calls_in_progress_are_found_in_every_state(store):
+    batches = {}
+    for state in (*states.JOB_STATES,):
+        batches[state], (job_id,) = _make(store)
+        _into(store, [job_id], state, attempt_id=f"a-{state}", lease_until=1)
+    empty = new_id()
+    open_ = {b for s, b in batches.items() if s not in states.FINAL}
+    assert store.batches_with_open_jobs([*batches.values(), empty]) == open_
+    assert all(store.has_open_jobs(b) == (s not in states.FINAL) for s, b in batches.items())
+    assert sorted(j["attempt_id"] for j in store.calling()) == ["a-dialing", "a-in_call"]
+    store.coll.update_many({"status": {"$eq": states.QUEUED}}, {"$set": {"account_id": "acc2"}})
+    assert (store.count_queued(None), store.count_queued("acc2"), store.count_queued("acc")) == (1, 1, 0)
