@@ -53,8 +53,9 @@ from shared.step import Step
 log = get_logger(__name__)
 
 #: Real seconds for which the decision's read of the do-not-call lists also stands for the check right before
-#: the send (the two are normally milliseconds apart); past it the lists are read again.
-DNC_FRESH_S = 0.25
+#: the send (the two are normally a few milliseconds apart); past it the lists are read again. Small beside
+#: ``PIPELINE_DIAL_GUARD_S``, which must cover the time from that check to the provider.
+DNC_FRESH_S = 0.1
 
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,

@@ -318,20 +318,27 @@ class JobStore:
 
     def claim_next(self, *, lease: timedelta, horizon: timedelta = timedelta(0), batch_ids: Sequence[str],
                    account_id: str, now: datetime | None = None) -> dict[str, Any] | None:
-        """Claim the one job of ``account_id`` due first by ``now + horizon`` (as :meth:`claim_due` does, under a
-        fresh lease token), in one conditional update that returns it; None when none is due.
+        """Claim one due job of ``account_id`` (by ``now + horizon``) under a fresh lease token, in one conditional
+        update that returns it; None when none is due.
 
-        The refill of a freed slot claims this way: one round trip instead of a claim's three.
+        The refill of a freed slot claims this way: one round trip, where a claim of many takes several. The
+        claimable states are tried one at a time (``pending`` first: a campaign's contacts not yet called), each
+        on its ``(status, next_try_at)`` index, oldest due first; a job due in a later state waits at most for
+        the next periodic dispatch, which claims across states in due order.
         """
         if not batch_ids:
             return None
         now_ms = to_ms(now) if now is not None else self.clock.now_ms()
-        query = {"status": {"$in": list(states.CLAIMABLE)}, "next_try_at": {"$lte": now_ms + _ms(horizon)},
-                 "batch_id": {"$in": list(batch_ids)}, "account_id": account_id}
+        match: dict[str, Any] = {"next_try_at": {"$lte": now_ms + _ms(horizon)}, "account_id": {"$eq": account_id},
+                                 "batch_id": {"$eq": batch_ids[0]} if len(batch_ids) == 1 else {"$in": list(batch_ids)}}
         update = {"$set": {"status": states.QUEUED, "lease_owner": uuid.uuid4().hex,
                            "lease_until": now_ms + _ms(lease), "updated_at": now_ms}}
-        return self.coll.find_one_and_update(query, update, sort=[("next_try_at", 1)],
-                                             return_document=ReturnDocument.AFTER)
+        for state in states.CLAIMABLE:
+            found = self.coll.find_one_and_update({"status": {"$eq": state}, **match}, update,
+                                                  sort=[("next_try_at", 1)], return_document=ReturnDocument.AFTER)
+            if found is not None:
+                return found
+        return None
 
     def due_safety_polls(self, *, limit: int, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Calls in progress whose safety-net poll is due (``poll_at`` passed: no webhook ended them yet): id,

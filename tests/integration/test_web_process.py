@@ -197,3 +197,48 @@ def test_web_and_workers_refuse_retells_api_with_the_development_key(config):
         done = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
         assert done.returncode != 0, argv
         assert "RETELL_API_KEY" in done.stdout + done.stderr, (argv, done.stdout, done.stderr)
+
+
+def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_came(stack_factory):
+    """RETELL_WEBHOOKS: a call's end comes by webhook and nobody asks the provider about it; once webhooks stop
+    arriving, maintenance polls each call past its ring timeout plus the safety margin, and it still ends."""
+    first, second = numbers("73", 8), numbers("74", 4)
+    rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in first + second}
+    port = free_port()
+    # At 20x the safety poll of a call comes 47 simulated seconds (2.3 real s) after the end its webhook reports.
+    stack, runtime = stack_factory(clock=started_at(START, speed=20), scenario={"numbers": rules},
+                                   config_overrides={"retell_webhooks": True},
+                                   simulator_flags={"concurrency_limit": 50,
+                                                    "webhook_url": f"http://127.0.0.1:{port}/webhooks/retell"})
+    stack.env = {**stack.env, "ADMIN_TOKEN": ADMIN_TOKEN}
+    stack.start_web(port=port)
+    client = HttpClient(f"http://127.0.0.1:{port}", token=ADMIN_TOKEN)
+    wait_healthy(client, stack.web)   # type: ignore[arg-type]
+    assert client.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 4}).status == 201
+
+    def campaign(name: str, phones: list[str]) -> str:
+        bid = client.post("/batches", {"name": name, "account_id": "acme", "agent_id": "agent_test",
+                                       "from_number": "+12125550100",
+                                       "call_settings": {"max_attempts": 1, "max_call_duration": 300}}).json()["id"]
+        contacts = [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)]
+        assert client.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == len(phones)
+        wait_until(lambda: client.get(f"/batches/{bid}").json()["status"] == "completed", timeout_s=120,
+                   interval_s=0.5)
+        return bid
+
+    with_webhooks = campaign("webhooks", first)
+    attempts = list(runtime.attempts.coll.find({"batch_id": with_webhooks}))
+    assert len(attempts) == 8 and {a["finalized_by"] for a in attempts} == {"webhook"}
+    requests = stack.simulator.stats()["requests"]
+    assert requests["create_phone_call"] == 8 and requests.get("get_call", 0) == 0   # one request per call
+
+    stack.simulator.configure(webhook_url=f"http://127.0.0.1:{free_port()}/nobody")   # webhooks now get lost
+    without = campaign("lost webhooks", second)
+    attempts = list(runtime.attempts.coll.find({"batch_id": without}))
+    assert len(attempts) == 4 and {a["finalized_by"] for a in attempts} == {"poll"}
+    for attempt in attempts:   # found ended by the first safety-net poll: ring timeout (30 s) + margin (60 s)
+        assert attempt["finalized_at"] - attempt["created_at"] >= 90_000
+    polled = stack.simulator.stats()["requests"].get("get_call", 0)
+    assert 4 <= polled <= 8, polled
+    jobs = runtime.jobs.find({"batch_id": {"$in": [with_webhooks, without]}})
+    assert all(j["status"] == states.COMPLETED and "poll_at" not in j for j in jobs)
