@@ -75,8 +75,8 @@ class Dispatch(Step):
         call itself, so a slot stays empty only for the time of the claim and the dial's own writes. A refill
         claims one job, the freed slot's, with one round trip (:meth:`JobStore.claim_next`), and only when the
         slot sets show room (the account's and the workspace's); wider gaps are the periodic dispatch's, which
-        counts the queued jobs too. When another process is dispatching for the account at this moment, a
-        (debounced) message makes sure the slot is not forgotten.
+        counts the queued jobs too. It takes no lock: refills that race each claim another job, and one that
+        races the periodic dispatch for the last slot finds no slot at its dial and waits a moment.
         """
         active = self._remembered("active", self.batches.active_by_account)
         if account_id not in active:
@@ -88,17 +88,10 @@ class Dispatch(Step):
         if (self._limit(account_id) - self.slots.in_use(account_id, now_ms=now_ms) <= 0
                 or self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) <= 0):
             return 0
-        lock = self.coordination.dispatch_lock(account_id, timeout_s=DISPATCH_LOCK_MS / 1000)
-        if not lock.acquire():
-            self.sender.schedule(account_id)
-            return 0
-        try:
-            horizon = self._sim(self.timing.horizon_s)
-            job = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
-                                       batch_ids=active[account_id], account_id=account_id)
-        finally:
-            with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete
-                lock.release()
+        # No dispatch lock: the claim is one conditional update, so concurrent refills each take another job.
+        horizon = self._sim(self.timing.horizon_s)
+        job = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
+                                   batch_ids=active[account_id], account_id=account_id)
         if job is None:
             return 0
         delay_ms = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
