@@ -13,7 +13,9 @@ its own interpreter and GIL), and drives it over HTTP with aiohttp from this pro
    (every external id a duplicate), and the JSON form for comparison.
 2. Batch reads: ``GET /batches/{id}`` (counts per state, progress, window, failures) of the big
    batch and of a 100-contact batch: requests per second, p50 and p99 at ``--concurrency``, next to
-   the goal (p99 <= 20 ms at 32 in flight), then one at a time.
+   the goal (p99 <= 20 ms at 32 in flight), and the web process's CPU time per request (less noisy than
+   latency on a shared machine), then one at a time; first, as the floor of any request on this
+   machine at this moment, ``GET /healthz`` (no store, no thread pool) at ``--concurrency``.
 3. Webhooks: ``--webhooks`` signed ``call_ended`` for jobs in a call, each applied through
    ``Pipeline.finalize`` (attempt ended, job completed, slot freed, scheduler kicked); then the
    same deliveries again (all duplicates); then signed events of calls outdial does not know; and
@@ -68,6 +70,13 @@ def memory_kb(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process has used, seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phone(n: int) -> str:
@@ -161,15 +170,29 @@ class Bench:
     # -- 2. reads ---------------------------------------------------------------------------------------
 
     async def reads(self, batch_ids: dict[str, str], count: int, concurrency: int) -> None:
-        print(f"\n2. GET /batches/{{id}} ({count:,} requests, {concurrency} in flight; then one at a time)")
+        print(f"\n2. GET /batches/{{id}} ({count:,} requests, {concurrency} in flight; then one at a time; "
+              "each row after one untimed read of its batch)")
+        async def health() -> int:
+            async with self.session.get(f"{self.base}/healthz") as resp:
+                await resp.read()
+                return resp.status
+        cpu = cpu_s(self.web_pid)
+        elapsed, latencies, statuses = await drive(self.session, [health] * count, concurrency)
+        cpu = cpu_s(self.web_pid) - cpu
+        report(f"(floor: GET /healthz, {concurrency} in flight)", elapsed, latencies, statuses)
+        print(f"  {'':<44} web process CPU {cpu * 1e6 / count:,.0f} us per request")
         for in_flight, n in ((concurrency, count), (1, max(1, count // 10))):
             for label, batch_id in batch_ids.items():
                 async def read(batch_id: str = batch_id) -> int:
                     async with self.session.get(f"{self.base}/batches/{batch_id}", headers=self.auth) as resp:
                         await resp.read()
                         return resp.status
+                await read()  # the web process's first read of a batch counts its jobs; measure the steady state
+                cpu = cpu_s(self.web_pid)
                 elapsed, latencies, statuses = await drive(self.session, [read] * n, in_flight)
+                cpu = cpu_s(self.web_pid) - cpu
                 report(f"{label}, {in_flight} in flight", elapsed, latencies, statuses)
+                print(f"  {'':<44} web process CPU {cpu * 1e6 / n:,.0f} us per request")
                 if in_flight == READ_GOAL_IN_FLIGHT:
                     p99 = percentile(latencies, 0.99)
                     print(f"  {'':<44} goal: p99 <= {READ_GOAL_P99_MS:.0f} ms at {READ_GOAL_IN_FLIGHT} in flight"
