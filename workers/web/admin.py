@@ -223,10 +223,7 @@ async def update_batch(request: web.Request) -> web.Response:
                            *ctx.runtime.batches.validate(rest, partial=True)])
         ctx.runtime.batches.update(batch_id, body)
 
-    try:
-        await ctx.run(update)
-    finally:
-        ctx.batch_changed(batch_id)
+    await ctx.change_batch(batch_id, update)
     return json_response(await batch_detail(ctx, batch_id))
 
 
@@ -239,10 +236,7 @@ def _control_view(result: ControlResult) -> dict[str, Any]:
 async def pause(request: web.Request) -> web.Response:
     ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
-    try:
-        result = await ctx.run(pause_batch, ctx.runtime.batches, batch_id)
-    finally:
-        ctx.batch_changed(batch_id)
+    result = await ctx.change_batch(batch_id, pause_batch, ctx.runtime.batches, batch_id)
     return json_response(_control_view(result))
 
 
@@ -250,10 +244,7 @@ async def pause(request: web.Request) -> web.Response:
 async def resume(request: web.Request) -> web.Response:
     ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
-    try:
-        result = await ctx.run(resume_batch, ctx.runtime.batches, batch_id)
-    finally:
-        ctx.batch_changed(batch_id)
+    result = await ctx.change_batch(batch_id, resume_batch, ctx.runtime.batches, batch_id)
     return json_response(_control_view(result))
 
 
@@ -261,10 +252,7 @@ async def resume(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     ctx = context(request)
     batch_id = _path_id(request, "batch_id", "batch id")
-    try:
-        result = await ctx.run(cancel_batch, ctx.runtime.batches, ctx.runtime.jobs, batch_id)
-    finally:
-        ctx.batch_changed(batch_id)
+    result = await ctx.change_batch(batch_id, cancel_batch, ctx.runtime.batches, ctx.runtime.jobs, batch_id)
     return json_response({**_control_view(result), "cancelled_jobs": result.cancelled_jobs})
 
 
@@ -392,11 +380,11 @@ async def add_contacts(request: web.Request) -> web.Response:
     sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
     try:
         report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
-        status = batch["status"]
-        if report.imported:
-            status = (await ctx.run(reopen_batch, rt.batches, batch_id)).status
     finally:
-        ctx.batch_changed(batch_id)
+        ctx.jobs_changed(batch_id)
+    status = batch["status"]
+    if report.imported:
+        status = (await ctx.change_batch(batch_id, reopen_batch, rt.batches, batch_id)).status
     return json_response({**report.to_api(), "batch_id": batch_id, "batch_status": status})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
@@ -123,14 +124,34 @@ class WebContext:
         self.batch_jobs: RecentValues[str, Any] = RecentValues(max_age_s=settings.batch_counts_max_age_s)
         #: Reads of one batch (and of the time) in the thread pool, shared by the requests that come while one runs.
         self.batch_docs: RecentValues[str, Any] = RecentValues(max_age_s=0)
-        #: Batches this process changed lately: id -> shared-clock ms after the write (event loop only).
+        #: Batches this process changed lately: id -> shared-clock ms after the write (sys.maxsize: unknown yet).
+        #: Event loop only.
         self._changed: TTLCache[str, int] = TTLCache(maxsize=10_000, ttl=CHANGED_BATCH_S)
 
-    def batch_changed(self, batch_id: str) -> None:
-        """This process changed ``batch_id`` (or its jobs): its next reads show it at once, never a value kept
-        from before (the batch cache's own invalidation arrives over Redis a moment later). Event loop only."""
-        self._changed[batch_id] = self.runtime.clock.now_ms()
-        self.batch_docs.forget(batch_id)
+    async def change_batch(self, batch_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the blocking write ``fn(*args)`` of batch ``batch_id`` (and of its jobs) in the thread pool; then
+        (even when it failed) the batch's next reads show it at once: they read it from MongoDB until the batch
+        cache holds a copy read after the write (its invalidation arrives over Redis a moment later), and
+        its jobs are counted again."""
+        clock = self.runtime.clock
+        written: list[int] = []
+
+        def write() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                written.append(clock.now_ms())   # here, in the thread: the clock may ask Redis
+
+        try:
+            return await self.run(write)
+        finally:
+            # Not written yet (the request was cancelled while the write runs): skip the cache for a while.
+            self._changed[batch_id] = written[0] if written else sys.maxsize
+            self.batch_docs.forget(batch_id)
+            self.batch_jobs.forget(batch_id)
+
+    def jobs_changed(self, batch_id: str) -> None:
+        """This process added or changed jobs of ``batch_id``: the next read counts them again."""
         self.batch_jobs.forget(batch_id)
 
     def changed_at(self, batch_id: str) -> int | None:
