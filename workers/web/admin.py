@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
@@ -124,28 +125,31 @@ async def top_up(request: web.Request) -> web.Response:
 
 
 def _batch_now(ctx: Any, batch_id: str, changed_at: int | None
-               ) -> tuple[Mapping[str, Any], CallSettings | None, datetime]:
-    """The batch (with its parsed call_settings when known) and the shared time now (read here, in the thread
-    pool: the clock may ask Redis). The batch comes from the batch cache, or from MongoDB when this process
-    changed it after the cache read it (the cache's invalidation may not have arrived yet)."""
+               ) -> tuple[Mapping[str, Any], CallSettings | None, datetime, float]:
+    """The batch (with its parsed call_settings when known), the shared time now (read here, in the thread
+    pool: the clock may ask Redis) and the monotonic time it was read. The batch comes from the batch cache, or
+    from MongoDB when this process changed it after the cache read it (its invalidation may not have arrived)."""
     rt = ctx.runtime
     cached = rt.cache.get(batch_id)
     if cached is None:
         raise NotFound(f"batch {batch_id} not found")
     if changed_at is not None and cached.loaded_at_ms <= changed_at:
-        return rt.batches.require(batch_id), None, rt.clock.now()
-    return cached.doc, cached.settings, rt.clock.now()
+        return rt.batches.require(batch_id), None, rt.clock.now(), time.monotonic()
+    return cached.doc, cached.settings, rt.clock.now(), time.monotonic()
 
 
 async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
-    """``GET /batches/{batch_id}``: the batch as it is now, with what its jobs say (counts, progress, failures,
-    oldest in progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`).
+    """``GET /batches/{batch_id}``: the batch, with what its jobs say (counts, progress, failures, oldest in
+    progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`).
 
-    The batch comes from the batch cache, read in the thread pool (the requests that come while a read of it
-    runs share that read); its jobs are recounted by one request at a time, none while the kept count is fresh."""
+    The batch comes from the batch cache, read in the thread pool and shared by the requests of the next
+    moment (:data:`~workers.web.context.BATCH_MAX_AGE_S`; a change made through this process shows at once); its
+    jobs are recounted by one request at a time, none while the kept count is fresh."""
     rt = ctx.runtime
     changed_at = ctx.changed_at(batch_id)
-    doc, settings, now = await ctx.batch_docs.get(batch_id, lambda: ctx.run(_batch_now, ctx, batch_id, changed_at))
+    doc, settings, read_at, read_mono = await ctx.batch_docs.get(
+        batch_id, lambda: ctx.run(_batch_now, ctx, batch_id, changed_at))
+    now = read_at + timedelta(seconds=(time.monotonic() - read_mono) * rt.clock.speed)
     jobs = await ctx.batch_jobs.get(batch_id, lambda: ctx.run(batch_jobs, rt.jobs, batch_id, lang=rt.config.lang))
     view = batch_view(doc, counts=jobs.counts,
                       window=window_view(doc.get("call_settings"), now, rt.config, parsed=settings))

@@ -30,6 +30,11 @@ from workers.web.recent import RecentValues
 DEFAULT_DB_THREADS = 32
 #: Contact imports running at once (each holds one thread while it reads its upload).
 DEFAULT_IMPORT_THREADS = 4
+#: Oldest, in real seconds, a batch read from the batch cache may be when ``GET /batches/{id}`` shows it: each
+#: read from the thread pool is shared by the requests of the next moment (a hop to the thread pool per request
+#: cost about 15% more CPU per read, measured, and tail latency). A change made by another process shows within
+#: this (after the cache's invalidation); one made through this process at once.
+BATCH_MAX_AGE_S = 0.2
 #: Real seconds a batch this process changed is read from MongoDB rather than from the batch cache (by then the
 #: cache's invalidation message has long arrived).
 CHANGED_BATCH_S = 10.0
@@ -122,8 +127,8 @@ class WebContext:
         self.dashboard = DashboardData(runtime, cache_s=settings.dashboard_cache_s)
         #: What ``GET /batches/{id}`` shows from a batch's jobs (:func:`workers.web.views.batch_jobs`), by batch id.
         self.batch_jobs: RecentValues[str, Any] = RecentValues(max_age_s=settings.batch_counts_max_age_s)
-        #: Reads of one batch (and of the time) in the thread pool, shared by the requests that come while one runs.
-        self.batch_docs: RecentValues[str, Any] = RecentValues(max_age_s=0)
+        #: Batches (and the time) read in the thread pool, kept :data:`BATCH_MAX_AGE_S`, by batch id.
+        self.batch_docs: RecentValues[str, Any] = RecentValues(max_age_s=BATCH_MAX_AGE_S)
         #: Batches this process changed lately: id -> shared-clock ms after the write (sys.maxsize: unknown yet).
         #: Event loop only.
         self._changed: TTLCache[str, int] = TTLCache(maxsize=10_000, ttl=CHANGED_BATCH_S)
