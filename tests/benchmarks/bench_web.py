@@ -1,6 +1,7 @@
 """Web dyno throughput: CSV import, batch reads and webhooks against a running ``outdial web``.
 
     python -m tests.benchmarks.bench_web [--rows 100000] [--reads 2000] [--webhooks 2000] [--concurrency 32]
+                                         [--only import|reads|webhooks]
 
 Starts an embedded nx-27017 (or uses MONGODB_URI) and a private bundled Redis (or uses REDIS_URL:
 the web dyno enqueues scheduler messages there), runs ``outdial web`` as a child process (so it has
@@ -11,11 +12,17 @@ its own interpreter and GIL), and drives it over HTTP with aiohttp from this pro
    process's resident memory before and its peak after (``VmHWM``). Then the same contacts again
    (every external id a duplicate), and the JSON form for comparison.
 2. Batch reads: ``GET /batches/{id}`` (counts per state, progress, window, failures) of the big
-   batch and of a 100-contact batch: requests per second, p50 and p99 at ``--concurrency``.
+   batch and of a 100-contact batch: requests per second, p50 and p99 at ``--concurrency``, next to
+   the goal (p99 <= 20 ms at 32 in flight), and the web process's CPU time per request (less noisy than
+   latency on a shared machine), then one at a time; first, as the floor of any request on this
+   machine at this moment, ``GET /healthz`` (no store, no thread pool) at ``--concurrency``.
 3. Webhooks: ``--webhooks`` signed ``call_ended`` for jobs in a call, each applied through
    ``Pipeline.finalize`` (attempt ended, job completed, slot freed, scheduler kicked); then the
    same deliveries again (all duplicates); then signed events of calls outdial does not know; and
    forged signatures (401). Requests per second, p50, p99, max.
+
+``--only reads`` imports the big batch once (no duplicate or JSON upload) and skips the webhooks;
+``--only import`` and ``--only webhooks`` run that part alone.
 
 Latency is measured in this process from sending the request to reading the whole answer.
 """
@@ -44,7 +51,12 @@ from shared.webhooks import SIGNATURE_HEADER, sign_webhook
 from workers.dev import embedded
 
 TOKEN = "bench-admin-token-0123456789abcdef"
+#: The goal of ``GET /batches/{id}``: p99 at most this many ms with this many requests in flight.
+READ_GOAL_P99_MS = 20.0
+READ_GOAL_IN_FLIGHT = 32
 API_KEY = "key_bench_webhooks"
+#: The caller id of the benchmark's batches (a batch must name one when CALL_FROM_NUMBER is unset).
+FROM_NUMBER = "+12125550100"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,6 +70,13 @@ def memory_kb(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process has used, seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phone(n: int) -> str:
@@ -119,10 +138,10 @@ class Bench:
         if chunk:
             yield "".join(chunk).encode()
 
-    async def import_csv(self, batch_id: str, rows: int) -> None:
+    async def import_csv(self, batch_id: str, rows: int, *, full: bool = True) -> None:
         print(f"\n1. CSV import of {rows:,} contacts (one streamed text/csv upload)")
         rss_before = memory_kb(self.web_pid, "VmRSS")
-        for label in ("new contacts", "same again (all duplicates)"):
+        for label in ("new contacts", "same again (all duplicates)")[:2 if full else 1]:
             t = time.perf_counter()
             status, body = await self.call("POST", f"/batches/{batch_id}/contacts", data=self.csv_rows(rows, "x"),
                                            headers={"Content-Type": "text/csv"})
@@ -131,8 +150,11 @@ class Bench:
             print(f"  {label:<30} {rows / elapsed:>9,.0f} rows/s  ({elapsed:.1f} s; imported {body['imported']:,}, "
                   f"duplicates {body['duplicates']:,}, errors {body['errors_total']})")
         peak = memory_kb(self.web_pid, "VmHWM") / 1024
-        print(f"  web process memory: {rss_before / 1024:.0f} MiB before, peak {peak:.0f} MiB after both uploads")
-        status, created = await self.call("POST", "/batches", json={"name": "json import", "account_id": "bench"})
+        print(f"  web process memory: {rss_before / 1024:.0f} MiB before, peak {peak:.0f} MiB after the uploads")
+        if not full:
+            return
+        status, created = await self.call("POST", "/batches", json={"name": "json import", "account_id": "bench",
+                                                                 "from_number": FROM_NUMBER})
         contacts = [{"name": f"J {n}", "phones": [phone(n)], "external_id": f"j-{n}",
                      "variables": {"deuda": str(n % 5000)}} for n in range(rows)]
         raw = json.dumps({"contacts": contacts}).encode()
@@ -148,15 +170,33 @@ class Bench:
     # -- 2. reads ---------------------------------------------------------------------------------------
 
     async def reads(self, batch_ids: dict[str, str], count: int, concurrency: int) -> None:
-        print(f"\n2. GET /batches/{{id}} ({count:,} requests, {concurrency} in flight; then one at a time)")
+        print(f"\n2. GET /batches/{{id}} ({count:,} requests, {concurrency} in flight; then one at a time; "
+              "each row after one untimed read of its batch)")
+        async def health() -> int:
+            async with self.session.get(f"{self.base}/healthz") as resp:
+                await resp.read()
+                return resp.status
+        cpu = cpu_s(self.web_pid)
+        elapsed, latencies, statuses = await drive(self.session, [health] * count, concurrency)
+        cpu = cpu_s(self.web_pid) - cpu
+        report(f"(floor: GET /healthz, {concurrency} in flight)", elapsed, latencies, statuses)
+        print(f"  {'':<44} web process CPU {cpu * 1e6 / count:,.0f} us per request")
         for in_flight, n in ((concurrency, count), (1, max(1, count // 10))):
             for label, batch_id in batch_ids.items():
                 async def read(batch_id: str = batch_id) -> int:
                     async with self.session.get(f"{self.base}/batches/{batch_id}", headers=self.auth) as resp:
                         await resp.read()
                         return resp.status
+                await read()  # the web process's first read of a batch counts its jobs; measure the steady state
+                cpu = cpu_s(self.web_pid)
                 elapsed, latencies, statuses = await drive(self.session, [read] * n, in_flight)
+                cpu = cpu_s(self.web_pid) - cpu
                 report(f"{label}, {in_flight} in flight", elapsed, latencies, statuses)
+                print(f"  {'':<44} web process CPU {cpu * 1e6 / n:,.0f} us per request")
+                if in_flight == READ_GOAL_IN_FLIGHT:
+                    p99 = percentile(latencies, 0.99)
+                    print(f"  {'':<44} goal: p99 <= {READ_GOAL_P99_MS:.0f} ms at {READ_GOAL_IN_FLIGHT} in flight"
+                          f" -> {'met' if p99 <= READ_GOAL_P99_MS else 'not met'}")
 
     # -- 3. webhooks ------------------------------------------------------------------------------------
 
@@ -218,14 +258,18 @@ async def run(args: argparse.Namespace, base: str, web_pid: int, jobs: JobStore)
         assert status in (200, 201)
         ids = {}
         for name in ("big", "small", "webhooks"):
-            status, body = await bench.call("POST", "/batches", json={"name": name, "account_id": "bench"})
+            status, body = await bench.call("POST", "/batches", json={"name": name, "account_id": "bench",
+                                                                    "from_number": FROM_NUMBER})
             ids[name] = body["id"]
-        await bench.import_csv(ids["big"], args.rows)
-        status, body = await bench.call("POST", f"/batches/{ids['small']}/contacts", json={
-            "contacts": [{"phones": [phone(n)]} for n in range(100)]})
-        await bench.reads({f"batch of {args.rows:,} contacts": ids["big"], "batch of 100 contacts": ids["small"]},
-                          args.reads, args.concurrency)
-        await bench.webhooks(ids["webhooks"], args.webhooks, args.concurrency)
+        if args.only in (None, "import", "reads"):
+            await bench.import_csv(ids["big"], args.rows, full=args.only != "reads")
+        if args.only in (None, "reads"):
+            status, body = await bench.call("POST", f"/batches/{ids['small']}/contacts", json={
+                "contacts": [{"phones": [phone(n)]} for n in range(100)]})
+            await bench.reads({f"batch of {args.rows:,} contacts": ids["big"],
+                               "batch of 100 contacts": ids["small"]}, args.reads, args.concurrency)
+        if args.only in (None, "webhooks"):
+            await bench.webhooks(ids["webhooks"], args.webhooks, args.concurrency)
 
 
 def main() -> None:
@@ -234,6 +278,8 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--webhooks", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", choices=("import", "reads", "webhooks"), default=None,
+                        help="run one part (reads: one CSV import for the big batch, then the reads)")
     args = parser.parse_args()
     redis_server = embedded.redis(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else embedded.start_redis()
     try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
@@ -19,6 +21,8 @@ from shared import states
 from shared.accounts import validate_account_id
 from shared.batch_controls import ControlResult, cancel_batch, pause_batch, reopen_batch, resume_batch
 from shared.batches import EDITABLE
+from shared.call_settings import CallSettings
+from shared.clock import to_ms
 from shared.contacts_import import (
     MAX_LINE_BYTES,
     CheckSink,
@@ -29,7 +33,7 @@ from shared.contacts_import import (
     import_csv,
     split_lines,
 )
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.invalidation import publish_invalidation
 from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
@@ -52,8 +56,8 @@ from workers.web.http import (
 )
 from workers.web.views import (
     account_view,
+    batch_jobs,
     batch_view,
-    failure_reasons,
     in_progress_view,
     job_summary,
     job_view,
@@ -120,16 +124,38 @@ async def top_up(request: web.Request) -> web.Response:
 # -- batches ------------------------------------------------------------------------------------------
 
 
-def _batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
+def _batch_now(ctx: Any, batch_id: str, changed_at: int | None
+               ) -> tuple[Mapping[str, Any], CallSettings | None, datetime, float]:
+    """The batch (with its parsed call_settings when known), the shared time now (read here, in the thread
+    pool: the clock may ask Redis) and the monotonic time it was read. The batch comes from the batch cache, or
+    from MongoDB when this process changed it after the cache read it (its invalidation may not have arrived)."""
     rt = ctx.runtime
-    doc = rt.batches.require(batch_id)
-    counts = rt.jobs.counts(doc["_id"])
-    view = batch_view(doc, counts=counts,
-                      window=window_view(doc.get("call_settings"), rt.clock.now(), rt.config))
-    view["failures"] = failure_reasons(rt.jobs, doc["_id"], lang=rt.config.lang) if counts[states.FAILED] else []
-    busy = sum(counts[s] for s in states.LEASED)
-    view["oldest_in_progress"] = in_progress_view(rt.jobs.oldest_in_progress(doc["_id"]) if busy else None,
-                                                  doc.get("call_settings"), rt.clock.now_ms(), rt.config, rt.clock)
+    cached = rt.cache.get(batch_id)
+    if cached is None:
+        raise NotFound(f"batch {batch_id} not found")
+    if changed_at is not None and cached.loaded_at_ms <= changed_at:
+        return rt.batches.require(batch_id), None, rt.clock.now(), time.monotonic()
+    return cached.doc, cached.settings, rt.clock.now(), time.monotonic()
+
+
+async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
+    """``GET /batches/{batch_id}``: the batch, with what its jobs say (counts, progress, failures, oldest in
+    progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`).
+
+    The batch comes from the batch cache, read in the thread pool and shared by the requests of the next
+    moment (:data:`~workers.web.context.BATCH_MAX_AGE_S`; a change made through this process shows at once); its
+    jobs are recounted by one request at a time, none while the kept count is fresh."""
+    rt = ctx.runtime
+    changed_at = ctx.changed_at(batch_id)
+    doc, settings, read_at, read_mono = await ctx.batch_docs.get(
+        batch_id, lambda: ctx.run(_batch_now, ctx, batch_id, changed_at))
+    now = read_at + timedelta(seconds=(time.monotonic() - read_mono) * rt.clock.speed)
+    jobs = await ctx.batch_jobs.get(batch_id, lambda: ctx.run(batch_jobs, rt.jobs, batch_id, lang=rt.config.lang))
+    view = batch_view(doc, counts=jobs.counts,
+                      window=window_view(doc.get("call_settings"), now, rt.config, parsed=settings))
+    view["failures"] = [dict(f) for f in jobs.failures]
+    view["oldest_in_progress"] = in_progress_view(jobs.oldest, doc.get("call_settings"), to_ms(now),
+                                                  rt.config, rt.clock, parsed=settings)
     return view
 
 
@@ -184,7 +210,7 @@ async def list_batches(request: web.Request) -> web.Response:
 @access(ADMIN)
 async def get_batch(request: web.Request) -> web.Response:
     ctx = context(request)
-    return json_response(await ctx.run(_batch_detail, ctx, _path_id(request, "batch_id", "batch id")))
+    return json_response(await batch_detail(ctx, _path_id(request, "batch_id", "batch id")))
 
 
 @access(ADMIN)
@@ -193,16 +219,16 @@ async def update_batch(request: web.Request) -> web.Response:
     batch_id = _path_id(request, "batch_id", "batch id")
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
 
-    def update() -> dict[str, Any]:
+    def update() -> None:
         if "name" in body and body["name"] is None:
             rest = {k: v for k, v in body.items() if k != "name"}
             raise invalid([("name", "cannot be null (a batch always has a name)"),
                            *unknown_fields(rest, BATCH_UPDATE_FIELDS),
                            *ctx.runtime.batches.validate(rest, partial=True)])
         ctx.runtime.batches.update(batch_id, body)
-        return _batch_detail(ctx, batch_id)
 
-    return json_response(await ctx.run(update))
+    await ctx.change_batch(batch_id, update)
+    return json_response(await batch_detail(ctx, batch_id))
 
 
 def _control_view(result: ControlResult) -> dict[str, Any]:
@@ -213,22 +239,24 @@ def _control_view(result: ControlResult) -> dict[str, Any]:
 @access(ADMIN)
 async def pause(request: web.Request) -> web.Response:
     ctx = context(request)
-    result = await ctx.run(pause_batch, ctx.runtime.batches, _path_id(request, "batch_id", "batch id"))
+    batch_id = _path_id(request, "batch_id", "batch id")
+    result = await ctx.change_batch(batch_id, pause_batch, ctx.runtime.batches, batch_id)
     return json_response(_control_view(result))
 
 
 @access(ADMIN)
 async def resume(request: web.Request) -> web.Response:
     ctx = context(request)
-    result = await ctx.run(resume_batch, ctx.runtime.batches, _path_id(request, "batch_id", "batch id"))
+    batch_id = _path_id(request, "batch_id", "batch id")
+    result = await ctx.change_batch(batch_id, resume_batch, ctx.runtime.batches, batch_id)
     return json_response(_control_view(result))
 
 
 @access(ADMIN)
 async def cancel(request: web.Request) -> web.Response:
     ctx = context(request)
-    result = await ctx.run(cancel_batch, ctx.runtime.batches, ctx.runtime.jobs,
-                           _path_id(request, "batch_id", "batch id"))
+    batch_id = _path_id(request, "batch_id", "batch id")
+    result = await ctx.change_batch(batch_id, cancel_batch, ctx.runtime.batches, ctx.runtime.jobs, batch_id)
     return json_response({**_control_view(result), "cancelled_jobs": result.cancelled_jobs})
 
 
@@ -354,10 +382,13 @@ async def add_contacts(request: web.Request) -> web.Response:
     if batch["status"] == states.BATCH_CANCELLED:
         raise Conflict(f"batch {batch_id} is cancelled: contacts cannot be added")
     sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
-    report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
+    try:
+        report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
+    finally:
+        ctx.jobs_changed(batch_id)
     status = batch["status"]
     if report.imported:
-        status = (await ctx.run(reopen_batch, rt.batches, batch_id)).status
+        status = (await ctx.change_batch(batch_id, reopen_batch, rt.batches, batch_id)).status
     return json_response({**report.to_api(), "batch_id": batch_id, "batch_status": status})
 
 
@@ -418,8 +449,6 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 def _job(ctx: Any, job_id: str) -> dict[str, Any]:
-    from shared.errors import NotFound
-
     rt = ctx.runtime
     doc = rt.jobs.get(job_id)
     if doc is None:

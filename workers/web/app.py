@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -349,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         event(log, "admin_token_weak", level=logging.WARNING, length=len(config.admin_token),
               advice=f"use at least {WEAK_TOKEN_LENGTH} random characters")
     app = create_app()
+    # Everything loaded so far (modules, phone metadata, settings) lives as long as the process: keep it out of
+    # the collector's full passes, which otherwise stop the event loop for 100-200 ms (measured under load with
+    # 66,000 such objects; 1-9 ms once they are frozen) and delay every request in flight.
+    gc.collect()
+    gc.freeze()
     event(log, "web_listening", host=args.host, port=port)
     web.run_app(app, host=args.host, port=port, access_log=None, print=None,
                 shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT_S, handle_signals=True)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from aiohttp import web
+from cachetools import TTLCache
 
-from shared.config import Config
+from shared.config import DEFAULT_BATCH_COUNTS_MAX_AGE_S, Config
 from workers.web.http import (
     DEFAULT_MAX_CONTACTS_JSON_BYTES,
     DEFAULT_MAX_CSV_BYTES,
@@ -22,11 +24,20 @@ from workers.web.http import (
     DEFAULT_MAX_WEBHOOK_READS,
     read_token_for,
 )
+from workers.web.recent import RecentValues
 
 #: Threads running admin and dashboard store calls.
 DEFAULT_DB_THREADS = 32
 #: Contact imports running at once (each holds one thread while it reads its upload).
 DEFAULT_IMPORT_THREADS = 4
+#: Oldest, in real seconds, a batch read from the batch cache may be when ``GET /batches/{id}`` shows it: each
+#: read from the thread pool is shared by the requests of the next moment (a hop to the thread pool per request
+#: cost about 15% more CPU per read, measured, and tail latency). A change made by another process shows within
+#: this (after the cache's invalidation); one made through this process at once.
+BATCH_MAX_AGE_S = 0.2
+#: Real seconds a batch this process changed is read from MongoDB rather than from the batch cache (by then the
+#: cache's invalidation message has long arrived).
+CHANGED_BATCH_S = 10.0
 #: Longest ``/readyz`` waits for MongoDB or Redis, seconds.
 DEFAULT_READY_TIMEOUT_S = 3.0
 
@@ -48,6 +59,8 @@ class WebSettings:
     :param db_threads: threads for admin and dashboard store calls.
     :param import_threads: contact imports running at once.
     :param dashboard_cache_s: seconds the dashboard's data is shared between viewers.
+    :param batch_counts_max_age_s: oldest a batch's counts (and the rest ``GET /batches/{id}`` computes from its
+        jobs) may be, real seconds (``BATCH_COUNTS_MAX_AGE_S``); 0 counts on every read.
     :param metrics_cache_s: seconds the scrape-time gauges are reused.
     :param metrics_timeout_s: longest a scrape waits for MongoDB/Redis before answering without their gauges.
     :param ready_timeout_s: longest ``/readyz`` waits per service, seconds.
@@ -68,6 +81,7 @@ class WebSettings:
     db_threads: int = DEFAULT_DB_THREADS
     import_threads: int = DEFAULT_IMPORT_THREADS
     dashboard_cache_s: float = 1.0
+    batch_counts_max_age_s: float = DEFAULT_BATCH_COUNTS_MAX_AGE_S
     metrics_cache_s: float = 5.0
     metrics_timeout_s: float = 10.0
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
@@ -76,7 +90,8 @@ class WebSettings:
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> WebSettings:
-        base = cls(admin_token=config.admin_token or None, webhook_api_key=config.retell_api_key)
+        base = cls(admin_token=config.admin_token or None, webhook_api_key=config.retell_api_key,
+                   batch_counts_max_age_s=config.batch_counts_max_age_s)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -110,6 +125,43 @@ class WebContext:
                                          max_pending=settings.webhook_max_pending)
         self.metrics = MetricsEndpoint(runtime, cache_s=settings.metrics_cache_s, timeout_s=settings.metrics_timeout_s)
         self.dashboard = DashboardData(runtime, cache_s=settings.dashboard_cache_s)
+        #: What ``GET /batches/{id}`` shows from a batch's jobs (:func:`workers.web.views.batch_jobs`), by batch id.
+        self.batch_jobs: RecentValues[str, Any] = RecentValues(max_age_s=settings.batch_counts_max_age_s)
+        #: Batches (and the time) read in the thread pool, kept :data:`BATCH_MAX_AGE_S`, by batch id.
+        self.batch_docs: RecentValues[str, Any] = RecentValues(max_age_s=BATCH_MAX_AGE_S)
+        #: Batches this process changed lately: id -> shared-clock ms after the write (sys.maxsize: unknown yet).
+        #: Event loop only.
+        self._changed: TTLCache[str, int] = TTLCache(maxsize=10_000, ttl=CHANGED_BATCH_S)
+
+    async def change_batch(self, batch_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the blocking write ``fn(*args)`` of batch ``batch_id`` (and of its jobs) in the thread pool; then
+        (even when it failed) the batch's next reads show it at once: they read it from MongoDB until the batch
+        cache holds a copy read after the write (its invalidation arrives over Redis a moment later), and
+        its jobs are counted again."""
+        clock = self.runtime.clock
+        written: list[int] = []
+
+        def write() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                written.append(clock.now_ms())   # here, in the thread: the clock may ask Redis
+
+        try:
+            return await self.run(write)
+        finally:
+            # Not written yet (the request was cancelled while the write runs): skip the cache for a while.
+            self._changed[batch_id] = written[0] if written else sys.maxsize
+            self.batch_docs.forget(batch_id)
+            self.batch_jobs.forget(batch_id)
+
+    def jobs_changed(self, batch_id: str) -> None:
+        """This process added or changed jobs of ``batch_id``: the next read counts them again."""
+        self.batch_jobs.forget(batch_id)
+
+    def changed_at(self, batch_id: str) -> int | None:
+        """When this process last changed ``batch_id`` (shared-clock ms), if it did lately. Event loop only."""
+        return self._changed.get(batch_id)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run the blocking ``fn(*args, **kwargs)`` in the admin thread pool and await its result."""

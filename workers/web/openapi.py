@@ -510,7 +510,8 @@ def _paths() -> dict[str, Any]:
                 tags=("batches",)),
         },
         "/batches/{batch_id}": {
-            "get": _op("get_batch", "A batch with its counts per state, progress, window and failures", {
+            "get": _op("get_batch", "A batch with its counts per state, progress, window and failures (what "
+                                    "comes from its jobs may lag by up to BATCH_COUNTS_MAX_AGE_S, 2 s)", {
                 "200": _answer("The batch", _ref("Batch")), **_errors(401, 404, 503)},
                 params=[_BATCH_ID], tags=("batches",)),
             "patch": _op("update_batch", "Change name, agent, caller id or call_settings", {

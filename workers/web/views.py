@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +71,30 @@ def failure_reasons(jobs: JobStore, batch_id: str, *, limit: int = DEFAULT_REASO
         codes[key] = doc.get("reason_code")  # None for a job written before reason codes
     found = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [{"reason": key[0], "reason_code": codes[key], "count": n} for key, n in found[:limit]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJobs:
+    """What ``GET /batches/{id}`` shows from the batch's jobs, read together (the web dyno keeps it a moment:
+    :attr:`workers.web.context.WebContext.batch_jobs`). Shared by every reader: do not mutate.
+
+    :param counts: jobs per state, every state present.
+    :param failures: :func:`failure_reasons` (empty when no job failed).
+    :param oldest: :meth:`JobStore.oldest_in_progress <shared.jobs.JobStore.oldest_in_progress>` (None when no job
+        is held).
+    """
+
+    counts: Mapping[str, int]
+    failures: list[dict[str, Any]]
+    oldest: Mapping[str, Any] | None
+
+
+def batch_jobs(jobs: JobStore, batch_id: str, *, lang: str = "en") -> BatchJobs:
+    """Count the batch's jobs per state; its failure reasons and oldest job in progress when it has any."""
+    counts = jobs.counts(batch_id)
+    failures = failure_reasons(jobs, batch_id, lang=lang) if counts[states.FAILED] else []
+    busy = sum(counts[s] for s in states.LEASED)
+    return BatchJobs(counts=counts, failures=failures, oldest=jobs.oldest_in_progress(batch_id) if busy else None)
 
 
 def do_not_call_failures(jobs: JobStore, batch_id: str) -> int:
@@ -217,10 +242,12 @@ def account_view(view: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_ms: int, config: Any,
-                     clock: Any) -> dict[str, Any] | None:
+                     clock: Any, *, parsed: CallSettings | None = None) -> dict[str, Any] | None:
     """The job a process has held longest, its age and whether it is past its deadline: ring +
     max_call_duration + the grace after it was dialed, plus the lease (a queued job: the dispatch horizon
-    plus the lease). A job past it is stuck, which the pipeline's deadlines should never let happen."""
+    plus the lease). A job past it is stuck, which the pipeline's deadlines should never let happen.
+
+    :param parsed: ``call_settings`` already parsed, when the caller has them; else they are parsed here."""
     if oldest is None:
         return None
     from shared.decisions import attempt_deadline_ms
@@ -231,7 +258,7 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
         deadline = oldest["since"] + int(clock.simulated_seconds(DEFAULT_HORIZON_S) * 1000) + lease_ms
     else:
         try:
-            settings = _stored_settings(call_settings, config)
+            settings = parsed or _stored_settings(call_settings, config)
         except InvalidCallSettings:
             settings = default_call_settings(config)
         deadline = attempt_deadline_ms(oldest["since"], ring_timeout_s=settings.ring_timeout,
