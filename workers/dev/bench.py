@@ -222,10 +222,15 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         for pid, kind in kinds.items():
             cpu[kind] += cpu_s(pid) - cpu0.get(pid, 0.0)
         cmds1 = _mongo_commands(r)
-        cmds = {key: value - cmds0.get(key, 0.0) for key, value in cmds1.items()}
-        by_step = {step: sum(v for (_, s), v in cmds.items() if s == step) for step in STEPS}
+        cmds = {key: value - cmds0.get(key, 0.0) for key, value in cmds1.items() if key[0] in kinds}
+        steps = [*STEPS, *sorted({s for _, s in cmds} - set(STEPS))]
+        by_step = {step: sum(v for (_, s), v in cmds.items() if s == step) for step in steps}
         by_kind = {kind: sum(v for (pid, _), v in cmds.items() if kinds.get(pid) == kind)
                    for kind in ("workers", "web")}
+        by_kind_step: dict[tuple[str, str], float] = {}
+        for (pid, step), value in cmds.items():
+            key = (kinds[pid], step)
+            by_kind_step[key] = by_kind_step.get(key, 0.0) + value
         requests = sum(stats["requests"].values()) - req0
         attempts = list(runtime.attempts.of_batch(batch["_id"], ("created_at", "due_at", "ended_at", "updated_at")))
         lags = [(a["created_at"] - a["due_at"]) / 1000 for a in attempts if a.get("due_at") is not None]
@@ -251,6 +256,8 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
             "mongo_round_trips_per_call": _per_call(sum(cmds.values()), completed),
             **{f"mongo_round_trips_per_call_{kind}": _per_call(v, completed) for kind, v in by_kind.items()},
             "mongo_round_trips_per_call_by_step": {s: _per_call(v, completed) for s, v in by_step.items()},
+            "mongo_round_trips_per_call_by_process_and_step": {
+                f"{kind}.{step}": _per_call(v, completed) for (kind, step), v in sorted(by_kind_step.items()) if v},
             "provider_requests_per_call": _per_call(requests, completed),
             "provider_requests_by_endpoint": {k: v for k, v in stats["requests"].items() if v},
             "peak_rss_mb_per_worker": round(max(rss["workers"]), 1) if rss["workers"] else None,
@@ -433,9 +440,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
-    with embedded.services() as (mongo_server, redis_server):
-        # Each run empties its Redis database: a database of its own, never the one REDIS_URL or the local Redis
-        # names (the machine's db 0 may hold another stack's queues).
+    # A Redis of its own (unless REDIS_URL names one): each run empties its database, and benchmarks run at once
+    # on one machine must not share queues (a worker would take another stack's messages) or metric snapshots.
+    mongo_server = embedded.mongodb()
+    redis_server = embedded.redis() if os.environ.get("REDIS_URL") else embedded.start_redis()
+    try:
         common = {"mongo_uri": mongo_server.url, "redis_url": embedded.with_db_index(redis_server.url, BENCH_REDIS_DB)}
         results["throughput"] = run_once(
             contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s, workers=args.workers,
@@ -452,6 +461,9 @@ def main(argv: Sequence[str]) -> int:
                 threads=args.threads, label="in_flight", webhooks=not args.no_webhooks, time_cap_s=args.time_cap,
                 **common)
             _print(results["in_flight"])
+    finally:
+        redis_server.stop()
+        mongo_server.stop()
     rows = table(results["throughput"], results.get("baseline"), results.get("in_flight"))
     print()
     print_table(rows)
