@@ -281,7 +281,7 @@ def run_baseline(*, contacts: int, limit: int, speed: float, duration_s: float, 
                                             log_level="WARNING")
     clock = started_at(BENCH_START, speed=speed)
     phones = _phones(contacts)
-    simulator = start_simulator(env=child_env(config, clock, LOG_LEVEL="WARNING"),
+    simulator = start_simulator(env=child_env(config, clock),
                                 scenario=_scenario(phones, duration_s), concurrency_limit=limit * 2)
     with tempfile.TemporaryDirectory(prefix="outdial-baseline-") as tmp:
         try:
@@ -296,7 +296,7 @@ def run_baseline(*, contacts: int, limit: int, speed: float, duration_s: float, 
                 argv = [sys.executable, "-m", "workers.dev.baseline", "--batch-id", batch["_id"],
                         "--phones", str(phones_file), "--time-cap", str(time_cap_s)]
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-                                        env=child_env(config, clock, LOG_LEVEL="WARNING"))
+                                        env=child_env(config, clock))
                 try:
                     out, _ = proc.communicate(timeout=time_cap_s + 120)
                 except subprocess.TimeoutExpired:
