@@ -1,17 +1,22 @@
 """``outdial bench``: the pipeline benchmark, through real processes on embedded services.
 
-Two runs, each on a fresh database:
+Runs, each on a fresh database:
 
 - **throughput**: N contacts (default 2,000), every call answered, an account with a concurrency
-  limit of 20, worker processes, the clock dyno and the simulator with the shared clock sped up.
-  Prints completed calls per second, average simultaneous calls / limit over the steady state,
-  lag from ``next_try_at`` to call creation, worker CPU per completed call, MongoDB round trips
-  and provider requests per completed call, and peak RSS per worker process.
+  limit of 20, worker processes, the clock dyno, the web dyno (the simulator's webhooks) and the
+  simulator with the shared clock sped up. Measures completed calls per second, average
+  simultaneous calls / limit over the steady state, lag from ``next_try_at`` to call creation,
+  CPU per completed call of every process that does pipeline work (workers, web, clock), MongoDB
+  round trips per completed call (in all, and per pipeline step), provider requests per completed
+  call, and peak RSS per process.
+- **baseline** (``--baseline``): the same campaign, simulator scenario and clock speed, on a fresh
+  database, dialed by :mod:`workers.dev.baseline`, a minimal thread-per-call worker, for comparison.
 - **in flight**: one worker process, a limit of 10,000 and long calls: how many calls in
   progress one worker process holds at once (each is a MongoDB row and a delayed poll message,
   not a thread), its lag and its memory.
 
-Figures go to stdout and, with ``--json PATH``, to a file. Nothing here asserts a duration.
+Then one table: each figure, its goal, outdial's value, the baseline's, and their ratio. Figures go
+to stdout and, with ``--json PATH``, to a file. Nothing here asserts a duration.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -42,9 +50,14 @@ BENCH_START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: The Redis database the benchmark empties and uses (the demo uses 15).
 BENCH_REDIS_DB = 14
+#: The pipeline steps ``outdial_mongo_commands`` is labelled with, in the table's order.
+STEPS = ("dial", "poll", "finalize", "refill", "dispatch", "maintain", "reconcile", "other")
+#: Real seconds a run waits for its contacts to complete before it reports what it reached.
+DEFAULT_TIME_CAP_S = 900.0
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used; 0 when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -52,7 +65,8 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of process ``pid`` (``VmHWM``), MiB; 0 when it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -62,45 +76,108 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _worker_pids(stack: Any) -> list[int]:
-    """The dramatiq worker processes (children of each worker command), not their masters."""
-    from workers.dev.stack import _descendants
-
-    return [pid for proc in stack.workers for pid in _descendants(proc.pid)]
-
-
-def _mongo_commands(redis: Any) -> float:
-    """MongoDB commands counted by every worker process (their metric snapshots in Redis)."""
-    total = 0.0
-    for _, families in read_snapshots(redis):
-        for fam in families:
-            if fam["name"] == "outdial_mongo_commands":
-                total += sum(v for name, _, v in fam["samples"] if name.endswith("_total"))
-    return total
-
-
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _processes(stack: Any) -> dict[int, str]:
+    """The stack's processes that do pipeline work, by pid: ``workers`` (the dramatiq worker processes, not
+    their masters), ``web`` and ``clock``."""
+    from workers.dev.stack import _descendants
+
+    kinds = {pid: "workers" for proc in stack.workers for pid in _descendants(proc.pid)}
+    if stack.web is not None and stack.web.poll() is None:
+        kinds.update({pid: "web" for pid in [stack.web.pid, *_descendants(stack.web.pid)]})
+    for proc in stack.clocks:
+        kinds.update({pid: "clock" for pid in [proc.pid, *_descendants(proc.pid)]})
+    return kinds
+
+
+def _mongo_commands(redis: Any) -> dict[tuple[int, str], float]:
+    """MongoDB commands counted by every process that publishes its metrics to Redis (worker processes and the
+    web dyno), by (pid, step)."""
+    out: dict[tuple[int, str], float] = {}
+    for process, families in read_snapshots(redis):
+        pid = int(process.rsplit(":", 1)[-1]) if process.rsplit(":", 1)[-1].isdigit() else -1
+        for fam in families:
+            if fam["name"] == "outdial_mongo_commands":
+                for name, labels, value in fam["samples"]:
+                    if name.endswith("_total"):
+                        key = (pid, labels.get("step", "other"))
+                        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _avg_over_limit(samples: list[int], limit: int) -> float | None:
+    """Average simultaneous calls / limit over the steady state: from the first sample at the limit to the last."""
+    at_limit = [i for i, s in enumerate(samples) if s >= limit]
+    window = samples[at_limit[0]: at_limit[-1] + 1] if at_limit else [s for s in samples if s > 0]
+    return round(statistics.fmean(window) / limit, 3) if window else None
+
+
+class _Sampler(threading.Thread):
+    """Samples the simulator's calls in progress every 100 ms until :meth:`stop`."""
+
+    def __init__(self, simulator: Any) -> None:
+        super().__init__(daemon=True)
+        self.simulator = simulator
+        self.samples: list[int] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.samples.append(int(self.simulator.stats()["active"]))
+            except Exception:  # noqa: BLE001 - a missed sample is fine
+                pass
+            self._stop_event.wait(0.1)
+
+    def stop(self) -> list[int]:
+        self._stop_event.set()
+        self.join()
+        return self.samples
+
+
 def _phones(count: int) -> list[str]:
     return numbered("+5696", count)
 
 
+def _scenario(phones: list[str], duration_s: float) -> dict[str, Any]:
+    return {"numbers": {p: {"outcome": "answer", "ring_s": 2, "duration_s": duration_s} for p in phones}}
+
+
+def _prepare(config: Any, clock: Any, *, limit: int, label: str) -> tuple[Any, dict[str, Any]]:
+    """A runtime on ``config``'s (fresh) database with the bench account and batch."""
+    from workers.runtime import build_runtime
+
+    runtime = build_runtime(config, clock)
+    mongo.ensure_indexes(runtime.db)
+    runtime.billing.apply_account("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
+    batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
+                                    "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
+    return runtime, batch
+
+
+def _per_call(value: float, completed: int, digits: int = 2) -> float | None:
+    return round(value / completed, digits) if completed else None
+
+
 def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, workers: int, processes: int,
-             threads: int, mongo_uri: str, redis_url: str, label: str, webhooks: bool = True) -> dict[str, Any]:
+             threads: int, mongo_uri: str, redis_url: str, label: str, webhooks: bool = True,
+             time_cap_s: float = DEFAULT_TIME_CAP_S) -> dict[str, Any]:
     """One campaign of ``contacts`` answered calls of ``duration_s`` simulated seconds; returns its figures.
 
     :param webhooks: run the web dyno and have the simulator send it signed webhooks (production's
         path: a call is finalized when it ends); False leaves end detection to the polls alone.
+    :param time_cap_s: real seconds after which the run stops waiting and reports what it reached
+        (``completed`` below ``contacts``, ``timed_out``).
     """
     import redis as redis_lib
 
     from workers.dev.stack import start_stack
-    from workers.runtime import build_runtime
 
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
     config = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
@@ -109,85 +186,240 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
     r.flushdb()
     clock = started_at(BENCH_START, speed=speed)
     phones = _phones(contacts)
-    scenario = {"numbers": {p: {"outcome": "answer", "ring_s": 2, "duration_s": duration_s} for p in phones}}
     web_port = embedded.free_port()
     flags: dict[str, Any] = {"concurrency_limit": limit * 2}
     if webhooks:
         flags["webhook_url"] = f"http://127.0.0.1:{web_port}/webhooks/retell"
-    stack, config = start_stack(config, clock, scenario=scenario, workers=workers, processes=processes,
-                                threads=threads, simulator_flags=flags,
+    stack, config = start_stack(config, clock, scenario=_scenario(phones, duration_s), workers=workers,
+                                processes=processes, threads=threads, simulator_flags=flags,
                                 clock_interval_s=DEFAULT_INTERVAL_S)
     try:
         if webhooks:
             stack.start_web(port=web_port)
             wait_until(lambda: embedded.port_in_use(web_port), timeout_s=30)
-        runtime = build_runtime(config, clock)
-        mongo.ensure_indexes(runtime.db)
-        runtime.billing.apply_account("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
-        batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
-                                        "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
-        wait_until(lambda: len(_worker_pids(stack)) >= workers * processes, timeout_s=30)
-        time.sleep(2)  # sleep ok: the benchmark lets every worker process boot and connect
-        pids = _worker_pids(stack)
-        cpu0 = {pid: _cpu_s(pid) for pid in pids}
+        runtime, batch = _prepare(config, clock, limit=limit, label=label)
+        wait_until(lambda: len([k for k in _processes(stack).values() if k == "workers"]) >= workers * processes,
+                   timeout_s=30)
+        time.sleep(3)  # sleep ok: every worker process boots, connects and publishes a first metrics snapshot
+        kinds = _processes(stack)
+        cpu0 = {pid: cpu_s(pid) for pid in kinds}
         cmds0 = _mongo_commands(r)
         req0 = sum(stack.simulator.stats()["requests"].values())
-        samples: list[int] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    samples.append(int(stack.simulator.stats()["active"]))
-                except Exception:  # noqa: BLE001 - a missed sample is fine
-                    pass
-                stop.wait(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = _Sampler(stack.simulator)
         t0 = time.monotonic()
         runtime.jobs.create_jobs(batch["_id"], "bench",
                                  [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)])
         sampler.start()
-        wait_until(lambda: runtime.jobs.counts(batch["_id"])["completed"] == contacts, timeout_s=3600,
-                   interval_s=0.25)
+        completed = 0
+        while time.monotonic() - t0 < time_cap_s:
+            completed = runtime.jobs.counts(batch["_id"])["completed"]
+            if completed >= contacts:
+                break
+            time.sleep(0.25)  # sleep ok: the benchmark polls the job counts
         elapsed = time.monotonic() - t0
-        stop.set()
-        sampler.join()
-        time.sleep(6)  # sleep ok: the benchmark waits for one more metrics snapshot from every worker
-        cpu = sum(_cpu_s(pid) - cpu0.get(pid, 0.0) for pid in _worker_pids(stack))
-        cmds = _mongo_commands(r) - cmds0
+        samples = sampler.stop()
         stats = stack.simulator.stats()
+        time.sleep(6)  # sleep ok: the benchmark waits for one more metrics snapshot from every process
+        cpu = {kind: 0.0 for kind in ("workers", "web", "clock")}
+        for pid, kind in kinds.items():
+            cpu[kind] += cpu_s(pid) - cpu0.get(pid, 0.0)
+        cmds1 = _mongo_commands(r)
+        cmds = {key: value - cmds0.get(key, 0.0) for key, value in cmds1.items() if key[0] in kinds}
+        steps = [*STEPS, *sorted({s for _, s in cmds} - set(STEPS))]
+        by_step = {step: sum(v for (_, s), v in cmds.items() if s == step) for step in steps}
+        by_kind = {kind: sum(v for (pid, _), v in cmds.items() if kinds.get(pid) == kind)
+                   for kind in ("workers", "web")}
+        by_kind_step: dict[tuple[str, str], float] = {}
+        for (pid, step), value in cmds.items():
+            key = (kinds[pid], step)
+            by_kind_step[key] = by_kind_step.get(key, 0.0) + value
         requests = sum(stats["requests"].values()) - req0
         attempts = list(runtime.attempts.of_batch(batch["_id"], ("created_at", "due_at", "ended_at", "updated_at")))
         lags = [(a["created_at"] - a["due_at"]) / 1000 for a in attempts if a.get("due_at") is not None]
         finalize_lags = [(a["updated_at"] - a["ended_at"]) / 1000 for a in attempts
                          if a.get("ended_at") and a.get("updated_at")]
-        steady = [s for s in samples if s > 0]
-        # steady state: from the first sample at the limit to the last one at the limit
-        at_limit = [i for i, s in enumerate(samples) if s >= limit]
-        window = samples[at_limit[0]: at_limit[-1] + 1] if at_limit else steady
-        rss = {pid: _peak_rss_mb(pid) for pid in _worker_pids(stack)}
-        figures = {
-            "label": label, "webhooks": webhooks, "contacts": contacts, "limit": limit, "speed": speed,
-            "call_s": duration_s,
-            "worker_processes": len(rss), "threads": threads, "elapsed_s": round(elapsed, 1),
-            "completed_calls_per_s": round(contacts / elapsed, 1),
-            "avg_simultaneous_over_limit": round(statistics.fmean(window) / limit, 3) if window else None,
+        rss: dict[str, list[float]] = {"workers": [], "web": [], "clock": []}
+        for pid, kind in kinds.items():
+            rss[kind].append(peak_rss_mb(pid))
+        return {
+            "label": label, "webhooks": webhooks, "contacts": contacts, "completed": completed,
+            "timed_out": completed < contacts, "limit": limit, "speed": speed, "call_s": duration_s,
+            "worker_processes": len(rss["workers"]), "threads": threads, "elapsed_s": round(elapsed, 1),
+            "completed_calls_per_s": round(completed / elapsed, 1),
+            "avg_simultaneous_over_limit": _avg_over_limit(samples, limit),
             "max_simultaneous": stats["max_active"],
-            "lag_p50_sim_s": round(_percentile(lags, 0.5), 1), "lag_p99_sim_s": round(_percentile(lags, 0.99), 1),
-            "lag_p50_real_ms": round(_percentile(lags, 0.5) / speed * 1000, 1),
-            "lag_p99_real_ms": round(_percentile(lags, 0.99) / speed * 1000, 1),
-            "end_to_finalized_p50_real_ms": round(_percentile(finalize_lags, 0.5) / speed * 1000, 1),
-            "end_to_finalized_p99_real_ms": round(_percentile(finalize_lags, 0.99) / speed * 1000, 1),
-            "worker_cpu_ms_per_call": round(cpu * 1000 / contacts, 2),
-            "mongo_round_trips_per_call": round(cmds / contacts, 2),
-            "provider_requests_per_call": round(requests / contacts, 2),
-            "peak_rss_mb_per_worker": round(max(rss.values()), 1) if rss else None,
+            "lag_p50_sim_s": round(percentile(lags, 0.5), 1), "lag_p99_sim_s": round(percentile(lags, 0.99), 1),
+            "lag_p50_real_ms": round(percentile(lags, 0.5) / speed * 1000, 1),
+            "lag_p99_real_ms": round(percentile(lags, 0.99) / speed * 1000, 1),
+            "end_to_finalized_p50_real_ms": round(percentile(finalize_lags, 0.5) / speed * 1000, 1),
+            "end_to_finalized_p99_real_ms": round(percentile(finalize_lags, 0.99) / speed * 1000, 1),
+            "cpu_ms_per_call": _per_call(sum(cpu.values()) * 1000, completed),
+            **{f"cpu_ms_per_call_{kind}": _per_call(value * 1000, completed) for kind, value in cpu.items()},
+            "mongo_round_trips_per_call": _per_call(sum(cmds.values()), completed),
+            **{f"mongo_round_trips_per_call_{kind}": _per_call(v, completed) for kind, v in by_kind.items()},
+            "mongo_round_trips_per_call_by_step": {s: _per_call(v, completed) for s, v in by_step.items()},
+            "mongo_round_trips_per_call_by_process_and_step": {
+                f"{kind}.{step}": _per_call(v, completed) for (kind, step), v in sorted(by_kind_step.items()) if v},
+            "provider_requests_per_call": _per_call(requests, completed),
+            "provider_requests_by_endpoint": {k: v for k, v in stats["requests"].items() if v},
+            "peak_rss_mb_per_worker": round(max(rss["workers"]), 1) if rss["workers"] else None,
+            "peak_rss_mb_web": round(max(rss["web"]), 1) if rss["web"] else None,
+            "peak_rss_mb_clock": round(max(rss["clock"]), 1) if rss["clock"] else None,
         }
-        return figures
     finally:
         stack.stop()
         mongo.client(mongo_uri).drop_database(db_name)
+
+
+def run_baseline(*, contacts: int, limit: int, speed: float, duration_s: float, mongo_uri: str, redis_url: str,
+                 time_cap_s: float = DEFAULT_TIME_CAP_S) -> dict[str, Any]:
+    """The throughput run's campaign dialed by the reference worker (:mod:`workers.dev.baseline`), one child
+    process, on a fresh database and a simulator started with the same scenario and clock speed."""
+    from workers.dev.simulator.process import start_simulator
+    from workers.dev.stack import child_env, stop_group
+
+    db_name = f"bench_{uuid.uuid4().hex[:8]}"
+    config = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
+                                            log_level="WARNING")
+    clock = started_at(BENCH_START, speed=speed)
+    phones = _phones(contacts)
+    simulator = start_simulator(env=child_env(config, clock),
+                                scenario=_scenario(phones, duration_s), concurrency_limit=limit * 2)
+    with tempfile.TemporaryDirectory(prefix="outdial-baseline-") as tmp:
+        try:
+            config = config.with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key)
+            _, batch = _prepare(config, clock, limit=limit, label="baseline")
+            phones_file = Path(tmp, "phones.txt")
+            phones_file.write_text("\n".join(phones))
+            req0 = sum(simulator.stats()["requests"].values())
+            sampler = _Sampler(simulator)
+            sampler.start()
+            with Path(tmp, "baseline.log").open("wb") as log:
+                argv = [sys.executable, "-m", "workers.dev.baseline", "--batch-id", batch["_id"],
+                        "--phones", str(phones_file), "--time-cap", str(time_cap_s)]
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                                        env=child_env(config, clock))
+                try:
+                    out, _ = proc.communicate(timeout=time_cap_s + 120)
+                except subprocess.TimeoutExpired:
+                    stop_group(proc)
+                    out = b""
+            samples = sampler.stop()
+            stats = simulator.stats()
+            lines = out.decode().strip().splitlines()
+            if not lines:
+                return {"label": "baseline", "contacts": contacts, "completed": 0, "timed_out": True,
+                        "error": Path(tmp, "baseline.log").read_text()[-2000:]}
+            found = json.loads(lines[-1])
+        finally:
+            simulator.stop()
+            mongo.client(mongo_uri).drop_database(db_name)
+    completed = found["completed"]
+    requests = sum(stats["requests"].values()) - req0
+    return {
+        "label": "baseline", "contacts": contacts, "completed": completed, "failed": found["failed"],
+        "errors": found["errors"], "timed_out": completed < contacts, "limit": limit, "speed": speed,
+        "call_s": duration_s, "elapsed_s": found["elapsed_s"],
+        "completed_calls_per_s": round(completed / found["elapsed_s"], 1) if found["elapsed_s"] else None,
+        "avg_simultaneous_over_limit": _avg_over_limit(samples, limit), "max_simultaneous": stats["max_active"],
+        "lag_p50_sim_s": found["lag_p50_sim_s"], "lag_p99_sim_s": found["lag_p99_sim_s"],
+        "cpu_ms_per_call": _per_call(found["cpu_s"] * 1000, completed),
+        "mongo_round_trips_per_call": _per_call(found["mongo_commands"], completed),
+        "mongo_commands_by_name": found["mongo_commands_by_name"],
+        "provider_requests_per_call": _per_call(requests, completed),
+        "provider_requests_by_endpoint": {k: v for k, v in stats["requests"].items() if v},
+        "peak_rss_mb": found["peak_rss_mb"],
+    }
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ratio(ours: Any, theirs: Any) -> str:
+    if isinstance(ours, int | float) and isinstance(theirs, int | float) and theirs:
+        return f"{ours / theirs:.2f}"
+    return ""
+
+
+def table(throughput: dict[str, Any], baseline: dict[str, Any] | None,
+          in_flight: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The rows of the summary table: ``figure``, ``goal``, ``outdial``, ``baseline``, ``ratio``, ``met``
+    (True/False for a figure with a checkable goal, None otherwise)."""
+    t, b = throughput, baseline or {}
+    rows: list[dict[str, Any]] = []
+
+    def row(figure: str, goal: str, ours: Any, theirs: Any = None, met: bool | None = None) -> None:
+        rows.append({"figure": figure, "goal": goal, "outdial": ours, "baseline": theirs,
+                     "ratio": _ratio(ours, theirs), "met": met})
+
+    def le(value: Any, bound: float) -> bool | None:
+        return None if value is None else value <= bound
+
+    def reached(run: dict[str, Any]) -> str:
+        return f"{_fmt(run['completed'])} of {_fmt(run['contacts'])}" + (" (time cap)" if run["timed_out"] else "")
+
+    row("calls completed", "all", reached(t), reached(b) if b else None)
+    rate, base_rate = t["completed_calls_per_s"], b.get("completed_calls_per_s")
+    row("completed calls per second", ">= baseline", rate, base_rate, None if base_rate is None else rate >= base_rate)
+    avg = t["avg_simultaneous_over_limit"]
+    row("average simultaneous calls / limit", ">= 0.97", avg, b.get("avg_simultaneous_over_limit"), le(0.97, avg or 0))
+    cpu, base_cpu = t["cpu_ms_per_call"], b.get("cpu_ms_per_call")
+    cpu_met = le(cpu, 8)
+    if cpu_met is not None and base_cpu is not None:
+        cpu_met = cpu_met and cpu <= base_cpu / 2
+    row("CPU per completed call, ms (all processes)", "<= 8 and <= baseline / 2", cpu, base_cpu, cpu_met)
+    row("  workers / web / clock", "", " / ".join(_fmt(t[f"cpu_ms_per_call_{k}"]) for k in ("workers", "web", "clock")))
+    trips = t["mongo_round_trips_per_call"]
+    row("MongoDB round trips per completed call", "<= 8", trips, b.get("mongo_round_trips_per_call"), le(trips, 8))
+    row("  workers / web", "", " / ".join(_fmt(t[f"mongo_round_trips_per_call_{k}"]) for k in ("workers", "web")))
+    for step, value in t["mongo_round_trips_per_call_by_step"].items():
+        if value:
+            row(f"  step {step}", "", value)
+    requests = t["provider_requests_per_call"]
+    row("provider requests per completed call (webhooks)" if t["webhooks"] else "provider requests per completed call",
+        "<= 2", requests, b.get("provider_requests_per_call"), le(requests, 2))
+    row("peak RSS per worker process (baseline: its one process), MiB", "", t["peak_rss_mb_per_worker"],
+        b.get("peak_rss_mb"))
+    row("peak RSS web / clock, MiB", "", f"{_fmt(t['peak_rss_mb_web'])} / {_fmt(t['peak_rss_mb_clock'])}")
+    row("lag next_try_at -> call created p50 / p99, simulated s", "stated",
+        f"{_fmt(t['lag_p50_sim_s'])} / {_fmt(t['lag_p99_sim_s'])}",
+        f"{_fmt(b['lag_p50_sim_s'])} / {_fmt(b['lag_p99_sim_s'])}" if b.get("completed") else None)
+    if in_flight:
+        f = in_flight
+        most = f["max_simultaneous"]
+        row(f"in flight: most calls one process held ({_fmt(f['contacts'])} contacts)", "10,000", most,
+            met=most >= 10_000)
+        rss = f["peak_rss_mb_per_worker"]
+        row("in flight: peak RSS of that process, MiB", "<= 300", rss, met=le(rss, 300))
+        row("in flight: lag p50 / p99, simulated s", "stated",
+            f"{_fmt(f['lag_p50_sim_s'])} / {_fmt(f['lag_p99_sim_s'])}")
+        row("in flight: CPU per completed call, ms (all processes)", "", f["cpu_ms_per_call"])
+        row("in flight: calls completed", "all", reached(f))
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("figure", "goal", "outdial", "baseline", "outdial / baseline")
+    cells = [header] + [(r["figure"], r["goal"], _fmt(r["outdial"]), _fmt(r["baseline"]), r["ratio"]) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for n, line in enumerate(cells):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    missed = [r["figure"].strip() for r in rows if r["met"] is False]
+    checked = [r for r in rows if r["met"] is not None]
+    print(f"goals met: {len(checked) - len(missed)} of {len(checked)}"
+          + (f"; missed: {', '.join(missed)}" if missed else ""))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -200,39 +432,57 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker commands (default 1)")
     parser.add_argument("--processes", type=int, default=2, help="processes per worker command (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
-    parser.add_argument("--in-flight", type=int, default=6000,
-                        help="contacts of the in-flight run, one worker process (default 6000; 0 skips it)")
+    parser.add_argument("--in-flight", type=int, default=10_000,
+                        help="contacts of the in-flight run, one worker process (default 10000; 0 skips it)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="after the throughput run, dial the same campaign with the reference worker "
+                             "(workers/dev/baseline.py) and compare")
+    parser.add_argument("--time-cap", type=float, default=DEFAULT_TIME_CAP_S,
+                        help=f"real seconds each run waits for its contacts before it reports what it reached "
+                             f"(default {DEFAULT_TIME_CAP_S:.0f})")
     parser.add_argument("--no-webhooks", action="store_true",
                         help="no web dyno: end of calls detected by polls only")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    results = []
-    with embedded.services() as (mongo_server, redis_server):
-        # Each run empties its Redis database: a database of its own, never the one REDIS_URL or the local Redis
-        # names (the machine's db 0 may hold another stack's queues).
+    results: dict[str, dict[str, Any]] = {}
+    # A Redis of its own (unless REDIS_URL names one): each run empties its database, and benchmarks run at once
+    # on one machine must not share queues (a worker would take another stack's messages) or metric snapshots.
+    mongo_server = embedded.mongodb()
+    redis_server = embedded.redis() if os.environ.get("REDIS_URL") else embedded.start_redis()
+    try:
         common = {"mongo_uri": mongo_server.url, "redis_url": embedded.with_db_index(redis_server.url, BENCH_REDIS_DB)}
-        results.append(run_once(contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s,
-                                workers=args.workers, processes=args.processes, threads=args.threads,
-                                label="throughput", webhooks=not args.no_webhooks, **common))
-        _print(results[-1])
+        results["throughput"] = run_once(
+            contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s, workers=args.workers,
+            processes=args.processes, threads=args.threads, label="throughput", webhooks=not args.no_webhooks,
+            time_cap_s=args.time_cap, **common)
+        _print(results["throughput"])
+        if args.baseline:
+            results["baseline"] = run_baseline(contacts=args.contacts, limit=args.limit, speed=args.speed,
+                                               duration_s=args.call_s, time_cap_s=args.time_cap, **common)
+            _print(results["baseline"])
         if args.in_flight:
-            results.append(run_once(contacts=args.in_flight, limit=10_000, speed=args.speed, duration_s=7000,
-                                    workers=1, processes=1, threads=args.threads, label="in_flight",
-                                    webhooks=not args.no_webhooks, **common))
-            _print(results[-1])
+            results["in_flight"] = run_once(
+                contacts=args.in_flight, limit=10_000, speed=args.speed, duration_s=7000, workers=1, processes=1,
+                threads=args.threads, label="in_flight", webhooks=not args.no_webhooks, time_cap_s=args.time_cap,
+                **common)
+            _print(results["in_flight"])
+    finally:
+        redis_server.stop()
+        mongo_server.stop()
+    rows = table(results["throughput"], results.get("baseline"), results.get("in_flight"))
+    print()
+    print_table(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps([*results.values(), {"label": "table", "rows": rows}], indent=2))
     return 0
 
 
 def _print(figures: dict[str, Any]) -> None:
-    print(f"-- {figures['label']}")
+    print(f"-- {figures['label']}", flush=True)
     for key, value in figures.items():
         if key != "label":
-            print(f"  {key:32} {value}")
+            print(f"  {key:32} {value}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
-
     sys.exit(main(sys.argv[1:]))
