@@ -113,8 +113,10 @@ class Dispatch(Step):
             return -1
         try:
             queued = self.jobs.count_queued(account_id)
+            # At most ``dispatch_limit`` jobs of an account wait in the broker at once: more than a process can
+            # dial within their queued lease would expire there and be dispatched again.
             budget = min(limit - self.slots.in_use(account_id, now_ms=now_ms) - queued, cap,
-                         self.timing.dispatch_limit)
+                         self.timing.dispatch_limit - queued)
             if budget <= 0:
                 return 0
             horizon = self._sim(self.timing.horizon_s)

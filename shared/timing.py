@@ -64,7 +64,7 @@ DISPATCH_LOCK_MS = 2000
 SLOTS_REBUILD_LOCK_S = 60.0
 #: Real seconds the hot path reuses the list of active batches and the accounts' limits.
 DEFAULT_RECENT_S = 1.0
-#: Most jobs one schedule_due run dispatches per account.
+#: Most jobs of one account queued for dialing at once (one schedule_due run dispatches at most this many).
 DEFAULT_DISPATCH_LIMIT = 1000
 #: Real seconds before a calling window closes in which no call is started: a call decided now reaches the
 #: provider a moment later (a few MongoDB writes and the create request). ``PIPELINE_DIAL_GUARD_S``.
