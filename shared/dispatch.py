@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from redis.exceptions import LockError
 
-from shared import metrics
+from shared import metrics, states
 from shared.clock import from_ms
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
@@ -89,9 +89,18 @@ class Dispatch(Step):
                 or self._pool_limit() - self.slots.pool_in_use(now_ms=now_ms) <= 0):
             return 0
         # No dispatch lock: the claim is one conditional update, so concurrent refills each take another job.
+        # A state found without due jobs is not asked again for a second (the periodic dispatch still claims
+        # from every state), so the end of a campaign costs its refills nothing.
+        among = [state for state in states.CLAIMABLE if not self._remembered(f"none-due:{account_id}:{state}",
+                                                                              lambda: False)]
+        if not among:
+            return 0
         horizon = self._sim(self.timing.horizon_s)
+        empty: set[str] = set()
         job = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
-                                   batch_ids=active[account_id], account_id=account_id)
+                                   batch_ids=active[account_id], account_id=account_id, among=among, empty=empty)
+        for state in empty:
+            self._remember(f"none-due:{account_id}:{state}", True)
         if job is None:
             return 0
         delay_ms = self.clock.real_delay_ms(from_ms(job["next_try_at"]))

@@ -317,7 +317,8 @@ class JobStore:
         return claimed
 
     def claim_next(self, *, lease: timedelta, horizon: timedelta = timedelta(0), batch_ids: Sequence[str],
-                   account_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+                   account_id: str, now: datetime | None = None, among: Sequence[str] = states.CLAIMABLE,
+                   empty: set[str] | None = None) -> dict[str, Any] | None:
         """Claim one due job of ``account_id`` (by ``now + horizon``) under a fresh lease token, in one conditional
         update that returns it; None when none is due.
 
@@ -325,6 +326,9 @@ class JobStore:
         claimable states are tried one at a time (``pending`` first: a campaign's contacts not yet called), each
         on its ``(status, next_try_at)`` index, oldest due first; a job due in a later state waits at most for
         the next periodic dispatch, which claims across states in due order.
+
+        :param among: the claimable states to try, in this order.
+        :param empty: filled with the states tried that had no due job.
         """
         if not batch_ids:
             return None
@@ -333,11 +337,13 @@ class JobStore:
                                  "batch_id": {"$eq": batch_ids[0]} if len(batch_ids) == 1 else {"$in": list(batch_ids)}}
         update = {"$set": {"status": states.QUEUED, "lease_owner": uuid.uuid4().hex,
                            "lease_until": now_ms + _ms(lease), "updated_at": now_ms}}
-        for state in states.CLAIMABLE:
+        for state in among:
             found = self.coll.find_one_and_update({"status": {"$eq": state}, **match}, update,
                                                   sort=[("next_try_at", 1)], return_document=ReturnDocument.AFTER)
             if found is not None:
                 return found
+            if empty is not None:
+                empty.add(state)
         return None
 
     def due_safety_polls(self, *, limit: int, now_ms: int | None = None) -> list[dict[str, Any]]:

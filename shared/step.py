@@ -57,6 +57,11 @@ class Step:
             self._recent[key] = value
         return value
 
+    def _remember(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` for the same second as :meth:`_remembered`."""
+        with self._recent_lock:
+            self._recent[key] = value
+
     def _account(self, account_id: str) -> Mapping[str, Any] | None:
         """The account document (re-read at most once a second)."""
         return self._remembered(f"account:{account_id}", lambda: self.accounts.get(account_id))
