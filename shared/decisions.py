@@ -244,7 +244,10 @@ def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap
 
 
 #: Longest wait between two safety-net polls of a call still in progress, simulated seconds.
-SAFETY_POLL_CAP_S = 600.0
+SAFETY_POLL_CAP_S = 1800.0
+#: With webhooks, the wait after the first safety-net poll found the call still going, as a multiple of the margin:
+#: a live call's end comes by webhook, so the net is checked rarely (5, 10, 20, 30 minutes at the default margin).
+SAFETY_POLL_SPACING = 5
 
 
 def safety_poll_at_ms(dialed_ms: int, *, ring_timeout_s: float,
@@ -256,10 +259,10 @@ def safety_poll_at_ms(dialed_ms: int, *, ring_timeout_s: float,
 
 def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s: float = DEFAULT_PIPELINE_SAFETY_POLL_S,
                              cap_s: float = SAFETY_POLL_CAP_S) -> float:
-    """With webhooks, simulated seconds from safety-net poll ``n`` (0-based) to the next of a call still in
-    progress: the margin, doubling up to ``cap_s``, and never past the attempt's deadline (so a call past its
-    limits is still stopped on time), at least one second."""
-    wait = min(cap_s, margin_s * 2**n)
+    """With webhooks, simulated seconds from safety-net poll ``n`` (0-based) of a call still in progress to the next:
+    :data:`SAFETY_POLL_SPACING` times the margin, doubling up to ``cap_s``, and never past the attempt's deadline
+    (so a call past its limits is still stopped on time), at least one second."""
+    wait = min(cap_s, margin_s * SAFETY_POLL_SPACING * 2**n)
     if now_ms < deadline_ms:
         wait = min(wait, (deadline_ms - now_ms) / 1000 + 1)
     return max(1.0, wait)

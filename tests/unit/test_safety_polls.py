@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.decisions import SAFETY_POLL_CAP_S, next_safety_poll_delay_s, safety_poll_at_ms
+from shared.decisions import SAFETY_POLL_CAP_S, SAFETY_POLL_SPACING, next_safety_poll_delay_s, safety_poll_at_ms
 
 
 def test_the_first_poll_comes_after_the_ring_timeout_plus_the_margin():
@@ -17,12 +17,12 @@ def test_the_first_poll_comes_after_the_ring_timeout_plus_the_margin():
 def test_safety_polls_space_out_but_never_skip_the_deadline(n, now, left_ms, margin):
     wait = next_safety_poll_delay_s(n, now_ms=now, deadline_ms=now + left_ms, margin_s=margin)
     assert 1.0 <= wait <= max(SAFETY_POLL_CAP_S, 1.0)
-    assert wait <= margin * 2**n
+    assert wait <= margin * SAFETY_POLL_SPACING * 2**n
     if left_ms > 0:   # still before the deadline: the next poll comes by it (so a call past its limit is stopped)
         assert wait <= max(1.0, left_ms / 1000 + 1)
 
 
-def test_the_waits_double_from_the_margin_up_to_the_cap():
+def test_the_waits_double_from_five_margins_up_to_the_cap():
     far = 10**12
-    waits = [next_safety_poll_delay_s(n, now_ms=0, deadline_ms=far, margin_s=60) for n in range(6)]
-    assert waits == [60, 120, 240, 480, SAFETY_POLL_CAP_S, SAFETY_POLL_CAP_S]
+    waits = [next_safety_poll_delay_s(n, now_ms=0, deadline_ms=far, margin_s=60) for n in range(5)]
+    assert waits == [300, 600, 1200, 1800, 1800] and SAFETY_POLL_CAP_S == 1800
