@@ -67,5 +67,5 @@ for name in names:
 total_failed = sum(failed.values())
 print(f"\n{len(names)} tests x {runs} runs: {sum(passed.values())} passed, {total_failed} failed, "
       f"{sum(skipped.values())} skipped")
-sys.exit(1 if total_failed else 0)
+sys.exit(1 if total_failed or not names else 0)   # no test ran (an import error): a failure too
 EOF
