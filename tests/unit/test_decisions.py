@@ -117,7 +117,8 @@ def test_contact_timezone_wins():
 def test_proceed_only_when_every_rule_allows(status, lease, batch_status, settings_ok, tries, invalid, now):
     j = job(status=status, tries=tries, invalid_phones=sorted(invalid))
     batch = None if batch_status == "gone" else {**BATCH, "status": batch_status}
-    d = decide(j, lease=lease, batch=batch, settings=WEEKDAYS_9_18 if settings_ok else None, error="bad", now=now)
+    d = decide(j, lease=lease, batch=batch, settings=WEEKDAYS_9_18 if settings_ok else None,
+               error=None if settings_ok else "bad", now=now)
     ok_phone = first_dialable_phone(j)
     should = (status == states.QUEUED and lease == "tok" and batch_status == states.BATCH_ACTIVE and settings_ok
               and ok_phone is not None and tries < 3
