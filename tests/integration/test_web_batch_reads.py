@@ -141,3 +141,20 @@ def test_an_unknown_batch_is_404_and_nothing_is_kept_for_it(web_factory):
     reply = server.client().get(f"/batches/{'f' * 24}")
     assert reply.status == 404 and reply.json()["error"] == "not_found"
     assert len(server.context.batch_jobs) == 0
+
+
+def test_a_batch_shown_completed_shows_its_final_counts(web_factory, web_runtime):
+    # Counts kept for a minute; the batch completes elsewhere (maintenance in a worker) once its jobs are final.
+    api = web_factory(batch_counts_max_age_s=60).client()
+    batch_id = new_batch(api, 3)
+    assert api.get(f"/batches/{batch_id}").json()["counts"][states.PENDING] == 3
+    move(web_runtime, batch_id, states.COMPLETED, states.FAILED, states.COMPLETED)
+    assert web_runtime.batches.set_status(batch_id, states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))
+
+    def shown() -> dict | None:
+        body = api.get(f"/batches/{batch_id}").json()
+        return body if body["status"] == states.BATCH_COMPLETED else None
+
+    body = wait_until(shown, timeout_s=10, interval_s=0.05)   # once the invalidation has reached the web process
+    assert body["counts"][states.PENDING] == 0
+    assert body["counts"][states.COMPLETED] == 2 and body["counts"][states.FAILED] == 1

@@ -140,7 +140,8 @@ def _batch_now(ctx: Any, batch_id: str, changed_at: int | None
 
 async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     """``GET /batches/{batch_id}``: the batch, with what its jobs say (counts, progress, failures, oldest in
-    progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`).
+    progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`), and counted again
+    at once when the batch's status changed since (a completed batch's counts are final).
 
     The batch comes from the batch cache, read in the thread pool and shared by the requests of the next
     moment (:data:`~workers.web.context.BATCH_MAX_AGE_S`; a change made through this process shows at once); its
@@ -150,7 +151,17 @@ async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     doc, settings, read_at, read_mono = await ctx.batch_docs.get(
         batch_id, lambda: ctx.run(_batch_now, ctx, batch_id, changed_at))
     now = read_at + timedelta(seconds=(time.monotonic() - read_mono) * rt.clock.speed)
-    jobs = await ctx.batch_jobs.get(batch_id, lambda: ctx.run(batch_jobs, rt.jobs, batch_id, lang=rt.config.lang))
+    status = doc.get("status")
+
+    async def count() -> tuple[Any, Any]:
+        return status, await ctx.run(batch_jobs, rt.jobs, batch_id, lang=rt.config.lang)
+
+    counted_for, jobs = await ctx.batch_jobs.get(batch_id, count)
+    if counted_for != status:
+        # Counted before the batch changed state (it completed, was paused...): count again, so that a batch
+        # shown as completed never shows jobs that were still open a moment ago.
+        ctx.batch_jobs.forget(batch_id)
+        _, jobs = await ctx.batch_jobs.get(batch_id, count)
     view = batch_view(doc, counts=jobs.counts,
                       window=window_view(doc.get("call_settings"), now, rt.config, parsed=settings))
     view["failures"] = [dict(f) for f in jobs.failures]
