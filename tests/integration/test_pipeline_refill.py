@@ -17,7 +17,8 @@ from workers.runtime import build_runtime
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time (a 20 s call lasts a third of a second).
 FAST = started_at(datetime(2026, 3, 3, 13, 0, tzinfo=UTC), speed=60)
 PHONES = [f"+5696123470{i}" for i in range(3)]
-SCENARIO = {"numbers": {p: {"outcome": "answer", "ring_s": 1, "duration_s": 20} for p in PHONES}}
+BUSY, OTHER = "+56961234799", "+56961234798"
+SCENARIO = {"numbers": {**{p: {"outcome": "answer", "ring_s": 1, "duration_s": 20} for p in PHONES}, BUSY: "busy"}}
 
 
 @pytest.fixture
@@ -69,3 +70,24 @@ def test_a_refill_takes_nothing_when_the_slot_is_taken_again(rig):
     runtime.slots.acquire("acc", "someone-else", limit=1, now_ms=runtime.clock.now_ms(), lease_ms=60_000)
     assert pipeline.refill("acc") == 0
     assert runtime.jobs.count_queued("acc") == 0 and sender.sent == []
+
+
+def test_a_finalize_from_a_stale_read_never_touches_the_jobs_next_call(rig):
+    # A poll read the job, then asked the provider; meanwhile the webhook finalized that call and the job was
+    # dialed again (same round, same number: a free retry). The poll's finalize must not apply the old call.
+    runtime, pipeline, sender, _ = rig
+    runtime.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 2})
+    batch = runtime.batches.create({"name": "stale", "account_id": "acc", "agent_id": "agent_test",
+                                    "from_number": "+12125550100", "call_settings": {"max_attempts": 3}})
+    job_id, = runtime.jobs.create_jobs(batch["_id"], "acc", [{"name": "c", "phones": [BUSY, OTHER]}]).job_ids
+    assert pipeline.schedule_due() == 1
+    (_, _, owner, _), = sender.of("dial")
+    assert pipeline.dial(job_id, owner) == "dialed"
+    stale = runtime.jobs.get(job_id)
+    call = wait_until(lambda: (c := pipeline.provider.get_call(stale["call_id"])).is_final and c, timeout_s=30,
+                      interval_s=0.05)
+    runtime.jobs.coll.update_one({"_id": job_id}, {"$set": {"call_id": "call_of_the_next_dial"}})
+    assert pipeline.finalize(job_id, call, job=stale, lease_owner=owner) != "busy"
+    after = runtime.jobs.get(job_id)
+    assert after["status"] == states.IN_CALL and after["call_id"] == "call_of_the_next_dial"
+    assert after["phone_index"] == 0 and after["tries"] == 0
