@@ -321,3 +321,26 @@ def test_do_not_call_list_upserts_in_bulk_and_reads_by_id_in(db):
     assert db.dnc.delete_one({"_id": "acme|+56911111111"}).deleted_count == 1
     assert db.dnc.delete_one({"_id": "acme|+56911111111"}).deleted_count == 0
     assert db.dnc.count_documents({"scope": "acme"}) == 1
+
+
+def test_claim_one_by_an_equality_on_status_sorted_and_returned(db):
+    # JobStore.claim_next: one state at a time ({"$eq": state}, sorted by next_try_at), the document returned.
+    rows = [("in_call", 1), ("pending", 30), ("pending", 20), ("retry_wait", 5)]
+    db.c.insert_many([{"_id": f"j{i}", "status": s, "next_try_at": t, "account_id": "a"}
+                      for i, (s, t) in enumerate(rows)])
+    got = db.c.find_one_and_update({"status": {"$eq": "pending"}, "next_try_at": {"$lte": 25},
+                                    "account_id": {"$eq": "a"}}, {"$set": {"status": "queued"}},
+                                   sort=[("next_try_at", 1)], return_document=ReturnDocument.AFTER)
+    assert got["_id"] == "j2" and got["status"] == "queued"
+
+
+def test_a_sparse_field_found_by_range_and_cleared_once(db):
+    # The safety-net polls: poll_at on a sparse index, found by range, cleared by one conditional update.
+    db.c.create_index([("poll_at", 1)], name="poll_at", sparse=True)
+    db.c.insert_many([{"_id": "a", "status": "in_call", "lease_owner": "t", "poll_at": 10},
+                      {"_id": "b", "status": "in_call", "lease_owner": "t", "poll_at": 99},
+                      {"_id": "c", "status": "completed"}])
+    assert [d["_id"] for d in db.c.find({"poll_at": {"$lte": 50}}, {"lease_owner": 1})] == ["a"]
+    won = [db.c.update_one({"_id": "a", "status": "in_call", "lease_owner": "t", "poll_at": {"$lte": 50}},
+                           {"$unset": {"poll_at": ""}}).modified_count for _ in range(2)]
+    assert won == [1, 0] and "poll_at" not in db.c.find_one({"_id": "a"})
