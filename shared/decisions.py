@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -368,15 +368,20 @@ def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, 
     for the effects that are no transition of the job alone (``HOLD``, ``RETRY_SOON``: the provider's trouble,
     decided by the caller)."""
     effect = EFFECTS[outcome]
+    # Every write holds the call that ended: the job may have gone on to another call since it was read (in
+    # the same round and on the same number, after a free retry).
+    this_call = {"call_id": job["call_id"]}
     if effect == Effect.COMPLETE:
         return JobWrite(states.COMPLETED, {"outcome": outcome.value, "finished_at": now_ms},
-                        unset=("next_try_at",), where={"call_id": job["call_id"]})
+                        unset=("next_try_at",), where=this_call)
     if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
-        return decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
-                                 invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)
-    if effect == Effect.FAILED_ROUND:
-        return decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome.value)
-    return None
+        change = decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
+                                   invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)
+    elif effect == Effect.FAILED_ROUND:
+        change = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome.value)
+    else:
+        return None
+    return replace(change, where={**change.where, **this_call})
 
 
 # -- a reservation refused: the batch's on_insufficient_balance ------------------------------------------

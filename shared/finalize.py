@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from shared import metrics, states
@@ -88,9 +87,6 @@ class Finalize(Step):
         change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
                                    config=self.jobs.config)
         if change is not None:
-            # Still this call's job: the job may have gone on to another call since it was read (a webhook
-            # finalized this one while a poll asked the provider, and the freed slot dialed the job again).
-            change = replace(change, where={**change.where, "call_id": job["call_id"]})
             return write(self.jobs, job_id, change, **common)
         own = {**common, "where": {"call_id": job["call_id"]}}
         if EFFECTS[outcome] == Effect.HOLD:

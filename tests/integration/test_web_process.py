@@ -119,18 +119,26 @@ def numbers(prefix: str, count: int) -> list[str]:
     return numbered(f"+569{prefix}", count)
 
 
-def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_factory):
-    answer, busy = numbers("71", 12), numbers("72", 6)
-    rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in answer}
-    rules.update({p: "busy" for p in busy})
+def stack_with_web(stack_factory, rules, *, speed: float, **config_overrides):
+    """A running stack (simulator, workers, clock) and its web dyno, which the simulator sends its webhooks to:
+    ``(stack, runtime, admin client)``."""
     port = free_port()
-    stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario={"numbers": rules},
+    stack, runtime = stack_factory(clock=started_at(START, speed=speed), scenario={"numbers": rules},
+                                   config_overrides=config_overrides,
                                    simulator_flags={"concurrency_limit": 50,
                                                     "webhook_url": f"http://127.0.0.1:{port}/webhooks/retell"})
     stack.env = {**stack.env, "ADMIN_TOKEN": ADMIN_TOKEN}
     stack.start_web(port=port)
     client = HttpClient(f"http://127.0.0.1:{port}", token=ADMIN_TOKEN)
     wait_healthy(client, stack.web)   # type: ignore[arg-type]
+    return stack, runtime, client
+
+
+def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_factory):
+    answer, busy = numbers("71", 12), numbers("72", 6)
+    rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in answer}
+    rules.update({p: "busy" for p in busy})
+    stack, runtime, client = stack_with_web(stack_factory, rules, speed=60)
     assert client.put("/accounts/acme", {"plan": {"type": "minutes", "balance": 600}, "concurrency_limit": 6}
                       ).status == 201
     bid = client.post("/batches", {"name": "race", "account_id": "acme", "agent_id": "agent_test",
@@ -204,16 +212,8 @@ def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_cam
     arriving, maintenance polls each call past its ring timeout plus the safety margin, and it still ends."""
     first, second = numbers("73", 8), numbers("74", 4)
     rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in first + second}
-    port = free_port()
     # At 20x the safety poll of a call comes 47 simulated seconds (2.3 real s) after the end its webhook reports.
-    stack, runtime = stack_factory(clock=started_at(START, speed=20), scenario={"numbers": rules},
-                                   config_overrides={"retell_webhooks": True},
-                                   simulator_flags={"concurrency_limit": 50,
-                                                    "webhook_url": f"http://127.0.0.1:{port}/webhooks/retell"})
-    stack.env = {**stack.env, "ADMIN_TOKEN": ADMIN_TOKEN}
-    stack.start_web(port=port)
-    client = HttpClient(f"http://127.0.0.1:{port}", token=ADMIN_TOKEN)
-    wait_healthy(client, stack.web)   # type: ignore[arg-type]
+    stack, runtime, client = stack_with_web(stack_factory, rules, speed=20, retell_webhooks=True)
     assert client.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 4}).status == 201
 
     def campaign(name: str, phones: list[str]) -> str:

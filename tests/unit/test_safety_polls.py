@@ -16,8 +16,10 @@ def test_the_first_poll_comes_after_the_ring_timeout_plus_the_margin():
        left_ms=st.integers(min_value=-10**7, max_value=10**8), margin=st.floats(min_value=1, max_value=3600))
 def test_safety_polls_space_out_but_never_skip_the_deadline(n, now, left_ms, margin):
     wait = next_safety_poll_delay_s(n, now_ms=now, deadline_ms=now + left_ms, margin_s=margin)
-    assert 1.0 <= wait <= max(SAFETY_POLL_CAP_S, 1.0)
+    assert wait >= 1.0 and wait <= SAFETY_POLL_CAP_S
     assert wait <= margin * SAFETY_POLL_SPACING * 2**n
+    # the waits never shrink from one poll to the next, at the same distance from the deadline
+    assert next_safety_poll_delay_s(n + 1, now_ms=now, deadline_ms=now + left_ms, margin_s=margin) >= wait
     if left_ms > 0:   # still before the deadline: the next poll comes by it (so a call past its limit is stopped)
         assert wait <= max(1.0, left_ms / 1000 + 1)
 
