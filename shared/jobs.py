@@ -36,9 +36,6 @@ from shared.reasons import Reason, because
 IMPORT_CHUNK = 1000
 #: Batches up to which :meth:`JobStore.counts_by_batch` asks once per batch rather than once per state.
 PER_BATCH_COUNT_LIMIT = 3
-#: States a batch's job can still leave, those that hold most jobs of a running batch first.
-OPEN = (states.IN_CALL, states.PENDING, states.QUEUED, states.RETRY_WAIT, states.WAITING_SCHEDULE,
-        states.DIALING, states.WAITING_BALANCE)
 #: The reason of the jobs a batch's cancellation finishes.
 CANCELLED = because("batch_cancelled")
 
@@ -197,10 +194,11 @@ class JobStore:
         return self.coll.find_one({"batch_id": batch_id}, {"_id": 1}) is not None
 
     def has_open_jobs(self, batch_id: str) -> bool:
-        """Whether the batch has a job not final yet: one indexed look per open state (``batch_id, status``),
-        the states that hold most jobs of a running batch first, so an open batch usually costs one."""
-        return any(self.coll.find_one({"batch_id": {"$eq": batch_id}, "status": {"$eq": status}}, {"_id": 1})
-                   is not None for status in OPEN)
+        """Whether the batch has a job not final yet, in one query. Not one look per open state: a job moving
+        between two open states (``retry_wait -> queued``) while the looks run can be missed by all of them,
+        and its batch would be completed with the job stranded."""
+        return self.coll.find_one({"batch_id": {"$eq": batch_id}, "status": {"$nin": list(states.FINAL)}},
+                                  {"_id": 1}) is not None
 
     # -- creation ------------------------------------------------------------------------------
 
