@@ -61,10 +61,12 @@ ENDPOINTS = ("create_phone_call", "get_call", "stop_call", "list_calls", "get_co
 _ENDPOINT_ALIASES = {"create": "create_phone_call", "get": "get_call", "stop": "stop_call", "list": "list_calls",
                      "concurrency": "get_concurrency"}
 #: Faults that can be scripted: an HTTP status answered before the request is processed, ``slow``
-#: (answer late, after processing), ``drop`` (process, then close the connection without answering),
-#: ``drop_before`` (close without processing), ``none`` (a normal answer; a placeholder in a script).
+#: (answer late, after processing), ``late`` (hold the request ``slow_ms``, then process and answer it: a
+#: create the provider is still working on when the client gives up), ``drop`` (process, then close the
+#: connection without answering), ``drop_before`` (close without processing), ``none`` (a normal answer; a
+#: placeholder in a script).
 FAULTS = ("400", "401", "402", "404", "408", "409", "422", "429", "500", "502", "503", "504",
-          "slow", "drop", "drop_before", "none")
+          "slow", "late", "drop", "drop_before", "none")
 
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 

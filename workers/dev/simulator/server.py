@@ -430,6 +430,8 @@ class _Api:
                         return _drop(request)
                     if fault.isdigit():
                         raise ApiError(int(fault), _FAULT_MESSAGES.get(int(fault), "error"))
+                    if fault == "late":
+                        await asyncio.sleep(sim.faults.slow_ms / 1000)
                 if bad_json:
                     raise ApiError(400, "request body is not valid JSON")
                 response = await handler(request, body, record)
