@@ -92,9 +92,19 @@ class AttemptStore:
         """Set informational fields (e.g. ``stopped_for_timeout``) whatever the state."""
         self.coll.update_one({"_id": attempt_id}, {"$set": dict(fields)})
 
-    def end(self, attempt_id: str, fields: Mapping[str, Any]) -> bool:
-        """``ended`` with the outcome fields (outcome, reason, duration_ms, ...); False if already ended."""
-        return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
+    def end(self, attempt_id: str, fields: Mapping[str, Any], *, owner: str | None = None) -> bool:
+        """``ended`` with the outcome fields (outcome, reason, duration_ms, ...); False if already ended, or, with
+        ``owner``, when another lease token owns the attempt."""
+        if owner is None:
+            return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
+        result = self.coll.update_one({"_id": attempt_id, "state": {"$in": list(OPEN)}, "owner": owner},
+                                      {"$set": {**fields, "state": ENDED, "updated_at": self.clock.now_ms()}})
+        return result.modified_count == 1
+
+    def sent(self, attempt_id: str, at_ms: int) -> None:
+        """The attempt's create is being sent (again) at ``at_ms``: ``last_sent_at``, from which the time after
+        which nothing of it can still be on its way is counted."""
+        self.coll.update_one({"_id": attempt_id}, {"$set": {"last_sent_at": int(at_ms)}})
 
     def not_placed(self, attempt_id: str, reason: Reason, *, owner: str | None = None) -> bool:
         """The provider never got (or never created) this call; with ``owner``, only while that lease token owns it.
@@ -111,6 +121,24 @@ class AttemptStore:
         """One more send of this attempt's create with its idempotency key after an unknown outcome."""
         self.coll.update_one({"_id": attempt_id}, {"$inc": {"replays": 1}})
 
-    def orphaned(self, attempt_id: str, call_id: str) -> None:
-        self.coll.update_one({"_id": attempt_id}, {"$set": {"state": ORPHANED, "orphan_call_id": call_id,
-                                                            "updated_at": self.clock.now_ms()}})
+    def orphaned(self, attempt_id: str, call_id: str) -> bool:
+        """A create's answer came too late for its job, which had moved on: its call ``call_id`` was stopped.
+
+        Only an attempt still ``dialing`` becomes ``orphaned``; an attempt that already has its call (recorded,
+        ended, not placed) keeps its state and its record, and only learns ``orphan_call_id`` when the late call
+        is another one. True when the attempt changed."""
+        now = self.clock.now_ms()
+        moved = self.coll.update_one({"_id": attempt_id, "state": DIALING},
+                                     {"$set": {"state": ORPHANED, "orphan_call_id": call_id, "updated_at": now}})
+        if moved.modified_count:
+            return True
+        # Another state: noted only when the late call is not the attempt's own. Read, then a write conditional on
+        # what was read (the embedded server's update filters never match a ``$ne`` on a missing field).
+        current = self.coll.find_one({"_id": attempt_id}, {"state": 1, "call_id": 1})
+        if current is None or current.get("state") == DIALING or current.get("call_id") == call_id:
+            return False
+        own = current.get("call_id")
+        noted = self.coll.update_one({"_id": attempt_id, "state": {"$eq": current.get("state")},
+                                      "call_id": {"$eq": own} if own is not None else {"$exists": False}},
+                                     {"$set": {"orphan_call_id": call_id, "updated_at": now}})
+        return noted.modified_count == 1

@@ -268,6 +268,42 @@ def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s:
     return max(1.0, wait)
 
 
+# -- an attempt whose create had an unknown outcome ---------------------------------------------------------
+
+
+class ReconcileStep(StrEnum):
+    REPLAY = "replay"            #: send the create again with the attempt's idempotency key
+    LOOK_UP = "look_up"          #: past the key's hour (or no settings to send with): find the call by metadata
+
+
+#: Longest wait between two sends again of an ambiguous create, real seconds.
+REPLAY_CAP_S = 60.0
+
+
+def decide_reconcile(*, age_real_s: float, replay_window_s: float, can_send: bool) -> ReconcileStep:
+    """Send an ambiguous create again with its key while the key still protects it (``age_real_s``, from the
+    attempt's first send, under ``replay_window_s``, which ends well inside the provider's hour), however many
+    sends that takes; look it up only past that window, or when it cannot be sent (its batch's settings are
+    gone or invalid)."""
+    if can_send and age_real_s < replay_window_s:
+        return ReconcileStep.REPLAY
+    return ReconcileStep.LOOK_UP
+
+
+def replay_delay_s(replays: int, *, base_s: float, cap_s: float = REPLAY_CAP_S) -> float:
+    """Real seconds before the next send of an ambiguous create after ``replays`` sends again: ``base_s``,
+    doubling up to ``cap_s``, so that a provider in trouble for minutes is not hammered (and the key's hour is
+    not spent in a few tries)."""
+    return min(cap_s, base_s * 2 ** max(0, replays))
+
+
+def not_placed_settled(*, now_ms: int, last_sent_ms: int, settle_ms: int) -> bool:
+    """A lookup that missed means "not placed" only once nothing can still be on its way: ``settle_ms`` (the
+    create's longest life and a grace for the provider to list it) after the attempt's LAST send, not its first.
+    Before that, a send that timed out here may still be being processed and would call the person."""
+    return now_ms >= last_sent_ms + settle_ms
+
+
 #: First wait of a free retry, real seconds; it doubles each time up to :data:`FREE_RETRY_CAP_S`.
 FREE_RETRY_BASE_S = 5.0
 FREE_RETRY_CAP_S = 600.0

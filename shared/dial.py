@@ -56,6 +56,8 @@ log = get_logger(__name__)
 #: the send (the two are normally a few milliseconds apart); past it the lists are read again. Small beside
 #: ``PIPELINE_DIAL_GUARD_S``, which must cover the time from that check to the provider.
 DNC_FRESH_S = 0.1
+#: Real seconds after an attempt's ``created_at`` within which its first send needs no ``last_sent_at`` of its own.
+SENT_AT_FRESH_S = 1.0
 
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
@@ -308,7 +310,7 @@ class Dial(Step):
 
     def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
                 lease_until: int, *, reserved: int | None, replay: bool = False,
-                dnc_read_at: float | None = None) -> str:
+                dnc_read_at: float | None = None, retry_s: float | None = None) -> str:
         """Send the attempt's create (its id as the idempotency key) and record the call.
 
         Right before every send, :func:`shared.decisions.check_before_send` checks the fence (this
@@ -319,6 +321,11 @@ class Dial(Step):
         The do-not-call lists are read again right before the send unless the decision read them less than
         :data:`DNC_FRESH_S` ago (``dnc_read_at``, a monotonic instant): a dial that stalled, waited or is a
         replay always reads them again.
+
+        Every send is recorded on the attempt as ``last_sent_at`` (the reconcile step counts from it when nothing
+        can still be on its way), except a first send within :data:`SENT_AT_FRESH_S` of the attempt's
+        ``created_at``, which stands for it. ``retry_s``: real seconds before the reconcile that follows an
+        unknown outcome (default ``reconcile_retry_s``).
         """
         job_id, aid = job["_id"], attempt["_id"]
         phone = attempt["to_number"]
@@ -338,7 +345,13 @@ class Dial(Step):
                 guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
             if problem is not None:
                 raise problem
+            sends.append(now)
+            if replay or len(sends) > 1 or self.clock.real_seconds(
+                    (to_ms(now) - int(attempt["created_at"])) / 1000) > SENT_AT_FRESH_S:
+                self.attempts.sent(aid, to_ms(now))
 
+        sends: list[Any] = []
+        retry_ms = int((self.timing.reconcile_retry_s if retry_s is None else retry_s) * 1000)
         try:
             call = self.provider.create_phone_call(
                 from_number=attempt.get("from_number") or self.config.call_from_number,
@@ -359,14 +372,13 @@ class Dial(Step):
         except CreateOutcomeUnknown as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
-            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
+            self.sender.reconcile(job_id, lease_owner, delay_ms=retry_ms)
             return "reconcile"
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             if replay:
                 # A refusal of this send says nothing of the earlier one, which may have made the call: still unknown.
-                wait_s = max(self.timing.reconcile_retry_s,
-                             float(getattr(exc, "retry_after_s", None) or 0.0))
+                wait_s = max(retry_ms / 1000, float(getattr(exc, "retry_after_s", None) or 0.0))
                 event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
                 self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
                 return "reconcile"

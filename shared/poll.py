@@ -49,8 +49,14 @@ class Poll(Step):
         call: Call | None
         try:
             call = self.provider.get_call(call_id)
-        except CallNotFound:
-            call = Call(call_id=call_id, call_status="error", disconnection_reason="error_unknown")
+        except CallNotFound as exc:
+            # The provider created this call (its id came from the create's answer) and now says it does not know
+            # it: that says nothing of whether the person's phone is ringing. Unknown, like an unreachable
+            # provider: polled again, and ended here as a timeout past the attempt's deadline; never a free retry,
+            # which would dial the person again within seconds.
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "call_not_found", job_id=job_id, call_id=call_id)
+            call = None
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             call = None

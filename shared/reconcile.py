@@ -8,7 +8,14 @@ from typing import Any
 
 from shared import attempts as attempt_states
 from shared import metrics, reasons, states
-from shared.decisions import attempt_deadline_ms
+from shared.call_settings import CallSettings
+from shared.decisions import (
+    ReconcileStep,
+    attempt_deadline_ms,
+    decide_reconcile,
+    not_placed_settled,
+    replay_delay_s,
+)
 from shared.errors import DialAborted, ProviderError
 from shared.logs import event, get_logger
 from shared.reasons import Reason, because
@@ -52,31 +59,48 @@ class Reconcile(Step):
                 return "retry"
         if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
             return self._not_placed(job, aid, lease_owner, reasons.of(attempt) or because("not_placed"))
+        if attempt["state"] == attempt_states.ENDED and not attempt.get("call_id"):
+            # A give-up ended the attempt and stopped before it moved the job: finish it under the current owner.
+            return self._finish_give_up(job, attempt, lease_owner)
         if attempt.get("call_id"):
             metrics.RECONCILES.labels("known").inc()
             return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
                                      self._settings_of(job))
         if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
-            self.sender.reconcile(job_id, lease_owner)  # the attempt changed under us: look again
+            # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
         cached = self.cache.get(job["batch_id"])
         age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
-        if (cached is not None and cached.settings is not None and age_real_s < self.timing.replay_window_s
-                and int(attempt.get("replays", 0)) < self.timing.max_replays):
-            lease_until = self._extend_dialing_lease(job_id, lease_owner)
-            if lease_until is None:
-                return "stale"
-            self.attempts.count_replay(aid)
-            try:
-                result = self._create(job, attempt, cached.settings, lease_owner, lease_until, reserved=None,
-                                      replay=True)
-            except DialAborted as exc:
-                event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind,
-                      reason=exc.reason.text(self._lang()), reason_code=exc.reason.code)
-            else:
-                metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
+        step = decide_reconcile(age_real_s=age_real_s, replay_window_s=self.timing.replay_window_s,
+                                can_send=cached is not None and cached.settings is not None)
+        if step == ReconcileStep.REPLAY:
+            result = self._replay(job, attempt, lease_owner, cached.settings)
+            if result is not None:
                 return result
         return self._look_up(job, attempt, lease_owner)
+
+    def _replay(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str,
+                settings: CallSettings) -> str | None:
+        """Send the attempt's create again with its key; None when the check before the send stopped it (then it
+        is looked up instead)."""
+        job_id, aid = job["_id"], attempt["_id"]
+        replays = int(attempt.get("replays", 0))
+        wait_s = replay_delay_s(replays, base_s=self.timing.reconcile_retry_s)
+        # The lease covers this send and the wait before the next one: this owner keeps the attempt meanwhile.
+        lease_until = self._extend_dialing_lease(job_id, lease_owner, extra_s=wait_s)
+        if lease_until is None:
+            return "stale"
+        self.attempts.count_replay(aid)
+        try:
+            result = self._create(job, attempt, settings, lease_owner, lease_until, reserved=None, replay=True,
+                                  retry_s=wait_s)
+        except DialAborted as exc:
+            event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind,
+                  reason=exc.reason.text(self._lang()), reason_code=exc.reason.code)
+            return None
+        metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
+        return result
 
     def _known_call(self, attempt: Mapping[str, Any]) -> Call:
         return Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
@@ -101,15 +125,15 @@ class Reconcile(Step):
             metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
             return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
-        settled_after = (int(attempt.get("created_at", 0)) + self._sim_ms(self.timing.dialing_lease_s)
-                         + self._sim_ms(self.timing.reconcile_grace_s))
-        if self.clock.now_ms() < settled_after:
+        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
+        if not not_placed_settled(now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
+                                  settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s)):
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
             return "retry"
         if not self.attempts.not_placed(aid, because("create_unknown_no_call"), owner=lease_owner):
-            self.sender.reconcile(job_id, lease_owner)
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
         metrics.RECONCILES.labels("not_placed").inc()
         event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
@@ -124,18 +148,30 @@ class Reconcile(Step):
     def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: Reason) -> str:
         """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
         the attempt ends with an unknown outcome and counts (a failed round, the retry delay applies), so a
-        person who may have been called is not called again at once, and the job does not wait forever."""
+        person who may have been called is not called again at once, and the job does not wait forever.
+
+        The attempt is ended only while this lease token owns it; a process that dies (or a store that fails)
+        after that, before the job moved, leaves an ended attempt without a call, which the next reconcile of the
+        job (:meth:`_finish_give_up`) completes under whoever owns the job then."""
         aid = attempt["_id"]
         if not self.attempts.end(aid, {"outcome": "unknown", "finalized_by": "deadline", "charge": 0,
                                        "finalized_at": self.clock.now_ms(), "error": reason.text()[:300],
-                                       "reason_code": reason.code, "reason_params": dict(reason.params)}):
+                                       "reason_code": reason.code, "reason_params": dict(reason.params)},
+                                 owner=lease_owner):
             return "stale"
-        self.slots.release(job["account_id"], aid)
-        self.billing.release(aid)
         metrics.RECONCILES.labels("given_up").inc()
         event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid,
               reason=reason.text(self._lang())[:200], reason_code=reason.code)
-        fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=reason),
+        return self._finish_give_up(job, attempt, lease_owner, reason=reason)
+
+    def _finish_give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, *,
+                        reason: Reason | None = None) -> str:
+        """The given-up attempt's slot and hold go back, and its job's round fails (each step idempotent)."""
+        aid = attempt["_id"]
+        self.slots.release(job["account_id"], aid)
+        self.billing.release(aid)
+        why = reason or reasons.of(attempt) or because("not_placed")
+        fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=why),
                    self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
         return "given_up"
 
@@ -148,7 +184,8 @@ class Reconcile(Step):
         self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 
-    def _extend_dialing_lease(self, job_id: str, lease_owner: str) -> int | None:
-        """A fresh dialing lease for the owner; its end (ms), or None when the job is no longer its own."""
-        until = self.clock.now_ms() + self._sim_ms(self.timing.dialing_lease_s)
+    def _extend_dialing_lease(self, job_id: str, lease_owner: str, *, extra_s: float = 0.0) -> int | None:
+        """A fresh dialing lease for the owner (``extra_s`` real seconds longer); its end (ms), or None when the job
+        is no longer its own."""
+        until = self.clock.now_ms() + self._sim_ms(self.timing.dialing_lease_s + extra_s)
         return until if self.jobs.extend_dialing_lease(job_id, lease_owner, until) else None

@@ -31,10 +31,9 @@ DEFAULT_PROVIDER_BACKOFF_S = 5.0
 DEFAULT_NO_SLOT_RETRY_S = 2.0
 #: Real seconds after a dialing lease ended before "not found at the provider" means "not placed".
 DEFAULT_RECONCILE_GRACE_S = 10.0
-#: Real seconds between a create with an unknown outcome and sending it again with the same key.
+#: Real seconds between a create with an unknown outcome and sending it again with the same key (the first wait:
+#: they double up to :data:`shared.decisions.REPLAY_CAP_S`).
 DEFAULT_RECONCILE_RETRY_S = 2.0
-#: Times an attempt's create is sent again with its idempotency key (each up to the client's own sends).
-DEFAULT_MAX_REPLAYS = 5
 #: Real seconds after an attempt's first send during which it is sent again with its key rather than looked
 #: up: well inside the hour the provider honours the key.
 DEFAULT_REPLAY_WINDOW_S = IDEMPOTENCY_WINDOW_S - 600
@@ -120,7 +119,6 @@ class Timing:
     create_timeout_s: float = DEFAULT_RETELL_CREATE_TIMEOUT_S
     fence_margin_s: float = DEFAULT_FENCE_MARGIN_S
     reconcile_retry_s: float = DEFAULT_RECONCILE_RETRY_S
-    max_replays: int = DEFAULT_MAX_REPLAYS
     replay_window_s: float = DEFAULT_REPLAY_WINDOW_S
     max_clock_age_s: float = DEFAULT_MAX_CLOCK_AGE_S
     pool_refresh_s: float = DEFAULT_POOL_REFRESH_S

@@ -344,3 +344,27 @@ def test_a_sparse_field_found_by_range_and_cleared_once(db):
     won = [db.c.update_one({"_id": "a", "status": "in_call", "lease_owner": "t", "poll_at": {"$lte": 50}},
                            {"$unset": {"poll_at": ""}}).modified_count for _ in range(2)]
     assert won == [1, 0] and "poll_at" not in db.c.find_one({"_id": "a"})
+
+
+def test_a_conditional_end_on_state_and_owner_and_a_late_answer_noted_by_the_state_read(db):
+    """The attempts' give-up (``$in`` on the open states and the owner) and a late create answer (a write
+    conditional on the state and call id just read, or on a missing call id): an ended attempt keeps its record."""
+    db.a.insert_many([{"_id": "a1", "state": "dialing", "owner": "o1"}, {"_id": "a2", "state": "dialing"}])
+    assert db.a.update_one({"_id": "a1", "state": {"$in": ["dialing", "in_call"]}, "owner": "o2"},
+                           {"$set": {"state": "ended"}}).modified_count == 0
+    assert db.a.update_one({"_id": "a1", "state": {"$in": ["dialing", "in_call"]}, "owner": "o1"},
+                           {"$set": {"state": "ended", "outcome": "unknown"}}).modified_count == 1
+    no_call = {"_id": "a1", "state": {"$eq": "ended"}, "call_id": {"$exists": False}}
+    assert db.a.update_one(no_call, {"$set": {"orphan_call_id": "c2"}}).modified_count == 1
+    db.a.update_one({"_id": "a1"}, {"$set": {"call_id": "c1"}})
+    assert db.a.update_one(no_call, {"$set": {"orphan_call_id": "c3"}}).modified_count == 0
+    with_call = {"_id": "a1", "state": {"$eq": "ended"}, "call_id": {"$eq": "c1"}}
+    assert db.a.update_one(with_call, {"$set": {"orphan_call_id": "c3"}}).modified_count == 1
+    assert db.a.find_one({"_id": "a1"})["state"] == "ended"
+
+
+@on_nx
+def test_gap_ne_of_a_missing_field_matches_in_a_find_but_not_in_an_update_filter(db):
+    db.a.insert_one({"_id": "a1", "state": "ended"})
+    assert db.a.count_documents({"call_id": {"$ne": "c1"}}) == 1
+    assert db.a.update_one({"_id": "a1", "call_id": {"$ne": "c1"}}, {"$set": {"x": 1}}).modified_count == 0

@@ -300,3 +300,36 @@ def test_a_parked_job_goes_back_at_once_when_the_call_now_fits():
     assert not balance_now_covers(metered=True, available=60, needed=0, unknown_account=False)
     assert balance_now_covers(metered=False, available=0, needed=60, unknown_account=False)
     assert balance_now_covers(metered=True, available=0, needed=60, unknown_account=True)
+
+
+# -- an ambiguous create: sent again while its key protects it, not placed only once its last send settled ---------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from shared.decisions import (  # noqa: E402
+    REPLAY_CAP_S,
+    ReconcileStep,
+    decide_reconcile,
+    not_placed_settled,
+    replay_delay_s,
+)
+
+
+@given(age=st.floats(0, 10_000), window=st.floats(1, 5_000), can_send=st.booleans())
+def test_an_ambiguous_create_is_sent_again_exactly_while_its_key_protects_it(age, window, can_send):
+    step = decide_reconcile(age_real_s=age, replay_window_s=window, can_send=can_send)
+    assert (step == ReconcileStep.REPLAY) == (can_send and age < window)
+
+
+@given(replays=st.integers(0, 1_000), base=st.floats(0.1, 10))
+def test_sends_again_back_off_and_never_shrink_or_exceed_the_cap(replays, base):
+    wait = replay_delay_s(replays, base_s=base)
+    assert min(base, REPLAY_CAP_S) <= wait <= REPLAY_CAP_S
+    assert replay_delay_s(replays + 1, base_s=base) >= wait
+
+
+@given(last_sent=st.integers(0, 10**13), settle=st.integers(0, 10**7), after=st.integers(-10**7, 10**7))
+def test_not_placed_never_before_the_last_send_settled(last_sent, settle, after):
+    now = last_sent + settle + after
+    assert not_placed_settled(now_ms=now, last_sent_ms=last_sent, settle_ms=settle) == (after >= 0)
