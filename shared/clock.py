@@ -8,8 +8,8 @@ start on a Saturday and run an hour per second. Delays handed to the broker or t
 are simulated durations converted with :meth:`Clock.real_seconds`.
 
 "Real now" is one server's time for every process that runs the pipeline: :class:`ServerTime`
-reads Redis's ``TIME`` and keeps this process's offset to it, so leases, due times and the
-calling-window check agree across machines whatever their own clocks say. A process that cannot
+reads Redis's ``TIME`` and carries it between readings on this process's monotonic clock, so leases, due
+times and the calling-window check agree across machines whatever their own clocks say or do. A process that cannot
 tell the server's time closely enough (:meth:`ServerTime.trusted`) does not dial.
 """
 
@@ -105,78 +105,125 @@ SYNC_SAMPLES = 3
 
 
 class ServerTime:
-    """Real time (Unix seconds) as one server tells it: Redis's ``TIME``, through this process's offset.
+    """Real time (Unix seconds) as one server tells it: Redis's ``TIME``, carried between readings by this
+    process's monotonic clock.
 
-    Every ``resync_s`` real seconds the next reading measures the offset again (the reading with the
-    shortest round trip of :data:`SYNC_SAMPLES`); its uncertainty is half that round trip. Between
-    two measurements time is this machine's clock plus the offset, so a process whose own clock is
-    minutes wrong still reads the same time as every other process. If the server does not answer, the
-    last offset is kept and :meth:`trusted` turns false once it is older than its bound.
+    Every ``resync_s`` real seconds the next reading measures the server's time again (the reading with the
+    shortest round trip of :data:`SYNC_SAMPLES`, timed on the monotonic clock); its uncertainty is half that
+    round trip. Between two measurements the time is the kept reading's server time plus the monotonic time
+    elapsed since it, never this machine's wall clock, which can be stepped (by NTP, by hand) at any moment:
+    a process whose clock is minutes wrong, or is set back or forward while it runs, still reads the same time
+    as every other process.
+
+    The wall clock still serves as a witness: :attr:`offset_s` is the server's time minus the wall clock's at
+    the measurement, and :meth:`trusted` compares the wall clock plus that offset with the monotonic reckoning.
+    A disagreement beyond the allowed uncertainty means one of them jumped (a step of the wall clock, or a
+    suspended machine whose monotonic clock stood still): the time is not trusted until the next measurement,
+    which is made at the next reading (so a legitimate step is accepted as soon as the server confirms it). If
+    the server does not answer, the last reading is kept and :meth:`trusted` turns false once it is older than
+    its bound.
 
     :param redis: a ``redis.Redis`` client (the one the process already uses).
     :param resync_s: real seconds between measurements.
-    :param local: this machine's clock.
+    :param local: this machine's wall clock (Unix seconds).
+    :param monotonic: this machine's monotonic clock (seconds, any origin).
     """
 
     def __init__(self, redis: Any, *, resync_s: float = DEFAULT_RESYNC_S,
-                 local: Callable[[], float] | None = None) -> None:
+                 local: Callable[[], float] | None = None, monotonic: Callable[[], float] | None = None) -> None:
         self.redis = redis
         self.resync_s = resync_s
         self.local = local or time.time
-        #: Server time minus local time, seconds (positive: this machine's clock is behind).
+        self.monotonic = monotonic or time.monotonic
+        #: Server time minus wall-clock time at the kept reading, seconds (positive: this machine's clock is behind).
         self.offset_s = 0.0
         #: Half the round trip of the kept reading, seconds; ``inf`` until the first measurement.
         self.uncertainty_s = math.inf
-        self._synced_at = -math.inf   # monotonic time of the last measurement
+        #: The kept reading: (server time, the monotonic instant it stands for, the offset), replaced whole.
+        self._anchor: tuple[float, float, float] | None = None
         self._next_try = -math.inf    # monotonic time before which no new measurement is tried
+        self._retry_at = -math.inf    # monotonic time before which none is tried after the server failed
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        if time.monotonic() >= self._next_try:
+        if self.monotonic() >= self._next_try:
             self.try_sync()
-        return self.local() + self.offset_s
+        return self._reckoned()
+
+    def _reckoned(self) -> float:
+        """The server's time now: the kept reading plus the monotonic time since (the wall clock before any)."""
+        anchor = self._anchor
+        if anchor is None:
+            return self.local() + self.offset_s
+        return anchor[0] + (self.monotonic() - anchor[1])
 
     @property
     def age_s(self) -> float:
         """Real seconds since the last successful measurement (``inf``: never)."""
-        return time.monotonic() - self._synced_at
+        anchor = self._anchor
+        return math.inf if anchor is None else self.monotonic() - anchor[1]
+
+    @property
+    def disagreement_s(self) -> float:
+        """How far the wall clock (plus the measured offset) is from the monotonic reckoning, seconds."""
+        anchor = self._anchor
+        if anchor is None:
+            return 0.0
+        server_s, at, offset = anchor
+        return abs(self.local() + offset - (server_s + (self.monotonic() - at)))
 
     def try_sync(self) -> bool:
-        """Measure the offset unless another thread is at it; False when the server did not answer."""
+        """Measure the server's time unless another thread is at it; False when the server did not answer."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
             self.sync()
             return True
-        except Exception as exc:  # noqa: BLE001 - any failure of the server: keep the last offset
-            self._next_try = time.monotonic() + RESYNC_RETRY_S
+        except Exception as exc:  # noqa: BLE001 - any failure of the server: keep the last reading
+            self._next_try = self._retry_at = self.monotonic() + RESYNC_RETRY_S
             logging.getLogger(__name__).warning("server time unavailable: %s", type(exc).__name__)
             return False
         finally:
             self._lock.release()
 
     def sync(self) -> None:
-        """Measure the offset now (raises what the Redis client raises)."""
-        best: tuple[float, float] | None = None
+        """Measure the server's time now (raises what the Redis client raises)."""
+        best: tuple[float, float, float, float] | None = None   # half trip, server time, monotonic, offset
         for _ in range(SYNC_SAMPLES):
-            before = self.local()
+            wall_before, before = self.local(), self.monotonic()
             seconds, micros = self.redis.time()
-            after = self.local()
+            after, wall_after = self.monotonic(), self.local()
             half_trip = max(0.0, after - before) / 2
-            offset = seconds + micros / 1e6 - (before + half_trip)
-            if best is None or half_trip < best[1]:
-                best = (offset, half_trip)
+            server_s = seconds + micros / 1e6
+            offset = server_s - (wall_before + wall_after) / 2
+            if best is None or half_trip < best[0]:
+                best = (half_trip, server_s, before + half_trip, offset)
         assert best is not None
-        self.offset_s, self.uncertainty_s = best
-        self._synced_at = time.monotonic()
-        self._next_try = self._synced_at + self.resync_s
+        half_trip, server_s, at, offset = best
+        self._anchor = (server_s, at, offset)
+        self.offset_s, self.uncertainty_s = offset, half_trip
+        self._next_try = self.monotonic() + self.resync_s
 
     def trusted(self, *, max_uncertainty_s: float, max_age_s: float) -> bool:
         """Whether this process knows the server's time within ``max_uncertainty_s``, measured at most
-        ``max_age_s`` real seconds ago (a reading is attempted first when one is due)."""
-        if time.monotonic() >= self._next_try:
+        ``max_age_s`` real seconds ago, with its wall clock (plus the measured offset) agreeing with the
+        monotonic reckoning within ``max_uncertainty_s`` (a reading is attempted first when one is due).
+
+        A disagreement makes it false at once and the next reading measures again: a wall clock that was stepped
+        is accepted as soon as the server confirms the new offset; one that is merely wrong never counted.
+        """
+        if self.monotonic() >= self._next_try:
             self.try_sync()
-        return self.uncertainty_s <= max_uncertainty_s and self.age_s <= max_age_s
+        if not (self.uncertainty_s <= max_uncertainty_s and self.age_s <= max_age_s):
+            return False
+        disagreement = self.disagreement_s
+        if disagreement > max_uncertainty_s:
+            self._next_try = min(self._next_try, self._retry_at)   # measure again at the next reading
+            logging.getLogger(__name__).warning(
+                "the wall clock moved %.3f s away from the server time since it was measured: measuring again",
+                disagreement)
+            return False
+        return True
 
 
 def started_at(start: datetime, *, speed: float = 1.0) -> Clock:

@@ -337,11 +337,12 @@ class Dial(Step):
             if not fresh and self.dnc.listed(job["account_id"], [phone]):
                 metrics.DNC_BLOCKED.labels("send").inc()
                 raise DialAborted("dnc", because("dnc_number"))
+            trusted = self._clock_trusted()   # first: ``now`` then comes from the reading this check validated
             now = self.clock.now()
             problem = check_before_send(
                 now=now, lease_until_ms=lease_until,
                 real_seconds=self.clock.real_seconds((lease_until - to_ms(now)) / 1000), need_real_s=need_real_s,
-                clock_trusted=self._clock_trusted(), settings=settings, phone=phone, contact_timezone=contact_tz,
+                clock_trusted=trusted, settings=settings, phone=phone, contact_timezone=contact_tz,
                 guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
             if problem is not None:
                 raise problem

@@ -442,6 +442,39 @@ def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random)
 
 # -- the client -----------------------------------------------------------------------------------
 
+class _DeadlinePassed(ReadTimeoutError):
+    """The whole exchange outlasted its timeout (handled as a read timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, None, "the answer did not end before the deadline")  # type: ignore[arg-type]
+
+
+def _read_until(resp: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+    """The body of ``resp`` (read with ``preload_content=False``), read before ``deadline`` (``time.monotonic``).
+
+    Each read waits at most the time left; past the deadline the connection is closed (never reused with an
+    answer half read) and :class:`_DeadlinePassed` is raised. The connection goes back to the pool otherwise.
+    """
+    parts: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _DeadlinePassed()
+            sock = getattr(getattr(resp, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(left)
+            part = resp.read1(65536)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    except BaseException:
+        resp.close()
+        raise
+    finally:
+        resp.release_conn()
+
+
 class RetellClient:
     """Blocking Retell client; one per process, shared by its threads (every method is thread-safe).
 
@@ -515,17 +548,25 @@ class RetellClient:
     def _send(self, method: str, path: str, *, endpoint: str, body: Any = None, timeout_s: float,
               to_number: str | None = None, metadata: Mapping[str, Any] | None = None
               ) -> tuple[int, str, Mapping[str, str]]:
-        """One HTTP exchange. Transport failures raise; for a create, a failure after sending is ambiguous."""
+        """One HTTP exchange, ended ``timeout_s`` after it started whatever the server does. Transport failures
+        raise; for a create, a failure after sending is ambiguous.
+
+        urllib3's ``Timeout(total=...)`` bounds each wait for the socket, not the exchange: an answer that
+        trickles in resets it with every byte. So the body is read here a piece at a time, each read given only
+        the time left before the deadline (a monotonic instant); past it the request is abandoned (its
+        connection closed) and fails as a read timeout does.
+        """
         creating = endpoint == "create_phone_call"
         pool = self._pool()
         PROVIDER_REQUESTS.labels(endpoint).inc()
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         headers = self._json_headers if data is not None else self._headers
+        deadline = time.monotonic() + timeout_s
         timeout = urllib3.Timeout(total=timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         try:
             resp = pool.request(method, self.base_url + path, body=data, headers=headers, timeout=timeout,
-                                retries=False, redirect=False)
-            return resp.status, resp.data.decode("utf-8", errors="replace"), resp.headers
+                                retries=False, redirect=False, preload_content=False)
+            return resp.status, _read_until(resp, deadline).decode("utf-8", errors="replace"), resp.headers
         except NewConnectionError as exc:  # nothing was sent (a subclass of ConnectTimeoutError: first)
             raise ProviderUnavailable(f"cannot connect to {self.base_url}: {exc}", endpoint=endpoint) from None
         except ConnectTimeoutError:  # nothing was sent

@@ -1,8 +1,8 @@
 """Never twice, never outside the window, under the interleavings that used to break both.
 
 Each test runs real processes (simulator, dramatiq workers, clock) and puts a fault at one exact
-point of the dial path with ``tests/faults/sitecustomize.py`` (a frozen worker, a stall, a skewed
-clock), then checks the simulator's own record of the creates it received.
+point of the dial path with ``tests/faults/sitecustomize.py`` (a frozen worker, a stall, a skewed or
+stepped clock), then checks the simulator's own record of the creates it received.
 """
 
 from __future__ import annotations
@@ -121,6 +121,54 @@ def test_a_worker_whose_clock_runs_ahead_does_not_call_before_the_window(stack_f
     wait_final(runtime, batch["_id"], timeout_s=90, stack=stack)
     received = [from_ms(r["received_at"]) for r in stack.simulator.calls()]
     assert len(received) == 6 and min(received) >= opens, min(received)
+
+
+def test_a_wall_clock_stepped_back_in_a_worker_never_calls_after_the_window(stack_factory):
+    # The window is 09:00-09:04 in Santiago (12:00-12:04 UTC); the shared clock reads 09:06 and runs at real speed,
+    # and the jobs are due since 09:00. The worker's wall clock is set back five minutes as it starts its first dial,
+    # a moment after it measured the shared time: following it, the worker read 09:01 until its next measurement and
+    # called after the window (three minutes of slack either way for the stack to start).
+    opens = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    phones = numbers("56", 3)
+    stack, runtime = stack_factory(clock=started_at(opens + timedelta(minutes=6), speed=1), scenario=answer(phones),
+                                   workers=0)
+    stack.start_worker(env=with_faults(OUTDIAL_TEST_CLOCK_STEP="Dial.dial:-300"))
+    settings = {"allowed_hours": {"start": "09:00", "end": "09:04"}, "timezone": "America/Santiago"}
+    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
+    batch = runtime.batches.create({"name": "campaign", "account_id": "acme", "agent_id": "agent_test",
+                                    "from_number": "+12125550100", "call_settings": settings})
+    runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)],
+                             next_try_at=opens)
+
+    def postponed():
+        jobs = runtime.jobs.find({"batch_id": batch["_id"]})
+        return all(j["status"] == states.WAITING_SCHEDULE and j.get("postponed_by_schedule") for j in jobs) and jobs
+    try:
+        jobs = wait_until(postponed, timeout_s=60)
+    except TimeoutError:
+        raise AssertionError(f"{runtime.jobs.find({'batch_id': batch['_id']})}\n{stack.logs()}") from None
+    assert stack.simulator.calls() == []                          # nothing reached the provider
+    assert {from_ms(j["next_try_at"]) for j in jobs} == {opens + timedelta(days=1)}
+    assert not runtime.attempts.coll.find_one({"batch_id": batch["_id"]})
+
+
+def test_a_wall_clock_stepped_right_before_a_send_stops_it_until_the_shared_time_is_measured_again(stack_factory):
+    # The worker's wall clock is set back five minutes between the dial's decision and its create. Its shared time
+    # does not follow, and the check before the send sees its wall clock disagree with it: that create is not sent
+    # (kind ``clock``). The next reading measures the shared time again, accepts the step, and the job is dialed.
+    (phone,) = numbers("57", 1)
+    stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=answer([phone]), workers=0)
+    stack.start_worker(env=with_faults(OUTDIAL_TEST_CLOCK_STEP="AttemptStore.insert:-300"))
+    batch = setup_campaign(runtime, [{"name": "c", "phones": [phone]}], {})
+    wait_final(runtime, batch["_id"], timeout_s=90, stack=stack)
+    logs = stack.logs()
+    assert '"event": "dial_aborted"' in logs and '"kind": "clock"' in logs, logs
+    (job,) = runtime.jobs.find({"batch_id": batch["_id"]})
+    assert job["status"] == states.COMPLETED
+    first, *rest = sorted(runtime.attempts.for_job(job["_id"]), key=lambda a: a["created_at"])
+    assert first["state"] == attempt_states.NOT_PLACED and first["error"].startswith("not sent")
+    assert [a["state"] for a in rest] == [attempt_states.ENDED]
+    assert creates_by_attempt(stack) == {rest[0]["_id"]: 1}   # only the attempt sent after the new measurement
 
 
 def test_the_loser_of_a_duplicated_dial_takes_and_gives_back_nothing(stack_factory):

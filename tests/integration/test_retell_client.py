@@ -409,6 +409,50 @@ def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
     assert len(found) == 1 and len(sim.dials()) == 1
 
 
+def test_a_trickling_create_answer_ends_at_the_create_timeout_as_ambiguous(sim):
+    # The answer's body comes a byte at a time over 10 s: every read gets something, so a timeout per read never
+    # fires. The create timeout bounds the whole request: past it the outcome is unknown, as after a read timeout.
+    sim.set_faults(slow_ms=10_000, script={"create_phone_call": ["trickle"]})
+
+    def go():
+        with client_for(sim, create_timeout_s=1.5) as client:
+            started = time.monotonic()
+            with pytest.raises(CreateOutcomeUnknown) as info:
+                client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"attempt": 9})
+            elapsed = time.monotonic() - started
+            again = client.create_phone_call(from_number=FROM, to_number=BUSY, metadata={"attempt": 10})
+            return elapsed, info.value, again
+
+    elapsed, error, again = go()
+    assert elapsed < 1.5 + 3, elapsed   # the defect itself: it took the whole 10 s
+    assert "within 1.5 s" in error.message and error.metadata == {"attempt": 9}
+    assert again.call_status == "registered" and len(sim.dials()) == 2   # the connection pool still serves
+
+
+def test_a_trickled_answer_that_ends_in_time_parses(sim):
+    sim.set_faults(slow_ms=600, script={"get_concurrency": ["trickle"], "create_phone_call": ["trickle"]})
+
+    def go():
+        with client_for(sim, timeout_s=5, create_timeout_s=5) as client:
+            return client.create_phone_call(from_number=FROM, to_number=ANSWERS), client.get_concurrency()
+
+    call, concurrency = go()
+    assert call.call_id == sim.dials()[0]["call_id"] and concurrency.limit == 20
+
+
+def test_a_trickling_answer_of_any_request_ends_at_its_timeout(sim):
+    sim.set_faults(slow_ms=10_000, script={"get_concurrency": ["trickle"]})
+
+    def go():
+        with client_for(sim, timeout_s=1, max_retries=0) as client:
+            started = time.monotonic()
+            with pytest.raises(ProviderTimeout):
+                client.get_concurrency()
+            return time.monotonic() - started
+
+    assert go() < 1 + 3
+
+
 @pytest.mark.parametrize("status", ["502", "504"])
 def test_gateway_errors_on_create_are_ambiguous(sim, status):
     sim.script_faults("create_phone_call", status)

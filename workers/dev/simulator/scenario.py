@@ -62,11 +62,11 @@ _ENDPOINT_ALIASES = {"create": "create_phone_call", "get": "get_call", "stop": "
                      "concurrency": "get_concurrency"}
 #: Faults that can be scripted: an HTTP status answered before the request is processed, ``slow``
 #: (answer late, after processing), ``late`` (hold the request ``slow_ms``, then process and answer it: a
-#: create the provider is still working on when the client gives up), ``drop`` (process, then close the
-#: connection without answering), ``drop_before`` (close without processing), ``none`` (a normal answer; a
-#: placeholder in a script).
+#: create the provider is still working on when the client gives up), ``trickle`` (process, then send the
+#: answer's body a byte at a time over ``slow_ms``), ``drop`` (process, then close the connection without
+#: answering), ``drop_before`` (close without processing), ``none`` (a normal answer; a placeholder in a script).
 FAULTS = ("400", "401", "402", "404", "408", "409", "422", "429", "500", "502", "503", "504",
-          "slow", "late", "drop", "drop_before", "none")
+          "slow", "late", "trickle", "drop", "drop_before", "none")
 
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 
@@ -367,7 +367,8 @@ class Faults:
     :param rate_500: share answered 500.
     :param rate_slow: share answered ``slow_ms`` late (after processing: a slow create has created its call).
     :param rate_drop: share processed and then dropped without an answer (a create has created its call).
-    :param slow_ms: delay of a slow answer, real milliseconds; default 3000.
+    :param slow_ms: delay of a slow answer (and how long a trickled answer's body takes), real milliseconds;
+        default 3000.
     :param retry_after_ms: the 429's ``retry-after-ms`` (and ``retry-after`` in whole seconds); default 1000.
     :param endpoints: endpoints the random rates apply to; default all.
     :param script: per endpoint, faults applied to its next requests in order (see :data:`FAULTS`).

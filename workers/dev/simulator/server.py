@@ -393,6 +393,25 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return web.json_response({"status": "error", "message": message}, status=status, headers=headers)
 
 
+async def _trickle(request: web.Request, response: web.Response, seconds: float) -> web.StreamResponse:
+    """Send ``response``'s status and headers at once, then its body a byte at a time over ``seconds``: every
+    read of the client gets something well within any read timeout, so only a whole-request deadline ends it."""
+    body = bytes(response.body or b"")  # type: ignore[arg-type]
+    out = web.StreamResponse(status=response.status, headers={k: v for k, v in response.headers.items()
+                                                              if k.lower() != "content-length"})
+    out.content_length = len(body)
+    pause = seconds / max(1, len(body))
+    try:
+        await out.prepare(request)
+        for i in range(len(body)):
+            await out.write(body[i:i + 1])
+            await asyncio.sleep(pause)
+        await out.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client gave up on the answer
+    return out
+
+
 def _drop(request: web.Request) -> web.Response:
     """Close the connection without answering (the client sees a disconnect)."""
     if request.transport is not None:
@@ -443,6 +462,10 @@ class _Api:
                 response = _error(exc.status, exc.message, headers)
             if fault == "slow":
                 await asyncio.sleep(sim.faults.slow_ms / 1000)
+            if fault == "trickle" and isinstance(response, web.Response):
+                record["status"] = response.status
+                sim.responses[f"{name}:{response.status}"] += 1
+                return await _trickle(request, response, sim.faults.slow_ms / 1000)
             if fault == "drop":
                 record["status"] = "dropped"
                 sim.responses[f"{name}:dropped"] += 1
