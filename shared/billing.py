@@ -5,9 +5,14 @@ seconds) and ``credits`` (a balance of milli-credits and a price per minute). Be
 pipeline calls :meth:`Billing.reserve`: the most the call can cost (its ``max_call_duration``
 at the plan's price and granularity) moves from ``available`` to ``reserved`` in one conditional
 update of the account (``available >= cost`` in the filter), so concurrent dials on any number
-of processes can never hold more than the balance. After the call :meth:`Billing.settle`
+of processes can never hold more than the balance. When the balance covers the call but the
+available amount does not, the rest is *held by calls in progress* (``HELD_BY_CALLS``): capacity
+that comes back as they end, not an insufficient balance. After the call :meth:`Billing.settle`
 charges the billable duration and releases the rest; :meth:`Billing.release` gives everything
-back when the call was never placed. Each is idempotent per attempt.
+back when the call was never placed. Each is idempotent per attempt, and each returns the
+account after its write, so a settle or release that makes the available amount cover a contact
+parked in ``waiting_balance`` (the account's ``waiting_balance`` marker) puts it back to pending
+without any query when no contact waits.
 
 Each open reservation is a *hold* in the account document (``holds.<attempt>``: amount, token,
 price and granularity used), so the account alone says what is reserved and by whom. Every
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -64,6 +70,9 @@ DEFAULT_CLEANUP_BACKLOG = 128
 DEFAULT_WRITE_ATTEMPTS = 5
 #: Default age (simulated ms) after which :meth:`Billing.repair` posts what a process left unposted.
 DEFAULT_REPAIR_AFTER_MS = 60_000
+
+#: The account field that says contacts wait in ``waiting_balance``: the smallest amount one of them needs.
+WAITING_MARKER = "waiting_balance"
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_:\-]{1,200}$")
 
@@ -137,7 +146,10 @@ def hold_key(attempt_id: str) -> str:
 
 class ReservationStatus(StrEnum):
     OK = "ok"  #: dial: the amount is held (0 for unlimited plans)
-    INSUFFICIENT_BALANCE = "insufficient_balance"  #: not enough available for the longest call
+    INSUFFICIENT_BALANCE = "insufficient_balance"  #: the balance itself cannot cover the longest call
+    #: the balance covers the longest call, but calls in progress hold so much of it that the available amount
+    #: does not: the dial waits a moment (like a full slot pool), the contact neither fails nor waits for balance
+    HELD_BY_CALLS = "held_by_calls"
     UNKNOWN_ACCOUNT = "unknown_account"  #: no such account
 
 
@@ -148,6 +160,7 @@ class Reservation:
     :param amount: held for this call, storage units (seconds or milli-credits); 0 when unlimited.
     :param needed: the most the call can cost, storage units (what had to be available).
     :param available: the account's available amount as read, storage units (None if unknown/unlimited).
+    :param balance: the account's balance as read, storage units (None if unknown/unlimited or not read).
     :param duplicate: the attempt already held this reservation (a redelivered message).
     """
 
@@ -159,6 +172,7 @@ class Reservation:
     amount: int = 0
     needed: int = 0
     available: int | None = None
+    balance: int | None = None
     duplicate: bool = False
 
     @property
@@ -172,7 +186,8 @@ class Reservation:
     @property
     def reason(self) -> str | None:
         """The job's ``last_error`` when the call cannot be placed (English); None when ok."""
-        if self.status in (ReservationStatus.UNKNOWN_ACCOUNT, ReservationStatus.INSUFFICIENT_BALANCE):
+        if self.status in (ReservationStatus.UNKNOWN_ACCOUNT, ReservationStatus.INSUFFICIENT_BALANCE,
+                           ReservationStatus.HELD_BY_CALLS):
             return text(self.status.value)
         return None
 
@@ -285,11 +300,13 @@ class Billing:
 
         One read of the account; for a metered plan with enough available, one conditional update
         (``available >= cost`` and no hold for this attempt in the filter) and one ledger insert.
-        Unlimited plans cost the read only. Idempotent per ``attempt_id``: while the attempt holds
-        a reservation, another call returns it (``duplicate=True``) and holds nothing more. After
-        :meth:`release` the attempt may be reserved again (the pipeline re-dials an attempt that
-        found no free slot); after a charge a new hold can never be charged (:meth:`settle` gives
-        it back), so a call is never charged twice.
+        Unlimited plans cost the read only. Not enough available: ``HELD_BY_CALLS`` when the balance
+        itself covers the call (the rest is held by calls in progress and comes back as they end),
+        ``INSUFFICIENT_BALANCE`` when it does not; neither writes anything. Idempotent per
+        ``attempt_id``: while the attempt holds a reservation, another call returns it
+        (``duplicate=True``) and holds nothing more. After :meth:`release` the attempt may be
+        reserved again (the pipeline re-dials an attempt that found no free slot); after a charge a
+        new hold can never be charged (:meth:`settle` gives it back), so a call is never charged twice.
 
         :param attempt_id: the attempt's id (``shared.attempts.attempt_id``).
         :param job_id: the job, recorded on the hold and its ledger entry.
@@ -310,7 +327,7 @@ class Billing:
         last: Reservation | None = None
         for _ in range(DEFAULT_WRITE_ATTEMPTS):
             account = self.accounts.find_one({"_id": account_id},
-                                             {"plan": 1, "available": 1, f"holds.{key}": 1})
+                                             {"plan": 1, "balance": 1, "available": 1, f"holds.{key}": 1})
             if account is None:
                 return self._counted(Reservation(status=ReservationStatus.UNKNOWN_ACCOUNT, **base), "unknown_account")
             plan = Plan.from_document(account.get("plan"))
@@ -321,8 +338,10 @@ class Billing:
                 return self._existing_hold(account_id, key, held, plan, base)
             cost = reservation_cost(plan, max_call_duration_s)
             available = int(account.get("available", 0) or 0)
-            last = Reservation(status=ReservationStatus.INSUFFICIENT_BALANCE, plan=plan.type, unit=plan.unit,
-                               needed=cost, available=available, **base)
+            balance = int(account.get("balance", 0) or 0)
+            refused = ReservationStatus.HELD_BY_CALLS if balance >= cost else ReservationStatus.INSUFFICIENT_BALANCE
+            last = Reservation(status=refused, plan=plan.type, unit=plan.unit, needed=cost, available=available,
+                               balance=balance, **base)
             if available < cost:
                 break
             hold = {"attempt_id": attempt_id, "job_id": job_id, "token": uuid.uuid4().hex[:16], "amount": cost,
@@ -332,9 +351,10 @@ class Billing:
             if self._write_hold(account_id, key, plan, hold):
                 return self._posted_hold(account_id, key, hold, plan, base, available)
         assert last is not None
-        event(log, "balance_insufficient", account_id=account_id, attempt_id=attempt_id, needed=last.needed,
-              available=last.available, unit=last.unit)
-        return self._counted(last, "insufficient_balance")
+        event(log, "balance_held_by_calls" if last.status == ReservationStatus.HELD_BY_CALLS
+              else "balance_insufficient", account_id=account_id, attempt_id=attempt_id, needed=last.needed,
+              available=last.available, balance=last.balance, unit=last.unit)
+        return self._counted(last, last.status.value)
 
     def _write_hold(self, account_id: str, key: str, plan: Plan, hold: Mapping[str, Any]) -> bool:
         cost = int(hold["amount"])
@@ -451,11 +471,16 @@ class Billing:
         query: dict[str, Any] = {"_id": account_id, f"holds.{key}.token": token}
         if kind == ledger.KIND_CHARGE:
             query[f"journal.{entry_id}"] = {"$exists": False}  # a charge of this attempt not posted yet
-        if self.accounts.update_one(query, update).matched_count == 0:
+        # The account comes back with the write (same round trip as an update): its waiting marker and available.
+        after = self.accounts.find_one_and_update(query, update, projection={WAITING_MARKER: 1, "available": 1},
+                                                  return_document=ReturnDocument.AFTER)
+        if after is None:
             self._give_back(account_id, cleanup)
             return None
         ledger.post(self.db, [ledger.journal_entry(entry_id, body)])
         self._note_posted(account_id, entry_id)
+        if released and after.get(WAITING_MARKER) is not None:
+            self._wake_waiting(account_id, int(after[WAITING_MARKER] or 0), int(after.get("available", 0) or 0))
         metrics.SETTLEMENTS.labels(kind).inc()
         if charged:
             metrics.BILLED.labels(reserved["unit"]).inc(charged)
@@ -652,7 +677,8 @@ class Billing:
                     "reserved_delta": 0, "amount": units, "at": now}
             change = _Change(query={"_id": account_id, "plan.type": plan.type},
                              update={"$inc": {"balance": units, "available": units},
-                                     "$set": {"unit": plan.unit, "updated_at": now}},
+                                     "$set": {"unit": plan.unit, "updated_at": now},
+                                     "$unset": {WAITING_MARKER: ""}},
                              entries={entry_id: body})
             if self._apply(account_id, change):
                 metrics.TOP_UPS.inc()
@@ -769,6 +795,8 @@ class Billing:
         change.query["reserved"] = {"$lte": request.balance} if "reserved" in account else None
         if delta:
             change.update["$inc"].update(balance=delta, available=delta)
+            if delta > 0:
+                change.update.setdefault("$unset", {})[WAITING_MARKER] = ""
             change.entries[f"adjust:{new_id()}"] = self._adjustment(account["_id"], plan.unit, delta, "balance set",
                                                                     now)
             change.frees_balance = delta > 0
@@ -792,6 +820,8 @@ class Billing:
                                                                     "plan changed: new balance", now)
         change.update["$set"].update(unit=new.unit, balance=balance, reserved=0, available=balance, holds_n=0)
         change.frees_balance = balance > 0 or not new.metered
+        if change.frees_balance:
+            change.update.setdefault("$unset", {})[WAITING_MARKER] = ""
 
     def _apply(self, account_id: str, change: _Change) -> bool:
         """One conditional write journaling ``change.entries``; then post them and drop them from the journal."""
@@ -813,9 +843,39 @@ class Billing:
 
     # -- insufficient balance -------------------------------------------------------------------
 
-    def funds(self, account_id: str) -> tuple[Plan, int] | None:
-        """The account's plan and available units as stored now; None when there is no such account."""
-        account = self.accounts.find_one({"_id": account_id}, {"plan": 1, "available": 1})
+    def note_waiting(self, account_id: str, needed: int) -> tuple[Plan, int] | None:
+        """A contact of the account was just parked in ``waiting_balance`` for a call costing ``needed``: mark the
+        account and return its plan and available units as they are after the mark (None: no such account).
+
+        The marker (``waiting_balance``: the smallest need of the contacts parked since it was last cleared) tells
+        every settle and release, which read the account back with their own write, that contacts wait; the first
+        that leaves enough available clears it and releases them (:meth:`_wake_waiting`). Top-ups and PUTs that add
+        balance clear it in their own write and release every waiting contact. The mark and the read are one
+        atomic write, so a settle, release or top-up that came before it is seen in the ``available`` returned
+        (the caller releases the contact itself when that covers it), and one that comes after sees the marker.
+        """
+        account = self.accounts.find_one_and_update({"_id": account_id},
+                                                    {"$min": {WAITING_MARKER: max(1, int(needed))}},
+                                                    projection={"plan": 1, "available": 1},
+                                                    return_document=ReturnDocument.AFTER)
         if account is None:
             return None
         return Plan.from_document(account.get("plan")), int(account.get("available", 0) or 0)
+
+    def _wake_waiting(self, account_id: str, needed: int, available: int) -> int:
+        """A settle or release left ``available`` on an account whose marker says contacts wait for ``needed``:
+        when it covers them, clear the marker, then put the account's ``waiting_balance`` contacts back to pending.
+
+        The marker is cleared first, conditionally, so of several settles seeing it only one releases; a contact
+        parked after the clear marks the account again and reads ``available`` itself (:meth:`note_waiting`), one
+        parked before it is released here. Returns the contacts released.
+        """
+        if available < needed:
+            return 0
+        cleared = self.accounts.update_one({"_id": account_id, WAITING_MARKER: {"$exists": True}},
+                                           {"$unset": {WAITING_MARKER: ""}})
+        if cleared.matched_count == 0:
+            return 0
+        released = int(self.jobs.release_waiting_balance(account_id))
+        event(log, "waiting_balance_released", account_id=account_id, released_jobs=released, available=available)
+        return released

@@ -48,7 +48,8 @@ MAX_WINDOWS = 50
 MAX_BLACKOUT_DATES = 1000
 #: ``timezone`` value that takes the callee's zone from the phone number.
 AUTO_TIMEZONE = "auto"
-#: ``on_insufficient_balance`` values: fail the contact (the original behaviour, default) or wait for a top-up.
+#: ``on_insufficient_balance`` values, for a balance that cannot cover one call: fail the contact (the original
+#: behaviour, default) or wait for a top-up.
 BALANCE_POLICIES = ("fail", "wait")
 #: Default ``on_insufficient_balance``.
 DEFAULT_BALANCE_POLICY = "fail"
@@ -112,8 +113,8 @@ FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in (
     FieldSpec(name="blackout_dates", example=["2026-12-24", "2026-12-31"],
               description="Local dates with no calls."),
     FieldSpec(name="on_insufficient_balance", example="wait",
-              description='When the account cannot cover a call: "fail" the contact, or "wait" in '
-                          "waiting_balance for a top-up."),
+              description='When the account\'s balance cannot cover one call: "fail" the contact, or "wait" in '
+                          "waiting_balance for a top-up. Balance held by calls in progress only delays a dial."),
 )}
 
 KNOWN_FIELDS = tuple(FIELDS)

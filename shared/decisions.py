@@ -424,10 +424,13 @@ def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, 
 
 
 class BalanceStep(StrEnum):
-    """The ``on_insufficient_balance`` values of :data:`shared.call_settings.BALANCE_POLICIES`."""
+    """The ``on_insufficient_balance`` values of :data:`shared.call_settings.BALANCE_POLICIES`, and ``retry``."""
 
     FAIL = BALANCE_POLICIES[0]  #: the contact fails, terminal
     WAIT = BALANCE_POLICIES[1]  #: ``waiting_balance`` until a top-up (or the account's creation) releases it
+    #: the balance covers the call, calls in progress hold the rest: back to ``pending`` in a moment, as when no
+    #: provider slot is free (whatever ``on_insufficient_balance`` says: nothing is missing, only busy)
+    RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -442,9 +445,16 @@ def insufficient_balance_action(settings: CallSettings) -> str:
     return settings.on_insufficient_balance
 
 
-def decide_insufficient_balance(settings: CallSettings, *, unknown_account: bool) -> BalanceDecision:
-    """A dial's reservation was refused (not enough balance, or no such account): fail the contact or park it,
-    as the batch's ``on_insufficient_balance`` says, and the reason to show."""
+def decide_insufficient_balance(settings: CallSettings, *, unknown_account: bool,
+                                held_by_calls: bool = False) -> BalanceDecision:
+    """A dial's reservation was refused, and the reason to show.
+
+    ``held_by_calls``: the balance covers the call but calls in progress hold so much of it that the available
+    amount does not; what they hold comes back as they end, so the dial is tried again in a moment (``retry``),
+    never failed or parked. Otherwise (the balance itself cannot cover one call, or no such account): fail the
+    contact or park it, as the batch's ``on_insufficient_balance`` says."""
+    if held_by_calls and not unknown_account:
+        return BalanceDecision(BalanceStep.RETRY, because("held_by_calls"))
     reason = because("unknown_account" if unknown_account else "insufficient_balance")
     return BalanceDecision(BalanceStep(insufficient_balance_action(settings)), reason)
 

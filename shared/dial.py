@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import pytz
@@ -62,31 +63,40 @@ SENT_AT_FRESH_S = 1.0
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
                          reservation: Reservation, *, lease_owner: str | None = None,
-                         expected: Iterable[str] = states.LEASED) -> dict[str, Any] | None:
-    """Apply the batch's ``on_insufficient_balance`` to a job whose reservation was refused
-    (:func:`~shared.decisions.decide_insufficient_balance`).
+                         expected: Iterable[str] = states.LEASED,
+                         retry_at: datetime | None = None) -> dict[str, Any] | None:
+    """Apply a refused reservation to its job (:func:`~shared.decisions.decide_insufficient_balance`).
 
-    ``fail``: the job fails terminally with reason "insufficient balance" ("account not found" for an unknown
-    account). ``wait``: the job goes to ``waiting_balance``; a top-up (or a PUT that adds balance, or creates the
-    account) puts it back to ``pending``. A top-up landing between the refused reservation and this write would
-    miss the job, so after parking it the account is read again and the job is released at once when the call
-    now fits (:func:`~shared.decisions.balance_now_covers`).
+    Held by calls in progress (the balance covers the call, the available amount does not): back to ``pending``
+    at ``retry_at`` (default now), reason "held by calls in progress", like a dial that found no free slot; a
+    call that ends frees what it held and its finalize's refill dials again. Otherwise the batch's
+    ``on_insufficient_balance``: ``fail``: the job fails terminally with reason "insufficient balance" ("account
+    not found" for an unknown account). ``wait``: the job goes to ``waiting_balance`` and the account is marked
+    (:meth:`Billing.note_waiting`); a top-up (or a PUT that adds balance, or creates the account), or a settle or
+    release that leaves enough available, puts it back to ``pending``. One of them landing between the refused
+    reservation and this write would miss the job, so the mark reads the account back and the job is released
+    at once when the call now fits (:func:`~shared.decisions.balance_now_covers`).
 
     :param job: the job document (its ``_id`` and ``account_id`` are used).
     :param lease_owner: the lease token the dial holds.
     :param expected: the states the job may be in (default the leased ones).
+    :param retry_at: when a job whose balance is held by calls is due again.
     Returns the job after the write, or None when the job had moved on.
     """
     unknown = reservation.status == ReservationStatus.UNKNOWN_ACCOUNT
-    decision = decide_insufficient_balance(settings, unknown_account=unknown)
+    decision = decide_insufficient_balance(settings, unknown_account=unknown,
+                                           held_by_calls=reservation.status == ReservationStatus.HELD_BY_CALLS)
     expected = tuple(expected)
+    if decision.step == BalanceStep.RETRY:
+        return jobs.release(job["_id"], retry_at or jobs.clock.now(), decision.reason, expected=expected,
+                            lease_owner=lease_owner)
     if decision.step == BalanceStep.FAIL:
         return jobs.mark_failed(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
     parked = jobs.reschedule(job["_id"], jobs.clock.now(), decision.reason, status=states.WAITING_BALANCE,
                              expected=expected, lease_owner=lease_owner)
     if parked is None:
         return None
-    funds = billing.funds(job["account_id"])
+    funds = billing.note_waiting(job["account_id"], reservation.needed)
     if funds is not None and balance_now_covers(metered=funds[0].metered, available=funds[1],
                                                 needed=reservation.needed, unknown_account=unknown):
         back = jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
@@ -420,10 +430,16 @@ class Dial(Step):
 
     def _insufficient_balance(self, job: Mapping[str, Any], settings: CallSettings, reservation: Any,
                               own: Mapping[str, Any]) -> str:
-        """The batch's ``on_insufficient_balance``: fail the contact, or park it until a top-up."""
+        """Balance held by calls in progress: dial again after ``no_slot_retry_s``, like a full slot pool. Not
+        enough balance: the batch's ``on_insufficient_balance`` (fail the contact, or park it until a top-up)."""
+        retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
         after = insufficient_balance(self.jobs, self.billing, job, settings, reservation,
-                                     lease_owner=own["lease_owner"], expected=own["expected"])
-        return str(after["status"]) if after else DialStep.STALE
+                                     lease_owner=own["lease_owner"], expected=own["expected"], retry_at=retry_at)
+        if after is None:
+            return DialStep.STALE
+        if reservation.status == ReservationStatus.HELD_BY_CALLS:
+            return ReservationStatus.HELD_BY_CALLS.value
+        return str(after["status"])
 
     def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
         """The provider refused the create: nothing was placed. What happens depends on who can fix it."""

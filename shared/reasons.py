@@ -78,6 +78,8 @@ TEXTS: dict[str, tuple[str | Callable[[Mapping[str, Any], str], str], ...]] = {
     # balance
     "insufficient_balance": ("insufficient balance", "saldo insuficiente"),
     "unknown_account": ("account not found", "cuenta no encontrada"),
+    "held_by_calls": ("the balance left is held by calls in progress; dialing again in a moment",
+                      "el saldo restante está retenido por llamadas en curso; se marcará de nuevo en un momento"),
     # this dialer's own guards
     "no_slot": ("no free provider slot", "no hay un canal libre del proveedor"),
     "slots_rebuilding": ("provider slots being rebuilt", "canales del proveedor en reconstrucción"),

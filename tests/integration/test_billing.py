@@ -172,7 +172,8 @@ def test_insufficient_balance_writes_nothing(billing, new_account):
 def test_reservations_stop_at_the_balance(billing, new_account):
     account = new_account("minutes", 30)  # three 10-minute calls
     results = [reserve(billing, account, n).status for n in range(5)]
-    assert results == [ReservationStatus.OK] * 3 + [ReservationStatus.INSUFFICIENT_BALANCE] * 2
+    # the balance covers a fourth call, but the three in progress hold all of it
+    assert results == [ReservationStatus.OK] * 3 + [ReservationStatus.HELD_BY_CALLS] * 2
     assert units(billing, account) == {"unit": "second", "balance": 1800, "reserved": 1800, "available": 0}
 
 
@@ -498,3 +499,95 @@ def test_attempt_ids_that_cannot_be_field_names_are_hashed(billing, new_account,
     assert [r.attempt_id for r in billing.open_reservations(older_than_ms=clock.now_ms(), limit=5)] == [weird]
     assert billing.settle(weird, duration_ms=1) == 1
     assert billing.check(account).posted
+
+
+# -- balance held by calls in progress -----------------------------------------------------------------
+
+
+def test_balance_held_by_calls_in_progress_is_not_an_insufficient_balance(billing, new_account):
+    account = new_account("minutes", 20)  # two 10-minute calls at once
+    assert reserve(billing, account, 1).ok and reserve(billing, account, 2).ok
+    mongo.COMMANDS.reset()
+    res = reserve(billing, account, 3)
+    assert res.status.value == "held_by_calls" and not res.ok
+    assert (res.needed, res.available, res.balance) == (600, 0, 1200)
+    assert res.reason == "the balance left is held by calls in progress; dialing again in a moment"
+    assert mongo.COMMANDS.counts == {"find": 1}  # still one read, no write
+    billing.settle(aid(1), duration_ms=30_000)  # 1,170 s, 600 of them still held by the second call
+    assert reserve(billing, account, 3).status == ReservationStatus.HELD_BY_CALLS
+    billing.settle(aid(2), duration_ms=30_000)
+    assert reserve(billing, account, 3).ok
+
+
+@pytest.mark.parametrize("settings", [FAIL, WAIT], ids=["fail", "wait"])
+def test_a_contact_whose_balance_calls_in_progress_hold_is_dialed_again_not_failed_or_parked(
+        billing, new_account, queued_job, job_store, clock, settings):
+    """The reported case: 20 minutes of balance, calls of at most 600 s, 3 contacts answered 30 s each."""
+    account = new_account("minutes", 20)
+    jobs = [queued_job(account) for _ in range(3)]
+    assert reserve(billing, account, 1).ok and reserve(billing, account, 2).ok
+    refused = reserve(billing, account, 3)
+    after = insufficient_balance(job_store, billing, jobs[2], settings, refused, lease_owner=jobs[2]["lease_owner"])
+    assert after["status"] == states.PENDING and after["reason_code"] == "held_by_calls"
+    assert after["next_try_at"] >= clock.now_ms() - 1000 and "lease_owner" not in after
+    for n in (1, 2):
+        assert billing.settle(aid(n), duration_ms=30_000) == 30
+    assert reserve(billing, account, 3).ok
+    assert billing.settle(aid(3), duration_ms=30_000) == 30
+    assert units(billing, account) == {"unit": "second", "balance": 1110, "reserved": 0, "available": 1110}
+    assert billing.check(account).ok
+
+
+@pytest.mark.parametrize("settings", [FAIL, WAIT], ids=["fail", "wait"])
+def test_a_balance_below_one_call_still_fails_or_waits(billing, new_account, queued_job, job_store, settings):
+    account = new_account("minutes", 20)
+    job = queued_job(account)
+    assert reserve(billing, account, 1).ok
+    billing.settle(aid(1), duration_ms=601_000)  # charged the whole reservation: 600 s left
+    assert reserve(billing, account, 2).ok
+    billing.settle(aid(2), duration_ms=1_000)  # 599 s left: not one 600 s call
+    refused = reserve(billing, account, 3)
+    assert refused.status == ReservationStatus.INSUFFICIENT_BALANCE and refused.balance == 599
+    after = insufficient_balance(job_store, billing, job, settings, refused, lease_owner=job["lease_owner"])
+    assert after["status"] == (states.FAILED if settings is FAIL else states.WAITING_BALANCE)
+    assert after["last_error"] == "insufficient balance"
+
+
+@pytest.mark.parametrize("finish", ["settle", "release"])
+def test_a_settle_or_release_that_makes_available_cover_a_waiting_contact_releases_it(
+        billing, new_account, queued_job, job_store, finish):
+    account = new_account("minutes", 5)  # 300 s: not one 600 s call
+    job = queued_job(account)
+    refused = reserve(billing, account, "w")
+    assert refused.status == ReservationStatus.INSUFFICIENT_BALANCE
+    assert billing.top_up(account, 10)["released_jobs"] == 0  # lands before the park: nobody waits yet
+    assert reserve(billing, account, 1).ok  # and a call takes 600 of the 900 s before the park
+    parked = insufficient_balance(job_store, billing, job, WAIT, refused, lease_owner=job["lease_owner"])
+    assert parked["status"] == states.WAITING_BALANCE  # 300 s available: the park's read-back does not cover it
+    if finish == "settle":
+        billing.settle(aid(1), duration_ms=30_000)
+    else:
+        billing.release(aid(1))
+    assert job_store.get(job["_id"])["status"] == states.PENDING
+    assert "waiting_balance" not in billing.db.accounts.find_one({"_id": account})
+    assert billing.check(account).ok
+
+
+def test_a_settle_reads_no_job_unless_a_contact_waits_and_the_available_amount_covers_it(
+        billing, new_account, queued_job, job_store):
+    account = new_account("minutes", 30)
+    reserve(billing, account, 1)
+    mongo.COMMANDS.reset()
+    billing.settle(aid(1), duration_ms=30_000)
+    assert mongo.COMMANDS.counts == {"find": 1, "findAndModify": 1, "insert": 1}  # nothing about jobs
+    job = queued_job(account)
+    for n in (2, 3):
+        assert reserve(billing, account, n).ok  # 1,770 - 1,200 = 570 s available
+    billing.db.accounts.update_one({"_id": account}, {"$set": {"waiting_balance": 1200}})  # a 20-minute call waits
+    job_store.coll.update_one({"_id": job["_id"]}, {"$set": {"status": states.WAITING_BALANCE}})
+    mongo.COMMANDS.reset()
+    billing.settle(aid(2), duration_ms=30_000)  # 1,140 s available: still short of 1,200
+    assert mongo.COMMANDS.counts == {"find": 1, "findAndModify": 1, "insert": 1}
+    assert job_store.get(job["_id"])["status"] == states.WAITING_BALANCE
+    billing.release(aid(3))  # 1,740 s available
+    assert job_store.get(job["_id"])["status"] == states.PENDING

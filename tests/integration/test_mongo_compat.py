@@ -368,3 +368,26 @@ def test_gap_ne_of_a_missing_field_matches_in_a_find_but_not_in_an_update_filter
     db.a.insert_one({"_id": "a1", "state": "ended"})
     assert db.a.count_documents({"call_id": {"$ne": "c1"}}) == 1
     assert db.a.update_one({"_id": "a1", "call_id": {"$ne": "c1"}}, {"$set": {"x": 1}}).modified_count == 0
+
+
+def test_waiting_balance_marker_set_by_min_read_back_with_the_write_and_cleared_once(db):
+    # Billing: a parked contact marks its account ($min, the account returned with a projection); a settle's
+    # conditional write returns the account after it (marker and available); the marker is cleared once.
+    db.c.insert_one({"_id": "acc", "available": 100, "reserved": 600, "plan": {"type": "minutes"},
+                     "holds": {"h1": {"token": "t1", "amount": 600}}})
+    marked = db.c.find_one_and_update({"_id": "acc"}, {"$min": {"waiting_balance": 600}},
+                                      projection={"plan": 1, "available": 1}, return_document=ReturnDocument.AFTER)
+    assert marked == {"_id": "acc", "available": 100, "plan": {"type": "minutes"}}
+    db.c.find_one_and_update({"_id": "acc"}, {"$min": {"waiting_balance": 900}})
+    assert db.c.find_one_and_update({"_id": "nobody"}, {"$min": {"waiting_balance": 1}}) is None
+    settle = ({"_id": "acc", "holds.h1.token": "t1", "journal.c1": {"$exists": False}},
+              {"$unset": {"holds.h1": ""}, "$inc": {"reserved": -600, "available": 570},
+               "$set": {"journal.c1": {"kind": "charge"}}, "$min": {"journal_at": 9}})
+    after = db.c.find_one_and_update(*settle, projection={"waiting_balance": 1, "available": 1},
+                                     return_document=ReturnDocument.AFTER)
+    assert after == {"_id": "acc", "available": 670, "waiting_balance": 600}
+    assert db.c.find_one_and_update(*settle, projection={"waiting_balance": 1, "available": 1},
+                                    return_document=ReturnDocument.AFTER) is None
+    clear = ({"_id": "acc", "waiting_balance": {"$exists": True}}, {"$unset": {"waiting_balance": ""}})
+    assert [db.c.update_one(*clear).matched_count for _ in range(2)] == [1, 0]
+    assert "waiting_balance" not in db.c.find_one({"_id": "acc"})

@@ -1,5 +1,5 @@
-"""Defaults of batches without call_settings, settings that stop validating, batch controls and the
-balance policies, end to end through real processes."""
+"""Defaults of batches without call_settings, settings that stop validating and batch controls, end to end
+through real processes (the balance policies: test_pipeline_balance.py)."""
 
 from __future__ import annotations
 
@@ -99,34 +99,3 @@ def test_pause_resume_and_cancel(stack_factory):
     time.sleep(2)
     assert len(stack.simulator.dials()) == dialed == counts[states.COMPLETED]
 
-
-def test_balance_policies_fail_and_wait_then_top_up(stack_factory):
-    fast = started_at(START, speed=60)
-    phones = numbers("94", 8)
-    stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: {"outcome": "answer", "duration_s": 30}
-                                                                       for p in phones}})
-    # 4 minutes of balance, calls of at most 2 minutes: at most 2 reservations at once
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 4}, "concurrency_limit": 10})
-    settings = {"max_call_duration": 120}
-    fail = runtime.batches.create({"name": "fail", "account_id": "acme", "agent_id": "a", "from_number": "+12125550100",
-                                   "call_settings": {**settings, "on_insufficient_balance": "fail"}})
-    runtime.jobs.create_jobs(fail["_id"], "acme", [{"name": f"f{i}", "phones": [p]} for i, p in enumerate(phones[:4])])
-    wait_final(runtime, fail["_id"], timeout_s=60, stack=stack)
-    jobs = runtime.jobs.find({"batch_id": fail["_id"]})
-    failed = [j for j in jobs if j["status"] == states.FAILED]
-    assert failed and all(j["last_error"] == "insufficient balance" for j in failed)
-    assert runtime.billing.balance("acme")["balance"] >= 0
-    assert runtime.billing.check("acme").ok
-
-    runtime.billing.top_up("acme", 1)  # 5 min left at most: not enough for everyone
-    wait = runtime.batches.create({"name": "wait", "account_id": "acme", "agent_id": "a", "from_number": "+12125550100",
-                                   "call_settings": {**settings, "on_insufficient_balance": "wait"}})
-    runtime.jobs.create_jobs(wait["_id"], "acme", [{"name": f"w{i}", "phones": [p]} for i, p in enumerate(phones[4:])])
-    wait_until(lambda: runtime.jobs.counts(wait["_id"])[states.WAITING_BALANCE] > 0
-               and runtime.jobs.counts(wait["_id"])[states.IN_CALL] == 0, timeout_s=60)
-    runtime.billing.top_up("acme", 60)
-    wait_final(runtime, wait["_id"], timeout_s=60, stack=stack)
-    assert {j["status"] for j in runtime.jobs.find({"batch_id": wait["_id"]})} == {states.COMPLETED}
-    view = runtime.billing.balance("acme")
-    assert view["balance"] >= 0 and view["reserved"] == 0
-    assert runtime.billing.check("acme").ok

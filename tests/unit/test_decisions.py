@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -293,6 +294,15 @@ def test_insufficient_balance_fails_unless_the_batch_waits():
     fails = decide_insufficient_balance(parse_call_settings({"on_insufficient_balance": "fail"}), unknown_account=True)
     assert fails.step == BalanceStep.FAIL and fails.reason == because("unknown_account")
 
+
+
+@pytest.mark.parametrize("policy", ["fail", "wait"])
+def test_balance_held_by_calls_in_progress_is_tried_again_whatever_the_policy(policy):
+    settings = parse_call_settings({"on_insufficient_balance": policy})
+    held = decide_insufficient_balance(settings, unknown_account=False, held_by_calls=True)
+    assert held == BalanceDecision(BalanceStep.RETRY, because("held_by_calls"))
+    assert held.reason.text("es").startswith("el saldo restante está retenido por llamadas en curso")
+    assert decide_insufficient_balance(settings, unknown_account=False).step == BalanceStep(policy)
 
 def test_a_parked_job_goes_back_at_once_when_the_call_now_fits():
     assert balance_now_covers(metered=True, available=60, needed=60, unknown_account=False)
