@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from shared.text import printable, unencodable
+
 PUBLIC = "public"
 READ = "read"
 ADMIN = "admin"
@@ -163,7 +165,8 @@ def same_token(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison; False when either side is missing."""
     if not given or not expected:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: compared as they came, never an error.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def _mac(key: str, context: bytes, message: str) -> str:
@@ -267,22 +270,34 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth_and_dollars(value: Any, path: str, depth: int = 0) -> None:
+def _check_tree(value: Any, path: str, forbid_dollar_keys: bool, depth: int = 0) -> None:
+    """Refuse excessive nesting, ``$`` keys (when ``forbid_dollar_keys``) and any key or string that UTF-8 cannot
+    encode (a lone surrogate written ``"\\ud800"``: valid JSON, but neither MongoDB nor a JSON answer can hold it),
+    naming its JSON path."""
     if depth > MAX_JSON_DEPTH:
         raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
-            if key.startswith("$"):
-                where = f"{path}.{key[:64]}" if path else key[:64]
-                raise invalid([(where, "keys starting with '$' are not allowed")])
-            _depth_and_dollars(item, f"{path}.{key}" if path else key, depth + 1)
+            where = f"{path}.{key}" if path else key
+            problem = unencodable(key)
+            if problem:
+                raise invalid([(printable(where)[:200], f"the name {problem}")])
+            if forbid_dollar_keys and key.startswith("$"):
+                shown = f"{path}.{key[:64]}" if path else key[:64]
+                raise invalid([(shown, "keys starting with '$' are not allowed")])
+            _check_tree(item, where, forbid_dollar_keys, depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _depth_and_dollars(item, f"{path}[{index}]", depth + 1)
+            _check_tree(item, f"{path}[{index}]", forbid_dollar_keys, depth + 1)
+    elif isinstance(value, str):
+        problem = unencodable(value)
+        if problem:
+            raise invalid([(printable(path)[:200] or "body", problem)])
 
 
 def parse_json(raw: bytes, *, forbid_dollar_keys: bool = True) -> Any:
-    """Decode a JSON body: 400 for malformed JSON, NaN/Infinity or excessive nesting; 422 for ``$`` keys.
+    """Decode a JSON body: 400 for malformed JSON, NaN/Infinity or excessive nesting; 422 for ``$`` keys and for
+    text UTF-8 cannot encode (``"\\ud800"``), naming the JSON path (``contacts[3].name``) before anything is written.
 
     :param forbid_dollar_keys: refuse any object key starting with ``$`` at any depth (admin bodies;
         such a key could never be stored safely). Default True.
@@ -297,8 +312,7 @@ def parse_json(raw: bytes, *, forbid_dollar_keys: bool = True) -> Any:
         raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
-    if forbid_dollar_keys:
-        _depth_and_dollars(value, "")
+    _check_tree(value, "", forbid_dollar_keys)
     return value
 
 

@@ -73,7 +73,9 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Malformed request (JSON, encoding, nesting)", 401: "Missing or invalid token",
              404: "No such resource (or a malformed id)", 409: "The resource's state forbids it",
              413: "Body too large", 415: "Unsupported content type",
-             422: "Validation failed: one entry per bad field", 503: "MongoDB or Redis failed; retry"}
+             422: "Validation failed: one entry per bad field (text UTF-8 cannot encode, such as a lone surrogate "
+                  "\\ud800, names its JSON path)",
+             503: "MongoDB or Redis failed; retry"}
     out = {str(code): _answer(texts[code], _ref("Error")) for code in codes}
     out["default"] = _ERROR
     return out
@@ -521,7 +523,10 @@ def _paths() -> dict[str, Any]:
         },
         "/batches/{batch_id}/contacts": {"post": _op("add_contacts", "Add contacts (JSON or CSV)", {
             "200": _answer("Imported; each bad row listed", _ref("ImportResult")),
-            **_errors(400, 401, 404, 409, 413, 415, 422, 503)},
+            **_errors(400, 401, 404, 409, 413, 415, 422),
+            "503": _answer("MongoDB or Redis failed; retry. A write that failed during the import stops it: the answer "
+                           "then also holds the import's report (imported counts exactly the contacts written, "
+                           "stopped says where; unconfirmed: writes that could not be read back)", _ref("Error"))},
             params=[_BATCH_ID, _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
                                       "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
             body=contacts_body, tags=("contacts",))},
