@@ -46,6 +46,7 @@ from shared.timing import DEFAULT_MAX_CLOCK_AGE_S
 from workers.web.context import CONTEXT, WebContext, WebSettings, context
 from workers.web.http import (
     ADMIN,
+    CLIENT_CLOSED,
     PUBLIC,
     READ,
     SESSION_COOKIE,
@@ -137,8 +138,22 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if client_gone(request, exc):
+            event(log, "client_disconnected", route=_route_label(request), method=request.method, status=CLIENT_CLOSED,
+                  error=type(exc).__name__)
+            # Counted under 499 by ``observe``; aiohttp drops the answer quietly, the connection being closed.
+            return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
         log.exception("request_failed", extra={"route": _route_label(request), "error": type(exc).__name__})
         return ApiError(500, "internal_error", "unexpected error; it has been logged").response()
+
+
+def client_gone(request: web.Request, exc: BaseException) -> bool:
+    """True when ``exc`` is the request's own connection closing under it (the client went away while its body was
+    being read): not a failure of the server, logged once as :data:`CLIENT_CLOSED` and never counted as a 500."""
+    if not isinstance(exc, ConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware

@@ -55,6 +55,8 @@ DEFAULT_MAX_CSV_BYTES = 512 << 20
 DEFAULT_MAX_WEBHOOK_BYTES = 1 << 20
 #: Webhook bodies being read and verified at once (anyone can send them); more get 503 at once.
 DEFAULT_MAX_WEBHOOK_READS = 64
+#: Status counted and logged for a request whose client went away before its answer (nginx's convention).
+CLIENT_CLOSED = 499
 #: Deepest nesting accepted in a JSON body.
 MAX_JSON_DEPTH = 32
 
@@ -77,8 +79,10 @@ class ApiError(Exception):
 
     def __init__(self, status: int, code: str, message: str, *,
                  errors: list[tuple[str | None, str]] | None = None, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, close: bool = False) -> None:
         super().__init__(message)
+        #: Close the connection after the answer (the request's body was not read to its end).
+        self.close = close
         self.status = status
         self.code = code
         self.message = message
@@ -96,7 +100,10 @@ class ApiError(Exception):
         return {"status": self.status, "error": self.code, "message": self.message, "errors": items, **self.extra}
 
     def response(self) -> web.Response:
-        return json_response(self.body(), status=self.status, headers=self.headers)
+        response = json_response(self.body(), status=self.status, headers=self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:

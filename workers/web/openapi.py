@@ -72,6 +72,7 @@ _ERROR = _answer("An error, in the common shape", _ref("Error"))
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Malformed request (JSON, encoding, nesting)", 401: "Missing or invalid token",
              404: "No such resource (or a malformed id)", 409: "The resource's state forbids it",
+             408: "The body did not arrive within WEBHOOK_READ_TIMEOUT_S (the connection is closed)",
              413: "Body too large", 415: "Unsupported content type",
              422: "Validation failed: one entry per bad field (text UTF-8 cannot encode, such as a lone surrogate "
                   "\\ud800, names its JSON path)",
@@ -478,7 +479,7 @@ def _paths() -> dict[str, Any]:
             "200": _answer("Applied (or a duplicate, or a call outdial does not know)", _ref("WebhookResult")),
             "202": _answer("Still being applied; it will be", _ref("WebhookResult")),
             "204": {"description": "Acknowledged (call_started and other events)"},
-            **_errors(400, 401, 413, 503)},
+            **_errors(400, 401, 408, 413, 422, 503)},
             params=[{"name": "x-retell-signature", "in": "header", "required": True,
                      "schema": {"type": "string", "pattern": r"^v=\d+,d=[0-9a-fA-F]{64}$"},
                      "description": "v=<timestamp ms>,d=<hex HMAC-SHA256 of body + timestamp, keyed with "
