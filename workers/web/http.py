@@ -11,8 +11,9 @@ Access levels (:func:`access`): ``public``; ``read`` (the dashboard and ``/metri
 token or the read-only token, as a bearer token or, for the dashboard, the session cookie);
 ``admin`` (the admin token as a bearer token, or the dashboard's admin session cookie together with
 its CSRF token in ``X-CSRF-Token``: a cookie alone opens nothing, so no cross-site request can use a
-browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
-``ADMIN_TOKEN`` unset every non-public route answers 401.
+browser's session). An admin session cookie counts only while its session is open in Redis
+(:class:`shared.admin_sessions.AdminSessions`): signing out closes it for every copy of the cookie on every dyno.
+Tokens are compared with :func:`hmac.compare_digest`. With ``ADMIN_TOKEN`` unset every non-public route answers 401.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ ADMIN = "admin"
 SESSION_COOKIE = "outdial_session"
 #: Cookie holding an admin session (signed, short-lived; set by signing in with the admin token).
 ADMIN_SESSION_COOKIE = "outdial_admin"
+#: Request key under which the access check leaves the request's open admin session (the cookie's value), if any.
+ADMIN_SESSION = web.RequestKey("outdial_admin_session", str)
 #: Lifetime of an admin session, seconds (real time).
 ADMIN_SESSION_MAX_AGE_S = 3600
 #: Header carrying the session's CSRF token on every write made with the admin session cookie.
@@ -181,10 +184,11 @@ def _mac(key: str, context: bytes, message: str) -> str:
 
 
 def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_SESSION_MAX_AGE_S) -> str:
-    """A signed admin session value ``v1.<expiry s>.<nonce>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
+    """A signed admin session value ``v1.<expiry s>.<session id>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
 
-    Stateless, so any web dyno accepts it; rotating ``ADMIN_TOKEN`` ends every session. The cookie never
-    holds a token.
+    The signature and expiry are checked without shared state (rotating ``ADMIN_TOKEN`` ends every session); the
+    session id must also be open in :class:`shared.admin_sessions.AdminSessions`, where signing out closes it. The
+    cookie never holds a token.
     """
     body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"
     return f"{body}.{_mac(admin_token, _SESSION_CONTEXT, body)}"
@@ -203,20 +207,31 @@ def admin_session_valid(value: str | None, admin_token: str | None, now_s: float
     return int(parts[1]) > now_s
 
 
+def admin_session_id(value: str) -> str:
+    """The session id of a signed admin session value (its random part)."""
+    return value.rpartition(".")[0].split(".")[2]
+
+
 def csrf_token_for(session: str, admin_token: str) -> str:
     """The CSRF token of one admin session: derived from it, so it needs no storage and dies with it."""
     return _mac(admin_token, _CSRF_CONTEXT, session)
 
 
 def admin_session(request: web.Request, admin_token: str | None) -> str | None:
-    """The request's valid admin session cookie, or None."""
+    """The request's signed, unexpired admin session cookie, or None (whether its session is still open is the
+    session store's answer: the access check asks it and leaves an open one under :data:`ADMIN_SESSION`)."""
     value = request.cookies.get(ADMIN_SESSION_COOKIE)
     return value if admin_session_valid(value, admin_token, time.time()) else None
 
 
+def open_admin_session(request: web.Request) -> str | None:
+    """The request's open admin session, as the access check found it; None without one."""
+    return request.get(ADMIN_SESSION)
+
+
 def csrf_ok(request: web.Request, admin_token: str | None) -> bool:
-    """A valid admin session cookie and its CSRF token in :data:`CSRF_HEADER` (constant-time comparison)."""
-    session = admin_session(request, admin_token)
+    """An open admin session and its CSRF token in :data:`CSRF_HEADER` (constant-time comparison)."""
+    session = open_admin_session(request)
     if session is None or admin_token is None:
         return False
     return same_token(request.headers.get(CSRF_HEADER), csrf_token_for(session, admin_token))
