@@ -46,6 +46,8 @@ DEFAULT_CONCURRENCY_LIMIT = 20
 DEFAULT_BATCH_CACHE_TTL = 300.0
 #: Oldest a batch's counts (and the rest the admin API computes from its jobs) may be when read, real seconds.
 DEFAULT_BATCH_COUNTS_MAX_AGE_S = 2.0
+#: Longest a webhook body may take to arrive at the web dyno, real seconds (then 408 and its read slot is freed).
+DEFAULT_WEBHOOK_READ_TIMEOUT_S = 5.0
 #: Real seconds a job held by a dead process waits before the scheduler recovers it.
 DEFAULT_PIPELINE_LEASE_S = 60.0
 #: Real seconds before a calling window closes in which no call is started: a dial decided inside the window
@@ -256,6 +258,10 @@ class Config:
     batch_counts_max_age_s: float = _var(
         "BATCH_COUNTS_MAX_AGE_S", lambda raw: parse_float(raw, minimum=0), DEFAULT_BATCH_COUNTS_MAX_AGE_S,
         "oldest a batch's counts in GET /batches/{id} may be, real seconds (0: counted on every read)",
+    )
+    webhook_read_timeout_s: float = _var(
+        "WEBHOOK_READ_TIMEOUT_S", lambda raw: parse_float(raw, positive=True), DEFAULT_WEBHOOK_READ_TIMEOUT_S,
+        "longest a webhook body may take to arrive, real seconds (then 408, and its read slot is freed)",
     )
     pipeline_lease_s: float = _var(
         "PIPELINE_LEASE_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_LEASE_S,

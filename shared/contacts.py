@@ -14,6 +14,7 @@ from typing import Any
 import pytz
 
 from shared.phones import InvalidPhone, normalize_phone
+from shared.text import printable, unencodable
 
 #: Limits that keep one job document small.
 MAX_PHONES = 10
@@ -51,14 +52,22 @@ class Contact:
         return doc
 
 
+def _check_text(text: str, field: str) -> str:
+    problem = unencodable(text)
+    if problem:
+        raise InvalidContact(printable(field), problem)
+    return text
+
+
 def _text(value: Any, field: str, limit: int, *, required: bool = False) -> str | None:
-    if value is None or value == "":
+    """The trimmed text of ``value``; None when missing or blank (a blank ``external_id`` is none, never ``""``)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | None):
+        raise InvalidContact(field, f"must be a string, got {type(value).__name__}")
+    text = "" if value is None else _check_text(str(value), field).strip()
+    if not text:
         if required:
             raise InvalidContact(field, "is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidContact(field, f"must be a string, got {type(value).__name__}")
-    text = str(value).strip()
     if len(text) > limit:
         raise InvalidContact(field, f"longer than {limit} characters")
     return text
@@ -75,6 +84,7 @@ def _variables(raw: Any) -> dict[str, str]:
     for key, value in raw.items():
         if not isinstance(key, str) or not key or len(key) > MAX_VARIABLE_KEY:
             raise InvalidContact("variables", f"names must be 1-{MAX_VARIABLE_KEY} characters")
+        _check_text(key, f"variables.{key}")
         if key.startswith("$") or "." in key or "\x00" in key:
             raise InvalidContact(f"variables.{key[:MAX_VARIABLE_KEY]}", "names cannot start with '$' or contain '.'")
         if value is None:
@@ -82,7 +92,7 @@ def _variables(raw: Any) -> dict[str, str]:
         elif isinstance(value, bool):
             out[key] = "true" if value else "false"
         elif isinstance(value, str | int | float):
-            text = str(value)
+            text = _check_text(str(value), f"variables.{key}")
             if len(text) > MAX_VARIABLE_VALUE:
                 raise InvalidContact(f"variables.{key}", f"longer than {MAX_VARIABLE_VALUE} characters")
             out[key] = text
@@ -99,7 +109,7 @@ def parse_contact(raw: Any, *, region: str = "CL") -> Contact:
     """
     if not isinstance(raw, dict):
         raise InvalidContact("contact", f"must be an object, got {type(raw).__name__}")
-    unknown = sorted(str(k) for k in raw if k not in KNOWN_FIELDS)
+    unknown = sorted(printable(str(k)) for k in raw if k not in KNOWN_FIELDS)
     if unknown:
         raise InvalidContact(unknown[0], f"unknown field (known: {', '.join(KNOWN_FIELDS)})")
     name = _text(raw.get("name"), "name", MAX_NAME) or ""
@@ -112,6 +122,8 @@ def parse_contact(raw: Any, *, region: str = "CL") -> Contact:
         raise InvalidContact("phones", f"at most {MAX_PHONES} numbers per contact")
     phones: list[str] = []
     for index, number in enumerate(phones_raw):
+        if isinstance(number, str):
+            _check_text(number, f"phones[{index}]")
         try:
             e164 = normalize_phone(number, region)
         except InvalidPhone as exc:

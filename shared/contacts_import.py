@@ -37,7 +37,7 @@ from typing import Any
 
 from shared.contacts import MAX_VARIABLE_KEY, MAX_VARIABLES, Contact, InvalidContact, parse_contact
 from shared.errors import ValidationError
-from shared.jobs import JobStore, duplicate_problem
+from shared.jobs import ImportWriteFailed, JobStore, duplicate_problem
 
 #: Valid contacts inserted per ``insert_many``.
 DEFAULT_CHUNK_ROWS = 1000
@@ -61,6 +61,22 @@ _FIELD_COLUMNS = ("name", "external_id", "timezone")
 
 class CsvFormatError(ValidationError):
     """The CSV cannot be read as contacts at all (header problems); ``errors`` names each one."""
+
+
+class ImportInterrupted(Exception):
+    """An import stopped because a write failed (the database went away); nothing after it was written.
+
+    :param report: the import's report up to the failure: ``imported`` counts exactly the jobs written (read back
+        by id), ``stopped`` says at which row the failed write began.
+    :param unconfirmed: contacts of the failed write that could not be read back (each may or may not be written);
+        0 when the report is exact. Sending the upload again imports the rest and reports the written ones as
+        duplicates.
+    """
+
+    def __init__(self, report: ImportReport, *, unconfirmed: int) -> None:
+        super().__init__(report.stopped or "the import stopped")
+        self.report = report
+        self.unconfirmed = unconfirmed
 
 
 def detect_delimiter(header_line: str) -> str:
@@ -238,7 +254,14 @@ class ContactSink:
             return
         chunk, self._chunk = self._chunk, []
         rows, self._rows = self._rows, []
-        result = self.jobs.create_jobs(self.batch_id, self.account_id, chunk, region=self.region)
+        try:
+            result = self.jobs.create_jobs(self.batch_id, self.account_id, chunk, region=self.region)
+        except ImportWriteFailed as exc:
+            where, at = rows[0]
+            self.report.imported += exc.result.imported
+            self.report.stopped = (f"stopped at {where} {at}: writing its chunk of {len(chunk)} contacts failed "
+                                   f"({type(exc.__cause__).__name__}); nothing after it was written")
+            raise ImportInterrupted(self.report, unconfirmed=exc.unconfirmed) from exc
         self.report.imported += result.imported
         self.report.duplicates += result.duplicates
         for i in result.duplicate_at:
@@ -271,7 +294,9 @@ class CheckSink(ContactSink):
 
 
 def import_contacts(contacts: Iterable[Any], sink: ContactSink) -> ImportReport:
-    """Import a JSON list of contacts; errors name their ``index`` (from 0)."""
+    """Import a JSON list of contacts; errors name their ``index`` (from 0).
+
+    :raises ImportInterrupted: a write failed; it carries the report of what was written."""
     for index, raw in enumerate(contacts):
         sink.add(raw, where=INDEX, at=index)
     return sink.finish()

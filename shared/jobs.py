@@ -56,6 +56,22 @@ class ImportResult:
     duplicate_at: list[int] = field(default_factory=list)
 
 
+class ImportWriteFailed(Exception):
+    """An insert of :meth:`JobStore.create_jobs` failed for another reason than duplicates (the database went away).
+
+    :param result: what was written before and by the failed insert, as far as it could be read back: its
+        ``imported`` and ``job_ids`` are jobs that exist.
+    :param unconfirmed: contacts of the failed insert whose write could not be read back (0 when it could): each
+        may or may not exist, and a new upload of them reports the written ones as duplicates.
+    """
+
+    def __init__(self, result: ImportResult, *, unconfirmed: int) -> None:
+        super().__init__(f"an insert of jobs failed after {result.imported} were written"
+                         + (f" ({unconfirmed} not confirmed)" if unconfirmed else ""))
+        self.result = result
+        self.unconfirmed = unconfirmed
+
+
 def phones_key(batch_id: str, contact: Contact) -> str:
     """The job's ``phones_key``: the batch, the contact's E.164 numbers as a set (sorted) and its ``external_id``
     (or none), hashed. A unique index on it keeps one job per such contact in a batch."""
@@ -214,6 +230,9 @@ class JobStore:
         contacts with the same numbers and different external ids are two debts, both imported). Unique
         indexes decide (``dedupe_key``, ``phones_key``), so repeated and concurrent imports agree.
 
+        :raises ImportWriteFailed: an insert failed for another reason (nothing more is inserted); it carries
+            exactly the jobs written, those of the failed insert read back by id.
+
         :param region: region for numbers without ``+country``; default ``PHONE_DEFAULT_REGION``.
         :param next_try_at: when the jobs become due; default now.
         """
@@ -258,15 +277,20 @@ class JobStore:
         return doc
 
     def _insert(self, chunk: list[tuple[int, Contact, dict[str, Any]]], result: ImportResult) -> None:
-        """Insert the chunk's jobs; those refused by a unique index are the duplicates."""
+        """Insert the chunk's jobs; those refused by a unique index are the duplicates.
+
+        :raises ImportWriteFailed: any other failure, with the jobs of the chunk that were written all the same.
+        """
         failed: set[int] = set()
         try:
             self.coll.insert_many([doc for _, _, doc in chunk], ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != 11000 for e in errors):
-                raise
+                self._failed_insert(chunk, result, exc)
             failed = {e["index"] for e in errors}
+        except Exception as exc:  # noqa: BLE001 - whatever failed, count what was written, then raise
+            self._failed_insert(chunk, result, exc)
         for i, (index, contact, doc) in enumerate(chunk):
             if i in failed:
                 field_name, message = duplicate_problem(contact)
@@ -276,6 +300,21 @@ class JobStore:
             else:
                 result.imported += 1
                 result.job_ids.append(doc["_id"])
+
+    def _failed_insert(self, chunk: list[tuple[int, Contact, dict[str, Any]]], result: ImportResult,
+                       cause: Exception) -> None:
+        """Count the jobs of ``chunk`` that exist despite ``cause`` (an unordered insert may have written some), then
+        raise :class:`ImportWriteFailed`."""
+        ids = [doc["_id"] for _, _, doc in chunk]
+        try:
+            written = {d["_id"] for d in self.coll.find({"_id": {"$in": ids}}, {"_id": 1})}
+        except Exception:  # noqa: BLE001 - the database is gone: say which writes are unknown
+            raise ImportWriteFailed(result, unconfirmed=len(chunk)) from cause
+        for doc_id in ids:
+            if doc_id in written:
+                result.imported += 1
+                result.job_ids.append(doc_id)
+        raise ImportWriteFailed(result, unconfirmed=0) from cause
 
     # -- claiming ------------------------------------------------------------------------------
 

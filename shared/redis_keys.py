@@ -2,7 +2,8 @@
 
 Only the modules that own these keys use them: :mod:`shared.slots` (slot sets, the pool and its limit),
 :mod:`shared.coordination` (locks, turns, once-per-interval gates, kicks), :mod:`shared.metrics` (process
-snapshots) and :mod:`shared.invalidation` (the cache channels).
+snapshots), :mod:`shared.invalidation` (the cache channels) and :mod:`shared.admin_sessions` (the dashboard's
+admin sessions).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ METRICS_SNAPSHOT_PATTERN = METRICS_SNAPSHOT_PREFIX + "*"
 def metrics_snapshot_key(process: str) -> str:
     """A process's metric samples, for the web dyno's /metrics (with a TTL: a stopped process drops out)."""
     return METRICS_SNAPSHOT_PREFIX + process
+
+
+def admin_session_key(session_id: str) -> str:
+    """Marker of an open admin session of the dashboard (with the session's lifetime as TTL; deleted at sign-out)."""
+    return f"{PREFIX}:admin-session:{session_id}"
 
 
 def dispatch_lock_key(account_id: str) -> str:

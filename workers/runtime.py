@@ -12,6 +12,7 @@ from pymongo.database import Database
 
 from shared import metrics, mongo
 from shared.accounts import AccountStore
+from shared.admin_sessions import AdminSessions
 from shared.attempts import AttemptStore
 from shared.batch_cache import BatchCache
 from shared.batches import BatchStore
@@ -72,6 +73,10 @@ class Runtime:
     @cached_property
     def slots(self) -> Slots:
         return Slots(self.redis, workspace=workspace_id(self.config.retell_api_key, self.config.retell_base_url))
+
+    @cached_property
+    def admin_sessions(self) -> AdminSessions:
+        return AdminSessions(self.redis)
 
     @cached_property
     def coordination(self) -> Coordination:

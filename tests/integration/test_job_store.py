@@ -446,3 +446,19 @@ def test_open_jobs_and_calls_in_progress_are_found_in_every_state(store):
     assert sorted(j["attempt_id"] for j in store.calling()) == ["a-dialing", "a-in_call"]
     store.coll.update_many({"status": {"$eq": states.QUEUED}}, {"$set": {"account_id": "acc2"}})
     assert (store.count_queued(None), store.count_queued("acc2"), store.count_queued("acc")) == (1, 1, 0)
+
+
+def test_an_insert_that_fails_reports_exactly_the_jobs_written(store):
+    from shared.contacts import Contact
+    from shared.jobs import ImportWriteFailed
+
+    batch_id = new_id()
+    assert store.create_jobs(batch_id, "acme", [{"phones": [PHONE_A]}]).imported == 1
+    good = [Contact("ok", (f"+5696123458{i}",), {}) for i in range(3)]
+    broken = Contact("\ud800", ("+56961234590",), {})     # built past the validation: the encoder refuses it
+    with pytest.raises(ImportWriteFailed) as caught:
+        store.create_jobs(batch_id, "acme", [*good, broken])
+    written = store.find({"batch_id": batch_id})
+    assert caught.value.unconfirmed == 0
+    assert caught.value.result.imported == len(written) - 1 == len(caught.value.result.job_ids)
+    assert set(caught.value.result.job_ids) <= {j["_id"] for j in written}

@@ -269,3 +269,54 @@ def test_account_ids_with_control_characters_are_refused(api, web_runtime, path)
                         headers={"Content-Type": "application/json"})
     assert reply.status == 422 and reply.json()["errors"][0]["field"] == "account_id"
     assert snapshot(web_runtime) == before
+
+
+#: A lone UTF-16 surrogate, as a client writes it in JSON: valid JSON, but no UTF-8 (nor BSON) can hold it.
+LONE = "\\ud800"
+
+
+def test_lone_surrogates_get_422_naming_the_field_and_write_nothing(api, web_runtime, setup):
+    before = snapshot(web_runtime)
+    cases = [
+        ("POST", "/batches", '{"name": "' + LONE + '", "account_id": "acme"}', "name"),
+        ("PATCH", f"/batches/{setup}", '{"name": "ok ' + LONE + '"}', "name"),
+        ("POST", "/batches", '{"name": "x", "account_id": "acme", "' + LONE + '": 1}', "\\ud800"),
+        ("POST", "/batches", '{"name": "x", "account_id": "acme", "call_settings": {"timezone": "' + LONE + '"}}',
+         "call_settings.timezone"),
+        ("POST", "/accounts/acme/dnc", '{"numbers": ["' + PHONE + '"], "reason": "' + LONE + '"}', "reason"),
+        ("POST", f"/batches/{setup}/contacts",
+         '{"contacts": [{"name": "ok", "phones": ["' + PHONE + '"]}, {"name": "' + LONE + '", "phones": ["' + OTHER
+         + '"]}]}', "contacts[1].name"),
+        ("POST", f"/batches/{setup}/contacts",
+         '{"contacts": [{"phones": ["' + PHONE + '"], "variables": {"k' + LONE + '": "v"}}]}',
+         "contacts[0].variables.k\\ud800"),
+    ]
+    for method, path, raw, field in cases:
+        reply = raw_post(api, method, path, raw.encode())
+        assert reply.status == 422, (path, raw, reply.text)
+        body = reply.json()
+        assert body["error"] == "validation_failed" and body["errors"][0]["field"] == field, (raw, body)
+        assert "UTF-8" in body["errors"][0]["message"]
+    assert snapshot(web_runtime) == before
+    assert web_runtime.dnc.coll.count_documents({}) == 0
+
+
+def test_a_csv_with_surrogate_bytes_reports_the_row_and_imports_the_others(api, web_runtime, setup):
+    # "\ud800" written as UTF-8 would be (CESU-8): no valid UTF-8 holds it, so the row is reported, not imported.
+    csv = f"phone,name\n{PHONE},Ana\n{OTHER},B\xed\xa0\x80b\n".encode("latin-1")
+    reply = raw_post(api, "POST", f"/batches/{setup}/contacts", csv, "text/csv")
+    assert reply.status == 200, reply.text
+    body = reply.json()
+    assert body["imported"] == 1 and body["errors"] == [
+        {"line": 3, "message": "is not valid UTF-8 (save the file as 'CSV UTF-8')"}]
+    assert [j["contact"]["name"] for j in web_runtime.jobs.find({"batch_id": setup})] == ["Ana"]
+
+
+def test_header_bytes_that_are_not_utf8_are_refused_like_any_wrong_token(api, web, setup):
+    anonymous = web.client(token=None)
+    for headers in ({"Authorization": "Bearer \xff\xfe"},
+                    {"Cookie": "outdial_session=\xff", "X-CSRF-Token": "\xed\xa0\x80"},
+                    {SIGNATURE_HEADER: "v=1,d=\xff"}):
+        for method, path in (("GET", "/batches"), ("GET", "/dashboard/batches"), ("POST", "/webhooks/retell")):
+            reply = anonymous.request(method, path, data=b"{}", headers={"Content-Type": "application/json", **headers})
+            assert reply.status == 401, (headers, path, reply.text)

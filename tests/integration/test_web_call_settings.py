@@ -120,3 +120,69 @@ def test_an_admin_session_writes_only_with_its_csrf_token(web):
     assert browser.request("POST", "/logout", headers={**jar, "Sec-Fetch-Site": "cross-site"}).status == 403
     out = browser.request("POST", "/logout", headers={**jar, "Origin": web.url})
     assert any(h.startswith(f"{ADMIN_SESSION_COOKIE}=") and "Max-Age=0" in h for h in out.cookies)
+
+
+def _admin_sign_in(web) -> tuple[dict[str, str], str]:
+    """A browser's cookie jar after signing in with the admin token, and the session's CSRF token."""
+    signed = web.client(token=None).request("POST", "/login", data=f"token={ADMIN_TOKEN}", headers=FORM)
+    jar = {"Cookie": f"outdial_session={cookie(signed, 'outdial_session')}; "
+                     f"{ADMIN_SESSION_COOKIE}={cookie(signed, ADMIN_SESSION_COOKIE)}"}
+    page = web.client(token=None).get("/", headers=jar)
+    csrf = re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', page.text).group(1)
+    return jar, csrf
+
+
+def test_signing_out_ends_the_admin_session_on_every_copy_of_its_cookie(web_factory):
+    web, other_dyno = web_factory(), web_factory()          # two web dynos: the revocation is shared
+    browser = web.client(token=None)
+    copied, csrf = _admin_sign_in(web)                       # the cookie as someone copied it
+    kept, kept_csrf = _admin_sign_in(web)                    # another admin session
+    body = {"plan": {"type": "unlimited"}}
+    assert browser.put("/accounts/acme", body, headers={**copied, "X-CSRF-Token": csrf}).status == 201
+
+    out = browser.request("POST", "/logout", headers={**copied, **FORM, "Origin": web.url})
+    assert out.status == 303
+    for dyno in (web, other_dyno):
+        client = dyno.client(token=None)
+        write = client.put("/accounts/acme", body, headers={**copied, "X-CSRF-Token": csrf})
+        assert write.status == 401 and write.json()["error"] == "unauthorized"
+        assert client.post("/batches/0123456789abcdef01234567/pause", headers={**copied, "X-CSRF-Token": csrf}
+                           ).status == 401
+        # The session's open pages are signed out: their next call gets 401, a page goes to the login.
+        assert client.get("/dashboard/batches", headers=copied).status == 401
+        for page in ("/", "/campaigns/new"):
+            reply = client.get(page, headers=copied)
+            assert reply.status == 303 and reply.headers["location"] == "/login"
+        assert client.post("/call-settings/preview", {"call_settings": OVERNIGHT}, headers={
+            **copied, "X-CSRF-Token": csrf}).status == 401
+
+        assert client.put("/accounts/acme", body, headers={**kept, "X-CSRF-Token": kept_csrf}).status == 200
+        assert kept_csrf in client.get("/campaigns/new", headers=kept).text
+    read_only = {"Cookie": f"outdial_session={READ_TOKEN}"}
+    assert browser.get("/dashboard/batches", headers=read_only).status == 200   # the read-only cookie: unchanged
+
+
+def test_without_redis_the_admin_session_is_refused_not_trusted(web_factory, web_config, clock):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from shared.admin_sessions import AdminSessions
+    from workers.dev.embedded import free_port
+    from workers.runtime import build_runtime
+
+    web = web_factory()
+    jar, csrf = _admin_sign_in(web)
+    cut_off = build_runtime(web_config, clock)
+    cut_off.admin_sessions = AdminSessions(redis.Redis(port=free_port("127.0.0.1"), socket_connect_timeout=0.5,
+                                                             retry=Retry(NoBackoff(), 0)))
+    client = web_factory(runtime=cut_off).client(token=None)       # a dyno whose Redis does not answer
+    body = {"plan": {"type": "unlimited"}}
+    write = client.put("/accounts/acme", body, headers={**jar, "X-CSRF-Token": csrf})
+    assert write.status == 503 and write.json()["error"] == "service_unavailable"
+    assert client.get("/campaigns/new", headers=jar).status == 503
+    assert client.request("POST", "/login", data=f"token={ADMIN_TOKEN}", headers=FORM).status == 503
+    assert client.request("POST", "/logout", headers={**jar, **FORM}).status == 503   # cookies kept: try again
+    assert client.get("/dashboard/batches", headers={"Cookie": f"outdial_session={READ_TOKEN}"}).status == 200
+    assert web.client(token=None).put("/accounts/acme", body, headers={**jar, "X-CSRF-Token": csrf}).status == 201
+    cut_off.redis.close()

@@ -70,3 +70,21 @@ def test_an_upload_in_tiny_pieces_reads_the_same(api, web_runtime):
     assert reply.json()["imported"] == 600 and reply.json()["errors"] == []
     stored = {j["contact"]["external_id"]: j["contact"]["name"] for j in web_runtime.jobs.find({"batch_id": bid})}
     assert stored == {ext: name for _, name, ext in rows}
+
+
+def test_two_people_with_blank_external_ids_are_both_imported(api, web_runtime):
+    bid = setup_batch(api)
+    people = [{"name": "Ana", "phones": [GOOD[0]], "external_id": " "},
+              {"name": "Luis", "phones": [GOOD[1]], "external_id": "\t"}]
+    reply = api.post(f"/batches/{bid}/contacts", {"contacts": people})
+    assert reply.status == 200, reply.text
+    assert (reply.json()["imported"], reply.json()["duplicates"], reply.json()["errors"]) == (2, 0, [])
+    csv_body = f'phone,name,external_id\n{GOOD[2]},Eva," "\n{GOOD[3]},Tom,"  "\n'.encode()
+    reply = api.request("POST", f"/batches/{bid}/contacts", data=csv_body, headers={"Content-Type": "text/csv"})
+    assert reply.status == 200, reply.text
+    assert (reply.json()["imported"], reply.json()["duplicates"]) == (2, 0)
+    jobs = web_runtime.jobs.find({"batch_id": bid})
+    assert sorted(j["contact"]["name"] for j in jobs) == ["Ana", "Eva", "Luis", "Tom"]
+    assert all("external_id" not in j["contact"] and "dedupe_key" not in j for j in jobs)
+    again = api.post(f"/batches/{bid}/contacts", {"contacts": people})   # the same people again: duplicates
+    assert (again.json()["imported"], again.json()["duplicates"]) == (0, 2)

@@ -7,6 +7,7 @@ runs, so only the webhook (or a poll the test makes itself) can finalize it.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -334,3 +335,67 @@ def test_the_simulator_delivers_signed_webhooks_that_finalize_every_call(rig):
     assert all(entry["ok"] and entry["attempts"] == 1 for entry in log), log
     statuses = {entry["status"] for entry in log}
     assert {200, 204} <= statuses <= {200, 202, 204}   # 202 only if a finalize outlasted the 5 s wait
+
+
+def _slow_sender(rig: Rig) -> socket.socket:
+    """A connection that declares a 1,000-byte webhook body and sends one byte of it."""
+    host, port = rig.server.url.removeprefix("http://").split(":")
+    sender = socket.create_connection((host, int(port)), timeout=60)
+    sender.sendall(b"POST /webhooks/retell HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 1000\r\n\r\n{")
+    return sender
+
+
+def _answer_of(sender: socket.socket) -> tuple[int, bytes]:
+    """The status and raw bytes of the answer on ``sender`` (read until the server closes it)."""
+    data = b""
+    while True:
+        chunk = sender.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_slow_bodies_are_refused_at_the_read_deadline_and_free_their_read_slots(rig):
+    """Every read slot held by a sender that never finishes its body: signed webhooks get 503 only until the read
+    deadline (WEBHOOK_READ_TIMEOUT_S, 5 s): then each slow sender is answered 408 and a signed webhook goes in."""
+    processor = rig.server.context.webhooks
+    slots = rig.server.context.settings.webhook_max_reads
+    assert slots == 64 and rig.server.context.settings.webhook_read_timeout_s == 5.0
+    senders = [_slow_sender(rig) for _ in range(slots)]
+    try:
+        wait_until(lambda: processor.reading == slots, timeout_s=4)
+        assert rig.post("call_started", {"call_id": "c"}).status == 503       # every read slot is held
+        answers = [_answer_of(sender) for sender in senders]
+    finally:
+        for sender in senders:
+            sender.close()
+    assert [status for status, _ in answers] == [408] * slots
+    assert b'"error":"request_timeout"' in answers[0][1]
+    assert processor.reading == 0
+    assert rig.post("call_started", {"call_id": "c"}).status == 204          # signed, read, acknowledged
+    job = rig.in_call(BUSY)
+    accepted = rig.post("call_ended", rig.ended_call(job))
+    assert accepted.status == 200 and accepted.json()["result"] == "busy"
+
+
+def _requests(route: str, status: str) -> float:
+    return REGISTRY.get_sample_value("outdial_http_requests_total",
+                                     {"route": route, "method": "POST", "status": status}) or 0.0
+
+
+def test_a_client_that_disconnects_mid_body_is_logged_once_as_499_without_a_traceback(rig, caplog):
+    caplog.set_level(logging.INFO)
+    route = "/webhooks/retell"
+    before = {status: _requests(route, status) for status in ("499", "500")}
+    sender = _slow_sender(rig)
+    wait_until(lambda: rig.server.context.webhooks.reading == 1, timeout_s=10)
+    sender.close()
+    wait_until(lambda: _requests(route, "499") == before["499"] + 1, timeout_s=10)
+    assert rig.server.context.webhooks.reading == 0
+    assert _requests(route, "500") == before["500"]
+    lines = [r for r in caplog.records if r.getMessage() == "client_disconnected"]
+    assert len(lines) == 1 and lines[0].status == 499 and lines[0].route == route
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert rig.post("call_started", {"call_id": "c"}).status == 204

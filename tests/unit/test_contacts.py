@@ -34,3 +34,25 @@ def test_invalid_contacts_name_the_field(raw, field, fragment):
         parse_contact(raw)
     assert info.value.field == field
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", " \u00a0 ", "\n"])
+def test_a_blank_external_id_is_none(blank):
+    contact = parse_contact({"phones": ["+56961234567"], "external_id": blank})
+    assert contact.external_id is None and "external_id" not in contact.to_document()
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"phones": ["+56961234567"], "name": "A\ud800"}, "name"),
+    ({"phones": ["+56961234567"], "external_id": "x\udfff"}, "external_id"),
+    ({"phones": ["+56961234567"], "timezone": "\ud800"}, "timezone"),
+    ({"phones": ["+56961234567"], "variables": {"note": "\ud800"}}, "variables.note"),
+    ({"phones": ["+56961234567"], "variables": {"n\ud800": "x"}}, "variables.n\\ud800"),
+    ({"phones": ["+5696123\ud8004567"]}, "phones[0]"),
+])
+def test_text_that_utf8_cannot_hold_is_refused_naming_the_field(raw, field):
+    # A direct caller of JobStore.create_jobs gets the row refused, never an encoder failure at the insert.
+    with pytest.raises(InvalidContact) as caught:
+        parse_contact(raw)
+    assert caught.value.field == field
+    caught.value.message.encode("utf-8")

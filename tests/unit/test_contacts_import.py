@@ -163,3 +163,38 @@ def test_any_csv_written_by_the_csv_module_reads_back_row_for_row(rows, delimite
     got = [(raw.get("name", ""), raw["variables"]["note"]) for _, _, raw in sink.added]
     assert report.errors_total == 0
     assert got == [(r[1].strip(), r[2].strip()) for r in expected]
+
+
+class FailingJobs:
+    """A job store whose insert of the ``fail_at``-th chunk fails after writing ``written`` of its contacts."""
+
+    def __init__(self, fail_at: int, written: int) -> None:
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(phone_default_region="CL")
+        self.fail_at = fail_at
+        self.written = written
+        self.calls = 0
+
+    def create_jobs(self, batch_id: str, account_id: str, contacts: list[Any], *, region: str) -> Any:
+        from shared.jobs import ImportResult, ImportWriteFailed
+
+        self.calls += 1
+        if self.calls == self.fail_at:
+            partial = ImportResult(imported=self.written, job_ids=[f"j{i}" for i in range(self.written)])
+            raise ImportWriteFailed(partial, unconfirmed=0) from ConnectionError("the database went away")
+        return ImportResult(imported=len(contacts), job_ids=[f"j{i}" for i in range(len(contacts))])
+
+
+def test_an_import_that_fails_midway_reports_exactly_what_it_wrote():
+    from shared.contacts_import import ImportInterrupted
+
+    jobs = FailingJobs(fail_at=2, written=1)
+    sink = ContactSink(jobs=jobs, batch_id="b", account_id="a", chunk_rows=3)  # type: ignore[arg-type]
+    contacts = [{"phones": [f"+5696123450{i}"]} for i in range(8)]
+    with pytest.raises(ImportInterrupted) as caught:
+        import_contacts(contacts, sink)
+    report = caught.value.report
+    assert report.imported == 3 + 1 and caught.value.unconfirmed == 0   # the first chunk, and one of the second
+    assert report.rows == 6 and report.stopped and "index 3" in report.stopped
+    assert jobs.calls == 2                                               # nothing more is written after the error

@@ -22,10 +22,11 @@ MONGO_OWNERS = frozenset({
     "shared/contact_history.py", "shared/dnc.py", "shared/jobs.py", "shared/ledger.py", "shared/mongo.py",
 })
 #: Modules that own Redis keys and channels: slots and the pool, coordination (locks, turns, gates, kicks),
-#: the process metric snapshots, the cache invalidation channels, and the key names themselves.
+#: the process metric snapshots, the cache invalidation channels, the dashboard's admin sessions, and the key names
+#: themselves.
 REDIS_OWNERS = frozenset({
-    "shared/coordination.py", "shared/invalidation.py", "shared/metrics.py", "shared/redis_keys.py",
-    "shared/slots.py",
+    "shared/admin_sessions.py", "shared/coordination.py", "shared/invalidation.py", "shared/metrics.py",
+    "shared/redis_keys.py", "shared/slots.py",
 })
 #: The reference worker ``outdial bench --baseline`` compares with: a benchmark's stand-in for the plain way to build
 #: a dialer (one claim and one update per call on the jobs collection), deliberately outside the stores.

@@ -8,6 +8,7 @@ in :mod:`workers.web.openapi`; docs/web.md is the reference.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from shared.contacts_import import (
     CheckSink,
     ContactSink,
     CsvFormatError,
+    ImportInterrupted,
     ImportReport,
     import_contacts,
     import_csv,
@@ -35,6 +37,7 @@ from shared.contacts_import import (
 )
 from shared.errors import Conflict, NotFound
 from shared.invalidation import publish_invalidation
+from shared.logs import event, get_logger
 from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
 from workers.web.context import context
@@ -73,6 +76,9 @@ MAX_JSON_CONTACTS = 100_000
 #: Page sizes of list routes.
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
+
+log = get_logger(__name__)
+
 #: Content types read as CSV by ``POST /batches/{id}/contacts``.
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 #: Lines in flight between the upload reader and the import thread, in 64 KiB chunks.
@@ -395,12 +401,33 @@ async def add_contacts(request: web.Request) -> web.Response:
     sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
     try:
         report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
+    except ImportInterrupted as exc:
+        if exc.report.imported:
+            try:   # the written contacts reopen a completed batch, as a finished import would
+                await ctx.change_batch(batch_id, reopen_batch, rt.batches, batch_id)
+            except Exception as reopen:  # noqa: BLE001 - the answer still says what was written
+                event(log, "import_reopen_failed", level=logging.ERROR, batch_id=batch_id,
+                      error=type(reopen).__name__, detail=str(reopen)[:200])
+        raise _interrupted(exc) from None
     finally:
         ctx.jobs_changed(batch_id)
     status = batch["status"]
     if report.imported:
         status = (await ctx.change_batch(batch_id, reopen_batch, rt.batches, batch_id)).status
     return json_response({**report.to_api(), "batch_id": batch_id, "batch_status": status})
+
+
+def _interrupted(exc: ImportInterrupted) -> ApiError:
+    """503 for an import a failed write stopped, with its report: exactly what was written (or how many writes are
+    unknown), so the operator knows what re-sending the upload will do (the written contacts come back as
+    duplicates)."""
+    unknown = (f"; the write of {exc.unconfirmed} contacts could not be confirmed" if exc.unconfirmed else "")
+    error = ApiError(503, "service_unavailable",
+                     f"the database failed during the import: {exc.report.imported} contacts were written{unknown}; "
+                     "send the upload again (contacts already written are reported as duplicates)",
+                     headers={"Retry-After": "5"})
+    error.extra = {**exc.report.to_api(), "unconfirmed": exc.unconfirmed}
+    return error
 
 
 async def _read_contacts(ctx: Any, request: web.Request, sink: Any, *, is_csv: bool) -> Any:

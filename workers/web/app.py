@@ -46,6 +46,9 @@ from shared.timing import DEFAULT_MAX_CLOCK_AGE_S
 from workers.web.context import CONTEXT, WebContext, WebSettings, context
 from workers.web.http import (
     ADMIN,
+    ADMIN_SESSION,
+    ADMIN_SESSION_COOKIE,
+    CLIENT_CLOSED,
     PUBLIC,
     READ,
     SESSION_COOKIE,
@@ -53,11 +56,13 @@ from workers.web.http import (
     access,
     access_of,
     admin_session,
+    admin_session_id,
     bearer,
     check_query,
     csrf_ok,
     invalid,
     json_response,
+    open_admin_session,
     read_token_for,
     same_token,
     unauthorized,
@@ -137,8 +142,22 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if client_gone(request, exc):
+            event(log, "client_disconnected", route=_route_label(request), method=request.method, status=CLIENT_CLOSED,
+                  error=type(exc).__name__)
+            # Counted under 499 by ``observe``; aiohttp drops the answer quietly, the connection being closed.
+            return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
         log.exception("request_failed", extra={"route": _route_label(request), "error": type(exc).__name__})
         return ApiError(500, "internal_error", "unexpected error; it has been logged").response()
+
+
+def client_gone(request: web.Request, exc: BaseException) -> bool:
+    """True when ``exc`` is the request's own connection closing under it (the client went away while its body was
+    being read): not a failure of the server, logged once as :data:`CLIENT_CLOSED` and never counted as a 500."""
+    if not isinstance(exc, ConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware
@@ -152,14 +171,22 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
         return await handler(request)
     ctx = context(request)
     token = bearer(request)
-    allowed = same_token(token, ctx.admin_token)
-    if not allowed and level == READ:
-        allowed = (same_token(token, ctx.read_token) or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token)
-                   or admin_session(request, ctx.admin_token) is not None)
-    if not allowed and level == ADMIN and token is None:
-        # The dashboard's wizard: the admin session cookie counts only with its CSRF token in a header,
-        # which another site can neither read nor send.
-        allowed = csrf_ok(request, ctx.admin_token)
+    allowed = same_token(token, ctx.admin_token) or (level == READ and same_token(token, ctx.read_token))
+    if not allowed:
+        cookie = admin_session(request, ctx.admin_token)
+        if cookie is not None:
+            # Open until signed out, on any dyno. Redis not answering raises here: 503, the session refused
+            # (fail closed), never accepted unchecked.
+            if not await ctx.run(ctx.runtime.admin_sessions.is_open, admin_session_id(cookie)):
+                return _signed_out(request, ctx)
+            request[ADMIN_SESSION] = cookie
+        if level == READ:
+            allowed = (open_admin_session(request) is not None
+                       or same_token(request.cookies.get(SESSION_COOKIE), ctx.read_token))
+        elif level == ADMIN and token is None:
+            # The dashboard's wizard: the admin session cookie counts only with its CSRF token in a header,
+            # which another site can neither read nor send.
+            allowed = csrf_ok(request, ctx.admin_token)
     if allowed:
         if level == ADMIN:
             check_query(request)
@@ -169,6 +196,23 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
 
         return see_other("/login")
     raise unauthorized(ctx.admin_token)
+
+
+def _signed_out(request: web.Request, ctx: WebContext) -> web.StreamResponse:
+    """The answer to a request made with an admin session that was signed out: every page of that session is signed
+    out too (its next call gets 401, a page goes to the login), whatever other cookie it carries; the stale cookie
+    is dropped."""
+    if getattr(request.match_info.handler, "outdial_html", False):
+        from workers.web.dashboard import see_other
+
+        response: web.StreamResponse = see_other("/login")
+    else:
+        error = unauthorized(ctx.admin_token)
+        error.message = "this admin session has been signed out: sign in again"
+        error.errors = [(None, error.message)]
+        response = error.response()
+    response.del_cookie(ADMIN_SESSION_COOKIE, path="/")
+    return response
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from cachetools import TTLCache
 
-from shared.config import DEFAULT_BATCH_COUNTS_MAX_AGE_S, Config
+from shared.config import DEFAULT_BATCH_COUNTS_MAX_AGE_S, DEFAULT_WEBHOOK_READ_TIMEOUT_S, Config
 from workers.web.http import (
     DEFAULT_MAX_CONTACTS_JSON_BYTES,
     DEFAULT_MAX_CSV_BYTES,
@@ -53,6 +53,8 @@ class WebSettings:
     :param max_csv_bytes: largest CSV contacts upload, bytes (streamed).
     :param max_webhook_bytes: largest webhook body, bytes (checked before the signature).
     :param webhook_max_reads: webhook bodies read and verified at once; more are refused (503) unread.
+    :param webhook_read_timeout_s: longest a webhook body may take to arrive, seconds (``WEBHOOK_READ_TIMEOUT_S``);
+        then 408, the connection is closed and the read slot freed.
     :param webhook_wait_s: longest a webhook answer waits for its finalize, seconds (then 202).
     :param webhook_threads: threads applying webhooks.
     :param webhook_max_pending: finalizations queued or running above which webhooks get 503.
@@ -75,6 +77,7 @@ class WebSettings:
     max_csv_bytes: int = DEFAULT_MAX_CSV_BYTES
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
     webhook_max_reads: int = DEFAULT_MAX_WEBHOOK_READS
+    webhook_read_timeout_s: float = DEFAULT_WEBHOOK_READ_TIMEOUT_S
     webhook_wait_s: float = 5.0
     webhook_threads: int = 16
     webhook_max_pending: int = 2000
@@ -91,7 +94,8 @@ class WebSettings:
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> WebSettings:
         base = cls(admin_token=config.admin_token or None, webhook_api_key=config.retell_api_key,
-                   batch_counts_max_age_s=config.batch_counts_max_age_s)
+                   batch_counts_max_age_s=config.batch_counts_max_age_s,
+                   webhook_read_timeout_s=config.webhook_read_timeout_s)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:

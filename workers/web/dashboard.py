@@ -11,9 +11,11 @@ Access: the read-only token (or the admin token) as a bearer token, or the sessi
 by ``POST /login``. A token is never taken from an address (``?token=`` is ignored): addresses end
 up in browser histories, proxy logs and ``Referer`` headers. The session cookie holds the read-only
 token only, HttpOnly and SameSite=Strict. Signing in with the admin token also sets the admin session
-cookie (signed, one hour, no token in it: :func:`workers.web.http.new_admin_session`); its pages carry the
-session's CSRF token in a meta tag, and the admin API accepts that cookie only with the token in
-``X-CSRF-Token``. Without an admin session the wizard is disabled and the batch controls stay disabled.
+cookie (signed, one hour, no token in it: :func:`workers.web.http.new_admin_session`) and opens its session in
+Redis (:class:`shared.admin_sessions.AdminSessions`); its pages carry the session's CSRF token in a meta tag, and
+the admin API accepts that cookie only with the token in ``X-CSRF-Token``. Signing out closes the session: any copy
+of the cookie is refused (401; a page goes to the login). Without an admin session the wizard is disabled and the
+batch controls stay disabled.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ from workers.web.http import (
     ApiError,
     access,
     admin_session,
+    admin_session_id,
     cross_site,
     csrf_token_for,
     iso,
     new_admin_session,
+    open_admin_session,
     query_int,
     read_limited,
     same_token,
@@ -323,7 +327,7 @@ def _refresh(request: web.Request) -> int:
 def _csrf(request: web.Request) -> str:
     """The CSRF token of the request's admin session, or "" without one."""
     ctx = context(request)
-    session = admin_session(request, ctx.admin_token)
+    session = open_admin_session(request)
     return csrf_token_for(session, ctx.admin_token) if session and ctx.admin_token else ""
 
 
@@ -393,7 +397,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     raw = await read_limited(request, 4096)
     token = (parse_qs(raw.decode("utf-8", errors="replace")).get("token") or [""])[0].strip()
     if same_token(token, ctx.admin_token):
-        return _with_session(see_other("/"), request, ctx.read_token, new_admin_session(ctx.admin_token, time.time()))
+        session = new_admin_session(ctx.admin_token, time.time())
+        await ctx.run(ctx.runtime.admin_sessions.open, admin_session_id(session), ttl_s=ADMIN_SESSION_MAX_AGE_S)
+        return _with_session(see_other("/"), request, ctx.read_token, session)
     if same_token(token, ctx.read_token):
         return _with_session(see_other("/"), request, ctx.read_token)
     message = ("ADMIN_TOKEN is not set on the server: the dashboard is disabled." if not ctx.admin_token
@@ -403,7 +409,14 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 @access(PUBLIC)
 async def logout(request: web.Request) -> web.StreamResponse:
+    """Sign out: the admin session is closed in Redis (every copy of its cookie, on every dyno, is refused from now
+    on; a Redis that does not answer gets 503 and the cookies are kept, so the sign-out can be tried again), and
+    the browser's cookies are cleared."""
+    ctx = context(request)
     _refuse_cross_site(request)
+    session = admin_session(request, ctx.admin_token)
+    if session is not None:
+        await ctx.run(ctx.runtime.admin_sessions.close, admin_session_id(session))
     response = see_other("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     response.del_cookie(ADMIN_SESSION_COOKIE, path="/")

@@ -11,8 +11,9 @@ Access levels (:func:`access`): ``public``; ``read`` (the dashboard and ``/metri
 token or the read-only token, as a bearer token or, for the dashboard, the session cookie);
 ``admin`` (the admin token as a bearer token, or the dashboard's admin session cookie together with
 its CSRF token in ``X-CSRF-Token``: a cookie alone opens nothing, so no cross-site request can use a
-browser's session). Tokens are compared with :func:`hmac.compare_digest`. With
-``ADMIN_TOKEN`` unset every non-public route answers 401.
+browser's session). An admin session cookie counts only while its session is open in Redis
+(:class:`shared.admin_sessions.AdminSessions`): signing out closes it for every copy of the cookie on every dyno.
+Tokens are compared with :func:`hmac.compare_digest`. With ``ADMIN_TOKEN`` unset every non-public route answers 401.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from shared.text import printable, unencodable
+
 PUBLIC = "public"
 READ = "read"
 ADMIN = "admin"
@@ -38,6 +41,8 @@ ADMIN = "admin"
 SESSION_COOKIE = "outdial_session"
 #: Cookie holding an admin session (signed, short-lived; set by signing in with the admin token).
 ADMIN_SESSION_COOKIE = "outdial_admin"
+#: Request key under which the access check leaves the request's open admin session (the cookie's value), if any.
+ADMIN_SESSION = web.RequestKey("outdial_admin_session", str)
 #: Lifetime of an admin session, seconds (real time).
 ADMIN_SESSION_MAX_AGE_S = 3600
 #: Header carrying the session's CSRF token on every write made with the admin session cookie.
@@ -53,6 +58,8 @@ DEFAULT_MAX_CSV_BYTES = 512 << 20
 DEFAULT_MAX_WEBHOOK_BYTES = 1 << 20
 #: Webhook bodies being read and verified at once (anyone can send them); more get 503 at once.
 DEFAULT_MAX_WEBHOOK_READS = 64
+#: Status counted and logged for a request whose client went away before its answer (nginx's convention).
+CLIENT_CLOSED = 499
 #: Deepest nesting accepted in a JSON body.
 MAX_JSON_DEPTH = 32
 
@@ -75,8 +82,10 @@ class ApiError(Exception):
 
     def __init__(self, status: int, code: str, message: str, *,
                  errors: list[tuple[str | None, str]] | None = None, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, close: bool = False) -> None:
         super().__init__(message)
+        #: Close the connection after the answer (the request's body was not read to its end).
+        self.close = close
         self.status = status
         self.code = code
         self.message = message
@@ -94,7 +103,10 @@ class ApiError(Exception):
         return {"status": self.status, "error": self.code, "message": self.message, "errors": items, **self.extra}
 
     def response(self) -> web.Response:
-        return json_response(self.body(), status=self.status, headers=self.headers)
+        response = json_response(self.body(), status=self.status, headers=self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:
@@ -163,7 +175,8 @@ def same_token(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison; False when either side is missing."""
     if not given or not expected:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: compared as they came, never an error.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def _mac(key: str, context: bytes, message: str) -> str:
@@ -171,10 +184,11 @@ def _mac(key: str, context: bytes, message: str) -> str:
 
 
 def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_SESSION_MAX_AGE_S) -> str:
-    """A signed admin session value ``v1.<expiry s>.<nonce>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
+    """A signed admin session value ``v1.<expiry s>.<session id>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
 
-    Stateless, so any web dyno accepts it; rotating ``ADMIN_TOKEN`` ends every session. The cookie never
-    holds a token.
+    The signature and expiry are checked without shared state (rotating ``ADMIN_TOKEN`` ends every session); the
+    session id must also be open in :class:`shared.admin_sessions.AdminSessions`, where signing out closes it. The
+    cookie never holds a token.
     """
     body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"
     return f"{body}.{_mac(admin_token, _SESSION_CONTEXT, body)}"
@@ -193,20 +207,31 @@ def admin_session_valid(value: str | None, admin_token: str | None, now_s: float
     return int(parts[1]) > now_s
 
 
+def admin_session_id(value: str) -> str:
+    """The session id of a signed admin session value (its random part)."""
+    return value.rpartition(".")[0].split(".")[2]
+
+
 def csrf_token_for(session: str, admin_token: str) -> str:
     """The CSRF token of one admin session: derived from it, so it needs no storage and dies with it."""
     return _mac(admin_token, _CSRF_CONTEXT, session)
 
 
 def admin_session(request: web.Request, admin_token: str | None) -> str | None:
-    """The request's valid admin session cookie, or None."""
+    """The request's signed, unexpired admin session cookie, or None (whether its session is still open is the
+    session store's answer: the access check asks it and leaves an open one under :data:`ADMIN_SESSION`)."""
     value = request.cookies.get(ADMIN_SESSION_COOKIE)
     return value if admin_session_valid(value, admin_token, time.time()) else None
 
 
+def open_admin_session(request: web.Request) -> str | None:
+    """The request's open admin session, as the access check found it; None without one."""
+    return request.get(ADMIN_SESSION)
+
+
 def csrf_ok(request: web.Request, admin_token: str | None) -> bool:
-    """A valid admin session cookie and its CSRF token in :data:`CSRF_HEADER` (constant-time comparison)."""
-    session = admin_session(request, admin_token)
+    """An open admin session and its CSRF token in :data:`CSRF_HEADER` (constant-time comparison)."""
+    session = open_admin_session(request)
     if session is None or admin_token is None:
         return False
     return same_token(request.headers.get(CSRF_HEADER), csrf_token_for(session, admin_token))
@@ -267,22 +292,34 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth_and_dollars(value: Any, path: str, depth: int = 0) -> None:
+def _check_tree(value: Any, path: str, forbid_dollar_keys: bool, depth: int = 0) -> None:
+    """Refuse excessive nesting, ``$`` keys (when ``forbid_dollar_keys``) and any key or string that UTF-8 cannot
+    encode (a lone surrogate written ``"\\ud800"``: valid JSON, but neither MongoDB nor a JSON answer can hold it),
+    naming its JSON path."""
     if depth > MAX_JSON_DEPTH:
         raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
-            if key.startswith("$"):
-                where = f"{path}.{key[:64]}" if path else key[:64]
-                raise invalid([(where, "keys starting with '$' are not allowed")])
-            _depth_and_dollars(item, f"{path}.{key}" if path else key, depth + 1)
+            where = f"{path}.{key}" if path else key
+            problem = unencodable(key)
+            if problem:
+                raise invalid([(printable(where)[:200], f"the name {problem}")])
+            if forbid_dollar_keys and key.startswith("$"):
+                shown = f"{path}.{key[:64]}" if path else key[:64]
+                raise invalid([(shown, "keys starting with '$' are not allowed")])
+            _check_tree(item, where, forbid_dollar_keys, depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _depth_and_dollars(item, f"{path}[{index}]", depth + 1)
+            _check_tree(item, f"{path}[{index}]", forbid_dollar_keys, depth + 1)
+    elif isinstance(value, str):
+        problem = unencodable(value)
+        if problem:
+            raise invalid([(printable(path)[:200] or "body", problem)])
 
 
 def parse_json(raw: bytes, *, forbid_dollar_keys: bool = True) -> Any:
-    """Decode a JSON body: 400 for malformed JSON, NaN/Infinity or excessive nesting; 422 for ``$`` keys.
+    """Decode a JSON body: 400 for malformed JSON, NaN/Infinity or excessive nesting; 422 for ``$`` keys and for
+    text UTF-8 cannot encode (``"\\ud800"``), naming the JSON path (``contacts[3].name``) before anything is written.
 
     :param forbid_dollar_keys: refuse any object key starting with ``$`` at any depth (admin bodies;
         such a key could never be stored safely). Default True.
@@ -297,8 +334,7 @@ def parse_json(raw: bytes, *, forbid_dollar_keys: bool = True) -> Any:
         raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
-    if forbid_dollar_keys:
-        _depth_and_dollars(value, "")
+    _check_tree(value, "", forbid_dollar_keys)
     return value
 
 

@@ -72,8 +72,11 @@ _ERROR = _answer("An error, in the common shape", _ref("Error"))
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Malformed request (JSON, encoding, nesting)", 401: "Missing or invalid token",
              404: "No such resource (or a malformed id)", 409: "The resource's state forbids it",
+             408: "The body did not arrive within WEBHOOK_READ_TIMEOUT_S (the connection is closed)",
              413: "Body too large", 415: "Unsupported content type",
-             422: "Validation failed: one entry per bad field", 503: "MongoDB or Redis failed; retry"}
+             422: "Validation failed: one entry per bad field (text UTF-8 cannot encode, such as a lone surrogate "
+                  "\\ud800, names its JSON path)",
+             503: "MongoDB or Redis failed; retry"}
     out = {str(code): _answer(texts[code], _ref("Error")) for code in codes}
     out["default"] = _ERROR
     return out
@@ -476,7 +479,7 @@ def _paths() -> dict[str, Any]:
             "200": _answer("Applied (or a duplicate, or a call outdial does not know)", _ref("WebhookResult")),
             "202": _answer("Still being applied; it will be", _ref("WebhookResult")),
             "204": {"description": "Acknowledged (call_started and other events)"},
-            **_errors(400, 401, 413, 503)},
+            **_errors(400, 401, 408, 413, 422, 503)},
             params=[{"name": "x-retell-signature", "in": "header", "required": True,
                      "schema": {"type": "string", "pattern": r"^v=\d+,d=[0-9a-fA-F]{64}$"},
                      "description": "v=<timestamp ms>,d=<hex HMAC-SHA256 of body + timestamp, keyed with "
@@ -521,7 +524,10 @@ def _paths() -> dict[str, Any]:
         },
         "/batches/{batch_id}/contacts": {"post": _op("add_contacts", "Add contacts (JSON or CSV)", {
             "200": _answer("Imported; each bad row listed", _ref("ImportResult")),
-            **_errors(400, 401, 404, 409, 413, 415, 422, 503)},
+            **_errors(400, 401, 404, 409, 413, 415, 422),
+            "503": _answer("MongoDB or Redis failed; retry. A write that failed during the import stops it: the answer "
+                           "then also holds the import's report (imported counts exactly the contacts written, "
+                           "stopped says where; unconfirmed: writes that could not be read back)", _ref("Error"))},
             params=[_BATCH_ID, _query("region", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
                                       "Region for numbers without +country (default PHONE_DEFAULT_REGION)")],
             body=contacts_body, tags=("contacts",))},

@@ -1,7 +1,9 @@
 """``POST /webhooks/retell``: signed call events from Retell, applied through the pipeline.
 
 1. The raw body (at most :data:`~workers.web.http.DEFAULT_MAX_WEBHOOK_BYTES`, 1 MiB, refused before it is
-   buffered; at most :data:`~workers.web.http.DEFAULT_MAX_WEBHOOK_READS` read at once) is verified against
+   buffered; at most :data:`~workers.web.http.DEFAULT_MAX_WEBHOOK_READS` read at once, each within
+   ``WEBHOOK_READ_TIMEOUT_S``, 5 s: a body still arriving then is refused with 408, its connection closed and its
+   read slot freed, so slow senders hold the slots for that long at most) is verified against
    ``x-retell-signature`` with ``RETELL_API_KEY`` (:func:`shared.webhooks.verify_webhook`: HMAC of the
    exact bytes, timestamp within 5 minutes of the real time). Unsigned, forged or stale: 401 and
    nothing else happens.
@@ -106,6 +108,7 @@ class WebhookProcessor:
         #: Bodies being read and verified now (before anything is known about the sender).
         self.reading = 0
         self.rejections = LogThrottle()
+        self.slow_bodies = LogThrottle()
         self._inflight: dict[str, asyncio.Future[str]] = {}
         #: Calls this process finalized lately: a later event of the same call is a duplicate, read nothing.
         self._finished: LRUCache[str, bool] = LRUCache(maxsize=RECENTLY_FINISHED)
@@ -226,7 +229,17 @@ async def retell_webhook(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "overloaded", "too many webhooks are being read; retry later", headers={"Retry-After": "5"})
     processor.reading += 1   # one event loop: no lock needed
     try:
-        raw = await read_limited(request, ctx.settings.max_webhook_bytes)
+        deadline = ctx.settings.webhook_read_timeout_s
+        try:
+            raw = await asyncio.wait_for(read_limited(request, ctx.settings.max_webhook_bytes), deadline)
+        except TimeoutError:
+            _count("read_timeout")
+            suppressed = processor.slow_bodies.admit()
+            if suppressed is not None:
+                event(log, "webhook_rejected", level=logging.WARNING, reason="read_timeout", timeout_s=deadline,
+                      remote=request.remote, not_logged_since_last=suppressed)
+            raise ApiError(408, "request_timeout", f"the webhook body did not arrive within {deadline:g} s",
+                           close=True) from None
         signed = verify_webhook(raw, request.headers.get(SIGNATURE_HEADER), processor.api_key)
     finally:
         processor.reading -= 1

@@ -36,6 +36,11 @@
       method: "POST", credentials: "same-origin", cache: "no-store",
       headers: { "Accept": "application/json", "X-CSRF-Token": csrf }
     }).then(function (response) {
+      if (response.status === 401) {
+        // The admin session was signed out (here or in another tab or browser): this page is signed out too.
+        window.location.assign("/login");
+        return null;
+      }
       return response.json().then(function (data) {
         if (!response.ok) {
           throw new Error(data.message || "HTTP " + response.status);

@@ -22,6 +22,10 @@
       init.body = contentType ? payload : JSON.stringify(payload);
     }
     return fetch(path, init).then(function (response) {
+      if (response.status === 401) {
+        // The session was signed out (here or in another tab or browser): this page is signed out too.
+        window.location.assign("/login");
+      }
       return response.json().catch(function () { return {}; }).then(function (data) {
         return { status: response.status, data: data };
       });
