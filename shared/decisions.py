@@ -320,8 +320,8 @@ def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSe
     limit = settings.max_attempts
     where = {"tries": job.get("tries", 0)}
     if tries >= limit:
-        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
-                        set_={**(changes or {}), "tries": tries, "finished_at": now_ms,
+        return JobWrite(states.FAILED, where=where,
+                        set_={**(changes or {}), "tries": tries,
                               **because("max_attempts_after", limit=limit, last=reason).fields(config.lang)})
     delay = retry_delay(settings, outcome)
     return JobWrite(states.RETRY_WAIT, where=where,
@@ -347,9 +347,8 @@ def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSett
     where = {"phone_index": index, "tries": job.get("tries", 0)}
     changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
     if len(bad) >= len(phones):
-        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
-                        set_={**changes, "finished_at": now_ms,
-                              **because("no_valid_phone_after", last=reason).fields(config.lang)})
+        return JobWrite(states.FAILED, where=where,
+                        set_={**changes, **because("no_valid_phone_after", last=reason).fields(config.lang)})
     following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
     if following is None:
         failed = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome,
@@ -372,8 +371,7 @@ def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, 
     # the same round and on the same number, after a free retry).
     this_call = {"call_id": job["call_id"]}
     if effect == Effect.COMPLETE:
-        return JobWrite(states.COMPLETED, {"outcome": outcome.value, "finished_at": now_ms},
-                        unset=("next_try_at",), where=this_call)
+        return JobWrite(states.COMPLETED, {"outcome": outcome.value}, where=this_call)
     if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
         change = decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
                                    invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)

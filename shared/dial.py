@@ -142,9 +142,7 @@ class Dial(Step):
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
             self.jobs.mark_failed(job_id, decision.reason, **own)
         elif decision.step == DialStep.DO_NOT_CALL:
-            self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
-                                 set_={**decision.reason.fields(self._lang()), "outcome": DNC_OUTCOME,
-                                       "finished_at": self.clock.now_ms()})
+            self.jobs.mark_failed(job_id, decision.reason, set_={"outcome": DNC_OUTCOME}, **own)
         elif decision.step == DialStep.DNC_ROUND_END:
             fail_round(self.jobs, job_id, decision.reason, settings, job=job, **own)
         else:

@@ -344,3 +344,20 @@ def test_a_sparse_field_found_by_range_and_cleared_once(db):
     won = [db.c.update_one({"_id": "a", "status": "in_call", "lease_owner": "t", "poll_at": {"$lte": 50}},
                            {"$unset": {"poll_at": ""}}).modified_count for _ in range(2)]
     assert won == [1, 0] and "poll_at" not in db.c.find_one({"_id": "a"})
+
+
+def test_a_batch_wide_update_one_state_at_a_time(db):
+    # JobStore.cancel_batch (and maintenance's sweep of cancelled batches): an equality on the batch and on one
+    # state per update_many, on the batch_id, status index; $set and $unset together.
+    db.c.create_index([("batch_id", 1), ("status", 1)], name="batch_status")
+    rows = [("b1", "pending"), ("b1", "retry_wait"), ("b1", "in_call"), ("b2", "pending")]
+    db.c.insert_many([{"_id": f"j{i}", "batch_id": b, "status": s, "next_try_at": 5, "lease_owner": "t"}
+                      for i, (b, s) in enumerate(rows)])
+    update = {"$set": {"status": "cancelled", "finished_at": 9}, "$unset": {"lease_owner": "", "next_try_at": ""}}
+    done = [db.c.update_many({"batch_id": {"$eq": "b1"}, "status": {"$eq": s}}, update).modified_count
+            for s in ("pending", "queued", "retry_wait")]
+    assert done == [1, 0, 1]
+    assert {d["_id"]: d["status"] for d in db.c.find({})} == {"j0": "cancelled", "j1": "cancelled",
+                                                             "j2": "in_call", "j3": "pending"}
+    assert db.c.find_one({"_id": "j1"}) == {"_id": "j1", "batch_id": "b1", "status": "cancelled", "finished_at": 9}
+
