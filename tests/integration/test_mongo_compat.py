@@ -361,3 +361,14 @@ def test_a_batch_wide_update_one_state_at_a_time(db):
                                                              "j2": "in_call", "j3": "pending"}
     assert db.c.find_one({"_id": "j1"}) == {"_id": "j1", "batch_id": "b1", "status": "cancelled", "finished_at": 9}
 
+
+def test_a_sparse_mark_listed_by_range_in_order_and_cleared(db):
+    # BatchStore.cancelled_to_sweep / swept: cancelled batches that may have open jobs carry cancel_sweep.
+    db.c.create_index([("cancel_sweep", 1)], name="cancel_sweep", sparse=True)
+    db.c.insert_many([{"_id": "x", "status": "cancelled", "cancel_sweep": 20},
+                      {"_id": "y", "status": "cancelled", "cancel_sweep": 10},
+                      {"_id": "z", "status": "active"}])
+    listed = db.c.find({"cancel_sweep": {"$gt": 0}}, {"_id": 1, "cancel_sweep": 1}).sort("cancel_sweep", 1).limit(5)
+    assert [d["_id"] for d in listed] == ["y", "x"]
+    assert db.c.update_one({"_id": "y", "status": "cancelled"}, {"$unset": {"cancel_sweep": ""}}).modified_count == 1
+    assert [d["_id"] for d in db.c.find({"cancel_sweep": {"$gt": 0}})] == ["x"]

@@ -240,6 +240,30 @@ def test_after_call_by_effect():
     assert ac(Outcome.PROVIDER_FAULT) is None and ac(Outcome.ACCOUNT_PROBLEM) is None
 
 
+def test_after_a_call_of_a_cancelled_batch_the_job_waits_for_nothing():
+    """The batch was cancelled (or is gone) while the call went on: whatever would have made the job wait (the next
+    phone, the next round, a free retry, a held workspace) cancels it; a conversation still completes it, and a
+    call that ends the contact for good (its last round, its last valid number) still fails it."""
+    j = job(status=states.IN_CALL, call_id="c1")
+    cancelled, gone = because("batch_cancelled"), because("batch_not_found")
+
+    def ac(outcome, stopped=cancelled, doc=j):
+        return decide_after_call(doc, outcome, call_reason(outcome), DEFAULTS, now_ms=NOW_MS, config=CONFIG,
+                                 stopped=stopped)
+
+    for outcome in Outcome:
+        change = ac(outcome)
+        assert change is not None and change.where == {"call_id": "c1"}
+        if outcome == Outcome.ANSWERED:
+            assert change.status == states.COMPLETED
+        else:
+            assert change.status == states.CANCELLED, outcome
+            assert change.set_ == cancelled.fields("en") and change.unset == ()
+    assert ac(Outcome.NO_ANSWER, stopped=gone).set_["reason_code"] == "batch_not_found"
+    assert ac(Outcome.TIMEOUT, doc={**j, "tries": 2}).status == states.FAILED   # its last round
+    assert ac(Outcome.INVALID_NUMBER, doc={**j, "invalid_phones": [1]}).status == states.FAILED
+
+
 def test_reasons_are_written_as_a_code_and_in_the_configured_language():
     change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY, "dial_busy"), WEEKDAYS_9_18,
                                  now_ms=NOW_MS, config=Config(lang="es"))
