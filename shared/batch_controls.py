@@ -10,9 +10,11 @@ cache invalidation after the write, so every process sees the new status at once
 - **resume**: ``paused|held -> active``; the scheduler dispatches the waiting jobs on its next run. A
   batch is ``held`` by the pipeline when the provider refuses its calls for a reason no contact can fix
   (a bad API key, no payment, a caller id or agent it does not know): resume it once that is fixed.
-- **cancel**: ``active|paused -> cancelled``, then every job not yet handed to the provider
+- **cancel**: ``active|paused|held -> cancelled``, then every job not yet handed to the provider
   (``pending``, ``queued``, ``waiting_schedule``, ``retry_wait``, ``waiting_balance``) becomes
-  ``cancelled``; calls in progress end normally and their jobs are not dialed again.
+  ``cancelled``; calls in progress end normally, and their finalize cancels their job unless the call
+  completed the contact (or failed it for good). What a write racing with the cancel leaves waiting is
+  cancelled by maintenance's sweep (:meth:`shared.maintenance.Maintenance.sweep_cancelled_batches`).
 - **reopen**: ``completed -> active``, used when contacts are added to a finished batch so its
   new jobs are dialed.
 
@@ -106,8 +108,8 @@ def cancel_batch(batches: BatchStore, jobs: JobStore, batch_id: str, *,
                  reason: Reason = DEFAULT_CANCEL_REASON) -> ControlResult:
     """``active|paused -> cancelled``, then cancel every job not yet dialed.
 
-    Cancelling a cancelled batch cancels again whatever job is still waiting (a call that was in
-    progress during the first cancel may have put its job back to ``retry_wait``) and reports
+    Cancelling a cancelled batch cancels again whatever job is still waiting (maintenance's sweep does it by
+    itself within a run; a batch cancelled before the sweep existed may still hold such jobs) and reports
     ``changed=False``.
 
     :param reason: the reason of the cancelled jobs; default :data:`DEFAULT_CANCEL_REASON`.

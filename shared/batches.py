@@ -205,7 +205,9 @@ class BatchStore:
                    expected: tuple[str, ...] | None = None) -> dict[str, Any] | None:
         """Move the batch to ``status`` when it is in one of ``expected`` (None: any but final).
 
-        Leaving ``held`` drops ``held_reason`` and ``held_at``.
+        Leaving ``held`` drops ``held_reason`` and ``held_at``. Cancelling writes ``cancelled_at`` and the mark
+        ``cancel_sweep`` (the same instant), which keeps the batch in maintenance's sweep (:meth:`cancelled_to_sweep`)
+        until none of its jobs is open.
         """
         if status not in states.BATCH_STATES:
             raise ValueError(f"unknown batch status {status!r}")
@@ -214,6 +216,8 @@ class BatchStore:
         update: dict[str, Any] = {"$set": {"status": status, "updated_at": now}}
         if status == states.BATCH_ACTIVE:
             update["$set"]["resumed_at"] = now
+        if status == states.BATCH_CANCELLED:
+            update["$set"].update(cancelled_at=now, cancel_sweep=now)
         if status != states.BATCH_HELD:
             update["$unset"] = {"held_reason": "", "held_at": ""}
         doc = self.coll.find_one_and_update(
@@ -223,6 +227,17 @@ class BatchStore:
         if doc is not None:
             self._changed(doc["_id"])
         return doc
+
+    def cancelled_to_sweep(self, *, limit: int = 1000) -> list[str]:
+        """Ids of the cancelled batches that may still have a job open (``cancel_sweep`` set: a sparse field, found
+        by range), oldest cancel first."""
+        return [d["_id"] for d in self.coll.find({"cancel_sweep": {"$gt": 0}}, {"_id": 1, "cancel_sweep": 1})
+                .sort("cancel_sweep", 1).limit(limit)]
+
+    def swept(self, batch_id: str) -> None:
+        """The cancelled batch has no job open any more: it leaves the sweep (a job of a cancelled batch is never
+        reopened, and contacts are never imported into one)."""
+        self.coll.update_one({"_id": batch_id, "status": states.BATCH_CANCELLED}, {"$unset": {"cancel_sweep": ""}})
 
     def hold(self, reason: str, *, batch_id: str | None = None, seen_at: int | None = None) -> list[str]:
         """``active -> held`` with ``held_reason``: one batch, or (``batch_id`` None) every active batch.

@@ -80,13 +80,24 @@ def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: Ca
     return DialDecision(DialStep.DNC_ROUND_END, because("dnc_round_end"), dnc_skipped=len(remaining))
 
 
+def batch_stopped(batch: Mapping[str, Any] | None) -> Reason | None:
+    """Why no job of this batch is to wait for another dial: the batch was cancelled, or no longer exists (its jobs
+    are cancelled, wherever they meet it: the dial, the end of a call, a create refused, the maintenance sweep). None
+    while the batch goes on (active, paused, held or completed)."""
+    if batch is None:
+        return because("batch_not_found")
+    if batch.get("status") == states.BATCH_CANCELLED:
+        return because("batch_cancelled")
+    return None
+
+
 def _batch_refuses(batch: Mapping[str, Any] | None, settings_error: str | None) -> DialDecision | None:
     """Why the batch does not let its jobs be dialed now, or None."""
-    if batch is None:
-        return DialDecision(DialStep.BATCH_GONE, because("batch_not_found"))
+    stopped = batch_stopped(batch)
+    if stopped is not None:
+        return DialDecision(DialStep.BATCH_GONE if batch is None else DialStep.CANCELLED, stopped)
+    assert batch is not None
     status = batch.get("status")
-    if status == states.BATCH_CANCELLED:
-        return DialDecision(DialStep.CANCELLED, because("batch_cancelled"))
     if status == states.BATCH_HELD:
         held = batch.get("held_reason")
         return DialDecision(DialStep.PAUSED, because("batch_held", held=because("text", text=held)) if held
@@ -356,8 +367,8 @@ def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSe
     limit = settings.max_attempts
     where = {"tries": job.get("tries", 0)}
     if tries >= limit:
-        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
-                        set_={**(changes or {}), "tries": tries, "finished_at": now_ms,
+        return JobWrite(states.FAILED, where=where,
+                        set_={**(changes or {}), "tries": tries,
                               **because("max_attempts_after", limit=limit, last=reason).fields(config.lang)})
     delay = retry_delay(settings, outcome)
     return JobWrite(states.RETRY_WAIT, where=where,
@@ -383,9 +394,8 @@ def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSett
     where = {"phone_index": index, "tries": job.get("tries", 0)}
     changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
     if len(bad) >= len(phones):
-        return JobWrite(states.FAILED, where=where, unset=("next_try_at",),
-                        set_={**changes, "finished_at": now_ms,
-                              **because("no_valid_phone_after", last=reason).fields(config.lang)})
+        return JobWrite(states.FAILED, where=where,
+                        set_={**changes, **because("no_valid_phone_after", last=reason).fields(config.lang)})
     following = next((i for i in range(index + 1, len(phones)) if i not in bad), None)
     if following is None:
         failed = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome,
@@ -397,25 +407,33 @@ def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSett
 
 
 def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
-                      now_ms: int,
-                      config: Config) -> JobWrite | None:
+                      now_ms: int, config: Config, stopped: Reason | None = None) -> JobWrite | None:
     """The job's next state after its call ended with ``outcome`` (``reason``: the outcome and the provider's
     word): completed, the next phone, or a failed round, by the outcome's :class:`~shared.outcomes.Effect`. None
     for the effects that are no transition of the job alone (``HOLD``, ``RETRY_SOON``: the provider's trouble,
-    decided by the caller)."""
+    decided by the caller).
+
+    :param stopped: why the job's batch lets none of its jobs wait any more (:func:`batch_stopped`: cancelled
+        while the call went on, or gone). Then a job that would wait (the next phone, the next round, a free retry,
+        a held workspace) is ``cancelled`` with that reason instead; a conversation still completes it, and a call
+        that ends the contact for good (its last round, its last valid number) still fails it: a final state says
+        what happened to the contact, and those happened.
+    """
     effect = EFFECTS[outcome]
     # Every write holds the call that ended: the job may have gone on to another call since it was read (in
     # the same round and on the same number, after a free retry).
     this_call = {"call_id": job["call_id"]}
     if effect == Effect.COMPLETE:
-        return JobWrite(states.COMPLETED, {"outcome": outcome.value, "finished_at": now_ms},
-                        unset=("next_try_at",), where=this_call)
+        return JobWrite(states.COMPLETED, {"outcome": outcome.value}, where=this_call)
+    change: JobWrite | None = None
     if effect in (Effect.NEXT_PHONE, Effect.INVALID_PHONE):
         change = decide_next_phone(job, reason, settings, now_ms=now_ms, config=config,
                                    invalid=effect == Effect.INVALID_PHONE, outcome=outcome.value)
     elif effect == Effect.FAILED_ROUND:
         change = decide_failed_round(job, reason, settings, now_ms=now_ms, config=config, outcome=outcome.value)
-    else:
+    if stopped is not None and (change is None or change.status not in states.FINAL):
+        return JobWrite(states.CANCELLED, stopped.fields(config.lang), where=this_call)
+    if change is None:
         return None
     return replace(change, where={**change.where, **this_call})
 

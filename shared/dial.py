@@ -138,7 +138,7 @@ class Dial(Step):
             assert decision.next_try_at is not None
             self.sender.dial(job_id, lease_owner, delay_ms=max(1, self.clock.real_delay_ms(decision.next_try_at)))
         elif decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
-            self.jobs.transition(job_id, to=states.CANCELLED, set_=decision.reason.fields(self._lang()), **own)
+            self._cancel(job_id, decision.reason, own)
         elif decision.step == DialStep.PAUSED:
             self.jobs.release(job_id, now, decision.reason, **own)
         elif decision.step == DialStep.SETTINGS_INVALID:
@@ -154,9 +154,7 @@ class Dial(Step):
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
             self.jobs.mark_failed(job_id, decision.reason, **own)
         elif decision.step == DialStep.DO_NOT_CALL:
-            self.jobs.transition(job_id, to=states.FAILED, unset=("next_try_at",), **own,
-                                 set_={**decision.reason.fields(self._lang()), "outcome": DNC_OUTCOME,
-                                       "finished_at": self.clock.now_ms()})
+            self.jobs.mark_failed(job_id, decision.reason, set_={"outcome": DNC_OUTCOME}, **own)
         elif decision.step == DialStep.DNC_ROUND_END:
             fail_round(self.jobs, job_id, decision.reason, settings, job=job, **own)
         else:
@@ -417,6 +415,10 @@ class Dial(Step):
         self.billing.release(aid)
         self._forget_turn(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        stopped = self._stopped(job)
+        if stopped is not None:  # the batch was cancelled meanwhile: nothing was sent, and the job waits for nothing
+            self._cancel(job_id, stopped, own)
+            return DialStep.CANCELLED
         if exc.kind == "window" and exc.next_try_at is not None:
             self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
@@ -451,6 +453,14 @@ class Dial(Step):
         self._forget_turn(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+        stopped = self._stopped(job)
+        if stopped is not None:
+            # The batch was cancelled while the create was on its way: nothing was placed, and the job waits for
+            # nothing. A refusal that concerns the whole workspace still holds the other batches.
+            if isinstance(exc, ProviderAuthError | PaymentRequired):
+                self._hold_batches(job, because("provider_refused", error=str(exc)), batch_id=None)
+            self._cancel(job_id, stopped, own)
+            return DialStep.CANCELLED
         if isinstance(exc, InvalidDestination):
             # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
             next_phone(self.jobs, job_id, because("invalid_destination", error=str(exc)), self._settings_of(job),
@@ -492,13 +502,17 @@ class Dial(Step):
     def _hold(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None,
               own: Mapping[str, Any]) -> dict[str, Any] | None:
         """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
+        self._hold_batches(job, reason, batch_id=batch_id)
+        return self.jobs.reschedule(job["_id"], self.clock.now(), because("batch_held", held=reason),
+                                    status=states.PENDING, **own)
+
+    def _hold_batches(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None) -> None:
+        """Hold the batch (or, ``batch_id`` None, every active batch) until an operator resumes it."""
         text = reason.text(self._lang())
         held = self.batches.hold(text, batch_id=batch_id, seen_at=job.get("dialed_at"))
         metrics.BATCHES_HELD.inc(len(held))
         event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=text[:300],
               reason_code=reason.code)
-        return self.jobs.reschedule(job["_id"], self.clock.now(), because("batch_held", held=reason),
-                                    status=states.PENDING, **own)
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: CallSettings, *, reserved: int | None = None) -> str:

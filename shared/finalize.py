@@ -9,7 +9,7 @@ from shared import metrics, states
 from shared.call_settings import CallSettings, choose_retry_delay
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
-from shared.decisions import decide_after_call
+from shared.decisions import batch_stopped, decide_after_call
 from shared.logs import event, get_logger
 from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.reasons import Reason
@@ -38,7 +38,8 @@ class Finalize(Step):
         if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
             return "duplicate"
         aid = job["attempt_id"]
-        settings = self._settings_of(job)
+        cached = self.cache.get(job["batch_id"])
+        settings = self._settings_in(cached)
         duration_ms = int(call.duration_ms or 0)
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
@@ -52,7 +53,8 @@ class Finalize(Step):
         })
         self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
                           conversation=connected and outcome != Outcome.VOICEMAIL)
-        applied = self._apply_outcome(job, outcome, reason, settings)
+        stopped = batch_stopped(cached.doc if cached is not None else None)
+        applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped)
         self.slots.release(job["account_id"], aid)
         if applied is None:
             return "duplicate"
@@ -80,13 +82,18 @@ class Finalize(Step):
         self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: Reason,
-                       settings: CallSettings) -> dict[str, Any] | None:
+    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
+                       stopped: Reason | None) -> dict[str, Any] | None:
+        """Move the job on (:func:`~shared.decisions.decide_after_call`). ``stopped``: why its batch lets no job
+        wait any more (cancelled while the call went on), or None; the job is then cancelled rather than left
+        waiting where no dispatch looks."""
         job_id = job["_id"]
         common = {"expected": (states.IN_CALL,)}
         change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
-                                   config=self.jobs.config)
+                                   config=self.jobs.config, stopped=stopped)
         if change is not None:
+            if EFFECTS[outcome] == Effect.HOLD:
+                self._hold_batches(job, reason, batch_id=None)  # the workspace cannot call, whatever this batch does
             return write(self.jobs, job_id, change, **common)
         own = {**common, "where": {"call_id": job["call_id"]}}
         if EFFECTS[outcome] == Effect.HOLD:

@@ -5,7 +5,9 @@ Instants are stored as integer milliseconds since the epoch on the shared clock
 the job to be in (and, for a leased job, the lease owner); when the document is not in one of
 them nothing changes and ``None`` comes back, so two processes can never both win the same
 transition. Names follow the original worker
-(``mark_done``, ``mark_failed``, ``tries``, ``next_try_at``, ``last_error``). A reason is written as
+(``mark_failed``, ``tries``, ``next_try_at``, ``last_error``). Entering a final state (``completed``, ``failed``,
+``cancelled``) follows one rule, written once in :func:`job_update`: ``finished_at`` is set, and the due time, the
+lease and the safety-net poll are dropped, whatever the caller asked to write with it. A reason is written as
 its code and parameters (``reason_code``, ``reason_params``) and as ``last_error``, its text in the
 configured language (:mod:`shared.reasons`).
 """
@@ -38,6 +40,38 @@ IMPORT_CHUNK = 1000
 PER_BATCH_COUNT_LIMIT = 3
 #: The reason of the jobs a batch's cancellation finishes.
 CANCELLED = because("batch_cancelled")
+#: What a job in a final state never carries: it is due never again (``next_try_at``) and held by no process (the
+#: lease, and the safety-net poll of a call in progress).
+NOT_FINAL_FIELDS = ("next_try_at", "lease_owner", "lease_until", "poll_at")
+#: What a job leaving the leased states drops.
+LEASE_FIELDS = ("lease_owner", "lease_until", "poll_at")
+
+
+def job_update(now_ms: int, *, to: str | None = None, set_: Mapping[str, Any] | None = None,
+               unset: Iterable[str] = (), inc: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The MongoDB update of a job's change: ``set_``, ``unset`` and ``inc`` as asked, ``updated_at``, and the rules
+    of the state entered. Leaving the leased states drops the lease; entering a final state sets ``finished_at``
+    (now) and drops :data:`NOT_FINAL_FIELDS`, whatever ``set_`` and ``inc`` say of them. The one place these rules
+    are written: every transition and every batch-wide write of a state goes through here."""
+    ruled: set[str] = set()
+    if to is not None and to not in states.LEASED:
+        ruled |= set(LEASE_FIELDS)
+    if to in states.FINAL:
+        ruled |= set(NOT_FINAL_FIELDS)
+    fields: dict[str, Any] = {k: v for k, v in (set_ or {}).items() if k not in ruled}
+    fields["updated_at"] = now_ms
+    if to is not None:
+        fields["status"] = to
+    if to in states.FINAL:
+        fields["finished_at"] = now_ms
+    counters = {k: v for k, v in (inc or {}).items() if k not in ruled}
+    drop = (set(unset) | ruled) - set(fields) - set(counters)
+    update: dict[str, Any] = {"$set": fields}
+    if drop:
+        update["$unset"] = dict.fromkeys(sorted(drop), "")
+    if counters:
+        update["$inc"] = counters
+    return update
 
 
 @dataclass
@@ -442,43 +476,27 @@ class JobStore:
         """One conditional update; returns the document after it, or None when refused.
 
         :param expected: states the job must be in.
-        :param to: new state; leaving the leased states drops the lease fields.
+        :param to: new state; leaving the leased states drops the lease fields, and entering a final state sets
+            ``finished_at`` and drops the due time and the lease (:func:`job_update`).
         :param lease_owner: the lease token the job must carry (None: not checked).
         :param where: further conditions on the document (e.g. ``{"call_id": ...}``).
         """
-        now = self.clock.now_ms()
         query: dict[str, Any] = {"_id": parse_id(job_id, "job id"), "status": {"$in": list(expected)}}
         if lease_owner is not None:
             query["lease_owner"] = lease_owner
         if where:
             query.update(where)
-        fields: dict[str, Any] = {"updated_at": now, **(set_ or {})}
-        drop = set(unset)
-        if to is not None:
-            fields["status"] = to
-            if to not in states.LEASED:
-                drop |= {"lease_owner", "lease_until", "poll_at"}
-        update: dict[str, Any] = {"$set": fields}
-        drop -= set(fields)
-        if drop:
-            update["$unset"] = dict.fromkeys(sorted(drop), "")
-        if inc:
-            update["$inc"] = dict(inc)
+        update = job_update(self.clock.now_ms(), to=to, set_=set_, unset=unset, inc=inc)
         return self.coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
 
-    def mark_done(self, job_id: str, *, expected: Sequence[str] = states.LEASED,
-                  lease_owner: str | None = None, outcome: str = "answered") -> dict[str, Any] | None:
-        """The contact was reached: ``completed``, final."""
-        return self.transition(job_id, expected=expected, to=states.COMPLETED, lease_owner=lease_owner,
-                               set_={"outcome": outcome, "finished_at": self.clock.now_ms()},
-                               unset=("next_try_at",))
-
     def mark_failed(self, job_id: str, reason: Reason, *, expected: Sequence[str] = states.LEASED,
-                    lease_owner: str | None = None) -> dict[str, Any] | None:
-        """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`)."""
+                    lease_owner: str | None = None, set_: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`).
+
+        :param set_: further fields to write with it (e.g. the ``outcome``).
+        """
         return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                               set_={**reason.fields(self.config.lang), "finished_at": self.clock.now_ms()},
-                               unset=("next_try_at",))
+                               set_={**(set_ or {}), **reason.fields(self.config.lang)})
 
     def reschedule(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                    status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
@@ -508,15 +526,16 @@ class JobStore:
     # -- batch-wide ----------------------------------------------------------------------------
 
     def cancel_batch(self, batch_id: str, reason: Reason = CANCELLED) -> int:
-        """Cancel every job of the batch not yet handed to the provider; calls in progress go on."""
-        now = self.clock.now_ms()
-        result = self.coll.update_many(
-            {"batch_id": batch_id, "status": {"$in": list(states.NOT_DIALED)}},
-            {"$set": {"status": states.CANCELLED, **reason.fields(self.config.lang), "finished_at": now,
-                      "updated_at": now},
-             "$unset": {"lease_owner": "", "lease_until": "", "next_try_at": ""}},
-        )
-        return int(result.modified_count)
+        """Cancel every job of the batch not yet handed to the provider (:data:`states.NOT_DIALED`); calls in
+        progress go on (their finalize cancels their job). One update per state, each an equality on the batch and
+        on the state that the ``batch_id, status`` index serves: a cancelled batch's sweep repeats it every
+        maintenance run while a job of the batch is open. Returns how many jobs it cancelled."""
+        update = job_update(self.clock.now_ms(), to=states.CANCELLED, set_=reason.fields(self.config.lang))
+        cancelled = 0
+        for state in states.NOT_DIALED:
+            result = self.coll.update_many({"batch_id": {"$eq": batch_id}, "status": {"$eq": state}}, update)
+            cancelled += int(result.modified_count)
+        return cancelled
 
     def release_waiting_balance(self, account_id: str) -> int:
         """Every ``waiting_balance`` job of the account back to ``pending``, due now (after a top-up)."""

@@ -1,4 +1,5 @@
-"""Maintenance: lease recovery, slot rebuild, lost reservations, billing repair, batch completion, pool limit."""
+"""Maintenance: lease recovery, slot rebuild, lost reservations, billing repair, the sweep of cancelled batches,
+batch completion, pool limit."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class Maintenance(Step):
     def maintain(self) -> None:
         """One periodic run: rebuild the slot sets if Redis lost them, read the pool limit, recover expired
         leases, start the safety-net polls of calls no webhook ended, settle lost reservations, repair billing
-        (one process a minute) and complete finished batches. Safe to run in several processes at once."""
+        (one process a minute), cancel what waits in cancelled batches and complete finished batches. Safe to run
+        in several processes at once."""
         if not self.slots.known():
             self.ensure_slots()
         self.refresh_pool_limit()
@@ -34,6 +36,7 @@ class Maintenance(Step):
         self.recover_reservations()
         if self.coordination.once_per(BILLING_REPAIR, int(self.timing.repair_every_s * 1000)):
             self.billing.repair()
+        self.sweep_cancelled_batches()
         self.complete_finished_batches()
 
     def refresh_pool_limit(self) -> None:
@@ -122,6 +125,23 @@ class Maintenance(Step):
                 self.billing.settle(aid, duration_ms=int(attempt.get("duration_ms") or 0))
                 fixed += 1
         return fixed
+
+    def sweep_cancelled_batches(self) -> int:
+        """Cancel the jobs of cancelled batches that still wait (``pending``, ``queued``, ``waiting_schedule``,
+        ``retry_wait``, ``waiting_balance``): a write that raced with the cancel (a finalize or a create failure
+        that read the batch still active, an import that passed the door before it) left them where no dispatch
+        looks. Jobs in a call go on; their finalize cancels them. A batch leaves the sweep once none of its jobs
+        is open, so a run costs one query on batches, plus one update per waiting state and one look for an open
+        job per batch cancelled while calls of it go on. Returns how many jobs it cancelled."""
+        cancelled = 0
+        for batch_id in self.batches.cancelled_to_sweep():
+            found = self.jobs.cancel_batch(batch_id)
+            if found:
+                event(log, "cancelled_jobs_swept", batch_id=batch_id, jobs=found)
+                cancelled += found
+            if not self.jobs.has_open_jobs(batch_id):
+                self.batches.swept(batch_id)
+        return cancelled
 
     def complete_finished_batches(self) -> int:
         """Active batches whose every job is final become ``completed``."""

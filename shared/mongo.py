@@ -42,6 +42,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     BATCHES: [
         IndexModel([("status", ASCENDING)], name="status"),
         IndexModel([("account_id", ASCENDING)], name="account_id"),
+        # Only cancelled batches that may still have an open job carry cancel_sweep (maintenance's sweep).
+        IndexModel([("cancel_sweep", ASCENDING)], name="cancel_sweep", sparse=True),
     ],
     ATTEMPTS: [
         IndexModel([("job_id", ASCENDING)], name="job_id"),

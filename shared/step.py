@@ -10,6 +10,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from shared import states
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
@@ -19,8 +20,10 @@ from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
+from shared.decisions import batch_stopped
 from shared.dnc import DncStore
 from shared.jobs import JobStore
+from shared.reasons import Reason
 from shared.slots import Slots
 from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
 
@@ -106,3 +109,14 @@ class Step:
         if cached is not None and cached.settings is not None:
             return cached.settings
         return default_call_settings(self.config)
+
+    def _stopped(self, job: Mapping[str, Any]) -> Reason | None:
+        """Why the job's batch lets none of its jobs wait any more (cancelled, or gone: see
+        :func:`~shared.decisions.batch_stopped`), as the batch cache knows it; None while the batch goes on."""
+        cached = self.cache.get(job["batch_id"])
+        return batch_stopped(cached.doc if cached else None)
+
+    def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The job is ``cancelled`` with ``reason`` (one conditional transition: ``own`` names the states and the
+        lease it must hold); the job store's rule for final states sets ``finished_at`` and drops the rest."""
+        return self.jobs.transition(job_id, to=states.CANCELLED, set_=reason.fields(self._lang()), **own)

@@ -70,7 +70,8 @@ def main() -> None:
         sample = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
         ops = {
             "transition queued->dialing": lambda j: store.transition(j, expected=[states.QUEUED], to=states.DIALING),
-            "mark_done": lambda j: store.mark_done(j),
+            "transition queued->completed": lambda j: store.transition(j, expected=states.LEASED,
+                                                                        to=states.COMPLETED),
         }
         for label, op in ops.items():
             mongo.COMMANDS.reset()

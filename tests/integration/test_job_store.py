@@ -4,6 +4,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared import states
 from shared.call_settings import default_call_settings, parse_call_settings
@@ -171,15 +173,40 @@ def test_claim_only_active_batches_when_told(store):
     assert {j["batch_id"] for j in claimed} == {batch_a}
 
 
-def test_mark_done_and_refusals(store):
+def test_completing_and_refusals(store):
     _, (job_id,) = _make(store)
-    assert store.mark_done(job_id) is None  # pending: not a leased state
+    done = {"expected": states.LEASED, "to": states.COMPLETED, "set_": {"outcome": "answered"}}
+    assert store.transition(job_id, **done) is None  # pending: not a leased state
     job = _claim_one(store, job_id)
-    assert store.mark_done(job_id, lease_owner="someone-else") is None
-    done = store.mark_done(job_id, lease_owner=job["lease_owner"])
-    assert done["status"] == states.COMPLETED
-    assert "lease_owner" not in done and "next_try_at" not in done
-    assert store.mark_done(job_id) is None  # already final
+    assert store.transition(job_id, lease_owner="someone-else", **done) is None
+    after = store.transition(job_id, lease_owner=job["lease_owner"], **done)
+    assert after["status"] == states.COMPLETED and after["finished_at"] == to_ms(T0)
+    assert "lease_owner" not in after and "next_try_at" not in after
+    assert store.transition(job_id, **done) is None  # already final
+
+
+#: What a final job never carries: it is due never again and held by no process.
+NOT_FINAL_FIELDS = ("next_try_at", "lease_owner", "lease_until", "poll_at")
+SOME_FIELDS = (*NOT_FINAL_FIELDS, "finished_at", "outcome", "call_id", "last_error", "tries")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.sampled_from(states.JOB_STATES), to=st.sampled_from(states.FINAL),
+       held=st.sets(st.sampled_from(NOT_FINAL_FIELDS)),
+       set_=st.dictionaries(st.sampled_from(SOME_FIELDS), st.none() | st.integers(0, 2**40) | st.text(max_size=6),
+                            max_size=5),
+       unset=st.lists(st.sampled_from(SOME_FIELDS), max_size=4),
+       inc=st.dictionaries(st.sampled_from(("dials", "recoveries", "next_try_at", "lease_until")),
+                           st.integers(0, 3), max_size=2))
+def test_entering_a_final_state_always_finishes_the_job(store, start, to, held, set_, unset, inc):
+    # Whatever the caller writes with it, a job entering completed, failed or cancelled gets finished_at and loses
+    # its due time, its lease and its safety-net poll: one rule, in the store.
+    _, (job_id,) = _make(store)
+    store.coll.update_one({"_id": job_id}, {"$set": {"status": start, **{f: 7 for f in held}}})
+    after = store.transition(job_id, expected=[start], to=to, set_=set_, unset=unset, inc=inc)
+    assert after is not None and after["status"] == to
+    assert after["finished_at"] == to_ms(T0)
+    assert [f for f in NOT_FINAL_FIELDS if f in after] == []
 
 
 def test_mark_failed_round_uses_batch_retry_delay(store):
@@ -310,6 +337,9 @@ def test_cancel_batch_finishes_only_undialed_jobs(store):
     assert store.cancel_batch(batch) == 2
     counts = store.counts(batch)
     assert counts[states.CANCELLED] == 2 and counts[states.IN_CALL] == 1
+    for job in store.find({"batch_id": batch, "status": states.CANCELLED}):
+        assert job["finished_at"] == to_ms(T0) and job["reason_code"] == "batch_cancelled"
+        assert [f for f in NOT_FINAL_FIELDS if f in job] == []
 
 
 def test_release_waiting_balance(store):

@@ -391,3 +391,31 @@ def test_waiting_balance_marker_set_by_min_read_back_with_the_write_and_cleared_
     clear = ({"_id": "acc", "waiting_balance": {"$exists": True}}, {"$unset": {"waiting_balance": ""}})
     assert [db.c.update_one(*clear).matched_count for _ in range(2)] == [1, 0]
     assert "waiting_balance" not in db.c.find_one({"_id": "acc"})
+
+
+def test_a_batch_wide_update_one_state_at_a_time(db):
+    # JobStore.cancel_batch (and maintenance's sweep of cancelled batches): an equality on the batch and on one
+    # state per update_many, on the batch_id, status index; $set and $unset together.
+    db.c.create_index([("batch_id", 1), ("status", 1)], name="batch_status")
+    rows = [("b1", "pending"), ("b1", "retry_wait"), ("b1", "in_call"), ("b2", "pending")]
+    db.c.insert_many([{"_id": f"j{i}", "batch_id": b, "status": s, "next_try_at": 5, "lease_owner": "t"}
+                      for i, (b, s) in enumerate(rows)])
+    update = {"$set": {"status": "cancelled", "finished_at": 9}, "$unset": {"lease_owner": "", "next_try_at": ""}}
+    done = [db.c.update_many({"batch_id": {"$eq": "b1"}, "status": {"$eq": s}}, update).modified_count
+            for s in ("pending", "queued", "retry_wait")]
+    assert done == [1, 0, 1]
+    assert {d["_id"]: d["status"] for d in db.c.find({})} == {"j0": "cancelled", "j1": "cancelled",
+                                                             "j2": "in_call", "j3": "pending"}
+    assert db.c.find_one({"_id": "j1"}) == {"_id": "j1", "batch_id": "b1", "status": "cancelled", "finished_at": 9}
+
+
+def test_a_sparse_mark_listed_by_range_in_order_and_cleared(db):
+    # BatchStore.cancelled_to_sweep / swept: cancelled batches that may have open jobs carry cancel_sweep.
+    db.c.create_index([("cancel_sweep", 1)], name="cancel_sweep", sparse=True)
+    db.c.insert_many([{"_id": "x", "status": "cancelled", "cancel_sweep": 20},
+                      {"_id": "y", "status": "cancelled", "cancel_sweep": 10},
+                      {"_id": "z", "status": "active"}])
+    listed = db.c.find({"cancel_sweep": {"$gt": 0}}, {"_id": 1, "cancel_sweep": 1}).sort("cancel_sweep", 1).limit(5)
+    assert [d["_id"] for d in listed] == ["y", "x"]
+    assert db.c.update_one({"_id": "y", "status": "cancelled"}, {"$unset": {"cancel_sweep": ""}}).modified_count == 1
+    assert [d["_id"] for d in db.c.find({"cancel_sweep": {"$gt": 0}})] == ["x"]

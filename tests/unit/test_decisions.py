@@ -209,8 +209,10 @@ def test_the_round_fails_after_the_last_phone_and_waits_the_delay_of_its_outcome
 
 def test_the_last_round_fails_the_job_now_and_says_why():
     change = decide_failed_round(job(tries=2), call_reason(Outcome.BUSY), WEEKDAYS_9_18, now_ms=NOW_MS, config=CONFIG)
-    assert change.status == states.FAILED and change.set_["tries"] == 3 and change.unset == ("next_try_at",)
-    assert change.set_["last_error"] == "max attempts reached (3): busy" and change.set_["finished_at"] == NOW_MS
+    assert change.status == states.FAILED and change.set_["tries"] == 3
+    assert change.set_["last_error"] == "max attempts reached (3): busy"
+    # finished_at and the dropped due time are the job store's rule for every final state, not each decision's
+    assert "finished_at" not in change.set_ and "next_try_at" not in change.set_
 
 
 def test_every_number_invalid_fails_for_good():
@@ -231,12 +233,36 @@ def test_after_call_by_effect():
 
     done = ac(Outcome.ANSWERED)
     assert done.status == states.COMPLETED and done.where == {"call_id": "c1"}
-    assert done.set_ == {"outcome": "answered", "finished_at": NOW_MS}
+    assert done.set_ == {"outcome": "answered"}
     assert ac(Outcome.VOICEMAIL).status == states.PENDING
     assert ac(Outcome.INVALID_NUMBER).set_["invalid_phones"] == [0]
     timeout = ac(Outcome.TIMEOUT)
     assert timeout.status == states.RETRY_WAIT and timeout.set_["tries"] == 1
     assert ac(Outcome.PROVIDER_FAULT) is None and ac(Outcome.ACCOUNT_PROBLEM) is None
+
+
+def test_after_a_call_of_a_cancelled_batch_the_job_waits_for_nothing():
+    """The batch was cancelled (or is gone) while the call went on: whatever would have made the job wait (the next
+    phone, the next round, a free retry, a held workspace) cancels it; a conversation still completes it, and a
+    call that ends the contact for good (its last round, its last valid number) still fails it."""
+    j = job(status=states.IN_CALL, call_id="c1")
+    cancelled, gone = because("batch_cancelled"), because("batch_not_found")
+
+    def ac(outcome, stopped=cancelled, doc=j):
+        return decide_after_call(doc, outcome, call_reason(outcome), DEFAULTS, now_ms=NOW_MS, config=CONFIG,
+                                 stopped=stopped)
+
+    for outcome in Outcome:
+        change = ac(outcome)
+        assert change is not None and change.where == {"call_id": "c1"}
+        if outcome == Outcome.ANSWERED:
+            assert change.status == states.COMPLETED
+        else:
+            assert change.status == states.CANCELLED, outcome
+            assert change.set_ == cancelled.fields("en") and change.unset == ()
+    assert ac(Outcome.NO_ANSWER, stopped=gone).set_["reason_code"] == "batch_not_found"
+    assert ac(Outcome.TIMEOUT, doc={**j, "tries": 2}).status == states.FAILED   # its last round
+    assert ac(Outcome.INVALID_NUMBER, doc={**j, "invalid_phones": [1]}).status == states.FAILED
 
 
 def test_reasons_are_written_as_a_code_and_in_the_configured_language():

@@ -401,6 +401,11 @@ async def add_contacts(request: web.Request) -> web.Response:
     sink = ContactSink(jobs=rt.jobs, batch_id=batch_id, account_id=batch["account_id"], region=region)
     try:
         report = await _read_contacts(ctx, request, sink, is_csv=is_csv)
+        if report.imported and (await ctx.run(rt.batches.require, batch_id))["status"] == states.BATCH_CANCELLED:
+            # Cancelled while the contacts came in: what was imported is cancelled too (a cancel after this read
+            # cancels them itself).
+            await ctx.run(rt.jobs.cancel_batch, batch_id)
+            raise Conflict(f"batch {batch_id} was cancelled during the import: the contacts imported were cancelled")
     except ImportInterrupted as exc:
         if exc.report.imported:
             try:   # the written contacts reopen a completed batch, as a finished import would

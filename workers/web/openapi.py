@@ -257,7 +257,7 @@ def _schemas() -> dict[str, Any]:
                 "settings_error": {"type": "string", "nullable": True},
                 "held_reason": {"type": "string", "nullable": True,
                                 "description": "why the provider refused the batch's calls (status held)"},
-                "held_at": _TIME,
+                "held_at": _TIME, "cancelled_at": _TIME,
                 "created_at": _TIME, "updated_at": _TIME,
                 "counts": _ref("Counts"), "progress": _ref("Progress"), "window": _ref("Window"),
                 "oldest_in_progress": {

@@ -158,6 +158,7 @@ def batch_view(doc: Mapping[str, Any], *, counts: Mapping[str, int] | None = Non
         "settings_error": doc.get("settings_error"),
         "held_reason": doc.get("held_reason"),
         "held_at": iso(doc.get("held_at")),
+        "cancelled_at": iso(doc.get("cancelled_at")),
         "created_at": iso(doc.get("created_at")),
         "updated_at": iso(doc.get("updated_at")),
     }
