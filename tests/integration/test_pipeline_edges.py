@@ -21,6 +21,7 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.clock import Clock
 from shared.errors import StoreError
+from shared.retell import RetellClient
 from workers.runtime import build_runtime
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago: inside the default window
@@ -73,6 +74,7 @@ def edge(config, db, simulator_factory, movable):
                                 retell_create_timeout_s=1.0)
     # The runtime's own clock reads Redis's time; this one reads the movable time (trusted: not a server time).
     rt = dataclasses.replace(build_runtime(cfg), clock=Clock(start=START, speed=1.0, anchor=anchor, source=movable))
+    rt.__dict__["provider"] = RetellClient(cfg, backoff_base_s=0.01, backoff_max_s=0.02)   # the client's own resends
     rt.slots.rebuild({})
     rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 5})
     sender = Recorder()
