@@ -94,6 +94,9 @@ def _freeze_after_attempt() -> None:
             client = redis.Redis.from_url(os.environ["REDIS_URL"])
             if client.set("outdial:test:frozen", os.getpid(), nx=True):
                 os.kill(os.getpid(), signal.SIGSTOP)
+                # The stop does not always take this thread at once (measured: it went on to send its create in
+                # the same millisecond while the others stopped); a sleep enters the kernel, where it stops.
+                time.sleep(0.2)
         return inserted
 
     AttemptStore.insert = insert  # type: ignore[method-assign]

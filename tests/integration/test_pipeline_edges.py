@@ -22,31 +22,10 @@ from shared import states
 from shared.clock import Clock
 from shared.errors import StoreError
 from shared.retell import RetellClient
+from tests.integration.test_pipeline_scheduler import Recorder
 from workers.runtime import build_runtime
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago: inside the default window
-
-
-class Recorder:
-    """A :class:`shared.timing.Sender` that keeps the messages (with their delays) instead of sending them."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    def dial(self, job_id, lease_owner, *, delay_ms=0):
-        self.sent.append(("dial", job_id, lease_owner, delay_ms))
-
-    def poll(self, job_id, lease_owner, call_id, n, *, delay_ms=0):
-        self.sent.append(("poll", job_id, lease_owner, delay_ms))
-
-    def reconcile(self, job_id, lease_owner, *, delay_ms=0):
-        self.sent.append(("reconcile", job_id, lease_owner, delay_ms))
-
-    def schedule(self, account_id=None):
-        self.sent.append(("schedule", account_id, None, 0))
-
-    def of(self, kind):
-        return [m for m in self.sent if m[0] == kind]
 
 
 class MovableTime:
@@ -132,11 +111,7 @@ def test_a_lookup_that_misses_declares_not_placed_only_after_the_last_send_has_s
     """Past the key's window the attempt is looked up; a miss counts only once its last send can no longer be
     on its way (its dialing lease and a grace after it), however old the attempt is."""
     rt, pipeline, sender, sim = edge
-    job_id = one_job(rt)
-    owner = dispatched(pipeline, sender, job_id)
-    sim.set_faults(script={"create_phone_call": ["drop_before"] * 3})
-    assert pipeline.dial(job_id, owner) == "reconcile"
-    aid = rt.jobs.get(job_id)["attempt_id"]
+    job_id, owner, aid = ambiguous_dial(rt, pipeline, sender, sim)
     movable.shift_s += rt.config.dialing_lease_s + 20        # the attempt's first send is long settled...
     rt.attempts.coll.update_one({"_id": aid}, {"$set": {"last_sent_at": rt.clock.now_ms() - 2_000}})  # ...but
     # it was sent again two seconds ago
@@ -146,6 +121,15 @@ def test_a_lookup_that_misses_declares_not_placed_only_after_the_last_send_has_s
     movable.shift_s += rt.config.dialing_lease_s + pipeline.timing.reconcile_grace_s
     assert pipeline.reconcile(job_id, owner) == "not_placed"
     assert rt.jobs.get(job_id)["status"] == states.PENDING and sim.dials() == []
+
+
+def ambiguous_dial(rt, pipeline, sender, sim):
+    """A job whose create was never processed, though the client cannot tell: ``(job_id, owner, attempt_id)``."""
+    job_id = one_job(rt)
+    owner = dispatched(pipeline, sender, job_id)
+    sim.set_faults(script={"create_phone_call": ["drop_before"] * 3})
+    assert pipeline.dial(job_id, owner) == "reconcile"
+    return job_id, owner, rt.jobs.get(job_id)["attempt_id"]
 
 
 def _attempt_given_up(rt, sim, pipeline, sender, movable):
@@ -189,11 +173,7 @@ def test_a_give_up_interrupted_between_its_writes_is_finished_by_the_next_reconc
 def test_no_reconcile_is_sent_again_without_a_delay(edge, movable):
     """A reconcile whose attempt changed under it looks again a moment later, never at once."""
     rt, pipeline, sender, sim = edge
-    job_id = one_job(rt)
-    owner = dispatched(pipeline, sender, job_id)
-    sim.set_faults(script={"create_phone_call": ["drop_before"] * 3})
-    assert pipeline.dial(job_id, owner) == "reconcile"
-    aid = rt.jobs.get(job_id)["attempt_id"]
+    job_id, _, aid = ambiguous_dial(rt, pipeline, sender, sim)
     rt.attempts.coll.update_one({"_id": aid}, {"$set": {"owner": "someone-else", "state": "recording"}})
     rt.jobs.coll.update_one({"_id": job_id}, {"$set": {"lease_owner": "new-owner"}})
     assert pipeline.reconcile(job_id, "new-owner") == "retry"
@@ -229,6 +209,35 @@ def test_a_get_call_404_for_a_call_in_progress_is_unknown_and_never_redials(edge
     after = rt.jobs.get(job_id)
     assert after["status"] == states.IN_CALL and after["call_id"] == job["call_id"]
     assert after.get("free_retries", 0) == 0
-    (_, _, _, delay_ms) = sender.of("poll")[-1]
-    assert delay_ms > 0
+    assert sender.of("poll")[-1][3] > 0   # looked at again after a delay
     assert len(sim.dials()) == 1
+
+
+# -- end to end: a running stack (simulator, workers, clock) --------------------------------------------------------
+
+
+def test_a_provider_that_answers_every_create_ambiguously_for_ten_minutes_calls_each_person_once(stack_factory):
+    """For ten simulated minutes every create is answered ambiguously (a 500, or processed and then dropped),
+    then normally: every contact is called, and at most one call reaches the simulator per job and round."""
+    from shared.clock import started_at
+    from tests.integration.test_pipeline_campaign import assert_no_attempt_dialed_twice, numbers, setup_campaign
+    from tests.integration.test_pipeline_fences import FAST, answer
+    from workers.dev.simulator.process import wait_until
+
+    phones = numbers("71", 6)
+    clock = started_at(START, speed=60)
+    stack, runtime = stack_factory(clock=clock, scenario=answer(phones), config_overrides=FAST)
+    stack.simulator.set_faults(rate_500=0.5, rate_drop=0.5, endpoints=["create_phone_call"])
+    batch = setup_campaign(runtime, [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)], {})
+    troubled_until = clock.now_ms() + 10 * 60_000
+    wait_until(lambda: clock.now_ms() >= troubled_until, timeout_s=60, interval_s=0.2)
+    stack.simulator.set_faults()
+    wait_until(lambda: {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED},
+               timeout_s=120, interval_s=0.5)
+    assert_no_attempt_dialed_twice(stack)
+    per_round: dict[tuple, int] = {}
+    for record in stack.simulator.dials():
+        key = (record["body"]["metadata"]["job_id"], record["body"]["metadata"]["round"])
+        per_round[key] = per_round.get(key, 0) + 1
+    assert len(per_round) == 6 and set(per_round.values()) == {1}
+    assert stack.simulator.stats()["faults"].get("500", 0) + stack.simulator.stats()["faults"].get("drop", 0) > 0

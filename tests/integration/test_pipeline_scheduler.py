@@ -26,10 +26,10 @@ class Recorder:
         self.sent.append(("dial", job_id, lease_owner, delay_ms))
 
     def poll(self, job_id, lease_owner, call_id, n, *, delay_ms=0):
-        self.sent.append(("poll", job_id, lease_owner, call_id, n))
+        self.sent.append(("poll", job_id, lease_owner, delay_ms, call_id, n))
 
     def reconcile(self, job_id, lease_owner, *, delay_ms=0):
-        self.sent.append(("reconcile", job_id, lease_owner))
+        self.sent.append(("reconcile", job_id, lease_owner, delay_ms))
 
     def schedule(self, account_id=None):
         self.sent.append(("schedule", account_id))
