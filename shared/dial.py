@@ -321,7 +321,8 @@ class Dial(Step):
                 dnc_read_at: float | None = None, retry_s: float | None = None) -> str:
         """Send the attempt's create (its id as the idempotency key) and record the call.
 
-        Right before every send, :func:`shared.decisions.check_before_send` checks the fence (this
+        Right before every send, the batch must not be cancelled (as the batch cache knows it: a cancel reaches
+        it by pub/sub), and :func:`shared.decisions.check_before_send` checks the fence (this
         process's lease outlasts the create) and the calling window at the same moment; when it fails
         before the first send, nothing reached the provider. ``replay``: the attempt's create was sent
         before with an unknown outcome; then :class:`~shared.errors.DialAborted` goes to the caller.
@@ -341,6 +342,9 @@ class Dial(Step):
         need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
 
         def precheck() -> None:
+            stopped = self._stopped(job)   # the batch cache: no read while its listener is subscribed
+            if stopped is not None:
+                raise DialAborted("cancelled", stopped)
             fresh = dnc_read_at is not None and time.monotonic() - dnc_read_at < DNC_FRESH_S
             if not fresh and self.dnc.listed(job["account_id"], [phone]):
                 metrics.DNC_BLOCKED.labels("send").inc()

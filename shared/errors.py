@@ -160,8 +160,9 @@ class DialAborted(OutdialError):
     Raised by the check made right before each send (the fence and the calling window).
 
     :param kind: ``fence`` (the lease may end before the create's answer is due), ``clock`` (the shared
-        time is not known closely enough) or ``window`` (the calling window closes before the provider
-        would receive the call).
+        time is not known closely enough), ``window`` (the calling window closes before the provider
+        would receive the call), ``dnc`` (the number was listed meanwhile) or ``cancelled`` (the batch was
+        cancelled, or deleted, after the dial was decided).
     :param reason: why (a :class:`~shared.reasons.Reason`; a text is kept as the ``text`` reason).
     :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
     """

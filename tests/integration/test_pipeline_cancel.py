@@ -105,17 +105,42 @@ def test_a_conversation_that_ends_after_the_cancel_completes_its_job(rig):
 
 
 class CancelsDuringTheCreate:
-    """The real provider client, with the batch cancelled by an operator while the create is on its way."""
+    """The real provider client, with the batch cancelled by an operator while the create is on its way (after the
+    check right before the send, or, ``before_the_check``, between the dial's decision and that check)."""
 
-    def __init__(self, provider, cancel):
-        self.provider, self.cancel = provider, cancel
+    def __init__(self, provider, cancel, *, before_the_check=False):
+        self.provider, self.cancel, self.before_the_check = provider, cancel, before_the_check
 
     def create_phone_call(self, **kwargs):
-        self.cancel()
-        return self.provider.create_phone_call(**kwargs)
+        if self.before_the_check:
+            self.cancel()
+            return self.provider.create_phone_call(**kwargs)
+        check = kwargs.get("precheck")
+
+        def precheck():
+            if check is not None:
+                check()
+            self.cancel()
+
+        return self.provider.create_phone_call(**{**kwargs, "precheck": precheck})
 
     def __getattr__(self, name):
         return getattr(self.provider, name)
+
+
+def test_a_cancel_between_the_decision_and_the_send_sends_nothing(rig):
+    """The check right before the send reads the batch (from the batch cache): a batch cancelled after the dial
+    was decided places no call."""
+    runtime, pipeline, sender, simulator = rig
+    batch, (job_id,) = _batch(runtime, [(OTHER,)])
+    pipeline.provider = CancelsDuringTheCreate(
+        pipeline.provider, lambda: cancel_batch(runtime.batches, runtime.jobs, batch["_id"]), before_the_check=True)
+    assert _dial_all(pipeline, sender) == ["cancelled"]
+    after = runtime.jobs.get(job_id)
+    assert_final(after, states.CANCELLED)
+    assert runtime.attempts.get(after["attempt_id"])["state"] == attempt_states.NOT_PLACED
+    assert simulator.dials() == []
+    assert runtime.billing.balance("acc")["reserved"] == 0 and runtime.slots.holders("acc") == {}
 
 
 def test_a_create_that_fails_after_the_cancel_cancels_its_job(rig):
