@@ -347,16 +347,11 @@ def _slow_sender(rig: Rig) -> socket.socket:
 
 
 def _answer_of(sender: socket.socket) -> tuple[int, bytes]:
-    """The status and raw bytes of the answer on ``sender``: read until its body is complete (its Content-Length)
-    or the server closes the connection (aiohttp may keep reading what is left of the request for a while)."""
+    """The status and raw bytes of the answer on ``sender`` (read until the server closes it: after answering,
+    aiohttp reads what is left of the request for up to its lingering time, 10 s, so its connection task is over
+    by then and none is left pending when the rig stops)."""
     data = b""
     while True:
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if sep:
-            length = [line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")]
-            if length and len(body) >= int(length[0]):
-                break
         chunk = sender.recv(65536)
         if not chunk:
             break
