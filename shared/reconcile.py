@@ -21,6 +21,7 @@ from shared.logs import event, get_logger
 from shared.reasons import Reason, because
 from shared.retell import Call
 from shared.rounds import fail_round
+from shared.slots import Acquired
 from shared.step import Step
 
 log = get_logger(__name__)
@@ -84,7 +85,17 @@ class Reconcile(Step):
                 settings: CallSettings) -> str | None:
         """Send the attempt's create again with its key; None when the check before the send stopped it (then it
         is looked up instead)."""
-        job_id, aid = job["_id"], attempt["_id"]
+        job_id, aid, account_id = job["_id"], attempt["_id"], job["account_id"]
+        # A send again may make the call: like any dial it needs a slot. The attempt still holds its own unless its
+        # lease ended (a long freeze, a long run of ambiguous answers); then it waits for a free one.
+        slot = self.slots.acquire(account_id, aid, limit=self._limit(account_id), now_ms=self.clock.now_ms(),
+                                  lease_ms=self._slot_lease_ms(settings), pool_limit=self._pool_limit())
+        if slot != Acquired.YES:
+            if self._extend_dialing_lease(job_id, lease_owner, extra_s=self.timing.no_slot_retry_s) is None:
+                return "stale"
+            metrics.RECONCILES.labels("no_slot").inc()
+            self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.no_slot_retry_s * 1000))
+            return "no_slot"
         replays = int(attempt.get("replays", 0))
         wait_s = replay_delay_s(replays, base_s=self.timing.reconcile_retry_s)
         # The lease covers this send and the wait before the next one: this owner keeps the attempt meanwhile.

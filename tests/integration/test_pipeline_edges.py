@@ -132,6 +132,25 @@ def ambiguous_dial(rt, pipeline, sender, sim):
     return job_id, owner, rt.jobs.get(job_id)["attempt_id"]
 
 
+def test_a_create_sent_again_needs_its_slot_like_any_dial(edge, movable):
+    """A send again may make the call: when the attempt's slot lease has ended and the account's slots are all
+    taken meanwhile, nothing is sent until one is free (the call would run above the account's limit)."""
+    rt, pipeline, sender, sim = edge
+    job_id, owner, aid = ambiguous_dial(rt, pipeline, sender, sim)
+    settings = pipeline._settings_of(rt.jobs.get(job_id))
+    movable.shift_s += pipeline._slot_lease_ms(settings) / 1000 + 1      # the attempt's slot lease ended
+    others = [f"other:{i}" for i in range(5)]
+    for holder in others:                                               # and five other calls took the slots
+        assert rt.slots.acquire("acc", holder, limit=5, now_ms=rt.clock.now_ms(), lease_ms=600_000) == 1
+    sent = len(sim.calls())
+    assert pipeline.reconcile(job_id, owner) == "no_slot"
+    assert len(sim.calls()) == sent                                     # nothing was sent
+    assert sender.of("reconcile")[-1][3] > 0
+    rt.slots.release("acc", others[0])
+    assert pipeline.reconcile(job_id, owner) == "dialed"
+    assert set(rt.slots.holders("acc")) == {*others[1:], aid} and len(sim.dials()) == 1
+
+
 def _attempt_given_up(rt, sim, pipeline, sender, movable):
     """A dialing job whose attempt can be neither sent again nor looked up, past its deadline."""
     job_id = one_job(rt)
