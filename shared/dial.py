@@ -358,12 +358,12 @@ class Dial(Step):
                 guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
             if problem is not None:
                 raise problem
-            sends.append(now)
-            if replay or len(sends) > 1 or self.clock.real_seconds(
+            sends[0] += 1
+            if replay or sends[0] > 1 or self.clock.real_seconds(
                     (to_ms(now) - int(attempt["created_at"])) / 1000) > SENT_AT_FRESH_S:
                 self.attempts.sent(aid, to_ms(now))
 
-        sends: list[Any] = []
+        sends = [0]   # how many times this create has passed the check (and been sent)
         retry_ms = int((self.timing.reconcile_retry_s if retry_s is None else retry_s) * 1000)
         try:
             call = self.provider.create_phone_call(

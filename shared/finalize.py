@@ -9,7 +9,7 @@ from shared import metrics, states
 from shared.call_settings import CallSettings, choose_retry_delay
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
-from shared.decisions import batch_stopped, decide_after_call
+from shared.decisions import decide_after_call
 from shared.logs import event, get_logger
 from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.reasons import Reason
@@ -53,7 +53,7 @@ class Finalize(Step):
         })
         self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
                           conversation=connected and outcome != Outcome.VOICEMAIL)
-        stopped = batch_stopped(cached.doc if cached is not None else None)
+        stopped = self._stopped(job, cached=cached)
         applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped)
         self.slots.release(job["account_id"], aid)
         if applied is None:

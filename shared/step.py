@@ -110,10 +110,12 @@ class Step:
             return cached.settings
         return default_call_settings(self.config)
 
-    def _stopped(self, job: Mapping[str, Any]) -> Reason | None:
+    def _stopped(self, job: Mapping[str, Any], *, cached: Any = None) -> Reason | None:
         """Why the job's batch lets none of its jobs wait any more (cancelled, or gone: see
-        :func:`~shared.decisions.batch_stopped`), as the batch cache knows it; None while the batch goes on."""
-        cached = self.cache.get(job["batch_id"])
+        :func:`~shared.decisions.batch_stopped`), as the batch cache knows it (``cached``: the entry the caller
+        just read); None while the batch goes on."""
+        if cached is None:
+            cached = self.cache.get(job["batch_id"])
         return batch_stopped(cached.doc if cached else None)
 
     def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 import pytest
 
 from shared import attempts as attempt_states
-from shared import mongo, states
+from shared import states
 from shared.batch_controls import cancel_batch
 from shared.clock import started_at
 from tests.integration.test_pipeline_campaign import numbers, wait_final
-from tests.integration.test_pipeline_scheduler import Recorder
+from tests.integration.test_pipeline_refill import recording_rig
 from workers.dev.simulator.process import wait_until
-from workers.runtime import build_runtime
 
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time.
 FAST = started_at(datetime(2026, 3, 3, 13, 0, tzinfo=UTC), speed=60)
@@ -32,18 +31,9 @@ NOT_FINAL_FIELDS = ("next_try_at", "lease_owner", "lease_until", "poll_at")
 
 @pytest.fixture
 def rig(config, db, simulator_factory):
-    simulator = simulator_factory(clock=FAST, config=config, scenario=SCENARIO)
-    cfg = config.with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key,
-                                retell_webhooks=True)
-    runtime = build_runtime(cfg, FAST)
-    mongo.ensure_indexes(runtime.db)
-    runtime.slots.rebuild({})
     # No invalidation listener runs in this process: every batch read goes to MongoDB, as in a process whose
     # listener is not subscribed (a worker's cache learns of the cancel by pub/sub: the last test runs those).
-    runtime.cache.suspend()
-    sender = Recorder()
-    yield runtime, runtime.pipeline(sender), sender, simulator
-    runtime.close()
+    yield from recording_rig(config, simulator_factory, FAST, SCENARIO, suspend_cache=True)
 
 
 def _batch(runtime, phones, *, max_attempts=3):

@@ -21,17 +21,27 @@ BUSY, OTHER = "+56961234799", "+56961234798"
 SCENARIO = {"numbers": {**{p: {"outcome": "answer", "ring_s": 1, "duration_s": 20} for p in PHONES}, BUSY: "busy"}}
 
 
-@pytest.fixture
-def rig(config, db, simulator_factory):
-    simulator = simulator_factory(clock=FAST, config=config, scenario=SCENARIO)
+def recording_rig(config, simulator_factory, clock, scenario, *, suspend_cache=False):
+    """``(runtime, pipeline, sender, simulator)``: one process's pipeline with webhooks, on this test's MongoDB and
+    Redis and a simulator, its messages kept by a :class:`Recorder`; a generator, for a fixture to yield from.
+
+    :param suspend_cache: every batch read goes to MongoDB (no invalidation listener runs in a test process)."""
+    simulator = simulator_factory(clock=clock, config=config, scenario=scenario)
     cfg = config.with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key,
                                 retell_webhooks=True)
-    runtime = build_runtime(cfg, FAST)
+    runtime = build_runtime(cfg, clock)
     mongo.ensure_indexes(runtime.db)
     runtime.slots.rebuild({})
+    if suspend_cache:
+        runtime.cache.suspend()
     sender = Recorder()
     yield runtime, runtime.pipeline(sender), sender, simulator
     runtime.close()
+
+
+@pytest.fixture
+def rig(config, db, simulator_factory):
+    yield from recording_rig(config, simulator_factory, FAST, SCENARIO)
 
 
 def test_a_finalize_dials_the_next_due_job_itself(rig):
