@@ -128,12 +128,6 @@ class CacheStats:
     #: Batches stored by bulk loads besides the one each was made for.
     bulk_stored: int = 0
 
-    @property
-    def hit_ratio(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-
 class Evictable(Protocol):
     """What the invalidation listener drives: a :class:`BatchCache` or a :class:`CacheGroup`."""
 

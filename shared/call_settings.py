@@ -14,7 +14,7 @@ the round), ``timezone`` (IANA name or ``"auto"``),
 ``windows``, ``holidays``, ``blackout_dates`` and ``on_insufficient_balance``. The calling-window
 logic that reads them lives in :mod:`shared.calling_window` (which imports this module, never the other
 way), with :func:`~shared.calling_window.validate_call_settings`: the parse plus the check that the window
-opens within a year. The retry rules (:func:`choose_retry_delay`, :func:`max_attempts`) read a parsed
+opens within a year. The retry rule (:func:`choose_retry_delay`) reads a parsed
 :class:`CallSettings`.
 """
 
@@ -659,8 +659,3 @@ def choose_retry_delay(settings: CallSettings, outcome: str | None = None) -> Re
 def retry_delay(settings: CallSettings, outcome: str | None = None) -> timedelta:
     """The delay of :func:`choose_retry_delay`."""
     return choose_retry_delay(settings, outcome).delay
-
-
-def max_attempts(settings: CallSettings) -> int:
-    """Rounds allowed through the contact's phones before the contact fails."""
-    return settings.max_attempts

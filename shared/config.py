@@ -311,10 +311,6 @@ class Config:
     log_format: str = _var("LOG_FORMAT", _parse_choice("json", "text"), "json", "json lines or text")
 
     @property
-    def retell_is_simulator(self) -> bool:
-        return self.retell_base_url is None
-
-    @property
     def retell_is_production(self) -> bool:
         """Whether ``RETELL_BASE_URL`` is Retell's own API."""
         from urllib.parse import urlsplit

@@ -68,11 +68,6 @@ def slots_key(account_id: str) -> str:
     return f"{PREFIX}:slots:{account_id}"
 
 
-def metrics_key(name: str) -> str:
-    """Hash of a counter shared by every process, for /metrics."""
-    return f"{PREFIX}:metrics:{name}"
-
-
 #: Prefix of the keys holding each process's metric samples (the suffix is the process label).
 METRICS_SNAPSHOT_PREFIX = f"{PREFIX}:metrics:proc:"
 #: Pattern matching every process's metric snapshot.

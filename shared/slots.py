@@ -85,13 +85,6 @@ class Slots:
                                args=[now_ms, limit, holder, now_ms + lease_ms, pool_limit])
         return Acquired(int(result))
 
-    def renew(self, account_id: str, holder: str, *, until_ms: int) -> None:
-        """Extend (or re-register) ``holder``'s lease; used while a call goes on."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(slots_key(account_id), {holder: until_ms})
-        pipe.zadd(self.pool_key, {holder: until_ms})
-        pipe.execute()
-
     def release(self, account_id: str, holder: str) -> bool:
         """Give the slot back (to the account and the pool); True when it was held. Idempotent."""
         pipe = self.redis.pipeline(transaction=True)

@@ -171,10 +171,3 @@ def get_runtime() -> Runtime:
             mongo.ensure_indexes(_runtime.db)
             set_clock(_runtime.clock)
         return _runtime
-
-
-def set_runtime(runtime: Runtime | None) -> None:
-    """Make ``runtime`` this process's (None: the next :func:`get_runtime` builds one)."""
-    global _runtime
-    with _lock:
-        _runtime = runtime

@@ -100,11 +100,6 @@ class EmbeddedServer:
     def started_here(self) -> bool:
         return self.proc is not None
 
-    def log_tail(self, lines: int = 20) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
     def stop(self) -> None:
         if self._stopped:
             return

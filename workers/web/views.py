@@ -37,10 +37,6 @@ CALLING = (states.DIALING, states.IN_CALL)
 WAITING = (states.PENDING, states.WAITING_SCHEDULE, states.RETRY_WAIT, states.WAITING_BALANCE)
 
 
-def empty_counts() -> dict[str, int]:
-    return dict.fromkeys(states.JOB_STATES, 0)
-
-
 def progress(counts: Mapping[str, int]) -> dict[str, Any]:
     """Totals of a batch: ``total``, ``done`` (final jobs), ``percent`` done, calls in progress, waiting jobs."""
     total = sum(counts.values())

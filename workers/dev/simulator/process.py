@@ -147,13 +147,6 @@ class SimulatorProcess:
 
     # -- process ---------------------------------------------------------------------------------------
 
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        except OSError:
-            return ""
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """Terminate the child (SIGTERM, then SIGKILL after ``timeout_s``)."""
         if self.process.poll() is None:
