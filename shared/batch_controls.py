@@ -1,25 +1,33 @@
 """Operator controls of a batch: pause, resume, cancel, and reopening a completed batch.
 
-Plain functions over the stores, shared by the admin API, the CLI and the demo. Each is one
-conditional update of the batch (its expected status in the filter), so two operators (or an
-operator and the scheduler) can never both win the same change; the batch store publishes the
-cache invalidation after the write, so every process sees the new status at once.
+Plain functions over the stores, called by the admin API. Each is one conditional update of the
+batch (its expected statuses in the filter), so two operators (or an operator and the pipeline) can
+never both win the same change; the batch store publishes the cache invalidation after the write, so
+every process sees the new status at once.
 
-- **pause**: ``active -> paused``. Jobs are not touched: the dial step reads the paused batch and
-  puts the jobs it was about to dial back to ``pending``; calls already in progress end normally.
-- **resume**: ``paused|held -> active``; the scheduler dispatches the waiting jobs on its next run. A
-  batch is ``held`` by the pipeline when the provider refuses its calls for a reason no contact can fix
-  (a bad API key, no payment, a caller id or agent it does not know): resume it once that is fixed.
+- **pause**: ``active|held -> paused``. Jobs are not touched: the dial step reads the batch's status
+  and puts each job it was about to dial back to ``pending``; calls already in progress end normally.
+- **resume**: ``paused|held -> active`` (leaving ``held`` drops ``held_reason``); the scheduler
+  dispatches the waiting jobs on its next run.
+- **held** is not a control: the pipeline moves an ``active`` batch to ``held``
+  (:meth:`shared.batches.BatchStore.hold`) when the provider refuses its calls for a reason no contact
+  can fix (a bad API key, no payment, a caller id or agent it does not know). Its jobs wait as for a
+  pause; resume it once the cause is fixed, or pause or cancel it.
 - **cancel**: ``active|paused|held -> cancelled``, then every job not yet handed to the provider
   (``pending``, ``queued``, ``waiting_schedule``, ``retry_wait``, ``waiting_balance``) becomes
   ``cancelled``; calls in progress end normally, and their finalize cancels their job unless the call
   completed the contact (or failed it for good). What a write racing with the cancel leaves waiting is
   cancelled by maintenance's sweep (:meth:`shared.maintenance.Maintenance.sweep_cancelled_batches`).
-- **reopen**: ``completed -> active``, used when contacts are added to a finished batch so its
-  new jobs are dialed.
+  Cancelling a cancelled batch cancels its waiting jobs again (``changed`` False).
+- **completed** is not a control either: maintenance
+  (:meth:`shared.maintenance.Maintenance.complete_finished_batches`) moves an ``active`` batch whose
+  every job is final to ``completed``. Pause, resume and cancel refuse a completed batch.
+- **reopen**: ``completed -> active``, when contacts are imported into a finished batch so its new
+  jobs are dialed; a batch in any other status is left as it is, without error.
 
 Asking for the state a batch is already in changes nothing and is not an error (``changed`` is
-False); asking for an impossible move (resuming a cancelled batch) raises :class:`Conflict`.
+False); asking for an impossible move (resuming a cancelled batch, pausing or cancelling a completed
+one) raises :class:`Conflict`.
 """
 
 from __future__ import annotations
@@ -106,7 +114,7 @@ def reopen_batch(batches: BatchStore, batch_id: str) -> ControlResult:
 
 def cancel_batch(batches: BatchStore, jobs: JobStore, batch_id: str, *,
                  reason: Reason = DEFAULT_CANCEL_REASON) -> ControlResult:
-    """``active|paused -> cancelled``, then cancel every job not yet dialed.
+    """``active|paused|held -> cancelled``, then cancel every job not yet dialed.
 
     Cancelling a cancelled batch cancels again whatever job is still waiting (maintenance's sweep does it by
     itself within a run; a batch cancelled before the sweep existed may still hold such jobs) and reports

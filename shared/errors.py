@@ -139,9 +139,16 @@ class ProviderTimeout(ProviderError):
 class CreateOutcomeUnknown(ProviderError):
     """A create-phone-call whose result is unknown: the request was sent, the answer was lost.
 
-    The call may exist. The caller must look it up (``find_calls_by_metadata``) before ever
-    dialing that attempt again; this is why it is not ``retryable``. ``to_number`` and
-    ``metadata`` are those of the request, to make the look-up easy.
+    The call may exist, so it is not ``retryable``: the attempt is never dialed anew. The client raises
+    it once its own sends with the idempotency key stayed ambiguous; the dial step then hands the
+    attempt to the reconcile step (:mod:`shared.reconcile`), which sends the same create again with the
+    same idempotency key (the provider answers with the call the key made, or makes it once) for as
+    long as the attempt is younger than the replay window (``DEFAULT_REPLAY_WINDOW_S``: 50 minutes,
+    inside the provider's hour for a key), waiting 2 s and then twice as long after each send, up to
+    60 s, with no cap on the number of sends. Past that window (or when the batch's settings are gone)
+    it looks the call up by metadata (``find_calls_by_metadata``) and declares the attempt not placed
+    only once nothing can still be on its way. ``to_number`` and ``metadata`` are those of the
+    request, to make the look-up easy.
     """
 
     retryable = False
@@ -157,12 +164,17 @@ class CreateOutcomeUnknown(ProviderError):
 class DialAborted(OutdialError):
     """A dial stopped before its create request was sent: nothing reached the provider.
 
-    Raised by the check made right before each send (the fence and the calling window).
+    Raised by the check made right before each send of a create: the batch is not cancelled, the
+    number is on no do-not-call list, and :func:`shared.decisions.check_before_send` (the shared time,
+    the fence and the calling window). On a first dial the attempt is then not placed (its slot and hold
+    go back) and the job is cancelled (``cancelled``), waits for the window's next opening (``window``),
+    is decided again at once (``dnc``) or is released a moment later; a send again of an ambiguous
+    create is looked up instead.
 
-    :param kind: ``fence`` (the lease may end before the create's answer is due), ``clock`` (the shared
-        time is not known closely enough), ``window`` (the calling window closes before the provider
-        would receive the call), ``dnc`` (the number was listed meanwhile) or ``cancelled`` (the batch was
-        cancelled, or deleted, after the dial was decided).
+    :param kind: ``cancelled`` (the batch was cancelled, or deleted, after the dial was decided),
+        ``dnc`` (the number was listed meanwhile), ``clock`` (the shared time is not known closely
+        enough), ``fence`` (the lease may end before the create's answer is due) or ``window`` (the
+        calling window is closed, or closes before the provider would receive the call).
     :param reason: why (a :class:`~shared.reasons.Reason`; a text is kept as the ``text`` reason).
     :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
     """

@@ -19,7 +19,8 @@ from shared.retell import IDEMPOTENCY_WINDOW_S
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
 DEFAULT_QUEUED_LEASE_S = 60.0
-#: Real seconds a job may stay ``dialing`` (longer than the create request's 30 s timeout) before recovery.
+#: Real seconds a job may stay ``dialing`` before recovery (longer than one create request's timeout,
+#: ``RETELL_CREATE_TIMEOUT_S``, 20 s by default); :meth:`Timing.from_config` makes it 1.5 x ``PIPELINE_LEASE_S``.
 DEFAULT_DIALING_LEASE_S = 90.0
 #: Real seconds an in-call job's lease extends past its next poll.
 DEFAULT_POLL_LEASE_MARGIN_S = 60.0
