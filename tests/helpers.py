@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from shared import clock as clock_mod
 from shared.clock import Clock
@@ -40,3 +44,18 @@ def service_env(config: Config, clock: Clock | None = None) -> dict[str, str]:
     if clock is not None:
         env.update(clock.env())
     return env
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value (returned); raise ``TimeoutError`` after ``timeout_s``
+    real seconds."""
+    gate = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{message} not reached within {timeout_s} s")
+        gate.wait(interval_s)

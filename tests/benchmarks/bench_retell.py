@@ -31,7 +31,8 @@ from aiohttp import web
 from shared.clock import started_at
 from shared.config import load_config
 from shared.retell import RetellClient
-from workers.dev.simulator.process import SimulatorProcess, start_simulator, wait_until
+from tests.helpers import wait_until
+from workers.dev.simulator.process import SimulatorProcess, start_simulator
 
 FROM = "+14155550100"
 

@@ -20,8 +20,8 @@ from shared.batch_cache import CAUSE_DISCONNECT, BatchCache, CacheGroup
 from shared.batches import BatchStore
 from shared.invalidation import Invalidation, InvalidationListener, publish_invalidation
 from shared.metrics import REGISTRY
-from tests.fixtures.cache import PATIENCE_S, ManualClock, wait_until
-from tests.helpers import frozen_clock
+from tests.fixtures.cache import PATIENCE_S, ManualClock
+from tests.helpers import frozen_clock, wait_until
 
 #: A clock that barely moves: the TTL cannot be why a cache reads again.
 FROZEN = frozen_clock(datetime(2026, 3, 4, 15, 0, tzinfo=UTC))

@@ -24,8 +24,8 @@ from shared.invalidation import (
     publish_invalidation,
 )
 from shared.metrics import REGISTRY
-from tests.fixtures.cache import PATIENCE_S, wait_until
-from tests.helpers import frozen_clock
+from tests.fixtures.cache import PATIENCE_S
+from tests.helpers import frozen_clock, wait_until
 from workers.dev import embedded
 from workers.middleware import CacheInvalidationMiddleware, cache_listener_ctx
 

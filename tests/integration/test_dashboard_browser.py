@@ -15,7 +15,7 @@ from typing import Any
 from shared.phones import numbered
 from tests.fixtures.browser import Browser
 from tests.fixtures.web import ADMIN_TOKEN
-from workers.dev.simulator.process import wait_until
+from tests.helpers import wait_until
 from workers.web.http import read_token_for
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago

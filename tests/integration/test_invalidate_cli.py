@@ -10,8 +10,8 @@ import pytest
 
 from shared.batch_cache import BatchCache, CacheGroup
 from shared.invalidation import Invalidation, InvalidationListener
-from tests.fixtures.cache import PATIENCE_S, wait_until
-from tests.helpers import frozen_clock, service_env
+from tests.fixtures.cache import PATIENCE_S
+from tests.helpers import frozen_clock, service_env, wait_until
 from workers.dev import embedded
 from workers.invalidate import main
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from shared import states
 from shared.clock import started_at
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import assert_no_attempt_dialed_twice, numbers, wait_final
-from workers.dev.simulator.process import wait_until
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
 ANSWER_30S = {"outcome": "answer", "duration_s": 30}

@@ -10,9 +10,8 @@ from shared import states
 from shared.call_settings import parse_call_settings
 from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at, to_ms
-from tests.helpers import jitter_s
+from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
-from workers.dev.simulator.process import wait_until
 
 SANTIAGO = pytz.timezone("America/Santiago")
 NEW_YORK = pytz.timezone("America/New_York")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from shared import states
 from shared.clock import started_at
 from shared.phones import numbered
-from workers.dev.simulator.process import wait_until
+from tests.helpers import wait_until
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 

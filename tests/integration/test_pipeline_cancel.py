@@ -15,9 +15,9 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.batch_controls import cancel_batch
 from shared.clock import started_at
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, wait_final
 from tests.integration.test_pipeline_refill import recording_rig
-from workers.dev.simulator.process import wait_until
 
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time.
 FAST = started_at(datetime(2026, 3, 3, 13, 0, tzinfo=UTC), speed=60)

@@ -17,8 +17,8 @@ from shared import states
 from shared.call_settings import parse_call_settings
 from shared.calling_window import next_allowed_time
 from shared.clock import from_ms, started_at
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers
-from workers.dev.simulator.process import wait_until
 
 SANTIAGO = pytz.timezone("America/Santiago")
 #: Monday 22:30 in Santiago: the stack starts during the night, and the first window opens on Tuesday.

@@ -14,9 +14,9 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.clock import started_at
 from tests.fixtures.web import ADMIN_TOKEN
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 from tests.integration.test_pipeline_fences import with_faults
-from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago

@@ -239,9 +239,9 @@ def test_a_provider_that_answers_every_create_ambiguously_for_ten_minutes_calls_
     """For ten simulated minutes every create is answered ambiguously (a 500, or processed and then dropped),
     then normally: every contact is called, and at most one call reaches the simulator per job and round."""
     from shared.clock import started_at
+    from tests.helpers import wait_until
     from tests.integration.test_pipeline_campaign import assert_no_attempt_dialed_twice, numbers, setup_campaign
     from tests.integration.test_pipeline_fences import FAST, answer
-    from workers.dev.simulator.process import wait_until
 
     phones = numbers("71", 6)
     clock = started_at(START, speed=60)

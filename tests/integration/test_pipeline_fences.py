@@ -20,13 +20,13 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.clock import from_ms, started_at
 from shared.slots import EPOCH_KEY
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import (
     assert_no_attempt_dialed_twice,
     numbers,
     setup_campaign,
     wait_final,
 )
-from workers.dev.simulator.process import wait_until
 
 FAULTS = str(Path(__file__).resolve().parent.parent / "faults")
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago

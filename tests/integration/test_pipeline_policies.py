@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from shared import states
 from shared.batch_controls import cancel_batch, pause_batch, resume_batch
 from shared.clock import started_at
-from tests.helpers import jitter_s
+from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
-from workers.dev.simulator.process import wait_until
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ import pytest
 
 from shared import mongo, states
 from shared.clock import started_at
+from tests.helpers import wait_until
 from tests.integration.test_pipeline_scheduler import Recorder
-from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
 
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time (a 20 s call lasts a third of a second).

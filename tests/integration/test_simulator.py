@@ -16,7 +16,8 @@ import pytest
 
 from shared.clock import Clock, started_at
 from shared.webhooks import verify_webhook
-from workers.dev.simulator.process import SimulatorProcess, wait_until
+from tests.helpers import wait_until
+from workers.dev.simulator.process import SimulatorProcess
 
 FROM = "+14155550100"
 N = {name: f"+1415555{i:04d}" for i, name in enumerate(

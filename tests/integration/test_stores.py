@@ -93,7 +93,7 @@ def test_account_ids_keep_the_usual_characters(db, config, clock):
 
 def test_a_late_refusal_does_not_hold_again_a_batch_resumed_since_its_request(batches, clock):
     from shared import states as st
-    from workers.dev.simulator.process import wait_until
+    from tests.helpers import wait_until
 
     doc = batches.create({"name": "b", "account_id": "acc"})
     sent_at = clock.now_ms()

@@ -11,8 +11,7 @@ from shared import attempts as attempt_states
 from shared import states
 from shared.invalidation import PAYLOAD
 from tests.fixtures.web import ADMIN_TOKEN
-from tests.helpers import frozen_clock
-from workers.dev.simulator.process import wait_until
+from tests.helpers import frozen_clock, wait_until
 from workers.runtime import build_runtime
 from workers.web.http import read_token_for
 

@@ -9,7 +9,7 @@ import time
 from shared import states
 from shared.batch_controls import pause_batch
 from shared.mongo import COMMANDS
-from workers.dev.simulator.process import wait_until
+from tests.helpers import wait_until
 from workers.runtime import build_runtime
 
 PHONES = [f"+5696125{n:04d}" for n in range(100)]

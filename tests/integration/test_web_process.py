@@ -17,9 +17,8 @@ from shared import states
 from shared.clock import started_at
 from shared.phones import numbered
 from tests.fixtures.web import ADMIN_TOKEN, HttpClient
-from tests.helpers import service_env
+from tests.helpers import service_env, wait_until
 from workers.dev.embedded import free_port
-from workers.dev.simulator.process import wait_until
 from workers.runtime import build_runtime
 from workers.web.http import read_token_for
 

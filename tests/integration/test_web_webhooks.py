@@ -24,7 +24,7 @@ from shared.clock import started_at
 from shared.metrics import REGISTRY
 from shared.webhooks import SIGNATURE_HEADER, sign_webhook
 from tests.fixtures.web import WebServer, pipeline_for
-from workers.dev.simulator.process import wait_until
+from tests.helpers import wait_until
 from workers.runtime import build_runtime
 
 BUSY = "+56961234501"

@@ -34,7 +34,8 @@ from shared.invalidation import (
 )
 from shared.metrics import REGISTRY
 from shared.redis_keys import INVALIDATE_CHANNEL_PREFIX, invalidate_all_channel, invalidate_channel
-from tests.fixtures.cache import ManualClock, wait_until
+from tests.fixtures.cache import ManualClock
+from tests.helpers import wait_until
 
 CONFIG = load_config({})
 A = "65f1c0ffee0000000000000a"

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,6 @@ from shared.metrics import read_snapshots
 from shared.phones import numbered
 from workers.clock_dyno import DEFAULT_INTERVAL_S
 from workers.dev import embedded
-from workers.dev.simulator.process import wait_until
 
 #: A Tuesday 10:00 in Santiago: no window closes during a run.
 BENCH_START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)
@@ -54,6 +53,17 @@ BENCH_REDIS_DB = 14
 STEPS = ("dial", "poll", "finalize", "refill", "dispatch", "maintain", "reconcile", "other")
 #: Real seconds a run waits for its contacts to complete before it reports what it reached.
 DEFAULT_TIME_CAP_S = 900.0
+
+
+def _wait_until(predicate: Callable[[], Any], *, timeout_s: float) -> Any:
+    """Poll ``predicate`` every 50 ms until it returns a truthy value (returned); ``TimeoutError`` after
+    ``timeout_s`` real seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not reached within {timeout_s} s")
+        time.sleep(0.05)  # sleep ok: polling a process's state
+    return value
 
 
 def cpu_s(pid: int) -> float:
@@ -199,10 +209,10 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
     try:
         if webhooks:
             stack.start_web(port=web_port)
-            wait_until(lambda: embedded.port_in_use(web_port), timeout_s=30)
+            _wait_until(lambda: embedded.port_in_use(web_port), timeout_s=30)
         runtime, batch = _prepare(config, clock, limit=limit, label=label)
-        wait_until(lambda: len([k for k in _processes(stack).values() if k == "workers"]) >= workers * processes,
-                   timeout_s=30)
+        _wait_until(lambda: len([k for k in _processes(stack).values() if k == "workers"]) >= workers * processes,
+                    timeout_s=30)
         time.sleep(3)  # sleep ok: every worker process boots, connects and publishes a first metrics snapshot
         kinds = _processes(stack)
         cpu0 = {pid: cpu_s(pid) for pid in kinds}

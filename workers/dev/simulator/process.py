@@ -25,12 +25,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.errors import ServiceError
 
-__all__ = ["SimulatorProcess", "start_simulator", "wait_until"]
+__all__ = ["SimulatorProcess", "start_simulator"]
 
 #: Real seconds to wait for the child to print its address.
 DEFAULT_STARTUP_TIMEOUT_S = 30.0
@@ -250,16 +250,3 @@ def start_simulator(*, env: Mapping[str, str] | None = None, api_key: str | None
     threading.Thread(target=lambda: sum(1 for _ in process.stdout or ()), name="simulator-stdout",
                      daemon=True).start()
     return sim
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05,
-               message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value (returned); raise ``TimeoutError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} not reached within {timeout_s} s")
-        threading.Event().wait(interval_s)
