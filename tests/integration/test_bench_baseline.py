@@ -3,12 +3,15 @@ simulator, as a process of its own, and reports its figures; the bench's table c
 
 from __future__ import annotations
 
+import pytest
+
 from workers.dev.bench import run_baseline, table
 
 CONTACTS = 5
 LIMIT = 3
 
 
+@pytest.mark.slow
 def test_baseline_worker_completes_its_calls_and_reports_figures(mongo_uri: str, redis_url: str) -> None:
     figures = run_baseline(contacts=CONTACTS, limit=LIMIT, speed=60.0, duration_s=5.0, mongo_uri=mongo_uri,
                            redis_url=redis_url, time_cap_s=120.0)

@@ -12,11 +12,15 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from shared.phones import numbered
 from tests.fixtures.browser import Browser
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import wait_until
 from workers.web.http import read_token_for
+
+pytestmark = pytest.mark.slow   # a running stack and a headless browser
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 CONTACTS = 16

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+pytestmark = pytest.mark.slow   # ``outdial demo`` as a child process
+
 #: Real seconds the reduced demo may take before the test gives up on it.
 DEMO_TIMEOUT_S = 150
 #: Redis database index of these tests (not the other tests' index: the demo refuses a database in use).

@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import states
 from shared.clock import started_at
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import assert_no_attempt_dialed_twice, numbers, wait_final
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
 ANSWER_30S = {"outcome": "answer", "duration_s": 30}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import pytz
 
 from shared import states
@@ -12,6 +13,8 @@ from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at, to_ms
 from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 SANTIAGO = pytz.timezone("America/Santiago")
 NEW_YORK = pytz.timezone("America/New_York")

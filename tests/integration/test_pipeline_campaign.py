@@ -5,10 +5,14 @@ from __future__ import annotations
 import collections
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import states
 from shared.clock import started_at
 from shared.phones import numbered
 from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Santiago
 

@@ -19,6 +19,8 @@ from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, wait_final
 from tests.integration.test_pipeline_refill import recording_rig
 
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
+
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time.
 FAST = started_at(datetime(2026, 3, 3, 13, 0, tzinfo=UTC), speed=60)
 NO_ANSWER, TALKER, OTHER = "+56961234801", "+56961234802", "+56961234803"

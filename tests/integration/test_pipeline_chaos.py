@@ -17,6 +17,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from shared import attempts as attempt_states
 from shared import states
 from shared.call_settings import parse_call_settings
@@ -24,6 +26,8 @@ from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at
 from tests.integration.test_pipeline_campaign import numbers, wait_final
 from workers.dev import embedded
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 OPENS = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)   # Tuesday 09:00 in Santiago
 #: Three windows a day: the campaign starts before the first, and two close while calls are going on.

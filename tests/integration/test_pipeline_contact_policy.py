@@ -11,6 +11,7 @@ import collections
 import json
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 import pytz
 
 from shared import states
@@ -19,6 +20,8 @@ from shared.calling_window import next_allowed_time
 from shared.clock import from_ms, started_at
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 SANTIAGO = pytz.timezone("America/Santiago")
 #: Monday 22:30 in Santiago: the stack starts during the night, and the first window opens on Tuesday.

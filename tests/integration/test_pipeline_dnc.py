@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import attempts as attempt_states
 from shared import states
 from shared.clock import started_at
@@ -18,6 +20,8 @@ from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 from tests.integration.test_pipeline_fences import with_faults
 from workers.runtime import build_runtime
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago
 ANSWER = {"outcome": "answer", "ring_s": 1, "duration_s": 20}

@@ -25,6 +25,8 @@ from shared.retell import RetellClient
 from tests.integration.test_pipeline_scheduler import Recorder
 from workers.runtime import build_runtime
 
+pytestmark = pytest.mark.slow   # the simulator process or a running stack
+
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago: inside the default window
 
 

@@ -49,6 +49,7 @@ def creates_by_attempt(stack) -> collections.Counter:
     return collections.Counter(r["body"]["metadata"]["attempt_id"] for r in stack.simulator.dials())
 
 
+@pytest.mark.slow
 def test_a_worker_frozen_before_its_create_never_causes_a_second_call(stack_factory):
     phones = numbers("51", 3)
     stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=answer(phones), workers=2,
@@ -72,6 +73,7 @@ def test_a_worker_frozen_before_its_create_never_causes_a_second_call(stack_fact
     assert runtime.slots.holders("acme") == {}
 
 
+@pytest.mark.slow
 def test_a_create_slower_than_the_lease_is_replayed_with_its_key_and_dials_once(stack_factory):
     phones = numbers("52", 4)
     stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=answer(phones),
@@ -87,6 +89,7 @@ def test_a_create_slower_than_the_lease_is_replayed_with_its_key_and_dials_once(
     assert not runtime.attempts.coll.find_one({"state": attempt_states.ORPHANED})
 
 
+@pytest.mark.slow
 def test_a_stall_between_the_decision_and_the_create_never_calls_after_the_window(stack_factory):
     # The window is 09:00-09:04 in Santiago (12:00-12:04 UTC); the clock starts at 08:56 at 60x, so the job
     # is decided inside the window whenever the stack is up (there are 3.5 real seconds of slack). Then the
@@ -109,6 +112,7 @@ def test_a_stall_between_the_decision_and_the_create_never_calls_after_the_windo
     assert runtime.slots.holders("acme") == {} and runtime.billing.check("acme").ok
 
 
+@pytest.mark.slow
 def test_a_worker_whose_clock_runs_ahead_does_not_call_before_the_window(stack_factory):
     # At 60x a clock 6 s ahead reads 6 minutes ahead: without one time source it dialed at 08:54.
     opens = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)   # 09:00 in Santiago
@@ -123,6 +127,7 @@ def test_a_worker_whose_clock_runs_ahead_does_not_call_before_the_window(stack_f
     assert len(received) == 6 and min(received) >= opens, min(received)
 
 
+@pytest.mark.slow
 def test_a_wall_clock_stepped_back_in_a_worker_never_calls_after_the_window(stack_factory):
     # The window is 09:00-09:04 in Santiago (12:00-12:04 UTC); the shared clock reads 09:06 and runs at real speed,
     # and the jobs are due since 09:00. The worker's wall clock is set back five minutes as it starts its first dial,
@@ -152,6 +157,7 @@ def test_a_wall_clock_stepped_back_in_a_worker_never_calls_after_the_window(stac
     assert not runtime.attempts.coll.find_one({"batch_id": batch["_id"]})
 
 
+@pytest.mark.slow
 def test_a_wall_clock_stepped_right_before_a_send_stops_it_until_the_shared_time_is_measured_again(stack_factory):
     # The worker's wall clock is set back five minutes between the dial's decision and its create. Its shared time
     # does not follow, and the check before the send sees its wall clock disagree with it: that create is not sent
@@ -171,6 +177,7 @@ def test_a_wall_clock_stepped_right_before_a_send_stops_it_until_the_shared_time
     assert creates_by_attempt(stack) == {rest[0]["_id"]: 1}   # only the attempt sent after the new measurement
 
 
+@pytest.mark.slow
 def test_the_loser_of_a_duplicated_dial_takes_and_gives_back_nothing(stack_factory):
     phones = numbers("55", 12)
     stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=answer(phones), workers=2,

@@ -7,11 +7,15 @@ import itertools
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import states
 from shared.batch_controls import cancel_batch, pause_batch, resume_batch
 from shared.clock import started_at
 from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
 

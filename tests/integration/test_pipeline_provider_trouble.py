@@ -11,12 +11,16 @@ import collections
 import itertools
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import attempts as attempt_states
 from shared import states
 from shared.batch_controls import resume_batch
 from shared.clock import started_at
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago
 #: Free retries 0.2, 0.4, 0.8 ... real seconds apart (5 s in production), so that a test sees several.

@@ -14,6 +14,8 @@ from tests.helpers import wait_until
 from tests.integration.test_pipeline_scheduler import Recorder
 from workers.runtime import build_runtime
 
+pytestmark = pytest.mark.slow   # the simulator process
+
 #: A Tuesday 10:00 in Santiago, 60 times faster than real time (a 20 s call lasts a third of a second).
 FAST = started_at(datetime(2026, 3, 3, 13, 0, tzinfo=UTC), speed=60)
 PHONES = [f"+5696123470{i}" for i in range(3)]

@@ -13,9 +13,13 @@ import itertools
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import states
 from shared.clock import started_at
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
+
+pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday; no calling window is set
 SPEED = 240

@@ -58,6 +58,7 @@ def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
 # -- endpoints ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_create_sends_the_mapped_body_and_returns_a_registered_call(sim, sim_wait):
     def go():
         with client_for(sim) as client:
@@ -79,6 +80,7 @@ def test_create_sends_the_mapped_body_and_returns_a_registered_call(sim, sim_wai
     }
 
 
+@pytest.mark.slow
 def test_get_call_follows_the_lifecycle_to_analysis(sim, sim_wait):
     def go():
         with client_for(sim) as client:
@@ -100,6 +102,7 @@ def test_get_call_follows_the_lifecycle_to_analysis(sim, sim_wait):
     assert final.call_analysis["call_successful"] is True and final.metadata == {"job_id": "j2"}
 
 
+@pytest.mark.slow
 def test_stop_call_ends_a_stuck_call_once(sim):
     def go():
         with client_for(sim) as client:
@@ -113,6 +116,7 @@ def test_stop_call_ends_a_stuck_call_once(sim):
     assert call.is_final and call.disconnection_reason == "manual_stopped"
 
 
+@pytest.mark.slow
 def test_list_calls_pages_and_filters(sim):
     def go():
         with client_for(sim) as client:
@@ -132,6 +136,7 @@ def test_list_calls_pages_and_filters(sim):
     assert [c.metadata["i"] for c in ascending.items] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_find_calls_by_metadata_matches_on_the_client_side(sim):
     def go():
         with client_for(sim) as client:
@@ -149,6 +154,7 @@ def test_find_calls_by_metadata_matches_on_the_client_side(sim):
     assert len(unstarted) == 2  # calls that never started are kept whatever since_ms says
 
 
+@pytest.mark.slow
 def test_since_ms_drops_calls_that_started_before(sim, sim_wait):
     def go():
         with client_for(sim) as client:
@@ -165,6 +171,7 @@ def test_since_ms_drops_calls_that_started_before(sim, sim_wait):
     assert started and len(kept) == 1 and dropped == []
 
 
+@pytest.mark.slow
 def test_get_concurrency_counts_calls_in_progress(sim):
     def go():
         with client_for(sim) as client:
@@ -179,6 +186,7 @@ def test_get_concurrency_counts_calls_in_progress(sim):
 # -- errors ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wrong_key_is_an_auth_error(sim):
     def go():
         with RetellClient(load_config({}), base_url=sim.base_url, api_key="key_wrong") as client:
@@ -190,6 +198,7 @@ def test_wrong_key_is_an_auth_error(sim):
     assert sim.stats()["requests"]["get_concurrency"] == 1  # not retried
 
 
+@pytest.mark.slow
 def test_validation_error_keeps_the_message_and_is_not_retried(sim):
     def go():
         with client_for(sim) as client:
@@ -202,6 +211,7 @@ def test_validation_error_keeps_the_message_and_is_not_retried(sim):
 
 
 @pytest.mark.parametrize("not_found_status", [404, 422])
+@pytest.mark.slow
 def test_unknown_call_is_call_not_found(simulator_factory, not_found_status):
     sim = simulator_factory(not_found_status=not_found_status)
 
@@ -215,6 +225,7 @@ def test_unknown_call_is_call_not_found(simulator_factory, not_found_status):
         assert info.value.status == not_found_status
 
 
+@pytest.mark.slow
 def test_payment_required(sim):
     sim.script_faults("create_phone_call", "402")
 
@@ -227,6 +238,7 @@ def test_payment_required(sim):
     assert info.value.status == 402 and not info.value.retryable and sim.dials() == []
 
 
+@pytest.mark.slow
 def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
     sim.set_faults(retry_after_ms=1500, script={"create_phone_call": ["429"]})
 
@@ -240,6 +252,7 @@ def test_rate_limited_create_carries_retry_after_and_is_not_retried(sim):
     assert len(sim.calls()) == 1 and sim.dials() == []
 
 
+@pytest.mark.slow
 def test_server_error_on_create_without_a_key_is_ambiguous_and_not_sent_again(sim):
     sim.script_faults("create_phone_call", "500")
 
@@ -254,6 +267,7 @@ def test_server_error_on_create_without_a_key_is_ambiguous_and_not_sent_again(si
 
 
 @pytest.mark.parametrize("faults", [["500"], ["drop"], ["502", "504"], ["slow"], ["drop_before", "500"]])
+@pytest.mark.slow
 def test_an_ambiguous_create_is_sent_again_with_its_key_and_dials_once(sim, faults):
     sim.set_faults(slow_ms=1500, script={"create_phone_call": faults})
 
@@ -269,6 +283,7 @@ def test_an_ambiguous_create_is_sent_again_with_its_key_and_dials_once(sim, faul
     assert sim.stats()["dials"] == 1
 
 
+@pytest.mark.slow
 def test_the_check_before_each_send_stops_a_create(sim):
     checks: list[int] = []
 
@@ -302,6 +317,7 @@ def test_the_check_before_each_send_stops_a_create(sim):
     assert len(sim.calls()) == 1
 
 
+@pytest.mark.slow
 def test_idempotent_requests_are_retried_until_they_succeed(sim):
     def go():
         with client_for(sim) as client:
@@ -314,6 +330,7 @@ def test_idempotent_requests_are_retried_until_they_succeed(sim):
     assert sim.stats()["requests"]["get_call"] == 3
 
 
+@pytest.mark.slow
 def test_retries_give_up_after_max_retries(sim):
     sim.script_faults("get_concurrency", "503", "503", "503", "503")
 
@@ -326,6 +343,7 @@ def test_retries_give_up_after_max_retries(sim):
     assert sim.stats()["requests"]["get_concurrency"] == 3
 
 
+@pytest.mark.slow
 def test_long_retry_after_is_left_to_the_caller(sim):
     sim.set_faults(retry_after_ms=120_000, script={"list_calls": ["429"]})
 
@@ -338,6 +356,7 @@ def test_long_retry_after_is_left_to_the_caller(sim):
     assert info.value.retry_after_s == 120 and sim.stats()["requests"]["list_calls"] == 1
 
 
+@pytest.mark.slow
 def test_slow_answer_is_a_timeout(sim):
     sim.set_faults(slow_ms=2000, script={"get_concurrency": ["slow"]})
 
@@ -366,6 +385,7 @@ def test_nobody_listening_is_provider_unavailable():
 # -- the ambiguous create -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dropped_create_is_ambiguous_and_reconciles_to_the_created_call(sim):
     sim.script_faults("create_phone_call", "drop")
     meta = {"job_id": "job_amb", "attempt": 3}
@@ -384,6 +404,7 @@ def test_dropped_create_is_ambiguous_and_reconciles_to_the_created_call(sim):
     assert [c.call_id for c in found] == [dial["call_id"]]
 
 
+@pytest.mark.slow
 def test_create_lost_before_processing_reconciles_to_nothing(sim):
     sim.script_faults("create_phone_call", "drop_before")
 
@@ -396,6 +417,7 @@ def test_create_lost_before_processing_reconciles_to_nothing(sim):
     assert go() == [] and sim.dials() == []
 
 
+@pytest.mark.slow
 def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
     sim.set_faults(slow_ms=1500, script={"create_phone_call": ["slow"]})
 
@@ -409,6 +431,7 @@ def test_create_timeout_is_ambiguous_and_the_call_exists(sim):
     assert len(found) == 1 and len(sim.dials()) == 1
 
 
+@pytest.mark.slow
 def test_a_trickling_create_answer_ends_at_the_create_timeout_as_ambiguous(sim):
     # The answer's body comes a byte at a time over 10 s: every read gets something, so a timeout per read never
     # fires. The create timeout bounds the whole request: past it the outcome is unknown, as after a read timeout.
@@ -429,6 +452,7 @@ def test_a_trickling_create_answer_ends_at_the_create_timeout_as_ambiguous(sim):
     assert again.call_status == "registered" and len(sim.dials()) == 2   # the connection pool still serves
 
 
+@pytest.mark.slow
 def test_a_trickled_answer_that_ends_in_time_parses(sim):
     sim.set_faults(slow_ms=600, script={"get_concurrency": ["trickle"], "create_phone_call": ["trickle"]})
 
@@ -440,6 +464,7 @@ def test_a_trickled_answer_that_ends_in_time_parses(sim):
     assert call.call_id == sim.dials()[0]["call_id"] and concurrency.limit == 20
 
 
+@pytest.mark.slow
 def test_a_trickling_answer_of_any_request_ends_at_its_timeout(sim):
     sim.set_faults(slow_ms=10_000, script={"get_concurrency": ["trickle"]})
 
@@ -454,6 +479,7 @@ def test_a_trickling_answer_of_any_request_ends_at_its_timeout(sim):
 
 
 @pytest.mark.parametrize("status", ["502", "504"])
+@pytest.mark.slow
 def test_gateway_errors_on_create_are_ambiguous(sim, status):
     sim.script_faults("create_phone_call", status)
 
@@ -466,6 +492,7 @@ def test_gateway_errors_on_create_are_ambiguous(sim, status):
     assert info.value.status == int(status) and info.value.metadata == {"attempt": 1}
 
 
+@pytest.mark.slow
 def test_unknown_disconnection_reason_parses(simulator_factory):
     sim = simulator_factory(clock=CLOCK,
                             scenario={"numbers": {BUSY: {"outcome": "failed", "reason": "quantum_decoherence"}}})
@@ -487,6 +514,7 @@ def test_unknown_disconnection_reason_parses(simulator_factory):
 # -- one client per process, shared by threads -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_runtime_client_from_many_threads(simulator_config: Config, clock: Clock, simulator: SimulatorProcess):
     runtime = build_runtime(simulator_config, clock)
     try:
@@ -517,6 +545,7 @@ def test_the_runtime_client_from_many_threads(simulator_config: Config, clock: C
         runtime.close()
 
 
+@pytest.mark.slow
 def test_a_client_from_the_process_config_raises_the_same_errors(simulator: SimulatorProcess):
     client = RetellClient(load_config({}).with_overrides(retell_base_url=simulator.base_url,
                                                          retell_api_key=simulator.api_key))
@@ -537,6 +566,7 @@ def _child_uses_client(client: RetellClient, out: Any) -> None:
         out.put(repr(exc))
 
 
+@pytest.mark.slow
 def test_a_client_works_in_a_forked_child_and_leaves_the_parents_connections(simulator: SimulatorProcess):
     config = load_config({}).with_overrides(retell_base_url=simulator.base_url, retell_api_key=simulator.api_key)
     client = RetellClient(config)

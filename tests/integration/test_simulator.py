@@ -19,6 +19,8 @@ from shared.webhooks import verify_webhook
 from tests.helpers import wait_until
 from workers.dev.simulator.process import SimulatorProcess
 
+pytestmark = pytest.mark.slow   # the simulator process
+
 FROM = "+14155550100"
 N = {name: f"+1415555{i:04d}" for i, name in enumerate(
     ["answer", "no_answer", "busy", "voicemail", "invalid", "failed", "stuck", "third", "long", "slow_pick"], start=1)}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import states
@@ -94,6 +95,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_worker_processes_metrics_reach_metrics_through_redis(api, web, web_config, redis_url):
     subprocess.run([sys.executable, "-c", WORKER.format(url=redis_url)], check=True, timeout=60,
                    env=service_env(web_config))

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import states
@@ -51,6 +52,7 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_outdial_web_listens_on_port_refuses_without_admin_token_and_stops_on_sigterm(config, db):
     port = free_port()
     env = {**service_env(config), "PORT": str(port), "LOG_FORMAT": "json"}
@@ -70,6 +72,7 @@ def test_outdial_web_listens_on_port_refuses_without_admin_token_and_stops_on_si
     assert "admin_token_unset" in events and "web_listening" in events
 
 
+@pytest.mark.slow
 def test_logs_never_show_the_admin_token_or_a_full_phone_number(config, db):
     port = free_port()
     env = {**service_env(config), "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json"}
@@ -90,6 +93,7 @@ def test_logs_never_show_the_admin_token_or_a_full_phone_number(config, db):
         assert secret not in err
 
 
+@pytest.mark.slow
 def test_print_read_token(config):
     env = {**service_env(config), "ADMIN_TOKEN": ADMIN_TOKEN}
     out = subprocess.run([sys.executable, "-m", "workers.cli", "web", "--print-read-token"], env=env, text=True,
@@ -133,6 +137,7 @@ def stack_with_web(stack_factory, rules, *, speed: float, **config_overrides):
     return stack, runtime, client
 
 
+@pytest.mark.slow
 def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_factory):
     answer, busy = numbers("71", 12), numbers("72", 6)
     rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in answer}
@@ -196,6 +201,7 @@ def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_fac
     assert code == 0
 
 
+@pytest.mark.slow
 def test_web_and_workers_refuse_retells_api_with_the_development_key(config):
     env = {**service_env(config), "RETELL_BASE_URL": "https://api.retellai.com", "ADMIN_TOKEN": ADMIN_TOKEN}
     env.pop("RETELL_API_KEY", None)
@@ -206,6 +212,7 @@ def test_web_and_workers_refuse_retells_api_with_the_development_key(config):
         assert "RETELL_API_KEY" in done.stdout + done.stderr, (argv, done.stdout, done.stderr)
 
 
+@pytest.mark.slow
 def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_came(stack_factory):
     """RETELL_WEBHOOKS: a call's end comes by webhook and nobody asks the provider about it; once webhooks stop
     arriving, maintenance polls each call past its ring timeout plus the safety margin, and it still ends."""

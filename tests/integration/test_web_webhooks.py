@@ -27,6 +27,8 @@ from tests.fixtures.web import WebServer, pipeline_for
 from tests.helpers import wait_until
 from workers.runtime import build_runtime
 
+pytestmark = pytest.mark.slow   # the simulator process
+
 BUSY = "+56961234501"
 ANSWER = "+56961234502"
 ANSWER_2 = "+56961234503"

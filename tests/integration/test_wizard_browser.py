@@ -19,10 +19,14 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from shared.clock import started_at
 from tests.fixtures.browser import Browser, set_files, sign_in
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow   # a running stack and a headless browser
 
 START = datetime(2026, 3, 3, 23, 0, tzinfo=UTC)   # Tuesday 20:00 in Santiago (UTC-3)
 OPENS = datetime(2026, 3, 4, 1, 0, tzinfo=UTC)    # Tuesday 22:00 in Santiago: the window opens
