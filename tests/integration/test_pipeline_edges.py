@@ -22,7 +22,7 @@ from shared import states
 from shared.clock import Clock
 from shared.errors import StoreError
 from shared.retell import RetellClient
-from tests.integration.test_pipeline_scheduler import Recorder
+from tests.fixtures.doubles import RecordingSender
 from workers.runtime import build_runtime
 
 pytestmark = pytest.mark.slow   # the simulator process or a running stack
@@ -58,7 +58,7 @@ def edge(config, db, simulator_factory, movable):
     rt.__dict__["provider"] = RetellClient(cfg, backoff_base_s=0.01, backoff_max_s=0.02)   # the client's own resends
     rt.slots.rebuild({})
     rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 5})
-    sender = Recorder()
+    sender = RecordingSender()
     return rt, rt.pipeline(sender), sender, sim
 
 

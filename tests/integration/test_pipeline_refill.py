@@ -10,8 +10,8 @@ import pytest
 
 from shared import mongo, states
 from shared.clock import started_at
+from tests.fixtures.doubles import RecordingSender
 from tests.helpers import wait_until
-from tests.integration.test_pipeline_scheduler import Recorder
 from workers.runtime import build_runtime
 
 pytestmark = pytest.mark.slow   # the simulator process
@@ -25,7 +25,7 @@ SCENARIO = {"numbers": {**{p: {"outcome": "answer", "ring_s": 1, "duration_s": 2
 
 def recording_rig(config, simulator_factory, clock, scenario, *, suspend_cache=False):
     """``(runtime, pipeline, sender, simulator)``: one process's pipeline with webhooks, on this test's MongoDB and
-    Redis and a simulator, its messages kept by a :class:`Recorder`; a generator, for a fixture to yield from.
+    Redis and a simulator, its messages kept by a :class:`RecordingSender`; a generator, for a fixture to yield from.
 
     :param suspend_cache: every batch read goes to MongoDB (no invalidation listener runs in a test process)."""
     simulator = simulator_factory(clock=clock, config=config, scenario=scenario)
@@ -36,7 +36,7 @@ def recording_rig(config, simulator_factory, clock, scenario, *, suspend_cache=F
     runtime.slots.rebuild({})
     if suspend_cache:
         runtime.cache.suspend()
-    sender = Recorder()
+    sender = RecordingSender()
     yield runtime, runtime.pipeline(sender), sender, simulator
     runtime.close()
 

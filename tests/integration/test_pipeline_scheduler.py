@@ -10,32 +10,11 @@ import pytest
 from shared import states
 from shared.clock import to_ms
 from shared.reasons import because
+from tests.fixtures.doubles import RecordingSender
 from tests.helpers import frozen_clock
 from workers.runtime import build_runtime
 
 T0 = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
-
-
-class Recorder:
-    """A :class:`shared.pipeline.Sender` that keeps the messages instead of sending them."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    def dial(self, job_id, lease_owner, *, delay_ms=0):
-        self.sent.append(("dial", job_id, lease_owner, delay_ms))
-
-    def poll(self, job_id, lease_owner, call_id, n, *, delay_ms=0):
-        self.sent.append(("poll", job_id, lease_owner, delay_ms, call_id, n))
-
-    def reconcile(self, job_id, lease_owner, *, delay_ms=0):
-        self.sent.append(("reconcile", job_id, lease_owner, delay_ms))
-
-    def schedule(self, account_id=None):
-        self.sent.append(("schedule", account_id))
-
-    def of(self, kind):
-        return [m for m in self.sent if m[0] == kind]
 
 
 @pytest.fixture
@@ -47,7 +26,7 @@ def rt(config, db):
 
 @pytest.fixture
 def sender():
-    return Recorder()
+    return RecordingSender()
 
 
 @pytest.fixture
