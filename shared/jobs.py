@@ -176,7 +176,7 @@ class JobStore:
         if batch_id is not None:
             pipeline.append({"$match": {"batch_id": batch_id}})
         pipeline.append({"$group": {"_id": "$status", "n": {"$sum": 1}}})
-        out = dict.fromkeys(states.JOB_STATES, 0)
+        out = dict.fromkeys(map(str, states.JOB_STATES), 0)
         for row in self.coll.aggregate(pipeline):
             out[row["_id"]] = int(row["n"])
         return out
@@ -195,7 +195,7 @@ class JobStore:
 
     def counts_by_batch(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Jobs per state for each batch (every state present): one aggregate per batch, or per state for many."""
-        out = {batch_id: dict.fromkeys(states.JOB_STATES, 0) for batch_id in batch_ids}
+        out = {batch_id: dict.fromkeys(map(str, states.JOB_STATES), 0) for batch_id in batch_ids}
         if not batch_ids:
             return out
         if len(batch_ids) <= PER_BATCH_COUNT_LIMIT:

@@ -55,7 +55,8 @@ WAITING_BALANCE = JobState.WAITING_BALANCE
 FAILED = JobState.FAILED
 CANCELLED = JobState.CANCELLED
 
-JOB_STATES = tuple(JobState)
+#: Every job state, as stored (members of :class:`JobState`, typed as the strings they are).
+JOB_STATES: tuple[str, ...] = tuple(JobState)
 #: Waiting in MongoDB for ``next_try_at``; the scheduler claims these.
 CLAIMABLE = (PENDING, WAITING_SCHEDULE, RETRY_WAIT)
 #: Held by a process under a lease (``lease_owner``, ``lease_until``).
@@ -116,7 +117,7 @@ BATCH_PAUSED = BatchState.PAUSED
 BATCH_CANCELLED = BatchState.CANCELLED
 BATCH_COMPLETED = BatchState.COMPLETED
 BATCH_HELD = BatchState.HELD
-BATCH_STATES = tuple(BatchState)
+BATCH_STATES: tuple[str, ...] = tuple(BatchState)
 #: A batch's moves (:mod:`shared.batch_controls` and the pipeline): pause (``active|held -> paused``), resume
 #: (``paused|held -> active``), cancel (``active|paused|held -> cancelled``), hold (``active -> held``), complete
 #: (``active -> completed``, by maintenance once no job is open) and reopen (``completed -> active``).
