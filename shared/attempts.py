@@ -30,12 +30,14 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import Clock, get_clock
 from shared.mongo import ATTEMPTS
 from shared.reasons import Reason, clip
+from shared.states import AttemptState
 
-DIALING = "dialing"
-IN_CALL = "in_call"
-ENDED = "ended"
-NOT_PLACED = "not_placed"
-ORPHANED = "orphaned"
+# The attempt states (:class:`shared.states.AttemptState`, its moves in :data:`shared.states.ATTEMPT_TRANSITIONS`).
+DIALING = AttemptState.DIALING
+IN_CALL = AttemptState.IN_CALL
+ENDED = AttemptState.ENDED
+NOT_PLACED = AttemptState.NOT_PLACED
+ORPHANED = AttemptState.ORPHANED
 OPEN = (DIALING, IN_CALL)
 
 

@@ -63,7 +63,7 @@ SENT_AT_FRESH_S = 1.0
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
                          reservation: Reservation, *, lease_owner: str | None = None,
-                         expected: Iterable[str] = states.LEASED,
+                         expected: Iterable[str] = (states.QUEUED, states.DIALING),
                          retry_at: datetime | None = None) -> dict[str, Any] | None:
     """Apply a refused reservation to its job (:func:`~shared.decisions.decide_insufficient_balance`).
 
@@ -79,7 +79,7 @@ def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any
 
     :param job: the job document (its ``_id`` and ``account_id`` are used).
     :param lease_owner: the lease token the dial holds.
-    :param expected: the states the job may be in (default the leased ones).
+    :param expected: the states the job may be in (default the leased ones before a call exists).
     :param retry_at: when a job whose balance is held by calls is due again.
     Returns the job after the write, or None when the job had moved on.
     """
@@ -91,16 +91,14 @@ def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any
         return jobs.release(job["_id"], retry_at or jobs.clock.now(), decision.reason, expected=expected,
                             lease_owner=lease_owner)
     if decision.step == BalanceStep.FAIL:
-        return jobs.mark_failed(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
-    parked = jobs.reschedule(job["_id"], jobs.clock.now(), decision.reason, status=states.WAITING_BALANCE,
-                             expected=expected, lease_owner=lease_owner)
+        return jobs.fail(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
+    parked = jobs.park_for_balance(job["_id"], decision.reason, expected=expected, lease_owner=lease_owner)
     if parked is None:
         return None
     funds = billing.note_waiting(job["account_id"], reservation.needed)
     if funds is not None and balance_now_covers(metered=funds[0].metered, available=funds[1],
                                                 needed=reservation.needed, unknown_account=unknown):
-        back = jobs.transition(job["_id"], expected=[states.WAITING_BALANCE], to=states.PENDING,
-                               set_={"next_try_at": jobs.clock.now_ms()})
+        back = jobs.unpark(job["_id"])
         return back or parked
     return parked
 
@@ -146,15 +144,15 @@ class Dial(Step):
             self.jobs.release(job_id, now, decision.reason, **own)
         elif decision.step == DialStep.OUTSIDE_WINDOW:
             assert decision.next_try_at is not None
-            self.jobs.reschedule(job_id, decision.next_try_at, decision.reason, inc={"postponed_by_schedule": 1},
-                                 **own)
+            self.jobs.postpone(job_id, decision.next_try_at, decision.reason, inc={"postponed_by_schedule": 1},
+                               **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
             event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
                   reason=decision.reason.text(self._lang()), reason_code=decision.reason.code)
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
-            self.jobs.mark_failed(job_id, decision.reason, **own)
+            self.jobs.fail(job_id, decision.reason, **own)
         elif decision.step == DialStep.DO_NOT_CALL:
-            self.jobs.mark_failed(job_id, decision.reason, set_={"outcome": DNC_OUTCOME}, **own)
+            self.jobs.fail(job_id, decision.reason, set_={"outcome": DNC_OUTCOME}, **own)
         elif decision.step == DialStep.DNC_ROUND_END:
             fail_round(self.jobs, job_id, decision.reason, settings, job=job, **own)
         else:
@@ -215,8 +213,8 @@ class Dial(Step):
         aid = attempt_id(job, phone_index)
         now_ms = self.clock.now_ms()
         lease_until = now_ms + self._sim_ms(self.timing.dialing_lease_s)
-        won = self.jobs.transition(
-            job_id, to=states.DIALING, inc={"dials": 1}, lease_owner=lease_owner, expected=(states.QUEUED,),
+        won = self.jobs.start_dial(
+            job_id, lease_owner, inc={"dials": 1},
             set_={"attempt_id": aid, "phone_index": phone_index, "dialed_at": now_ms, "lease_until": lease_until},
             unset=("stop_requested_at", "stop_acked", "stop_attempts"))
         if won is None:
@@ -298,9 +296,9 @@ class Dial(Step):
             at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.get("timezone"),
                                    config=self.config)
         except NoAllowedTime as exc:
-            self.jobs.mark_failed(job["_id"], because("contact_policy_no_window", why=why, error=str(exc)), **own)
+            self.jobs.fail(job["_id"], because("contact_policy_no_window", why=why, error=str(exc)), **own)
             return DialStep.NO_WINDOW
-        self.jobs.reschedule(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
+        self.jobs.postpone(job["_id"], at, why, inc={"postponed_by_policy": 1}, **own)
         metrics.POSTPONED_BY_POLICY.inc()
         event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(),
               reason=why.text(self._lang()), reason_code=why.code)
@@ -424,7 +422,7 @@ class Dial(Step):
             self._cancel(job_id, stopped, own)
             return DialStep.CANCELLED
         if exc.kind == "window" and exc.next_try_at is not None:
-            self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
+            self.jobs.postpone(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
         elif exc.kind == "dnc":
             # Decided again at once: the decision passes the number over (or fails the contact).
@@ -500,15 +498,14 @@ class Dial(Step):
                               self._settings_of(job), job=job, expected=own["expected"],
                               lease_owner=own.get("lease_owner"))
         metrics.FREE_RETRIES.labels("retried").inc()
-        return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
-                                    inc={"free_retries": 1}, **own)
+        return self.jobs.release(job["_id"], self.clock.now() + self._sim(wait_s), reason, inc={"free_retries": 1},
+                                 **own)
 
     def _hold(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None,
               own: Mapping[str, Any]) -> dict[str, Any] | None:
         """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
         self._hold_batches(job, reason, batch_id=batch_id)
-        return self.jobs.reschedule(job["_id"], self.clock.now(), because("batch_held", held=reason),
-                                    status=states.PENDING, **own)
+        return self.jobs.release(job["_id"], self.clock.now(), because("batch_held", held=reason), **own)
 
     def _hold_batches(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None) -> None:
         """Hold the batch (or, ``batch_id`` None, every active batch) until an operator resumes it."""
@@ -531,8 +528,7 @@ class Dial(Step):
             # The call's end comes by webhook; maintenance starts the polls only if none came by then.
             fields["poll_at"] = safety_poll_at_ms(self.clock.now_ms(), ring_timeout_s=settings.ring_timeout,
                                                   margin_s=self.timing.safety_poll_sim_s)
-        won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
-                                   where={"attempt_id": aid}, set_=fields)
+        won = self.jobs.record_call(job_id, lease_owner, aid, set_=fields)
         if won is None:
             current = self.jobs.get(job_id)
             attempt = self.attempts.get(aid)

@@ -4,12 +4,14 @@ Instants are stored as integer milliseconds since the epoch on the shared clock
 (``next_try_at``, ``lease_until``, ``created_at``...). A transition names the states it expects
 the job to be in (and, for a leased job, the lease owner); when the document is not in one of
 them nothing changes and ``None`` comes back, so two processes can never both win the same
-transition. Names follow the original worker
-(``mark_failed``, ``tries``, ``next_try_at``, ``last_error``). Entering a final state (``completed``, ``failed``,
-``cancelled``) follows one rule, written once in :func:`job_update`: ``finished_at`` is set, and the due time, the
-lease and the safety-net poll are dropped, whatever the caller asked to write with it. A reason is written as
-its code and parameters (``reason_code``, ``reason_params``) and as ``last_error``, its text in the
-configured language (:mod:`shared.reasons`).
+transition. Each transition is a named method (``claim_due``, ``start_dial``, ``record_call``, ``complete``,
+``fail``, ``cancel``, ``postpone``, ``release``, ``park_for_balance``, ``unpark``, ``apply_decision``...), and a move
+that :data:`shared.states.JOB_TRANSITIONS` does not list raises :class:`IllegalTransition` before anything is
+written. Field names follow the original worker (``tries``, ``next_try_at``, ``last_error``). Entering a final
+state (``completed``, ``failed``, ``cancelled``) follows one rule, written once in :func:`job_update`:
+``finished_at`` is set, and the due time, the lease and the safety-net poll are dropped, whatever the caller asked
+to write with it. A reason is written as its code and parameters (``reason_code``, ``reason_params``) and as
+``last_error``, its text in the configured language (:mod:`shared.reasons`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ CANCELLED = because("batch_cancelled")
 NOT_FINAL_FIELDS = ("next_try_at", "lease_owner", "lease_until", "poll_at")
 #: What a job leaving the leased states drops.
 LEASE_FIELDS = ("lease_owner", "lease_until", "poll_at")
+
+
+#: The states a decision of :mod:`shared.decisions` moves a job to (:meth:`JobStore.apply_decision`).
+DECIDED = (states.COMPLETED, states.FAILED, states.CANCELLED, states.RETRY_WAIT, states.PENDING)
+
+
+class IllegalTransition(ValueError):
+    """A job move that :data:`shared.states.JOB_TRANSITIONS` does not allow: a mistake in the caller, never a
+    race (a job that moved on meanwhile only makes a transition refused)."""
+
+
+def check_moves(expected: Iterable[str], to: str) -> None:
+    """Raise :class:`IllegalTransition` unless a job may move to ``to`` from each of the ``expected`` states."""
+    for frm in expected:
+        if not states.can_move(frm, to):
+            raise IllegalTransition(f"a job cannot move from {frm} to {to}")
 
 
 def job_update(now_ms: int, *, to: str | None = None, set_: Mapping[str, Any] | None = None,
@@ -158,7 +176,7 @@ class JobStore:
         if batch_id is not None:
             pipeline.append({"$match": {"batch_id": batch_id}})
         pipeline.append({"$group": {"_id": "$status", "n": {"$sum": 1}}})
-        out = dict.fromkeys(states.JOB_STATES, 0)
+        out = dict.fromkeys(map(str, states.JOB_STATES), 0)
         for row in self.coll.aggregate(pipeline):
             out[row["_id"]] = int(row["n"])
         return out
@@ -177,7 +195,7 @@ class JobStore:
 
     def counts_by_batch(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Jobs per state for each batch (every state present): one aggregate per batch, or per state for many."""
-        out = {batch_id: dict.fromkeys(states.JOB_STATES, 0) for batch_id in batch_ids}
+        out = {batch_id: dict.fromkeys(map(str, states.JOB_STATES), 0) for batch_id in batch_ids}
         if not batch_ids:
             return out
         if len(batch_ids) <= PER_BATCH_COUNT_LIMIT:
@@ -374,6 +392,7 @@ class JobStore:
             match["batch_id"] = {"$eq": batch_ids[0]} if len(batch_ids) == 1 else {"$in": list(batch_ids)}
         if account_id is not None:
             match["account_id"] = {"$eq": account_id}
+        check_moves(states.CLAIMABLE, states.QUEUED)
         ids = self._oldest(states.CLAIMABLE, "next_try_at", match, limit)
         if not ids:
             return []
@@ -403,6 +422,7 @@ class JobStore:
         """
         if not batch_ids:
             return None
+        check_moves(among, states.QUEUED)
         now_ms = to_ms(now) if now is not None else self.clock.now_ms()
         match: dict[str, Any] = {"next_try_at": {"$lte": now_ms + _ms(horizon)}, "account_id": {"$eq": account_id},
                                  "batch_id": {"$eq": batch_ids[0]} if len(batch_ids) == 1 else {"$in": list(batch_ids)}}
@@ -469,18 +489,21 @@ class JobStore:
 
     # -- transitions ---------------------------------------------------------------------------
 
-    def transition(self, job_id: str, *, expected: Sequence[str], to: str | None = None,
-                   lease_owner: str | None = None, set_: Mapping[str, Any] | None = None,
-                   unset: Iterable[str] = (), inc: Mapping[str, int] | None = None,
-                   where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """One conditional update; returns the document after it, or None when refused.
+    def _transition(self, job_id: str, *, expected: Sequence[str], to: str,
+                    lease_owner: str | None = None, set_: Mapping[str, Any] | None = None,
+                    unset: Iterable[str] = (), inc: Mapping[str, int] | None = None,
+                    where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """One conditional update; returns the document after it, or None when refused. The named transitions
+        below are its only callers.
 
-        :param expected: states the job must be in.
+        :param expected: states the job must be in; each must be allowed to move to ``to``
+            (:data:`shared.states.JOB_TRANSITIONS`), else :class:`IllegalTransition` and nothing is written.
         :param to: new state; leaving the leased states drops the lease fields, and entering a final state sets
             ``finished_at`` and drops the due time and the lease (:func:`job_update`).
         :param lease_owner: the lease token the job must carry (None: not checked).
         :param where: further conditions on the document (e.g. ``{"call_id": ...}``).
         """
+        check_moves(expected, to)
         query: dict[str, Any] = {"_id": parse_id(job_id, "job id"), "status": {"$in": list(expected)}}
         if lease_owner is not None:
             query["lease_owner"] = lease_owner
@@ -489,28 +512,92 @@ class JobStore:
         update = job_update(self.clock.now_ms(), to=to, set_=set_, unset=unset, inc=inc)
         return self.coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
 
-    def mark_failed(self, job_id: str, reason: Reason, *, expected: Sequence[str] = states.LEASED,
-                    lease_owner: str | None = None, set_: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    def start_dial(self, job_id: str, lease_owner: str, *, set_: Mapping[str, Any], unset: Iterable[str] = (),
+                   inc: Mapping[str, int] | None = None) -> dict[str, Any] | None:
+        """``queued -> dialing`` under the owner's lease: the one dial that wins it places the call."""
+        return self._transition(job_id, expected=(states.QUEUED,), to=states.DIALING, lease_owner=lease_owner,
+                                set_=set_, unset=unset, inc=inc)
+
+    def record_call(self, job_id: str, lease_owner: str, attempt_id: str, *,
+                    set_: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``dialing -> in_call``: the owner's attempt ``attempt_id`` (still the job's) has its call."""
+        return self._transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
+                                where={"attempt_id": attempt_id}, set_=set_)
+
+    def apply_decision(self, job_id: str, to: str, *, expected: Sequence[str], lease_owner: str | None = None,
+                       set_: Mapping[str, Any] | None = None, unset: Iterable[str] = (),
+                       where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The job's next state as a decision of :mod:`shared.decisions` gave it (a ``JobWrite``: after a round, a
+        phone or a call), its reason and due time already among ``set_``: ``completed``, ``failed``,
+        ``cancelled``, ``retry_wait`` or ``pending``."""
+        if to not in DECIDED:
+            raise IllegalTransition(f"a decision cannot move a job to {to}")
+        return self._transition(job_id, expected=expected, to=to, lease_owner=lease_owner, set_=set_, unset=unset,
+                                where=where)
+
+    def complete(self, job_id: str, *, expected: Sequence[str] = (states.IN_CALL,), lease_owner: str | None = None,
+                 set_: Mapping[str, Any] | None = None,
+                 where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """``completed`` (final): the contact was reached."""
+        return self._transition(job_id, expected=expected, to=states.COMPLETED, lease_owner=lease_owner, set_=set_,
+                                where=where)
+
+    def fail(self, job_id: str, reason: Reason, *, expected: Sequence[str] = states.LEASED,
+             lease_owner: str | None = None, set_: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """A final failure: ``failed`` with ``reason`` (a failed round is :func:`shared.rounds.fail_round`).
 
         :param set_: further fields to write with it (e.g. the ``outcome``).
         """
-        return self.transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
-                               set_={**(set_ or {}), **reason.fields(self.config.lang)})
+        return self._transition(job_id, expected=expected, to=states.FAILED, lease_owner=lease_owner,
+                                set_={**(set_ or {}), **reason.fields(self.config.lang)})
 
-    def reschedule(self, job_id: str, next_try_at: datetime, reason: Reason, *,
-                   status: str = states.WAITING_SCHEDULE, expected: Sequence[str] = states.LEASED,
-                   lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
-                   where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """Postpone without spending an attempt: ``waiting_schedule`` (or ``status``) until ``next_try_at``."""
-        return self.transition(job_id, expected=expected, to=status, lease_owner=lease_owner, inc=inc, where=where,
-                               set_={"next_try_at": to_ms(next_try_at), **reason.fields(self.config.lang)})
+    def cancel(self, job_id: str, reason: Reason, *, expected: Sequence[str], lease_owner: str | None = None,
+               where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """``cancelled`` (final) with ``reason``: its batch lets it wait no more (a whole batch's jobs not yet
+        dialed: :meth:`cancel_batch`)."""
+        return self._transition(job_id, expected=expected, to=states.CANCELLED, lease_owner=lease_owner,
+                                where=where, set_=reason.fields(self.config.lang))
+
+    def postpone(self, job_id: str, next_try_at: datetime, reason: Reason, *,
+                 to: str = states.WAITING_SCHEDULE, expected: Sequence[str] | None = None,
+                 lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
+                 where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Postpone without spending an attempt: back to a claimable state, ``waiting_schedule`` (or ``to``), until
+        ``next_try_at``.
+
+        :param expected: default the leased states that may enter ``to``.
+        """
+        if to not in states.CLAIMABLE:
+            raise IllegalTransition(f"a job is postponed to a claimable state, not {to}")
+        return self._transition(job_id, expected=_leased_into(to) if expected is None else expected, to=to,
+                                lease_owner=lease_owner, inc=inc, where=where,
+                                set_={"next_try_at": to_ms(next_try_at), **reason.fields(self.config.lang)})
 
     def release(self, job_id: str, next_try_at: datetime, reason: Reason, *,
-                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None) -> dict[str, Any] | None:
-        """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot)."""
-        return self.reschedule(job_id, next_try_at, reason, status=states.PENDING, expected=expected,
-                               lease_owner=lease_owner)
+                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
+                inc: Mapping[str, int] | None = None,
+                where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot, a paused
+        or held batch)."""
+        return self.postpone(job_id, next_try_at, reason, to=states.PENDING, expected=expected,
+                             lease_owner=lease_owner, inc=inc, where=where)
+
+    def park_for_balance(self, job_id: str, reason: Reason, *, expected: Sequence[str] | None = None,
+                         lease_owner: str | None = None) -> dict[str, Any] | None:
+        """``waiting_balance`` with ``reason``: the account cannot pay for one call; a top-up releases it
+        (:meth:`release_waiting_balance`, :meth:`unpark`).
+
+        :param expected: default the leased states that may enter it (``queued``, ``dialing``).
+        """
+        to = states.WAITING_BALANCE
+        return self._transition(job_id, expected=_leased_into(to) if expected is None else expected, to=to,
+                                lease_owner=lease_owner,
+                                set_={"next_try_at": self.clock.now_ms(), **reason.fields(self.config.lang)})
+
+    def unpark(self, job_id: str) -> dict[str, Any] | None:
+        """``waiting_balance -> pending``, due now: the balance covers its call again."""
+        return self._transition(job_id, expected=(states.WAITING_BALANCE,), to=states.PENDING,
+                                set_={"next_try_at": self.clock.now_ms()})
 
     def extend_dialing_lease(self, job_id: str, lease_owner: str, until_ms: int) -> bool:
         """Move the end of the owner's ``dialing`` lease to ``until_ms``; False when the job is no longer its own."""
@@ -530,6 +617,7 @@ class JobStore:
         progress go on (their finalize cancels their job). One update per state, each an equality on the batch and
         on the state that the ``batch_id, status`` index serves: a cancelled batch's sweep repeats it every
         maintenance run while a job of the batch is open. Returns how many jobs it cancelled."""
+        check_moves(states.NOT_DIALED, states.CANCELLED)
         update = job_update(self.clock.now_ms(), to=states.CANCELLED, set_=reason.fields(self.config.lang))
         cancelled = 0
         for state in states.NOT_DIALED:
@@ -539,12 +627,16 @@ class JobStore:
 
     def release_waiting_balance(self, account_id: str) -> int:
         """Every ``waiting_balance`` job of the account back to ``pending``, due now (after a top-up)."""
+        check_moves((states.WAITING_BALANCE,), states.PENDING)
         now = self.clock.now_ms()
-        result = self.coll.update_many(
-            {"account_id": account_id, "status": states.WAITING_BALANCE},
-            {"$set": {"status": states.PENDING, "next_try_at": now, "updated_at": now}},
-        )
+        result = self.coll.update_many({"account_id": account_id, "status": states.WAITING_BALANCE},
+                                       job_update(now, to=states.PENDING, set_={"next_try_at": now}))
         return int(result.modified_count)
+
+
+def _leased_into(to: str) -> tuple[str, ...]:
+    """The leased states from which a job may enter ``to``."""
+    return tuple(state for state in states.LEASED if states.can_move(state, to))
 
 
 def _ms(delta: timedelta) -> int:

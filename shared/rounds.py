@@ -17,8 +17,8 @@ from shared.reasons import Reason
 def write(jobs: JobStore, job_id: str, change: JobWrite, *, expected: Sequence[str],
           lease_owner: str | None = None) -> dict[str, Any] | None:
     """Write a decided change; the job after it, or None when it had moved on (another state, lease, round)."""
-    return jobs.transition(job_id, expected=expected, to=change.status, lease_owner=lease_owner,
-                           where=change.where, set_=change.set_, unset=change.unset)
+    return jobs.apply_decision(job_id, change.status, expected=expected, lease_owner=lease_owner,
+                               where=change.where, set_=change.set_, unset=change.unset)
 
 
 def _current(jobs: JobStore, job_id: str, job: Mapping[str, Any] | None,

@@ -10,7 +10,6 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from shared import states
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
@@ -121,4 +120,4 @@ class Step:
     def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
         """The job is ``cancelled`` with ``reason`` (one conditional transition: ``own`` names the states and the
         lease it must hold); the job store's rule for final states sets ``finished_at`` and drops the rest."""
-        return self.jobs.transition(job_id, to=states.CANCELLED, set_=reason.fields(self._lang()), **own)
+        return self.jobs.cancel(job_id, reason, **own)

@@ -67,11 +67,11 @@ def main() -> None:
         print(f"claim_due: {claimed / elapsed:,.0f} jobs/s with {args.threads} threads, batch {args.batch} "
               f"({claimed} claimed, {mongo.COMMANDS.total / max(claimed, 1):.3f} round trips per job)")
 
-        sample = [j["_id"] for j in store.find({"status": states.QUEUED}, limit=2000)]
+        owners = {j["_id"]: j["lease_owner"] for j in store.find({"status": states.QUEUED}, limit=2000)}
+        sample = list(owners)
         ops = {
-            "transition queued->dialing": lambda j: store.transition(j, expected=[states.QUEUED], to=states.DIALING),
-            "transition queued->completed": lambda j: store.transition(j, expected=states.LEASED,
-                                                                        to=states.COMPLETED),
+            "transition queued->dialing": lambda j: store.start_dial(j, owners[j], set_={}),
+            "transition dialing->failed": lambda j: store.fail(j, call_reason(Outcome.BUSY)),
         }
         for label, op in ops.items():
             mongo.COMMANDS.reset()

@@ -11,7 +11,7 @@ from shared import states
 from shared.call_settings import default_call_settings, parse_call_settings
 from shared.clock import to_ms
 from shared.decisions import first_dialable_phone
-from shared.jobs import JobStore
+from shared.jobs import IllegalTransition, JobStore
 from shared.mongo import new_id
 from shared.reasons import because
 from shared.rounds import fail_round, next_phone
@@ -173,16 +173,84 @@ def test_claim_only_active_batches_when_told(store):
     assert {j["batch_id"] for j in claimed} == {batch_a}
 
 
+def _in_call(store, job_id, call_id="c1", job=None):
+    """Claim the job (unless ``job``, its claimed document, is given) and take it through ``dialing`` to ``in_call``
+    with ``call_id``; the job after it."""
+    job = job or _claim_one(store, job_id)
+    assert store.start_dial(job_id, job["lease_owner"], set_={"attempt_id": "a1"}, inc={"dials": 1})
+    return store.record_call(job_id, job["lease_owner"], "a1", set_={"call_id": call_id})
+
+
 def test_completing_and_refusals(store):
     _, (job_id,) = _make(store)
-    done = {"expected": states.LEASED, "to": states.COMPLETED, "set_": {"outcome": "answered"}}
-    assert store.transition(job_id, **done) is None  # pending: not a leased state
+    done = {"set_": {"outcome": "answered"}}
+    assert store.complete(job_id, **done) is None  # pending: not in a call
     job = _claim_one(store, job_id)
-    assert store.transition(job_id, lease_owner="someone-else", **done) is None
-    after = store.transition(job_id, lease_owner=job["lease_owner"], **done)
+    assert store.complete(job_id, **done) is None  # queued: not in a call either
+    owner = job["lease_owner"]
+    assert store.start_dial(job_id, "someone-else", set_={"attempt_id": "a1"}) is None
+    dialing = store.start_dial(job_id, owner, set_={"attempt_id": "a1"}, inc={"dials": 1})
+    assert dialing["status"] == states.DIALING and dialing["dials"] == 1
+    assert store.record_call(job_id, owner, "another-attempt", set_={"call_id": "c1"}) is None
+    in_call = store.record_call(job_id, owner, "a1", set_={"call_id": "c1"})
+    assert in_call["status"] == states.IN_CALL and in_call["lease_owner"] == owner
+    assert store.complete(job_id, lease_owner="someone-else", **done) is None
+    after = store.complete(job_id, lease_owner=owner, where={"call_id": "c1"}, **done)
     assert after["status"] == states.COMPLETED and after["finished_at"] == to_ms(T0)
     assert "lease_owner" not in after and "next_try_at" not in after
-    assert store.transition(job_id, **done) is None  # already final
+    assert store.complete(job_id, **done) is None  # already final
+
+
+def test_a_move_the_table_does_not_allow_is_refused_before_any_write(store):
+    _, (job_id,) = _make(store)
+    job = _claim_one(store, job_id)
+    before = store.get(job_id)
+    with pytest.raises(IllegalTransition, match="from queued to completed"):
+        store.complete(job_id, expected=states.LEASED, lease_owner=job["lease_owner"])
+    with pytest.raises(IllegalTransition, match="from in_call to waiting_schedule"):
+        store.postpone(job_id, T0, why("x"), expected=states.LEASED)
+    with pytest.raises(IllegalTransition, match="from completed to failed"):
+        store.fail(job_id, why("x"), expected=(states.COMPLETED,))
+    with pytest.raises(IllegalTransition, match="claimable state, not failed"):
+        store.postpone(job_id, T0, why("x"), to=states.FAILED)
+    with pytest.raises(IllegalTransition, match="decision cannot move a job to dialing"):
+        store.apply_decision(job_id, states.DIALING, expected=(states.QUEUED,))
+    with pytest.raises(IllegalTransition, match="from queued to queued"):
+        store.claim_next(lease=timedelta(minutes=1), batch_ids=[job["batch_id"]], account_id="acc",
+                         among=(states.QUEUED,))
+    assert store.get(job_id) == before
+
+
+@pytest.mark.parametrize("final", ["complete", "fail", "cancel"])
+def test_a_named_move_to_a_final_state_finishes_the_job(store, final):
+    _, (job_id,) = _make(store)
+    job = _in_call(store, job_id)
+    store.coll.update_one({"_id": job_id}, {"$set": {"poll_at": 5, "next_try_at": 9}})
+    own = {"expected": (states.IN_CALL,), "lease_owner": job["lease_owner"]}
+    after = {"complete": lambda: store.complete(job_id, set_={"outcome": "answered", "next_try_at": 1}, **own),
+             "fail": lambda: store.fail(job_id, why("no"), set_={"lease_until": 1}, **own),
+             "cancel": lambda: store.cancel(job_id, why("batch cancelled"), **own)}[final]()
+    assert after["status"] in states.FINAL and after["finished_at"] == to_ms(T0)
+    assert [f for f in NOT_FINAL_FIELDS if f in after] == []
+    assert after["call_id"] == "c1" and after["attempt_id"] == "a1"
+
+
+def test_leaving_a_leased_state_drops_the_lease(store):
+    _, (a, b, c) = _make(store, 3)
+    claimed = {j["_id"]: j for j in store.claim_due(limit=10, lease=timedelta(minutes=5))}
+    job = _in_call(store, a, job=claimed[a])
+    released = store.release(a, T0 + timedelta(minutes=1), why("provider fault"), lease_owner=job["lease_owner"],
+                             where={"call_id": "c1"}, inc={"free_retries": 1})
+    assert released["status"] == states.PENDING and released["free_retries"] == 1
+    assert [f for f in ("lease_owner", "lease_until", "poll_at") if f in released] == []
+    parked = store.park_for_balance(b, why("insufficient balance"), lease_owner=claimed[b]["lease_owner"])
+    assert parked["status"] == states.WAITING_BALANCE and parked["next_try_at"] == to_ms(T0)
+    assert "lease_owner" not in parked and "lease_until" not in parked
+    back = store.unpark(b)
+    assert back["status"] == states.PENDING and back["next_try_at"] == to_ms(T0)
+    assert store.unpark(b) is None  # no longer waiting for balance
+    later = store.postpone(c, T0 + timedelta(hours=1), why("outside hours"), lease_owner=claimed[c]["lease_owner"])
+    assert later["status"] == states.WAITING_SCHEDULE and "lease_owner" not in later
 
 
 #: What a final job never carries: it is due never again and held by no process.
@@ -191,19 +259,22 @@ SOME_FIELDS = (*NOT_FINAL_FIELDS, "finished_at", "outcome", "call_id", "last_err
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(start=st.sampled_from(states.JOB_STATES), to=st.sampled_from(states.FINAL),
+@given(move=st.sampled_from([(frm, to) for frm in states.JOB_STATES for to in states.FINAL
+                             if states.can_move(frm, to)]),
        held=st.sets(st.sampled_from(NOT_FINAL_FIELDS)),
        set_=st.dictionaries(st.sampled_from(SOME_FIELDS), st.none() | st.integers(0, 2**40) | st.text(max_size=6),
                             max_size=5),
        unset=st.lists(st.sampled_from(SOME_FIELDS), max_size=4),
        inc=st.dictionaries(st.sampled_from(("dials", "recoveries", "next_try_at", "lease_until")),
                            st.integers(0, 3), max_size=2))
-def test_entering_a_final_state_always_finishes_the_job(store, start, to, held, set_, unset, inc):
-    # Whatever the caller writes with it, a job entering completed, failed or cancelled gets finished_at and loses
-    # its due time, its lease and its safety-net poll: one rule, in the store.
+def test_entering_a_final_state_always_finishes_the_job(store, move, held, set_, unset, inc):
+    # Whatever the caller writes with it, a job entering completed, failed or cancelled (from any state the table
+    # lets enter it) gets finished_at and loses its due time, its lease and its safety-net poll: one rule, in the
+    # store.
+    start, to = move
     _, (job_id,) = _make(store)
     store.coll.update_one({"_id": job_id}, {"$set": {"status": start, **{f: 7 for f in held}}})
-    after = store.transition(job_id, expected=[start], to=to, set_=set_, unset=unset, inc=inc)
+    after = store._transition(job_id, expected=[start], to=to, set_=set_, unset=unset, inc=inc)
     assert after is not None and after["status"] == to
     assert after["finished_at"] == to_ms(T0)
     assert [f for f in NOT_FINAL_FIELDS if f in after] == []
@@ -252,12 +323,12 @@ def test_mark_failed_last_round_is_final(store):
     assert job["last_error"] == "max attempts reached (2): busy"
 
 
-def test_mark_failed_terminal(store):
+def test_fail_terminal(store):
     _, (job_id,) = _make(store)
     _claim_one(store, job_id)
-    job = store.mark_failed(job_id, why("insufficient balance"))
+    job = store.fail(job_id, why("insufficient balance"))
     assert job["status"] == states.FAILED and job["last_error"] == "insufficient balance" and job["tries"] == 0
-    assert store.mark_failed(job_id, why("again")) is None
+    assert store.fail(job_id, why("again")) is None
 
 
 def test_mark_failed_refused_in_wrong_state(store):
@@ -266,13 +337,13 @@ def test_mark_failed_refused_in_wrong_state(store):
     assert store.get(job_id)["status"] == states.PENDING
 
 
-def test_reschedule_to_waiting_schedule(store):
+def test_postpone_to_waiting_schedule(store):
     _, (job_id,) = _make(store)
     job = _claim_one(store, job_id)
     monday = T0 + timedelta(days=2)
-    assert store.reschedule(job_id, monday, why("outside hours"), lease_owner="wrong") is None
-    out = store.reschedule(job_id, monday, why("outside hours"), lease_owner=job["lease_owner"],
-                           inc={"postponed_by_schedule": 1})
+    assert store.postpone(job_id, monday, why("outside hours"), lease_owner="wrong") is None
+    out = store.postpone(job_id, monday, why("outside hours"), lease_owner=job["lease_owner"],
+                         inc={"postponed_by_schedule": 1})
     assert out["status"] == states.WAITING_SCHEDULE and out["next_try_at"] == to_ms(monday)
     assert out["postponed_by_schedule"] == 1 and out["tries"] == 0
     assert store.claim_due(limit=10, lease=timedelta(minutes=1)) == []
@@ -320,8 +391,10 @@ def test_release_keeps_attempts(store):
 def test_claim_expired_takes_over_a_dead_lease(store):
     _, ids = _make(store, 3)
     claimed = store.claim_due(limit=10, lease=timedelta(minutes=-1))  # already expired
-    store.transition(ids[1], expected=[states.QUEUED], to=states.IN_CALL, set_={"call_id": "c1"})
-    store.transition(ids[2], expected=[states.QUEUED], to=states.DIALING)
+    owner = claimed[0]["lease_owner"]
+    store.start_dial(ids[1], owner, set_={"attempt_id": "a1"})
+    store.record_call(ids[1], owner, "a1", set_={"call_id": "c1"})
+    store.start_dial(ids[2], owner, set_={})
     taken = store.claim_expired(limit=10, lease=timedelta(minutes=5))
     assert {j["_id"] for j in taken} == set(ids)
     assert {j["status"] for j in taken} == {states.QUEUED, states.IN_CALL, states.DIALING}
@@ -332,8 +405,9 @@ def test_claim_expired_takes_over_a_dead_lease(store):
 def test_cancel_batch_finishes_only_undialed_jobs(store):
     batch, _ = _make(store, 3)
     store.claim_due(limit=1, lease=timedelta(minutes=5))
-    first = store.find({"status": states.QUEUED})[0]["_id"]
-    store.transition(first, expected=[states.QUEUED], to=states.IN_CALL)
+    first = store.find({"status": states.QUEUED})[0]
+    store.start_dial(first["_id"], first["lease_owner"], set_={"attempt_id": "a1"})
+    store.record_call(first["_id"], first["lease_owner"], "a1", set_={"call_id": "c1"})
     assert store.cancel_batch(batch) == 2
     counts = store.counts(batch)
     assert counts[states.CANCELLED] == 2 and counts[states.IN_CALL] == 1

@@ -167,15 +167,15 @@ def test_a_give_up_interrupted_between_its_writes_is_finished_by_the_next_reconc
     rt, pipeline, sender, sim = edge
     job_id, owner = _attempt_given_up(rt, sim, pipeline, sender, movable)
     aid = rt.jobs.get(job_id)["attempt_id"]
-    transition = type(rt.jobs).transition
+    transition = type(rt.jobs)._transition
 
     def failing(self, *args, **kwargs):
         raise StoreError("MongoDB went away between the two writes of the give-up")
 
-    monkeypatch.setattr(type(rt.jobs), "transition", failing)
+    monkeypatch.setattr(type(rt.jobs), "_transition", failing)
     with pytest.raises(StoreError):
         pipeline.reconcile(job_id, owner)
-    monkeypatch.setattr(type(rt.jobs), "transition", transition)
+    monkeypatch.setattr(type(rt.jobs), "_transition", transition)
     assert rt.attempts.get(aid)["state"] == attempt_states.ENDED
     assert rt.jobs.get(job_id)["status"] == states.DIALING
     # Recovery takes the job over once its lease ends (a new owner); the same owner's redelivery would do too.

@@ -86,8 +86,9 @@ def test_jobs_due_within_the_horizon_are_sent_with_their_delay(rt, sender):
 def test_periodic_run_recovers_expired_leases_without_dialing_blindly(rt, pipeline, sender):
     batch = batch_with(rt, 3, limit=5)
     jobs = rt.jobs.claim_due(limit=3, lease=timedelta(minutes=-1))  # leases already expired
-    rt.jobs.transition(jobs[1]["_id"], expected=[states.QUEUED], to=states.IN_CALL, set_={"call_id": "call_x"})
-    rt.jobs.transition(jobs[2]["_id"], expected=[states.QUEUED], to=states.DIALING, set_={"attempt_id": "a"})
+    rt.jobs.start_dial(jobs[1]["_id"], jobs[1]["lease_owner"], set_={"attempt_id": "x"})
+    rt.jobs.record_call(jobs[1]["_id"], jobs[1]["lease_owner"], "x", set_={"call_id": "call_x"})
+    rt.jobs.start_dial(jobs[2]["_id"], jobs[2]["lease_owner"], set_={"attempt_id": "a"})
     pipeline.maintain()
     pipeline.schedule_due()
     assert {m[1] for m in sender.of("dial")} == {jobs[0]["_id"]}

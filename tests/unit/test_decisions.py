@@ -182,7 +182,7 @@ def after(j, reason=None, settings=None, **kw):
 
 
 def apply(j, change):
-    """The document after ``change`` is written (what ``JobStore.transition`` does to it)."""
+    """The document after ``change`` is written (what ``JobStore.apply_decision`` does to it)."""
     assert all(j.get(k) == v for k, v in change.where.items()), "a write on what was read"
     doc = {**j, **change.set_, "status": change.status}
     for name in change.unset:
