@@ -42,8 +42,8 @@ from cachetools import TTLCache
 
 from shared.call_settings import CallSettings, InvalidCallSettings, default_call_settings
 from shared.calling_window import validate_call_settings
-from shared.clock import Clock, get_clock
-from shared.config import DEFAULT_BATCH_CACHE_TTL, Config, get_config
+from shared.clock import Clock
+from shared.config import DEFAULT_BATCH_CACHE_TTL, Config
 from shared.errors import NotFound, StoreError
 from shared.metrics import BATCH_LOAD, CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES
 
@@ -287,7 +287,7 @@ class BatchCache:
     :param parse_settings: turns a stored ``call_settings`` value into :class:`CallSettings`;
         default :func:`~shared.calling_window.validate_call_settings` with ``config``
         (:func:`~shared.call_settings.default_call_settings` for a batch without call_settings).
-    :param config: configuration for the default parser; default the process's.
+    :param config: configuration for the default parser.
     :param group: the group the process's listener keeps fresh; default :data:`PROCESS_CACHES`;
         None keeps the cache out of every group (it then lives by its TTL and direct evictions).
     """
@@ -297,7 +297,7 @@ class BatchCache:
                  negative_maxsize: int = DEFAULT_NEGATIVE_MAXSIZE, load_wait_s: float = DEFAULT_LOAD_WAIT_S,
                  bulk_loader: BulkLoader | None = None, bulk_limit: int = DEFAULT_BULK_LIMIT,
                  bulk_interval_s: float | None = None, parse_settings: SettingsParser | None = None,
-                 config: Config | None = None, group: CacheGroup | None = PROCESS_CACHES) -> None:
+                 config: Config, group: CacheGroup | None = PROCESS_CACHES) -> None:
         if ttl_s < 0 or negative_ttl_s < 0 or (bulk_interval_s is not None and bulk_interval_s < 0):
             raise ValueError("ttl_s, negative_ttl_s and bulk_interval_s must be >= 0")
         if maxsize < 1 or negative_maxsize < 1:
@@ -316,8 +316,8 @@ class BatchCache:
         if parse_settings is None:
             def parse_settings(raw: Any) -> CallSettings:
                 if raw is None:
-                    return default_call_settings(config or get_config())
-                return validate_call_settings(raw, config=config or get_config())
+                    return default_call_settings(config)
+                return validate_call_settings(raw, config=config)
         self._parse_settings = parse_settings
         timer = clock_timer(clock)
         self._timer = timer
@@ -368,7 +368,7 @@ class BatchCache:
 
         options.setdefault("ttl_s", config.batch_cache_ttl)
         options.setdefault("bulk_loader", load_many)
-        return cls(loader=load, clock=clock or store.clock or get_clock(), config=config, **options)
+        return cls(loader=load, clock=clock or store.clock, config=config, **options)
 
     # -- reads --------------------------------------------------------------------------------
 

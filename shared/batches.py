@@ -18,8 +18,8 @@ from pymongo.database import Database
 from shared import states
 from shared.call_settings import CallSettings, InvalidCallSettings
 from shared.calling_window import validate_call_settings
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.errors import NotFound, ValidationError
 from shared.mongo import BATCHES, new_id, parse_id
 
@@ -49,11 +49,11 @@ class BatchStore:
     :param on_change: called with the batch id after every successful write (cache invalidation).
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config,
                  on_change: OnChange | None = None) -> None:
-        self.coll: Collection = db[BATCHES]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.coll: Collection[dict[str, Any]] = db[BATCHES]
+        self.clock = clock
+        self.config = config
         self.on_change = on_change
 
     def _changed(self, batch_id: str) -> None:

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -52,13 +52,16 @@ from shared.accounts import (
     to_storage_units,
     validate_account_id,
 )
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
 from shared.mongo import ACCOUNTS, new_id
 from shared.reasons import text
+
+if TYPE_CHECKING:
+    from shared.jobs import JobStore
 
 log = get_logger(__name__)
 
@@ -269,23 +272,23 @@ class Billing:
     """Reservations, settlements, top-ups and plans of accounts; one per process (thread-safe).
 
     :param db: the MongoDB database (``accounts`` and ``ledger``).
-    :param clock: time source for ``at`` fields and recovery ages; default the process clock.
-    :param config: default the process configuration (language of reasons).
+    :param clock: time source for ``at`` fields and recovery ages.
+    :param config: the configuration (language of reasons).
     :param jobs: the job store used to release ``waiting_balance`` jobs; default one on ``db``.
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
-                 jobs: Any = None) -> None:
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config,
+                 jobs: JobStore | None = None) -> None:
         self.db = db
-        self.accounts: Collection = db[ACCOUNTS]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.accounts: Collection[dict[str, Any]] = db[ACCOUNTS]
+        self.clock = clock
+        self.config = config
         self._jobs = jobs
         self._lock = threading.Lock()
         self._posted: dict[str, list[str]] = {}
 
     @property
-    def jobs(self) -> Any:
+    def jobs(self) -> JobStore:
         if self._jobs is None:
             from shared.jobs import JobStore
 
@@ -718,7 +721,7 @@ class Billing:
             if change is None or self._apply(account_id, change):
                 if request.has_contact_policy and request.contact_policy is None and account.get("contact_policy"):
                     # a later policy seeds its counts from the attempts again, not from a history left unkept
-                    ContactHistory(self.db).drop_account(account_id)
+                    ContactHistory(self.db, clock=self.clock).drop_account(account_id)
                 released = self.jobs.release_waiting_balance(account_id) if change and change.frees_balance else 0
                 view = self.balance(account_id)
                 view["released_jobs"] = released

@@ -37,7 +37,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from shared.config import Config, get_config
+from shared.config import Config
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
@@ -483,7 +483,7 @@ class RetellClient:
     leaves the parent's sockets alone (closing them in the child would break the parent's).
 
     :param config: supplies ``retell_base_url`` (None: the local simulator at :data:`DEFAULT_SIMULATOR_URL`)
-        and ``retell_api_key``; default the process configuration.
+        and ``retell_api_key``.
     :param base_url: overrides the config's base URL.
     :param api_key: overrides the config's API key.
     :param timeout_s: whole-request timeout of idempotent requests, seconds; default 20.
@@ -497,13 +497,12 @@ class RetellClient:
     :param rng: randomness for the jitter (tests pass a seeded one).
     """
 
-    def __init__(self, config: Config | None = None, *, base_url: str | None = None, api_key: str | None = None,
+    def __init__(self, config: Config, *, base_url: str | None = None, api_key: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, create_timeout_s: float | None = None,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES,
                  backoff_base_s: float = DEFAULT_BACKOFF_BASE_S, backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
                  max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, rng: random.Random | None = None) -> None:
-        config = config or get_config()
         self.base_url = (base_url or config.retell_base_url or DEFAULT_SIMULATOR_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else config.retell_api_key
         self.timeout_s = timeout_s
