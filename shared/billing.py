@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -57,7 +57,7 @@ from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
-from shared.mongo import ACCOUNTS, new_id
+from shared.mongo import ACCOUNTS, LEDGER, new_id
 from shared.reasons import text
 
 if TYPE_CHECKING:
@@ -145,6 +145,13 @@ def hold_key(attempt_id: str) -> str:
 
 
 # -- results ------------------------------------------------------------------------------------
+
+
+class _Whose(TypedDict):
+    """The account and attempt a reservation is for (every :class:`Reservation` carries them)."""
+
+    account_id: str
+    attempt_id: str
 
 
 class ReservationStatus(StrEnum):
@@ -322,7 +329,7 @@ class Billing:
                 or max_call_duration_s <= 0:
             raise ValueError(f"max_call_duration_s must be a positive whole number, got {max_call_duration_s!r}")
         key = hold_key(attempt_id)
-        base = {"account_id": account_id, "attempt_id": attempt_id}
+        base: _Whose = {"account_id": account_id, "attempt_id": attempt_id}
         if recent is not None:
             plan = Plan.from_document(recent.get("plan"))
             if not plan.metered:
@@ -377,7 +384,7 @@ class Billing:
         return True
 
     def _posted_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
-                     base: Mapping[str, str], available: int) -> Reservation:
+                     base: _Whose, available: int) -> Reservation:
         ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
         event(log, "balance_reserved", account_id=account_id, attempt_id=hold["attempt_id"], amount=amount,
@@ -386,7 +393,7 @@ class Billing:
                                          needed=amount, available=available - amount, **base), "ok")
 
     def _existing_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
-                       base: Mapping[str, str]) -> Reservation:
+                       base: _Whose) -> Reservation:
         """The attempt already holds a reservation (redelivery): make sure its entry is posted, return it."""
         ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
@@ -578,7 +585,7 @@ class Billing:
         candidates.sort(key=lambda c: (c[0], c[2]))
         candidates = candidates[:limit]
         ids = [ledger.reserve_entry_id(c[2], c[3].get("token", "")) for c in candidates]
-        posted = {d["_id"] for d in self.db[ledger.LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        posted = {d["_id"] for d in self.db[LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
         missing = [ledger.reserve_entry(account_id, key, hold) for _, account_id, key, hold in candidates
                    if ledger.reserve_entry_id(key, hold.get("token", "")) not in posted]
         written = ledger.post(self.db, missing)

@@ -404,7 +404,7 @@ class _Plan:
 
 
 def _plan(settings: CallSettings) -> _Plan:
-    plan = settings._derived.get("plan")
+    plan: _Plan | None = settings._derived.get("plan")
     if plan is None:
         plan = settings._derived.setdefault("plan", _Plan(settings))
     return plan

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import urllib3
 from urllib3.exceptions import (
@@ -55,6 +55,9 @@ from shared.errors import (
 )
 from shared.logs import event, get_logger, mask_phone
 from shared.metrics import PROVIDER_ERRORS, PROVIDER_REQUESTS
+
+if TYPE_CHECKING:
+    from urllib3.connectionpool import ConnectionPool
 
 log = get_logger(__name__)
 
@@ -437,7 +440,7 @@ def _refused_create(message: str, status: int) -> ProviderRejected:
 
 def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
     """Jittered exponential backoff before retry number ``attempt`` (0-based): 75-100% of base*2^n, capped."""
-    return min(max_s, base_s * (2 ** attempt)) * (1 - 0.25 * rng.random())
+    return min(max_s, base_s * (2.0 ** attempt)) * (1 - 0.25 * rng.random())
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -446,7 +449,8 @@ class _DeadlinePassed(ReadTimeoutError):
     """The whole exchange outlasted its timeout (handled as a read timeout)."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, "the answer did not end before the deadline")  # type: ignore[arg-type]
+        # No pool: urllib3 builds its own errors without one too (see their ``__reduce__``).
+        super().__init__(cast("ConnectionPool", None), None, "the answer did not end before the deadline")
 
 
 def _read_until(resp: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
@@ -650,7 +654,7 @@ class RetellClient:
                                  dynamic_variables=dynamic_variables, metadata=metadata,
                                  ring_timeout_s=ring_timeout_s, max_call_duration_s=max_call_duration_s,
                                  agent_override=agent_override, idempotency_key=idempotency_key)
-        context = {"to_number": to_number, "metadata": dict(metadata or {})}
+        meta = dict(metadata or {})   # carried by every CreateOutcomeUnknown, with the number
         sends = max(1, max_sends) if idempotency_key else 1
         ambiguous: CreateOutcomeUnknown | None = None
         for send in range(sends):
@@ -664,13 +668,16 @@ class RetellClient:
                     if ambiguous is None:
                         raise
                     raise CreateOutcomeUnknown(f"{ambiguous.message}; not sent again: {exc.reason}",
-                                               status=ambiguous.status, **context) from None
+                                               status=ambiguous.status, to_number=to_number,
+                                               metadata=meta) from None
             try:
                 _, text = self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
-                                         idempotent=False, timeout_s=self.create_timeout_s, **context)
+                                         idempotent=False, timeout_s=self.create_timeout_s, to_number=to_number,
+                                         metadata=meta)
                 return Call.from_api(json.loads(text))
             except ValueError as exc:
-                ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", **context)
+                ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", to_number=to_number,
+                                                 metadata=meta)
             except CreateOutcomeUnknown as exc:
                 ambiguous = exc
                 continue

@@ -8,6 +8,7 @@ backlog of dials never delays the polls of calls in progress.
 from __future__ import annotations
 
 import dramatiq
+from redis import Redis
 
 from shared.coordination import Coordination
 from shared.pipeline import Pipeline
@@ -58,7 +59,7 @@ def reconcile(job_id: str, lease_owner: str) -> None:
 class DramatiqSender:
     """The pipeline's :class:`shared.pipeline.Sender`, on these actors."""
 
-    def __init__(self, redis: object) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.coordination = Coordination(redis)
 
     def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None:
