@@ -595,10 +595,12 @@ def _run_stack(demo: Demo, cfg: Config, campaign: demo_plan.Campaign, stop: thre
     settings.enter_context(use_clock(clock))
     settings.enter_context(use_config(cfg))
     demo.clock = clock
+    log_dir = demo.log_dir
+    assert log_dir is not None   # set before the stack starts
     stack, cfg = start_stack(cfg, clock, scenario=campaign.scenario,
                              simulator_flags={"concurrency_limit": options.concurrency_limit, "seed": options.seed},
                              workers=1, processes=options.processes, threads=options.threads,
-                             clock_interval_s=DEFAULT_CLOCK_INTERVAL_S, log_dir=demo.log_dir / "logs")
+                             clock_interval_s=DEFAULT_CLOCK_INTERVAL_S, log_dir=log_dir / "logs")
     demo.stack, demo.config = stack, cfg
     settings.enter_context(use_config(cfg))
     if options.web:
