@@ -20,8 +20,8 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.contact_policy import ContactPolicy, parse_contact_policy
 from shared.errors import NotFound, ValidationError
 from shared.mongo import ACCOUNTS
@@ -287,10 +287,10 @@ def validate_account_id(account_id: object) -> str:
 class AccountStore:
     """Accounts in the ``accounts`` collection."""
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None) -> None:
+    def __init__(self, db: Database, *, clock: Clock, config: Config) -> None:
         self.coll: Collection = db[ACCOUNTS]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.clock = clock
+        self.config = config
 
     def get(self, account_id: str) -> dict[str, Any] | None:
         return self.coll.find_one({"_id": account_id})

@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shared.clock import Clock, get_clock
+from shared.clock import Clock
 from shared.mongo import ATTEMPTS
 from shared.reasons import Reason, clip
 from shared.states import AttemptState
@@ -49,9 +49,9 @@ def attempt_id(job: Mapping[str, Any], phone_index: int) -> str:
 class AttemptStore:
     """Attempts in the ``attempts`` collection."""
 
-    def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
-        self.coll: Collection = db[ATTEMPTS]
-        self.clock = clock or get_clock()
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock) -> None:
+        self.coll: Collection[dict[str, Any]] = db[ATTEMPTS]
+        self.clock = clock
 
     def insert(self, doc: Mapping[str, Any]) -> bool:
         """Insert a new attempt (state ``dialing`` unless given); False when one with this ``_id`` exists

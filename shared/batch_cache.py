@@ -34,16 +34,17 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from time import perf_counter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from cachetools import TTLCache
 
 from shared.call_settings import CallSettings, InvalidCallSettings, default_call_settings
 from shared.calling_window import validate_call_settings
-from shared.clock import Clock, get_clock
-from shared.config import DEFAULT_BATCH_CACHE_TTL, Config, get_config
+from shared.clock import Clock
+from shared.config import DEFAULT_BATCH_CACHE_TTL, Config
 from shared.errors import NotFound, StoreError
 from shared.metrics import BATCH_LOAD, CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES
 
@@ -78,6 +79,7 @@ Loader = Callable[[str], Mapping[str, Any] | None]
 #: ``(batch_id, limit)`` -> that batch and other active ones, at most ``limit`` documents, in one query
 #: (e.g. ``BatchStore.get_with_active``); the batch may be missing when ``limit`` documents came back.
 BulkLoader = Callable[[str, int], list[Mapping[str, Any]]]
+_V = TypeVar("_V")
 SettingsParser = Callable[[Any], CallSettings]
 
 
@@ -149,7 +151,7 @@ def clock_timer(clock: Clock) -> Callable[[], float]:
     return timer
 
 
-class _Entries(TTLCache):  # type: ignore[type-arg]
+class _Entries(TTLCache[str, _V]):
     """A TTLCache that reports what it drops on its own (expiry, size) to ``on_drop(cause, n)``."""
 
     def __init__(self, maxsize: int, ttl: float, *, timer: Callable[[], float],
@@ -157,13 +159,13 @@ class _Entries(TTLCache):  # type: ignore[type-arg]
         super().__init__(maxsize, ttl, timer=timer)
         self._on_drop = on_drop
 
-    def expire(self, time: float | None = None) -> list[tuple[Any, Any]]:
+    def expire(self, time: float | None = None) -> list[tuple[str, _V]]:
         expired = list(super().expire(time))
         if expired:
             self._on_drop(CAUSE_EXPIRED, len(expired))
         return expired
 
-    def popitem(self) -> tuple[Any, Any]:
+    def popitem(self) -> tuple[str, _V]:
         item = super().popitem()
         self._on_drop(CAUSE_SIZE, 1)
         return item
@@ -195,7 +197,13 @@ class _Bulk:
         self.stale = False
 
 
-_ABSENT = object()
+class _Absent(Enum):
+    """Not in the cache (neither an entry nor a remembered missing batch)."""
+
+    ABSENT = 0
+
+
+_ABSENT = _Absent.ABSENT
 
 
 class CacheGroup:
@@ -281,7 +289,7 @@ class BatchCache:
     :param parse_settings: turns a stored ``call_settings`` value into :class:`CallSettings`;
         default :func:`~shared.calling_window.validate_call_settings` with ``config``
         (:func:`~shared.call_settings.default_call_settings` for a batch without call_settings).
-    :param config: configuration for the default parser; default the process's.
+    :param config: configuration for the default parser.
     :param group: the group the process's listener keeps fresh; default :data:`PROCESS_CACHES`;
         None keeps the cache out of every group (it then lives by its TTL and direct evictions).
     """
@@ -291,7 +299,7 @@ class BatchCache:
                  negative_maxsize: int = DEFAULT_NEGATIVE_MAXSIZE, load_wait_s: float = DEFAULT_LOAD_WAIT_S,
                  bulk_loader: BulkLoader | None = None, bulk_limit: int = DEFAULT_BULK_LIMIT,
                  bulk_interval_s: float | None = None, parse_settings: SettingsParser | None = None,
-                 config: Config | None = None, group: CacheGroup | None = PROCESS_CACHES) -> None:
+                 config: Config, group: CacheGroup | None = PROCESS_CACHES) -> None:
         if ttl_s < 0 or negative_ttl_s < 0 or (bulk_interval_s is not None and bulk_interval_s < 0):
             raise ValueError("ttl_s, negative_ttl_s and bulk_interval_s must be >= 0")
         if maxsize < 1 or negative_maxsize < 1:
@@ -310,13 +318,14 @@ class BatchCache:
         if parse_settings is None:
             def parse_settings(raw: Any) -> CallSettings:
                 if raw is None:
-                    return default_call_settings(config or get_config())
-                return validate_call_settings(raw, config=config or get_config())
+                    return default_call_settings(config)
+                return validate_call_settings(raw, config=config)
         self._parse_settings = parse_settings
         timer = clock_timer(clock)
         self._timer = timer
-        self._entries = _Entries(maxsize, self.ttl_s, timer=timer, on_drop=self._count)
-        self._negative = _Entries(negative_maxsize, self.negative_ttl_s, timer=timer, on_drop=self._count)
+        self._entries: _Entries[CachedBatch] = _Entries(maxsize, self.ttl_s, timer=timer, on_drop=self._count)
+        self._negative: _Entries[bool] = _Entries(negative_maxsize, self.negative_ttl_s, timer=timer,
+                                                  on_drop=self._count)
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
         self._bulk: _Bulk | None = None
@@ -362,7 +371,7 @@ class BatchCache:
 
         options.setdefault("ttl_s", config.batch_cache_ttl)
         options.setdefault("bulk_loader", load_many)
-        return cls(loader=load, clock=clock or store.clock or get_clock(), config=config, **options)
+        return cls(loader=load, clock=clock or store.clock, config=config, **options)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -382,7 +391,7 @@ class BatchCache:
         if found is not _ABSENT:
             CACHE_HITS.inc()
             _LOAD_FROM_CACHE.observe(perf_counter() - started)
-            return found  # type: ignore[no-any-return]
+            return found
         CACHE_MISSES.inc()
         return self._miss(batch_id, started)
 
@@ -402,7 +411,7 @@ class BatchCache:
         view = doc if isinstance(doc, MappingProxyType) else MappingProxyType(dict(doc))
         return CachedBatch(doc=view, settings=settings, settings_error=error, loaded_at_ms=self.clock.now_ms())
 
-    def _lookup(self, batch_id: str) -> Any:
+    def _lookup(self, batch_id: str) -> CachedBatch | Literal[_Absent.ABSENT] | None:
         """The entry (None for a negative one), or ``_ABSENT``; called with the lock held."""
         if self._suspended:
             return _ABSENT
@@ -435,15 +444,19 @@ class BatchCache:
                         self._bulk = bulk
                         self._next_bulk_at = self._timer() + self.bulk_interval_s
             if role == "follow":
-                return self._follow(batch_id, flight, started)  # type: ignore[arg-type]
+                assert flight is not None
+                return self._follow(batch_id, flight, started)
             if role == "load":
-                return self._load(batch_id, flight, started)  # type: ignore[arg-type]
+                assert flight is not None
+                return self._load(batch_id, flight, started)
+            assert bulk is not None
             if role == "bulk":
-                return self._load_bulk(batch_id, flight, bulk, started)  # type: ignore[arg-type]
-            bulk.done.wait(self.load_wait_s)  # type: ignore[union-attr]
+                assert flight is not None
+                return self._load_bulk(batch_id, flight, bulk, started)
+            bulk.done.wait(self.load_wait_s)
             waited = True
         _LOAD_FROM_MONGODB.observe(perf_counter() - started)
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _bulk_due(self) -> bool:
         """Whether this miss reads in bulk (called with the lock held)."""
@@ -490,8 +503,10 @@ class BatchCache:
         """Read ``batch_id`` with the other active batches in one query and store them all, except those
         evicted during the read (all of them after a clear), and those the cache already knows."""
         queries = 0
+        bulk_loader = self.bulk_loader
+        assert bulk_loader is not None   # a bulk load is only due with one (bulk_limit > 0)
         try:
-            docs = self.bulk_loader(batch_id, self.bulk_limit)  # type: ignore[misc]
+            docs = bulk_loader(batch_id, self.bulk_limit)
             queries = 1
             entries = {str(doc["_id"]): self._entry(doc) for doc in docs}
             entry = entries.pop(batch_id, None)

@@ -8,6 +8,7 @@ after MongoDB accepted it, calls ``on_change(batch_id)``: the process wires that
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,8 +19,8 @@ from pymongo.database import Database
 from shared import states
 from shared.call_settings import CallSettings, InvalidCallSettings
 from shared.calling_window import validate_call_settings
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.errors import NotFound, ValidationError
 from shared.mongo import BATCHES, new_id, parse_id
 
@@ -49,11 +50,11 @@ class BatchStore:
     :param on_change: called with the batch id after every successful write (cache invalidation).
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config,
                  on_change: OnChange | None = None) -> None:
-        self.coll: Collection = db[BATCHES]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.coll: Collection[dict[str, Any]] = db[BATCHES]
+        self.clock = clock
+        self.config = config
         self.on_change = on_change
 
     def _changed(self, batch_id: str) -> None:
@@ -151,10 +152,10 @@ class BatchStore:
             query["account_id"] = account_id
         return list(self.coll.find(query).sort("created_at", -1).skip(skip).limit(limit))
 
-    def active_ids(self) -> list[str]:
+    def active_ids(self) -> builtins.list[str]:
         return [d["_id"] for d in self.coll.find({"status": states.BATCH_ACTIVE}, {"_id": 1})]
 
-    def active_by_account(self) -> dict[str, list[str]]:
+    def active_by_account(self) -> dict[str, builtins.list[str]]:
         """Ids of the active batches whose settings are valid, per account."""
         by_account: dict[str, list[str]] = {}
         for doc in self.coll.find({"status": states.BATCH_ACTIVE, "settings_error": {"$exists": False}},
@@ -169,7 +170,7 @@ class BatchStore:
             out[str(row["_id"])] = int(row["n"])
         return out
 
-    def with_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+    def with_status(self, statuses: Iterable[str]) -> builtins.list[dict[str, Any]]:
         """The batches in one of ``statuses``: ``_id`` and ``account_id`` of each."""
         return list(self.coll.find({"status": {"$in": list(statuses)}}, {"_id": 1, "account_id": 1}))
 
@@ -228,7 +229,7 @@ class BatchStore:
             self._changed(doc["_id"])
         return doc
 
-    def cancelled_to_sweep(self, *, limit: int = 1000) -> list[str]:
+    def cancelled_to_sweep(self, *, limit: int = 1000) -> builtins.list[str]:
         """Ids of the cancelled batches that may still have a job open (``cancel_sweep`` set: a sparse field, found
         by range), oldest cancel first."""
         return [d["_id"] for d in self.coll.find({"cancel_sweep": {"$gt": 0}}, {"_id": 1, "cancel_sweep": 1})
@@ -239,7 +240,7 @@ class BatchStore:
         reopened, and contacts are never imported into one)."""
         self.coll.update_one({"_id": batch_id, "status": states.BATCH_CANCELLED}, {"$unset": {"cancel_sweep": ""}})
 
-    def hold(self, reason: str, *, batch_id: str | None = None, seen_at: int | None = None) -> list[str]:
+    def hold(self, reason: str, *, batch_id: str | None = None, seen_at: int | None = None) -> builtins.list[str]:
         """``active -> held`` with ``held_reason``: one batch, or (``batch_id`` None) every active batch.
 
         :param seen_at: when the refusal's request was sent (shared ms): a batch resumed since then is left

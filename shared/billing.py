@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -52,13 +52,16 @@ from shared.accounts import (
     to_storage_units,
     validate_account_id,
 )
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.errors import NotFound, StoreError, ValidationError
 from shared.logs import event, get_logger
-from shared.mongo import ACCOUNTS, new_id
+from shared.mongo import ACCOUNTS, LEDGER, new_id
 from shared.reasons import text
+
+if TYPE_CHECKING:
+    from shared.jobs import JobStore
 
 log = get_logger(__name__)
 
@@ -142,6 +145,13 @@ def hold_key(attempt_id: str) -> str:
 
 
 # -- results ------------------------------------------------------------------------------------
+
+
+class _Whose(TypedDict):
+    """The account and attempt a reservation is for (every :class:`Reservation` carries them)."""
+
+    account_id: str
+    attempt_id: str
 
 
 class ReservationStatus(StrEnum):
@@ -269,23 +279,23 @@ class Billing:
     """Reservations, settlements, top-ups and plans of accounts; one per process (thread-safe).
 
     :param db: the MongoDB database (``accounts`` and ``ledger``).
-    :param clock: time source for ``at`` fields and recovery ages; default the process clock.
-    :param config: default the process configuration (language of reasons).
+    :param clock: time source for ``at`` fields and recovery ages.
+    :param config: the configuration (language of reasons).
     :param jobs: the job store used to release ``waiting_balance`` jobs; default one on ``db``.
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None,
-                 jobs: Any = None) -> None:
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config,
+                 jobs: JobStore | None = None) -> None:
         self.db = db
-        self.accounts: Collection = db[ACCOUNTS]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.accounts: Collection[dict[str, Any]] = db[ACCOUNTS]
+        self.clock = clock
+        self.config = config
         self._jobs = jobs
         self._lock = threading.Lock()
         self._posted: dict[str, list[str]] = {}
 
     @property
-    def jobs(self) -> Any:
+    def jobs(self) -> JobStore:
         if self._jobs is None:
             from shared.jobs import JobStore
 
@@ -319,7 +329,7 @@ class Billing:
                 or max_call_duration_s <= 0:
             raise ValueError(f"max_call_duration_s must be a positive whole number, got {max_call_duration_s!r}")
         key = hold_key(attempt_id)
-        base = {"account_id": account_id, "attempt_id": attempt_id}
+        base: _Whose = {"account_id": account_id, "attempt_id": attempt_id}
         if recent is not None:
             plan = Plan.from_document(recent.get("plan"))
             if not plan.metered:
@@ -374,7 +384,7 @@ class Billing:
         return True
 
     def _posted_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
-                     base: Mapping[str, str], available: int) -> Reservation:
+                     base: _Whose, available: int) -> Reservation:
         ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
         event(log, "balance_reserved", account_id=account_id, attempt_id=hold["attempt_id"], amount=amount,
@@ -383,7 +393,7 @@ class Billing:
                                          needed=amount, available=available - amount, **base), "ok")
 
     def _existing_hold(self, account_id: str, key: str, hold: Mapping[str, Any], plan: Plan,
-                       base: Mapping[str, str]) -> Reservation:
+                       base: _Whose) -> Reservation:
         """The attempt already holds a reservation (redelivery): make sure its entry is posted, return it."""
         ledger.post(self.db, [ledger.reserve_entry(account_id, key, hold)])
         amount = int(hold["amount"])
@@ -575,7 +585,7 @@ class Billing:
         candidates.sort(key=lambda c: (c[0], c[2]))
         candidates = candidates[:limit]
         ids = [ledger.reserve_entry_id(c[2], c[3].get("token", "")) for c in candidates]
-        posted = {d["_id"] for d in self.db[ledger.LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        posted = {d["_id"] for d in self.db[LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
         missing = [ledger.reserve_entry(account_id, key, hold) for _, account_id, key, hold in candidates
                    if ledger.reserve_entry_id(key, hold.get("token", "")) not in posted]
         written = ledger.post(self.db, missing)
@@ -718,7 +728,7 @@ class Billing:
             if change is None or self._apply(account_id, change):
                 if request.has_contact_policy and request.contact_policy is None and account.get("contact_policy"):
                     # a later policy seeds its counts from the attempts again, not from a history left unkept
-                    ContactHistory(self.db).drop_account(account_id)
+                    ContactHistory(self.db, clock=self.clock).drop_account(account_id)
                 released = self.jobs.release_waiting_balance(account_id) if change and change.frees_balance else 0
                 view = self.balance(account_id)
                 view["released_jobs"] = released

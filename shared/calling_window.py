@@ -404,7 +404,7 @@ class _Plan:
 
 
 def _plan(settings: CallSettings) -> _Plan:
-    plan = settings._derived.get("plan")
+    plan: _Plan | None = settings._derived.get("plan")
     if plan is None:
         plan = settings._derived.setdefault("plan", _Plan(settings))
     return plan
@@ -487,7 +487,7 @@ def next_allowed_time(call_settings: CallSettings, now: datetime,
 
 
 def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | None = None,
-                              config: Config | None = None) -> tuple[str, str] | None:
+                              config: Config) -> tuple[str, str] | None:
     """``(field, message)`` when the settings allow no instant in the year from ``now``, else None.
 
     Checked in the batch's zone (for ``"auto"``: ``fallback_timezone``, else ``DEFAULT_TIMEZONE``); used by
@@ -495,7 +495,6 @@ def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | No
 
     :param now: start of the year checked; default the shared clock's now.
     """
-    config = config or get_config()
     if now is None:
         from shared.clock import get_clock
 
@@ -518,18 +517,17 @@ def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | No
     return field, f"the window allows no instant in the year from {start} ({name})"
 
 
-def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None = None,
+def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config,
                            now: datetime | None = None) -> CallSettings:
     """The door of a batch's call_settings: :func:`~shared.call_settings.parse_call_settings` (every field checked,
     defaults filled), then the check that the window lets at least one call start in the year from ``now`` (blackout
     dates and holidays could otherwise close every day it opens).
 
     :param raw: the submitted or stored dict; None for a batch without call_settings.
-    :param config: source of the defaults; default the process configuration.
+    :param config: source of the defaults.
     :param now: start of the year checked; default the shared clock's now.
     :raises InvalidCallSettings: naming every bad field and why.
     """
-    config = config or get_config()
     settings = parse_call_settings(raw, config=config)
     if settings.restricts_time:
         problem = first_allowed_within_year(settings, now=now, config=config)
@@ -585,7 +583,7 @@ def _rule_at(windows: Sequence[Window], local: datetime) -> tuple[int, Window, d
 
 def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int,
                         phone: str | None = None, *, contact_timezone: str | None = None,
-                        config: Config | None = None, lang: str | None = None) -> list[dict[str, Any]]:
+                        config: Config, lang: str | None = None) -> list[dict[str, Any]]:
     """The next ``count`` instants from ``start`` at which a call could start: the first is
     :func:`next_allowed_time` of ``start``, each following one the next opening of the window after the
     occurrence the previous one fell in (holidays and blackout dates skipped, as the dialer would).
@@ -598,7 +596,6 @@ def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int
 
     :raises NoAllowedTime: when no instant within a year is allowed for this number.
     """
-    config = config or get_config()
     lang = lang or config.lang
     settings = _require(call_settings)
     names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)

@@ -19,7 +19,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -260,6 +261,19 @@ def set_clock(clock: Clock | None) -> None:
     """Replace the process's clock (tests; commands that start a sped-up stack)."""
     global _clock
     _clock = clock
+
+
+@contextmanager
+def use_clock(clock: Clock | None) -> Iterator[Clock | None]:
+    """Make ``clock`` the process's clock inside the block (None: built from the configuration on first use),
+    then put back the one before it. Blocks nest: each restores what it found."""
+    global _clock
+    previous = _clock
+    _clock = clock
+    try:
+        yield clock
+    finally:
+        _clock = previous
 
 
 def now() -> datetime:

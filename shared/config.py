@@ -7,7 +7,8 @@ value stops start-up with :class:`ConfigError`, whose message names the variable
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -392,3 +393,16 @@ def set_config(config: Config | None) -> None:
     """Replace the process's configuration (tests, or a command that resolved embedded services)."""
     global _config
     _config = config
+
+
+@contextmanager
+def use_config(config: Config | None) -> Iterator[Config | None]:
+    """Make ``config`` the process's configuration inside the block (None: read from the environment on first
+    use), then put back the one before it. Blocks nest: each restores what it found."""
+    global _config
+    previous = _config
+    _config = config
+    try:
+        yield config
+    finally:
+        _config = previous

@@ -29,7 +29,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared import attempts as attempt_states
-from shared.clock import Clock, get_clock
+from shared.clock import Clock
 from shared.contact_policy import Touch
 from shared.errors import StoreError
 from shared.mongo import ATTEMPTS, CONTACT_HISTORY
@@ -67,10 +67,10 @@ class ContactHistory:
     :param db: the MongoDB database (it also reads ``attempts`` to seed a new key).
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
-        self.coll: Collection = db[CONTACT_HISTORY]
-        self.attempts: Collection = db[ATTEMPTS]
-        self.clock = clock or get_clock()
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock) -> None:
+        self.coll: Collection[dict[str, Any]] = db[CONTACT_HISTORY]
+        self.attempts: Collection[dict[str, Any]] = db[ATTEMPTS]
+        self.clock = clock
 
     # -- reads ------------------------------------------------------------------------------------
 

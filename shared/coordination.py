@@ -7,8 +7,9 @@ or one more message, all of which are safe to repeat.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
+from redis import Redis
 from redis.lock import Lock
 
 from shared.redis_keys import (
@@ -35,17 +36,19 @@ class Coordination:
         and the concurrency-limit gate belong to.
     """
 
-    def __init__(self, redis: Any, *, workspace: str = "default") -> None:
+    def __init__(self, redis: Redis, *, workspace: str = "default") -> None:
         self.redis = redis
         self.workspace = workspace
 
     def dispatch_lock(self, account_id: str, *, timeout_s: float) -> Lock:
         """The non-blocking lock held while one process dispatches the account's due jobs."""
-        return self.redis.lock(dispatch_lock_key(account_id), timeout=timeout_s, blocking=False)
+        lock: Lock = self.redis.lock(dispatch_lock_key(account_id), timeout=timeout_s, blocking=False)
+        return lock
 
     def rebuild_lock(self, *, timeout_s: float) -> Lock:
         """The non-blocking lock held while one process rebuilds the slot sets."""
-        return self.redis.lock(SLOTS_REBUILD_LOCK, timeout=timeout_s, blocking=False)
+        lock: Lock = self.redis.lock(SLOTS_REBUILD_LOCK, timeout=timeout_s, blocking=False)
+        return lock
 
     def next_turn(self) -> int:
         """The number of this dispatch run in the workspace (1, 2, ...): whose turn it is to be served first."""
@@ -70,7 +73,10 @@ class Coordination:
 
     def broker_heartbeats(self, *, since_ms: int) -> dict[bytes, float]:
         """The broker's workers that beat since ``since_ms`` (epoch ms): worker id -> last beat (ms)."""
-        return dict(self.redis.zrangebyscore(BROKER_HEARTBEATS_KEY, since_ms, "+inf", withscores=True))
+        # With scores, the reply is (member, score) pairs; the client's annotation covers every shape of reply.
+        rows = cast("list[tuple[bytes, float]]",
+                    self.redis.zrangebyscore(BROKER_HEARTBEATS_KEY, since_ms, "+inf", withscores=True))
+        return dict(rows)
 
     def _gate_key(self, gate: str) -> str:
         if gate == BILLING_REPAIR:

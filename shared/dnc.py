@@ -27,8 +27,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.accounts import validate_account_id
-from shared.clock import Clock, get_clock
-from shared.config import Config, get_config
+from shared.clock import Clock
+from shared.config import Config
 from shared.contacts_import import csv_lines
 from shared.mongo import DNC
 from shared.phones import InvalidPhone, normalize_phone
@@ -167,13 +167,13 @@ class DncStore:
     """The ``dnc`` collection.
 
     :param db: the MongoDB database.
-    :param clock: time source (``added_at`` on the shared clock); default the process clock.
+    :param clock: time source (``added_at`` on the shared clock).
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None) -> None:
-        self.coll: Collection = db[DNC]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config) -> None:
+        self.coll: Collection[dict[str, Any]] = db[DNC]
+        self.clock = clock
+        self.config = config
 
     def add(self, scope: str, entries: Sequence[tuple[str, str | None]]) -> dict[str, int]:
         """Upsert ``(number, reason)`` pairs (numbers already normalised) into the list ``scope``.

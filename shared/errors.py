@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from shared.reasons import Reason, because
 
 
@@ -155,7 +158,7 @@ class CreateOutcomeUnknown(ProviderError):
     kind = "create_outcome_unknown"
 
     def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = "create_phone_call",
-                 to_number: str | None = None, metadata: dict | None = None) -> None:
+                 to_number: str | None = None, metadata: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, status=status, endpoint=endpoint)
         self.to_number = to_number
         self.metadata = dict(metadata or {})

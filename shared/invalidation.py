@@ -398,20 +398,16 @@ _process_pid = 0
 _process_lock = threading.Lock()
 
 
-def start_process_listener(*, redis_url: str | None = None, **options: Any) -> InvalidationListener:
+def start_process_listener(*, redis_url: str, **options: Any) -> InvalidationListener:
     """Start this process's listener on :data:`~shared.batch_cache.PROCESS_CACHES` (idempotent).
 
-    :param redis_url: default ``REDIS_URL``, else the local Redis.
+    :param redis_url: the Redis the invalidations are published on.
     :param options: passed to :class:`InvalidationListener`.
     """
     global _process_listener, _process_pid
     with _process_lock:
         if _process_listener is not None and _process_pid == os.getpid() and _process_listener.running:
             return _process_listener
-        if redis_url is None:
-            from shared.config import LOCAL_REDIS_URL, get_config
-
-            redis_url = get_config().redis_url or LOCAL_REDIS_URL
         _process_listener = InvalidationListener(redis_url=redis_url, **options).start()
         _process_pid = os.getpid()
         return _process_listener

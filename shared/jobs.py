@@ -30,8 +30,8 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from shared import states
-from shared.clock import Clock, get_clock, to_ms
-from shared.config import Config, get_config
+from shared.clock import Clock, to_ms
+from shared.config import Config
 from shared.contacts import Contact, InvalidContact, parse_contact
 from shared.mongo import JOBS, new_id, parse_id
 from shared.reasons import Reason, because
@@ -148,15 +148,15 @@ class JobStore:
     """Jobs of every batch in the ``jobs`` collection.
 
     :param db: the MongoDB database.
-    :param clock: time source; default the process clock.
-    :param config: defaults for retries; default the process configuration.
+    :param clock: time source.
+    :param config: defaults for retries.
     """
 
-    def __init__(self, db: Database, *, clock: Clock | None = None, config: Config | None = None) -> None:
+    def __init__(self, db: Database, *, clock: Clock, config: Config) -> None:
         self.db = db
         self.coll: Collection = db[JOBS]
-        self.clock = clock or get_clock()
-        self.config = config or get_config()
+        self.clock = clock
+        self.config = config
 
     # -- reads ---------------------------------------------------------------------------------
 

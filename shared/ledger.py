@@ -70,7 +70,7 @@ def journal_entry(entry_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "_id": entry_id}
 
 
-def post(db: Database, entries: Iterable[Mapping[str, Any]]) -> int:
+def post(db: Database[dict[str, Any]], entries: Iterable[Mapping[str, Any]]) -> int:
     """Insert ``entries``; those already present (same ``_id``) are left alone. Returns how many were new."""
     docs = [dict(e) for e in entries]
     if not docs:
@@ -91,22 +91,22 @@ def post(db: Database, entries: Iterable[Mapping[str, Any]]) -> int:
     return len(docs)
 
 
-def get_entry(db: Database, entry_id: str) -> dict[str, Any] | None:
+def get_entry(db: Database[dict[str, Any]], entry_id: str) -> dict[str, Any] | None:
     return db[LEDGER].find_one({"_id": entry_id})
 
 
-def for_attempt(db: Database, attempt_id: str) -> list[dict[str, Any]]:
+def for_attempt(db: Database[dict[str, Any]], attempt_id: str) -> list[dict[str, Any]]:
     """Every entry of one attempt (its reservations, its charge, its releases)."""
     return list(db[LEDGER].find({"attempt_id": attempt_id}))
 
 
-def entries(db: Database, account_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+def entries(db: Database[dict[str, Any]], account_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The account's newest ``limit`` entries, newest first (for the admin API)."""
     found = list(db[LEDGER].find({"account_id": account_id}).sort("at", -1).limit(limit))
     return found
 
 
-def sums(db: Database, account_id: str) -> dict[str, tuple[int, int]]:
+def sums(db: Database[dict[str, Any]], account_id: str) -> dict[str | None, tuple[int, int]]:
     """``{unit: (sum of balance_delta, sum of reserved_delta)}`` over the account's posted entries."""
     rows = db[LEDGER].aggregate([
         {"$match": {"account_id": account_id}},
@@ -148,13 +148,13 @@ class LedgerCheck:
         return self.ok and self.unposted == 0
 
 
-def _unposted(db: Database, account: Mapping[str, Any]) -> tuple[dict[str, list[int]], int]:
+def _unposted(db: Database[dict[str, Any]], account: Mapping[str, Any]) -> tuple[dict[str | None, list[int]], int]:
     """Deltas per unit of the journal entries and holds whose entry is not in the ledger."""
     journal: Mapping[str, Any] = account.get("journal") or {}
     holds: Mapping[str, Any] = account.get("holds") or {}
     ids = list(journal) + [reserve_entry_id(k, h.get("token", "")) for k, h in holds.items()]
     posted = {d["_id"] for d in db[LEDGER].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
-    extra: dict[str, list[int]] = {}
+    extra: dict[str | None, list[int]] = {}
     count = 0
     for entry_id, body in journal.items():
         if entry_id not in posted:
@@ -169,7 +169,7 @@ def _unposted(db: Database, account: Mapping[str, Any]) -> tuple[dict[str, list[
     return extra, count
 
 
-def check_account(db: Database, account_id: str) -> LedgerCheck:
+def check_account(db: Database[dict[str, Any]], account_id: str) -> LedgerCheck:
     """Verify the account against its ledger (for tests and operators).
 
     Reads the account, then the ledger: run it on an account with no operation in flight, or
@@ -182,7 +182,7 @@ def check_account(db: Database, account_id: str) -> LedgerCheck:
     account = db[ACCOUNTS].find_one({"_id": account_id})
     if account is None:
         raise NotFound(f"account {account_id!r} not found")
-    unit = account.get("unit")
+    unit: str | None = account.get("unit")
     balance, reserved, available = (int(account.get(k, 0) or 0) for k in ("balance", "reserved", "available"))
     posted = sums(db, account_id)
     extra, count = _unposted(db, account)

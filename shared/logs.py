@@ -95,15 +95,20 @@ class TextFormatter(logging.Formatter):
         return line.rstrip()
 
 
+class _Handler(logging.StreamHandler[Any]):
+    """The handler :func:`configure_logging` installs (``_outdial``: replaced by the next call)."""
+
+    _outdial = True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: Any = None, replace: bool = False) -> None:
     """Install the formatter on the root logger (idempotent).
 
     :param replace: also remove handlers others installed (the dramatiq CLI's), so every line has one format.
     """
     root = logging.getLogger()
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler._outdial = True  # type: ignore[attr-defined]
     for old in [h for h in root.handlers if replace or getattr(h, "_outdial", False)]:
         root.removeHandler(old)
     root.addHandler(handler)

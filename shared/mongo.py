@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, MongoClient, monitoring
@@ -102,11 +103,11 @@ class CommandCounter(monitoring.CommandListener):
 #: Every command sent by clients made with :func:`client` in this process.
 COMMANDS = CommandCounter()
 
-_clients: dict[str, MongoClient] = {}
+_clients: dict[str, MongoClient[dict[str, Any]]] = {}
 _clients_lock = threading.Lock()
 
 
-def client(uri: str) -> MongoClient:
+def client(uri: str) -> MongoClient[dict[str, Any]]:
     """The process's client for ``uri`` (created once)."""
     with _clients_lock:
         found = _clients.get(uri)
@@ -117,11 +118,11 @@ def client(uri: str) -> MongoClient:
         return found
 
 
-def database(uri: str, name: str) -> Database:
+def database(uri: str, name: str) -> Database[dict[str, Any]]:
     return client(uri)[name]
 
 
-def ensure_indexes(db: Database, extra: dict[str, list[IndexModel]] | None = None) -> None:
+def ensure_indexes(db: Database[dict[str, Any]], extra: dict[str, list[IndexModel]] | None = None) -> None:
     """Create every index in :data:`INDEXES` (and ``extra``); existing ones are left alone."""
     merged = {name: list(models) for name, models in INDEXES.items()}
     for name, models in (extra or {}).items():

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import urllib3
 from urllib3.exceptions import (
@@ -37,7 +37,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from shared.config import Config, get_config
+from shared.config import Config
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
@@ -55,6 +55,9 @@ from shared.errors import (
 )
 from shared.logs import event, get_logger, mask_phone
 from shared.metrics import PROVIDER_ERRORS, PROVIDER_REQUESTS
+
+if TYPE_CHECKING:
+    from urllib3.connectionpool import ConnectionPool
 
 log = get_logger(__name__)
 
@@ -437,7 +440,7 @@ def _refused_create(message: str, status: int) -> ProviderRejected:
 
 def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
     """Jittered exponential backoff before retry number ``attempt`` (0-based): 75-100% of base*2^n, capped."""
-    return min(max_s, base_s * (2 ** attempt)) * (1 - 0.25 * rng.random())
+    return min(max_s, base_s * (2.0 ** attempt)) * (1 - 0.25 * rng.random())
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -446,7 +449,8 @@ class _DeadlinePassed(ReadTimeoutError):
     """The whole exchange outlasted its timeout (handled as a read timeout)."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, "the answer did not end before the deadline")  # type: ignore[arg-type]
+        # No pool: urllib3 builds its own errors without one too (see their ``__reduce__``).
+        super().__init__(cast("ConnectionPool", None), None, "the answer did not end before the deadline")
 
 
 def _read_until(resp: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
@@ -483,7 +487,7 @@ class RetellClient:
     leaves the parent's sockets alone (closing them in the child would break the parent's).
 
     :param config: supplies ``retell_base_url`` (None: the local simulator at :data:`DEFAULT_SIMULATOR_URL`)
-        and ``retell_api_key``; default the process configuration.
+        and ``retell_api_key``.
     :param base_url: overrides the config's base URL.
     :param api_key: overrides the config's API key.
     :param timeout_s: whole-request timeout of idempotent requests, seconds; default 20.
@@ -497,13 +501,12 @@ class RetellClient:
     :param rng: randomness for the jitter (tests pass a seeded one).
     """
 
-    def __init__(self, config: Config | None = None, *, base_url: str | None = None, api_key: str | None = None,
+    def __init__(self, config: Config, *, base_url: str | None = None, api_key: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, create_timeout_s: float | None = None,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES,
                  backoff_base_s: float = DEFAULT_BACKOFF_BASE_S, backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
                  max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, rng: random.Random | None = None) -> None:
-        config = config or get_config()
         self.base_url = (base_url or config.retell_base_url or DEFAULT_SIMULATOR_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else config.retell_api_key
         self.timeout_s = timeout_s
@@ -651,7 +654,7 @@ class RetellClient:
                                  dynamic_variables=dynamic_variables, metadata=metadata,
                                  ring_timeout_s=ring_timeout_s, max_call_duration_s=max_call_duration_s,
                                  agent_override=agent_override, idempotency_key=idempotency_key)
-        context = {"to_number": to_number, "metadata": dict(metadata or {})}
+        meta = dict(metadata or {})   # carried by every CreateOutcomeUnknown, with the number
         sends = max(1, max_sends) if idempotency_key else 1
         ambiguous: CreateOutcomeUnknown | None = None
         for send in range(sends):
@@ -665,13 +668,16 @@ class RetellClient:
                     if ambiguous is None:
                         raise
                     raise CreateOutcomeUnknown(f"{ambiguous.message}; not sent again: {exc.reason}",
-                                               status=ambiguous.status, **context) from None
+                                               status=ambiguous.status, to_number=to_number,
+                                               metadata=meta) from None
             try:
                 _, text = self._exchange("POST", CREATE_PATH, endpoint="create_phone_call", body=body,
-                                         idempotent=False, timeout_s=self.create_timeout_s, **context)
+                                         idempotent=False, timeout_s=self.create_timeout_s, to_number=to_number,
+                                         metadata=meta)
                 return Call.from_api(json.loads(text))
             except ValueError as exc:
-                ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", **context)
+                ambiguous = CreateOutcomeUnknown(f"unreadable create answer: {exc}", to_number=to_number,
+                                                 metadata=meta)
             except CreateOutcomeUnknown as exc:
                 ambiguous = exc
                 continue

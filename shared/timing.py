@@ -6,8 +6,9 @@ Leases, horizons and back-offs are real seconds (converted to the shared clock w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import (
     DEFAULT_PIPELINE_DIAL_GUARD_S,
@@ -15,7 +16,10 @@ from shared.config import (
     DEFAULT_RETELL_CREATE_TIMEOUT_S,
     Config,
 )
-from shared.retell import IDEMPOTENCY_WINDOW_S
+from shared.retell import IDEMPOTENCY_WINDOW_S, Call, Concurrency
+
+if TYPE_CHECKING:
+    from shared.batch_cache import CachedBatch
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
 DEFAULT_QUEUED_LEASE_S = 60.0
@@ -81,20 +85,27 @@ class Sender(Protocol):
 
 
 class Provider(Protocol):
-    """The provider client (:class:`shared.retell.RetellClient`, blocking)."""
+    """The provider client (:class:`shared.retell.RetellClient`, blocking): the calls it answers are
+    :class:`~shared.retell.Call`, its workspace limit a :class:`~shared.retell.Concurrency`."""
 
-    def create_phone_call(self, **kwargs: Any) -> Any: ...
-    def get_call(self, call_id: str) -> Any: ...
-    def stop_call(self, call_id: str) -> None: ...
+    def create_phone_call(self, *, from_number: str, to_number: str, agent_id: str | None = None,
+                          dynamic_variables: Mapping[str, Any] | None = None,
+                          metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
+                          max_call_duration_s: float | None = None,
+                          agent_override: Mapping[str, Any] | None = None,
+                          idempotency_key: str | None = None,
+                          precheck: Callable[[], None] | None = None) -> Call: ...
+    def get_call(self, call_id: str) -> Call: ...
+    def stop_call(self, call_id: str) -> bool: ...
     def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None,
-                               max_pages: int = 50) -> list: ...
-    def get_concurrency(self) -> Any: ...
+                               max_pages: int = 50) -> list[Call]: ...
+    def get_concurrency(self) -> Concurrency: ...
 
 
 class BatchSource(Protocol):
-    """The batch cache: ``get(batch_id)`` returns an object with ``doc``, ``settings``, ``settings_error``."""
+    """The batch cache (:class:`shared.batch_cache.BatchCache`): a batch as it holds it, None when unknown."""
 
-    def get(self, batch_id: str) -> Any: ...
+    def get(self, batch_id: str) -> CachedBatch | None: ...
 
 
 @dataclass(kw_only=True)

@@ -16,11 +16,9 @@ import redis as redis_lib
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from shared import clock as clock_mod
-from shared import config as config_mod
 from shared import mongo
-from shared.clock import Clock
-from shared.config import Config, load_config
+from shared.clock import Clock, use_clock
+from shared.config import Config, load_config, use_config
 from workers.dev import embedded
 
 pytest_plugins = [
@@ -103,20 +101,16 @@ def config(mongo_uri: str, db_name: str, redis_url: str) -> Iterator[Config]:
     caller id (``CALL_FROM_NUMBER``) as a deployment has one."""
     cfg = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
                                          call_from_number=TEST_FROM_NUMBER)
-    previous = config_mod._config
-    config_mod.set_config(cfg)
-    yield cfg
-    config_mod.set_config(previous)
+    with use_config(cfg):
+        yield cfg
 
 
 @pytest.fixture
 def clock() -> Iterator[Clock]:
     """A real-time clock installed as the process clock (tests may install a sped-up one)."""
-    previous = clock_mod._clock
     c = Clock()
-    clock_mod.set_clock(c)
-    yield c
-    clock_mod.set_clock(previous)
+    with use_clock(c):
+        yield c
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -7,7 +7,10 @@ backlog of dials never delays the polls of calls in progress.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import dramatiq
+from redis import Redis
 
 from shared.coordination import Coordination
 from shared.pipeline import Pipeline
@@ -18,8 +21,14 @@ SCHEDULE_QUEUE = "outdial.schedule"
 MAINTAIN_QUEUE = "outdial.maintain"
 DIAL_QUEUE = "outdial.dial"
 POLL_QUEUE = "outdial.poll"
+class _RetryOptions(TypedDict):
+    max_retries: int
+    min_backoff: int
+    max_backoff: int
+
+
 #: Retries of an actor that raised (a store or Redis error): fast, few; leases cover the rest.
-RETRY_OPTIONS = {"max_retries": 5, "min_backoff": 500, "max_backoff": 30_000}
+RETRY_OPTIONS: _RetryOptions = {"max_retries": 5, "min_backoff": 500, "max_backoff": 30_000}
 #: Real milliseconds during which a second "fill the freed slot" kick for an account is skipped.
 KICK_DEBOUNCE_MS = 100
 
@@ -58,7 +67,7 @@ def reconcile(job_id: str, lease_owner: str) -> None:
 class DramatiqSender:
     """The pipeline's :class:`shared.pipeline.Sender`, on these actors."""
 
-    def __init__(self, redis: object) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.coordination = Coordination(redis)
 
     def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None:

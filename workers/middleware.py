@@ -22,6 +22,7 @@ from typing import Any
 
 from dramatiq import Broker, Middleware, Worker
 
+from shared.config import LOCAL_REDIS_URL, get_config
 from shared.invalidation import (
     DEFAULT_STOP_TIMEOUT_S,
     InvalidationListener,
@@ -40,6 +41,8 @@ def start_cache_listener(*, redis_url: str | None = None, **options: Any) -> Inv
     :param redis_url: default ``REDIS_URL``, else the local Redis.
     :param options: passed to :class:`~shared.invalidation.InvalidationListener`.
     """
+    if redis_url is None:
+        redis_url = get_config().redis_url or LOCAL_REDIS_URL
     return start_process_listener(redis_url=redis_url, **options)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from shared import mongo
 from shared.billing import Billing
+from shared.clock import Clock
 from shared.config import load_config
 from workers.dev import embedded
 
@@ -57,7 +58,7 @@ def main() -> None:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     db = mongo.database(server.url, name)
     mongo.ensure_indexes(db)
-    billing = Billing(db, config=load_config({}))
+    billing = Billing(db, clock=Clock(), config=load_config({}))
     big = {"type": "minutes", "balance": 10**8}
     try:
         billing.apply_account("solo", {"plan": big})

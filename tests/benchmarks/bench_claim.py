@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from shared import mongo, states
 from shared.call_settings import default_call_settings
+from shared.clock import Clock
 from shared.config import load_config
 from shared.jobs import JobStore
 from shared.outcomes import Outcome, call_reason
@@ -37,7 +38,7 @@ def main() -> None:
     db = mongo.database(server.url, name)
     mongo.ensure_indexes(db)
     config = load_config({})
-    store = JobStore(db, config=config)
+    store = JobStore(db, clock=Clock(), config=config)
     try:
         t = time.perf_counter()
         store.create_jobs("b" * 24, "acc", [{"phones": [PHONE], "name": f"c{i}", "external_id": f"debt-{i}"}

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared import mongo, states
+from shared.clock import Clock
 from shared.config import load_config
 from shared.jobs import JobStore
 from workers.dev import embedded
@@ -69,7 +70,7 @@ def main() -> None:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     db = mongo.database(server.url, name)
     mongo.ensure_indexes(db)
-    store = JobStore(db, config=load_config({}))
+    store = JobStore(db, clock=Clock(), config=load_config({}))
     try:
         _load(store, in_call=args.in_call, queued=args.queued, due=args.due)
         print(f"{args.in_call} in call, {args.queued} queued, {args.due} due ({args.repeat} runs each)")

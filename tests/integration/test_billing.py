@@ -482,10 +482,10 @@ def test_balance_view_in_api_units(billing, new_account):
     assert view["open_reservations"] == 1
 
 
-def test_account_store_keeps_working_with_billing_fields(db, config, billing, new_account):
+def test_account_store_keeps_working_with_billing_fields(db, config, clock, billing, new_account):
     from shared.accounts import AccountStore
 
-    store = AccountStore(db, config=config)
+    store = AccountStore(db, clock=clock, config=config)
     account = new_account("minutes", 10)
     doc, created = store.upsert(account, {"concurrency_limit": 7})
     assert not created and store.concurrency_limit(doc) == 7 and doc["balance"] == 600

@@ -17,8 +17,8 @@ def _decide(policy):
     return lambda calls: capped_until(policy, calls, now, ZONE)
 
 
-def test_eight_workers_cannot_take_more_than_the_last_calls_of_a_day(db):
-    history = ContactHistory(db)
+def test_eight_workers_cannot_take_more_than_the_last_calls_of_a_day(db, clock):
+    history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"max_calls_per_day": 2})
     start = threading.Barrier(8)
     results: dict[int, object] = {}
@@ -40,8 +40,8 @@ def test_eight_workers_cannot_take_more_than_the_last_calls_of_a_day(db):
     assert all(r is None or r[1].text().startswith("contact policy") for r in results.values())
 
 
-def test_a_redelivered_reservation_counts_once_and_forget_takes_it_back(db):
-    history = ContactHistory(db)
+def test_a_redelivered_reservation_counts_once_and_forget_takes_it_back(db, clock):
+    history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"max_calls_per_day": 1})
     args = dict(keep_ms=NOW_MS - DAY_MS, decide=_decide(policy))
     assert history.reserve("acc", ["n:+1"], Touch(NOW_MS, "a1"), **args) is None
@@ -53,8 +53,8 @@ def test_a_redelivered_reservation_counts_once_and_forget_takes_it_back(db):
     assert history.reserve("other", ["n:+1"], Touch(NOW_MS, "b1"), **args) is None   # accounts are apart
 
 
-def test_a_conversation_is_recorded_and_old_calls_are_pruned(db):
-    history = ContactHistory(db)
+def test_a_conversation_is_recorded_and_old_calls_are_pruned(db, clock):
+    history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"quiet_days_after_answer": 2})
     old = Touch(NOW_MS - 10 * DAY_MS, "old")
     history.reserve("acc", ["n:+1"], old, keep_ms=0, decide=lambda calls: None)
@@ -68,7 +68,7 @@ def test_a_conversation_is_recorded_and_old_calls_are_pruned(db):
     assert history.drop_account("acc") == 1 and history.calls("acc", "n:+1") == []
 
 
-def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db):
+def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db, clock):
     db.attempts.insert_many([
         {"_id": "j1:r1:p0:d1", "account_id": "acc", "to_number": "+1", "external_id": "D-1", "state": "ended",
          "outcome": "answered", "created_at": NOW_MS - 2 * DAY_MS, "started_at": NOW_MS - 2 * DAY_MS + 5000,
@@ -82,7 +82,7 @@ def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db):
         {"_id": "j5:r1:p0:d1", "account_id": "other", "to_number": "+1", "state": "ended", "outcome": "busy",
          "created_at": NOW_MS - 3000},
     ])
-    history = ContactHistory(db)
+    history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"quiet_days_after_answer": 7})
     assert history.reserve("acc", ["n:+1", "x:D-1"], Touch(NOW_MS, "new"), keep_ms=NOW_MS - 8 * DAY_MS,
                            decide=_decide(policy)) is not None           # the conversation two days ago
@@ -93,8 +93,8 @@ def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db):
     assert history.calls("acc", "n:+1")[0].answered_ms == NOW_MS - 2 * DAY_MS + 65_000
 
 
-def test_a_person_is_on_one_call_at_a_time_until_its_end_is_recorded(db):
-    history = ContactHistory(db)
+def test_a_person_is_on_one_call_at_a_time_until_its_end_is_recorded(db, clock):
+    history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"max_calls_per_day": 5})
     args = dict(keep_ms=NOW_MS - DAY_MS, decide=_decide(policy))
     first = Touch(NOW_MS - 60_000, "a1", until_ms=NOW_MS + 120_000)

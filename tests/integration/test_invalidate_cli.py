@@ -53,10 +53,10 @@ def test_invalidate_all(owned_redis, listening, capsys):
 
 
 def test_redis_url_comes_from_the_configuration(owned_redis, listening, config, capsys):
-    from shared import config as config_mod
+    from shared.config import use_config
 
-    config_mod.set_config(config.with_overrides(redis_url=owned_redis.url))  # the fixture restores it
-    assert main([B]) == 0
+    with use_config(config.with_overrides(redis_url=owned_redis.url)):
+        assert main([B]) == 0
     assert "received by 1 listening process" in capsys.readouterr().out
 
 

@@ -423,8 +423,8 @@ def test_release_waiting_balance(store):
     assert store.counts()[states.PENDING] == 2
 
 
-def test_eight_threads_claim_two_thousand_jobs_each_exactly_once(db, config):
-    store = JobStore(db, config=config)
+def test_eight_threads_claim_two_thousand_jobs_each_exactly_once(db, config, clock):
+    store = JobStore(db, clock=clock, config=config)
     store.create_jobs(new_id(), "acc", [{"phones": [PHONE_A], "external_id": f"debt-{i}"} for i in range(2000)])
     seen: list[str] = []
     lock = threading.Lock()
@@ -487,8 +487,8 @@ def test_claim_due_of_one_account_and_batch_skips_the_others(store):
     assert store.get(other[0])["status"] == states.PENDING
 
 
-def test_threads_claim_jobs_of_every_claimable_state_exactly_once_beside_calls_in_progress(db, config):
-    store = JobStore(db, config=config)
+def test_threads_claim_jobs_of_every_claimable_state_exactly_once_beside_calls_in_progress(db, config, clock):
+    store = JobStore(db, clock=clock, config=config)
     batch = new_id()
     ids = store.create_jobs(batch, "acc", [{"phones": [PHONE_A], "external_id": f"debt-{i}"}
                                            for i in range(900)]).job_ids

@@ -15,7 +15,7 @@ def changes():
 
 @pytest.fixture
 def batches(db, config, clock, changes):
-    return BatchStore(db, config=config, on_change=changes.append)
+    return BatchStore(db, clock=clock, config=config, on_change=changes.append)
 
 
 def test_create_get_and_list(batches):
@@ -68,7 +68,7 @@ def test_bad_and_unknown_ids(batches):
 
 
 def test_account_upsert_reports_creation(db, config, clock):
-    accounts = AccountStore(db, config=config)
+    accounts = AccountStore(db, clock=clock, config=config)
     doc, created = accounts.upsert("acme", {"plan": {"type": "unlimited"}})
     assert created and doc["plan"] == {"type": "unlimited"} and "created_at" in doc
     doc2, created2 = accounts.upsert("acme", {"concurrency_limit": 5})
@@ -82,12 +82,12 @@ def test_account_upsert_reports_creation(db, config, clock):
 @pytest.mark.parametrize("bad", ["\x113\x14", "a b", "a\nb", "$x", "-x", "é", "a" * 101, ""])
 def test_account_ids_are_safe_for_urls_headers_and_keys(db, config, clock, bad):
     with pytest.raises(ValidationError, match="account_id"):
-        AccountStore(db, config=config).upsert(bad, {})
+        AccountStore(db, clock=clock, config=config).upsert(bad, {})
     assert db.accounts.count_documents({}) == 0
 
 
 def test_account_ids_keep_the_usual_characters(db, config, clock):
-    doc, _ = AccountStore(db, config=config).upsert(" acme-01.cl:ops@x+y ", {})
+    doc, _ = AccountStore(db, clock=clock, config=config).upsert(" acme-01.cl:ops@x+y ", {})
     assert doc["_id"] == "acme-01.cl:ops@x+y"
 
 

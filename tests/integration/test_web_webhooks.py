@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from shared import attempts as attempt_states
-from shared import clock as clock_mod
 from shared import states
-from shared.clock import started_at
+from shared.clock import started_at, use_clock
 from shared.metrics import REGISTRY
 from shared.webhooks import SIGNATURE_HEADER, sign_webhook
 from tests.fixtures.web import WebServer, pipeline_for
@@ -44,10 +43,8 @@ FAST = started_at(datetime.now(UTC), speed=60)
 
 @pytest.fixture
 def fast():
-    previous = clock_mod._clock
-    clock_mod.set_clock(FAST)
-    yield FAST
-    clock_mod.set_clock(previous)
+    with use_clock(FAST):
+        yield FAST
 
 
 @dataclass

@@ -339,18 +339,13 @@ def test_a_year_of_blackouts_with_auto_zone_checks_the_fallback_zone():
 
 def test_parse_uses_the_shared_clock_when_now_is_not_given():
     # 2025-01-20 12:00 UTC is Monday 09:00 in Santiago; the Sunday just before is already past.
-    from shared import clock as clock_mod
+    from shared.clock import started_at, use_clock
 
-    saved = clock_mod._clock
-    try:
-        clock_mod.set_clock(clock_mod.started_at(datetime(2025, 1, 20, 12, tzinfo=UTC), speed=1e-6))
-        sundays = [(date(2025, 1, 26) + timedelta(weeks=k)).isoformat() for k in range(53)]
-        with pytest.raises(InvalidCallSettings):
-            validate_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG)
-        clock_mod.set_clock(clock_mod.started_at(datetime(2027, 1, 20, tzinfo=UTC), speed=1e-6))
+    sundays = [(date(2025, 1, 26) + timedelta(weeks=k)).isoformat() for k in range(53)]
+    with use_clock(started_at(datetime(2025, 1, 20, 12, tzinfo=UTC), speed=1e-6)), pytest.raises(InvalidCallSettings):
+        validate_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG)
+    with use_clock(started_at(datetime(2027, 1, 20, tzinfo=UTC), speed=1e-6)):
         assert validate_call_settings({"days_of_week": [7], "blackout_dates": sundays}, config=CONFIG).restricts_time
-    finally:
-        clock_mod.set_clock(saved)
 
 
 # --- robustness ---------------------------------------------------------------------------------------------------

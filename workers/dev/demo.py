@@ -31,11 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import clock as clock_mod
-from shared import config as config_mod
 from shared import mongo, states
-from shared.clock import Clock
-from shared.config import Config, load_config, parse_float, parse_int
+from shared.clock import Clock, use_clock
+from shared.config import Config, load_config, parse_float, parse_int, use_config
 from shared.coordination import Coordination
 from shared.errors import EmbeddedServiceError
 from shared.logs import register_secret
@@ -550,7 +548,8 @@ def run(options: DemoOptions, config: Config, out: TextIO = sys.stdout) -> int:
     campaign = demo_plan.build_campaign(options.contacts, seed=options.seed)
     demo = Demo(options=options, out=out)
     stop = threading.Event()
-    with _stop_on_signals(stop), _process_settings():
+    # The demo installs its own process clock and configuration; ``settings`` puts back the ones before them.
+    with _stop_on_signals(stop), contextlib.ExitStack() as settings:
         mongo_server, redis_server = start_services(config, options)
         services = [redis_server, mongo_server]
         code = 1
@@ -567,7 +566,7 @@ def run(options: DemoOptions, config: Config, out: TextIO = sys.stdout) -> int:
                                         pipeline_dial_guard_s=options.dial_guard_s)
             register_secret(cfg.admin_token)
             register_secret(cfg.retell_api_key)
-            code = _run_stack(demo, cfg, campaign, stop)
+            code = _run_stack(demo, cfg, campaign, stop, settings)
         except Exception:
             if not stop.is_set():
                 raise
@@ -584,18 +583,8 @@ def run(options: DemoOptions, config: Config, out: TextIO = sys.stdout) -> int:
         return code
 
 
-@contextlib.contextmanager
-def _process_settings() -> Iterator[None]:
-    """Restore this process's clock and configuration afterwards (the demo installs its own)."""
-    previous = clock_mod._clock, config_mod._config
-    try:
-        yield
-    finally:
-        clock_mod.set_clock(previous[0])
-        config_mod.set_config(previous[1])
-
-
-def _run_stack(demo: Demo, cfg: Config, campaign: demo_plan.Campaign, stop: threading.Event) -> int:
+def _run_stack(demo: Demo, cfg: Config, campaign: demo_plan.Campaign, stop: threading.Event,
+               settings: contextlib.ExitStack) -> int:
     """Start the stack on a clock that reads the campaign's start once everything is up; run; summarise."""
     from workers.dev.stack import start_stack
     from workers.runtime import build_runtime
@@ -603,15 +592,17 @@ def _run_stack(demo: Demo, cfg: Config, campaign: demo_plan.Campaign, stop: thre
 
     options = demo.options
     clock = Clock(start=options.start, speed=options.speed, anchor=time.time() + DEFAULT_LEAD_S)
-    clock_mod.set_clock(clock)
-    config_mod.set_config(cfg)
+    settings.enter_context(use_clock(clock))
+    settings.enter_context(use_config(cfg))
     demo.clock = clock
+    log_dir = demo.log_dir
+    assert log_dir is not None   # set before the stack starts
     stack, cfg = start_stack(cfg, clock, scenario=campaign.scenario,
                              simulator_flags={"concurrency_limit": options.concurrency_limit, "seed": options.seed},
                              workers=1, processes=options.processes, threads=options.threads,
-                             clock_interval_s=DEFAULT_CLOCK_INTERVAL_S, log_dir=demo.log_dir / "logs")
+                             clock_interval_s=DEFAULT_CLOCK_INTERVAL_S, log_dir=log_dir / "logs")
     demo.stack, demo.config = stack, cfg
-    config_mod.set_config(cfg)
+    settings.enter_context(use_config(cfg))
     if options.web:
         demo.web.port = options.port or embedded.free_port()
         demo.web.read_token = read_token_for(cfg.admin_token)

@@ -19,7 +19,7 @@ import pytz
 from shared import attempts as attempt_states
 from shared import reasons, states
 from shared.accounts import PLAN_CREDITS, from_storage_units
-from shared.call_settings import default_call_settings, parse_call_settings
+from shared.call_settings import CallSettings, default_call_settings, parse_call_settings
 from shared.calling_window import describe_window, is_allowed_time
 from shared.clock import Clock, from_ms
 from shared.logs import mask_phone
@@ -296,7 +296,7 @@ def calls_by_day(calls: Sequence[Mapping[str, Any]], batch_ids: Mapping[str, str
 
     :param calls: the simulator's ``GET /debug/calls?created=1`` records (``received_at``: shared-clock ms).
     """
-    keys = {batch_id: key for key, batch_id in batch_ids.items()}
+    keys: dict[str | None, str] = {batch_id: key for key, batch_id in batch_ids.items()}
     days: dict[str, dict[str, list[datetime]]] = {key: {} for key in batch_ids}
     for rec in calls:
         key = keys.get(((rec.get("body") or {}).get("metadata") or {}).get("batch_id"))
@@ -341,10 +341,11 @@ def find_window_violations(calls: Sequence[Mapping[str, Any]], runtime: Any,
 
     :param calls: the simulator's ``GET /debug/calls?created=1`` records.
     """
-    keys = {batch_id: key for key, batch_id in batch_ids.items()}
+    keys: dict[str | None, str] = {batch_id: key for key, batch_id in batch_ids.items()}
     stored = {batch_id: (runtime.batches.get(batch_id) or {}).get("call_settings") for batch_id in keys}
-    settings = {batch_id: default_call_settings() if raw is None else parse_call_settings(raw)
-                for batch_id, raw in stored.items()}
+    settings: dict[str | None, CallSettings] = {
+        batch_id: default_call_settings() if raw is None else parse_call_settings(raw)
+        for batch_id, raw in stored.items()}
     found: list[Violation] = []
     for rec in calls:
         body = rec.get("body") or {}

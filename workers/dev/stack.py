@@ -195,11 +195,11 @@ def start_stack(config: Config, clock: Clock, *, simulator: bool = True, scenari
     stack.log_dir.mkdir(parents=True, exist_ok=True)
     try:
         if simulator:
-            stack.simulator = start_simulator(env=child_env(config, clock, **dict(env or {})), scenario=scenario,
+            stack.simulator = start_simulator(env={**child_env(config, clock), **(env or {})}, scenario=scenario,
                                               **dict(simulator_flags or {}))
             config = config.with_overrides(retell_base_url=stack.simulator.base_url,
                                            retell_api_key=stack.simulator.api_key)
-        stack.env = child_env(config, clock, **dict(env or {}))
+        stack.env = {**child_env(config, clock), **(env or {})}
         for _ in range(workers):
             stack.start_worker(processes=processes, threads=threads)
         if clock_interval_s:

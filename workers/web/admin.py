@@ -40,7 +40,7 @@ from shared.invalidation import publish_invalidation
 from shared.logs import event, get_logger
 from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
-from workers.web.context import context
+from workers.web.context import WebContext, context
 from workers.web.http import (
     ADMIN,
     READ,
@@ -130,7 +130,7 @@ async def top_up(request: web.Request) -> web.Response:
 # -- batches ------------------------------------------------------------------------------------------
 
 
-def _batch_now(ctx: Any, batch_id: str, changed_at: int | None
+def _batch_now(ctx: WebContext, batch_id: str, changed_at: int | None
                ) -> tuple[Mapping[str, Any], CallSettings | None, datetime, float]:
     """The batch (with its parsed call_settings when known), the shared time now (read here, in the thread
     pool: the clock may ask Redis) and the monotonic time it was read. The batch comes from the batch cache, or
@@ -144,7 +144,7 @@ def _batch_now(ctx: Any, batch_id: str, changed_at: int | None
     return cached.doc, cached.settings, rt.clock.now(), time.monotonic()
 
 
-async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
+async def batch_detail(ctx: WebContext, batch_id: str) -> dict[str, Any]:
     """``GET /batches/{batch_id}``: the batch, with what its jobs say (counts, progress, failures, oldest in
     progress) as of at most ``batch_counts_max_age_s`` ago (:attr:`WebContext.batch_jobs`), and counted again
     at once when the batch's status changed since (a completed batch's counts are final).
@@ -176,14 +176,14 @@ async def batch_detail(ctx: Any, batch_id: str) -> dict[str, Any]:
     return view
 
 
-def _create_batch(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
+def _create_batch(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     rt = ctx.runtime
     problems, settings = rt.batches.check(body)
     errors = unknown_fields(body, BATCH_FIELDS) + problems
     account_id = body.get("account_id")
-    named = isinstance(account_id, str) and account_id.strip() and not any(f == "account_id" for f, _ in errors)
-    if named and rt.accounts.get(account_id.strip()) is None:
-        errors.append(("account_id", f"no account {account_id.strip()[:100]!r}: create it first with "
+    name = account_id.strip() if isinstance(account_id, str) else ""
+    if name and not any(f == "account_id" for f, _ in errors) and rt.accounts.get(name) is None:
+        errors.append(("account_id", f"no account {name[:100]!r}: create it first with "
                                      f"PUT /accounts/{{account_id}}"))
     if errors:
         raise invalid(errors)
@@ -200,7 +200,8 @@ async def create_batch(request: web.Request) -> web.Response:
     return json_response(view, status=201, headers={"Location": f"/batches/{view['id']}"})
 
 
-def _list_batches(ctx: Any, status: str | None, account_id: str | None, limit: int, offset: int) -> dict[str, Any]:
+def _list_batches(ctx: WebContext, status: str | None, account_id: str | None, limit: int,
+                  offset: int) -> dict[str, Any]:
     rt = ctx.runtime
     docs = rt.batches.list(status=status, account_id=account_id, limit=limit, skip=offset)
     counts = rt.jobs.counts_by_batch([d["_id"] for d in docs])
@@ -326,7 +327,7 @@ class LineFeed:
             yield from item
 
 
-async def _stream_csv(ctx: Any, request: web.Request, sink: ContactSink) -> ImportReport:
+async def _stream_csv(ctx: WebContext, request: web.Request, sink: ContactSink) -> ImportReport:
     limit = ctx.settings.max_csv_bytes
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
@@ -435,7 +436,7 @@ def _interrupted(exc: ImportInterrupted) -> ApiError:
     return error
 
 
-async def _read_contacts(ctx: Any, request: web.Request, sink: Any, *, is_csv: bool) -> Any:
+async def _read_contacts(ctx: WebContext, request: web.Request, sink: Any, *, is_csv: bool) -> Any:
     """Feed the request's contacts (a streamed CSV, or JSON ``{"contacts": [...]}``) to ``sink``; its report."""
     async with ctx.import_gate:
         if is_csv:
@@ -466,7 +467,7 @@ async def check_contacts(request: web.Request) -> web.Response:
 # -- jobs ---------------------------------------------------------------------------------------------
 
 
-def _list_jobs(ctx: Any, batch_id: str, status: str | None, after: str | None, limit: int) -> dict[str, Any]:
+def _list_jobs(ctx: WebContext, batch_id: str, status: str | None, after: str | None, limit: int) -> dict[str, Any]:
     rt = ctx.runtime
     rt.batches.require(batch_id)
     docs = rt.jobs.page(batch_id, status=status, after=after, limit=limit)
@@ -491,7 +492,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(await ctx.run(_list_jobs, ctx, batch_id, status, after, limit))
 
 
-def _job(ctx: Any, job_id: str) -> dict[str, Any]:
+def _job(ctx: WebContext, job_id: str) -> dict[str, Any]:
     rt = ctx.runtime
     doc = rt.jobs.get(job_id)
     if doc is None:

@@ -309,7 +309,7 @@ def _pipeline_source(pipeline: Any, runtime: Any) -> Callable[[], Any]:
     if pipeline is None:
         return lambda: runtime.process_pipeline
     if callable(pipeline) and not hasattr(pipeline, "finalize"):
-        return pipeline  # type: ignore[no-any-return]
+        return pipeline
     return lambda: pipeline
 
 

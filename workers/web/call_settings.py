@@ -19,7 +19,7 @@ from shared.call_settings_schema import call_settings_schema
 from shared.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
 from shared.config import parse_instant
 from shared.phones import InvalidPhone, normalize_phone
-from workers.web.context import context
+from workers.web.context import WebContext, context
 from workers.web.http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
 
 #: Fields of ``POST /call-settings/preview``.
@@ -51,7 +51,7 @@ def _instant(value: Any, errors: list[tuple[str, str]]) -> datetime | None:
     return moment
 
 
-def _preview(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
+def _preview(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     rt = ctx.runtime
     config = rt.config
     errors = unknown_fields(body, PREVIEW_FIELDS)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from cachetools import TTLCache
@@ -26,8 +26,13 @@ from workers.web.http import (
 )
 from workers.web.recent import RecentValues
 
+if TYPE_CHECKING:
+    from shared.pipeline import Pipeline
+    from workers.runtime import Runtime
+
 #: Threads running admin and dashboard store calls.
 DEFAULT_DB_THREADS = 32
+
 #: Contact imports running at once (each holds one thread while it reads its upload).
 DEFAULT_IMPORT_THREADS = 4
 #: Oldest, in real seconds, a batch read from the batch cache may be when ``GET /batches/{id}`` shows it: each
@@ -111,7 +116,7 @@ class WebContext:
     :param pipeline: returns the process's pipeline (built on the first webhook).
     """
 
-    def __init__(self, *, runtime: Any, settings: WebSettings, pipeline: Callable[[], Any]) -> None:
+    def __init__(self, *, runtime: Runtime, settings: WebSettings, pipeline: Callable[[], Pipeline]) -> None:
         from workers.web.dashboard import DashboardData
         from workers.web.metrics import MetricsEndpoint
         from workers.web.webhooks import WebhookProcessor

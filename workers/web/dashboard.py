@@ -214,7 +214,7 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
 
 
 #: The controls a batch card offers in each status: (action, label).
-_CONTROLS = {
+_CONTROLS: dict[str, tuple[tuple[str, str], ...]] = {
     states.BATCH_ACTIVE: (("pause", "Pause"), ("cancel", "Cancel")),
     states.BATCH_HELD: (("resume", "Resume"), ("cancel", "Cancel")),
     states.BATCH_PAUSED: (("resume", "Resume"), ("cancel", "Cancel")),
@@ -396,12 +396,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     _refuse_cross_site(request)
     raw = await read_limited(request, 4096)
     token = (parse_qs(raw.decode("utf-8", errors="replace")).get("token") or [""])[0].strip()
-    if same_token(token, ctx.admin_token):
-        session = new_admin_session(ctx.admin_token, time.time())
+    admin_token, read_token = ctx.admin_token, ctx.read_token   # both set, or neither (same_token: False)
+    if admin_token and read_token and same_token(token, admin_token):
+        session = new_admin_session(admin_token, time.time())
         await ctx.run(ctx.runtime.admin_sessions.open, admin_session_id(session), ttl_s=ADMIN_SESSION_MAX_AGE_S)
-        return _with_session(see_other("/"), request, ctx.read_token, session)
-    if same_token(token, ctx.read_token):
-        return _with_session(see_other("/"), request, ctx.read_token)
+        return _with_session(see_other("/"), request, read_token, session)
+    if read_token and same_token(token, read_token):
+        return _with_session(see_other("/"), request, read_token)
     message = ("ADMIN_TOKEN is not set on the server: the dashboard is disabled." if not ctx.admin_token
                else "That token is not valid.")
     return html_response(login_html(message), status=401)

@@ -28,7 +28,7 @@ from shared.dnc import (
 from shared.errors import NotFound
 from shared.phones import InvalidPhone, normalize_phone
 from workers.web.admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _region
-from workers.web.context import context
+from workers.web.context import WebContext, context
 from workers.web.http import (
     ADMIN,
     READ,
@@ -56,12 +56,12 @@ def _scope(request: web.Request) -> str | None:
     return validate_account_id(request.match_info["account_id"])
 
 
-def _require_account(ctx: Any, account_id: str | None) -> None:
+def _require_account(ctx: WebContext, account_id: str | None) -> None:
     if account_id is not None and ctx.runtime.accounts.get(account_id) is None:
         raise NotFound(f"account {account_id!r} not found (create it first with PUT /accounts/{{account_id}})")
 
 
-def _region_of(ctx: Any, request: web.Request) -> str:
+def _region_of(ctx: WebContext, request: web.Request) -> str:
     """``?region=`` (checked whenever given, used or not), else ``PHONE_DEFAULT_REGION``."""
     raw = request.query.get("region")
     if raw is not None and not raw.strip():
@@ -79,7 +79,7 @@ def _refused(parsed: ParsedNumbers) -> ApiError:
                            "errors_truncated": parsed.errors_total > len(parsed.errors), "written": 0})
 
 
-async def _parse(ctx: Any, request: web.Request, region: str) -> ParsedNumbers:
+async def _parse(ctx: WebContext, request: web.Request, region: str) -> ParsedNumbers:
     loop = asyncio.get_running_loop()
     if request.content_type in CSV_TYPES:
         body = await read_limited(request, ctx.settings.max_contacts_json_bytes)
@@ -96,11 +96,11 @@ async def _parse(ctx: Any, request: web.Request, region: str) -> ParsedNumbers:
         raise ApiError(415, "unsupported_media_type", f"send application/json or text/csv (got {request.content_type})")
     if query_text(request, "reason") is not None:
         raise invalid([("reason", "goes in the JSON body; the query parameter is for CSV uploads")])
-    body = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=DNC_FIELDS)
-    if isinstance(body.get("numbers"), list) and len(body["numbers"]) > MAX_NUMBERS:
-        raise invalid([("numbers", f"at most {MAX_NUMBERS} numbers per request, got {len(body['numbers'])}")])
+    doc = await read_json_object(request, limit=ctx.settings.max_contacts_json_bytes, allowed=DNC_FIELDS)
+    if isinstance(doc.get("numbers"), list) and len(doc["numbers"]) > MAX_NUMBERS:
+        raise invalid([("numbers", f"at most {MAX_NUMBERS} numbers per request, got {len(doc['numbers'])}")])
     return await loop.run_in_executor(ctx.import_pool,
-                                      lambda: parse_numbers(body.get("numbers"), body.get("reason"), region=region))
+                                      lambda: parse_numbers(doc.get("numbers"), doc.get("reason"), region=region))
 
 
 @access(ADMIN)
@@ -127,7 +127,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     return json_response({"list": list_name(scope), **written, "numbers": len(parsed.entries), "rows": parsed.rows})
 
 
-def _number(ctx: Any, request: web.Request, raw: str) -> str:
+def _number(ctx: WebContext, request: web.Request, raw: str) -> str:
     try:
         return normalize_phone(raw, _region_of(ctx, request))
     except InvalidPhone as exc:
@@ -147,14 +147,14 @@ async def remove_number(request: web.Request) -> web.Response:
     return json_response({"list": list_name(scope), "number": number, "removed": removed})
 
 
-def _lookup(ctx: Any, account_id: str | None, number: str) -> dict[str, Any]:
+def _lookup(ctx: WebContext, account_id: str | None, number: str) -> dict[str, Any]:
     _require_account(ctx, account_id)
     found = ctx.runtime.dnc.entries(account_id, [number])
     found.sort(key=lambda d: d.get("scope") == GLOBAL_SCOPE)
     return {"number": number, "listed": bool(found), "lists": [entry_view(d, iso) for d in found]}
 
 
-def _page(ctx: Any, account_id: str | None, after: str | None, limit: int) -> dict[str, Any]:
+def _page(ctx: WebContext, account_id: str | None, after: str | None, limit: int) -> dict[str, Any]:
     _require_account(ctx, account_id)
     scope = scope_of(account_id)
     docs = ctx.runtime.dnc.page(scope, after=after, limit=limit)

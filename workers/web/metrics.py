@@ -189,4 +189,4 @@ class MetricsEndpoint:
         """The exposition text. ``run(fn)`` runs a blocking function in a thread and awaits it."""
         gauges, others = await asyncio.gather(self._scrape_gauges(run), self._snapshot_families(run))
         own = with_process(REGISTRY.collect(), process_label())
-        return generate_latest(_Families(merge(own, others, gauges)))  # type: ignore[arg-type]
+        return generate_latest(_Families(merge(own, others, gauges)))

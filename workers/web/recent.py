@@ -60,8 +60,8 @@ class RecentValues(Generic[K, V]):
         """The value of ``key``: kept, or computed by ``compute()`` (see the module's rules)."""
         now = self.timer()
         if self.max_age_s == 0:
-            flight = self._flights.get(key) or self._start(key, compute, now)
-            return await asyncio.shield(flight)
+            running = self._flights.get(key) or self._start(key, compute, now)
+            return await asyncio.shield(running)
         kept = self._values.get(key)
         age = now - kept[0] if kept is not None else None
         if age is not None and age < self.max_age_s / 2:

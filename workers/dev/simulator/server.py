@@ -648,6 +648,7 @@ async def start_server(sim: Simulator, *, host: str = "127.0.0.1", port: int = 0
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    server = site._server   # the asyncio.Server the site listens with (None only before start)
+    sockets = server.sockets if isinstance(server, asyncio.Server) else []
     actual = sockets[0].getsockname()[1] if sockets else port
     return runner, actual
