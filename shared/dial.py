@@ -22,7 +22,6 @@ from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
     BalanceStep,
     DialStep,
-    attempt_deadline_ms,
     balance_now_covers,
     check_before_send,
     decide_dial,
@@ -283,9 +282,7 @@ class Dial(Step):
                                                config=self.config)[0])
         now = from_ms(now_ms)
         # The latest the call can be finalized: its deadline, the stop grace, then recovery of a dead poller.
-        until = attempt_deadline_ms(now_ms, ring_timeout_s=settings.ring_timeout, grace_s=self.timing.call_grace_sim_s,
-                                    max_call_duration_s=settings.max_call_duration)
-        until += self._sim_ms(self.timing.stop_grace_s + self.timing.poll_lease_margin_s)
+        until = self.timing.latest_end_ms(now_ms, settings, self.clock)
         touch = Touch(at_ms=now_ms, attempt_id=aid, until_ms=until)
         refused = self.history.reserve(account_id, contact_keys(contact, phone), touch,
                                        keep_ms=now_ms - policy.history_days * DAY_MS,

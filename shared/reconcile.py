@@ -11,7 +11,6 @@ from shared import metrics, reasons, states
 from shared.call_settings import CallSettings
 from shared.decisions import (
     ReconcileStep,
-    attempt_deadline_ms,
     decide_reconcile,
     not_placed_settled,
     replay_delay_s,
@@ -151,10 +150,7 @@ class Reconcile(Step):
         return self._not_placed(job, aid, lease_owner, because("provider_did_not_create"))
 
     def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
-        settings = self._settings_of(job)
-        return attempt_deadline_ms(int(attempt.get("created_at", 0)), ring_timeout_s=settings.ring_timeout,
-                                   max_call_duration_s=settings.max_call_duration,
-                                   grace_s=self.timing.call_grace_sim_s)
+        return self.timing.attempt_deadline_ms(int(attempt.get("created_at", 0)), self._settings_of(job))
 
     def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: Reason) -> str:
         """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:

@@ -89,8 +89,7 @@ class Step:
 
     def _slot_lease_ms(self, settings: CallSettings) -> int:
         """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
-        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
-        return int(life_s * 1000) + self._sim_ms(self.timing.poll_lease_margin_s)
+        return self.timing.slot_lease_ms(settings, self.clock)
 
     def _real_ms(self, sim_seconds: float) -> int:
         return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
