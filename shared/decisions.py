@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared import states
+from shared.backoff import capped_exponential
 from shared.call_settings import BALANCE_POLICIES, CallSettings, retry_delay
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
@@ -246,7 +247,7 @@ def decide_poll(*, final: bool, start_ms: int | None, created_ms: int, now_ms: i
 
 def stop_retry_delay_s(attempts: int, *, base_s: float = 1.0, cap_s: float = 30.0) -> float:
     """Real seconds before stopping a call again after ``attempts`` failed stops: 1, 2, 4, ... up to 30."""
-    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
+    return capped_exponential(attempts - 1, base=base_s, cap=cap_s)
 
 
 def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap_s: float = 30.0) -> float:
@@ -273,7 +274,7 @@ def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s:
     """With webhooks, simulated seconds from safety-net poll ``n`` (0-based) of a call still in progress to the next:
     :data:`SAFETY_POLL_SPACING` times the margin, doubling up to ``cap_s``, and never past the attempt's deadline
     (so a call past its limits is still stopped on time), at least one second."""
-    wait = min(cap_s, margin_s * SAFETY_POLL_SPACING * 2**n)
+    wait = capped_exponential(n, base=margin_s * SAFETY_POLL_SPACING, cap=cap_s)
     if now_ms < deadline_ms:
         wait = min(wait, (deadline_ms - now_ms) / 1000 + 1)
     return max(1.0, wait)
@@ -305,7 +306,7 @@ def replay_delay_s(replays: int, *, base_s: float, cap_s: float = REPLAY_CAP_S) 
     """Real seconds before the next send of an ambiguous create after ``replays`` sends again: ``base_s``,
     doubling up to ``cap_s``, so that a provider in trouble for minutes is not hammered (and the key's hour is
     not spent in a few tries)."""
-    return min(cap_s, base_s * 2 ** max(0, replays))
+    return capped_exponential(replays, base=base_s, cap=cap_s)
 
 
 def not_placed_settled(*, now_ms: int, last_sent_ms: int, settle_ms: int) -> bool:
@@ -333,8 +334,8 @@ def decide_free_retry(used: int, *, limit: int, retry_after_s: float | None = No
     """
     if used >= limit:
         return None
-    wait = min(FREE_RETRY_CAP_S, base_s * 2 ** used)
-    wait *= 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1)
+    wait = capped_exponential(used, base=base_s, cap=FREE_RETRY_CAP_S,
+                              jitter=lambda: 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1))
     return max(wait, retry_after_s or 0.0)
 
 
