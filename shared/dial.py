@@ -241,8 +241,7 @@ class Dial(Step):
 
         refused = self._take_turn(won, settings, phone_index, aid, now_ms, lease_owner)
         if refused is not None:
-            self.slots.release(account_id, aid)
-            self.billing.release(aid)
+            self.calls.give_back(won, aid, turn=False)  # the turn was refused: none to forget
             return refused
 
         batch = cached.doc
@@ -260,9 +259,7 @@ class Dial(Step):
             # the hold and the slot then, and this process took them again since. A not-placed attempt has no
             # owner left, so what is held in its name is nobody's: give it back.
             if (self.attempts.get(aid) or {}).get("state") == attempt_states.NOT_PLACED:
-                self.slots.release(account_id, aid)
-                self.billing.release(aid)
-                self._forget_turn(won, aid)
+                self.calls.give_back(won, aid)
             return DialStep.STALE
         metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
         return self._create(won, attempt, settings, lease_owner, lease_until,
@@ -302,16 +299,6 @@ class Dial(Step):
         event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(),
               reason=why.text(self._lang()), reason_code=why.code)
         return "capped"
-
-    def _forget_turn(self, job: Mapping[str, Any], aid: str) -> None:
-        """The attempt was not placed: it no longer counts against the callee's caps."""
-        policy = self._policy(job["account_id"])
-        if policy is None:
-            return
-        phones = job["contact"]["phones"]
-        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
-        self.history.forget(job["account_id"], contact_keys(job["contact"], phone), aid,
-                            keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
                 lease_until: int, *, reserved: int | None, replay: bool = False,
@@ -412,9 +399,7 @@ class Dial(Step):
               reason_code=exc.reason.code)
         if not self.attempts.not_placed(aid, because("not_sent", why=exc.reason), owner=lease_owner):
             return DialStep.STALE  # recovery took the attempt over: it decides
-        self.slots.release(job["account_id"], aid)
-        self.billing.release(aid)
-        self._forget_turn(job, aid)
+        self.calls.give_back(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         stopped = self._stopped(job)
         if stopped is not None:  # the batch was cancelled meanwhile: nothing was sent, and the job waits for nothing
@@ -446,12 +431,10 @@ class Dial(Step):
 
     def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
         """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
-        job_id, account_id = job["_id"], job["account_id"]
+        job_id = job["_id"]
         if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
             return DialStep.STALE
-        self.slots.release(account_id, aid)
-        self.billing.release(aid)
-        self._forget_turn(job, aid)
+        self.calls.give_back(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         stopped = self._stopped(job)

@@ -175,8 +175,7 @@ class Reconcile(Step):
                         reason: Reason | None = None) -> str:
         """The given-up attempt's slot and hold go back, and its job's round fails (each step idempotent)."""
         aid = attempt["_id"]
-        self.slots.release(job["account_id"], aid)
-        self.billing.release(aid)
+        self.calls.give_back(job, aid, turn=False)  # the call may have been made: it still counts
         why = reason or reasons.of(attempt) or because("not_placed")
         fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=why),
                    self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
@@ -185,9 +184,7 @@ class Reconcile(Step):
     def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: Reason) -> str:
         """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
         if aid:
-            self.slots.release(job["account_id"], aid)
-            self.billing.release(aid)
-            self._forget_turn(job, aid)
+            self.calls.give_back(job, aid)
         self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from cachetools import TTLCache
@@ -14,6 +15,7 @@ from shared import states
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
+from shared.call_ops import CallOps
 from shared.call_settings import CallSettings, default_call_settings
 from shared.clock import Clock
 from shared.config import Config
@@ -50,6 +52,11 @@ class Step:
     #: Active batches per account and account limits, reused for a second (real time) by the hot path.
     _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @cached_property
+    def calls(self) -> CallOps:
+        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record)."""
+        return CallOps(self)
 
     def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
         with self._recent_lock:
