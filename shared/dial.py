@@ -25,7 +25,6 @@ from shared.decisions import (
     balance_now_covers,
     check_before_send,
     decide_dial,
-    decide_free_retry,
     decide_insufficient_balance,
     next_poll_delay_s,
     safety_poll_at_ms,
@@ -45,7 +44,7 @@ from shared.errors import (
 )
 from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
-from shared.reasons import Reason, because
+from shared.reasons import because
 from shared.rounds import fail_round, next_phone
 from shared.slots import Acquired
 from shared.step import Step
@@ -442,7 +441,7 @@ class Dial(Step):
             # The batch was cancelled while the create was on its way: nothing was placed, and the job waits for
             # nothing. A refusal that concerns the whole workspace still holds the other batches.
             if isinstance(exc, ProviderAuthError | PaymentRequired):
-                self._hold_batches(job, because("provider_refused", error=str(exc)), batch_id=None)
+                self.calls.hold_batches(job, because("provider_refused", error=str(exc)), batch_id=None)
             self._cancel(job_id, stopped, own)
             return DialStep.CANCELLED
         if isinstance(exc, InvalidDestination):
@@ -452,51 +451,20 @@ class Dial(Step):
             return "invalid_number"
         if isinstance(exc, ProviderAuthError | PaymentRequired):
             # The workspace (every account shares its API key) cannot place calls: hold every batch.
-            self._hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
+            self.calls.hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
             return "held"
         if isinstance(exc, CallerIdRejected | AgentNotFound):
             code = "provider_refused_caller_id" if isinstance(exc, CallerIdRejected) else "provider_refused_agent"
-            self._hold(job, because(code, error=str(exc)), batch_id=job["batch_id"], own=own)
+            self.calls.hold(job, because(code, error=str(exc)), batch_id=job["batch_id"], own=own)
             return "held"
         if exc.retryable or isinstance(exc, RateLimited):
             retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
-            self._free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
+            self.calls.free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
             return "provider_error"
         # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
         fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,
                    **own)
         return "refused"
-
-    def _free_retry(self, job: Mapping[str, Any], reason: Reason, own: Mapping[str, Any], *,
-                    retry_after_s: float | None = None) -> dict[str, Any] | None:
-        """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
-        past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why."""
-        used = int(job.get("free_retries", 0) or 0)
-        wait_s = decide_free_retry(used, limit=self.config.pipeline_max_free_retries, retry_after_s=retry_after_s,
-                                   base_s=self.config.pipeline_free_retry_base_s)
-        if wait_s is None:
-            metrics.FREE_RETRIES.labels("budget_spent").inc()
-            return fail_round(self.jobs, job["_id"], because("free_retries_spent", used=used, last=reason),
-                              self._settings_of(job), job=job, expected=own["expected"],
-                              lease_owner=own.get("lease_owner"))
-        metrics.FREE_RETRIES.labels("retried").inc()
-        return self.jobs.reschedule(job["_id"], self.clock.now() + self._sim(wait_s), reason, status=states.PENDING,
-                                    inc={"free_retries": 1}, **own)
-
-    def _hold(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None,
-              own: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
-        self._hold_batches(job, reason, batch_id=batch_id)
-        return self.jobs.reschedule(job["_id"], self.clock.now(), because("batch_held", held=reason),
-                                    status=states.PENDING, **own)
-
-    def _hold_batches(self, job: Mapping[str, Any], reason: Reason, *, batch_id: str | None) -> None:
-        """Hold the batch (or, ``batch_id`` None, every active batch) until an operator resumes it."""
-        text = reason.text(self._lang())
-        held = self.batches.hold(text, batch_id=batch_id, seen_at=job.get("dialed_at"))
-        metrics.BATCHES_HELD.inc(len(held))
-        event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=text[:300],
-              reason_code=reason.code)
 
     def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
                      settings: CallSettings, *, reserved: int | None = None) -> str:
