@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared import metrics, states
+from shared.call_settings import CallSettings
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
-from shared.decisions import decide_free_retry
-from shared.logs import event, get_logger
+from shared.decisions import decide_free_retry, next_poll_delay_s, safety_poll_at_ms
+from shared.errors import CallNotFound, ProviderError
+from shared.logs import event, get_logger, mask_phone
 from shared.reasons import Reason, because
 from shared.rounds import fail_round
 
@@ -83,3 +85,46 @@ class CallOps:
         metrics.BATCHES_HELD.inc(len(held))
         event(log, "batches_held", level=logging.WARNING, batches=len(held), reason=text[:300],
               reason_code=reason.code)
+
+    def record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
+                    settings: CallSettings, *, reserved: int | None = None) -> str:
+        """The provider made ``call`` for the attempt: the attempt learns it, the job goes ``in_call`` (a call its
+        job no longer waits for is stopped) and its polls start (without webhooks)."""
+        lease_ms = self.timing.in_call_lease_until_ms(settings, self.clock)
+        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
+        # and a process that takes the job over reads the call from the attempt.
+        self.attempts.set_call(aid, call.call_id)
+        fields: dict[str, Any] = {"call_id": call.call_id, "lease_until": lease_ms}
+        if reserved is not None:
+            fields["reserved"] = reserved
+        if self.timing.webhooks:
+            # The call's end comes by webhook; maintenance starts the polls only if none came by then.
+            fields["poll_at"] = safety_poll_at_ms(self.clock.now_ms(), ring_timeout_s=settings.ring_timeout,
+                                                  margin_s=self.timing.safety_poll_sim_s)
+        won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
+                                   where={"attempt_id": aid}, set_=fields)
+        if won is None:
+            current = self.jobs.get(job_id)
+            attempt = self.attempts.get(aid)
+            mine = (current is not None and current.get("attempt_id") == aid and attempt is not None
+                    and attempt.get("call_id") == call.call_id)
+            if not mine:
+                # The job moved on to another attempt while this create was in flight: never let a second call live.
+                self._stop_quietly(call.call_id)
+                self.attempts.orphaned(aid, call.call_id)
+                event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
+                return "orphaned"
+            return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
+        event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
+              to=mask_phone(getattr(call, "to_number", "") or ""))
+        if not self.timing.webhooks:
+            self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(next_poll_delay_s(0)))
+        return "dialed"
+
+    def _stop_quietly(self, call_id: str) -> None:
+        try:
+            self.provider.stop_call(call_id)
+        except CallNotFound:
+            pass
+        except ProviderError as exc:
+            event(log, "stop_call_failed", call_id=call_id, error=str(exc))

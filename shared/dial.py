@@ -26,14 +26,11 @@ from shared.decisions import (
     check_before_send,
     decide_dial,
     decide_insufficient_balance,
-    next_poll_delay_s,
-    safety_poll_at_ms,
 )
 from shared.dnc import DNC_OUTCOME
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
-    CallNotFound,
     CreateOutcomeUnknown,
     DialAborted,
     InvalidDestination,
@@ -381,7 +378,7 @@ class Dial(Step):
             return self._create_failed(job, aid, exc, lease_owner)
         if not replay:
             metrics.DIALS.inc()
-        return self._record_call(job_id, aid, job["account_id"], call, lease_owner, settings, reserved=reserved)
+        return self.calls.record_call(job_id, aid, job["account_id"], call, lease_owner, settings, reserved=reserved)
 
     def _clock_trusted(self) -> bool:
         source = self.clock.source
@@ -465,44 +462,3 @@ class Dial(Step):
         fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,
                    **own)
         return "refused"
-
-    def _record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
-                     settings: CallSettings, *, reserved: int | None = None) -> str:
-        lease_ms = self._in_call_lease_ms(settings)
-        # The attempt learns its call first: a webhook may finalize the call as soon as the job is in_call,
-        # and a process that takes the job over reads the call from the attempt.
-        self.attempts.set_call(aid, call.call_id)
-        fields: dict[str, Any] = {"call_id": call.call_id, "lease_until": lease_ms}
-        if reserved is not None:
-            fields["reserved"] = reserved
-        if self.timing.webhooks:
-            # The call's end comes by webhook; maintenance starts the polls only if none came by then.
-            fields["poll_at"] = safety_poll_at_ms(self.clock.now_ms(), ring_timeout_s=settings.ring_timeout,
-                                                  margin_s=self.timing.safety_poll_sim_s)
-        won = self.jobs.transition(job_id, expected=(states.DIALING,), to=states.IN_CALL, lease_owner=lease_owner,
-                                   where={"attempt_id": aid}, set_=fields)
-        if won is None:
-            current = self.jobs.get(job_id)
-            attempt = self.attempts.get(aid)
-            mine = (current is not None and current.get("attempt_id") == aid and attempt is not None
-                    and attempt.get("call_id") == call.call_id)
-            if not mine:
-                # The job moved on to another attempt while this create was in flight: never let a second call live.
-                self._stop_quietly(call.call_id)
-                self.attempts.orphaned(aid, call.call_id)
-                event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
-                return "orphaned"
-            return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
-        event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
-              to=mask_phone(getattr(call, "to_number", "") or ""))
-        if not self.timing.webhooks:
-            self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(next_poll_delay_s(0)))
-        return "dialed"
-
-    def _stop_quietly(self, call_id: str) -> None:
-        try:
-            self.provider.stop_call(call_id)
-        except CallNotFound:
-            pass
-        except ProviderError as exc:
-            event(log, "stop_call_failed", call_id=call_id, error=str(exc))

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import metrics, states
-from shared.call_settings import CallSettings
 from shared.decisions import (
     PollStep,
     decide_poll,
@@ -126,7 +125,3 @@ class Poll(Step):
     def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
         self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
         return "polling"
-
-    def _in_call_lease_ms(self, settings: CallSettings) -> int:
-        """An in-call lease covers the call's longest life (ring, max duration, grace) plus the lease margin."""
-        return self.timing.in_call_lease_until_ms(settings, self.clock)

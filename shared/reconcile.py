@@ -64,7 +64,7 @@ class Reconcile(Step):
             return self._finish_give_up(job, attempt, lease_owner)
         if attempt.get("call_id"):
             metrics.RECONCILES.labels("known").inc()
-            return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
+            return self.calls.record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
                                      self._settings_of(job))
         if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
             # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
@@ -134,7 +134,7 @@ class Reconcile(Step):
         if found:
             metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
-            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
+            return self.calls.record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
         last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
         if not not_placed_settled(now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
                                   settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s)):
