@@ -16,45 +16,25 @@ from shared.attempts import attempt_id
 from shared.billing import Billing, Reservation, ReservationStatus
 from shared.call_settings import CallSettings
 from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
-from shared.clock import ServerTime, from_ms, to_ms
+from shared.clock import from_ms
 from shared.contact_history import DAY_MS
 from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
     BalanceStep,
     DialStep,
     balance_now_covers,
-    check_before_send,
     decide_dial,
     decide_insufficient_balance,
 )
 from shared.dnc import DNC_OUTCOME
-from shared.errors import (
-    AgentNotFound,
-    CallerIdRejected,
-    CreateOutcomeUnknown,
-    DialAborted,
-    InvalidDestination,
-    PaymentRequired,
-    ProviderAuthError,
-    ProviderError,
-    RateLimited,
-)
 from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
 from shared.reasons import because
-from shared.rounds import fail_round, next_phone
+from shared.rounds import fail_round
 from shared.slots import Acquired
 from shared.step import Step
 
 log = get_logger(__name__)
-
-#: Real seconds for which the decision's read of the do-not-call lists also stands for the check right before
-#: the send (the two are normally a few milliseconds apart); past it the lists are read again. Small beside
-#: ``PIPELINE_DIAL_GUARD_S``, which must cover the time from that check to the provider.
-DNC_FRESH_S = 0.1
-#: Real seconds after an attempt's ``created_at`` within which its first send needs no ``last_sent_at`` of its own.
-SENT_AT_FRESH_S = 1.0
-
 
 def insufficient_balance(jobs: JobStore, billing: Billing, job: Mapping[str, Any], settings: CallSettings,
                          reservation: Reservation, *, lease_owner: str | None = None,
@@ -258,7 +238,7 @@ class Dial(Step):
                 self.calls.give_back(won, aid)
             return DialStep.STALE
         metrics.DIAL_LAG.observe(max(0.0, (now_ms - int(job.get("next_try_at", now_ms))) / 1000))
-        return self._create(won, attempt, settings, lease_owner, lease_until,
+        return self.calls.create(won, attempt, settings, lease_owner, lease_until,
                             reserved=int(getattr(reservation, "amount", 0) or 0), dnc_read_at=dnc_read_at)
 
     def _take_turn(self, job: Mapping[str, Any], settings: CallSettings, phone_index: int, aid: str, now_ms: int,
@@ -296,122 +276,6 @@ class Dial(Step):
               reason=why.text(self._lang()), reason_code=why.code)
         return "capped"
 
-    def _create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
-                lease_until: int, *, reserved: int | None, replay: bool = False,
-                dnc_read_at: float | None = None, retry_s: float | None = None) -> str:
-        """Send the attempt's create (its id as the idempotency key) and record the call.
-
-        Right before every send, the batch must not be cancelled (as the batch cache knows it: a cancel reaches
-        it by pub/sub), and :func:`shared.decisions.check_before_send` checks the fence (this
-        process's lease outlasts the create) and the calling window at the same moment; when it fails
-        before the first send, nothing reached the provider. ``replay``: the attempt's create was sent
-        before with an unknown outcome; then :class:`~shared.errors.DialAborted` goes to the caller.
-
-        The do-not-call lists are read again right before the send unless the decision read them less than
-        :data:`DNC_FRESH_S` ago (``dnc_read_at``, a monotonic instant): a dial that stalled, waited or is a
-        replay always reads them again.
-
-        Every send is recorded on the attempt as ``last_sent_at`` (the reconcile step counts from it when nothing
-        can still be on its way), except a first send within :data:`SENT_AT_FRESH_S` of the attempt's
-        ``created_at``, which stands for it. ``retry_s``: real seconds before the reconcile that follows an
-        unknown outcome (default ``reconcile_retry_s``).
-        """
-        job_id, aid = job["_id"], attempt["_id"]
-        phone = attempt["to_number"]
-        contact_tz = job["contact"].get("timezone")
-        need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
-
-        def precheck() -> None:
-            stopped = self._stopped(job)   # the batch cache: no read while its listener is subscribed
-            if stopped is not None:
-                raise DialAborted("cancelled", stopped)
-            fresh = dnc_read_at is not None and time.monotonic() - dnc_read_at < DNC_FRESH_S
-            if not fresh and self.dnc.listed(job["account_id"], [phone]):
-                metrics.DNC_BLOCKED.labels("send").inc()
-                raise DialAborted("dnc", because("dnc_number"))
-            trusted = self._clock_trusted()   # first: ``now`` then comes from the reading this check validated
-            now = self.clock.now()
-            problem = check_before_send(
-                now=now, lease_until_ms=lease_until,
-                real_seconds=self.clock.real_seconds((lease_until - to_ms(now)) / 1000), need_real_s=need_real_s,
-                clock_trusted=trusted, settings=settings, phone=phone, contact_timezone=contact_tz,
-                guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
-            if problem is not None:
-                raise problem
-            sends[0] += 1
-            if replay or sends[0] > 1 or self.clock.real_seconds(
-                    (to_ms(now) - int(attempt["created_at"])) / 1000) > SENT_AT_FRESH_S:
-                self.attempts.sent(aid, to_ms(now))
-
-        sends = [0]   # how many times this create has passed the check (and been sent)
-        retry_ms = int((self.timing.reconcile_retry_s if retry_s is None else retry_s) * 1000)
-        try:
-            call = self.provider.create_phone_call(
-                from_number=attempt.get("from_number") or self.config.call_from_number,
-                to_number=phone,
-                agent_id=attempt.get("agent_id"),
-                dynamic_variables=dict(job["contact"].get("variables", {})),
-                metadata={"job_id": job_id, "attempt_id": aid, "attempt": int(attempt.get("dial", 1)),
-                          "round": int(attempt.get("round", 1)), "batch_id": job["batch_id"]},
-                ring_timeout_s=settings.ring_timeout,
-                max_call_duration_s=settings.max_call_duration,
-                idempotency_key=aid,
-                precheck=precheck,
-            )
-        except DialAborted as exc:
-            if replay:
-                raise
-            return self._abort_dial(job, aid, exc, lease_owner)
-        except CreateOutcomeUnknown as exc:
-            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
-            self.sender.reconcile(job_id, lease_owner, delay_ms=retry_ms)
-            return "reconcile"
-        except ProviderError as exc:
-            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            if replay:
-                # A refusal of this send says nothing of the earlier one, which may have made the call: still unknown.
-                wait_s = max(retry_ms / 1000, float(getattr(exc, "retry_after_s", None) or 0.0))
-                event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
-                self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
-                return "reconcile"
-            return self._create_failed(job, aid, exc, lease_owner)
-        if not replay:
-            metrics.DIALS.inc()
-        return self.calls.record_call(job_id, aid, job["account_id"], call, lease_owner, settings, reserved=reserved)
-
-    def _clock_trusted(self) -> bool:
-        source = self.clock.source
-        if not isinstance(source, ServerTime):
-            return True  # a process without a server time (tests of one process) trusts its own clock
-        return source.trusted(max_uncertainty_s=self.config.pipeline_max_skew_ms / 1000,
-                              max_age_s=self.timing.max_clock_age_s)
-
-    def _abort_dial(self, job: Mapping[str, Any], aid: str, exc: DialAborted, lease_owner: str) -> str:
-        """Nothing was sent: the attempt is not placed, the hold and the slot go back, the job waits."""
-        job_id = job["_id"]
-        metrics.DIAL_ABORTS.labels(exc.kind).inc()
-        event(log, "dial_aborted", job_id=job_id, attempt_id=aid, kind=exc.kind, reason=exc.reason.text(self._lang()),
-              reason_code=exc.reason.code)
-        if not self.attempts.not_placed(aid, because("not_sent", why=exc.reason), owner=lease_owner):
-            return DialStep.STALE  # recovery took the attempt over: it decides
-        self.calls.give_back(job, aid)
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
-        stopped = self._stopped(job)
-        if stopped is not None:  # the batch was cancelled meanwhile: nothing was sent, and the job waits for nothing
-            self._cancel(job_id, stopped, own)
-            return DialStep.CANCELLED
-        if exc.kind == "window" and exc.next_try_at is not None:
-            self.jobs.reschedule(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
-            metrics.POSTPONED_BY_SCHEDULE.inc()
-        elif exc.kind == "dnc":
-            # Decided again at once: the decision passes the number over (or fails the contact).
-            self.jobs.release(job_id, self.clock.now(), exc.reason, **own)
-            self.sender.schedule(job["account_id"])
-        else:
-            self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
-        return f"aborted_{exc.kind}"
-
     def _insufficient_balance(self, job: Mapping[str, Any], settings: CallSettings, reservation: Any,
                               own: Mapping[str, Any]) -> str:
         """Balance held by calls in progress: dial again after ``no_slot_retry_s``, like a full slot pool. Not
@@ -424,41 +288,3 @@ class Dial(Step):
         if reservation.status == ReservationStatus.HELD_BY_CALLS:
             return ReservationStatus.HELD_BY_CALLS.value
         return str(after["status"])
-
-    def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
-        """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
-        job_id = job["_id"]
-        if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
-            return DialStep.STALE
-        self.calls.give_back(job, aid)
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
-        event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
-        stopped = self._stopped(job)
-        if stopped is not None:
-            # The batch was cancelled while the create was on its way: nothing was placed, and the job waits for
-            # nothing. A refusal that concerns the whole workspace still holds the other batches.
-            if isinstance(exc, ProviderAuthError | PaymentRequired):
-                self.calls.hold_batches(job, because("provider_refused", error=str(exc)), batch_id=None)
-            self._cancel(job_id, stopped, own)
-            return DialStep.CANCELLED
-        if isinstance(exc, InvalidDestination):
-            # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
-            next_phone(self.jobs, job_id, because("invalid_destination", error=str(exc)), self._settings_of(job),
-                       invalid=True, **own)
-            return "invalid_number"
-        if isinstance(exc, ProviderAuthError | PaymentRequired):
-            # The workspace (every account shares its API key) cannot place calls: hold every batch.
-            self.calls.hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
-            return "held"
-        if isinstance(exc, CallerIdRejected | AgentNotFound):
-            code = "provider_refused_caller_id" if isinstance(exc, CallerIdRejected) else "provider_refused_agent"
-            self.calls.hold(job, because(code, error=str(exc)), batch_id=job["batch_id"], own=own)
-            return "held"
-        if exc.retryable or isinstance(exc, RateLimited):
-            retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
-            self.calls.free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
-            return "provider_error"
-        # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
-        fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,
-                   **own)
-        return "refused"

@@ -103,7 +103,7 @@ class Reconcile(Step):
             return "stale"
         self.attempts.count_replay(aid)
         try:
-            result = self._create(job, attempt, settings, lease_owner, lease_until, reserved=None, replay=True,
+            result = self.calls.create(job, attempt, settings, lease_owner, lease_until, reserved=None, replay=True,
                                   retry_s=wait_s)
         except DialAborted as exc:
             event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind,
