@@ -50,17 +50,6 @@ class Dispatch(Step):
             dispatched += claimed
         return dispatched
 
-    def _pool_limit(self) -> int:
-        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
-        (:meth:`refresh_pool_limit`), else the default account limit (the provider's own default)."""
-        if self.config.retell_concurrency_limit:
-            return self.config.retell_concurrency_limit
-
-        def read() -> int:
-            limit = self.slots.pool_limit()
-            return self.config.default_concurrency_limit if limit is None else limit
-        return self._remembered("pool-limit", read)
-
     def _pool_free(self) -> int:
         """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""
         now_ms = self.clock.now_ms()

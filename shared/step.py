@@ -80,6 +80,18 @@ class Step:
         """The account's provider concurrency limit."""
         return self.accounts.concurrency_limit(self._account(account_id))
 
+    def _pool_limit(self) -> int:
+        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
+        (:meth:`shared.maintenance.Maintenance.refresh_pool_limit`), else the default account limit (the provider's
+        own default)."""
+        if self.config.retell_concurrency_limit:
+            return self.config.retell_concurrency_limit
+
+        def read() -> int:
+            limit = self.slots.pool_limit()
+            return self.config.default_concurrency_limit if limit is None else limit
+        return self._remembered("pool-limit", read)
+
     def _policy(self, account_id: str) -> ContactPolicy | None:
         """The account's contact policy (a change applies within a second)."""
         return self.accounts.contact_policy(self._account(account_id))
