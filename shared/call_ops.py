@@ -17,7 +17,14 @@ from shared.call_settings import CallSettings
 from shared.clock import ServerTime, to_ms
 from shared.contact_history import DAY_MS
 from shared.contact_policy import contact_keys
-from shared.decisions import DialStep, check_before_send, decide_free_retry, next_poll_delay_s, safety_poll_at_ms
+from shared.decisions import (
+    DialResult,
+    DialStep,
+    check_before_send,
+    decide_free_retry,
+    next_poll_delay_s,
+    safety_poll_at_ms,
+)
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
@@ -109,7 +116,7 @@ class CallOps:
 
     def create(self, job: Mapping[str, Any], attempt: Mapping[str, Any], settings: CallSettings, lease_owner: str,
                lease_until: int, *, reserved: int | None, replay: bool = False,
-               dnc_read_at: float | None = None, retry_s: float | None = None) -> str:
+               dnc_read_at: float | None = None, retry_s: float | None = None) -> DialStep | DialResult:
         """Send the attempt's create (its id as the idempotency key) and record the call.
 
         Right before every send, the batch must not be cancelled (as the batch cache knows it: a cancel reaches
@@ -177,7 +184,7 @@ class CallOps:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
             self.sender.reconcile(job_id, lease_owner, delay_ms=retry_ms)
-            return "reconcile"
+            return DialResult.RECONCILE
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             if replay:
@@ -185,7 +192,7 @@ class CallOps:
                 wait_s = max(retry_ms / 1000, float(getattr(exc, "retry_after_s", None) or 0.0))
                 event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
                 self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
-                return "reconcile"
+                return DialResult.RECONCILE
             return self._create_failed(job, aid, exc, lease_owner)
         if not replay:
             metrics.DIALS.inc()
@@ -198,7 +205,8 @@ class CallOps:
         return source.trusted(max_uncertainty_s=self.config.pipeline_max_skew_ms / 1000,
                               max_age_s=self.timing.max_clock_age_s)
 
-    def _abort_dial(self, job: Mapping[str, Any], aid: str, exc: DialAborted, lease_owner: str) -> str:
+    def _abort_dial(self, job: Mapping[str, Any], aid: str, exc: DialAborted,
+                    lease_owner: str) -> DialStep | DialResult:
         """Nothing was sent: the attempt is not placed, the hold and the slot go back, the job waits."""
         job_id = job["_id"]
         metrics.DIAL_ABORTS.labels(exc.kind).inc()
@@ -221,9 +229,10 @@ class CallOps:
             self.sender.schedule(job["account_id"])
         else:
             self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
-        return f"aborted_{exc.kind}"
+        return DialResult(f"aborted_{exc.kind}")
 
-    def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError, lease_owner: str) -> str:
+    def _create_failed(self, job: Mapping[str, Any], aid: str, exc: ProviderError,
+                       lease_owner: str) -> DialStep | DialResult:
         """The provider refused the create: nothing was placed. What happens depends on who can fix it."""
         job_id = job["_id"]
         if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
@@ -243,26 +252,26 @@ class CallOps:
             # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
             next_phone(self.jobs, job_id, because("invalid_destination", error=str(exc)), self._settings_of(job),
                        invalid=True, **own)
-            return "invalid_number"
+            return DialResult.INVALID_NUMBER
         if isinstance(exc, ProviderAuthError | PaymentRequired):
             # The workspace (every account shares its API key) cannot place calls: hold every batch.
             self.hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
-            return "held"
+            return DialResult.HELD
         if isinstance(exc, CallerIdRejected | AgentNotFound):
             code = "provider_refused_caller_id" if isinstance(exc, CallerIdRejected) else "provider_refused_agent"
             self.hold(job, because(code, error=str(exc)), batch_id=job["batch_id"], own=own)
-            return "held"
+            return DialResult.HELD
         if exc.retryable or isinstance(exc, RateLimited):
             retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
             self.free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
-            return "provider_error"
+            return DialResult.PROVIDER_ERROR
         # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
         fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,
                    **own)
-        return "refused"
+        return DialResult.REFUSED
 
     def record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
-                    settings: CallSettings, *, reserved: int | None = None) -> str:
+                    settings: CallSettings, *, reserved: int | None = None) -> DialResult:
         """The provider made ``call`` for the attempt: the attempt learns it, the job goes ``in_call`` (a call its
         job no longer waits for is stopped) and its polls start (without webhooks)."""
         lease_ms = self.timing.in_call_lease_until_ms(settings, self.clock)
@@ -288,13 +297,13 @@ class CallOps:
                 self._stop_quietly(call.call_id)
                 self.attempts.orphaned(aid, call.call_id)
                 event(log, "orphan_call_stopped", job_id=job_id, attempt_id=aid, call_id=call.call_id)
-                return "orphaned"
-            return "recorded_elsewhere"  # whoever holds the job now records (or has recorded) this same call
+                return DialResult.ORPHANED
+            return DialResult.RECORDED_ELSEWHERE  # whoever holds the job now records (or has recorded) this same call
         event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
               to=mask_phone(getattr(call, "to_number", "") or ""))
         if not self.timing.webhooks:
             self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(next_poll_delay_s(0)))
-        return "dialed"
+        return DialResult.DIALED
 
     def _stop_quietly(self, call_id: str) -> None:
         try:

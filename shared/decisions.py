@@ -39,6 +39,33 @@ class DialStep(StrEnum):
     PROCEED = "proceed"  #: balance, slot, then dial ``phone_index``
 
 
+class DialResult(StrEnum):
+    """What a dial did once its decision said :attr:`DialStep.PROCEED` (the dial step returns one of these or the
+    :class:`DialStep` that stopped it)."""
+
+    DIALED = "dialed"  #: the provider made the call; the job is ``in_call``
+    NO_SLOT = "no_slot"  #: the account's or the workspace's slots are taken: back to pending, dialed again soon
+    HELD_BY_CALLS = "held_by_calls"  #: calls in progress hold the balance: back to pending, dialed again soon
+    CAPPED = "capped"  #: the account's contact policy says not now: ``waiting_schedule``
+    RECONCILE = "reconcile"  #: the create's outcome is unknown: the reconcile step settles it
+    ORPHANED = "orphaned"  #: the job moved on while the create was in flight: its call was stopped
+    RECORDED_ELSEWHERE = "recorded_elsewhere"  #: whoever holds the job now records this same call
+    INVALID_NUMBER = "invalid_number"  #: the provider refused the destination: the next number
+    HELD = "held"  #: the provider refused the workspace, the caller id or the agent: batches held
+    PROVIDER_ERROR = "provider_error"  #: a provider fault: a free retry
+    REFUSED = "refused"  #: any other refusal of the create: a failed round
+    #: nothing was sent: the check right before the send stopped it (``aborted_<kind>``, see DialAborted)
+    ABORTED_CANCELLED = "aborted_cancelled"
+    ABORTED_DNC = "aborted_dnc"
+    ABORTED_CLOCK = "aborted_clock"
+    ABORTED_FENCE = "aborted_fence"
+    ABORTED_WINDOW = "aborted_window"
+    #: the reservation was refused: the job's status after the batch's ``on_insufficient_balance``
+    FAILED = states.FAILED
+    WAITING_BALANCE = states.WAITING_BALANCE
+    PENDING = states.PENDING
+
+
 @dataclass(frozen=True)
 class DialDecision:
     step: DialStep

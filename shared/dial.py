@@ -21,6 +21,7 @@ from shared.contact_history import DAY_MS
 from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
     BalanceStep,
+    DialResult,
     DialStep,
     balance_now_covers,
     decide_dial,
@@ -84,8 +85,9 @@ class Dial(Step):
     """The ``dial`` step (the module docstring says what it does, in order)."""
 
     @metrics.step("dial")
-    def dial(self, job_id: str, lease_owner: str, *, job: Mapping[str, Any] | None = None) -> str:
-        """The dial step for one job; returns what happened (a :class:`DialStep` or a dial result).
+    def dial(self, job_id: str, lease_owner: str, *, job: Mapping[str, Any] | None = None) -> DialStep | DialResult:
+        """The dial step for one job; returns what happened (the :class:`DialStep` that stopped it, or the
+        :class:`DialResult` of placing the call).
 
         :param job: the job as its claim just returned it (a refill dialing in its own thread): not read again.
         """
@@ -178,7 +180,7 @@ class Dial(Step):
         return self.dnc.listed(job["account_id"], job["contact"]["phones"])
 
     def _place_call(self, job: Mapping[str, Any], cached: Any, phone_index: int, lease_owner: str, *,
-                    dnc_read_at: float | None = None) -> str:
+                    dnc_read_at: float | None = None) -> DialStep | DialResult:
         """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
 
         Winning the conditional transition comes first: a process that loses it (the same message
@@ -213,7 +215,7 @@ class Dial(Step):
             self.jobs.release(job_id, retry_at, why, **own)
             if slot == Acquired.UNKNOWN:
                 self.sender.schedule(None)
-            return "no_slot"
+            return DialResult.NO_SLOT
 
         refused = self._take_turn(won, settings, phone_index, aid, now_ms, lease_owner)
         if refused is not None:
@@ -242,7 +244,7 @@ class Dial(Step):
                             reserved=int(getattr(reservation, "amount", 0) or 0), dnc_read_at=dnc_read_at)
 
     def _take_turn(self, job: Mapping[str, Any], settings: CallSettings, phone_index: int, aid: str, now_ms: int,
-                   lease_owner: str) -> str | None:
+                   lease_owner: str) -> DialStep | DialResult | None:
         """The account's contact policy: record this call against the callee's keys, or, when a cap says no,
         the job waits (``waiting_schedule``) for the first instant the caps and the window allow. None: go on."""
         account_id = job["account_id"]
@@ -274,10 +276,10 @@ class Dial(Step):
         metrics.POSTPONED_BY_POLICY.inc()
         event(log, "postponed_by_policy", job_id=job["_id"], to=mask_phone(phone), until=at.isoformat(),
               reason=why.text(self._lang()), reason_code=why.code)
-        return "capped"
+        return DialResult.CAPPED
 
     def _insufficient_balance(self, job: Mapping[str, Any], settings: CallSettings, reservation: Any,
-                              own: Mapping[str, Any]) -> str:
+                              own: Mapping[str, Any]) -> DialStep | DialResult:
         """Balance held by calls in progress: dial again after ``no_slot_retry_s``, like a full slot pool. Not
         enough balance: the batch's ``on_insufficient_balance`` (fail the contact, or park it until a top-up)."""
         retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
@@ -286,5 +288,5 @@ class Dial(Step):
         if after is None:
             return DialStep.STALE
         if reservation.status == ReservationStatus.HELD_BY_CALLS:
-            return ReservationStatus.HELD_BY_CALLS.value
-        return str(after["status"])
+            return DialResult.HELD_BY_CALLS
+        return DialResult(str(after["status"]))
