@@ -6,13 +6,14 @@ writes and sends.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared import states
+from shared import attempts as attempt_states
+from shared import reasons, states
 from shared.backoff import capped_exponential
 from shared.call_settings import BALANCE_POLICIES, CallSettings, retry_delay
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
@@ -197,6 +198,25 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
 
+# -- dispatch: the workspace's free slots shared out between accounts ----------------------------------------
+
+
+def dispatch_order(accounts: Sequence[str], turn: int) -> list[str]:
+    """The accounts in the order one dispatch run serves them: as given, starting from number ``turn`` (modulo their
+    count; the turn changes from one run to the next, so no account is always served first)."""
+    if not accounts:
+        return []
+    turn %= len(accounts)
+    return [*accounts[turn:], *accounts[:turn]]
+
+
+def fair_share(free: int, accounts_left: int) -> int:
+    """The most the next account may claim of the workspace's ``free`` slots when ``accounts_left`` accounts (it
+    included) are still to be served: an even share of what is left, rounded up (an account that claims less
+    leaves the rest to the next ones)."""
+    return -(-free // accounts_left)
+
+
 def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float, need_real_s: float,
                       clock_trusted: bool, settings: CallSettings, phone: str, contact_timezone: str | None,
                       guard: timedelta, lang: str = "en") -> DialAborted | None:
@@ -311,8 +331,51 @@ def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s:
 
 
 class ReconcileStep(StrEnum):
+    STALE = "stale"              #: not a ``dialing`` job under this lease (a duplicate, or taken over): nothing
+    NOT_PLACED = "not_placed"    #: nothing reached the provider: give back what the attempt holds, the job is due
+    RECORD_NOT_PLACED = "record_not_placed"  #: the attempt was never recorded: record it as not placed, first
+    FINISH_GIVE_UP = "finish_give_up"  #: a give-up ended the attempt and stopped before it moved the job: finish it
+    KNOWN_CALL = "known_call"    #: the attempt knows its call: record it
+    TAKE_OVER = "take_over"      #: the attempt is another lease token's: take it over, then replay or look up
+    OPEN = "open"                #: the attempt is this lease token's and its outcome unknown: replay or look up
     REPLAY = "replay"            #: send the create again with the attempt's idempotency key
     LOOK_UP = "look_up"          #: past the key's hour (or no settings to send with): find the call by metadata
+
+
+@dataclass(frozen=True)
+class ReconcileDecision:
+    step: ReconcileStep
+    #: why the attempt was not placed (:attr:`ReconcileStep.NOT_PLACED`)
+    reason: Reason | None = None
+
+
+def decide_reconcile_job(job: Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision | None:
+    """What the reconcile does with the job as read now, before its attempt is read: nothing (``STALE``) unless it
+    is ``dialing`` under ``lease_owner``; not placed when the dial stopped before it named an attempt; None: read
+    the attempt (:func:`decide_reconcile_attempt`)."""
+    if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+        return ReconcileDecision(ReconcileStep.STALE)
+    if not job.get("attempt_id"):
+        return ReconcileDecision(ReconcileStep.NOT_PLACED, because("dial_interrupted_before_attempt"))
+    return None
+
+
+def decide_reconcile_attempt(attempt: Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision:
+    """What the reconcile does with the job's attempt as read now, in order: never recorded (record it as not
+    placed: nothing was sent); not placed, or orphaned (the job is due again); ended by a give-up without a call
+    (finish the give-up); its call is known (record it); another lease token's (take it over); else it is this
+    token's and its outcome unknown (:func:`decide_reconcile`: send again or look up)."""
+    if attempt is None:
+        return ReconcileDecision(ReconcileStep.RECORD_NOT_PLACED)
+    if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+        return ReconcileDecision(ReconcileStep.NOT_PLACED, reasons.of(attempt) or because("not_placed"))
+    if attempt["state"] == attempt_states.ENDED and not attempt.get("call_id"):
+        return ReconcileDecision(ReconcileStep.FINISH_GIVE_UP)
+    if attempt.get("call_id"):
+        return ReconcileDecision(ReconcileStep.KNOWN_CALL)
+    if attempt.get("owner") != lease_owner:
+        return ReconcileDecision(ReconcileStep.TAKE_OVER)
+    return ReconcileDecision(ReconcileStep.OPEN)
 
 
 #: Longest wait between two sends again of an ambiguous create, real seconds.
@@ -341,6 +404,32 @@ def not_placed_settled(*, now_ms: int, last_sent_ms: int, settle_ms: int) -> boo
     create's longest life and a grace for the provider to list it) after the attempt's LAST send, not its first.
     Before that, a send that timed out here may still be being processed and would call the person."""
     return now_ms >= last_sent_ms + settle_ms
+
+
+class LookUpStep(StrEnum):
+    FOUND = "found"              #: the provider lists the attempt's call: record it
+    RETRY = "retry"              #: the lookup failed before the attempt's deadline: look again after a backoff
+    GIVE_UP = "give_up"          #: the lookup failed past the deadline: the attempt ends with an unknown outcome
+    WAIT = "wait"                #: not listed, but a send may still be on its way: look again after the grace
+    NOT_PLACED = "not_placed"    #: not listed, and nothing can still be on its way: not placed
+
+
+def decide_look_up(*, found: bool, now_ms: int, last_sent_ms: int, settle_ms: int,
+                   give_up_at_ms: int | None = None) -> LookUpStep:
+    """What the reconcile does with the answer of looking an attempt's call up by its metadata.
+
+    :param found: the provider listed a call of the attempt.
+    :param give_up_at_ms: set when the lookup failed (the provider's fault, or too many calls to read): past it
+        (the attempt's deadline plus a dialing lease) the reconcile gives up, before it looks again.
+    :param last_sent_ms: the attempt's last send; ``settle_ms``: see :func:`not_placed_settled`.
+    """
+    if give_up_at_ms is not None:
+        return LookUpStep.GIVE_UP if now_ms > give_up_at_ms else LookUpStep.RETRY
+    if found:
+        return LookUpStep.FOUND
+    if not not_placed_settled(now_ms=now_ms, last_sent_ms=last_sent_ms, settle_ms=settle_ms):
+        return LookUpStep.WAIT
+    return LookUpStep.NOT_PLACED
 
 
 #: First wait of a free retry, real seconds; it doubles each time up to :data:`FREE_RETRY_CAP_S`.

@@ -10,9 +10,12 @@ from shared import attempts as attempt_states
 from shared import metrics, reasons, states
 from shared.call_settings import CallSettings
 from shared.decisions import (
+    LookUpStep,
     ReconcileStep,
+    decide_look_up,
     decide_reconcile,
-    not_placed_settled,
+    decide_reconcile_attempt,
+    decide_reconcile_job,
     replay_delay_s,
 )
 from shared.errors import DialAborted, ProviderError
@@ -41,13 +44,16 @@ class Reconcile(Step):
         only once nothing can still be on its way.
         """
         job = self.jobs.get(job_id)
-        if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+        first = decide_reconcile_job(job, lease_owner=lease_owner)
+        if first is not None and first.step == ReconcileStep.STALE:
             return "stale"
-        aid = job.get("attempt_id")
-        if not aid:
-            return self._not_placed(job, None, lease_owner, because("dial_interrupted_before_attempt"))
+        assert job is not None  # decide_reconcile_job says STALE for a missing job
+        if first is not None:  # NOT_PLACED: the dial stopped before it named its attempt
+            return self._not_placed(job, None, lease_owner, first.reason)
+        aid = job["attempt_id"]
         attempt = self.attempts.get(aid)
-        if attempt is None:
+        decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
+        if decision.step == ReconcileStep.RECORD_NOT_PLACED:
             unrecorded = because("dial_interrupted_before_record").fields()
             if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
                                      "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
@@ -57,16 +63,18 @@ class Reconcile(Step):
             attempt = self.attempts.get(aid)
             if attempt is None:
                 return "retry"
-        if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
-            return self._not_placed(job, aid, lease_owner, reasons.of(attempt) or because("not_placed"))
-        if attempt["state"] == attempt_states.ENDED and not attempt.get("call_id"):
+            decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
+        assert attempt is not None  # decide_reconcile_attempt says RECORD_NOT_PLACED for a missing attempt
+        if decision.step == ReconcileStep.NOT_PLACED:
+            return self._not_placed(job, aid, lease_owner, decision.reason)
+        if decision.step == ReconcileStep.FINISH_GIVE_UP:
             # A give-up ended the attempt and stopped before it moved the job: finish it under the current owner.
             return self._finish_give_up(job, attempt, lease_owner)
-        if attempt.get("call_id"):
+        if decision.step == ReconcileStep.KNOWN_CALL:
             metrics.RECONCILES.labels("known").inc()
             return self.calls.record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
-                                     self._settings_of(job))
-        if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
+                                          self._settings_of(job))
+        if decision.step == ReconcileStep.TAKE_OVER and not self.attempts.take_over(aid, lease_owner):
             # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
@@ -118,26 +126,32 @@ class Reconcile(Step):
     def _look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
         """Find the attempt's call by its metadata; not placed only once nothing can still be on its way."""
         job_id, aid = job["_id"], attempt["_id"]
+        failed: ProviderError | None = None
+        give_up_at: int | None = None
         try:
             found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
                                                          since_ms=int(attempt.get("created_at", 0)) - 3_600_000,
                                                          max_pages=self.timing.lookup_max_pages)
         except ProviderError as exc:  # the provider failed, or the number has too many calls to read them all
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            found, failed = [], exc
             give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
-            if self.clock.now_ms() > give_up_at:
-                return self._give_up(job, attempt, lease_owner, because("lookup_failed", error=str(exc)))
+        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
+        step = decide_look_up(found=bool(found), now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
+                              settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s),
+                              give_up_at_ms=give_up_at)
+        if step == LookUpStep.GIVE_UP:
+            return self._give_up(job, attempt, lease_owner, because("lookup_failed", error=str(failed)))
+        if step == LookUpStep.RETRY:
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
             return "retry"
-        if found:
+        if step == LookUpStep.FOUND:
             metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
             return self.calls.record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
-        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
-        if not not_placed_settled(now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
-                                  settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s)):
+        if step == LookUpStep.WAIT:
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
