@@ -78,6 +78,11 @@ class Reconcile(Step):
             # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
+        return self._replay_or_look_up(job, attempt, lease_owner)
+
+    def _replay_or_look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+        """The attempt is this lease token's and its outcome unknown: send it again while its key protects it,
+        else (or when the check before the send stopped it) look it up."""
         cached = self.cache.get(job["batch_id"])
         age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
         step = decide_reconcile(age_real_s=age_real_s, replay_window_s=self.timing.replay_window_s,
