@@ -6,13 +6,15 @@ writes and sends.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared import states
+from shared import attempts as attempt_states
+from shared import reasons, states
+from shared.backoff import capped_exponential
 from shared.call_settings import BALANCE_POLICIES, CallSettings, retry_delay
 from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time
 from shared.clock import from_ms, to_ms
@@ -36,6 +38,33 @@ class DialStep(StrEnum):
     DO_NOT_CALL = "do_not_call"  #: every number not known invalid is on a do-not-call list: failed, terminal
     DNC_ROUND_END = "dnc_round_end"  #: the round's remaining numbers are on a do-not-call list: a failed round
     PROCEED = "proceed"  #: balance, slot, then dial ``phone_index``
+
+
+class DialResult(StrEnum):
+    """What a dial did once its decision said :attr:`DialStep.PROCEED` (the dial step returns one of these or the
+    :class:`DialStep` that stopped it)."""
+
+    DIALED = "dialed"  #: the provider made the call; the job is ``in_call``
+    NO_SLOT = "no_slot"  #: the account's or the workspace's slots are taken: back to pending, dialed again soon
+    HELD_BY_CALLS = "held_by_calls"  #: calls in progress hold the balance: back to pending, dialed again soon
+    CAPPED = "capped"  #: the account's contact policy says not now: ``waiting_schedule``
+    RECONCILE = "reconcile"  #: the create's outcome is unknown: the reconcile step settles it
+    ORPHANED = "orphaned"  #: the job moved on while the create was in flight: its call was stopped
+    RECORDED_ELSEWHERE = "recorded_elsewhere"  #: whoever holds the job now records this same call
+    INVALID_NUMBER = "invalid_number"  #: the provider refused the destination: the next number
+    HELD = "held"  #: the provider refused the workspace, the caller id or the agent: batches held
+    PROVIDER_ERROR = "provider_error"  #: a provider fault: a free retry
+    REFUSED = "refused"  #: any other refusal of the create: a failed round
+    #: nothing was sent: the check right before the send stopped it (``aborted_<kind>``, see DialAborted)
+    ABORTED_CANCELLED = "aborted_cancelled"
+    ABORTED_DNC = "aborted_dnc"
+    ABORTED_CLOCK = "aborted_clock"
+    ABORTED_FENCE = "aborted_fence"
+    ABORTED_WINDOW = "aborted_window"
+    #: the reservation was refused: the job's status after the batch's ``on_insufficient_balance``
+    FAILED = states.FAILED
+    WAITING_BALANCE = states.WAITING_BALANCE
+    PENDING = states.PENDING
 
 
 @dataclass(frozen=True)
@@ -169,6 +198,25 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
 
+# -- dispatch: the workspace's free slots shared out between accounts ----------------------------------------
+
+
+def dispatch_order(accounts: Sequence[str], turn: int) -> list[str]:
+    """The accounts in the order one dispatch run serves them: as given, starting from number ``turn`` (modulo their
+    count; the turn changes from one run to the next, so no account is always served first)."""
+    if not accounts:
+        return []
+    turn %= len(accounts)
+    return [*accounts[turn:], *accounts[:turn]]
+
+
+def fair_share(free: int, accounts_left: int) -> int:
+    """The most the next account may claim of the workspace's ``free`` slots when ``accounts_left`` accounts (it
+    included) are still to be served: an even share of what is left, rounded up (an account that claims less
+    leaves the rest to the next ones)."""
+    return -(-free // accounts_left)
+
+
 def check_before_send(*, now: datetime, lease_until_ms: int, real_seconds: float, need_real_s: float,
                       clock_trusted: bool, settings: CallSettings, phone: str, contact_timezone: str | None,
                       guard: timedelta, lang: str = "en") -> DialAborted | None:
@@ -246,7 +294,7 @@ def decide_poll(*, final: bool, start_ms: int | None, created_ms: int, now_ms: i
 
 def stop_retry_delay_s(attempts: int, *, base_s: float = 1.0, cap_s: float = 30.0) -> float:
     """Real seconds before stopping a call again after ``attempts`` failed stops: 1, 2, 4, ... up to 30."""
-    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
+    return capped_exponential(attempts - 1, base=base_s, cap=cap_s)
 
 
 def next_poll_delay_s(n: int, *, first_s: float = 10.0, factor: float = 1.5, cap_s: float = 30.0) -> float:
@@ -273,7 +321,7 @@ def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s:
     """With webhooks, simulated seconds from safety-net poll ``n`` (0-based) of a call still in progress to the next:
     :data:`SAFETY_POLL_SPACING` times the margin, doubling up to ``cap_s``, and never past the attempt's deadline
     (so a call past its limits is still stopped on time), at least one second."""
-    wait = min(cap_s, margin_s * SAFETY_POLL_SPACING * 2**n)
+    wait = capped_exponential(n, base=margin_s * SAFETY_POLL_SPACING, cap=cap_s)
     if now_ms < deadline_ms:
         wait = min(wait, (deadline_ms - now_ms) / 1000 + 1)
     return max(1.0, wait)
@@ -283,8 +331,51 @@ def next_safety_poll_delay_s(n: int, *, now_ms: int, deadline_ms: int, margin_s:
 
 
 class ReconcileStep(StrEnum):
+    STALE = "stale"              #: not a ``dialing`` job under this lease (a duplicate, or taken over): nothing
+    NOT_PLACED = "not_placed"    #: nothing reached the provider: give back what the attempt holds, the job is due
+    RECORD_NOT_PLACED = "record_not_placed"  #: the attempt was never recorded: record it as not placed, first
+    FINISH_GIVE_UP = "finish_give_up"  #: a give-up ended the attempt and stopped before it moved the job: finish it
+    KNOWN_CALL = "known_call"    #: the attempt knows its call: record it
+    TAKE_OVER = "take_over"      #: the attempt is another lease token's: take it over, then replay or look up
+    OPEN = "open"                #: the attempt is this lease token's and its outcome unknown: replay or look up
     REPLAY = "replay"            #: send the create again with the attempt's idempotency key
     LOOK_UP = "look_up"          #: past the key's hour (or no settings to send with): find the call by metadata
+
+
+@dataclass(frozen=True)
+class ReconcileDecision:
+    step: ReconcileStep
+    #: why the attempt was not placed (:attr:`ReconcileStep.NOT_PLACED`)
+    reason: Reason | None = None
+
+
+def decide_reconcile_job(job: Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision | None:
+    """What the reconcile does with the job as read now, before its attempt is read: nothing (``STALE``) unless it
+    is ``dialing`` under ``lease_owner``; not placed when the dial stopped before it named an attempt; None: read
+    the attempt (:func:`decide_reconcile_attempt`)."""
+    if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+        return ReconcileDecision(ReconcileStep.STALE)
+    if not job.get("attempt_id"):
+        return ReconcileDecision(ReconcileStep.NOT_PLACED, because("dial_interrupted_before_attempt"))
+    return None
+
+
+def decide_reconcile_attempt(attempt: Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision:
+    """What the reconcile does with the job's attempt as read now, in order: never recorded (record it as not
+    placed: nothing was sent); not placed, or orphaned (the job is due again); ended by a give-up without a call
+    (finish the give-up); its call is known (record it); another lease token's (take it over); else it is this
+    token's and its outcome unknown (:func:`decide_reconcile`: send again or look up)."""
+    if attempt is None:
+        return ReconcileDecision(ReconcileStep.RECORD_NOT_PLACED)
+    if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+        return ReconcileDecision(ReconcileStep.NOT_PLACED, reasons.of(attempt) or because("not_placed"))
+    if attempt["state"] == attempt_states.ENDED and not attempt.get("call_id"):
+        return ReconcileDecision(ReconcileStep.FINISH_GIVE_UP)
+    if attempt.get("call_id"):
+        return ReconcileDecision(ReconcileStep.KNOWN_CALL)
+    if attempt.get("owner") != lease_owner:
+        return ReconcileDecision(ReconcileStep.TAKE_OVER)
+    return ReconcileDecision(ReconcileStep.OPEN)
 
 
 #: Longest wait between two sends again of an ambiguous create, real seconds.
@@ -305,7 +396,7 @@ def replay_delay_s(replays: int, *, base_s: float, cap_s: float = REPLAY_CAP_S) 
     """Real seconds before the next send of an ambiguous create after ``replays`` sends again: ``base_s``,
     doubling up to ``cap_s``, so that a provider in trouble for minutes is not hammered (and the key's hour is
     not spent in a few tries)."""
-    return min(cap_s, base_s * 2 ** max(0, replays))
+    return capped_exponential(replays, base=base_s, cap=cap_s)
 
 
 def not_placed_settled(*, now_ms: int, last_sent_ms: int, settle_ms: int) -> bool:
@@ -313,6 +404,32 @@ def not_placed_settled(*, now_ms: int, last_sent_ms: int, settle_ms: int) -> boo
     create's longest life and a grace for the provider to list it) after the attempt's LAST send, not its first.
     Before that, a send that timed out here may still be being processed and would call the person."""
     return now_ms >= last_sent_ms + settle_ms
+
+
+class LookUpStep(StrEnum):
+    FOUND = "found"              #: the provider lists the attempt's call: record it
+    RETRY = "retry"              #: the lookup failed before the attempt's deadline: look again after a backoff
+    GIVE_UP = "give_up"          #: the lookup failed past the deadline: the attempt ends with an unknown outcome
+    WAIT = "wait"                #: not listed, but a send may still be on its way: look again after the grace
+    NOT_PLACED = "not_placed"    #: not listed, and nothing can still be on its way: not placed
+
+
+def decide_look_up(*, found: bool, now_ms: int, last_sent_ms: int, settle_ms: int,
+                   give_up_at_ms: int | None = None) -> LookUpStep:
+    """What the reconcile does with the answer of looking an attempt's call up by its metadata.
+
+    :param found: the provider listed a call of the attempt.
+    :param give_up_at_ms: set when the lookup failed (the provider's fault, or too many calls to read): past it
+        (the attempt's deadline plus a dialing lease) the reconcile gives up, before it looks again.
+    :param last_sent_ms: the attempt's last send; ``settle_ms``: see :func:`not_placed_settled`.
+    """
+    if give_up_at_ms is not None:
+        return LookUpStep.GIVE_UP if now_ms > give_up_at_ms else LookUpStep.RETRY
+    if found:
+        return LookUpStep.FOUND
+    if not not_placed_settled(now_ms=now_ms, last_sent_ms=last_sent_ms, settle_ms=settle_ms):
+        return LookUpStep.WAIT
+    return LookUpStep.NOT_PLACED
 
 
 #: First wait of a free retry, real seconds; it doubles each time up to :data:`FREE_RETRY_CAP_S`.
@@ -333,8 +450,8 @@ def decide_free_retry(used: int, *, limit: int, retry_after_s: float | None = No
     """
     if used >= limit:
         return None
-    wait = min(FREE_RETRY_CAP_S, base_s * 2 ** used)
-    wait *= 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1)
+    wait = capped_exponential(used, base=base_s, cap=FREE_RETRY_CAP_S,
+                              jitter=lambda: 1 + FREE_RETRY_JITTER * (2 * (rng or random).random() - 1))
     return max(wait, retry_after_s or 0.0)
 
 

@@ -9,6 +9,7 @@ from redis.exceptions import LockError
 
 from shared import metrics, states
 from shared.clock import from_ms
+from shared.decisions import dispatch_order, fair_share
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
 
@@ -37,29 +38,17 @@ class Dispatch(Step):
         if not accounts:
             return 0
         if len(accounts) > 1:
-            turn = self.coordination.next_turn() % len(accounts)
-            accounts = accounts[turn:] + accounts[:turn]
+            accounts = dispatch_order(accounts, self.coordination.next_turn())
         pool_free = self._pool_free()
         dispatched = 0
         for i, acc in enumerate(accounts):
             if pool_free <= 0:
                 break
-            share = -(-pool_free // (len(accounts) - i))  # an even share of what is left, rounded up
+            share = fair_share(pool_free, len(accounts) - i)
             claimed = max(0, self._dispatch_account(acc, active[acc], cap=share))
             pool_free -= claimed
             dispatched += claimed
         return dispatched
-
-    def _pool_limit(self) -> int:
-        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
-        (:meth:`refresh_pool_limit`), else the default account limit (the provider's own default)."""
-        if self.config.retell_concurrency_limit:
-            return self.config.retell_concurrency_limit
-
-        def read() -> int:
-            limit = self.slots.pool_limit()
-            return self.config.default_concurrency_limit if limit is None else limit
-        return self._remembered("pool-limit", read)
 
     def _pool_free(self) -> int:
         """Free slots of the workspace: its limit, less the calls in flight and the jobs queued to dial."""

@@ -93,12 +93,13 @@ class Finalize(Step):
                                    config=self.jobs.config, stopped=stopped)
         if change is not None:
             if EFFECTS[outcome] == Effect.HOLD:
-                self._hold_batches(job, reason, batch_id=None)  # the workspace cannot call, whatever this batch does
+                # The workspace cannot call, whatever this batch does.
+                self.calls.hold_batches(job, reason, batch_id=None)
             return write(self.jobs, job_id, change, **common)
         own = {**common, "where": {"call_id": job["call_id"]}}
         if EFFECTS[outcome] == Effect.HOLD:
-            return self._hold(job, reason, batch_id=None, own=own)
-        return self._free_retry(job, reason, own)
+            return self.calls.hold(job, reason, batch_id=None, own=own)
+        return self.calls.free_retry(job, reason, own)
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

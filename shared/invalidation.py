@@ -29,6 +29,7 @@ import redis as redis_lib
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.backoff import capped_exponential
 from shared.batch_cache import CAUSE_ALL, CAUSE_MESSAGE, PROCESS_CACHES, Evictable
 from shared.errors import NotFound, ServiceError, ValidationError
 from shared.logs import event, get_logger
@@ -314,8 +315,8 @@ class InvalidationListener:
                 self._lost(exc)
             if self._stop_event.is_set():
                 break
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(self._failures, 30))
-            delay *= random.uniform(0.5, 1.0)
+            delay = capped_exponential(min(self._failures, 30), base=self.backoff_initial_s, cap=self.backoff_max_s,
+                                       jitter=lambda: random.uniform(0.5, 1.0))
             self._failures += 1
             CACHE_SECONDS_SINCE_MESSAGE.set(time.monotonic() - self._last_rx)
             self._stop_event.wait(delay)

@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import metrics, states
-from shared.call_settings import CallSettings
 from shared.decisions import (
     PollStep,
-    attempt_deadline_ms,
     decide_poll,
     next_poll_delay_s,
     next_safety_poll_delay_s,
@@ -76,10 +74,7 @@ class Poll(Step):
             return self._poll_again(job_id, lease_owner, call_id, n, 1.0)
         if self.timing.webhooks:
             # A safety-net chain: the webhook still ends the call; look again rarely, and at its deadline.
-            deadline = attempt_deadline_ms(int(job.get("dialed_at") or self.clock.now_ms()),
-                                           ring_timeout_s=settings.ring_timeout,
-                                           max_call_duration_s=settings.max_call_duration,
-                                           grace_s=self.timing.call_grace_sim_s)
+            deadline = self.timing.attempt_deadline_ms(int(job.get("dialed_at") or self.clock.now_ms()), settings)
             wait = next_safety_poll_delay_s(n, now_ms=self.clock.now_ms(), deadline_ms=deadline,
                                             margin_s=self.timing.safety_poll_sim_s)
             return self._poll_again(job_id, lease_owner, call_id, n, wait)
@@ -130,8 +125,3 @@ class Poll(Step):
     def _poll_again(self, job_id: str, lease_owner: str, call_id: str, n: int, delay_sim_s: float) -> str:
         self.sender.poll(job_id, lease_owner, call_id, n + 1, delay_ms=self._real_ms(delay_sim_s))
         return "polling"
-
-    def _in_call_lease_ms(self, settings: CallSettings) -> int:
-        """An in-call lease covers the call's longest life (ring, max duration, grace) plus the lease margin."""
-        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
-        return self.clock.now_ms() + int((life_s + self._sim(self.timing.poll_lease_margin_s).total_seconds()) * 1000)

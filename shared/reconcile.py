@@ -10,10 +10,12 @@ from shared import attempts as attempt_states
 from shared import metrics, reasons, states
 from shared.call_settings import CallSettings
 from shared.decisions import (
+    LookUpStep,
     ReconcileStep,
-    attempt_deadline_ms,
+    decide_look_up,
     decide_reconcile,
-    not_placed_settled,
+    decide_reconcile_attempt,
+    decide_reconcile_job,
     replay_delay_s,
 )
 from shared.errors import DialAborted, ProviderError
@@ -42,13 +44,16 @@ class Reconcile(Step):
         only once nothing can still be on its way.
         """
         job = self.jobs.get(job_id)
-        if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+        first = decide_reconcile_job(job, lease_owner=lease_owner)
+        if first is not None and first.step == ReconcileStep.STALE:
             return "stale"
-        aid = job.get("attempt_id")
-        if not aid:
-            return self._not_placed(job, None, lease_owner, because("dial_interrupted_before_attempt"))
+        assert job is not None  # decide_reconcile_job says STALE for a missing job
+        if first is not None:  # NOT_PLACED: the dial stopped before it named its attempt
+            return self._not_placed(job, None, lease_owner, first.reason)
+        aid = job["attempt_id"]
         attempt = self.attempts.get(aid)
-        if attempt is None:
+        decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
+        if decision.step == ReconcileStep.RECORD_NOT_PLACED:
             unrecorded = because("dial_interrupted_before_record").fields()
             if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
                                      "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
@@ -58,19 +63,26 @@ class Reconcile(Step):
             attempt = self.attempts.get(aid)
             if attempt is None:
                 return "retry"
-        if attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
-            return self._not_placed(job, aid, lease_owner, reasons.of(attempt) or because("not_placed"))
-        if attempt["state"] == attempt_states.ENDED and not attempt.get("call_id"):
+            decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
+        assert attempt is not None  # decide_reconcile_attempt says RECORD_NOT_PLACED for a missing attempt
+        if decision.step == ReconcileStep.NOT_PLACED:
+            return self._not_placed(job, aid, lease_owner, decision.reason)
+        if decision.step == ReconcileStep.FINISH_GIVE_UP:
             # A give-up ended the attempt and stopped before it moved the job: finish it under the current owner.
             return self._finish_give_up(job, attempt, lease_owner)
-        if attempt.get("call_id"):
+        if decision.step == ReconcileStep.KNOWN_CALL:
             metrics.RECONCILES.labels("known").inc()
-            return self._record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
-                                     self._settings_of(job))
-        if attempt.get("owner") != lease_owner and not self.attempts.take_over(aid, lease_owner):
+            return self.calls.record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
+                                          self._settings_of(job))
+        if decision.step == ReconcileStep.TAKE_OVER and not self.attempts.take_over(aid, lease_owner):
             # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
+        return self._replay_or_look_up(job, attempt, lease_owner)
+
+    def _replay_or_look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+        """The attempt is this lease token's and its outcome unknown: send it again while its key protects it,
+        else (or when the check before the send stopped it) look it up."""
         cached = self.cache.get(job["batch_id"])
         age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
         step = decide_reconcile(age_real_s=age_real_s, replay_window_s=self.timing.replay_window_s,
@@ -104,7 +116,7 @@ class Reconcile(Step):
             return "stale"
         self.attempts.count_replay(aid)
         try:
-            result = self._create(job, attempt, settings, lease_owner, lease_until, reserved=None, replay=True,
+            result = self.calls.create(job, attempt, settings, lease_owner, lease_until, reserved=None, replay=True,
                                   retry_s=wait_s)
         except DialAborted as exc:
             event(log, "replay_not_sent", job_id=job_id, attempt_id=aid, kind=exc.kind,
@@ -119,26 +131,32 @@ class Reconcile(Step):
     def _look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
         """Find the attempt's call by its metadata; not placed only once nothing can still be on its way."""
         job_id, aid = job["_id"], attempt["_id"]
+        failed: ProviderError | None = None
+        give_up_at: int | None = None
         try:
             found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
                                                          since_ms=int(attempt.get("created_at", 0)) - 3_600_000,
                                                          max_pages=self.timing.lookup_max_pages)
         except ProviderError as exc:  # the provider failed, or the number has too many calls to read them all
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            found, failed = [], exc
             give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
-            if self.clock.now_ms() > give_up_at:
-                return self._give_up(job, attempt, lease_owner, because("lookup_failed", error=str(exc)))
+        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
+        step = decide_look_up(found=bool(found), now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
+                              settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s),
+                              give_up_at_ms=give_up_at)
+        if step == LookUpStep.GIVE_UP:
+            return self._give_up(job, attempt, lease_owner, because("lookup_failed", error=str(failed)))
+        if step == LookUpStep.RETRY:
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.provider_backoff_s * 1000))
             return "retry"
-        if found:
+        if step == LookUpStep.FOUND:
             metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
-            return self._record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
-        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
-        if not not_placed_settled(now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
-                                  settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s)):
+            return self.calls.record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
+        if step == LookUpStep.WAIT:
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_grace_s * 1000))
@@ -151,10 +169,7 @@ class Reconcile(Step):
         return self._not_placed(job, aid, lease_owner, because("provider_did_not_create"))
 
     def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
-        settings = self._settings_of(job)
-        return attempt_deadline_ms(int(attempt.get("created_at", 0)), ring_timeout_s=settings.ring_timeout,
-                                   max_call_duration_s=settings.max_call_duration,
-                                   grace_s=self.timing.call_grace_sim_s)
+        return self.timing.attempt_deadline_ms(int(attempt.get("created_at", 0)), self._settings_of(job))
 
     def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: Reason) -> str:
         """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
@@ -179,8 +194,7 @@ class Reconcile(Step):
                         reason: Reason | None = None) -> str:
         """The given-up attempt's slot and hold go back, and its job's round fails (each step idempotent)."""
         aid = attempt["_id"]
-        self.slots.release(job["account_id"], aid)
-        self.billing.release(aid)
+        self.calls.give_back(job, aid, turn=False)  # the call may have been made: it still counts
         why = reason or reasons.of(attempt) or because("not_placed")
         fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=why),
                    self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
@@ -189,9 +203,7 @@ class Reconcile(Step):
     def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: Reason) -> str:
         """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
         if aid:
-            self.slots.release(job["account_id"], aid)
-            self.billing.release(aid)
-            self._forget_turn(job, aid)
+            self.calls.give_back(job, aid)
         self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 

@@ -37,6 +37,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from shared.backoff import capped_exponential
 from shared.config import Config
 from shared.errors import (
     AgentNotFound,
@@ -440,7 +441,7 @@ def _refused_create(message: str, status: int) -> ProviderRejected:
 
 def _backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
     """Jittered exponential backoff before retry number ``attempt`` (0-based): 75-100% of base*2^n, capped."""
-    return min(max_s, base_s * (2.0 ** attempt)) * (1 - 0.25 * rng.random())
+    return capped_exponential(attempt, base=base_s, cap=max_s, jitter=lambda: 1 - 0.25 * rng.random())
 
 
 # -- the client -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from cachetools import TTLCache
@@ -13,6 +14,7 @@ from cachetools import TTLCache
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
 from shared.batches import BatchStore
+from shared.call_ops import CallOps
 from shared.call_settings import CallSettings, default_call_settings
 from shared.clock import Clock
 from shared.config import Config
@@ -50,6 +52,11 @@ class Step:
     _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @cached_property
+    def calls(self) -> CallOps:
+        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record)."""
+        return CallOps(self)
+
     def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
         with self._recent_lock:
             if key in self._recent:
@@ -72,6 +79,18 @@ class Step:
         """The account's provider concurrency limit."""
         return self.accounts.concurrency_limit(self._account(account_id))
 
+    def _pool_limit(self) -> int:
+        """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
+        (:meth:`shared.maintenance.Maintenance.refresh_pool_limit`), else the default account limit (the provider's
+        own default)."""
+        if self.config.retell_concurrency_limit:
+            return self.config.retell_concurrency_limit
+
+        def read() -> int:
+            limit = self.slots.pool_limit()
+            return self.config.default_concurrency_limit if limit is None else limit
+        return self._remembered("pool-limit", read)
+
     def _policy(self, account_id: str) -> ContactPolicy | None:
         """The account's contact policy (a change applies within a second)."""
         return self.accounts.contact_policy(self._account(account_id))
@@ -88,8 +107,7 @@ class Step:
 
     def _slot_lease_ms(self, settings: CallSettings) -> int:
         """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
-        life_s = settings.ring_timeout + settings.max_call_duration + self.timing.call_grace_sim_s
-        return int(life_s * 1000) + self._sim_ms(self.timing.poll_lease_margin_s)
+        return self.timing.slot_lease_ms(settings, self.clock)
 
     def _real_ms(self, sim_seconds: float) -> int:
         return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))

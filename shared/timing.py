@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import (
@@ -20,6 +21,8 @@ from shared.retell import IDEMPOTENCY_WINDOW_S, Call, Concurrency
 
 if TYPE_CHECKING:
     from shared.batch_cache import CachedBatch
+    from shared.call_settings import CallSettings
+    from shared.clock import Clock
 
 #: Real seconds a job may stay ``queued`` past its dispatch delay before recovery re-dispatches it.
 DEFAULT_QUEUED_LEASE_S = 60.0
@@ -148,3 +151,29 @@ class Timing:
                    stop_grace_s=lease / 2,
                    dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s,
                    webhooks=config.retell_webhooks, safety_poll_sim_s=config.pipeline_safety_poll_s)
+
+    # -- the call's longest life, and the leases and deadlines it sets ---------------------------------------
+
+    def call_life_s(self, settings: CallSettings) -> float:
+        """The call's longest life, simulated seconds: it rings, talks its longest, then the grace."""
+        return settings.ring_timeout + settings.max_call_duration + self.call_grace_sim_s
+
+    def attempt_deadline_ms(self, created_ms: int, settings: CallSettings) -> int:
+        """The hard deadline of an attempt recorded at ``created_ms``: by then its call has rung, talked its longest
+        and ended (shared ms; :func:`shared.decisions.attempt_deadline_ms` with this grace)."""
+        return int(created_ms + self.call_life_s(settings) * 1000)
+
+    def slot_lease_ms(self, settings: CallSettings, clock: Clock) -> int:
+        """A slot's lease: the call's longest life plus the lease margin (simulated ms)."""
+        return int(self.call_life_s(settings) * 1000) + int(clock.simulated_seconds(self.poll_lease_margin_s) * 1000)
+
+    def in_call_lease_until_ms(self, settings: CallSettings, clock: Clock) -> int:
+        """When an in-call lease taken now ends: it covers the call's longest life plus the lease margin."""
+        margin = timedelta(seconds=clock.simulated_seconds(self.poll_lease_margin_s))
+        return clock.now_ms() + int((self.call_life_s(settings) + margin.total_seconds()) * 1000)
+
+    def latest_end_ms(self, created_ms: int, settings: CallSettings, clock: Clock) -> int:
+        """The latest an attempt recorded at ``created_ms`` can be finalized: its deadline, the stop grace, then
+        the recovery of a dead poller (the in-call lease margin)."""
+        return (self.attempt_deadline_ms(created_ms, settings)
+                + int(clock.simulated_seconds(self.stop_grace_s + self.poll_lease_margin_s) * 1000))

@@ -369,3 +369,14 @@ def test_sends_again_back_off_and_never_shrink_or_exceed_the_cap(replays, base):
 def test_not_placed_never_before_the_last_send_settled(last_sent, settle, after):
     now = last_sent + settle + after
     assert not_placed_settled(now_ms=now, last_sent_ms=last_sent, settle_ms=settle) == (after >= 0)
+
+
+def test_a_dial_result_is_the_string_it_always_was():
+    from shared.decisions import DialResult
+
+    words = {"dialed", "no_slot", "held_by_calls", "capped", "reconcile", "orphaned", "recorded_elsewhere",
+             "invalid_number", "held", "provider_error", "refused"}
+    assert words <= {result.value for result in DialResult}
+    assert all(DialResult(word) == word and str(DialResult(word)) == word for word in words)
+    assert {f"aborted_{kind}" for kind in ("cancelled", "dnc", "clock", "fence", "window")} <= set(DialResult)
+    assert {DialResult(status) for status in (states.FAILED, states.WAITING_BALANCE, states.PENDING)} <= set(DialResult)

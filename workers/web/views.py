@@ -247,8 +247,7 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
     :param parsed: ``call_settings`` already parsed, when the caller has them; else they are parsed here."""
     if oldest is None:
         return None
-    from shared.decisions import attempt_deadline_ms
-    from shared.timing import DEFAULT_CALL_GRACE_S, DEFAULT_HORIZON_S
+    from shared.timing import DEFAULT_HORIZON_S, Timing
 
     lease_ms = int(clock.simulated_seconds(config.pipeline_lease_s * 1.5) * 1000)
     if oldest["status"] == states.QUEUED:
@@ -258,9 +257,7 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
             settings = parsed or _stored_settings(call_settings, config)
         except InvalidCallSettings:
             settings = default_call_settings(config)
-        deadline = attempt_deadline_ms(oldest["since"], ring_timeout_s=settings.ring_timeout,
-                                       max_call_duration_s=settings.max_call_duration,
-                                       grace_s=DEFAULT_CALL_GRACE_S) + lease_ms
+        deadline = Timing().attempt_deadline_ms(oldest["since"], settings) + lease_ms
     return {"job_id": oldest["job_id"], "status": oldest["status"], "since": iso(oldest["since"]),
             "age_s": max(0, now_ms - oldest["since"]) // 1000, "deadline": iso(deadline),
             "past_deadline": now_ms > deadline}
