@@ -78,7 +78,10 @@ def problems(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") 
     a missing one "is required". ``prefix`` is put before each path (``contact_policy``).
     """
     out: list[tuple[str, str]] = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # unknown fields first, by name (then the others in the order of the fields)
+    errors.sort(key=lambda e: (0, _path(e["loc"])) if e["type"] == "extra_forbidden" else (1, ""))
+    for error in errors:
         path = _path(error["loc"])
         ctx = error.get("ctx") or {}
         if error["type"] == _PROBLEMS:
@@ -631,14 +634,16 @@ class MaxCallsShape(BaseModel):
             raise _problem(f"must be an object {{\"count\": n, \"days\": d}}, got {_type(value)}")
         found = [(f".{name}", "unknown field (known fields: count, days)")
                  for name in sorted(str(k) for k in value if k not in cls.model_fields)]
-        found += [(f".{name}", "is required") for name in cls.model_fields if name not in value]
-        if found:   # the present fields are checked too: every problem at once
+        missing = [name for name in cls.model_fields if name not in value]
+        if found or missing:   # the present fields are checked too: every problem at once
             for name, bounds in (("count", COUNT_RANGE), ("days", DAYS_RANGE)):
-                if name in value:
-                    try:
-                        _whole_check(*bounds)(value[name])
-                    except PydanticCustomError as exc:
-                        found.append((f".{name}", exc.message()))
+                if name in missing:
+                    found.append((f".{name}", "is required"))
+                    continue
+                try:
+                    _whole_check(*bounds)(value[name])
+                except PydanticCustomError as exc:
+                    found.append((f".{name}", exc.message()))
             raise _many(found)
         return value
 
