@@ -39,7 +39,7 @@ from shared.shapes import COUNT_RANGE, DAYS_RANGE, ContactPolicyShape, MaxCallsS
 POLICY_FIELDS = tuple(ContactPolicyShape.model_fields)
 MAX_CALLS_FIELDS = tuple(MaxCallsShape.model_fields)
 __all__ = ["COUNT_RANGE", "DAYS_RANGE", "MAX_CALLS_FIELDS", "POLICY_FIELDS", "ContactPolicy", "Touch", "capped_until",
-           "contact_keys", "day_start", "parse_contact_policy"]
+           "contact_keys", "day_start", "parse_contact_policy", "policy_of"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,13 @@ def parse_contact_policy(raw: Any, *, field: str = "contact_policy") -> ContactP
     shape = validate_shape(ContactPolicyShape, raw, prefix=field)
     if isinstance(shape, list):
         raise ValidationError(shape)
+    return policy_of(shape)
+
+
+def policy_of(shape: ContactPolicyShape | None) -> ContactPolicy | None:
+    """The policy a validated ``contact_policy`` sets; None for none (or one with no cap)."""
+    if shape is None:
+        return None
     max_calls = shape.max_calls
     policy = ContactPolicy(max_calls=max_calls.count if max_calls else None,
                            max_calls_days=max_calls.days if max_calls else None,

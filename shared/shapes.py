@@ -19,25 +19,40 @@ The validators normalise: the model's values are the canonical form a batch stor
 
 from __future__ import annotations
 
+import math
 import re
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar
 
 import pytz
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from shared.errors import ValidationError as Invalid
 from shared.outcomes import ROUND_ENDING
 
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
+    "AccountShape",
     "AllowedHoursShape",
     "CallSettingsShape",
     "ContactPolicyShape",
     "HolidaysShape",
     "MaxCallsShape",
+    "PlanShape",
     "WindowShape",
     "bounds_of",
     "openapi_schema",
@@ -79,8 +94,18 @@ def problems(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") 
     """
     out: list[tuple[str, str]] = []
     errors = exc.errors(include_url=False)
-    # unknown fields first, by name (then the others in the order of the fields)
-    errors.sort(key=lambda e: (0, _path(e["loc"])) if e["type"] == "extra_forbidden" else (1, ""))
+    # in each object, its unknown fields first, by name; then the others in the order of the fields
+    first: dict[tuple[int | str, ...], int] = {}
+    for n, error in enumerate(errors):
+        for depth in range(1, len(error["loc"]) + 1):
+            first.setdefault(tuple(error["loc"][:depth]), n)
+
+    def order(error: Any) -> list[tuple[int, str, int]]:
+        loc, extra = tuple(error["loc"]), error["type"] == "extra_forbidden"
+        return [(0, str(loc[d]), 0) if extra and d == len(loc) - 1 else (1, "", first[loc[:d + 1]])
+                for d in range(len(loc))]
+
+    errors.sort(key=order)
     for error in errors:
         path = _path(error["loc"])
         ctx = error.get("ctx") or {}
@@ -89,7 +114,8 @@ def problems(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") 
         elif error["type"] == _PROBLEM:
             found = [(path + ctx.get("at", ""), error["msg"])]
         elif error["type"] == "extra_forbidden":
-            found = [(path, f"unknown field (known fields: {', '.join(model.model_fields)})")]
+            known = _model_at(model, error["loc"][:-1]).model_fields
+            found = [(path, f"unknown field (known fields: {', '.join(known)})")]
         elif error["type"] == "missing":
             found = [(path, "is required")]
         else:
@@ -97,6 +123,29 @@ def problems(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") 
         whole = prefix or str(model.model_config.get("title") or "body")
         out += [(f"{prefix}.{p}" if prefix and p else (p or whole), m) for p, m in found]
     return out
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel]:
+    """The model that validates the object at ``loc`` inside ``model`` (list indexes skipped)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if isinstance(part, int):
+            continue
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return model
+        model = inner
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def validate_shape(model: type[M], raw: Any, *, prefix: str = "") -> M | list[tuple[str, str]]:
@@ -174,8 +223,6 @@ def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
 
 
 def _inner_metadata(model: type[BaseModel], name: str) -> list[Any]:
-    import typing
-
     annotation = model.model_fields[name].annotation
     found: list[Any] = []
     for arg in typing.get_args(annotation):
@@ -668,6 +715,156 @@ class ContactPolicyShape(BaseModel):
         return value
 
 
+# --- the account: PUT /accounts/{account_id} ---------------------------------------------------------------------
+
+PLAN_UNLIMITED = "unlimited"
+PLAN_MINUTES = "minutes"
+PLAN_CREDITS = "credits"
+PLAN_TYPES = (PLAN_UNLIMITED, PLAN_MINUTES, PLAN_CREDITS)
+#: Bill every started second of a connected call.
+GRANULARITY_SECOND = "second"
+#: Bill every started minute of a connected call (61 s cost 2 minutes).
+GRANULARITY_MINUTE = "minute"
+GRANULARITIES = (GRANULARITY_SECOND, GRANULARITY_MINUTE)
+#: Granularity of a plan that names none (the provider itself bills per second).
+DEFAULT_GRANULARITY = GRANULARITY_SECOND
+#: Storage units per API unit: 60 seconds per minute, 1000 milli-credits per credit.
+UNITS_PER_API_UNIT = {PLAN_MINUTES: 60, PLAN_CREDITS: 1000}
+#: Largest balance, top-up or adjustment accepted, in API units (minutes or credits).
+MAX_AMOUNT = {PLAN_MINUTES: 10**9, PLAN_CREDITS: 10**12}
+#: Largest ``price_per_minute`` of a credits plan, credits.
+MAX_PRICE_PER_MINUTE = 10**6
+#: Allowed ``concurrency_limit`` (provider slots).
+CONCURRENCY_LIMIT_RANGE = (1, 100_000)
+
+
+def _decimal(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    except InvalidOperation:  # pragma: no cover - repr of a finite float always parses
+        return None
+
+
+def to_storage_units(plan_type: str, amount: object, field: str, *, allow_zero: bool = True,
+                     maximum: int | None = None) -> int:
+    """``amount`` in API units (minutes or credits) as exact storage units (seconds or milli-credits).
+
+    Fractions are allowed as long as the result is whole: 1.5 minutes = 90 s, 2.125 credits =
+    2125 milli-credits; 0.01 minutes (0.6 s) and 0.0001 credits are rejected, never rounded.
+
+    :param plan_type: ``minutes`` or ``credits``.
+    :param field: the field named in the error.
+    :param allow_zero: whether 0 is accepted (a balance) or not (a top-up, a price).
+    :param maximum: largest accepted amount in API units; default :data:`MAX_AMOUNT` of the plan type.
+    :raises shared.errors.ValidationError: naming ``field``.
+    """
+    per = UNITS_PER_API_UNIT[plan_type]
+    what = "minutes" if plan_type == PLAN_MINUTES else "credits"
+    number = _decimal(amount)
+    if number is None:
+        raise Invalid([(field, f"must be a finite number of {what}, got {type(amount).__name__}")])
+    if number < 0 or (number == 0 and not allow_zero):
+        raise Invalid([(field, f"must be {'>= 0' if allow_zero else '> 0'} {what}, got {amount}")])
+    limit = MAX_AMOUNT[plan_type] if maximum is None else maximum
+    if number > limit:
+        raise Invalid([(field, f"must be at most {limit} {what}, got {amount}")])
+    units = number * per
+    if units != units.to_integral_value():
+        hint = "a whole number of seconds (minutes x 60)" if plan_type == PLAN_MINUTES else "at most 3 decimals"
+        raise Invalid([(field, f"must be {hint}, got {amount}")])
+    return int(units)
+
+
+def _plan_type(value: Any) -> Any:
+    if value not in PLAN_TYPES:
+        raise _problem(f"must be one of {', '.join(PLAN_TYPES)}, got {value!r}")
+    return value
+
+
+def _as_is(schema: Any, description: str) -> Any:
+    """A plan field whose rules depend on the plan's type: :func:`_plan_rules` checks it, this is its schema."""
+    return Annotated[Any, PlainValidator(lambda v: v, json_schema_input_type=schema),
+                     Field(default=None, description=description)]
+
+
+def _plan_rules(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The plan's rules that depend on its type (none when the type itself is wrong)."""
+    kind = raw.get("type")
+    if kind not in PLAN_TYPES:
+        return []
+    if kind == PLAN_UNLIMITED:
+        return [(name, "not used by unlimited plans") for name in ("balance", "price_per_minute", "granularity")
+                if raw.get(name) is not None]
+    found: list[tuple[str, str]] = []
+    granularity = raw.get("granularity", DEFAULT_GRANULARITY)
+    if granularity not in GRANULARITIES:
+        found.append(("granularity", f"must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"))
+    price, balance = raw.get("price_per_minute"), raw.get("balance")
+    if kind != PLAN_CREDITS and price is not None:
+        found.append(("price_per_minute", "only credits plans have a price per minute"))
+    elif kind == PLAN_CREDITS and price is None:
+        found.append(("price_per_minute", "is required for credits plans (credits per minute)"))
+    amounts = [(PLAN_CREDITS, price, "price_per_minute", False, MAX_PRICE_PER_MINUTE)] if kind == PLAN_CREDITS else []
+    for plan_type, amount, name, allow_zero, maximum in [*amounts, (kind, balance, "balance", True, None)]:
+        try:
+            if amount is not None:
+                to_storage_units(plan_type, amount, name, allow_zero=allow_zero, maximum=maximum)
+        except Invalid as exc:
+            found += exc.errors
+    return found
+
+
+class PlanShape(BaseModel):
+    """An account's plan as the admin API sets it (amounts in minutes or credits)."""
+
+    model_config = ConfigDict(extra="forbid", title="plan", json_schema_extra={"required": ["type"]})
+
+    type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),  # type: ignore[valid-type]
+                    Field(default=None, validate_default=True)]
+    balance: _as_is(Annotated[float, Field(ge=0)] | None,  # type: ignore[valid-type]
+                    "Absolute balance: minutes or credits (not for unlimited)")
+    price_per_minute: _as_is(Annotated[float, Field(gt=0, le=MAX_PRICE_PER_MINUTE)] | None,  # type: ignore[valid-type]
+                             "Credits per minute (credits plans only, required there)")
+    granularity: _as_is(Literal[GRANULARITIES] | None, "How a call's duration is rounded up")  # type: ignore[valid-type]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _whole(cls, value: Any, handler: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f"must be an object, got {_type(value)}")
+        return _mapping_checks(value, handler, _plan_rules, "plan")
+
+
+def _concurrency_limit(value: Any) -> Any:
+    low, high = CONCURRENCY_LIMIT_RANGE
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+        raise _problem(f"must be a whole number between {low} and {high} (or null), got {value!r}")
+    return value
+
+
+class AccountShape(BaseModel):
+    """A ``PUT /accounts/{account_id}`` body; every field is optional (a new account needs ``plan``)."""
+
+    model_config = ConfigDict(extra="forbid", title="body")
+
+    plan: PlanShape | None = None
+    concurrency_limit: Annotated[Annotated[int, Field(ge=CONCURRENCY_LIMIT_RANGE[0], le=CONCURRENCY_LIMIT_RANGE[1])]
+                                 | None, BeforeValidator(_concurrency_limit),
+                                 Field(default=None, description="Provider slots; null: the global default")]
+    contact_policy: ContactPolicyShape | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f"must be a JSON object, got {_type(value)}")
+        return value
+
+
 # --- schemas ------------------------------------------------------------------------------------------------------
 
 
@@ -714,6 +911,9 @@ def openapi_schema(model: type[BaseModel], *, lenient: Sequence[str] = ()) -> di
                 out[key] = {k: convert(v, k) for k, v in value.items()}
             elif key in ("additionalProperties", "items", "anyOf", "oneOf"):
                 out[key] = convert(value, name)
+            elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+                out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+                out[key] = True
             else:
                 out[key] = value
         if node.get("examples"):

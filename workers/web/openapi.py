@@ -12,11 +12,11 @@ import copy
 from typing import Any
 
 from shared import states
-from shared.accounts import CONCURRENCY_LIMIT_RANGE, MAX_ACCOUNT_ID, PLAN_TYPES
+from shared.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
 from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
 from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
 from shared.dnc import MAX_REASON as MAX_DNC_REASON
-from shared.shapes import CallSettingsShape, ContactPolicyShape, openapi_schema
+from shared.shapes import AccountShape, CallSettingsShape, ContactPolicyShape, PlanShape, openapi_schema
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"
@@ -128,26 +128,8 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "CallSettings": _call_settings(),
-        "PlanRequest": {
-            "type": "object", "additionalProperties": False, "required": ["type"],
-            "properties": {
-                "type": {"type": "string", "enum": list(PLAN_TYPES)},
-                "balance": {"type": "number", "minimum": 0, "nullable": True,
-                            "description": "Absolute balance: minutes or credits (not for unlimited)"},
-                "price_per_minute": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True,
-                                     "description": "Credits per minute (credits plans only, required there)"},
-                "granularity": {"type": "string", "enum": ["second", "minute"], "nullable": True},
-            },
-        },
-        "AccountRequest": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "plan": _nullable_ref("PlanRequest"),
-                "concurrency_limit": {"type": "integer", "minimum": CONCURRENCY_LIMIT_RANGE[0],
-                                      "maximum": CONCURRENCY_LIMIT_RANGE[1], "nullable": True},
-                "contact_policy": _nullable_ref("ContactPolicy"),
-            },
-        },
+        "PlanRequest": openapi_schema(PlanShape),
+        "AccountRequest": openapi_schema(AccountShape),
         "ContactPolicy": openapi_schema(ContactPolicyShape),
         "Account": {
             "type": "object", "required": ["account_id", "plan", "balance", "reserved", "available"],
