@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     create_model,
     model_validator,
 )
@@ -42,6 +43,8 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationError as Invalid
 from shared.outcomes import ROUND_ENDING
+from shared.phones import InvalidPhone, normalize_phone
+from shared.text import printable, unencodable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +53,7 @@ __all__ = [
     "AllowedHoursShape",
     "CallSettingsShape",
     "ContactPolicyShape",
+    "ContactShape",
     "HolidaysShape",
     "MaxCallsShape",
     "PlanShape",
@@ -148,10 +152,12 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def validate_shape(model: type[M], raw: Any, *, prefix: str = "") -> M | list[tuple[str, str]]:
-    """``raw`` validated by ``model``, or the ``(field, message)`` pairs of every problem."""
+def validate_shape(model: type[M], raw: Any, *, prefix: str = "",
+                   context: Mapping[str, Any] | None = None) -> M | list[tuple[str, str]]:
+    """``raw`` validated by ``model`` (its validators see ``context``), or the ``(field, message)`` pairs of every
+    problem."""
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context=context)
     except ValidationError as exc:
         return problems(exc, model, prefix=prefix)
 
@@ -862,6 +868,142 @@ class AccountShape(BaseModel):
     def _object(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _problem(f"must be a JSON object, got {_type(value)}")
+        return value
+
+
+# --- a contact ----------------------------------------------------------------------------------------------------
+
+#: Limits that keep one job document small.
+MAX_PHONES = 10
+MAX_VARIABLES = 50
+MAX_VARIABLE_KEY = 64
+MAX_VARIABLE_VALUE = 2000
+MAX_NAME = 200
+MAX_EXTERNAL_ID = 200
+MAX_TIMEZONE = 64
+#: A contact's fields in the order its messages list them (it validates them in :class:`ContactShape`'s order).
+CONTACT_FIELDS = ("name", "phones", "variables", "external_id", "timezone")
+
+
+def _encodable(text: str, at: str = "") -> str:
+    problem = unencodable(text)
+    if problem:
+        raise _problem(problem, printable(at))
+    return text
+
+
+def _contact_text(limit: int) -> Callable[[Any], Any]:
+    """The trimmed text of a value; None when missing or blank (a blank ``external_id`` is none, never ``""``)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | None):
+            raise _problem(f"must be a string, got {_type(value)}")
+        text = "" if value is None else _encodable(str(value)).strip()
+        if not text:
+            return None
+        if len(text) > limit:
+            raise _problem(f"longer than {limit} characters")
+        return text
+
+    return check
+
+
+def _contact_phones(value: Any, info: ValidationInfo) -> Any:
+    """Each number in E.164 (duplicates dropped); a string holds numbers separated by ``,`` or ``;``."""
+    if isinstance(value, str):
+        value = [p for p in value.replace(";", ",").split(",") if p.strip()]
+    if not isinstance(value, list) or not value:
+        raise _problem("at least one phone number is required")
+    if len(value) > MAX_PHONES:
+        raise _problem(f"at most {MAX_PHONES} numbers per contact")
+    region = (info.context or {}).get("region", "CL")
+    name = info.data.get("name")
+    phones: list[str] = []
+    for index, number in enumerate(value):
+        if isinstance(number, str):
+            _encodable(number, f"[{index}]")
+        try:
+            e164 = normalize_phone(number, region)
+        except InvalidPhone as exc:
+            who = f" of {name!r}" if name else ""
+            raise _problem(f"{str(number)[:40]!r}{who}: {exc.reason}", f"[{index}]") from None
+        if e164 not in phones:
+            phones.append(e164)
+    return phones
+
+
+def _contact_timezone(value: Any) -> Any:
+    zone = _contact_text(MAX_TIMEZONE)(value)
+    if zone is not None and zone not in pytz.all_timezones_set:
+        raise _problem(f"unknown IANA time zone {zone!r}")
+    return zone
+
+
+def _contact_variables(value: Any) -> Any:
+    """``{name: text}``: numbers and booleans as text, null as ``""``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _problem(f"must be an object of name -> value, got {_type(value)}")
+    if len(value) > MAX_VARIABLES:
+        raise _problem(f"more than {MAX_VARIABLES} variables")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_VARIABLE_KEY:
+            raise _problem(f"names must be 1-{MAX_VARIABLE_KEY} characters")
+        _encodable(key, f".{key}")
+        if key.startswith("$") or "." in key or "\x00" in key:
+            raise _problem("names cannot start with '$' or contain '.'", f".{key[:MAX_VARIABLE_KEY]}")
+        if item is None:
+            out[key] = ""
+        elif isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, str | int | float):
+            text = _encodable(str(item), f".{key}")
+            if len(text) > MAX_VARIABLE_VALUE:
+                raise _problem(f"longer than {MAX_VARIABLE_VALUE} characters", f".{key}")
+            out[key] = text
+        else:
+            raise _problem(f"must be a string or number, got {_type(item)}", f".{key}")
+    return out
+
+
+def _checked(check: Callable[..., Any], schema: Any, **field: Any) -> Any:
+    """A field that ``check`` validates and converts entirely; ``schema`` is what the JSON Schema says of it."""
+    return Annotated[Any, PlainValidator(check, json_schema_input_type=schema),
+                     Field(default=None, validate_default=True, **field)]
+
+
+_Text = Annotated[str, Field(max_length=MAX_NAME)] | None
+
+
+class ContactShape(BaseModel):
+    """One contact: its numbers (E.164, or national ones of the import's region), a name, the variables of the
+    agent's prompt, an external_id and a time zone."""
+
+    # The numbers are normalised with the validation context's "region". The fields are checked in this order:
+    # a contact's first problem is the one reported.
+
+    model_config = ConfigDict(extra="forbid", title="contact", json_schema_extra={"required": ["phones"]})
+
+    name: _checked(_contact_text(MAX_NAME), _Text)  # type: ignore[valid-type]
+    phones: _checked(  # type: ignore[valid-type]
+        _contact_phones, Annotated[list[str], Field(min_length=1, max_length=MAX_PHONES)]
+        | Annotated[str, Field(min_length=1, description="numbers separated by ',' or ';'")])
+    external_id: _checked(_contact_text(MAX_EXTERNAL_ID),  # type: ignore[valid-type]
+                          Annotated[str, Field(max_length=MAX_EXTERNAL_ID)] | None)
+    timezone: _checked(_contact_timezone, str | None)  # type: ignore[valid-type]
+    variables: _checked(_contact_variables,  # type: ignore[valid-type]
+                        Annotated[dict[str, str | None], Field(max_length=MAX_VARIABLES)] | None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _problem(f"must be an object, got {_type(value)}")
+        unknown = sorted(printable(str(k)) for k in value if k not in CONTACT_FIELDS)
+        if unknown:
+            raise _problem(f"unknown field (known: {', '.join(CONTACT_FIELDS)})", unknown[0])
         return value
 
 

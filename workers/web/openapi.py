@@ -13,10 +13,16 @@ from typing import Any
 
 from shared import states
 from shared.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
-from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
 from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
 from shared.dnc import MAX_REASON as MAX_DNC_REASON
-from shared.shapes import AccountShape, CallSettingsShape, ContactPolicyShape, PlanShape, openapi_schema
+from shared.shapes import (
+    AccountShape,
+    CallSettingsShape,
+    ContactPolicyShape,
+    ContactShape,
+    PlanShape,
+    openapi_schema,
+)
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"
@@ -205,19 +211,7 @@ def _schemas() -> dict[str, Any]:
             "changed": {"type": "boolean"}, "cancelled_jobs": {"type": "integer"}}},
         "Invalidation": {"type": "object", "required": ["id", "channel"], "properties": {
             "id": _ID, "channel": {"type": "string"}, "receivers": {"type": "integer", "nullable": True}}},
-        "Contact": {
-            "type": "object", "additionalProperties": False, "required": ["phones"],
-            "properties": {
-                "name": {"type": "string", "maxLength": MAX_NAME, "nullable": True},
-                "phones": {"oneOf": [
-                    {"type": "array", "minItems": 1, "maxItems": MAX_PHONES, "items": {"type": "string"}},
-                    {"type": "string", "minLength": 1, "description": "numbers separated by ',' or ';'"}]},
-                "variables": {"type": "object", "nullable": True, "maxProperties": MAX_VARIABLES,
-                              "additionalProperties": {"type": "string", "nullable": True}},
-                "external_id": {"type": "string", "maxLength": MAX_EXTERNAL_ID, "nullable": True},
-                "timezone": {"type": "string", "nullable": True},
-            },
-        },
+        "Contact": openapi_schema(ContactShape),
         "ContactsRequest": {"type": "object", "additionalProperties": False, "required": ["contacts"],
                             "properties": {"contacts": {
                                 "type": "array", "maxItems": MAX_JSON_CONTACTS,
