@@ -7,11 +7,14 @@ schemas in OpenAPI 3.0 form (:func:`openapi_schema`).
 
 - :class:`CallSettingsShape`: a batch's ``call_settings`` (``docs/call_settings.md``).
 - :class:`ContactPolicyShape`: an account's ``contact_policy``.
+- :class:`AccountShape` (with :class:`PlanShape`): a ``PUT /accounts/{account_id}`` body.
+- :class:`ContactShape`: one contact of an import (JSON or a CSV row).
 
 Every model forbids unknown fields, and null counts as unset. A field whose messages are domain-specific
-(a time ``"HH:MM"``, an IANA zone, a country's holidays) has its own validator that raises the message the
-API has always given; :func:`problems` turns a :class:`pydantic.ValidationError` into the ``(field, message)``
-pairs of :class:`shared.errors.ValidationError` (the 422 ``errors``), one translator for every model.
+(a time ``"HH:MM"``, an IANA zone, a country's holidays, a phone number, a plan's amounts) has its own
+validator that raises the message the API has always given; :func:`problems` turns a
+:class:`pydantic.ValidationError` into the ``(field, message)`` pairs of :class:`shared.errors.ValidationError`
+(the 422 ``errors``), one translator for every model.
 
 The validators normalise: the model's values are the canonical form a batch stores (``"09:00"``, ``"CL"``,
 ``"auto"``, sorted unique weekdays).
@@ -213,10 +216,11 @@ def _number(low: float, high: float, *, integer: bool, description: str, example
         return int(value) if integer else float(value)
 
     kind = int if integer else float
-    extra = {"x-unit": unit} if unit else None
+    extra: dict[str, Any] | None = {"x-unit": unit} if unit else None
     return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,  # type: ignore[valid-type]
                      BeforeValidator(check),
-                     Field(default=None, description=description, examples=[example], json_schema_extra=extra)]
+                     Field(default=None, description=description, examples=[example],
+                           json_schema_extra=extra)]  # type: ignore[arg-type]
 
 
 def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
@@ -532,7 +536,7 @@ _RetryHours = _number(*RETRY_DELAY_HOURS_RANGE, integer=False, unit="hours", exa
                       description="Wait after a failed round, hours (fractions allowed).")
 #: The check of one ``retry_delay_hours`` value, shared by ``retry_delay_by_outcome``.
 _RETRY_HOURS_CHECK: Callable[[Any], Any] = next(
-    m.func for m in _RetryHours.__metadata__ if isinstance(m, BeforeValidator))
+    m.func for m in _RetryHours.__metadata__ if isinstance(m, BeforeValidator))  # type: ignore[assignment]
 
 
 #: ``retry_delay_by_outcome``: one optional field per outcome that can end a round.
@@ -586,10 +590,10 @@ class CallSettingsShape(BaseModel):
     max_attempts: _number(*MAX_ATTEMPTS_RANGE, integer=True, example=5,  # type: ignore[valid-type]
                           description="Rounds through the contact's phones before the contact fails.")
     retry_delay_hours: _RetryHours  # type: ignore[valid-type]
-    retry_delay_by_outcome: _nullable(
+    retry_delay_by_outcome: _nullable(  # type: ignore[valid-type]
         RetryDelayByOutcomeShape, _retry_delay_by_outcome,
         "Hours to wait after a round that a call with this outcome ended; outcomes not listed wait "
-        "retry_delay_hours.", {"busy": 0.25, "no_answer": 2, "voicemail": 24})  # type: ignore[valid-type]
+        "retry_delay_hours.", {"busy": 0.25, "no_answer": 2, "voicemail": 24})
     allowed_hours: Annotated[AllowedHoursShape | None, Field(
         default=None, examples=[{"start": "09:00", "end": "18:00"}],
         description="Local hours of the window, start inclusive, end exclusive; an end before the start runs "
