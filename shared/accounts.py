@@ -10,11 +10,10 @@ the ledger sums exactly to the balance.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pymongo.collection import Collection
@@ -22,41 +21,46 @@ from pymongo.database import Database
 
 from shared.clock import Clock
 from shared.config import Config
-from shared.contact_policy import ContactPolicy, parse_contact_policy
+from shared.contact_policy import ContactPolicy, policy_of
 from shared.errors import NotFound, ValidationError
 from shared.mongo import ACCOUNTS
+from shared.shapes import (
+    CONCURRENCY_LIMIT_RANGE,
+    DEFAULT_GRANULARITY,
+    GRANULARITIES,
+    GRANULARITY_MINUTE,
+    GRANULARITY_SECOND,
+    MAX_AMOUNT,
+    MAX_PRICE_PER_MINUTE,
+    PLAN_CREDITS,
+    PLAN_MINUTES,
+    PLAN_TYPES,
+    PLAN_UNLIMITED,
+    UNITS_PER_API_UNIT,
+    AccountShape,
+    PlanShape,
+    to_storage_units,
+    validate_shape,
+)
+
+__all__ = [  # the plan's constants and amounts are the shape's (shared.shapes), named here too
+    "ACCOUNT_FIELDS", "CONCURRENCY_LIMIT_RANGE", "DEFAULT_GRANULARITY", "GRANULARITIES", "GRANULARITY_MINUTE",
+    "GRANULARITY_SECOND", "MAX_ACCOUNT_ID", "MAX_AMOUNT", "MAX_PRICE_PER_MINUTE", "PLAN_CREDITS", "PLAN_FIELDS",
+    "PLAN_MINUTES", "PLAN_TYPES", "PLAN_UNLIMITED", "UNITS_PER_API_UNIT", "UNIT_MILLICREDIT", "UNIT_SECOND",
+    "AccountRequest", "AccountStore", "Plan", "from_storage_units", "parse_account_request", "to_storage_units",
+    "validate_account_id",
+]
 
 #: Longest account id, characters.
 MAX_ACCOUNT_ID = 100
-
-PLAN_UNLIMITED = "unlimited"
-PLAN_MINUTES = "minutes"
-PLAN_CREDITS = "credits"
-PLAN_TYPES = (PLAN_UNLIMITED, PLAN_MINUTES, PLAN_CREDITS)
-
-#: Bill every started second of a connected call.
-GRANULARITY_SECOND = "second"
-#: Bill every started minute of a connected call (61 s cost 2 minutes).
-GRANULARITY_MINUTE = "minute"
-GRANULARITIES = (GRANULARITY_SECOND, GRANULARITY_MINUTE)
-#: Granularity of a plan that names none (the provider itself bills per second).
-DEFAULT_GRANULARITY = GRANULARITY_SECOND
 
 #: Storage unit of a ``minutes`` balance: whole seconds.
 UNIT_SECOND = "second"
 #: Storage unit of a ``credits`` balance: thousandths of a credit.
 UNIT_MILLICREDIT = "millicredit"
-#: Storage units per API unit: 60 seconds per minute, 1000 milli-credits per credit.
-UNITS_PER_API_UNIT = {PLAN_MINUTES: 60, PLAN_CREDITS: 1000}
-#: Largest balance, top-up or adjustment accepted, in API units (minutes or credits).
-MAX_AMOUNT = {PLAN_MINUTES: 10**9, PLAN_CREDITS: 10**12}
-#: Largest ``price_per_minute`` of a credits plan, credits.
-MAX_PRICE_PER_MINUTE = 10**6
-#: Allowed ``concurrency_limit`` (provider slots).
-CONCURRENCY_LIMIT_RANGE = (1, 100_000)
-#: Fields of a ``PUT /accounts/{id}`` body and of its ``plan``.
-ACCOUNT_FIELDS = ("plan", "concurrency_limit", "contact_policy")
-PLAN_FIELDS = ("type", "balance", "price_per_minute", "granularity")
+#: Fields of a ``PUT /accounts/{id}`` body and of its ``plan`` (declared by :class:`shared.shapes.AccountShape`).
+ACCOUNT_FIELDS = tuple(AccountShape.model_fields)
+PLAN_FIELDS = tuple(PlanShape.model_fields)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,47 +143,6 @@ class AccountRequest:
     has_contact_policy: bool = False
 
 
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
-    except InvalidOperation:  # pragma: no cover - repr of a finite float always parses
-        return None
-
-
-def to_storage_units(plan_type: str, amount: object, field: str, *, allow_zero: bool = True,
-                     maximum: int | None = None) -> int:
-    """``amount`` in API units (minutes or credits) as exact storage units (seconds or milli-credits).
-
-    Fractions are allowed as long as the result is whole: 1.5 minutes = 90 s, 2.125 credits =
-    2125 milli-credits; 0.01 minutes (0.6 s) and 0.0001 credits are rejected, never rounded.
-
-    :param plan_type: ``minutes`` or ``credits``.
-    :param field: the field named in the error.
-    :param allow_zero: whether 0 is accepted (a balance) or not (a top-up, a price).
-    :param maximum: largest accepted amount in API units; default :data:`MAX_AMOUNT` of the plan type.
-    :raises ValidationError: naming ``field``.
-    """
-    per = UNITS_PER_API_UNIT[plan_type]
-    what = "minutes" if plan_type == PLAN_MINUTES else "credits"
-    number = _decimal(amount)
-    if number is None:
-        raise ValidationError([(field, f"must be a finite number of {what}, got {type(amount).__name__}")])
-    if number < 0 or (number == 0 and not allow_zero):
-        raise ValidationError([(field, f"must be {'>= 0' if allow_zero else '> 0'} {what}, got {amount}")])
-    limit = MAX_AMOUNT[plan_type] if maximum is None else maximum
-    if number > limit:
-        raise ValidationError([(field, f"must be at most {limit} {what}, got {amount}")])
-    units = number * per
-    if units != units.to_integral_value():
-        hint = "a whole number of seconds (minutes x 60)" if plan_type == PLAN_MINUTES else "at most 3 decimals"
-        raise ValidationError([(field, f"must be {hint}, got {amount}")])
-    return int(units)
-
-
 def from_storage_units(plan_type: str, units: int) -> float:
     """Storage units as API units: seconds / 60 (minutes, rounded to 6 decimals), milli-credits / 1000."""
     per = UNITS_PER_API_UNIT[plan_type]
@@ -187,54 +150,9 @@ def from_storage_units(plan_type: str, units: int) -> float:
     return float(round(value, 6))
 
 
-def _parse_price(kind: str, raw: object, errors: list[tuple[str, str]]) -> int:
-    if kind != PLAN_CREDITS:
-        if raw is not None:
-            errors.append(("plan.price_per_minute", "only credits plans have a price per minute"))
-        return 0
-    if raw is None:
-        errors.append(("plan.price_per_minute", "is required for credits plans (credits per minute)"))
-        return 0
-    try:
-        return to_storage_units(PLAN_CREDITS, raw, "plan.price_per_minute", allow_zero=False,
-                                maximum=MAX_PRICE_PER_MINUTE)
-    except ValidationError as exc:
-        errors.extend(exc.errors)
-        return 0
-
-
-def _parse_plan(raw: object, errors: list[tuple[str, str]]) -> tuple[Plan | None, int | None]:
-    if not isinstance(raw, Mapping):
-        errors.append(("plan", f"must be an object, got {type(raw).__name__}"))
-        return None, None
-    for name in sorted(str(k) for k in raw if k not in PLAN_FIELDS):
-        errors.append((f"plan.{name}", f"unknown field (known fields: {', '.join(PLAN_FIELDS)})"))
-    kind = raw.get("type")
-    if kind not in PLAN_TYPES:
-        errors.append(("plan.type", f"must be one of {', '.join(PLAN_TYPES)}, got {kind!r}"))
-        return None, None
-    granularity = raw.get("granularity", DEFAULT_GRANULARITY)
-    if kind == PLAN_UNLIMITED:
-        for name in ("balance", "price_per_minute", "granularity"):
-            if raw.get(name) is not None:
-                errors.append((f"plan.{name}", "not used by unlimited plans"))
-        return Plan(type=kind), None
-    if granularity not in GRANULARITIES:
-        errors.append(("plan.granularity", f"must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"))
-    price = _parse_price(kind, raw.get("price_per_minute"), errors)
-    balance = None
-    if raw.get("balance") is not None:
-        try:
-            balance = to_storage_units(kind, raw["balance"], "plan.balance")
-        except ValidationError as exc:
-            errors.extend(exc.errors)
-    plan = Plan(type=kind, granularity=granularity if granularity in GRANULARITIES else DEFAULT_GRANULARITY,
-                price_millicredits_per_minute=price)
-    return plan, balance
-
-
 def parse_account_request(body: object) -> AccountRequest:
-    """Validate a ``PUT /accounts/{account_id}`` body (every problem at once).
+    """Validate a ``PUT /accounts/{account_id}`` body with :class:`shared.shapes.AccountShape` (every problem at
+    once).
 
     ``{"plan": {"type": "unlimited" | "minutes" | "credits", "balance": <minutes or credits>,
     "price_per_minute": <credits, credits plans only>, "granularity": "second" | "minute"},
@@ -244,30 +162,24 @@ def parse_account_request(body: object) -> AccountRequest:
 
     :raises ValidationError: listing ``(field, message)`` for each problem.
     """
-    if not isinstance(body, Mapping):
-        raise ValidationError([("body", f"must be a JSON object, got {type(body).__name__}")])
-    errors: list[tuple[str, str]] = []
-    for name in sorted(str(k) for k in body if k not in ACCOUNT_FIELDS):
-        errors.append((name, f"unknown field (known fields: {', '.join(ACCOUNT_FIELDS)})"))
-    plan, balance = (None, None)
-    if body.get("plan") is not None:
-        plan, balance = _parse_plan(body["plan"], errors)
-    limit = body.get("concurrency_limit")
-    low, high = CONCURRENCY_LIMIT_RANGE
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not low <= limit <= high):
-        errors.append(("concurrency_limit", f"must be a whole number between {low} and {high} (or null), "
-                                            f"got {limit!r}"))
-    policy = None
-    try:
-        policy = parse_contact_policy(body.get("contact_policy"))
-    except ValidationError as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise ValidationError(errors)
-    return AccountRequest(plan=plan, balance=balance, concurrency_limit=limit,
-                          has_concurrency_limit="concurrency_limit" in body,
+    shape = validate_shape(AccountShape, body)
+    if isinstance(shape, list):
+        raise ValidationError(shape)
+    plan, balance = None, None
+    if shape.plan is not None:
+        kind, raw = shape.plan.type, shape.plan
+        plan = Plan(type=kind) if kind == PLAN_UNLIMITED else Plan(
+            type=kind, granularity=raw.granularity or DEFAULT_GRANULARITY,
+            price_millicredits_per_minute=to_storage_units(PLAN_CREDITS, raw.price_per_minute, "plan.price_per_minute",
+                                                           allow_zero=False, maximum=MAX_PRICE_PER_MINUTE)
+            if kind == PLAN_CREDITS else 0)
+        if kind != PLAN_UNLIMITED and raw.balance is not None:
+            balance = to_storage_units(kind, raw.balance, "plan.balance")
+    policy = policy_of(shape.contact_policy)
+    return AccountRequest(plan=plan, balance=balance, concurrency_limit=shape.concurrency_limit,
+                          has_concurrency_limit="concurrency_limit" in shape.model_fields_set,
                           contact_policy=policy.to_document() if policy else None,
-                          has_contact_policy="contact_policy" in body)
+                          has_contact_policy="contact_policy" in shape.model_fields_set)
 
 
 #: What an account id may be: it travels in URLs, headers, Redis keys and log lines.

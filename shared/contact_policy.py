@@ -33,13 +33,13 @@ import pytz
 
 from shared.errors import ValidationError
 from shared.reasons import Reason, because
+from shared.shapes import COUNT_RANGE, DAYS_RANGE, ContactPolicyShape, MaxCallsShape, validate_shape
 
-#: Fields of ``contact_policy`` and of its ``max_calls``.
-POLICY_FIELDS = ("max_calls", "max_calls_per_day", "quiet_days_after_answer")
-MAX_CALLS_FIELDS = ("count", "days")
-#: Bounds of the counts and of the day spans.
-COUNT_RANGE = (1, 1000)
-DAYS_RANGE = (1, 366)
+#: Fields of ``contact_policy`` and of its ``max_calls`` (declared by :class:`shared.shapes.ContactPolicyShape`).
+POLICY_FIELDS = tuple(ContactPolicyShape.model_fields)
+MAX_CALLS_FIELDS = tuple(MaxCallsShape.model_fields)
+__all__ = ["COUNT_RANGE", "DAYS_RANGE", "MAX_CALLS_FIELDS", "POLICY_FIELDS", "ContactPolicy", "Touch", "capped_until",
+           "contact_keys", "day_start", "parse_contact_policy", "policy_of"]
 
 
 @dataclass(frozen=True)
@@ -74,55 +74,29 @@ class ContactPolicy:
         return parse_contact_policy(doc)
 
 
-def _whole(value: Any, name: str, bounds: tuple[int, int], errors: list[tuple[str, str]]) -> int | None:
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors.append((name, f"must be a whole number between {low} and {high}, got {value!r}"))
-        return None
-    return value
-
-
-def _max_calls(raw: Any, field: str, errors: list[tuple[str, str]]) -> tuple[int | None, int | None]:
-    if raw is None:
-        return None, None
-    if not isinstance(raw, Mapping):
-        errors.append((field, f"must be an object {{\"count\": n, \"days\": d}}, got {type(raw).__name__}"))
-        return None, None
-    for name in sorted(str(k) for k in raw if k not in MAX_CALLS_FIELDS):
-        errors.append((f"{field}.{name}", "unknown field (known fields: count, days)"))
-    found = []
-    for name, bounds in (("count", COUNT_RANGE), ("days", DAYS_RANGE)):
-        if name not in raw:
-            errors.append((f"{field}.{name}", "is required"))
-            found.append(None)
-        else:
-            found.append(_whole(raw[name], f"{field}.{name}", bounds, errors))
-    return found[0], found[1]
-
-
 def parse_contact_policy(raw: Any, *, field: str = "contact_policy") -> ContactPolicy | None:
-    """Validate a ``contact_policy`` (every problem at once); None for null or ``{}``.
+    """Validate a ``contact_policy`` with :class:`shared.shapes.ContactPolicyShape` (every problem at once); None
+    for null or ``{}``.
 
     :raises ValidationError: naming each bad field (``contact_policy.max_calls.count``, ...).
     """
     if raw is None:
         return None
-    if not isinstance(raw, Mapping):
-        raise ValidationError([(field, f"must be an object or null, got {type(raw).__name__}")])
-    errors: list[tuple[str, str]] = []
-    for name in sorted(str(k) for k in raw if k not in POLICY_FIELDS):
-        errors.append((f"{field}.{name}", f"unknown field (known fields: {', '.join(POLICY_FIELDS)})"))
-    count, days = _max_calls(raw.get("max_calls"), f"{field}.max_calls", errors)
-    per_day = raw.get("max_calls_per_day")
-    if per_day is not None:
-        per_day = _whole(per_day, f"{field}.max_calls_per_day", COUNT_RANGE, errors)
-    quiet = raw.get("quiet_days_after_answer")
-    if quiet is not None:
-        quiet = _whole(quiet, f"{field}.quiet_days_after_answer", DAYS_RANGE, errors)
-    if errors:
-        raise ValidationError(errors)
-    policy = ContactPolicy(max_calls=count, max_calls_days=days if count is not None else None,
-                           max_calls_per_day=per_day, quiet_days_after_answer=quiet)
+    shape = validate_shape(ContactPolicyShape, raw, prefix=field)
+    if isinstance(shape, list):
+        raise ValidationError(shape)
+    return policy_of(shape)
+
+
+def policy_of(shape: ContactPolicyShape | None) -> ContactPolicy | None:
+    """The policy a validated ``contact_policy`` sets; None for none (or one with no cap)."""
+    if shape is None:
+        return None
+    max_calls = shape.max_calls
+    policy = ContactPolicy(max_calls=max_calls.count if max_calls else None,
+                           max_calls_days=max_calls.days if max_calls else None,
+                           max_calls_per_day=shape.max_calls_per_day,
+                           quiet_days_after_answer=shape.quiet_days_after_answer)
     return policy if policy.to_document() else None
 
 

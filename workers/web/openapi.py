@@ -12,20 +12,17 @@ import copy
 from typing import Any
 
 from shared import states
-from shared.accounts import CONCURRENCY_LIMIT_RANGE, MAX_ACCOUNT_ID, PLAN_TYPES
-from shared.call_settings import (
-    MAX_ATTEMPTS_RANGE,
-    MAX_BLACKOUT_DATES,
-    MAX_CALL_DURATION_RANGE,
-    MAX_WINDOWS,
-    RETRY_DELAY_HOURS_RANGE,
-    RETRY_DELAY_OUTCOMES,
-    RING_TIMEOUT_RANGE,
-)
-from shared.contact_policy import COUNT_RANGE, DAYS_RANGE
-from shared.contacts import MAX_EXTERNAL_ID, MAX_NAME, MAX_PHONES, MAX_VARIABLES
+from shared.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
 from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
 from shared.dnc import MAX_REASON as MAX_DNC_REASON
+from shared.shapes import (
+    AccountShape,
+    CallSettingsShape,
+    ContactPolicyShape,
+    ContactShape,
+    PlanShape,
+    openapi_schema,
+)
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"
@@ -37,9 +34,6 @@ _REASON_CODE = {"type": "string", "nullable": True, "description": "why, as a co
 _REASON_PARAMS = {"type": "object", "nullable": True, "description": "the reason code's parameters",
                   "example": {"limit": 3, "last": {"code": "call_outcome", "params": {"outcome": "busy"}}}}
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
-_HHMM = {"type": "string", "pattern": r"^\s*\d{1,2}:\d{2}\s*$", "example": "09:00"}
-_DAYS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 7},
-         "example": [1, 2, 3, 4, 5]}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -112,46 +106,16 @@ def _op(op_id: str, summary: str, responses: dict[str, Any], *, params: list[dic
     return op
 
 
-def _call_settings() -> dict[str, Any]:
-    def num(bounds: tuple[float, float], integer: bool) -> dict[str, Any]:
-        return {"type": "integer" if integer else "number", "minimum": bounds[0], "maximum": bounds[1],
-                "nullable": True}
+#: Properties of call_settings whose other spellings the server accepts and normalises (``" 9:00"``, ``"AUTO"``,
+#: ``"Wait"``): the document leaves their pattern or enum out so as not to call accepted input invalid.
+_NORMALISED = ("start", "end", "timezone", "fallback_timezone", "blackout_dates", "on_insufficient_balance")
 
-    zone = {"type": "string", "nullable": True, "example": "America/Santiago"}
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "How long calls last, how often contacts are retried and when they may be called "
-                       "(docs/call_settings.md). Every field is optional; null counts as unset.",
-        "properties": {
-            "max_call_duration": num(MAX_CALL_DURATION_RANGE, True),
-            "ring_timeout": num(RING_TIMEOUT_RANGE, True),
-            "max_attempts": num(MAX_ATTEMPTS_RANGE, True),
-            "retry_delay_hours": num(RETRY_DELAY_HOURS_RANGE, False),
-            "retry_delay_by_outcome": {
-                "type": "object", "nullable": True, "additionalProperties": False,
-                "description": "Hours to wait after a round ended by a call with this outcome; the outcomes "
-                               "not listed wait retry_delay_hours",
-                "properties": {o: num(RETRY_DELAY_HOURS_RANGE, False) for o in RETRY_DELAY_OUTCOMES}},
-            "days_of_week": _nullable(_DAYS),
-            "allowed_hours": {"type": "object", "nullable": True, "additionalProperties": False,
-                              "properties": {"start": _nullable(_HHMM), "end": _nullable(_HHMM)}},
-            "windows": {"type": "array", "nullable": True, "minItems": 1, "maxItems": MAX_WINDOWS,
-                        "items": {"type": "object", "additionalProperties": False,
-                                  "required": ["days", "start", "end"],
-                                  "properties": {"days": _DAYS, "start": _HHMM, "end": _HHMM}}},
-            "timezone": {**zone, "description": "IANA zone, or \"auto\" (the callee's zone from the number)"},
-            "fallback_timezone": zone,
-            "holidays": {"nullable": True, "description": "Country code (\"CO\") or {country, subdivision}",
-                         "oneOf": [{"type": "string", "minLength": 2, "maxLength": 2},
-                                   {"type": "object", "additionalProperties": False, "required": ["country"],
-                                    "properties": {"country": {"type": "string"},
-                                                   "subdivision": {"type": "string", "nullable": True}}}]},
-            "blackout_dates": {"type": "array", "nullable": True, "maxItems": MAX_BLACKOUT_DATES,
-                               "items": {"type": "string", "pattern": r"^\s*\d{4}-\d{2}-\d{2}\s*$"}},
-            "on_insufficient_balance": {"type": "string", "nullable": True, "enum": ["fail", "wait"]},
-        },
-    }
+
+def _call_settings() -> dict[str, Any]:
+    schema = openapi_schema(CallSettingsShape, lenient=_NORMALISED)
+    schema["description"] = ("How long calls last, how often contacts are retried and when they may be called "
+                             "(docs/call_settings.md). Every field is optional; null counts as unset.")
+    return schema
 
 
 def _schemas() -> dict[str, Any]:
@@ -170,42 +134,9 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "CallSettings": _call_settings(),
-        "PlanRequest": {
-            "type": "object", "additionalProperties": False, "required": ["type"],
-            "properties": {
-                "type": {"type": "string", "enum": list(PLAN_TYPES)},
-                "balance": {"type": "number", "minimum": 0, "nullable": True,
-                            "description": "Absolute balance: minutes or credits (not for unlimited)"},
-                "price_per_minute": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True,
-                                     "description": "Credits per minute (credits plans only, required there)"},
-                "granularity": {"type": "string", "enum": ["second", "minute"], "nullable": True},
-            },
-        },
-        "AccountRequest": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "plan": _nullable_ref("PlanRequest"),
-                "concurrency_limit": {"type": "integer", "minimum": CONCURRENCY_LIMIT_RANGE[0],
-                                      "maximum": CONCURRENCY_LIMIT_RANGE[1], "nullable": True},
-                "contact_policy": _nullable_ref("ContactPolicy"),
-            },
-        },
-        "ContactPolicy": {
-            "type": "object", "additionalProperties": False,
-            "description": "How often one person (a number, or a contact's external_id) may be called across every "
-                           "batch of the account; days are the callee's local days (README: contact policy)",
-            "properties": {
-                "max_calls": {"type": "object", "additionalProperties": False, "required": ["count", "days"],
-                              "nullable": True, "properties": {
-                                  "count": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1]},
-                                  "days": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1]}}},
-                "max_calls_per_day": {"type": "integer", "minimum": COUNT_RANGE[0], "maximum": COUNT_RANGE[1],
-                                      "nullable": True},
-                "quiet_days_after_answer": {"type": "integer", "minimum": DAYS_RANGE[0], "maximum": DAYS_RANGE[1],
-                                            "nullable": True},
-            },
-            "example": {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7},
-        },
+        "PlanRequest": openapi_schema(PlanShape),
+        "AccountRequest": openapi_schema(AccountShape),
+        "ContactPolicy": openapi_schema(ContactPolicyShape),
         "Account": {
             "type": "object", "required": ["account_id", "plan", "balance", "reserved", "available"],
             "properties": {
@@ -280,19 +211,7 @@ def _schemas() -> dict[str, Any]:
             "changed": {"type": "boolean"}, "cancelled_jobs": {"type": "integer"}}},
         "Invalidation": {"type": "object", "required": ["id", "channel"], "properties": {
             "id": _ID, "channel": {"type": "string"}, "receivers": {"type": "integer", "nullable": True}}},
-        "Contact": {
-            "type": "object", "additionalProperties": False, "required": ["phones"],
-            "properties": {
-                "name": {"type": "string", "maxLength": MAX_NAME, "nullable": True},
-                "phones": {"oneOf": [
-                    {"type": "array", "minItems": 1, "maxItems": MAX_PHONES, "items": {"type": "string"}},
-                    {"type": "string", "minLength": 1, "description": "numbers separated by ',' or ';'"}]},
-                "variables": {"type": "object", "nullable": True, "maxProperties": MAX_VARIABLES,
-                              "additionalProperties": {"type": "string", "nullable": True}},
-                "external_id": {"type": "string", "maxLength": MAX_EXTERNAL_ID, "nullable": True},
-                "timezone": {"type": "string", "nullable": True},
-            },
-        },
+        "Contact": openapi_schema(ContactShape),
         "ContactsRequest": {"type": "object", "additionalProperties": False, "required": ["contacts"],
                             "properties": {"contacts": {
                                 "type": "array", "maxItems": MAX_JSON_CONTACTS,
