@@ -11,6 +11,7 @@ import redis as redis_lib
 from pymongo.database import Database
 
 from shared import metrics, mongo
+from shared.account_changes import AccountChanges
 from shared.accounts import AccountStore
 from shared.admin_sessions import AdminSessions
 from shared.attempts import AttemptStore
@@ -89,6 +90,11 @@ class Runtime:
     @cached_property
     def billing(self) -> Billing:
         return Billing(self.db, clock=self.clock, config=self.config, jobs=self.jobs)
+
+    @cached_property
+    def account_changes(self) -> AccountChanges:
+        """``PUT /accounts/{account_id}`` (create an account, change its plan, balance, limit or policy)."""
+        return AccountChanges(self.billing)
 
     @cached_property
     def provider(self) -> RetellClient:

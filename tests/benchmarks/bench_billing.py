@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 
 from shared import mongo
+from shared.account_changes import AccountChanges
 from shared.billing import Billing
 from shared.clock import Clock
 from shared.config import load_config
@@ -60,13 +61,14 @@ def main() -> None:
     mongo.ensure_indexes(db)
     billing = Billing(db, clock=Clock(), config=load_config({}))
     big = {"type": "minutes", "balance": 10**8}
+    changes = AccountChanges(billing)
     try:
-        billing.apply_account("solo", {"plan": big})
-        billing.apply_account("shared", {"plan": {"type": "credits", "balance": 10**9, "price_per_minute": 0.5}})
+        changes.apply("solo", {"plan": big})
+        changes.apply("shared", {"plan": {"type": "credits", "balance": 10**9, "price_per_minute": 0.5}})
         for t in range(args.threads):
-            billing.apply_account(f"own{t}", {"plan": big})
-        billing.apply_account("free", {"plan": {"type": "unlimited"}})
-        billing.apply_account("empty", {"plan": {"type": "minutes", "balance": 0}})
+            changes.apply(f"own{t}", {"plan": big})
+        changes.apply("free", {"plan": {"type": "unlimited"}})
+        changes.apply("empty", {"plan": {"type": "minutes", "balance": 0}})
 
         def call(account: Callable[[int], str], prefix: str) -> Callable[[int, int], None]:
             def one(t: int, i: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared import ledger, mongo, states
+from shared.account_changes import AccountChanges
 from shared.billing import ReservationStatus, hold_key
 from shared.call_settings import parse_call_settings
 from shared.dial import insufficient_balance
@@ -180,7 +181,7 @@ def test_reservations_stop_at_the_balance(billing, new_account):
 def test_plan_price_change_mid_call_settles_at_the_reserved_price(billing, new_account):
     account = new_account("credits", 100, price_per_minute=1)
     reserve(billing, account)
-    billing.apply_account(account, {"plan": {"type": "credits", "price_per_minute": 3}})
+    AccountChanges(billing).apply(account, {"plan": {"type": "credits", "price_per_minute": 3}})
     assert billing.settle(aid(), duration_ms=60_000) == 1000
     assert reserve(billing, account, 2).amount == 30_000
     assert billing.check(account).posted
@@ -299,7 +300,7 @@ def test_the_invariant_holds_at_every_crash_point_of_a_call(billing, new_account
         (lambda: reserve(billing, account, 1), True),
         (lambda: billing.settle(aid(1), duration_ms=61_000), True),
         (lambda: billing.top_up(account, 5), False),  # not idempotent: left to repair()
-        (lambda: billing.apply_account(account, {"plan": {"type": "minutes", "balance": 50}}), True),
+        (lambda: AccountChanges(billing).apply(account, {"plan": {"type": "minutes", "balance": 50}}), True),
         (lambda: reserve(billing, account, 2), False),  # left to open_reservations()
     ]
     for step, redelivered in steps:
@@ -367,7 +368,7 @@ def test_policy_wait_for_an_unknown_account_ends_when_it_is_created(billing, que
     after = insufficient_balance(job_store, billing, job, WAIT, res,
                                             lease_owner=job["lease_owner"])
     assert after["status"] == states.WAITING_BALANCE and after["last_error"] == "account not found"
-    view, created = billing.apply_account("later", {"plan": {"type": "minutes", "balance": 10}})
+    view, created = AccountChanges(billing).apply("later", {"plan": {"type": "minutes", "balance": 10}})
     assert created and view["released_jobs"] == 1
     assert job_store.get(job["_id"])["status"] == states.PENDING
 
@@ -383,25 +384,26 @@ def test_a_stale_job_is_left_alone(billing, new_account, queued_job, job_store):
 
 
 def test_put_creates_then_updates_with_an_adjustment_for_the_difference(billing):
-    view, created = billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 1.5}, "concurrency_limit": 5})
+    view, created = AccountChanges(billing).apply("acme", {"plan": {"type": "minutes", "balance": 1.5},
+                                                           "concurrency_limit": 5})
     assert created and view["balance"] == 1.5 and view["units"]["balance"] == 90 and view["concurrency_limit"] == 5
-    view, created = billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 1}})
+    view, created = AccountChanges(billing).apply("acme", {"plan": {"type": "minutes", "balance": 1}})
     assert not created and view["units"]["balance"] == 60 and view["concurrency_limit"] == 5
     adjustments = sorted(e["balance_delta"] for e in billing.db.ledger.find({"kind": "adjustment"}))
     assert adjustments == [-30, 90]
-    view, _ = billing.apply_account("acme", {"concurrency_limit": None})
+    view, _ = AccountChanges(billing).apply("acme", {"concurrency_limit": None})
     assert view["concurrency_limit"] is None and view["units"]["balance"] == 60
     assert billing.check("acme").posted
 
 
 def test_put_changing_the_plan_closes_the_old_unit_and_opens_the_new(billing, new_account):
     account = new_account("minutes", 10)
-    view, _ = billing.apply_account(account, {"plan": {"type": "credits", "balance": 2.125, "price_per_minute": 0.5,
-                                                       "granularity": "minute"}})
+    view, _ = AccountChanges(billing).apply(account, {"plan": {"type": "credits", "balance": 2.125,
+                                                               "price_per_minute": 0.5, "granularity": "minute"}})
     assert view["plan"] == {"type": "credits", "granularity": "minute", "price_per_minute": 0.5}
     assert view["units"] == {"unit": "millicredit", "balance": 2125, "reserved": 0, "available": 2125}
     assert ledger.sums(billing.db, account) == {"second": (0, 0), "millicredit": (2125, 0)}
-    view, _ = billing.apply_account(account, {"plan": {"type": "unlimited"}})
+    view, _ = AccountChanges(billing).apply(account, {"plan": {"type": "unlimited"}})
     assert view["balance"] is None
     check = billing.check(account)
     assert check.posted, check.problems
@@ -411,12 +413,12 @@ def test_put_refuses_a_plan_change_or_a_balance_below_what_calls_hold(billing, n
     account = new_account("minutes", 30)
     reserve(billing, account)
     with pytest.raises(ValidationError) as info:
-        billing.apply_account(account, {"plan": {"type": "unlimited"}})
+        AccountChanges(billing).apply(account, {"plan": {"type": "unlimited"}})
     assert info.value.errors[0][0] == "plan.type" and "1 calls hold a reservation" in info.value.errors[0][1]
     with pytest.raises(ValidationError) as info:
-        billing.apply_account(account, {"plan": {"type": "minutes", "balance": 5}})
+        AccountChanges(billing).apply(account, {"plan": {"type": "minutes", "balance": 5}})
     assert info.value.errors[0][0] == "plan.balance" and "at least 10.0" in info.value.errors[0][1]
-    view, _ = billing.apply_account(account, {"plan": {"type": "minutes", "balance": 10}})
+    view, _ = AccountChanges(billing).apply(account, {"plan": {"type": "minutes", "balance": 10}})
     assert view["units"] == {"unit": "second", "balance": 600, "reserved": 600, "available": 0}
     assert billing.check(account).posted
 
@@ -445,14 +447,14 @@ def test_put_refuses_a_plan_change_or_a_balance_below_what_calls_hold(billing, n
 ])
 def test_put_validation_names_the_field_and_writes_nothing(billing, body, fields):
     with pytest.raises(ValidationError) as info:
-        billing.apply_account("newco", body)
+        AccountChanges(billing).apply("newco", body)
     assert [f for f, _ in info.value.errors] == fields
     assert billing.db.accounts.count_documents({}) == 0 and billing.db.ledger.count_documents({}) == 0
 
 
 def test_put_rejects_a_bad_account_id(billing):
     with pytest.raises(ValidationError) as info:
-        billing.apply_account("$x", {"plan": {"type": "unlimited"}})
+        AccountChanges(billing).apply("$x", {"plan": {"type": "unlimited"}})
     assert info.value.errors[0][0] == "account_id"
 
 

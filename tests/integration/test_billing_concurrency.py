@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared import ledger
+from shared.account_changes import AccountChanges
 from shared.billing import Billing
 from tests.fixtures.billing import BARRIER_TIMEOUT_S, concurrency_child
 
@@ -17,7 +18,7 @@ ITERATIONS = 25
 def test_sixteen_threads_in_two_processes_never_overdraw(db, config, billing: Billing, spawn_context):
     ctx = spawn_context
     account = "shared-acc"
-    billing.apply_account(account, {"plan": {"type": "minutes", "balance": CALLS * MAX_S / 60}})
+    AccountChanges(billing).apply(account, {"plan": {"type": "minutes", "balance": CALLS * MAX_S / 60}})
     parties = PROCESSES * THREADS + 1  # every thread, and this test
     start, reserved_all, checked = (ctx.Barrier(parties) for _ in range(3))
     in_flight = ctx.Value("i", 0)

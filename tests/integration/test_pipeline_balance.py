@@ -39,7 +39,7 @@ def test_twenty_minutes_of_balance_complete_three_ten_minute_contacts_with_eithe
     fast = started_at(START, speed=60)
     phones = numbers("95", 6)
     stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: ANSWER_30S for p in phones}})
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 20}, "concurrency_limit": 10})
+    runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 20}, "concurrency_limit": 10})
     for policy, chunk in (("fail", phones[:3]), ("wait", phones[3:])):
         batch = campaign(runtime, policy, chunk, {"max_call_duration": 600, "on_insufficient_balance": policy})
         wait_final(runtime, batch["_id"], timeout_s=60, stack=stack)
@@ -57,7 +57,7 @@ def test_balance_policies_fail_and_wait_when_the_balance_is_below_one_call_then_
     stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: ANSWER_30S for p in phones}})
     # 4 minutes of balance, calls of at most 2 minutes, 30 s each: the balance covers a call while at least
     # 120 s are left, so 5 calls are placed (240 -> 90 s) and the rest find less than one call.
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 4}, "concurrency_limit": 10})
+    runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 4}, "concurrency_limit": 10})
     settings = {"max_call_duration": 120}
     fail = campaign(runtime, "f", phones[:6], {**settings, "on_insufficient_balance": "fail"})
     wait_final(runtime, fail["_id"], timeout_s=60, stack=stack)
@@ -86,7 +86,7 @@ def test_sixty_calls_through_a_balance_that_holds_nine_maximum_length_calls_at_o
     fast = started_at(START, speed=60)
     phones = numbers("96", 60)
     stack, runtime = stack_factory(clock=fast, scenario={"numbers": {p: ANSWER_30S for p in phones}})
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 95}, "concurrency_limit": 20})
+    runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 95}, "concurrency_limit": 20})
     batch = campaign(runtime, "c", phones, {"max_call_duration": 600})
     most_held, deadline = 0, time.monotonic() + 180
     while True:

@@ -23,7 +23,7 @@ def numbers(prefix: str, count: int) -> list[str]:
 
 
 def setup_campaign(runtime, contacts, call_settings, *, limit=20):
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
     batch = runtime.batches.create({"name": "campaign", "account_id": "acme", "agent_id": "agent_test",
                                     "from_number": "+12125550100", "call_settings": call_settings})
     result = runtime.jobs.create_jobs(batch["_id"], "acme", contacts)

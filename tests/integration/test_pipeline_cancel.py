@@ -39,7 +39,7 @@ def rig(config, db, simulator_factory):
 
 
 def _batch(runtime, phones, *, max_attempts=3):
-    runtime.billing.apply_account("acc", {"plan": {"type": "minutes", "balance": 60}, "concurrency_limit": 5})
+    runtime.account_changes.apply("acc", {"plan": {"type": "minutes", "balance": 60}, "concurrency_limit": 5})
     batch = runtime.batches.create({"name": "cancel", "account_id": "acc", "agent_id": "agent_test",
                                     "from_number": "+12125550100", "call_settings": {"max_attempts": max_attempts}})
     ids = runtime.jobs.create_jobs(batch["_id"], "acc", [{"name": f"c{i}", "phones": list(p)}
@@ -201,7 +201,7 @@ def test_a_cancel_while_ten_calls_are_live_leaves_every_job_final_and_dials_noth
     scenario = {"numbers": {p: {"outcome": "answer" if i % 2 else "voicemail", **held}
                             for i, p in enumerate(phones)}}
     stack, runtime = stack_factory(clock=fast, scenario=scenario)
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 10})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 10})
     batch = runtime.batches.create({"name": "cancelled live", "account_id": "acme", "agent_id": "agent_test",
                                     "from_number": "+12125550100",
                                     "call_settings": {"max_attempts": 3, "max_call_duration": 1800}})

@@ -77,7 +77,7 @@ def _run(stack_factory, servers: list) -> None:
     stack, runtime = stack_factory(
         clock=clock, scenario=SCENARIO, workers=3, simulator_flags={"concurrency_limit": 100, **FAULTS},
         config_overrides={"pipeline_lease_s": 3.0, "retell_create_timeout_s": 1.5, "redis_url": redis.url})
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 2000}, "concurrency_limit": LIMIT})
+    runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 2000}, "concurrency_limit": LIMIT})
     batch = runtime.batches.create({"name": "chaos", "account_id": "acme", "agent_id": "agent_test",
                                     "call_settings": SETTINGS})
     phones = numbers("40", CONTACTS * 2)

@@ -57,7 +57,7 @@ def test_three_campaigns_sharing_twenty_five_numbers_keep_regulation_f(stack_fac
     answer_third = {"sequence": ["no_answer", "no_answer", {"outcome": "answer", "duration_s": 60}]}
     scenario = {"numbers": {p: answer_third if p in talkers else "no_answer" for p in phones}}
     stack, runtime = stack_factory(clock=started_at(START, speed=20_000), scenario=scenario)
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 50,
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 50,
                                            "contact_policy": REG_F})
     for b in range(3):
         batch = runtime.batches.create({"name": f"campaign {b}", "account_id": "acme", "agent_id": "agent_test",

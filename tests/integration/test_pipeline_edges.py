@@ -57,7 +57,7 @@ def edge(config, db, simulator_factory, movable):
     rt = dataclasses.replace(build_runtime(cfg), clock=Clock(start=START, speed=1.0, anchor=anchor, source=movable))
     rt.__dict__["provider"] = RetellClient(cfg, backoff_base_s=0.01, backoff_max_s=0.02)   # the client's own resends
     rt.slots.rebuild({})
-    rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 5})
+    rt.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 5})
     sender = RecordingSender()
     return rt, rt.pipeline(sender), sender, sim
 

@@ -139,7 +139,7 @@ def test_a_wall_clock_stepped_back_in_a_worker_never_calls_after_the_window(stac
                                    workers=0)
     stack.start_worker(env=with_faults(OUTDIAL_TEST_CLOCK_STEP="Dial.dial:-300"))
     settings = {"allowed_hours": {"start": "09:00", "end": "09:04"}, "timezone": "America/Santiago"}
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
     batch = runtime.batches.create({"name": "campaign", "account_id": "acme", "agent_id": "agent_test",
                                     "from_number": "+12125550100", "call_settings": settings})
     runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)],
@@ -182,7 +182,7 @@ def test_the_loser_of_a_duplicated_dial_takes_and_gives_back_nothing(stack_facto
     phones = numbers("55", 12)
     stack, runtime = stack_factory(clock=started_at(START, speed=60), scenario=answer(phones), workers=2,
                                    clock_interval_s=None)
-    runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 60}, "concurrency_limit": 20})
+    runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 60}, "concurrency_limit": 20})
     batch = runtime.batches.create({"name": "dup", "account_id": "acme", "agent_id": "agent_test",
                                     "call_settings": {"max_call_duration": 120}})
     runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)])

@@ -24,7 +24,7 @@ def test_batch_without_call_settings_behaves_like_the_original_worker(stack_fact
     fast = started_at(START, speed=1200)
     (busy,) = numbers("91", 1)
     stack, runtime = stack_factory(clock=fast, scenario={"numbers": {busy: "busy"}})
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}})
     batch = runtime.batches.create({"name": "old", "account_id": "acme", "agent_id": "agent_test",
                                     "from_number": "+12125550100"})
     assert "call_settings" not in runtime.batches.get(batch["_id"])

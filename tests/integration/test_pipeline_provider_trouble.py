@@ -173,7 +173,7 @@ def test_a_number_with_a_long_history_is_looked_up_within_bounds(config, db, clo
     for i in range(2_100):   # 11 pages of 200 calls to the same number
         sim.request("POST", "/v2/create-phone-call", {"from_number": "+12125550100", "to_number": phone,
                                                        "metadata": {"n": i}}, auth=True)
-    runtime.billing.apply_account("acme", {"plan": {"type": "unlimited"}})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}})
     batch = runtime.batches.create({"name": "history", "account_id": "acme", "agent_id": "agent_test"})
     job_id = runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": "c", "phones": [phone]}]).job_ids[0]
     two_hours_ago = fast.now_ms() - 2 * 3_600_000
@@ -201,7 +201,7 @@ def test_three_accounts_share_the_workspace_fairly(stack_factory):
                                    simulator_flags={"concurrency_limit": 25})
     batches = {}
     for account, phones in (("big", big), ("small", small), ("tiny", tiny)):
-        runtime.billing.apply_account(account, {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
+        runtime.account_changes.apply(account, {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
         batch = runtime.batches.create({"name": account, "account_id": account, "agent_id": "agent_test"})
         runtime.jobs.create_jobs(batch["_id"], account, contacts_for(phones))
         batches[account] = batch["_id"]

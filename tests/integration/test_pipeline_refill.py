@@ -48,7 +48,7 @@ def rig(config, db, simulator_factory):
 
 def test_a_finalize_dials_the_next_due_job_itself(rig):
     runtime, pipeline, sender, simulator = rig
-    runtime.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
+    runtime.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
     batch = runtime.batches.create({"name": "refill", "account_id": "acc", "agent_id": "agent_test",
                                     "from_number": "+12125550100", "call_settings": {"max_attempts": 1}})
     ids = runtime.jobs.create_jobs(batch["_id"], "acc", [{"name": f"c{i}", "phones": [p]}
@@ -75,7 +75,7 @@ def test_a_finalize_dials_the_next_due_job_itself(rig):
 
 def test_a_refill_takes_nothing_when_the_slot_is_taken_again(rig):
     runtime, pipeline, sender, _ = rig
-    runtime.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
+    runtime.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
     batch = runtime.batches.create({"name": "full", "account_id": "acc", "agent_id": "agent_test",
                                     "from_number": "+12125550100"})
     runtime.jobs.create_jobs(batch["_id"], "acc", [{"name": "c", "phones": [PHONES[0]]}])
@@ -88,7 +88,7 @@ def test_a_finalize_from_a_stale_read_never_touches_the_jobs_next_call(rig):
     # A poll read the job, then asked the provider; meanwhile the webhook finalized that call and the job was
     # dialed again (same round, same number: a free retry). The poll's finalize must not apply the old call.
     runtime, pipeline, sender, _ = rig
-    runtime.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 2})
+    runtime.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 2})
     batch = runtime.batches.create({"name": "stale", "account_id": "acc", "agent_id": "agent_test",
                                     "from_number": "+12125550100", "call_settings": {"max_attempts": 3}})
     job_id, = runtime.jobs.create_jobs(batch["_id"], "acc", [{"name": "c", "phones": [BUSY, OTHER]}]).job_ids

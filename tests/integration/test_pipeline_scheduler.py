@@ -35,7 +35,7 @@ def pipeline(rt, sender):
 
 
 def batch_with(rt, n, *, limit=3, due=None):
-    rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
+    rt.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
     batch = rt.batches.create({"name": "b", "account_id": "acc"})
     contacts = [{"name": f"c{i}", "phones": [f"+1212555{i:04d}"]} for i in range(n)]
     rt.jobs.create_jobs(batch["_id"], "acc", contacts, next_try_at=due)

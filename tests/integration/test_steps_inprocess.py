@@ -61,7 +61,7 @@ def rig(config, db) -> Iterator[Rig]:
                                                                  source=moved))
     rt.__dict__["provider"] = provider
     rt.slots.rebuild({})
-    rt.billing.apply_account("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
+    rt.account_changes.apply("acc", {"plan": {"type": "unlimited"}, "concurrency_limit": 1})
     sender = RecordingSender()
     yield Rig(rt, rt.pipeline(sender), sender, provider, moved)
     rt.close()

@@ -101,7 +101,7 @@ def rig_factory(web_config, fast, db, simulator_factory, web_factory):
         runtime, pipeline = pipeline_for(build_runtime(web_config, fast), simulator)
         pipeline.rebuild_slots()   # what the scheduler's first periodic run does: slot sets known
         server = web_factory(runtime=runtime, pipeline=pipeline, **settings)
-        runtime.billing.apply_account("acme", {"plan": {"type": "minutes", "balance": 100}})
+        runtime.account_changes.apply("acme", {"plan": {"type": "minutes", "balance": 100}})
         batch = runtime.batches.create({"name": "webhooks", "account_id": "acme", "agent_id": "agent_test",
                                         "from_number": "+12125550100",
                                         "call_settings": {"max_attempts": 3, "retry_delay_hours": 1}})

@@ -165,7 +165,7 @@ def _prepare(config: Any, clock: Any, *, limit: int, label: str) -> tuple[Any, d
 
     runtime = build_runtime(config, clock)
     mongo.ensure_indexes(runtime.db)
-    runtime.billing.apply_account("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
+    runtime.account_changes.apply("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
     batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
                                     "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
     return runtime, batch

@@ -364,7 +364,7 @@ def _clear_account_keys(runtime: Any) -> None:
 def create_campaign(runtime: Any, campaign: demo_plan.Campaign, *, start: datetime,
                     concurrency_limit: int) -> dict[str, str]:
     """The account, the three batches and their contacts (due at ``start``); returns batch ids by key."""
-    runtime.billing.apply_account(demo_plan.ACCOUNT_ID, demo_plan.account_body(concurrency_limit))
+    runtime.account_changes.apply(demo_plan.ACCOUNT_ID, demo_plan.account_body(concurrency_limit))
     ids: dict[str, str] = {}
     for spec in demo_plan.BATCHES:
         batch = runtime.batches.create(demo_plan.batch_body(spec))

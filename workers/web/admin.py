@@ -104,7 +104,7 @@ async def put_account(request: web.Request) -> web.Response:
     ctx = context(request)
     account_id = _account_id(request)
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
-    view, created = await ctx.run(ctx.runtime.billing.apply_account, account_id, body)
+    view, created = await ctx.run(ctx.runtime.account_changes.apply, account_id, body)
     headers = {"Location": f"/accounts/{account_id}"} if created else None
     return json_response(account_view(view), status=201 if created else 200, headers=headers)
 
