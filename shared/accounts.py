@@ -30,6 +30,7 @@ from shared.shapes import (
     GRANULARITIES,
     GRANULARITY_MINUTE,
     GRANULARITY_SECOND,
+    MAX_ACCOUNT_ID,
     MAX_AMOUNT,
     MAX_PRICE_PER_MINUTE,
     PLAN_CREDITS,
@@ -50,9 +51,6 @@ __all__ = [  # the plan's constants and amounts are the shape's (shared.shapes),
     "AccountRequest", "AccountStore", "Plan", "from_storage_units", "parse_account_request", "to_storage_units",
     "validate_account_id",
 ]
-
-#: Longest account id, characters.
-MAX_ACCOUNT_ID = 100
 
 #: Storage unit of a ``minutes`` balance: whole seconds.
 UNIT_SECOND = "second"

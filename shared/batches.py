@@ -17,31 +17,19 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared import states
-from shared.call_settings import CallSettings, InvalidCallSettings
-from shared.calling_window import validate_call_settings
+from shared.call_settings import CallSettings
 from shared.clock import Clock
 from shared.config import Config
 from shared.errors import NotFound, ValidationError
 from shared.mongo import BATCHES, new_id, parse_id
+from shared.shapes import BATCH_EDITABLE, MAX_BATCH_TEXT, BatchShape, validate_shape
 
-#: Longest batch name, characters.
-MAX_NAME = 200
+#: Longest batch name, characters (declared by :class:`shared.shapes.BatchShape`).
+MAX_NAME = MAX_BATCH_TEXT
 #: Fields an operator may set on create or update.
-EDITABLE = ("name", "agent_id", "from_number", "call_settings")
+EDITABLE = BATCH_EDITABLE
 
 OnChange = Callable[[str], None]
-
-
-def _check_text(data: Mapping[str, Any], name: str, errors: list[tuple[str, str]], *, required: bool) -> None:
-    value = data.get(name)
-    if value is None:
-        if required:
-            errors.append((name, "is required"))
-        return
-    if not isinstance(value, str) or not value.strip():
-        errors.append((name, "must be a non-empty string"))
-    elif len(value) > MAX_NAME:
-        errors.append((name, f"longer than {MAX_NAME} characters"))
 
 
 class BatchStore:
@@ -70,29 +58,17 @@ class BatchStore:
         """Every problem in a create (or, ``partial``, an update) body, and its call_settings parsed (None when
         absent, null or invalid).
 
+        Validated by :class:`shared.shapes.BatchShape` (its fields only: the routes name unknown fields).
+
         :param call_settings: the body's call_settings already parsed at the door; then they are not parsed again.
         """
-        errors: list[tuple[str, str]] = []
-        for name in ("name", "account_id", "agent_id", "from_number"):
-            _check_text(data, name, errors, required=not partial and name in ("name", "account_id"))
-        if (not partial or "from_number" in data) and not data.get("from_number") and not self.config.call_from_number:
-            # Without a caller id no call can be created: refusing the batch beats failing every contact later.
-            errors.append(("from_number", "required: the caller id (E.164) the calls come from; "
-                                          "CALL_FROM_NUMBER, the default, is not set"))
-        if "from_number" in data and isinstance(data.get("from_number"), str) and data["from_number"]:
-            from shared.phones import InvalidPhone, normalize_phone
-
-            try:
-                normalize_phone(data["from_number"], self.config.phone_default_region)
-            except InvalidPhone as exc:
-                errors.append(("from_number", exc.reason))
-        settings = call_settings
-        if settings is None and data.get("call_settings") is not None:
-            try:
-                settings = validate_call_settings(data["call_settings"], config=self.config)
-            except InvalidCallSettings as exc:
-                errors.extend((f"call_settings.{f}" if f != "call_settings" else f, m) for f, m in exc.errors)
-        return errors, settings
+        known = {name: data[name] for name in BatchShape.model_fields if name in data}
+        shape = validate_shape(BatchShape, known, context={"config": self.config, "partial": partial,
+                                                           "present": frozenset(data), "call_settings": call_settings})
+        if isinstance(shape, list):
+            return shape, None
+        settings: CallSettings | None = shape.call_settings
+        return [], settings
 
     def create(self, data: Mapping[str, Any], *, call_settings: CallSettings | None = None) -> dict[str, Any]:
         """Insert an ``active`` batch; :class:`ValidationError` lists every bad field.

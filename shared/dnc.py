@@ -32,15 +32,16 @@ from shared.config import Config
 from shared.contacts_import import csv_lines
 from shared.mongo import DNC
 from shared.phones import InvalidPhone, normalize_phone
+from shared.shapes import MAX_DNC_NUMBERS, MAX_DNC_REASON, DncShape, dnc_reason_problem, validate_shape
 
 #: The scope of the list every account respects.
 GLOBAL_SCOPE = "*"
 #: How the global list is named in the API and in metrics.
 GLOBAL_NAME = "global"
-#: Numbers one request may add (JSON or CSV).
-MAX_NUMBERS = 100_000
+#: Numbers one request may add (JSON or CSV) (declared with :class:`shared.shapes.DncShape`).
+MAX_NUMBERS = MAX_DNC_NUMBERS
 #: Longest reason kept, characters.
-MAX_REASON = 200
+MAX_REASON = MAX_DNC_REASON
 #: Upserts per ``bulk_write``.
 WRITE_CHUNK = 1000
 #: ``outcome`` of a job failed because every number of its contact is on a do-not-call list.
@@ -85,7 +86,7 @@ class ParsedNumbers:
             if self.rows == MAX_NUMBERS + 1:
                 self.error(where, at, field_name, f"at most {MAX_NUMBERS} numbers per request")
             return
-        problem = _reason_problem(reason)
+        problem = dnc_reason_problem(reason)
         if problem:
             self.error(where, at, "reason", problem)
             return
@@ -102,28 +103,16 @@ class ParsedNumbers:
         self.entries.append((number, text))
 
 
-def _reason_problem(reason: object) -> str | None:
-    if reason is None:
-        return None
-    if not isinstance(reason, str):
-        return "must be a string"
-    if len(reason) > MAX_REASON:
-        return f"at most {MAX_REASON} characters"
-    return None
-
-
 def parse_numbers(numbers: object, reason: object = None, *, region: str) -> ParsedNumbers:
-    """``{"numbers": [...], "reason": "..."}``: each number normalised; bad ones named by ``index``."""
+    """``{"numbers": [...], "reason": "..."}`` (:class:`shared.shapes.DncShape`: its first problem is named, at
+    ``index`` 0): each number normalised; bad ones named by ``index``."""
     parsed = ParsedNumbers()
-    if not isinstance(numbers, list) or not numbers:
-        parsed.error("index", 0, "numbers", "must be a non-empty array of phone numbers")
-        return parsed
-    problem = _reason_problem(reason)
-    if problem:
-        parsed.error("index", 0, "reason", problem)
+    shape = validate_shape(DncShape, {"numbers": numbers, "reason": reason})
+    if isinstance(shape, list):
+        parsed.error("index", 0, *shape[0])
         return parsed
     seen: dict[str, int] = {}
-    for index, raw in enumerate(numbers):
+    for index, raw in enumerate(shape.numbers):
         parsed.add(raw, reason, where="index", at=index, field_name=f"numbers[{index}]", region=region, seen=seen)
     return parsed
 

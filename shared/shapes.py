@@ -9,6 +9,10 @@ schemas in OpenAPI 3.0 form (:func:`openapi_schema`).
 - :class:`ContactPolicyShape`: an account's ``contact_policy``.
 - :class:`AccountShape` (with :class:`PlanShape`): a ``PUT /accounts/{account_id}`` body.
 - :class:`ContactShape`: one contact of an import (JSON or a CSV row).
+- :class:`BatchShape`: a ``POST /batches`` body (and, without ``account_id``, a ``PATCH /batches/{batch_id}`` one).
+- :class:`TopUpShape`: a ``POST /accounts/{account_id}/top-up`` body.
+- :class:`DncShape`: the JSON body of ``POST /dnc`` and ``POST /accounts/{account_id}/dnc``.
+- :class:`PreviewShape`: a ``POST /call-settings/preview`` body.
 
 Every model forbids unknown fields, and null counts as unset. A field whose messages are domain-specific
 (a time ``"HH:MM"``, an IANA zone, a country's holidays, a phone number, a plan's amounts) has its own
@@ -26,7 +30,7 @@ import math
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -54,13 +58,18 @@ M = TypeVar("M", bound=BaseModel)
 __all__ = [
     "AccountShape",
     "AllowedHoursShape",
+    "BatchShape",
     "CallSettingsShape",
     "ContactPolicyShape",
     "ContactShape",
+    "DncShape",
     "HolidaysShape",
     "MaxCallsShape",
     "PlanShape",
+    "PreviewShape",
+    "TopUpShape",
     "WindowShape",
+    "body_fields",
     "bounds_of",
     "openapi_schema",
     "problems",
@@ -217,10 +226,10 @@ def _number(low: float, high: float, *, integer: bool, description: str, example
 
     kind = int if integer else float
     extra: dict[str, Any] | None = {"x-unit": unit} if unit else None
-    return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,  # type: ignore[valid-type]
+    return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,
                      BeforeValidator(check),
                      Field(default=None, description=description, examples=[example],
-                           json_schema_extra=extra)]  # type: ignore[arg-type]
+                           json_schema_extra=extra)]
 
 
 def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
@@ -833,7 +842,7 @@ class PlanShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="plan", json_schema_extra={"required": ["type"]})
 
-    type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),  # type: ignore[valid-type]
+    type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),
                     Field(default=None, validate_default=True)]
     balance: _as_is(Annotated[float, Field(ge=0)] | None,  # type: ignore[valid-type]
                     "Absolute balance: minutes or credits (not for unlimited)")
@@ -1011,6 +1020,241 @@ class ContactShape(BaseModel):
         return value
 
 
+# --- a batch: POST /batches and PATCH /batches/{batch_id} ------------------------------------------------------
+
+#: Longest batch name, agent id and caller id, characters.
+MAX_BATCH_TEXT = 200
+#: Longest account id, characters.
+MAX_ACCOUNT_ID = 100
+#: What a batch's call_settings validator reads from the validation context: ``config`` (the defaults, the
+#: caller id and phone region), ``partial`` (an update: nothing is required), ``present`` (the body's keys) and
+#: ``call_settings`` (the body's call_settings already parsed at the door: not parsed again).
+BATCH_CONTEXT = ("config", "partial", "present", "call_settings")
+
+_REQUIRED_CALLER_ID = ("required: the caller id (E.164) the calls come from; CALL_FROM_NUMBER, the default, "
+                       "is not set")
+
+
+def _text_problems(value: Any, *, required: bool) -> list[tuple[str, str]]:
+    if value is None:
+        return [("", "is required")] if required else []
+    if not isinstance(value, str) or not value.strip():
+        return [("", "must be a non-empty string")]
+    if len(value) > MAX_BATCH_TEXT:
+        return [("", f"longer than {MAX_BATCH_TEXT} characters")]
+    return []
+
+
+def _batch_text(*, required: bool) -> Callable[[Any, ValidationInfo], Any]:
+    """A non-blank text of at most :data:`MAX_BATCH_TEXT` characters; ``required`` on a create (null is missing)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        found = _text_problems(value, required=required and not (info.context or {}).get("partial"))
+        if found:
+            raise _many(found)
+        return value
+
+    return check
+
+
+def _from_number(value: Any, info: ValidationInfo) -> Any:
+    """The caller id: a text and a phone number; required when the configuration has no default
+    (``CALL_FROM_NUMBER``), on an update only when the body names it."""
+    context = info.context or {}
+    config = context["config"]
+    found = _text_problems(value, required=False)
+    named = not context.get("partial") or "from_number" in context.get("present", ())
+    if named and not value and not config.call_from_number:
+        # Without a caller id no call can be created: refusing the batch beats failing every contact later.
+        found.append(("", _REQUIRED_CALLER_ID))
+    if isinstance(value, str) and value:
+        try:
+            normalize_phone(value, config.phone_default_region)
+        except InvalidPhone as exc:
+            found.append(("", exc.reason))
+    if found:
+        raise _many(found)
+    return value
+
+
+def _call_settings(value: Any, info: ValidationInfo) -> Any:
+    """The body's call_settings parsed (a :class:`shared.call_settings.CallSettings`), or None when absent or null:
+    :func:`shared.calling_window.validate_call_settings`, its problems under ``call_settings``."""
+    from shared.call_settings import InvalidCallSettings
+    from shared.calling_window import validate_call_settings
+
+    context = info.context or {}
+    if context.get("call_settings") is not None:
+        return context["call_settings"]
+    if value is None:
+        return None
+    try:
+        return validate_call_settings(value, config=context["config"])
+    except InvalidCallSettings as exc:
+        raise _many([("" if name == "call_settings" else f".{name}", message) for name, message in exc.errors]) \
+            from None
+
+
+_BatchText = Annotated[str, Field(min_length=1, max_length=MAX_BATCH_TEXT, pattern=r"\S")]
+
+
+class BatchShape(BaseModel):
+    """A ``POST /batches`` body: a campaign's name and account, the agent and caller id (defaults: the
+    configuration's) and its call_settings."""
+
+    # PATCH /batches/{batch_id} sends the same fields but account_id, each optional (validated with "partial" in
+    # the context; see BATCH_CONTEXT); call_settings becomes the parsed settings. Unknown fields are named by the
+    # routes: a create lists them, an update says they cannot be changed.
+
+    model_config = ConfigDict(extra="forbid", title="body", json_schema_extra={"required": ["name", "account_id"]})
+
+    name: _checked(_batch_text(required=True), _BatchText)  # type: ignore[valid-type]
+    account_id: _checked(_batch_text(required=True),  # type: ignore[valid-type]
+                         Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_ID, pattern=r"\S")])
+    agent_id: _checked(_batch_text(required=False), _BatchText | None)  # type: ignore[valid-type]
+    from_number: _checked(_from_number, _BatchText | None)  # type: ignore[valid-type]
+    call_settings: _checked(_call_settings, CallSettingsShape | None)  # type: ignore[valid-type]
+
+
+#: The fields of a batch an update may change (every field of :class:`BatchShape` but its account).
+BATCH_EDITABLE = tuple(name for name in BatchShape.model_fields if name != "account_id")
+
+
+# --- POST /accounts/{account_id}/top-up ---------------------------------------------------------------------------
+
+
+class TopUpShape(BaseModel):
+    """A top-up: ``amount`` minutes or credits, per the plan (whose rules :meth:`shared.billing.Billing.top_up`
+    checks: a positive number of whole storage units)."""
+
+    model_config = ConfigDict(extra="forbid", title="body", json_schema_extra={"required": ["amount"]})
+
+    amount: Annotated[Any, PlainValidator(lambda v: v, json_schema_input_type=Annotated[float, Field(gt=0)]),
+                      Field(default=None, description="Minutes or credits to add")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f"must be a JSON object, got {_type(value)}")
+        if "amount" not in value:
+            raise _problem("is required (minutes or credits, per the plan)", "amount")
+        return value
+
+
+# --- a do-not-call list's JSON body: POST /dnc, POST /accounts/{account_id}/dnc --------------------------------
+
+#: Numbers one request may add (JSON or CSV).
+MAX_DNC_NUMBERS = 100_000
+#: Longest reason kept, characters.
+MAX_DNC_REASON = 200
+
+
+def dnc_reason_problem(reason: object) -> str | None:
+    """What is wrong with a do-not-call reason (the body's, or a CSV row's), or None."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        return "must be a string"
+    if len(reason) > MAX_DNC_REASON:
+        return f"at most {MAX_DNC_REASON} characters"
+    return None
+
+
+def _dnc_numbers(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise _problem("must be a non-empty array of phone numbers")
+    return value
+
+
+def _dnc_reason(value: Any) -> Any:
+    problem = dnc_reason_problem(value)
+    if problem:
+        raise _problem(problem)
+    return value
+
+
+class DncShape(BaseModel):
+    """Numbers to add to a do-not-call list, and why. Each number is checked as a row of its own
+    (:func:`shared.dnc.parse_numbers`: E.164, or national ones of the request's region)."""
+
+    model_config = ConfigDict(extra="forbid", title="body", json_schema_extra={"required": ["numbers"]})
+
+    numbers: _checked(_dnc_numbers,  # type: ignore[valid-type]
+                      Annotated[list[str], Field(min_length=1, max_length=MAX_DNC_NUMBERS)],
+                      examples=[["+56961234567", "9 6123 4568"]])
+    reason: _checked(_dnc_reason, Annotated[str, Field(max_length=MAX_DNC_REASON)] | None,  # type: ignore[valid-type]
+                     examples=["asked not to be called"])
+
+
+# --- POST /call-settings/preview ----------------------------------------------------------------------------------
+
+#: Call times a preview lists by default, and at most.
+DEFAULT_PREVIEW_COUNT = 5
+MAX_PREVIEW_COUNT = 50
+
+
+def _preview_phone(value: Any, info: ValidationInfo) -> Any:
+    """The number to be dialed, in E.164 (None: none given)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _problem("must be a phone number (a string), E.164 such as +56961234567")
+    try:
+        return normalize_phone(value, (info.context or {})["config"].phone_default_region)
+    except InvalidPhone as exc:
+        raise _problem(exc.reason) from None
+
+
+def _preview_from(value: Any) -> Any:
+    """The instant to start from, an aware UTC datetime (None: now)."""
+    from shared.config import parse_instant
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _problem("must be an ISO-8601 instant with its offset, such as 2026-03-03T13:00:00Z")
+    try:
+        moment = parse_instant(value[:60])
+    except ValueError as exc:
+        raise _problem(str(exc)) from None
+    if not 2000 <= moment.year <= 2200:
+        raise _problem("must be between the years 2000 and 2200")
+    return moment
+
+
+def _preview_count(value: Any) -> Any:
+    if value is None:
+        return DEFAULT_PREVIEW_COUNT
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PREVIEW_COUNT:
+        raise _problem(f"must be a whole number from 1 to {MAX_PREVIEW_COUNT}, got {str(value)[:20]}")
+    return value
+
+
+class PreviewShape(BaseModel):
+    """A ``POST /call-settings/preview`` body: call_settings as a batch would have them, a number to dial, an
+    instant to start from and how many call times to list."""
+
+    # The validation context's "config" gives the defaults of call_settings and the region of national numbers.
+
+    model_config = ConfigDict(extra="forbid", title="body", populate_by_name=True)
+
+    call_settings: _checked(_call_settings, CallSettingsShape | None)  # type: ignore[valid-type]
+    phone: _checked(_preview_phone, Annotated[str, Field(max_length=40)] | None,  # type: ignore[valid-type]
+                    examples=["+56961234567"],
+                    description="The number to be dialed; with timezone auto its zone decides")
+    from_: _checked(_preview_from, datetime | None, alias="from",  # type: ignore[valid-type]
+                    description="The instant to start from (default now on the shared clock)")
+    count: _checked(_preview_count,  # type: ignore[valid-type]
+                    Annotated[int, Field(ge=1, le=MAX_PREVIEW_COUNT)] | None,
+                    json_schema_extra={"default": DEFAULT_PREVIEW_COUNT})
+
+
+def body_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a body as sent (``from``, not ``from_``), in the model's order."""
+    return tuple(field.alias or name for name, field in model.model_fields.items())
+
+
 # --- schemas ------------------------------------------------------------------------------------------------------
 
 
@@ -1029,7 +1273,8 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
             return inline({**defs[node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}})
         return {k: inline(v) for k, v in node.items() if not (k == "default" and v is None)}
 
-    return inline(schema)
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 #: JSON Schema keywords OpenAPI 3.0 does not have (``examples`` becomes ``example``).
@@ -1075,4 +1320,5 @@ def openapi_schema(model: type[BaseModel], *, lenient: Sequence[str] = ()) -> di
             out.pop("enum", None)
         return out
 
-    return convert(json_schema(model))
+    converted: dict[str, Any] = convert(json_schema(model))
+    return converted

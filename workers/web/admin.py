@@ -40,6 +40,7 @@ from shared.invalidation import publish_invalidation
 from shared.logs import event, get_logger
 from shared.mongo import parse_id
 from shared.redis_keys import invalidate_channel
+from shared.shapes import BatchShape, TopUpShape, body_fields, validate_shape
 from workers.web.context import WebContext, context
 from workers.web.http import (
     ADMIN,
@@ -67,8 +68,10 @@ from workers.web.views import (
     window_view,
 )
 
-#: Fields of ``POST /batches``.
-BATCH_FIELDS = ("name", "account_id", "agent_id", "from_number", "call_settings")
+#: Fields of ``POST /batches`` (declared by :class:`shared.shapes.BatchShape`).
+BATCH_FIELDS = body_fields(BatchShape)
+#: Fields of ``POST /accounts/{account_id}/top-up`` (declared by :class:`shared.shapes.TopUpShape`).
+TOP_UP_FIELDS = body_fields(TopUpShape)
 #: Fields of ``PATCH /batches/{batch_id}``.
 BATCH_UPDATE_FIELDS = EDITABLE
 #: Contacts one JSON request may hold (larger uploads: CSV, which streams).
@@ -120,9 +123,10 @@ async def get_account(request: web.Request) -> web.Response:
 async def top_up(request: web.Request) -> web.Response:
     ctx = context(request)
     account_id = _account_id(request)
-    body = await read_json_object(request, limit=ctx.settings.max_json_bytes, allowed=("amount",))
-    if "amount" not in body:
-        raise invalid([("amount", "is required (minutes or credits, per the plan)")])
+    body = await read_json_object(request, limit=ctx.settings.max_json_bytes, allowed=TOP_UP_FIELDS)
+    shape = validate_shape(TopUpShape, body)
+    if isinstance(shape, list):
+        raise invalid(shape)
     view = await ctx.run(ctx.runtime.billing.top_up, account_id, body["amount"])
     return json_response(account_view(view))
 

@@ -9,7 +9,7 @@ window logic the dialer uses.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from aiohttp import web
@@ -17,16 +17,14 @@ from aiohttp import web
 from shared.call_settings import default_call_settings
 from shared.call_settings_schema import call_settings_schema
 from shared.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
-from shared.config import parse_instant
-from shared.phones import InvalidPhone, normalize_phone
+from shared.shapes import DEFAULT_PREVIEW_COUNT, MAX_PREVIEW_COUNT, PreviewShape, body_fields, validate_shape
 from workers.web.context import WebContext, context
 from workers.web.http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
 
-#: Fields of ``POST /call-settings/preview``.
-PREVIEW_FIELDS = ("call_settings", "phone", "from", "count")
-#: Call times a preview lists by default, and at most.
-DEFAULT_PREVIEW_COUNT = 5
-MAX_PREVIEW_COUNT = 50
+__all__ = ["DEFAULT_PREVIEW_COUNT", "MAX_PREVIEW_COUNT", "PREVIEW_FIELDS", "ROUTES", "preview", "schema"]
+
+#: Fields of ``POST /call-settings/preview`` (declared by :class:`shared.shapes.PreviewShape`).
+PREVIEW_FIELDS = body_fields(PreviewShape)
 
 
 
@@ -36,49 +34,19 @@ async def schema(request: web.Request) -> web.Response:
     return json_response(call_settings_schema(ctx.runtime.config))
 
 
-def _instant(value: Any, errors: list[tuple[str, str]]) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        errors.append(("from", "must be an ISO-8601 instant with its offset, such as 2026-03-03T13:00:00Z"))
-        return None
-    try:
-        moment = parse_instant(value[:60])
-    except ValueError as exc:
-        errors.append(("from", str(exc)))
-        return None
-    if not 2000 <= moment.year <= 2200:
-        errors.append(("from", "must be between the years 2000 and 2200"))
-        return None
-    return moment
-
-
 def _preview(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     rt = ctx.runtime
     config = rt.config
     errors = unknown_fields(body, PREVIEW_FIELDS)
-    raw = body.get("call_settings")
-    problems, parsed = rt.batches.check({"call_settings": raw}, partial=True)
-    errors += problems
-    phone = body.get("phone")
-    if phone is not None:
-        if not isinstance(phone, str):
-            errors.append(("phone", "must be a phone number (a string), E.164 such as +56961234567"))
-            phone = None
-        else:
-            try:
-                phone = normalize_phone(phone, config.phone_default_region)
-            except InvalidPhone as exc:
-                errors.append(("phone", exc.reason))
-                phone = None
-    start = _instant(body["from"], errors) if body.get("from") is not None else rt.clock.now().astimezone(UTC)
-    count = body.get("count", DEFAULT_PREVIEW_COUNT)
-    if count is None:
-        count = DEFAULT_PREVIEW_COUNT
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW_COUNT:
-        errors.append(("count", f"must be a whole number from 1 to {MAX_PREVIEW_COUNT}, got {str(count)[:20]}"))
-    if errors:
+    known = {name: body[name] for name in PREVIEW_FIELDS if name in body}
+    shape = validate_shape(PreviewShape, known, context={"config": config})
+    if isinstance(shape, list):
+        errors += shape
+    if errors or isinstance(shape, list):
         raise invalid(errors)
-    assert start is not None
-    settings = parsed or default_call_settings(config)
+    phone, count = shape.phone, shape.count
+    start = shape.from_ if shape.from_ is not None else rt.clock.now().astimezone(UTC)
+    settings = shape.call_settings or default_call_settings(config)
     zones = resolve_timezones(settings, phone, config=config)
     try:
         times = upcoming_call_times(settings, start, count, phone, config=config)

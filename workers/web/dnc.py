@@ -27,6 +27,7 @@ from shared.dnc import (
 )
 from shared.errors import NotFound
 from shared.phones import InvalidPhone, normalize_phone
+from shared.shapes import DncShape, body_fields
 from workers.web.admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _region
 from workers.web.context import WebContext, context
 from workers.web.http import (
@@ -45,8 +46,8 @@ from workers.web.http import (
     read_limited,
 )
 
-#: Fields of a JSON ``POST .../dnc`` body.
-DNC_FIELDS = ("numbers", "reason")
+#: Fields of a JSON ``POST .../dnc`` body (declared by :class:`shared.shapes.DncShape`).
+DNC_FIELDS = body_fields(DncShape)
 
 
 def _scope(request: web.Request) -> str | None:

@@ -13,14 +13,17 @@ from typing import Any
 
 from shared import states
 from shared.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
-from shared.dnc import MAX_NUMBERS as MAX_DNC_NUMBERS
 from shared.dnc import MAX_REASON as MAX_DNC_REASON
 from shared.shapes import (
     AccountShape,
+    BatchShape,
     CallSettingsShape,
     ContactPolicyShape,
     ContactShape,
+    DncShape,
     PlanShape,
+    PreviewShape,
+    TopUpShape,
     openapi_schema,
 )
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
@@ -33,11 +36,6 @@ _REASON_CODE = {"type": "string", "nullable": True, "description": "why, as a co
                 "example": "max_attempts_after"}
 _REASON_PARAMS = {"type": "object", "nullable": True, "description": "the reason code's parameters",
                   "example": {"limit": 3, "last": {"code": "call_outcome", "params": {"outcome": "busy"}}}}
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -118,7 +116,21 @@ def _call_settings() -> dict[str, Any]:
     return schema
 
 
+def _with_call_settings(schema: dict[str, Any]) -> dict[str, Any]:
+    """A body's schema whose ``call_settings`` refers to the CallSettings component (null allowed)."""
+    schema["properties"]["call_settings"] = _nullable_ref("CallSettings")
+    return schema
+
+
+def _batch_update(create: dict[str, Any]) -> dict[str, Any]:
+    """``PATCH /batches/{batch_id}``: the fields of a create but its account, each optional."""
+    schema = {k: v for k, v in copy.deepcopy(create).items() if k not in ("required", "description")}
+    del schema["properties"]["account_id"]
+    return schema
+
+
 def _schemas() -> dict[str, Any]:
+    batch_create = _with_call_settings(openapi_schema(BatchShape))
     counts = {"type": "object", "required": list(states.JOB_STATES),
               "properties": {s: {"type": "integer", "minimum": 0} for s in states.JOB_STATES},
               "description": "Jobs (contacts) per state; every state is present"}
@@ -155,20 +167,9 @@ def _schemas() -> dict[str, Any]:
                 "created_at": _TIME, "updated_at": _TIME,
             },
         },
-        "TopUp": {"type": "object", "additionalProperties": False, "required": ["amount"],
-                  "properties": {"amount": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                            "description": "Minutes or credits to add"}}},
-        "BatchCreate": {
-            "type": "object", "additionalProperties": False, "required": ["name", "account_id"],
-            "properties": {"name": _TEXT, "account_id": {**_TEXT, "maxLength": MAX_ACCOUNT_ID},
-                           "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
-                           "call_settings": _nullable_ref("CallSettings")},
-        },
-        "BatchUpdate": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"name": _TEXT, "agent_id": _nullable(_TEXT), "from_number": _nullable(_TEXT),
-                           "call_settings": _nullable_ref("CallSettings")},
-        },
+        "TopUp": openapi_schema(TopUpShape),
+        "BatchCreate": batch_create,
+        "BatchUpdate": _batch_update(batch_create),
         "Counts": counts,
         "Progress": {"type": "object", "required": ["total", "done", "percent"], "properties": {
             k: {"type": "number" if k == "percent" else "integer"}
@@ -218,17 +219,7 @@ def _schemas() -> dict[str, Any]:
                                 "items": {"description": "A Contact (see the Contact schema). A contact that does "
                                                          "not validate is listed in errors[] by its index; the "
                                                          "others are imported."}}}},
-        "PreviewRequest": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "call_settings": _nullable_ref("CallSettings"),
-                "phone": {"type": "string", "nullable": True, "maxLength": 40, "example": "+56961234567",
-                          "description": "The number to be dialed; with timezone auto its zone decides"},
-                "from": {"type": "string", "format": "date-time", "nullable": True,
-                         "description": "The instant to start from (default now on the shared clock)"},
-                "count": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5, "nullable": True},
-            },
-        },
+        "PreviewRequest": _with_call_settings(openapi_schema(PreviewShape)),
         "Preview": {
             "type": "object", "required": ["from", "timezone", "zones", "window", "times"],
             "properties": {
@@ -300,11 +291,7 @@ def _schemas() -> dict[str, Any]:
         "WebhookResult": {"type": "object", "required": ["event", "call_id", "result"], "properties": {
             "event": {"type": "string"}, "call_id": {"type": "string"},
             "result": {"type": "string", "description": "the outcome applied, duplicate, unknown_call, or accepted"}}},
-        "DncRequest": {"type": "object", "additionalProperties": False, "required": ["numbers"], "properties": {
-            "numbers": {"type": "array", "minItems": 1, "maxItems": MAX_DNC_NUMBERS, "items": {"type": "string"},
-                        "example": ["+56961234567", "9 6123 4568"]},
-            "reason": {"type": "string", "maxLength": MAX_DNC_REASON, "nullable": True,
-                       "example": "asked not to be called"}}},
+        "DncRequest": openapi_schema(DncShape),
         "DncWriteResult": {"type": "object", "required": ["list", "added", "updated", "numbers"], "properties": {
             "list": {"type": "string", "description": "the account id, or global"},
             "added": {"type": "integer", "description": "numbers new on the list"},
