@@ -180,15 +180,25 @@ class BatchStore:
 
     def set_status(self, batch_id: str, status: str, *,
                    expected: tuple[str, ...] | None = None) -> dict[str, Any] | None:
-        """Move the batch to ``status`` when it is in one of ``expected`` (None: any but final).
+        """Move the batch to ``status`` when it is in one of ``expected`` (None: whichever of ``active``, ``paused``
+        and ``held`` may move there).
 
+        Every move must be one of :data:`shared.states.BATCH_TRANSITIONS`: an ``expected`` status that may not
+        move to ``status`` raises :class:`ValueError` before anything is written.
         Leaving ``held`` drops ``held_reason`` and ``held_at``. Cancelling writes ``cancelled_at`` and the mark
         ``cancel_sweep`` (the same instant), which keeps the batch in maintenance's sweep (:meth:`cancelled_to_sweep`)
         until none of its jobs is open.
         """
         if status not in states.BATCH_STATES:
             raise ValueError(f"unknown batch status {status!r}")
-        allowed = expected or (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
+        if expected is None:
+            allowed = tuple(s for s in (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
+                            if states.can_move_batch(s, status))
+        else:
+            refused = [s for s in expected if not states.can_move_batch(s, status)]
+            if refused:
+                raise ValueError(f"a batch cannot move from {' or '.join(refused)} to {status}")
+            allowed = expected
         now = self.clock.now_ms()
         update: dict[str, Any] = {"$set": {"status": status, "updated_at": now}}
         if status == states.BATCH_ACTIVE:

@@ -128,3 +128,12 @@ BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = MappingProxyType
     BATCH_COMPLETED: frozenset({BATCH_ACTIVE}),
     BATCH_CANCELLED: frozenset(),
 })
+
+
+def can_move_batch(frm: str, to: str) -> bool:
+    """Whether a batch may move from status ``frm`` to ``to`` (:data:`BATCH_TRANSITIONS`); False for an unknown
+    status."""
+    try:
+        return BatchState(to) in BATCH_TRANSITIONS[BatchState(frm)]
+    except ValueError:
+        return False

@@ -60,6 +60,18 @@ def test_status_changes_are_conditional(batches, changes):
     assert changes == [doc["_id"], doc["_id"]]
 
 
+def test_a_batch_move_the_table_does_not_allow_is_refused_before_any_write(batches, changes):
+    doc = batches.create({"name": "b", "account_id": "acc"})
+    with pytest.raises(ValueError, match="cannot move from completed to paused"):
+        batches.set_status(doc["_id"], states.BATCH_PAUSED, expected=(states.BATCH_COMPLETED,))
+    with pytest.raises(ValueError, match="cannot move from cancelled to active"):
+        batches.set_status(doc["_id"], states.BATCH_ACTIVE, expected=(states.BATCH_CANCELLED,))
+    assert batches.get(doc["_id"])["status"] == states.BATCH_ACTIVE and changes == []
+    # The default sources are those the table lets move there: a completed batch is only reopened on purpose.
+    assert batches.set_status(doc["_id"], states.BATCH_COMPLETED, expected=(states.BATCH_ACTIVE,))
+    assert batches.set_status(doc["_id"], states.BATCH_ACTIVE) is None
+
+
 def test_bad_and_unknown_ids(batches):
     with pytest.raises(NotFound, match="not a valid id"):
         batches.get("nope")
