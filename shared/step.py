@@ -25,6 +25,7 @@ from shared.decisions import batch_stopped
 from shared.dnc import DncStore
 from shared.jobs import JobStore
 from shared.reasons import Reason
+from shared.records import Job
 from shared.slots import Slots
 from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
 
@@ -71,6 +72,16 @@ class Step:
         with self._recent_lock:
             self._recent[key] = value
 
+    def _job(self, job_id: str, given: Job | Mapping[str, Any] | None = None) -> Job | None:
+        """The job ``given`` when the caller just read it (it is not read again), else the job as read now (None
+        when it does not exist)."""
+        if given is not None:
+            job = Job.of(given)
+            if job.id == job_id:
+                return job
+        doc = self.jobs.get(job_id)
+        return None if doc is None else Job.from_doc(doc)
+
     def _account(self, account_id: str) -> Mapping[str, Any] | None:
         """The account document (re-read at most once a second)."""
         return self._remembered(f"account:{account_id}", lambda: self.accounts.get(account_id))
@@ -115,10 +126,10 @@ class Step:
     def _lang(self) -> str:
         return self.config.lang
 
-    def _settings_of(self, job: Mapping[str, Any]) -> CallSettings:
-        """The job's batch settings, or the global defaults when the batch is gone or its settings no longer
-        validate."""
-        return self._settings_in(self.cache.get(job["batch_id"]))
+    def _settings_of(self, job: Job | Mapping[str, Any]) -> CallSettings:
+        """The job's (or job document's) batch settings, or the global defaults when the batch is gone or its
+        settings no longer validate."""
+        return self._settings_in(self.cache.get(Job.of(job).batch_id))
 
     def _settings_in(self, cached: Any) -> CallSettings:
         """The settings of a batch cache entry, or the global defaults when there is no entry or its stored
@@ -127,12 +138,12 @@ class Step:
             return cached.settings
         return default_call_settings(self.config)
 
-    def _stopped(self, job: Mapping[str, Any], *, cached: Any = None) -> Reason | None:
+    def _stopped(self, job: Job, *, cached: Any = None) -> Reason | None:
         """Why the job's batch lets none of its jobs wait any more (cancelled, or gone: see
         :func:`~shared.decisions.batch_stopped`), as the batch cache knows it (``cached``: the entry the caller
         just read); None while the batch goes on."""
         if cached is None:
-            cached = self.cache.get(job["batch_id"])
+            cached = self.cache.get(job.batch_id)
         return batch_stopped(cached.doc if cached else None)
 
     def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
