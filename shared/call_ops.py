@@ -1,30 +1,38 @@
 """What several pipeline steps do to a call attempt: give back what it holds, hold the batches, retry for free,
 send the create and record the call.
 
-One :class:`CallOps` per step object (:attr:`shared.step.Step.calls`); the dial, the reconcile and the finalize call
-its public methods, and no step calls another step's private method.
+One :class:`CallOps` per step object (:attr:`shared.step.Step.calls`), given the stores, clients, clock and
+timing it uses; the dial, the reconcile and the finalize call its public methods, and no step calls another step's
+private method.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import metrics, states
-from shared.call_settings import CallSettings
-from shared.clock import ServerTime, to_ms
-from shared.contact_history import DAY_MS
-from shared.contact_policy import contact_keys
+from shared.attempts import AttemptStore
+from shared.batches import BatchStore
+from shared.billing import Billing
+from shared.call_settings import CallSettings, default_call_settings
+from shared.clock import Clock, ServerTime, to_ms
+from shared.config import Config
+from shared.contact_history import DAY_MS, ContactHistory
+from shared.contact_policy import ContactPolicy, contact_keys
 from shared.decisions import (
     DialResult,
     DialStep,
+    batch_stopped,
     check_before_send,
     decide_free_retry,
     next_poll_delay_s,
     safety_poll_at_ms,
 )
+from shared.dnc import DncStore
 from shared.errors import (
     AgentNotFound,
     CallerIdRejected,
@@ -37,13 +45,17 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
+from shared.jobs import JobStore
 from shared.logs import event, get_logger, mask_phone
 from shared.reasons import Reason, because
 from shared.records import Attempt, Job
+from shared.retell import Call
 from shared.rounds import fail_round, next_phone
+from shared.slots import Slots
+from shared.timing import BatchSource, Provider, Sender, Timing
 
 if TYPE_CHECKING:
-    from shared.step import Step
+    from shared.batch_cache import CachedBatch
 
 log = get_logger(__name__)
 
@@ -55,16 +67,66 @@ DNC_FRESH_S = 0.1
 SENT_AT_FRESH_S = 1.0
 
 
+def settings_in(cached: CachedBatch | None, config: Config) -> CallSettings:
+    """The settings of a batch cache entry, or the global defaults when there is no entry or its stored settings
+    no longer validate (``cached.settings_error`` then says why)."""
+    if cached is not None and cached.settings is not None:
+        return cached.settings
+    return default_call_settings(config)
+
+
+def stopped_in(cached: CachedBatch | None) -> Reason | None:
+    """Why the batch of this cache entry lets none of its jobs wait any more (cancelled, or gone: see
+    :func:`~shared.decisions.batch_stopped`); None while the batch goes on."""
+    return batch_stopped(cached.doc if cached else None)
+
+
 class CallOps:
     """The operations on a call attempt that the steps share, over the stores, clients, clock and timing of the step
-    that holds it (read from the step at each use, so a store the step is given later is the one used)."""
+    that holds it.
 
-    def __init__(self, step: Step) -> None:
-        self._step = step
+    :param provider: gives the provider client at each use (the step's current one).
+    :param policy: an account's contact policy (None: it has none), as the step reads it.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        # The step's stores, clients, clock, timing and the helpers every step has (:class:`shared.step.Step`).
-        return getattr(self._step, name)
+    def __init__(self, *, jobs: JobStore, attempts: AttemptStore, batches: BatchStore, cache: BatchSource,
+                 billing: Billing, slots: Slots, dnc: DncStore, history: ContactHistory, sender: Sender,
+                 provider: Callable[[], Provider], policy: Callable[[str], ContactPolicy | None], clock: Clock,
+                 config: Config, timing: Timing) -> None:
+        self.jobs = jobs
+        self.attempts = attempts
+        self.batches = batches
+        self.cache = cache
+        self.billing = billing
+        self.slots = slots
+        self.dnc = dnc
+        self.history = history
+        self.sender = sender
+        self.get_provider = provider
+        self.policy_of = policy
+        self.clock = clock
+        self.config = config
+        self.timing = timing
+
+    @property
+    def provider(self) -> Provider:
+        return self.get_provider()
+
+    def _sim(self, real_seconds: float) -> timedelta:
+        """A real-time wait expressed on the shared clock."""
+        return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
+
+    def _real_ms(self, sim_seconds: float) -> int:
+        return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
+
+    def _lang(self) -> str:
+        return self.config.lang
+
+    def _settings_of(self, job: Job) -> CallSettings:
+        return settings_in(self.cache.get(job.batch_id), self.config)
+
+    def _stopped(self, job: Job) -> Reason | None:
+        return stopped_in(self.cache.get(job.batch_id))
 
     def give_back(self, job: Job, aid: str, *, turn: bool = True) -> None:
         """Give back what the attempt holds: its slot, its balance hold and (``turn``) its contact policy turn (an
@@ -76,7 +138,7 @@ class CallOps:
 
     def _forget_turn(self, job: Job, aid: str) -> None:
         """The attempt was not placed: it no longer counts against the callee's caps."""
-        policy = self._policy(job.account_id)
+        policy = self.policy_of(job.account_id)
         if policy is None:
             return
         self.history.forget(job.account_id, contact_keys(job.contact, job.phone), aid,
@@ -212,11 +274,11 @@ class CallOps:
               reason_code=exc.reason.code)
         if not self.attempts.not_placed(aid, because("not_sent", why=exc.reason), owner=lease_owner):
             return DialStep.STALE  # recovery took the attempt over: it decides
-        self.calls.give_back(job, aid)
+        self.give_back(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         stopped = self._stopped(job)
         if stopped is not None:  # the batch was cancelled meanwhile: nothing was sent, and the job waits for nothing
-            self._cancel(job_id, stopped, own)
+            self.jobs.cancel(job_id, stopped, **own)
             return DialStep.CANCELLED
         if exc.kind == "window" and exc.next_try_at is not None:
             self.jobs.postpone(job_id, exc.next_try_at, exc.reason, inc={"postponed_by_schedule": 1}, **own)
@@ -235,7 +297,7 @@ class CallOps:
         job_id = job.id
         if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
             return DialStep.STALE
-        self.calls.give_back(job, aid)
+        self.give_back(job, aid)
         own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         stopped = self._stopped(job)
@@ -244,7 +306,7 @@ class CallOps:
             # nothing. A refusal that concerns the whole workspace still holds the other batches.
             if isinstance(exc, ProviderAuthError | PaymentRequired):
                 self.hold_batches(job, because("provider_refused", error=str(exc)), batch_id=None)
-            self._cancel(job_id, stopped, own)
+            self.jobs.cancel(job_id, stopped, **own)
             return DialStep.CANCELLED
         if isinstance(exc, InvalidDestination):
             # Only a refusal that names the destination marks the contact's number: never one naming the caller id.
@@ -268,7 +330,7 @@ class CallOps:
                    **own)
         return DialResult.REFUSED
 
-    def record_call(self, job_id: str, aid: str, account_id: str, call: Any, lease_owner: str,
+    def record_call(self, job_id: str, aid: str, account_id: str, call: Call, lease_owner: str,
                     settings: CallSettings, *, reserved: int | None = None) -> DialResult:
         """The provider made ``call`` for the attempt: the attempt learns it, the job goes ``in_call`` (a call its
         job no longer waits for is stopped) and its polls start (without webhooks)."""

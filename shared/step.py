@@ -13,15 +13,16 @@ from cachetools import TTLCache
 
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
+from shared.batch_cache import CachedBatch
 from shared.batches import BatchStore
-from shared.call_ops import CallOps
-from shared.call_settings import CallSettings, default_call_settings
+from shared.billing import Billing
+from shared.call_ops import CallOps, settings_in, stopped_in
+from shared.call_settings import CallSettings
 from shared.clock import Clock
 from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
-from shared.decisions import batch_stopped
 from shared.dnc import DncStore
 from shared.jobs import JobStore
 from shared.reasons import Reason
@@ -39,7 +40,7 @@ class Step:
     batches: BatchStore
     accounts: AccountStore
     cache: BatchSource
-    billing: Any
+    billing: Billing
     slots: Slots
     coordination: Coordination
     provider: Provider
@@ -55,8 +56,12 @@ class Step:
 
     @cached_property
     def calls(self) -> CallOps:
-        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record)."""
-        return CallOps(self)
+        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record), over
+        this step's stores and clients (the provider as the step holds it at each use)."""
+        return CallOps(jobs=self.jobs, attempts=self.attempts, batches=self.batches, cache=self.cache,
+                       billing=self.billing, slots=self.slots, dnc=self.dnc, history=self.history, sender=self.sender,
+                       provider=lambda: self.provider, policy=self._policy, clock=self.clock, config=self.config,
+                       timing=self.timing)
 
     def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
         with self._recent_lock:
@@ -131,20 +136,18 @@ class Step:
         settings no longer validate."""
         return self._settings_in(self.cache.get(Job.of(job).batch_id))
 
-    def _settings_in(self, cached: Any) -> CallSettings:
+    def _settings_in(self, cached: CachedBatch | None) -> CallSettings:
         """The settings of a batch cache entry, or the global defaults when there is no entry or its stored
         settings no longer validate (``cached.settings_error`` then says why)."""
-        if cached is not None and cached.settings is not None:
-            return cached.settings
-        return default_call_settings(self.config)
+        return settings_in(cached, self.config)
 
-    def _stopped(self, job: Job, *, cached: Any = None) -> Reason | None:
+    def _stopped(self, job: Job, *, cached: CachedBatch | None = None) -> Reason | None:
         """Why the job's batch lets none of its jobs wait any more (cancelled, or gone: see
         :func:`~shared.decisions.batch_stopped`), as the batch cache knows it (``cached``: the entry the caller
         just read); None while the batch goes on."""
         if cached is None:
             cached = self.cache.get(job.batch_id)
-        return batch_stopped(cached.doc if cached else None)
+        return stopped_in(cached)
 
     def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
         """The job is ``cancelled`` with ``reason`` (one conditional transition: ``own`` names the states and the
