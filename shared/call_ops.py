@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
-from shared.jobs import JobStore
+from shared.jobs import JobStore, Lease
 from shared.logs import event, get_logger, mask_phone
 from shared.reasons import Reason, because
 from shared.records import Attempt, Job
@@ -144,27 +144,30 @@ class CallOps:
         self.history.forget(job.account_id, contact_keys(job.contact, job.phone), aid,
                             keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def free_retry(self, job: Job, reason: Reason, own: Mapping[str, Any], *,
+    def free_retry(self, job: Job, reason: Reason, *, expected: Sequence[str], lease_owner: str | None = None,
+                   where: Mapping[str, Any] | None = None,
                    retry_after_s: float | None = None) -> dict[str, Any] | None:
         """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
-        past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why."""
+        past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why. ``expected``,
+        ``lease_owner``, ``where``: what the job's transition requires of it (:meth:`shared.jobs.JobStore.release`)."""
         used = job.free_retries
         wait_s = decide_free_retry(used, limit=self.config.pipeline_max_free_retries, retry_after_s=retry_after_s,
                                    base_s=self.config.pipeline_free_retry_base_s)
         if wait_s is None:
             metrics.FREE_RETRIES.labels("budget_spent").inc()
             return fail_round(self.jobs, job.id, because("free_retries_spent", used=used, last=reason),
-                              self._settings_of(job), job=job, expected=own["expected"],
-                              lease_owner=own.get("lease_owner"))
+                              self._settings_of(job), job=job, expected=expected, lease_owner=lease_owner)
         metrics.FREE_RETRIES.labels("retried").inc()
         return self.jobs.release(job.id, self.clock.now() + self._sim(wait_s), reason, inc={"free_retries": 1},
-                                 **own)
+                                 expected=expected, lease_owner=lease_owner, where=where)
 
-    def hold(self, job: Job, reason: Reason, *, batch_id: str | None,
-             own: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent."""
+    def hold(self, job: Job, reason: Reason, *, batch_id: str | None, expected: Sequence[str],
+             lease_owner: str | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent (``expected``,
+        ``lease_owner``, ``where``: as for :meth:`free_retry`)."""
         self.hold_batches(job, reason, batch_id=batch_id)
-        return self.jobs.release(job.id, self.clock.now(), because("batch_held", held=reason), **own)
+        return self.jobs.release(job.id, self.clock.now(), because("batch_held", held=reason), expected=expected,
+                                 lease_owner=lease_owner, where=where)
 
     def hold_batches(self, job: Job, reason: Reason, *, batch_id: str | None) -> None:
         """Hold the batch (or, ``batch_id`` None, every active batch) until an operator resumes it."""
@@ -275,7 +278,7 @@ class CallOps:
         if not self.attempts.not_placed(aid, because("not_sent", why=exc.reason), owner=lease_owner):
             return DialStep.STALE  # recovery took the attempt over: it decides
         self.give_back(job, aid)
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        own: Lease = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         stopped = self._stopped(job)
         if stopped is not None:  # the batch was cancelled meanwhile: nothing was sent, and the job waits for nothing
             self.jobs.cancel(job_id, stopped, **own)
@@ -298,7 +301,7 @@ class CallOps:
         if not self.attempts.not_placed(aid, because("provider_said", error=str(exc)[:300]), owner=lease_owner):
             return DialStep.STALE
         self.give_back(job, aid)
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        own: Lease = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         event(log, "create_failed", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
         stopped = self._stopped(job)
         if stopped is not None:
@@ -315,15 +318,15 @@ class CallOps:
             return DialResult.INVALID_NUMBER
         if isinstance(exc, ProviderAuthError | PaymentRequired):
             # The workspace (every account shares its API key) cannot place calls: hold every batch.
-            self.hold(job, because("provider_refused", error=str(exc)), batch_id=None, own=own)
+            self.hold(job, because("provider_refused", error=str(exc)), batch_id=None, **own)
             return DialResult.HELD
         if isinstance(exc, CallerIdRejected | AgentNotFound):
             code = "provider_refused_caller_id" if isinstance(exc, CallerIdRejected) else "provider_refused_agent"
-            self.hold(job, because(code, error=str(exc)), batch_id=job.batch_id, own=own)
+            self.hold(job, because(code, error=str(exc)), batch_id=job.batch_id, **own)
             return DialResult.HELD
         if exc.retryable or isinstance(exc, RateLimited):
             retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
-            self.free_retry(job, because("provider_error", error=str(exc)), own, retry_after_s=retry_after)
+            self.free_retry(job, because("provider_error", error=str(exc)), retry_after_s=retry_after, **own)
             return DialResult.PROVIDER_ERROR
         # Any other refusal is about this request: the round fails (bounded by max_attempts), never a loop.
         fail_round(self.jobs, job_id, because("provider_refused", error=str(exc)), self._settings_of(job), job=job,

@@ -157,7 +157,8 @@ def day_start(day: date, zone: Any) -> datetime:
         local = zone.localize(naive, is_dst=False)   # the offset before the gap: the instant the day begins
     except pytz.AmbiguousTimeError:
         local = zone.localize(naive, is_dst=True)    # the first of the two midnights
-    return local.astimezone(UTC)
+    day_begins: datetime = local.astimezone(UTC)
+    return day_begins
 
 
 #: While a call to the person may still be going, the contact is decided again this often (simulated).

@@ -28,7 +28,7 @@ from shared.decisions import (
     decide_insufficient_balance,
 )
 from shared.dnc import DNC_OUTCOME
-from shared.jobs import JobStore
+from shared.jobs import JobStore, Lease
 from shared.logs import event, get_logger, mask_phone
 from shared.reasons import because
 from shared.records import Attempt, Job
@@ -110,33 +110,36 @@ class Dial(Step):
             return decision.step
         assert current is not None  # decide_dial says STALE for a missing job
         self._log_decision(current, cached, decision, now)
-        own = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
+        own: Lease = {"lease_owner": lease_owner, "expected": (states.QUEUED,)}
+        if decision.step == DialStep.PROCEED:
+            assert decision.phone_index is not None
+            return self._place_call(current, cached, decision.phone_index, lease_owner, dnc_read_at=listed_at)
         if decision.step == DialStep.EARLY:
             assert decision.next_try_at is not None
             self.sender.dial(job_id, lease_owner, delay_ms=max(1, self.clock.real_delay_ms(decision.next_try_at)))
-        elif decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
-            self._cancel(job_id, decision.reason, own)
+            return decision.step
+        reason = decision.reason
+        assert reason is not None  # every other step says why
+        if decision.step in (DialStep.BATCH_GONE, DialStep.CANCELLED):
+            self._cancel(job_id, reason, own)
         elif decision.step == DialStep.PAUSED:
-            self.jobs.release(job_id, now, decision.reason, **own)
+            self.jobs.release(job_id, now, reason, **own)
         elif decision.step == DialStep.SETTINGS_INVALID:
+            assert cached is not None  # the decision read its settings error
             self.batches.record_settings_error(current.batch_id, cached.settings_error)
-            self.jobs.release(job_id, now, decision.reason, **own)
+            self.jobs.release(job_id, now, reason, **own)
         elif decision.step == DialStep.OUTSIDE_WINDOW:
             assert decision.next_try_at is not None
-            self.jobs.postpone(job_id, decision.next_try_at, decision.reason, inc={"postponed_by_schedule": 1},
-                               **own)
+            self.jobs.postpone(job_id, decision.next_try_at, reason, inc={"postponed_by_schedule": 1}, **own)
             metrics.POSTPONED_BY_SCHEDULE.inc()
             event(log, "postponed_by_schedule", job_id=job_id, until=decision.next_try_at.isoformat(),
-                  reason=decision.reason.text(self._lang()), reason_code=decision.reason.code)
+                  reason=reason.text(self._lang()), reason_code=reason.code)
         elif decision.step in (DialStep.MAX_ATTEMPTS, DialStep.NO_PHONE, DialStep.NO_WINDOW):
-            self.jobs.fail(job_id, decision.reason, **own)
+            self.jobs.fail(job_id, reason, **own)
         elif decision.step == DialStep.DO_NOT_CALL:
-            self.jobs.fail(job_id, decision.reason, set_={"outcome": DNC_OUTCOME}, **own)
+            self.jobs.fail(job_id, reason, set_={"outcome": DNC_OUTCOME}, **own)
         elif decision.step == DialStep.DNC_ROUND_END:
-            fail_round(self.jobs, job_id, decision.reason, settings, job=current, **own)
-        else:
-            assert decision.phone_index is not None
-            return self._place_call(current, cached, decision.phone_index, lease_owner, dnc_read_at=listed_at)
+            fail_round(self.jobs, job_id, reason, settings, job=current, **own)
         return decision.step
 
     def _log_decision(self, job: Job, cached: Any, decision: Any, now: Any) -> None:
@@ -197,7 +200,7 @@ class Dial(Step):
         if won_doc is None:
             return DialStep.STALE
         won = Job.from_doc(won_doc)
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        own: Lease = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
 
         reservation = self.billing.reserve(account_id, attempt_id=aid, job_id=job_id,
                                            max_call_duration_s=settings.max_call_duration,
@@ -265,7 +268,7 @@ class Dial(Step):
         if refused is None:
             return None
         allowed_from, why = refused
-        own = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
+        own: Lease = {"lease_owner": lease_owner, "expected": (states.DIALING,)}
         try:
             at = next_allowed_time(settings, allowed_from, phone, contact_timezone=contact.timezone,
                                    config=self.config)
@@ -279,7 +282,7 @@ class Dial(Step):
         return DialResult.CAPPED
 
     def _insufficient_balance(self, job: Job, settings: CallSettings, reservation: Any,
-                              own: Mapping[str, Any]) -> DialStep | DialResult:
+                              own: Lease) -> DialStep | DialResult:
         """Balance held by calls in progress: dial again after ``no_slot_retry_s``, like a full slot pool. Not
         enough balance: the batch's ``on_insufficient_balance`` (fail the contact, or park it until a top-up)."""
         retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)

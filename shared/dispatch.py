@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
@@ -14,9 +15,16 @@ from shared.records import Job
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
 
+if TYPE_CHECKING:
+    from shared.decisions import DialResult, DialStep
+
 
 class Dispatch(Step):
     """Claims due jobs and sends their dial messages."""
+
+    if TYPE_CHECKING:  # the dial step's entry point (:class:`shared.dial.Dial`; the pipeline has both)
+        def dial(self, job_id: str, lease_owner: str, *,
+                 job: Job | Mapping[str, Any] | None = None) -> DialStep | DialResult: ...
 
     @metrics.step("dispatch")
     def schedule_due(self, account_id: str | None = None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import metrics, states
 from shared.call_settings import CallSettings, choose_retry_delay
@@ -23,6 +23,9 @@ log = get_logger(__name__)
 
 class Finalize(Step):
     """``finalize``: shared by the poll actor and the webhook handler."""
+
+    if TYPE_CHECKING:  # the refill's entry point (:class:`shared.dispatch.Dispatch`; the pipeline has both)
+        def refill(self, account_id: str) -> int: ...
 
     @metrics.step("finalize")
     def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
@@ -88,18 +91,18 @@ class Finalize(Step):
         wait any more (cancelled while the call went on), or None; the job is then cancelled rather than left
         waiting where no dispatch looks."""
         job_id = job.id
-        common = {"expected": (states.IN_CALL,)}
+        expected = (states.IN_CALL,)
         change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
                                    config=self.jobs.config, stopped=stopped)
         if change is not None:
             if EFFECTS[outcome] == Effect.HOLD:
                 # The workspace cannot call, whatever this batch does.
                 self.calls.hold_batches(job, reason, batch_id=None)
-            return write(self.jobs, job_id, change, **common)
-        own = {**common, "where": {"call_id": job.call_id}}
+            return write(self.jobs, job_id, change, expected=expected)
+        this_call = {"call_id": job.call_id}
         if EFFECTS[outcome] == Effect.HOLD:
-            return self.calls.hold(job, reason, batch_id=None, own=own)
-        return self.calls.free_retry(job, reason, own)
+            return self.calls.hold(job, reason, batch_id=None, expected=expected, where=this_call)
+        return self.calls.free_retry(job, reason, expected=expected, where=this_call)
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -144,6 +144,14 @@ def duplicate_problem(contact: Contact) -> tuple[str, str]:
                       "batch; not imported again (give each debt its own external_id to import both)")
 
 
+class Lease(TypedDict):
+    """What a named transition requires of a job this process holds (each key is the transition's keyword
+    argument): the states it may be in and the lease token it must carry."""
+
+    expected: Sequence[str]
+    lease_owner: str
+
+
 class JobStore:
     """Jobs of every batch in the ``jobs`` collection.
 
@@ -152,9 +160,9 @@ class JobStore:
     :param config: defaults for retries.
     """
 
-    def __init__(self, db: Database, *, clock: Clock, config: Config) -> None:
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config) -> None:
         self.db = db
-        self.coll: Collection = db[JOBS]
+        self.coll: Collection[dict[str, Any]] = db[JOBS]
         self.clock = clock
         self.config = config
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from shared import metrics, states
 from shared.decisions import (
@@ -27,6 +28,10 @@ log = get_logger(__name__)
 
 class Poll(Step):
     """The ``poll`` step: a call in progress, read at its likely end; an ended one goes to ``finalize``."""
+
+    if TYPE_CHECKING:  # the finalize step's entry point (:class:`shared.finalize.Finalize`; the pipeline has both)
+        def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
+                     lease_owner: str | None = None, source: str = "poll", refill: bool = True) -> str: ...
 
     @metrics.step("poll")
     def poll(self, job_id: str, lease_owner: str, call_id: str, n: int) -> str:

@@ -48,6 +48,7 @@ class Reconcile(Step):
             return "stale"
         assert job is not None  # decide_reconcile_job says STALE for a missing job
         if first is not None:  # NOT_PLACED: the dial stopped before it named its attempt
+            assert first.reason is not None  # a job not placed says why
             return self._not_placed(job, None, lease_owner, first.reason)
         aid = job.attempt_id
         assert aid is not None  # decide_reconcile_job says NOT_PLACED for a job without an attempt
@@ -67,6 +68,7 @@ class Reconcile(Step):
         assert attempt is not None  # decide_reconcile_attempt says RECORD_NOT_PLACED for a missing attempt
         held = Attempt.from_doc(attempt)
         if decision.step == ReconcileStep.NOT_PLACED:
+            assert decision.reason is not None  # an attempt not placed says why
             return self._not_placed(job, aid, lease_owner, decision.reason)
         if decision.step == ReconcileStep.FINISH_GIVE_UP:
             # A give-up ended the attempt and stopped before it moved the job: finish it under the current owner.
@@ -86,10 +88,11 @@ class Reconcile(Step):
         else (or when the check before the send stopped it) look it up."""
         cached = self.cache.get(job.batch_id)
         age_real_s = self.clock.real_seconds((self.clock.now_ms() - attempt.created_at) / 1000)
+        settings = cached.settings if cached is not None else None
         step = decide_reconcile(age_real_s=age_real_s, replay_window_s=self.timing.replay_window_s,
-                                can_send=cached is not None and cached.settings is not None)
-        if step == ReconcileStep.REPLAY:
-            result = self._replay(job, attempt, lease_owner, cached.settings)
+                                can_send=settings is not None)
+        if step == ReconcileStep.REPLAY and settings is not None:
+            result = self._replay(job, attempt, lease_owner, settings)
             if result is not None:
                 return result
         return self._look_up(job, attempt, lease_owner)

@@ -217,10 +217,10 @@ def _number(low: float, high: float, *, integer: bool, description: str, example
 
     kind = int if integer else float
     extra: dict[str, Any] | None = {"x-unit": unit} if unit else None
-    return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,  # type: ignore[valid-type]
+    return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,
                      BeforeValidator(check),
                      Field(default=None, description=description, examples=[example],
-                           json_schema_extra=extra)]  # type: ignore[arg-type]
+                           json_schema_extra=extra)]
 
 
 def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
@@ -833,7 +833,7 @@ class PlanShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="plan", json_schema_extra={"required": ["type"]})
 
-    type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),  # type: ignore[valid-type]
+    type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),
                     Field(default=None, validate_default=True)]
     balance: _as_is(Annotated[float, Field(ge=0)] | None,  # type: ignore[valid-type]
                     "Absolute balance: minutes or credits (not for unlimited)")
@@ -1029,7 +1029,8 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
             return inline({**defs[node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}})
         return {k: inline(v) for k, v in node.items() if not (k == "default" and v is None)}
 
-    return inline(schema)
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 #: JSON Schema keywords OpenAPI 3.0 does not have (``examples`` becomes ``example``).
@@ -1075,4 +1076,5 @@ def openapi_schema(model: type[BaseModel], *, lenient: Sequence[str] = ()) -> di
             out.pop("enum", None)
         return out
 
-    return convert(json_schema(model))
+    converted: dict[str, Any] = convert(json_schema(model))
+    return converted

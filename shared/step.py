@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
 
@@ -24,11 +24,13 @@ from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
 from shared.dnc import DncStore
-from shared.jobs import JobStore
+from shared.jobs import JobStore, Lease
 from shared.reasons import Reason
 from shared.records import Job
 from shared.slots import Slots
 from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
+
+T = TypeVar("T")
 
 
 @dataclass(kw_only=True)
@@ -51,7 +53,8 @@ class Step:
     history: ContactHistory
     timing: Timing = field(default_factory=Timing)
     #: Active batches per account and account limits, reused for a second (real time) by the hot path.
-    _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
+    _recent: TTLCache[str, Any] = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S),
+                                        repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
@@ -63,10 +66,10 @@ class Step:
                        provider=lambda: self.provider, policy=self._policy, clock=self.clock, config=self.config,
                        timing=self.timing)
 
-    def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
+    def _remembered(self, key: str, load: Callable[[], T]) -> T:
         with self._recent_lock:
             if key in self._recent:
-                return self._recent[key]
+                return cast(T, self._recent[key])  # what ``load`` gave for this key
         value = load()
         with self._recent_lock:
             self._recent[key] = value
@@ -149,7 +152,7 @@ class Step:
             cached = self.cache.get(job.batch_id)
         return stopped_in(cached)
 
-    def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _cancel(self, job_id: str, reason: Reason, own: Lease) -> dict[str, Any] | None:
         """The job is ``cancelled`` with ``reason`` (one conditional transition: ``own`` names the states and the
         lease it must hold); the job store's rule for final states sets ``finished_at`` and drops the rest."""
         return self.jobs.cancel(job_id, reason, **own)
