@@ -13,6 +13,7 @@ import pytz
 from shared import attempts as attempt_states
 from shared import metrics, states
 from shared.attempts import attempt_id
+from shared.batch_cache import CachedBatch
 from shared.billing import Billing, Reservation, ReservationStatus
 from shared.call_settings import CallSettings
 from shared.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
@@ -21,6 +22,7 @@ from shared.contact_history import DAY_MS
 from shared.contact_policy import Touch, capped_until, contact_keys
 from shared.decisions import (
     BalanceStep,
+    DialDecision,
     DialResult,
     DialStep,
     balance_now_covers,
@@ -142,7 +144,7 @@ class Dial(Step):
             fail_round(self.jobs, job_id, reason, settings, job=current, **own)
         return decision.step
 
-    def _log_decision(self, job: Job, cached: Any, decision: Any, now: Any) -> None:
+    def _log_decision(self, job: Job, cached: CachedBatch | None, decision: DialDecision, now: datetime) -> None:
         """One line per dial decision, as the original worker wrote: the settings used (the batch's, or the
         defaults when it has none), the window's verdict and why, what the create would send (ring timeout,
         max duration), and which attempt of how many, and how many numbers a do-not-call list passed over.
@@ -157,7 +159,7 @@ class Dial(Step):
         }
         phone = job.phone_at(decision.phone_index if decision.phone_index is not None else job.phone_index)
         fields["to"] = mask_phone(phone)
-        if decision.step == DialStep.OUTSIDE_WINDOW:
+        if decision.step == DialStep.OUTSIDE_WINDOW and decision.reason:
             fields.update(window="closed", window_reason=decision.reason.text(self._lang()))
         elif decision.step in (DialStep.PROCEED, DialStep.MAX_ATTEMPTS) and settings is not None:
             zones = resolve_timezones(settings, phone, contact_timezone=job.contact.timezone,
@@ -180,7 +182,7 @@ class Dial(Step):
             return frozenset()
         return self.dnc.listed(job.account_id, list(job.contact.phones))
 
-    def _place_call(self, job: Job, cached: Any, phone_index: int, lease_owner: str, *,
+    def _place_call(self, job: Job, cached: CachedBatch | None, phone_index: int, lease_owner: str, *,
                     dnc_read_at: float | None = None) -> DialStep | DialResult:
         """Claim the job (``queued -> dialing``), take its balance hold and slot, record the attempt, create the call.
 
@@ -224,6 +226,7 @@ class Dial(Step):
             self.calls.give_back(won, aid, turn=False)  # the turn was refused: none to forget
             return refused
 
+        assert cached is not None  # the decision to dial read the batch
         batch = cached.doc
         attempt = {
             "_id": aid, "job_id": job_id, "batch_id": job.batch_id, "account_id": account_id,
@@ -281,7 +284,7 @@ class Dial(Step):
               reason=why.text(self._lang()), reason_code=why.code)
         return DialResult.CAPPED
 
-    def _insufficient_balance(self, job: Job, settings: CallSettings, reservation: Any,
+    def _insufficient_balance(self, job: Job, settings: CallSettings, reservation: Reservation,
                               own: Lease) -> DialStep | DialResult:
         """Balance held by calls in progress: dial again after ``no_slot_retry_s``, like a full slot pool. Not
         enough balance: the batch's ``on_insufficient_balance`` (fail the contact, or park it until a top-up)."""
