@@ -197,8 +197,8 @@ def validate_account_id(account_id: object) -> str:
 class AccountStore:
     """Accounts in the ``accounts`` collection."""
 
-    def __init__(self, db: Database, *, clock: Clock, config: Config) -> None:
-        self.coll: Collection = db[ACCOUNTS]
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config) -> None:
+        self.coll: Collection[dict[str, Any]] = db[ACCOUNTS]
         self.clock = clock
         self.config = config
 

@@ -30,6 +30,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import Clock
 from shared.mongo import ATTEMPTS
 from shared.reasons import Reason, clip
+from shared.records import Job
 from shared.states import AttemptState
 
 # The attempt states (:class:`shared.states.AttemptState`, its moves in :data:`shared.states.ATTEMPT_TRANSITIONS`).
@@ -41,9 +42,10 @@ ORPHANED = AttemptState.ORPHANED
 OPEN = (DIALING, IN_CALL)
 
 
-def attempt_id(job: Mapping[str, Any], phone_index: int) -> str:
-    """The id of the attempt the job's next dial makes."""
-    return f"{job['_id']}:r{int(job.get('tries', 0)) + 1}:p{phone_index}:d{int(job.get('dials', 0)) + 1}"
+def attempt_id(job: Job | Mapping[str, Any], phone_index: int) -> str:
+    """The id of the attempt the job's next dial makes (``job``: the job, or its document)."""
+    job = Job.of(job)
+    return f"{job.id}:r{job.tries + 1}:p{phone_index}:d{job.dials + 1}"
 
 
 class AttemptStore:

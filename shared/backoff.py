@@ -9,7 +9,7 @@ from collections.abc import Callable
 def capped_exponential(attempt: int, *, base: float, cap: float, jitter: Callable[[], float] | None = None) -> float:
     """``base`` doubled ``attempt`` times (a negative ``attempt`` counts as 0), at most ``cap``; then, when
     ``jitter`` is given, multiplied by the factor it draws (read once, after the cap)."""
-    wait = min(cap, base * 2 ** max(0, attempt))
+    wait: float = min(cap, base * 2.0 ** max(0, attempt))
     if jitter is not None:
         wait *= jitter()
     return wait

@@ -81,9 +81,10 @@ def _spec(name: str) -> FieldSpec:
     info = CallSettingsShape.model_fields[name]
     bounds = bounds_of(CallSettingsShape, name)
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    unit = extra.get("x-unit")
     return FieldSpec(name=name, description=info.description or "", example=(info.examples or [None])[0],
                      bounds=bounds, integer=bounds is not None and all(isinstance(b, int) for b in bounds),
-                     unit=extra.get("x-unit"))  # type: ignore[arg-type]
+                     unit=unit if isinstance(unit, str) else None)
 
 
 #: Every field of ``call_settings``, in the order the documentation lists them (read from the model).
@@ -202,7 +203,8 @@ class CallSettings:
 
     def to_document(self) -> dict[str, Any]:
         """The dict to store: what the operator set, normalised, nothing filled in."""
-        return _copy(self.document)
+        stored: dict[str, Any] = _copy(self.document)
+        return stored
 
 
 def _copy(value: Any) -> Any:

@@ -33,6 +33,7 @@ import pytz
 
 from shared.errors import ValidationError
 from shared.reasons import Reason, because
+from shared.records import Contact
 from shared.shapes import COUNT_RANGE, DAYS_RANGE, ContactPolicyShape, MaxCallsShape, validate_shape
 
 #: Fields of ``contact_policy`` and of its ``max_calls`` (declared by :class:`shared.shapes.ContactPolicyShape`).
@@ -133,10 +134,11 @@ class Touch:
                    ended_ms=ms("e"))
 
 
-def contact_keys(contact: Mapping[str, Any], phone: str) -> list[str]:
-    """The keys a call to ``phone`` counts against: the number, and the contact's ``external_id`` if any."""
+def contact_keys(contact: Contact | Mapping[str, Any], phone: str) -> list[str]:
+    """The keys a call to ``phone`` counts against: the number, and the contact's ``external_id`` if any
+    (``contact``: a job's contact, or its document)."""
     keys = [f"n:{phone}"]
-    external = contact.get("external_id")
+    external = contact.external_id if isinstance(contact, Contact) else contact.get("external_id")
     if external not in (None, ""):
         keys.append(f"x:{external}")
     return keys
@@ -155,7 +157,8 @@ def day_start(day: date, zone: Any) -> datetime:
         local = zone.localize(naive, is_dst=False)   # the offset before the gap: the instant the day begins
     except pytz.AmbiguousTimeError:
         local = zone.localize(naive, is_dst=True)    # the first of the two midnights
-    return local.astimezone(UTC)
+    day_begins: datetime = local.astimezone(UTC)
+    return day_begins
 
 
 #: While a call to the person may still be going, the contact is decided again this often (simulated).

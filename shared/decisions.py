@@ -22,6 +22,7 @@ from shared.config import DEFAULT_PIPELINE_SAFETY_POLL_S, Config
 from shared.errors import DialAborted
 from shared.outcomes import EFFECTS, Effect, Outcome
 from shared.reasons import Reason, because
+from shared.records import Job
 
 
 class DialStep(StrEnum):
@@ -77,34 +78,31 @@ class DialDecision:
     dnc_skipped: int = 0
 
 
-def first_dialable_phone(job: Mapping[str, Any], listed: Collection[str] = frozenset()) -> int | None:
+def first_dialable_phone(job: Job | Mapping[str, Any], listed: Collection[str] = frozenset()) -> int | None:
     """``phone_index`` or the next phone after it neither known invalid nor in ``listed`` (the contact's
-    numbers on a do-not-call list); None when none is left."""
-    phones = job["contact"]["phones"]
-    bad = set(job.get("invalid_phones", []))
-    start = int(job.get("phone_index", 0))
-    return next((i for i in range(start, len(phones)) if i not in bad and phones[i] not in listed), None)
+    numbers on a do-not-call list); None when none is left. ``job``: the job, or its document."""
+    job = Job.of(job)
+    phones, bad = job.contact.phones, job.invalid_phones
+    return next((i for i in range(job.phone_index, len(phones)) if i not in bad and phones[i] not in listed), None)
 
 
 def _max_attempts_reason(settings: CallSettings) -> Reason:
     return because("max_attempts", limit=settings.max_attempts)
 
 
-def _no_phone_left(job: Mapping[str, Any], listed: Collection[str], settings: CallSettings) -> DialDecision:
+def _no_phone_left(job: Job, listed: Collection[str], settings: CallSettings) -> DialDecision:
     """No number is left to dial from ``phone_index`` on: why, and what happens to the contact."""
-    phones = job["contact"]["phones"]
-    bad = set(job.get("invalid_phones", []))
+    phones, bad = job.contact.phones, job.invalid_phones
     valid = [i for i in range(len(phones)) if i not in bad]
     if not valid:
         return DialDecision(DialStep.NO_PHONE, because("no_valid_phone"))
     if all(phones[i] in listed for i in valid):
         return DialDecision(DialStep.DO_NOT_CALL, because("do_not_call"),
                             dnc_skipped=len({phones[i] for i in valid}))
-    start = int(job.get("phone_index", 0))
-    remaining = [i for i in valid if i >= start]
+    remaining = [i for i in valid if i >= job.phone_index]
     if not any(phones[i] in listed for i in remaining):
         return DialDecision(DialStep.NO_PHONE, because("no_valid_phone"))  # not reached: decide_next_phone moves on
-    if int(job.get("tries", 0)) >= settings.max_attempts:
+    if job.tries >= settings.max_attempts:
         return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings))
     return DialDecision(DialStep.DNC_ROUND_END, because("dnc_round_end"), dnc_skipped=len(remaining))
 
@@ -138,13 +136,13 @@ def _batch_refuses(batch: Mapping[str, Any] | None, settings_error: str | None) 
     return None
 
 
-def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
+def decide_dial(job: Job | Mapping[str, Any] | None, *, lease_owner: str, batch: Mapping[str, Any] | None,
                 settings: CallSettings, settings_error: str | None, now: datetime,
                 lang: str = "en", guard: timedelta = timedelta(0),
                 early: timedelta = timedelta(0), listed: Collection[str] = frozenset()) -> DialDecision:
     """Steps 1-3 and the phone pick of the original worker's ``process()``, in its order.
 
-    :param job: the job document as read now (None if it vanished).
+    :param job: the job as read now (or its document; None if it vanished).
     :param lease_owner: the lease token the dial message carries.
     :param batch: the batch document (None when it does not exist).
     :param settings: the batch's parsed call_settings (the defaults when it has none).
@@ -163,9 +161,12 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
         (``DO_NOT_CALL``, terminal); when the round's remaining numbers are all listed but an earlier one
         was not, the round ends as a failed round (``DNC_ROUND_END``, bounded by ``max_attempts``).
     """
-    if job is None or job.get("status") != states.QUEUED or job.get("lease_owner") != lease_owner:
+    if job is None:
         return DialDecision(DialStep.STALE)
-    due = job.get("next_try_at")
+    job = Job.of(job)
+    if job.status != states.QUEUED or job.lease_owner != lease_owner:
+        return DialDecision(DialStep.STALE)
+    due = job.next_try_at
     if due is not None and int(due) > to_ms(now + early):
         return DialDecision(DialStep.EARLY, next_try_at=from_ms(int(due)))
     refused = _batch_refuses(batch, settings_error)
@@ -174,26 +175,25 @@ def decide_dial(job: Mapping[str, Any] | None, *, lease_owner: str, batch: Mappi
     phone_index = first_dialable_phone(job, listed)
     if phone_index is None:
         return _no_phone_left(job, listed, settings)
-    skipped = sum(1 for i in range(int(job.get("phone_index", 0)), phone_index)
-                  if job["contact"]["phones"][i] in listed)
-    contact = job["contact"]
-    phone = contact["phones"][phone_index]
-    allowed, closed = is_allowed_time(settings, now, phone, contact_timezone=contact.get("timezone"), lang=lang)
+    contact = job.contact
+    skipped = sum(1 for i in range(job.phone_index, phone_index) if contact.phones[i] in listed)
+    phone = contact.phones[phone_index]
+    allowed, closed = is_allowed_time(settings, now, phone, contact_timezone=contact.timezone, lang=lang)
     why = because("outside_window", why=closed)
     after = now
     if allowed and guard > timedelta(0):
-        allowed, closing = is_allowed_time(settings, now + guard, phone, contact_timezone=contact.get("timezone"),
+        allowed, closing = is_allowed_time(settings, now + guard, phone, contact_timezone=contact.timezone,
                                            lang=lang)
         if not allowed:
             after = now + guard
             why = because("window_closing", seconds=guard.total_seconds(), why=because("outside_window", why=closing))
     if not allowed:
         try:
-            at = next_allowed_time(settings, after, phone, contact_timezone=contact.get("timezone"))
+            at = next_allowed_time(settings, after, phone, contact_timezone=contact.timezone)
         except NoAllowedTime as exc:
             return DialDecision(DialStep.NO_WINDOW, because("no_window", error=str(exc)))
         return DialDecision(DialStep.OUTSIDE_WINDOW, why, next_try_at=at, dnc_skipped=skipped)
-    if int(job.get("tries", 0)) >= settings.max_attempts:
+    if job.tries >= settings.max_attempts:
         return DialDecision(DialStep.MAX_ATTEMPTS, _max_attempts_reason(settings))
     return DialDecision(DialStep.PROCEED, phone_index=phone_index, dnc_skipped=skipped)
 
@@ -349,13 +349,16 @@ class ReconcileDecision:
     reason: Reason | None = None
 
 
-def decide_reconcile_job(job: Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision | None:
+def decide_reconcile_job(job: Job | Mapping[str, Any] | None, *, lease_owner: str) -> ReconcileDecision | None:
     """What the reconcile does with the job as read now, before its attempt is read: nothing (``STALE``) unless it
     is ``dialing`` under ``lease_owner``; not placed when the dial stopped before it named an attempt; None: read
     the attempt (:func:`decide_reconcile_attempt`)."""
-    if job is None or job.get("status") != states.DIALING or job.get("lease_owner") != lease_owner:
+    if job is None:
         return ReconcileDecision(ReconcileStep.STALE)
-    if not job.get("attempt_id"):
+    job = Job.of(job)
+    if job.status != states.DIALING or job.lease_owner != lease_owner:
+        return ReconcileDecision(ReconcileStep.STALE)
+    if not job.attempt_id:
         return ReconcileDecision(ReconcileStep.NOT_PLACED, because("dial_interrupted_before_attempt"))
     return None
 
@@ -469,8 +472,9 @@ class JobWrite:
     where: Mapping[str, Any] = field(default_factory=dict)
 
 
-def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int, config: Config,
-                        outcome: str | None = None, changes: Mapping[str, Any] | None = None) -> JobWrite:
+def decide_failed_round(job: Job | Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int,
+                        config: Config, outcome: str | None = None,
+                        changes: Mapping[str, Any] | None = None) -> JobWrite:
     """A round ended without reaching the contact: ``tries`` + 1, and ``retry_wait`` for the retry delay (of
     ``outcome``, the outcome of the call that ended the round, when a call did), the next round starting from
     the first phone. When that round was the last one ``max_attempts`` allows, the job fails now
@@ -480,9 +484,10 @@ def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSe
     :param changes: further fields to write with it (those of :func:`decide_next_phone`).
     The reason is written in ``config.lang`` (``last_error``) and as its code (see :mod:`shared.reasons`).
     """
-    tries = int(job.get("tries", 0)) + 1
+    job = Job.of(job)
+    tries = job.tries + 1
     limit = settings.max_attempts
-    where = {"tries": job.get("tries", 0)}
+    where = {"tries": job.tries}
     if tries >= limit:
         return JobWrite(states.FAILED, where=where,
                         set_={**(changes or {}), "tries": tries,
@@ -494,8 +499,8 @@ def decide_failed_round(job: Mapping[str, Any], reason: Reason, settings: CallSe
                           "next_try_at": now_ms + int(delay.total_seconds() * 1000)})
 
 
-def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int, config: Config,
-                      invalid: bool = False, outcome: str | None = None) -> JobWrite:
+def decide_next_phone(job: Job | Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int,
+                      config: Config, invalid: bool = False, outcome: str | None = None) -> JobWrite:
     """The current phone did not reach the contact: the next one, now.
 
     ``invalid=True`` marks the current number as never to be dialed again. The next phone is the next index
@@ -503,12 +508,13 @@ def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSett
     failed round (:func:`decide_failed_round`, with the delay of ``outcome``); when every number is invalid the
     job fails for good (``no_valid_phone_after``: "no valid phone number: reason").
     """
-    phones = job["contact"]["phones"]
-    index = int(job.get("phone_index", 0))
-    bad = set(job.get("invalid_phones", []))
+    job = Job.of(job)
+    phones = job.contact.phones
+    index = job.phone_index
+    bad = set(job.invalid_phones)
     if invalid:
         bad.add(index)
-    where = {"phone_index": index, "tries": job.get("tries", 0)}
+    where = {"phone_index": index, "tries": job.tries}
     changes: dict[str, Any] = {"invalid_phones": sorted(bad), "free_retries": 0}
     if len(bad) >= len(phones):
         return JobWrite(states.FAILED, where=where,
@@ -523,7 +529,7 @@ def decide_next_phone(job: Mapping[str, Any], reason: Reason, settings: CallSett
                           **reason.fields(config.lang)})
 
 
-def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
+def decide_after_call(job: Job | Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
                       now_ms: int, config: Config, stopped: Reason | None = None) -> JobWrite | None:
     """The job's next state after its call ended with ``outcome`` (``reason``: the outcome and the provider's
     word): completed, the next phone, or a failed round, by the outcome's :class:`~shared.outcomes.Effect`. None
@@ -536,10 +542,11 @@ def decide_after_call(job: Mapping[str, Any], outcome: Outcome, reason: Reason, 
         that ends the contact for good (its last round, its last valid number) still fails it: a final state says
         what happened to the contact, and those happened.
     """
+    job = Job.of(job)
     effect = EFFECTS[outcome]
     # Every write holds the call that ended: the job may have gone on to another call since it was read (in
     # the same round and on the same number, after a free retry).
-    this_call = {"call_id": job["call_id"]}
+    this_call = {"call_id": job.call_id}
     if effect == Effect.COMPLETE:
         return JobWrite(states.COMPLETED, {"outcome": outcome.value}, where=this_call)
     change: JobWrite | None = None

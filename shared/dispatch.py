@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
 from shared import metrics, states
 from shared.clock import from_ms
 from shared.decisions import dispatch_order, fair_share
+from shared.records import Job
 from shared.step import Step
 from shared.timing import DISPATCH_LOCK_MS
+
+if TYPE_CHECKING:
+    from shared.decisions import DialResult, DialStep
 
 
 class Dispatch(Step):
     """Claims due jobs and sends their dial messages."""
+
+    if TYPE_CHECKING:  # the dial step's entry point (:class:`shared.dial.Dial`; the pipeline has both)
+        def dial(self, job_id: str, lease_owner: str, *,
+                 job: Job | Mapping[str, Any] | None = None) -> DialStep | DialResult: ...
 
     @metrics.step("dispatch")
     def schedule_due(self, account_id: str | None = None) -> int:
@@ -86,17 +95,19 @@ class Dispatch(Step):
             return 0
         horizon = self._sim(self.timing.horizon_s)
         empty: set[str] = set()
-        job = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
+        claimed = self.jobs.claim_next(lease=horizon + self._sim(self.timing.queued_lease_s), horizon=horizon,
                                    batch_ids=active[account_id], account_id=account_id, among=among, empty=empty)
         for state in empty:
             self._remember(f"none-due:{account_id}:{state}", True)
-        if job is None:
+        if claimed is None:
             return 0
-        delay_ms = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
+        job = Job.from_doc(claimed)
+        owner = str(job.lease_owner)  # the owner the claim wrote
+        delay_ms = self.clock.real_delay_ms(from_ms(job.next_try_at or 0))
         if delay_ms > 0:
-            self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay_ms)
+            self.sender.dial(job.id, owner, delay_ms=delay_ms)
         else:
-            self.dial(job["_id"], job["lease_owner"], job=job)
+            self.dial(job.id, owner, job=job)
         return 1
 
     def _dispatch_account(self, account_id: str, batch_ids: list[str], *, cap: int) -> int:
@@ -121,9 +132,9 @@ class Dispatch(Step):
             lease = horizon + self._sim(self.timing.queued_lease_s)
             claimed = self.jobs.claim_due(limit=budget, lease=lease, horizon=horizon, batch_ids=batch_ids,
                                           account_id=account_id)
-            for job in claimed:
-                delay = self.clock.real_delay_ms(from_ms(job["next_try_at"]))
-                self.sender.dial(job["_id"], job["lease_owner"], delay_ms=delay)
+            for job in map(Job.from_doc, claimed):
+                delay = self.clock.real_delay_ms(from_ms(job.next_try_at or 0))
+                self.sender.dial(job.id, str(job.lease_owner), delay_ms=delay)
             return len(claimed)
         finally:
             with contextlib.suppress(LockError):  # expired and maybe taken by another process: not ours to delete

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from shared.reasons import Reason, because
@@ -182,7 +183,7 @@ class DialAborted(OutdialError):
     :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
     """
 
-    def __init__(self, kind: str, reason: Reason | str, *, next_try_at: object = None) -> None:
+    def __init__(self, kind: str, reason: Reason | str, *, next_try_at: datetime | None = None) -> None:
         reason = reason if isinstance(reason, Reason) else because("text", text=reason)
         super().__init__(reason.text())
         self.kind = kind

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import metrics, states
 from shared.call_settings import CallSettings, choose_retry_delay
@@ -13,6 +13,7 @@ from shared.decisions import decide_after_call
 from shared.logs import event, get_logger
 from shared.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.reasons import Reason
+from shared.records import Job
 from shared.retell import Call
 from shared.rounds import write
 from shared.step import Step
@@ -23,8 +24,11 @@ log = get_logger(__name__)
 class Finalize(Step):
     """``finalize``: shared by the poll actor and the webhook handler."""
 
+    if TYPE_CHECKING:  # the refill's entry point (:class:`shared.dispatch.Dispatch`; the pipeline has both)
+        def refill(self, account_id: str) -> int: ...
+
     @metrics.step("finalize")
-    def finalize(self, job_id: str, call: Call, *, job: Mapping[str, Any] | None = None,
+    def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
                  lease_owner: str | None = None, source: str = "poll", refill: bool = True) -> str:
         """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op.
 
@@ -33,19 +37,20 @@ class Finalize(Step):
         :param refill: dial the account's next due job in this thread once the slot is free (a caller that
             answers someone first, the webhook handler, refills after answering).
         """
-        if job is None or job.get("_id") != job_id:
-            job = self.jobs.get(job_id)
-        if job is None or job.get("status") != states.IN_CALL or job.get("call_id") != call.call_id:
+        current = self._job(job_id, job)
+        if current is None or current.status != states.IN_CALL or current.call_id != call.call_id:
             return "duplicate"
-        aid = job["attempt_id"]
-        cached = self.cache.get(job["batch_id"])
+        job = current
+        aid = job.attempt_id
+        assert aid is not None  # a job in a call, by its attempt
+        cached = self.cache.get(job.batch_id)
         settings = self._settings_in(cached)
         duration_ms = int(call.duration_ms or 0)
         connected = call.start_timestamp_ms is not None and duration_ms > 0
         outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
         reason = call_reason(outcome, call.disconnection_reason)
         charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
-                  if job.get("reserved", 1) else 0)  # nothing was reserved: an unlimited plan
+                  if job.reserved else 0)  # nothing was reserved: an unlimited plan
         self.attempts.end(aid, {
             "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
@@ -55,7 +60,7 @@ class Finalize(Step):
                           conversation=connected and outcome != Outcome.VOICEMAIL)
         stopped = self._stopped(job, cached=cached)
         applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped)
-        self.slots.release(job["account_id"], aid)
+        self.slots.release(job.account_id, aid)
         if applied is None:
             return "duplicate"
         metrics.CALLS.labels(outcome.value).inc()
@@ -67,39 +72,37 @@ class Finalize(Step):
         event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
               status=applied.get("status"), **fields)
         if refill:
-            self.refill(job["account_id"])
+            self.refill(job.account_id)
         return outcome.value
 
-    def _finish_turn(self, job: Mapping[str, Any], aid: str, ended_ms: int, *, conversation: bool) -> None:
+    def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool) -> None:
         """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
         days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
         webhook)."""
-        policy = self._policy(job["account_id"])
+        policy = self._policy(job.account_id)
         if policy is None:
             return
-        phones = job["contact"]["phones"]
-        phone = phones[min(int(job.get("phone_index", 0)), len(phones) - 1)]
-        self.history.finish(job["account_id"], contact_keys(job["contact"], phone), aid, ended_ms,
+        self.history.finish(job.account_id, contact_keys(job.contact, job.phone), aid, ended_ms,
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
-    def _apply_outcome(self, job: Mapping[str, Any], outcome: Outcome, reason: Reason, settings: CallSettings, *,
+    def _apply_outcome(self, job: Job, outcome: Outcome, reason: Reason, settings: CallSettings, *,
                        stopped: Reason | None) -> dict[str, Any] | None:
         """Move the job on (:func:`~shared.decisions.decide_after_call`). ``stopped``: why its batch lets no job
         wait any more (cancelled while the call went on), or None; the job is then cancelled rather than left
         waiting where no dispatch looks."""
-        job_id = job["_id"]
-        common = {"expected": (states.IN_CALL,)}
+        job_id = job.id
+        expected = (states.IN_CALL,)
         change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
                                    config=self.jobs.config, stopped=stopped)
         if change is not None:
             if EFFECTS[outcome] == Effect.HOLD:
                 # The workspace cannot call, whatever this batch does.
                 self.calls.hold_batches(job, reason, batch_id=None)
-            return write(self.jobs, job_id, change, **common)
-        own = {**common, "where": {"call_id": job["call_id"]}}
+            return write(self.jobs, job_id, change, expected=expected)
+        this_call = {"call_id": job.call_id}
         if EFFECTS[outcome] == Effect.HOLD:
-            return self.calls.hold(job, reason, batch_id=None, own=own)
-        return self.calls.free_retry(job, reason, own)
+            return self.calls.hold(job, reason, batch_id=None, expected=expected, where=this_call)
+        return self.calls.free_retry(job, reason, expected=expected, where=this_call)
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

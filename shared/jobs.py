@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -144,6 +144,14 @@ def duplicate_problem(contact: Contact) -> tuple[str, str]:
                       "batch; not imported again (give each debt its own external_id to import both)")
 
 
+class Lease(TypedDict):
+    """What a named transition requires of a job this process holds (each key is the transition's keyword
+    argument): the states it may be in and the lease token it must carry."""
+
+    expected: Sequence[str]
+    lease_owner: str
+
+
 class JobStore:
     """Jobs of every batch in the ``jobs`` collection.
 
@@ -152,9 +160,9 @@ class JobStore:
     :param config: defaults for retries.
     """
 
-    def __init__(self, db: Database, *, clock: Clock, config: Config) -> None:
+    def __init__(self, db: Database[dict[str, Any]], *, clock: Clock, config: Config) -> None:
         self.db = db
-        self.coll: Collection = db[JOBS]
+        self.coll: Collection[dict[str, Any]] = db[JOBS]
         self.clock = clock
         self.config = config
 
@@ -247,11 +255,11 @@ class JobStore:
         return self.coll.find_one({"call_id": call_id})
 
     def calling(self) -> Iterator[dict[str, Any]]:
-        """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): account, attempt and
-        lease end of each."""
+        """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): state, account, attempt
+        and lease end of each."""
         for status in (states.DIALING, states.IN_CALL):
             yield from self.coll.find({"status": {"$eq": status}},
-                                      {"account_id": 1, "attempt_id": 1, "lease_until": 1})
+                                      {"status": 1, "account_id": 1, "attempt_id": 1, "lease_until": 1})
 
     def batches_with_open_jobs(self, batch_ids: Sequence[str]) -> set[str]:
         """Those of ``batch_ids`` that have a job not final yet."""

@@ -13,6 +13,7 @@ from shared import metrics, states
 from shared.coordination import BILLING_REPAIR, POOL_REFRESH
 from shared.errors import ProviderError
 from shared.logs import event, get_logger
+from shared.records import Attempt, Job
 from shared.step import Step
 from shared.timing import SLOTS_REBUILD_LOCK_S
 
@@ -61,15 +62,16 @@ class Maintenance(Step):
     def recover_expired(self, *, limit: int = 1000) -> int:
         """Take over jobs whose lease expired: re-dispatch, re-poll or reconcile — never dial blindly."""
         taken = self.jobs.claim_expired(limit=limit, lease=self._sim(self.timing.dialing_lease_s))
-        for job in taken:
-            metrics.RECOVERED.labels(job["status"]).inc()
-            event(log, "lease_recovered", job_id=job["_id"], state=job["status"])
-            if job["status"] == states.QUEUED:
-                self.sender.dial(job["_id"], job["lease_owner"])
-            elif job["status"] == states.IN_CALL:
-                self.sender.poll(job["_id"], job["lease_owner"], job.get("call_id", ""), 0)
+        for job in map(Job.from_doc, taken):
+            owner = str(job.lease_owner)  # the new owner the claim wrote
+            metrics.RECOVERED.labels(job.status).inc()
+            event(log, "lease_recovered", job_id=job.id, state=job.status)
+            if job.status == states.QUEUED:
+                self.sender.dial(job.id, owner)
+            elif job.status == states.IN_CALL:
+                self.sender.poll(job.id, owner, job.call_id or "", 0)
             else:
-                self.sender.reconcile(job["_id"], job["lease_owner"])
+                self.sender.reconcile(job.id, owner)
         return len(taken)
 
     def start_safety_polls(self, *, limit: int = 1000) -> int:
@@ -77,10 +79,10 @@ class Maintenance(Step):
         timeout plus a margin): start the polls of those calls, each by one process."""
         started = 0
         now_ms = self.clock.now_ms()
-        for job in self.jobs.due_safety_polls(limit=limit, now_ms=now_ms):
-            owner = job.get("lease_owner")
-            if owner and self.jobs.take_safety_poll(job["_id"], owner, now_ms=now_ms):
-                self.sender.poll(job["_id"], owner, job.get("call_id", ""), 0)
+        for job in map(Job.from_doc, self.jobs.due_safety_polls(limit=limit, now_ms=now_ms)):
+            owner = job.lease_owner
+            if owner and self.jobs.take_safety_poll(job.id, owner, now_ms=now_ms):
+                self.sender.poll(job.id, owner, job.call_id or "", 0)
                 started += 1
         if started:
             metrics.SAFETY_POLLS.inc(started)
@@ -104,10 +106,10 @@ class Maintenance(Step):
     def rebuild_slots(self) -> None:
         """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
         held: dict[str, dict[str, int]] = {}
-        for job in self.jobs.calling():
-            if job.get("attempt_id"):
-                until = max(int(job.get("lease_until", 0)), self.clock.now_ms() + 60_000)
-                held.setdefault(job["account_id"], {})[job["attempt_id"]] = until
+        for job in map(Job.from_doc, self.jobs.calling()):
+            if job.attempt_id:
+                until = max(job.lease_until or 0, self.clock.now_ms() + 60_000)
+                held.setdefault(job.account_id, {})[job.attempt_id] = until
         self.slots.rebuild(held)
         event(log, "slots_rebuilt", accounts=len(held), calls=sum(len(v) for v in held.values()))
 
@@ -117,12 +119,13 @@ class Maintenance(Step):
         fixed = 0
         for res in self.billing.open_reservations(older_than_ms=older, limit=limit):
             aid = res.attempt_id
-            attempt = self.attempts.get(aid)
-            if attempt is None or attempt["state"] in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
+            doc = self.attempts.get(aid)
+            attempt = Attempt.from_doc(doc) if doc is not None else None
+            if attempt is None or attempt.state in (attempt_states.NOT_PLACED, attempt_states.ORPHANED):
                 self.billing.release(aid)
                 fixed += 1
-            elif attempt["state"] == attempt_states.ENDED:
-                self.billing.settle(aid, duration_ms=int(attempt.get("duration_ms") or 0))
+            elif attempt.state == attempt_states.ENDED:
+                self.billing.settle(aid, duration_ms=attempt.duration_ms)
                 fixed += 1
         return fixed
 

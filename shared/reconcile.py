@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from shared import attempts as attempt_states
 from shared import metrics, reasons, states
@@ -21,6 +19,7 @@ from shared.decisions import (
 from shared.errors import DialAborted, ProviderError
 from shared.logs import event, get_logger
 from shared.reasons import Reason, because
+from shared.records import Attempt, Job
 from shared.retell import Call
 from shared.rounds import fail_round
 from shared.slots import Acquired
@@ -43,61 +42,66 @@ class Reconcile(Step):
         it made, or makes it now, once); otherwise look it up by metadata, and declare it not placed
         only once nothing can still be on its way.
         """
-        job = self.jobs.get(job_id)
+        job = self._job(job_id)
         first = decide_reconcile_job(job, lease_owner=lease_owner)
         if first is not None and first.step == ReconcileStep.STALE:
             return "stale"
         assert job is not None  # decide_reconcile_job says STALE for a missing job
         if first is not None:  # NOT_PLACED: the dial stopped before it named its attempt
+            assert first.reason is not None  # a job not placed says why
             return self._not_placed(job, None, lease_owner, first.reason)
-        aid = job["attempt_id"]
+        aid = job.attempt_id
+        assert aid is not None  # decide_reconcile_job says NOT_PLACED for a job without an attempt
         attempt = self.attempts.get(aid)
         decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
         if decision.step == ReconcileStep.RECORD_NOT_PLACED:
             unrecorded = because("dial_interrupted_before_record").fields()
-            if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job["batch_id"],
-                                     "account_id": job["account_id"], "state": attempt_states.NOT_PLACED,
+            if self.attempts.insert({"_id": aid, "job_id": job_id, "batch_id": job.batch_id,
+                                     "account_id": job.account_id, "state": attempt_states.NOT_PLACED,
                                      "owner": lease_owner, "error": unrecorded.pop("last_error"), **unrecorded,
-                                     "phone_index": job.get("phone_index"), "round": int(job.get("tries", 0)) + 1}):
+                                     "phone_index": job.phone_index, "round": job.tries + 1}):
                 return self._not_placed(job, aid, lease_owner, because("dial_interrupted_before_provider"))
             attempt = self.attempts.get(aid)
             if attempt is None:
                 return "retry"
             decision = decide_reconcile_attempt(attempt, lease_owner=lease_owner)
         assert attempt is not None  # decide_reconcile_attempt says RECORD_NOT_PLACED for a missing attempt
+        held = Attempt.from_doc(attempt)
         if decision.step == ReconcileStep.NOT_PLACED:
+            assert decision.reason is not None  # an attempt not placed says why
             return self._not_placed(job, aid, lease_owner, decision.reason)
         if decision.step == ReconcileStep.FINISH_GIVE_UP:
             # A give-up ended the attempt and stopped before it moved the job: finish it under the current owner.
-            return self._finish_give_up(job, attempt, lease_owner)
+            return self._finish_give_up(job, held, lease_owner)
         if decision.step == ReconcileStep.KNOWN_CALL:
             metrics.RECONCILES.labels("known").inc()
-            return self.calls.record_call(job_id, aid, job["account_id"], self._known_call(attempt), lease_owner,
+            return self.calls.record_call(job_id, aid, job.account_id, self._known_call(held), lease_owner,
                                           self._settings_of(job))
         if decision.step == ReconcileStep.TAKE_OVER and not self.attempts.take_over(aid, lease_owner):
             # The attempt changed under us (another process recorded it meanwhile): look again, a moment later.
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.reconcile_retry_s * 1000))
             return "retry"
-        return self._replay_or_look_up(job, attempt, lease_owner)
+        return self._replay_or_look_up(job, held, lease_owner)
 
-    def _replay_or_look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+    def _replay_or_look_up(self, job: Job, attempt: Attempt, lease_owner: str) -> str:
         """The attempt is this lease token's and its outcome unknown: send it again while its key protects it,
         else (or when the check before the send stopped it) look it up."""
-        cached = self.cache.get(job["batch_id"])
-        age_real_s = self.clock.real_seconds((self.clock.now_ms() - int(attempt.get("created_at", 0))) / 1000)
+        cached = self.cache.get(job.batch_id)
+        age_real_s = self.clock.real_seconds((self.clock.now_ms() - attempt.created_at) / 1000)
+        settings = cached.settings if cached is not None else None
         step = decide_reconcile(age_real_s=age_real_s, replay_window_s=self.timing.replay_window_s,
-                                can_send=cached is not None and cached.settings is not None)
-        if step == ReconcileStep.REPLAY:
-            result = self._replay(job, attempt, lease_owner, cached.settings)
+                                can_send=settings is not None)
+        if step == ReconcileStep.REPLAY and settings is not None:
+            result = self._replay(job, attempt, lease_owner, settings)
             if result is not None:
                 return result
         return self._look_up(job, attempt, lease_owner)
 
-    def _replay(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str,
+    def _replay(self, job: Job, attempt: Attempt, lease_owner: str,
                 settings: CallSettings) -> str | None:
         """Send the attempt's create again with its key; None when the check before the send stopped it (then it
         is looked up instead)."""
-        job_id, aid, account_id = job["_id"], attempt["_id"], job["account_id"]
+        job_id, aid, account_id = job.id, attempt.id, job.account_id
         # A send again may make the call: like any dial it needs a slot. The attempt still holds its own unless its
         # lease ended (a long freeze, a long run of ambiguous answers); then it waits for a free one.
         slot = self.slots.acquire(account_id, aid, limit=self._limit(account_id), now_ms=self.clock.now_ms(),
@@ -108,7 +112,7 @@ class Reconcile(Step):
             metrics.RECONCILES.labels("no_slot").inc()
             self.sender.reconcile(job_id, lease_owner, delay_ms=int(self.timing.no_slot_retry_s * 1000))
             return "no_slot"
-        replays = int(attempt.get("replays", 0))
+        replays = attempt.replays
         wait_s = replay_delay_s(replays, base_s=self.timing.reconcile_retry_s)
         # The lease covers this send and the wait before the next one: this owner keeps the attempt meanwhile.
         lease_until = self._extend_dialing_lease(job_id, lease_owner, extra_s=wait_s)
@@ -125,23 +129,24 @@ class Reconcile(Step):
         metrics.RECONCILES.labels("replayed" if result == "dialed" else result).inc()
         return result
 
-    def _known_call(self, attempt: Mapping[str, Any]) -> Call:
-        return Call(call_id=attempt["call_id"], call_status="registered", to_number=attempt.get("to_number"))
+    def _known_call(self, attempt: Attempt) -> Call:
+        assert attempt.call_id is not None  # decide_reconcile_attempt says KNOWN_CALL for an attempt with a call
+        return Call(call_id=attempt.call_id, call_status="registered", to_number=attempt.to_number or None)
 
-    def _look_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str) -> str:
+    def _look_up(self, job: Job, attempt: Attempt, lease_owner: str) -> str:
         """Find the attempt's call by its metadata; not placed only once nothing can still be on its way."""
-        job_id, aid = job["_id"], attempt["_id"]
+        job_id, aid = job.id, attempt.id
         failed: ProviderError | None = None
         give_up_at: int | None = None
         try:
-            found = self.provider.find_calls_by_metadata(attempt["to_number"], "attempt_id", aid,
-                                                         since_ms=int(attempt.get("created_at", 0)) - 3_600_000,
+            found = self.provider.find_calls_by_metadata(attempt.to_number, "attempt_id", aid,
+                                                         since_ms=attempt.created_at - 3_600_000,
                                                          max_pages=self.timing.lookup_max_pages)
         except ProviderError as exc:  # the provider failed, or the number has too many calls to read them all
             metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             found, failed = [], exc
             give_up_at = self._attempt_deadline_ms(job, attempt) + self._sim_ms(self.timing.dialing_lease_s)
-        last_sent = max(int(attempt.get("created_at", 0)), int(attempt.get("last_sent_at") or 0))
+        last_sent = max(attempt.created_at, attempt.last_sent_at or 0)
         step = decide_look_up(found=bool(found), now_ms=self.clock.now_ms(), last_sent_ms=last_sent,
                               settle_ms=self._sim_ms(self.timing.dialing_lease_s + self.timing.reconcile_grace_s),
                               give_up_at_ms=give_up_at)
@@ -155,7 +160,7 @@ class Reconcile(Step):
         if step == LookUpStep.FOUND:
             metrics.RECONCILES.labels("found").inc()
             event(log, "reconciled_call_found", job_id=job_id, attempt_id=aid, call_id=found[0].call_id)
-            return self.calls.record_call(job_id, aid, job["account_id"], found[0], lease_owner, self._settings_of(job))
+            return self.calls.record_call(job_id, aid, job.account_id, found[0], lease_owner, self._settings_of(job))
         if step == LookUpStep.WAIT:
             metrics.RECONCILES.labels("retry").inc()
             self._extend_dialing_lease(job_id, lease_owner)
@@ -168,10 +173,10 @@ class Reconcile(Step):
         event(log, "reconciled_not_placed", job_id=job_id, attempt_id=aid)
         return self._not_placed(job, aid, lease_owner, because("provider_did_not_create"))
 
-    def _attempt_deadline_ms(self, job: Mapping[str, Any], attempt: Mapping[str, Any]) -> int:
-        return self.timing.attempt_deadline_ms(int(attempt.get("created_at", 0)), self._settings_of(job))
+    def _attempt_deadline_ms(self, job: Job, attempt: Attempt) -> int:
+        return self.timing.attempt_deadline_ms(attempt.created_at, self._settings_of(job))
 
-    def _give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, reason: Reason) -> str:
+    def _give_up(self, job: Job, attempt: Attempt, lease_owner: str, reason: Reason) -> str:
         """Past the attempt's deadline its call, if it ever existed, is over, and it still cannot be found:
         the attempt ends with an unknown outcome and counts (a failed round, the retry delay applies), so a
         person who may have been called is not called again at once, and the job does not wait forever.
@@ -179,32 +184,32 @@ class Reconcile(Step):
         The attempt is ended only while this lease token owns it; a process that dies (or a store that fails)
         after that, before the job moved, leaves an ended attempt without a call, which the next reconcile of the
         job (:meth:`_finish_give_up`) completes under whoever owns the job then."""
-        aid = attempt["_id"]
+        aid = attempt.id
         if not self.attempts.end(aid, {"outcome": "unknown", "finalized_by": "deadline", "charge": 0,
                                        "finalized_at": self.clock.now_ms(), "error": reason.text()[:300],
                                        "reason_code": reason.code, "reason_params": dict(reason.params)},
                                  owner=lease_owner):
             return "stale"
         metrics.RECONCILES.labels("given_up").inc()
-        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job["_id"], attempt_id=aid,
+        event(log, "reconcile_given_up", level=logging.WARNING, job_id=job.id, attempt_id=aid,
               reason=reason.text(self._lang())[:200], reason_code=reason.code)
         return self._finish_give_up(job, attempt, lease_owner, reason=reason)
 
-    def _finish_give_up(self, job: Mapping[str, Any], attempt: Mapping[str, Any], lease_owner: str, *,
+    def _finish_give_up(self, job: Job, attempt: Attempt, lease_owner: str, *,
                         reason: Reason | None = None) -> str:
         """The given-up attempt's slot and hold go back, and its job's round fails (each step idempotent)."""
-        aid = attempt["_id"]
+        aid = attempt.id
         self.calls.give_back(job, aid, turn=False)  # the call may have been made: it still counts
-        why = reason or reasons.of(attempt) or because("not_placed")
-        fail_round(self.jobs, job["_id"], because("create_unknown_past_deadline", why=why),
+        why = reason or reasons.of(attempt.doc) or because("not_placed")
+        fail_round(self.jobs, job.id, because("create_unknown_past_deadline", why=why),
                    self._settings_of(job), job=job, expected=(states.DIALING,), lease_owner=lease_owner)
         return "given_up"
 
-    def _not_placed(self, job: Mapping[str, Any], aid: str | None, lease_owner: str, reason: Reason) -> str:
+    def _not_placed(self, job: Job, aid: str | None, lease_owner: str, reason: Reason) -> str:
         """The attempt never reached the provider: give back its slot and hold, and the job is due again now."""
         if aid:
             self.calls.give_back(job, aid)
-        self.jobs.release(job["_id"], self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
+        self.jobs.release(job.id, self.clock.now(), reason, expected=(states.DIALING,), lease_owner=lease_owner)
         return "not_placed"
 
     def _extend_dialing_lease(self, job_id: str, lease_owner: str, *, extra_s: float = 0.0) -> int | None:

@@ -313,14 +313,14 @@ def _seconds_to_ms(name: str, seconds: float, bounds: tuple[int, int]) -> int:
     return clamped
 
 
-def build_create_body(*, from_number: str, to_number: str, agent_id: str | None = None,
+def build_create_body(*, from_number: str | None, to_number: str, agent_id: str | None = None,
                       dynamic_variables: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
                       ring_timeout_s: float | None = None, max_call_duration_s: float | None = None,
                       agent_override: Mapping[str, Any] | None = None,
                       idempotency_key: str | None = None) -> dict[str, Any]:
     """The JSON body of ``POST /v2/create-phone-call`` for outdial's call settings.
 
-    :param from_number: caller id, E.164.
+    :param from_number: caller id, E.164 (None, or an empty string, is refused with a ValueError).
     :param to_number: number to dial, E.164.
     :param agent_id: sent as ``override_agent_id``; None uses the from-number's agent.
     :param dynamic_variables: sent as ``retell_llm_dynamic_variables`` (see :func:`to_dynamic_variables`).
@@ -631,7 +631,7 @@ class RetellClient:
 
     # -- endpoints ---------------------------------------------------------------------------------
 
-    def create_phone_call(self, *, from_number: str, to_number: str, agent_id: str | None = None,
+    def create_phone_call(self, *, from_number: str | None, to_number: str, agent_id: str | None = None,
                           dynamic_variables: Mapping[str, Any] | None = None,
                           metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
                           max_call_duration_s: float | None = None,

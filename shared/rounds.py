@@ -12,6 +12,7 @@ from shared.call_settings import CallSettings
 from shared.decisions import JobWrite, decide_failed_round, decide_next_phone
 from shared.jobs import JobStore
 from shared.reasons import Reason
+from shared.records import Job
 
 
 def write(jobs: JobStore, job_id: str, change: JobWrite, *, expected: Sequence[str],
@@ -21,15 +22,16 @@ def write(jobs: JobStore, job_id: str, change: JobWrite, *, expected: Sequence[s
                                where=change.where, set_=change.set_, unset=change.unset)
 
 
-def _current(jobs: JobStore, job_id: str, job: Mapping[str, Any] | None,
-             expected: Sequence[str]) -> Mapping[str, Any] | None:
-    job = job if job is not None else jobs.get(job_id)
-    return job if job is not None and job["status"] in expected else None
+def _current(jobs: JobStore, job_id: str, job: Job | Mapping[str, Any] | None,
+             expected: Sequence[str]) -> Job | None:
+    doc = job if job is not None else jobs.get(job_id)
+    current = Job.of(doc) if doc is not None else None
+    return current if current is not None and current.status in expected else None
 
 
 def fail_round(jobs: JobStore, job_id: str, reason: Reason, call_settings: CallSettings, *,
                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-               job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
+               job: Job | Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
     """A failed round (:func:`~shared.decisions.decide_failed_round`): ``retry_wait``, or ``failed`` after the
     last round. ``job``, when the caller holds the current document, saves a read; ``outcome``: the outcome of
     the call that ended the round, if a call did."""
@@ -43,7 +45,7 @@ def fail_round(jobs: JobStore, job_id: str, reason: Reason, call_settings: CallS
 
 def next_phone(jobs: JobStore, job_id: str, reason: Reason, call_settings: CallSettings, *, invalid: bool = False,
                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-               job: Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
+               job: Job | Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
     """The current phone did not reach the contact (:func:`~shared.decisions.decide_next_phone`): the next
     phone now, a failed round when none is left, ``failed`` when every number is invalid."""
     current = _current(jobs, job_id, job, expected)

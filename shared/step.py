@@ -7,26 +7,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
 
 from shared.accounts import AccountStore
 from shared.attempts import AttemptStore
+from shared.batch_cache import CachedBatch
 from shared.batches import BatchStore
-from shared.call_ops import CallOps
-from shared.call_settings import CallSettings, default_call_settings
+from shared.billing import Billing
+from shared.call_ops import CallOps, settings_in, stopped_in
+from shared.call_settings import CallSettings
 from shared.clock import Clock
 from shared.config import Config
 from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
-from shared.decisions import batch_stopped
 from shared.dnc import DncStore
-from shared.jobs import JobStore
+from shared.jobs import JobStore, Lease
 from shared.reasons import Reason
+from shared.records import Job
 from shared.slots import Slots
 from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
+
+T = TypeVar("T")
 
 
 @dataclass(kw_only=True)
@@ -38,7 +42,7 @@ class Step:
     batches: BatchStore
     accounts: AccountStore
     cache: BatchSource
-    billing: Any
+    billing: Billing
     slots: Slots
     coordination: Coordination
     provider: Provider
@@ -49,18 +53,23 @@ class Step:
     history: ContactHistory
     timing: Timing = field(default_factory=Timing)
     #: Active batches per account and account limits, reused for a second (real time) by the hot path.
-    _recent: TTLCache = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S), repr=False)
+    _recent: TTLCache[str, Any] = field(default_factory=lambda: TTLCache(maxsize=4096, ttl=DEFAULT_RECENT_S),
+                                        repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def calls(self) -> CallOps:
-        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record)."""
-        return CallOps(self)
+        """What several steps do to a call attempt (give back what it holds, hold, free retry, create, record), over
+        this step's stores and clients (the provider as the step holds it at each use)."""
+        return CallOps(jobs=self.jobs, attempts=self.attempts, batches=self.batches, cache=self.cache,
+                       billing=self.billing, slots=self.slots, dnc=self.dnc, history=self.history, sender=self.sender,
+                       provider=lambda: self.provider, policy=self._policy, clock=self.clock, config=self.config,
+                       timing=self.timing)
 
-    def _remembered(self, key: str, load: Callable[[], Any]) -> Any:
+    def _remembered(self, key: str, load: Callable[[], T]) -> T:
         with self._recent_lock:
             if key in self._recent:
-                return self._recent[key]
+                return cast(T, self._recent[key])  # what ``load`` gave for this key
         value = load()
         with self._recent_lock:
             self._recent[key] = value
@@ -70,6 +79,16 @@ class Step:
         """Keep ``value`` under ``key`` for the same second as :meth:`_remembered`."""
         with self._recent_lock:
             self._recent[key] = value
+
+    def _job(self, job_id: str, given: Job | Mapping[str, Any] | None = None) -> Job | None:
+        """The job ``given`` when the caller just read it (it is not read again), else the job as read now (None
+        when it does not exist)."""
+        if given is not None:
+            job = Job.of(given)
+            if job.id == job_id:
+                return job
+        doc = self.jobs.get(job_id)
+        return None if doc is None else Job.from_doc(doc)
 
     def _account(self, account_id: str) -> Mapping[str, Any] | None:
         """The account document (re-read at most once a second)."""
@@ -115,27 +134,25 @@ class Step:
     def _lang(self) -> str:
         return self.config.lang
 
-    def _settings_of(self, job: Mapping[str, Any]) -> CallSettings:
-        """The job's batch settings, or the global defaults when the batch is gone or its settings no longer
-        validate."""
-        return self._settings_in(self.cache.get(job["batch_id"]))
+    def _settings_of(self, job: Job | Mapping[str, Any]) -> CallSettings:
+        """The job's (or job document's) batch settings, or the global defaults when the batch is gone or its
+        settings no longer validate."""
+        return self._settings_in(self.cache.get(Job.of(job).batch_id))
 
-    def _settings_in(self, cached: Any) -> CallSettings:
+    def _settings_in(self, cached: CachedBatch | None) -> CallSettings:
         """The settings of a batch cache entry, or the global defaults when there is no entry or its stored
         settings no longer validate (``cached.settings_error`` then says why)."""
-        if cached is not None and cached.settings is not None:
-            return cached.settings
-        return default_call_settings(self.config)
+        return settings_in(cached, self.config)
 
-    def _stopped(self, job: Mapping[str, Any], *, cached: Any = None) -> Reason | None:
+    def _stopped(self, job: Job, *, cached: CachedBatch | None = None) -> Reason | None:
         """Why the job's batch lets none of its jobs wait any more (cancelled, or gone: see
         :func:`~shared.decisions.batch_stopped`), as the batch cache knows it (``cached``: the entry the caller
         just read); None while the batch goes on."""
         if cached is None:
-            cached = self.cache.get(job["batch_id"])
-        return batch_stopped(cached.doc if cached else None)
+            cached = self.cache.get(job.batch_id)
+        return stopped_in(cached)
 
-    def _cancel(self, job_id: str, reason: Reason, own: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _cancel(self, job_id: str, reason: Reason, own: Lease) -> dict[str, Any] | None:
         """The job is ``cancelled`` with ``reason`` (one conditional transition: ``own`` names the states and the
         lease it must hold); the job store's rule for final states sets ``finished_at`` and drops the rest."""
         return self.jobs.cancel(job_id, reason, **own)

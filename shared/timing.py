@@ -91,7 +91,7 @@ class Provider(Protocol):
     """The provider client (:class:`shared.retell.RetellClient`, blocking): the calls it answers are
     :class:`~shared.retell.Call`, its workspace limit a :class:`~shared.retell.Concurrency`."""
 
-    def create_phone_call(self, *, from_number: str, to_number: str, agent_id: str | None = None,
+    def create_phone_call(self, *, from_number: str | None, to_number: str, agent_id: str | None = None,
                           dynamic_variables: Mapping[str, Any] | None = None,
                           metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
                           max_call_duration_s: float | None = None,

@@ -87,7 +87,7 @@ _JOB_ID = _path("job_id", _ID, "The job's id (24 hex characters)")
 _ACCOUNT_ID = _path("account_id", {"type": "string", "minLength": 1, "maxLength": MAX_ACCOUNT_ID,
                                    "pattern": r"^[^$]", "example": "acme"},
                     "The account's id (any string up to 100 characters not starting with '$')")
-_ADMIN = [{"adminToken": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 
 def _op(op_id: str, summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
@@ -331,7 +331,7 @@ def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
     body = {**_json(_ref("DncRequest")),
             "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row: a 'number' "
                                     "column and an optional 'reason' column"}}}
-    reads = [{"adminToken": []}, {"readToken": []}]
+    reads: list[dict[str, list[str]]] = [{"adminToken": []}, {"readToken": []}]
     out: dict[str, Any] = {}
     for prefix, params, tag in (("/accounts/{account_id}", [_ACCOUNT_ID], "the account's"), ("", [], "the global")):
         name = "account" if prefix else "global"
@@ -364,7 +364,7 @@ def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     page = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
-    reads = [{"adminToken": []}, {"readToken": []}]
+    reads: list[dict[str, list[str]]] = [{"adminToken": []}, {"readToken": []}]
     contacts_body = {**_json(_ref("ContactsRequest")),
                      "text/csv": {"schema": {"type": "string", "description": "UTF-8 CSV with a header row "
                                              "(phone/phones/phone_2..., name, external_id, timezone; other "
