@@ -192,8 +192,8 @@ class BatchStore:
         if status not in states.BATCH_STATES:
             raise ValueError(f"unknown batch status {status!r}")
         if expected is None:
-            allowed = tuple(s for s in (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
-                            if states.can_move_batch(s, status))
+            allowed: tuple[str, ...] = tuple(s for s in (states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD)
+                                             if states.can_move_batch(s, status))
         else:
             refused = [s for s in expected if not states.can_move_batch(s, status)]
             if refused:
