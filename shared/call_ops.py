@@ -45,6 +45,7 @@ from shared.errors import (
     ProviderError,
     RateLimited,
 )
+from shared.interfaces import BatchSource, Provider, Sender
 from shared.jobs import JobStore, Lease
 from shared.logs import event, get_logger, mask_phone
 from shared.reasons import Reason, because
@@ -52,7 +53,7 @@ from shared.records import Attempt, Job
 from shared.retell import Call
 from shared.rounds import fail_round, next_phone
 from shared.slots import Slots
-from shared.timing import BatchSource, Provider, Sender, Timing
+from shared.timing import Timing
 
 if TYPE_CHECKING:
     from shared.batch_cache import CachedBatch

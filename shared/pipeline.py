@@ -15,11 +15,12 @@ from __future__ import annotations
 from shared.dial import Dial
 from shared.dispatch import Dispatch
 from shared.finalize import Finalize
+from shared.interfaces import BatchSource, Provider, Sender
 from shared.maintenance import Maintenance
 from shared.poll import Poll
 from shared.reconcile import Reconcile
 from shared.step import Step
-from shared.timing import BatchSource, Provider, Sender, Timing
+from shared.timing import Timing
 
 __all__ = ["BatchSource", "Pipeline", "Provider", "Sender", "Step", "Timing"]
 

@@ -24,11 +24,12 @@ from shared.contact_history import ContactHistory
 from shared.contact_policy import ContactPolicy
 from shared.coordination import Coordination
 from shared.dnc import DncStore
+from shared.interfaces import BatchSource, Provider, Sender
 from shared.jobs import JobStore, Lease
 from shared.reasons import Reason
 from shared.records import Job
 from shared.slots import Slots
-from shared.timing import DEFAULT_RECENT_S, BatchSource, Provider, Sender, Timing
+from shared.timing import DEFAULT_RECENT_S, Timing
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The pipeline's waits and the interfaces it sends and calls through.
+"""The pipeline's waits: leases, deadlines, horizons and back-offs.
 
 Leases, horizons and back-offs are real seconds (converted to the shared clock with
 :meth:`shared.clock.Clock.simulated_seconds`); :class:`Timing` gathers them for one process.
@@ -6,10 +6,9 @@ Leases, horizons and back-offs are real seconds (converted to the shared clock w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from shared.config import (
     DEFAULT_PIPELINE_DIAL_GUARD_S,
@@ -17,10 +16,9 @@ from shared.config import (
     DEFAULT_RETELL_CREATE_TIMEOUT_S,
     Config,
 )
-from shared.retell import IDEMPOTENCY_WINDOW_S, Call, Concurrency
+from shared.retell import IDEMPOTENCY_WINDOW_S
 
 if TYPE_CHECKING:
-    from shared.batch_cache import CachedBatch
     from shared.call_settings import CallSettings
     from shared.clock import Clock
 
@@ -76,39 +74,6 @@ DEFAULT_DISPATCH_LIMIT = 1000
 #: Real seconds before a calling window closes in which no call is started: a call decided now reaches the
 #: provider a moment later (a few MongoDB writes and the create request). ``PIPELINE_DIAL_GUARD_S``.
 DEFAULT_DIAL_GUARD_S = DEFAULT_PIPELINE_DIAL_GUARD_S
-
-
-class Sender(Protocol):
-    """How the pipeline sends its next messages (the dramatiq actors implement it)."""
-
-    def dial(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
-    def poll(self, job_id: str, lease_owner: str, call_id: str, n: int, *, delay_ms: int = 0) -> None: ...
-    def reconcile(self, job_id: str, lease_owner: str, *, delay_ms: int = 0) -> None: ...
-    def schedule(self, account_id: str | None = None) -> None: ...
-
-
-class Provider(Protocol):
-    """The provider client (:class:`shared.retell.RetellClient`, blocking): the calls it answers are
-    :class:`~shared.retell.Call`, its workspace limit a :class:`~shared.retell.Concurrency`."""
-
-    def create_phone_call(self, *, from_number: str | None, to_number: str, agent_id: str | None = None,
-                          dynamic_variables: Mapping[str, Any] | None = None,
-                          metadata: Mapping[str, Any] | None = None, ring_timeout_s: float | None = None,
-                          max_call_duration_s: float | None = None,
-                          agent_override: Mapping[str, Any] | None = None,
-                          idempotency_key: str | None = None,
-                          precheck: Callable[[], None] | None = None) -> Call: ...
-    def get_call(self, call_id: str) -> Call: ...
-    def stop_call(self, call_id: str) -> bool: ...
-    def find_calls_by_metadata(self, to_number: str, key: str, value: str, *, since_ms: int | None = None,
-                               max_pages: int = 50) -> list[Call]: ...
-    def get_concurrency(self) -> Concurrency: ...
-
-
-class BatchSource(Protocol):
-    """The batch cache (:class:`shared.batch_cache.BatchCache`): a batch as it holds it, None when unknown."""
-
-    def get(self, batch_id: str) -> CachedBatch | None: ...
 
 
 @dataclass(kw_only=True)
