@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class JobState(StrEnum):
@@ -84,13 +85,17 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType({
 })
 
 
+def _allowed(table: Mapping[Any, frozenset[Any]], kind: type[StrEnum], frm: str, to: str) -> bool:
+    try:
+        return kind(to) in table[kind(frm)]
+    except ValueError:
+        return False
+
+
 def can_move(frm: str, to: str) -> bool:
     """Whether a job may move from state ``frm`` to state ``to`` (:data:`JOB_TRANSITIONS`); False for an unknown
     state."""
-    try:
-        return JobState(to) in JOB_TRANSITIONS[JobState(frm)]
-    except ValueError:
-        return False
+    return _allowed(JOB_TRANSITIONS, JobState, frm, to)
 
 
 def sources(to: str) -> tuple[JobState, ...]:
@@ -133,7 +138,4 @@ BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = MappingProxyType
 def can_move_batch(frm: str, to: str) -> bool:
     """Whether a batch may move from status ``frm`` to ``to`` (:data:`BATCH_TRANSITIONS`); False for an unknown
     status."""
-    try:
-        return BatchState(to) in BATCH_TRANSITIONS[BatchState(frm)]
-    except ValueError:
-        return False
+    return _allowed(BATCH_TRANSITIONS, BatchState, frm, to)

@@ -22,22 +22,12 @@ from shared import states
 from shared.clock import Clock
 from shared.errors import StoreError
 from shared.retell import RetellClient
-from tests.fixtures.doubles import RecordingSender
+from tests.fixtures.doubles import MovableTime, RecordingSender
 from workers.runtime import build_runtime
 
 pytestmark = pytest.mark.slow   # the simulator process or a running stack
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago: inside the default window
-
-
-class MovableTime:
-    """Real time plus an offset the test moves forward: the test process's clock jumps, the simulator's does not."""
-
-    def __init__(self) -> None:
-        self.shift_s = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.shift_s
 
 
 @pytest.fixture

@@ -24,22 +24,12 @@ from shared import states
 from shared.clock import Clock
 from shared.errors import CreateOutcomeUnknown, ProviderUnavailable, RateLimited
 from shared.retell import Call
-from tests.fixtures.doubles import RecordingSender, ScriptedProvider
+from tests.fixtures.doubles import MovableTime, RecordingSender, ScriptedProvider
 from workers.runtime import build_runtime
 
 #: A Tuesday, 11:00 in New York (the number's zone): inside the default calling window.
 START = datetime(2026, 3, 3, 16, 0, tzinfo=UTC)
 PHONE = "+12125550101"
-
-
-class MovableTime:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.shift_s = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.shift_s
 
 
 @dataclasses.dataclass
