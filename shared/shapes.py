@@ -43,9 +43,9 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     ValidationInfo,
-    create_model,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationError as Invalid
@@ -201,15 +201,29 @@ def _mapping_checks(value: Any, handler: Any, checks: Callable[[Mapping[str, Any
 
 
 # --- reusable field types ----------------------------------------------------------------------------------------
+#
+# A field is written ``name: Annotated[<its type>, *<metadata>]``: the type is what the model holds, the metadata
+# (validators and the field's schema) comes from one of the functions below.
 
 
 def _type(value: Any) -> str:
     return type(value).__name__
 
 
-def _number(low: float, high: float, *, integer: bool, description: str, example: Any,
-            unit: str | None = None) -> Any:
-    """A nullable number within ``[low, high]`` (the bounds are in the schema and in the check)."""
+def _field(**kwargs: Any) -> FieldInfo:
+    """``Field(**kwargs)``, typed as the FieldInfo it is (pydantic types ``Field(default=None)`` as None, for
+    ``x: int | None = Field(default=None)``)."""
+    info: FieldInfo = Field(**kwargs)
+    return info
+
+
+def _within(low: float, high: float) -> FieldInfo:
+    """The bounds of a number, ``[low, high]`` (``Annotated[int, _within(1, 5)]``)."""
+    return _field(ge=low, le=high)
+
+
+def _number_check(low: float, high: float, *, integer: bool) -> Callable[[Any], Any]:
+    """The check of a nullable number within ``[low, high]``: the API's messages, the canonical int or float."""
 
     def check(value: Any) -> Any:
         if value is None:
@@ -224,12 +238,16 @@ def _number(low: float, high: float, *, integer: bool, description: str, example
             raise _problem(f"must be between {low} and {high}, got {value}")
         return int(value) if integer else float(value)
 
-    kind = int if integer else float
+    return check
+
+
+def _number(low: float, high: float, *, integer: bool, description: str, example: Any,
+            unit: str | None = None) -> tuple[BeforeValidator, FieldInfo]:
+    """The metadata of a nullable number within ``[low, high]`` (the bounds are in the schema and in the check):
+    ``Annotated[Annotated[int, _within(low, high)] | None, *_number(low, high, integer=True, ...)]``."""
     extra: dict[str, Any] | None = {"x-unit": unit} if unit else None
-    return Annotated[Annotated[kind, Field(ge=low, le=high)] | None,
-                     BeforeValidator(check),
-                     Field(default=None, description=description, examples=[example],
-                           json_schema_extra=extra)]
+    return (BeforeValidator(_number_check(low, high, integer=integer)),
+            _field(default=None, description=description, examples=[example], json_schema_extra=extra))
 
 
 def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
@@ -541,25 +559,37 @@ def _retry_delay_by_outcome(value: Any) -> Any:
     return {key: hours[key] for key in RETRY_DELAY_OUTCOMES if key in hours}
 
 
-_RetryHours = _number(*RETRY_DELAY_HOURS_RANGE, integer=False, unit="hours", example=2,
-                      description="Wait after a failed round, hours (fractions allowed).")
 #: The check of one ``retry_delay_hours`` value, shared by ``retry_delay_by_outcome``.
-_RETRY_HOURS_CHECK: Callable[[Any], Any] = next(
-    m.func for m in _RetryHours.__metadata__ if isinstance(m, BeforeValidator))  # type: ignore[assignment]
+_RETRY_HOURS_CHECK = _number_check(*RETRY_DELAY_HOURS_RANGE, integer=False)
+
+#: Hours of one outcome of ``retry_delay_by_outcome``, within the bounds of ``retry_delay_hours``.
+_OutcomeHours = Annotated[float, _within(*RETRY_DELAY_HOURS_RANGE)] | None
 
 
-#: ``retry_delay_by_outcome``: one optional field per outcome that can end a round.
-RetryDelayByOutcomeShape: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "RetryDelayByOutcomeShape",
-    __config__=ConfigDict(extra="forbid", title="retry_delay_by_outcome"),
-    **{outcome: (Annotated[float, Field(ge=RETRY_DELAY_HOURS_RANGE[0], le=RETRY_DELAY_HOURS_RANGE[1])] | None, None)
-       for outcome in RETRY_DELAY_OUTCOMES},
-)
+class RetryDelayByOutcomeShape(BaseModel):
+    # ``retry_delay_by_outcome``: one optional field per outcome that can end a round (RETRY_DELAY_OUTCOMES, in
+    # its order). No docstring: the schema has no description of it.
+
+    model_config = ConfigDict(extra="forbid", title="retry_delay_by_outcome")
+
+    voicemail: _OutcomeHours = None
+    no_answer: _OutcomeHours = None
+    busy: _OutcomeHours = None
+    failed_dial: _OutcomeHours = None
+    invalid_number: _OutcomeHours = None
+    timeout: _OutcomeHours = None
+    dropped: _OutcomeHours = None
 
 
-def _nullable(inner: Any, check: Callable[[Any], Any], description: str, example: Any) -> Any:
-    return Annotated[inner | None, BeforeValidator(check),
-                     Field(default=None, description=description, examples=[example])]
+if tuple(RetryDelayByOutcomeShape.model_fields) != RETRY_DELAY_OUTCOMES:  # pragma: no cover - a new outcome
+    raise RuntimeError(f"RetryDelayByOutcomeShape declares {', '.join(RetryDelayByOutcomeShape.model_fields)}, "
+                       f"the outcomes that end a round are {', '.join(RETRY_DELAY_OUTCOMES)}")
+
+
+def _nullable(check: Callable[[Any], Any], description: str, example: Any) -> tuple[BeforeValidator, FieldInfo]:
+    """The metadata of a nullable field that ``check`` validates first:
+    ``Annotated[<its type> | None, *_nullable(check, ...)]``."""
+    return BeforeValidator(check), _field(default=None, description=description, examples=[example])
 
 
 _Zone = Annotated[str, Field(json_schema_extra={"enum": _ZONES})]
@@ -592,42 +622,57 @@ class CallSettingsShape(BaseModel):
             "x-validator-only-rules": list(VALIDATOR_ONLY_RULES),
         })
 
-    max_call_duration: _number(*MAX_CALL_DURATION_RANGE, integer=True, unit="seconds", example=600,  # type: ignore[valid-type]
-                               description="Longest call, seconds; the call is ended past this.")
-    ring_timeout: _number(*RING_TIMEOUT_RANGE, integer=True, unit="seconds", example=45,  # type: ignore[valid-type]
-                          description="How long a number rings before it counts as no answer, seconds.")
-    max_attempts: _number(*MAX_ATTEMPTS_RANGE, integer=True, example=5,  # type: ignore[valid-type]
-                          description="Rounds through the contact's phones before the contact fails.")
-    retry_delay_hours: _RetryHours  # type: ignore[valid-type]
-    retry_delay_by_outcome: _nullable(  # type: ignore[valid-type]
-        RetryDelayByOutcomeShape, _retry_delay_by_outcome,
-        "Hours to wait after a round that a call with this outcome ended; outcomes not listed wait "
-        "retry_delay_hours.", {"busy": 0.25, "no_answer": 2, "voicemail": 24})
+    max_call_duration: Annotated[
+        Annotated[int, _within(*MAX_CALL_DURATION_RANGE)] | None,
+        *_number(*MAX_CALL_DURATION_RANGE, integer=True, unit="seconds", example=600,
+                 description="Longest call, seconds; the call is ended past this.")]
+    ring_timeout: Annotated[
+        Annotated[int, _within(*RING_TIMEOUT_RANGE)] | None,
+        *_number(*RING_TIMEOUT_RANGE, integer=True, unit="seconds", example=45,
+                 description="How long a number rings before it counts as no answer, seconds.")]
+    max_attempts: Annotated[
+        Annotated[int, _within(*MAX_ATTEMPTS_RANGE)] | None,
+        *_number(*MAX_ATTEMPTS_RANGE, integer=True, example=5,
+                 description="Rounds through the contact's phones before the contact fails.")]
+    retry_delay_hours: Annotated[
+        Annotated[float, _within(*RETRY_DELAY_HOURS_RANGE)] | None,
+        *_number(*RETRY_DELAY_HOURS_RANGE, integer=False, unit="hours", example=2,
+                 description="Wait after a failed round, hours (fractions allowed).")]
+    retry_delay_by_outcome: Annotated[
+        RetryDelayByOutcomeShape | None,
+        *_nullable(_retry_delay_by_outcome,
+                   "Hours to wait after a round that a call with this outcome ended; outcomes not listed wait "
+                   "retry_delay_hours.", {"busy": 0.25, "no_answer": 2, "voicemail": 24})]
     allowed_hours: Annotated[AllowedHoursShape | None, Field(
         default=None, examples=[{"start": "09:00", "end": "18:00"}],
         description="Local hours of the window, start inclusive, end exclusive; an end before the start runs "
                     "overnight. With days_of_week, the shorthand for one window.")]
-    days_of_week: _nullable(_Days, _days, "Days the window opens on, 1 = Monday ... 7 = Sunday.",  # type: ignore[valid-type]
-                            [1, 2, 3, 4, 5])
-    timezone: _nullable(_ZoneOrAuto, _zone(allow_auto=True),  # type: ignore[valid-type]
-                        'IANA zone the window is read in, or "auto": the zone of the number dialed.',
-                        "America/Santiago")
-    fallback_timezone: _nullable(_Zone, _zone(allow_auto=False),  # type: ignore[valid-type]
-                                 'With timezone "auto", the zone of numbers that map to no zone.', "America/New_York")
-    windows: _nullable(Annotated[list[WindowShape], Field(min_length=1, max_length=MAX_WINDOWS)], _windows,  # type: ignore[valid-type]
-                       "Several weekly rules (a union), instead of days_of_week and allowed_hours.",
-                       [{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "19:00"},
-                        {"days": [6], "start": "08:00", "end": "15:00"}])
-    holidays: _nullable(str | HolidaysShape, _holidays,  # type: ignore[valid-type]
-                        "No calls on this country's public holidays (the callee's local date): a country code, or "
-                        '{"country", "subdivision"}.', "CL")
-    blackout_dates: _nullable(Annotated[list[_Date], Field(max_length=MAX_BLACKOUT_DATES)], _blackout_dates,  # type: ignore[valid-type]
-                              "Local dates with no calls.", ["2026-12-24", "2026-12-31"])
-    on_insufficient_balance: _nullable(Annotated[str, Field(json_schema_extra={"enum": list(BALANCE_POLICIES)})],  # type: ignore[valid-type]
-                                       _balance_policy,
-                                       'When the account\'s balance cannot cover one call: "fail" the contact, or '
-                                       '"wait" in waiting_balance for a top-up. Balance held by calls in progress '
-                                       "only delays a dial.", "wait")
+    days_of_week: Annotated[_Days | None,
+                            *_nullable(_days, "Days the window opens on, 1 = Monday ... 7 = Sunday.", [1, 2, 3, 4, 5])]
+    timezone: Annotated[_ZoneOrAuto | None,
+                        *_nullable(_zone(allow_auto=True),
+                                   'IANA zone the window is read in, or "auto": the zone of the number dialed.',
+                                   "America/Santiago")]
+    fallback_timezone: Annotated[_Zone | None,
+                                 *_nullable(_zone(allow_auto=False),
+                                            'With timezone "auto", the zone of numbers that map to no zone.',
+                                            "America/New_York")]
+    windows: Annotated[Annotated[list[WindowShape], Field(min_length=1, max_length=MAX_WINDOWS)] | None,
+                       *_nullable(_windows,
+                                  "Several weekly rules (a union), instead of days_of_week and allowed_hours.",
+                                  [{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "19:00"},
+                                   {"days": [6], "start": "08:00", "end": "15:00"}])]
+    holidays: Annotated[str | HolidaysShape | None,
+                        *_nullable(_holidays,
+                                   "No calls on this country's public holidays (the callee's local date): a country "
+                                   'code, or {"country", "subdivision"}.', "CL")]
+    blackout_dates: Annotated[Annotated[list[_Date], Field(max_length=MAX_BLACKOUT_DATES)] | None,
+                              *_nullable(_blackout_dates, "Local dates with no calls.", ["2026-12-24", "2026-12-31"])]
+    on_insufficient_balance: Annotated[
+        Annotated[str, Field(json_schema_extra={"enum": list(BALANCE_POLICIES)})] | None,
+        *_nullable(_balance_policy,
+                   'When the account\'s balance cannot cover one call: "fail" the contact, or "wait" in '
+                   "waiting_balance for a top-up. Balance held by calls in progress only delays a dial.", "wait")]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -676,13 +721,17 @@ def _whole_check(low: int, high: int) -> Callable[[Any], Any]:
     return check
 
 
-def _whole(low: int, high: int, *, required: bool = False) -> Any:
-    """A whole number within ``[low, high]``; unless ``required``, nullable (null counts as unset)."""
+def _whole(low: int, high: int) -> tuple[BeforeValidator]:
+    """The metadata of a required whole number within ``[low, high]``:
+    ``Annotated[Annotated[int, _within(low, high)], *_whole(low, high)]``."""
+    return (BeforeValidator(_whole_check(low, high)),)
+
+
+def _whole_or_null(low: int, high: int) -> tuple[BeforeValidator, FieldInfo]:
+    """The metadata of a whole number within ``[low, high]`` or null (unset):
+    ``Annotated[Annotated[int, _within(low, high)] | None, *_whole_or_null(low, high)]``."""
     check = _whole_check(low, high)
-    inner = Annotated[int, Field(ge=low, le=high)]
-    if required:
-        return Annotated[inner, BeforeValidator(check)]
-    return Annotated[inner | None, BeforeValidator(lambda v: None if v is None else check(v)), Field(default=None)]
+    return BeforeValidator(lambda v: None if v is None else check(v)), _field(default=None)
 
 
 class MaxCallsShape(BaseModel):
@@ -690,8 +739,8 @@ class MaxCallsShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="max_calls")
 
-    count: _whole(*COUNT_RANGE, required=True)  # type: ignore[valid-type]
-    days: _whole(*DAYS_RANGE, required=True)  # type: ignore[valid-type]
+    count: Annotated[Annotated[int, _within(*COUNT_RANGE)], *_whole(*COUNT_RANGE)]
+    days: Annotated[Annotated[int, _within(*DAYS_RANGE)], *_whole(*DAYS_RANGE)]
 
     @model_validator(mode="before")
     @classmethod
@@ -723,8 +772,8 @@ class ContactPolicyShape(BaseModel):
                                                              "max_calls_per_day": 2, "quiet_days_after_answer": 7}})
 
     max_calls: MaxCallsShape | None = None
-    max_calls_per_day: _whole(*COUNT_RANGE)  # type: ignore[valid-type]
-    quiet_days_after_answer: _whole(*DAYS_RANGE)  # type: ignore[valid-type]
+    max_calls_per_day: Annotated[Annotated[int, _within(*COUNT_RANGE)] | None, *_whole_or_null(*COUNT_RANGE)]
+    quiet_days_after_answer: Annotated[Annotated[int, _within(*DAYS_RANGE)] | None, *_whole_or_null(*DAYS_RANGE)]
 
     @model_validator(mode="before")
     @classmethod
@@ -804,10 +853,11 @@ def _plan_type(value: Any) -> Any:
     return value
 
 
-def _as_is(schema: Any, description: str) -> Any:
-    """A plan field whose rules depend on the plan's type: :func:`_plan_rules` checks it, this is its schema."""
-    return Annotated[Any, PlainValidator(lambda v: v, json_schema_input_type=schema),
-                     Field(default=None, description=description)]
+def _as_is(schema: Any, description: str) -> tuple[PlainValidator, FieldInfo]:
+    """The metadata of a plan field whose rules depend on the plan's type: :func:`_plan_rules` checks it, this is
+    its schema. The value is kept as sent: ``Annotated[Any, *_as_is(...)]``."""
+    return (PlainValidator(lambda v: v, json_schema_input_type=schema),
+            _field(default=None, description=description))
 
 
 def _plan_rules(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -844,11 +894,11 @@ class PlanShape(BaseModel):
 
     type: Annotated[Any, PlainValidator(_plan_type, json_schema_input_type=Literal[PLAN_TYPES]),
                     Field(default=None, validate_default=True)]
-    balance: _as_is(Annotated[float, Field(ge=0)] | None,  # type: ignore[valid-type]
-                    "Absolute balance: minutes or credits (not for unlimited)")
-    price_per_minute: _as_is(Annotated[float, Field(gt=0, le=MAX_PRICE_PER_MINUTE)] | None,  # type: ignore[valid-type]
-                             "Credits per minute (credits plans only, required there)")
-    granularity: _as_is(Literal[GRANULARITIES] | None, "How a call's duration is rounded up")  # type: ignore[valid-type]
+    balance: Annotated[Any, *_as_is(Annotated[float, Field(ge=0)] | None,
+                                    "Absolute balance: minutes or credits (not for unlimited)")]
+    price_per_minute: Annotated[Any, *_as_is(Annotated[float, Field(gt=0, le=MAX_PRICE_PER_MINUTE)] | None,
+                                             "Credits per minute (credits plans only, required there)")]
+    granularity: Annotated[Any, *_as_is(Literal[GRANULARITIES] | None, "How a call's duration is rounded up")]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -981,10 +1031,11 @@ def _contact_variables(value: Any) -> Any:
     return out
 
 
-def _checked(check: Callable[..., Any], schema: Any, **field: Any) -> Any:
-    """A field that ``check`` validates and converts entirely; ``schema`` is what the JSON Schema says of it."""
-    return Annotated[Any, PlainValidator(check, json_schema_input_type=schema),
-                     Field(default=None, validate_default=True, **field)]
+def _checked(check: Callable[..., Any], schema: Any, **field: Any) -> tuple[PlainValidator, FieldInfo]:
+    """The metadata of a field that ``check`` validates and converts entirely (``Annotated[Any, *_checked(...)]``:
+    what the model holds is what ``check`` returns); ``schema`` is what the JSON Schema says of it."""
+    return (PlainValidator(check, json_schema_input_type=schema),
+            _field(default=None, validate_default=True, **field))
 
 
 _Text = Annotated[str, Field(max_length=MAX_NAME)] | None
@@ -999,15 +1050,15 @@ class ContactShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="contact", json_schema_extra={"required": ["phones"]})
 
-    name: _checked(_contact_text(MAX_NAME), _Text)  # type: ignore[valid-type]
-    phones: _checked(  # type: ignore[valid-type]
+    name: Annotated[Any, *_checked(_contact_text(MAX_NAME), _Text)]
+    phones: Annotated[Any, *_checked(
         _contact_phones, Annotated[list[str], Field(min_length=1, max_length=MAX_PHONES)]
-        | Annotated[str, Field(min_length=1, description="numbers separated by ',' or ';'")])
-    external_id: _checked(_contact_text(MAX_EXTERNAL_ID),  # type: ignore[valid-type]
-                          Annotated[str, Field(max_length=MAX_EXTERNAL_ID)] | None)
-    timezone: _checked(_contact_timezone, str | None)  # type: ignore[valid-type]
-    variables: _checked(_contact_variables,  # type: ignore[valid-type]
-                        Annotated[dict[str, str | None], Field(max_length=MAX_VARIABLES)] | None)
+        | Annotated[str, Field(min_length=1, description="numbers separated by ',' or ';'")])]
+    external_id: Annotated[Any, *_checked(_contact_text(MAX_EXTERNAL_ID),
+                                          Annotated[str, Field(max_length=MAX_EXTERNAL_ID)] | None)]
+    timezone: Annotated[Any, *_checked(_contact_timezone, str | None)]
+    variables: Annotated[Any, *_checked(_contact_variables,
+                                        Annotated[dict[str, str | None], Field(max_length=MAX_VARIABLES)] | None)]
 
     @model_validator(mode="before")
     @classmethod
@@ -1108,12 +1159,12 @@ class BatchShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="body", json_schema_extra={"required": ["name", "account_id"]})
 
-    name: _checked(_batch_text(required=True), _BatchText)  # type: ignore[valid-type]
-    account_id: _checked(_batch_text(required=True),  # type: ignore[valid-type]
-                         Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_ID, pattern=r"\S")])
-    agent_id: _checked(_batch_text(required=False), _BatchText | None)  # type: ignore[valid-type]
-    from_number: _checked(_from_number, _BatchText | None)  # type: ignore[valid-type]
-    call_settings: _checked(_call_settings, CallSettingsShape | None)  # type: ignore[valid-type]
+    name: Annotated[Any, *_checked(_batch_text(required=True), _BatchText)]
+    account_id: Annotated[Any, *_checked(_batch_text(required=True),
+                                         Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_ID, pattern=r"\S")])]
+    agent_id: Annotated[Any, *_checked(_batch_text(required=False), _BatchText | None)]
+    from_number: Annotated[Any, *_checked(_from_number, _BatchText | None)]
+    call_settings: Annotated[Any, *_checked(_call_settings, CallSettingsShape | None)]
 
 
 #: The fields of a batch an update may change (every field of :class:`BatchShape` but its account).
@@ -1180,11 +1231,11 @@ class DncShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="body", json_schema_extra={"required": ["numbers"]})
 
-    numbers: _checked(_dnc_numbers,  # type: ignore[valid-type]
-                      Annotated[list[str], Field(min_length=1, max_length=MAX_DNC_NUMBERS)],
-                      examples=[["+56961234567", "9 6123 4568"]])
-    reason: _checked(_dnc_reason, Annotated[str, Field(max_length=MAX_DNC_REASON)] | None,  # type: ignore[valid-type]
-                     examples=["asked not to be called"])
+    numbers: Annotated[Any, *_checked(_dnc_numbers,
+                                      Annotated[list[str], Field(min_length=1, max_length=MAX_DNC_NUMBERS)],
+                                      examples=[["+56961234567", "9 6123 4568"]])]
+    reason: Annotated[Any, *_checked(_dnc_reason, Annotated[str, Field(max_length=MAX_DNC_REASON)] | None,
+                                     examples=["asked not to be called"])]
 
 
 # --- POST /call-settings/preview ----------------------------------------------------------------------------------
@@ -1239,15 +1290,14 @@ class PreviewShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="body", populate_by_name=True)
 
-    call_settings: _checked(_call_settings, CallSettingsShape | None)  # type: ignore[valid-type]
-    phone: _checked(_preview_phone, Annotated[str, Field(max_length=40)] | None,  # type: ignore[valid-type]
-                    examples=["+56961234567"],
-                    description="The number to be dialed; with timezone auto its zone decides")
-    from_: _checked(_preview_from, datetime | None, alias="from",  # type: ignore[valid-type]
-                    description="The instant to start from (default now on the shared clock)")
-    count: _checked(_preview_count,  # type: ignore[valid-type]
-                    Annotated[int, Field(ge=1, le=MAX_PREVIEW_COUNT)] | None,
-                    json_schema_extra={"default": DEFAULT_PREVIEW_COUNT})
+    call_settings: Annotated[Any, *_checked(_call_settings, CallSettingsShape | None)]
+    phone: Annotated[Any, *_checked(_preview_phone, Annotated[str, Field(max_length=40)] | None,
+                                    examples=["+56961234567"],
+                                    description="The number to be dialed; with timezone auto its zone decides")]
+    from_: Annotated[Any, *_checked(_preview_from, datetime | None, alias="from",
+                                    description="The instant to start from (default now on the shared clock)")]
+    count: Annotated[Any, *_checked(_preview_count, Annotated[int, Field(ge=1, le=MAX_PREVIEW_COUNT)] | None,
+                                    json_schema_extra={"default": DEFAULT_PREVIEW_COUNT})]
 
 
 def body_fields(model: type[BaseModel]) -> tuple[str, ...]:
