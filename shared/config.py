@@ -126,8 +126,8 @@ def _parse_http_url(raw: str) -> str:
 
 
 def _parse_e164(raw: str) -> str:
+    from shared.domain.phones import InvalidPhone, normalize_phone
     from shared.logs import mask_phone
-    from shared.phones import InvalidPhone, normalize_phone
 
     text = raw.strip()
     if not text.startswith("+"):

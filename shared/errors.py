@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.reasons import Reason, because
+from shared.domain.reasons import Reason, because
 
 
 class OutdialError(Exception):
@@ -145,7 +145,7 @@ class CreateOutcomeUnknown(ProviderError):
 
     The call may exist, so it is not ``retryable``: the attempt is never dialed anew. The client raises
     it once its own sends with the idempotency key stayed ambiguous; the dial step then hands the
-    attempt to the reconcile step (:mod:`shared.reconcile`), which sends the same create again with the
+    attempt to the reconcile step (:mod:`shared.pipeline.reconcile`), which sends the same create again with the
     same idempotency key (the provider answers with the call the key made, or makes it once) for as
     long as the attempt is younger than the replay window (``DEFAULT_REPLAY_WINDOW_S``: 50 minutes,
     inside the provider's hour for a key), waiting 2 s and then twice as long after each send, up to
@@ -169,7 +169,7 @@ class DialAborted(OutdialError):
     """A dial stopped before its create request was sent: nothing reached the provider.
 
     Raised by the check made right before each send of a create: the batch is not cancelled, the
-    number is on no do-not-call list, and :func:`shared.decisions.check_before_send` (the shared time,
+    number is on no do-not-call list, and :func:`shared.domain.decisions.check_before_send` (the shared time,
     the fence and the calling window). On a first dial the attempt is then not placed (its slot and hold
     go back) and the job is cancelled (``cancelled``), waits for the window's next opening (``window``),
     is decided again at once (``dnc``) or is released a moment later; a send again of an ambiguous
@@ -179,7 +179,7 @@ class DialAborted(OutdialError):
         ``dnc`` (the number was listed meanwhile), ``clock`` (the shared time is not known closely
         enough), ``fence`` (the lease may end before the create's answer is due) or ``window`` (the
         calling window is closed, or closes before the provider would receive the call).
-    :param reason: why (a :class:`~shared.reasons.Reason`; a text is kept as the ``text`` reason).
+    :param reason: why (a :class:`~shared.domain.reasons.Reason`; a text is kept as the ``text`` reason).
     :param next_try_at: for ``window``, the next instant the window allows (a ``datetime``), else None.
     """
 

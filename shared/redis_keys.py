@@ -1,8 +1,9 @@
 """Every Redis key and channel name outdial uses, in one place.
 
-Only the modules that own these keys use them: :mod:`shared.slots` (slot sets, the pool and its limit),
-:mod:`shared.coordination` (locks, turns, once-per-interval gates, kicks), :mod:`shared.metrics` (process
-snapshots), :mod:`shared.invalidation` (the cache channels) and :mod:`shared.admin_sessions` (the dashboard's
+Only the modules that own these keys use them: :mod:`shared.stores.slots` (slot sets, the pool and its limit),
+:mod:`shared.stores.coordination` (locks, turns, once-per-interval gates, kicks), :mod:`shared.metrics` (process
+snapshots), :mod:`shared.cache.invalidation` (the cache channels) and :mod:`shared.stores.admin_sessions` (the
+dashboard's
 admin sessions).
 """
 

@@ -16,9 +16,9 @@ import redis as redis_lib
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from shared import mongo
 from shared.clock import Clock, use_clock
 from shared.config import Config, load_config, use_config
+from shared.stores import mongo
 from workers.dev import embedded
 
 pytest_plugins = [

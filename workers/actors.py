@@ -12,8 +12,8 @@ from typing import TypedDict
 import dramatiq
 from redis import Redis
 
-from shared.coordination import Coordination
 from shared.pipeline import Pipeline
+from shared.stores.coordination import Coordination
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
 #: Queue names.
@@ -44,7 +44,7 @@ def schedule_due(account_id: str | None = None, periodic: bool = False) -> None:
 
 @dramatiq.actor(queue_name=MAINTAIN_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
 def maintain() -> None:
-    """The periodic upkeep (:meth:`shared.maintenance.Maintenance.maintain`), on its own queue so a slow
+    """The periodic upkeep (:meth:`shared.pipeline.maintenance.Maintenance.maintain`), on its own queue so a slow
     billing repair never delays dispatch."""
     pipeline().maintain()
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import redis as redis_lib
 
+from shared.cache.invalidation import describe_url, publish_invalidate_all, publish_invalidation, valid_batch_id
 from shared.errors import ServiceError, ValidationError
-from shared.invalidation import describe_url, publish_invalidate_all, publish_invalidation, valid_batch_id
 from shared.redis_keys import invalidate_all_channel, invalidate_channel
 
 #: Connect and socket timeout of the command's Redis connection, seconds.

@@ -1,7 +1,7 @@
 """Dramatiq middleware of outdial, and the same listener lifecycle for the web process.
 
 :class:`CacheInvalidationMiddleware` starts this process's batch-cache invalidation listener
-(:func:`shared.invalidation.start_process_listener`) when a worker process boots and stops it
+(:func:`shared.cache.invalidation.start_process_listener`) when a worker process boots and stops it
 after the worker has shut down, so the actors of every worker process read fresh batches.
 
 Wiring (``workers/broker.py``)::
@@ -22,14 +22,14 @@ from typing import Any
 
 from dramatiq import Broker, Middleware, Worker
 
-from shared.config import LOCAL_REDIS_URL, get_config
-from shared.invalidation import (
+from shared.cache.invalidation import (
     DEFAULT_STOP_TIMEOUT_S,
     InvalidationListener,
     process_listener,
     start_process_listener,
     stop_process_listener,
 )
+from shared.config import LOCAL_REDIS_URL, get_config
 from shared.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -39,7 +39,7 @@ def start_cache_listener(*, redis_url: str | None = None, **options: Any) -> Inv
     """Start this process's invalidation listener (idempotent); returns it without waiting for Redis.
 
     :param redis_url: default ``REDIS_URL``, else the local Redis.
-    :param options: passed to :class:`~shared.invalidation.InvalidationListener`.
+    :param options: passed to :class:`~shared.cache.invalidation.InvalidationListener`.
     """
     if redis_url is None:
         redis_url = get_config().redis_url or LOCAL_REDIS_URL

@@ -10,26 +10,27 @@ from functools import cached_property
 import redis as redis_lib
 from pymongo.database import Database
 
-from shared import metrics, mongo
-from shared.account_changes import AccountChanges
-from shared.accounts import AccountStore
-from shared.admin_sessions import AdminSessions
-from shared.attempts import AttemptStore
-from shared.batch_cache import BatchCache
-from shared.batches import BatchStore
-from shared.billing import Billing
+from shared import metrics
+from shared.cache.batch_cache import BatchCache
+from shared.cache.invalidation import publish_invalidation
 from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import LOCAL_REDIS_URL, Config, get_config
-from shared.contact_history import ContactHistory
-from shared.coordination import Coordination
-from shared.dnc import DncStore
 from shared.errors import ConfigError
-from shared.invalidation import publish_invalidation
-from shared.jobs import JobStore
 from shared.pipeline import Pipeline, Sender, Timing
+from shared.provider.retell import RetellClient
 from shared.redis_keys import workspace_id
-from shared.retell import RetellClient
-from shared.slots import Slots
+from shared.stores import mongo
+from shared.stores.account_changes import AccountChanges
+from shared.stores.accounts import AccountStore
+from shared.stores.admin_sessions import AdminSessions
+from shared.stores.attempts import AttemptStore
+from shared.stores.batches import BatchStore
+from shared.stores.billing import Billing
+from shared.stores.contact_history import ContactHistory
+from shared.stores.coordination import Coordination
+from shared.stores.dnc import DncStore
+from shared.stores.jobs import JobStore
+from shared.stores.slots import Slots
 
 
 @dataclass

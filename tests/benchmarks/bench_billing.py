@@ -4,7 +4,7 @@
 
 Starts an embedded nx-27017 (or uses MONGODB_URI). For each scenario: reserve then settle one call
 (a new attempt id each time) and print calls/s and commands (round trips) per call, by command,
-counted with ``shared.mongo.COMMANDS``. Scenarios: a metered account from one thread; one metered
+counted with ``shared.stores.mongo.COMMANDS``. Scenarios: a metered account from one thread; one metered
 account shared by N threads (every write on the same document); N threads on N accounts; an
 unlimited account; a refused reservation; a top-up; the ledger check of a busy account.
 """
@@ -17,11 +17,11 @@ import time
 import uuid
 from collections.abc import Callable
 
-from shared import mongo
-from shared.account_changes import AccountChanges
-from shared.billing import Billing
 from shared.clock import Clock
 from shared.config import load_config
+from shared.stores import mongo
+from shared.stores.account_changes import AccountChanges
+from shared.stores.billing import Billing
 from workers.dev import embedded
 
 

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import redis as redis_lib
 
-from shared import mongo
-from shared.batch_cache import CAUSE_MESSAGE, BatchCache
-from shared.batches import BatchStore
+from shared.cache.batch_cache import CAUSE_MESSAGE, BatchCache
+from shared.cache.invalidation import publish_invalidation
 from shared.clock import Clock
 from shared.config import DEFAULT_BATCH_CACHE_TTL, load_config
-from shared.invalidation import publish_invalidation
+from shared.stores import mongo
+from shared.stores.batches import BatchStore
 from tests.fixtures.cache import ManualClock, spawn_peer
 from workers.dev import embedded
 

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytz
 
-from shared.call_settings import parse_call_settings
-from shared.calling_window import is_allowed_time, next_allowed_time
 from shared.config import Config
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time, next_allowed_time
 
 CONFIG = Config()
 NEW_YORK = pytz.timezone("America/New_York")

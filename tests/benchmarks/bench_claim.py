@@ -15,13 +15,14 @@ import time
 import uuid
 from datetime import timedelta
 
-from shared import mongo, states
-from shared.call_settings import default_call_settings
 from shared.clock import Clock
 from shared.config import load_config
-from shared.jobs import JobStore
-from shared.outcomes import Outcome, call_reason
-from shared.rounds import fail_round, next_phone
+from shared.domain import states
+from shared.domain.call_settings import default_call_settings
+from shared.domain.outcomes import Outcome, call_reason
+from shared.pipeline.rounds import fail_round, next_phone
+from shared.stores import mongo
+from shared.stores.jobs import JobStore
 from workers.dev import embedded
 
 PHONE = "+56961234567"

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from shared import mongo, states
 from shared.clock import Clock
 from shared.config import load_config
-from shared.jobs import JobStore
+from shared.domain import states
+from shared.stores import mongo
+from shared.stores.jobs import JobStore
 from workers.dev import embedded
 
 PHONE = "+56961234567"

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from shared.clock import started_at
 from shared.config import load_config
-from shared.retell import RetellClient
+from shared.provider.retell import RetellClient
 from tests.helpers import wait_until
 from workers.dev.simulator.process import SimulatorProcess, start_simulator
 

@@ -43,11 +43,12 @@ from typing import Any
 
 import aiohttp
 
-from shared import mongo, states
 from shared.clock import Clock
 from shared.config import load_config
-from shared.jobs import JobStore
-from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.domain import states
+from shared.provider.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.stores import mongo
+from shared.stores.jobs import JobStore
 from workers.dev import embedded
 
 TOKEN = "bench-admin-token-0123456789abcdef"

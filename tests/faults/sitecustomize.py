@@ -27,8 +27,8 @@ import time
 #: Seconds added to ``time.time()`` in this process (changed by a step).
 _shift = [0.0]
 #: Classes whose methods the hooks below may wrap, by module.
-_MODULES = {"Slots": "shared.slots", "Billing": "shared.billing", "AttemptStore": "shared.attempts",
-            "JobStore": "shared.jobs", "Dial": "shared.dial"}
+_MODULES = {"Slots": "shared.stores.slots", "Billing": "shared.stores.billing",
+            "AttemptStore": "shared.stores.attempts", "JobStore": "shared.stores.jobs", "Dial": "shared.pipeline.dial"}
 
 
 def _shift_clock(seconds: float) -> None:
@@ -84,7 +84,7 @@ def _freeze_after_attempt() -> None:
     import redis
 
     _project_first()
-    from shared.attempts import AttemptStore
+    from shared.stores.attempts import AttemptStore
 
     original = AttemptStore.insert
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 import pytest
 import redis as redis_lib
 
-from shared import states
-from shared.batch_cache import CAUSE_DISCONNECT, BatchCache, CacheGroup
-from shared.batches import BatchStore
-from shared.invalidation import Invalidation, InvalidationListener, publish_invalidation
+from shared.cache.batch_cache import CAUSE_DISCONNECT, BatchCache, CacheGroup
+from shared.cache.invalidation import Invalidation, InvalidationListener, publish_invalidation
+from shared.domain import states
 from shared.metrics import REGISTRY
+from shared.stores.batches import BatchStore
 from tests.fixtures.cache import PATIENCE_S, ManualClock
 from tests.helpers import frozen_clock, wait_until
 

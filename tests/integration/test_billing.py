@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shared import ledger, mongo, states
-from shared.account_changes import AccountChanges
-from shared.billing import ReservationStatus, hold_key
-from shared.call_settings import parse_call_settings
-from shared.dial import insufficient_balance
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
 from shared.errors import NotFound, ValidationError
+from shared.pipeline.dial import insufficient_balance
+from shared.stores import ledger, mongo
+from shared.stores.account_changes import AccountChanges
+from shared.stores.billing import ReservationStatus, hold_key
 from tests.fixtures.billing import Crash
 
 MAX_S = 600
@@ -485,7 +486,7 @@ def test_balance_view_in_api_units(billing, new_account):
 
 
 def test_account_store_keeps_working_with_billing_fields(db, config, clock, billing, new_account):
-    from shared.accounts import AccountStore
+    from shared.stores.accounts import AccountStore
 
     store = AccountStore(db, clock=clock, config=config)
     account = new_account("minutes", 10)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared import ledger
-from shared.account_changes import AccountChanges
-from shared.billing import Billing
+from shared.stores import ledger
+from shared.stores.account_changes import AccountChanges
+from shared.stores.billing import Billing
 from tests.fixtures.billing import BARRIER_TIMEOUT_S, concurrency_child
 
 PROCESSES = 2

@@ -12,18 +12,18 @@ import pytest
 import redis as redis_lib
 from dramatiq.brokers.stub import StubBroker
 
-from shared import states
-from shared.batch_cache import BatchCache, CacheGroup
-from shared.batches import BatchStore
-from shared.config import DEFAULT_BATCH_CACHE_TTL
-from shared.invalidation import (
+from shared.cache.batch_cache import BatchCache, CacheGroup
+from shared.cache.invalidation import (
     Invalidation,
     InvalidationListener,
     process_listener,
     publish_invalidate_all,
     publish_invalidation,
 )
+from shared.config import DEFAULT_BATCH_CACHE_TTL
+from shared.domain import states
 from shared.metrics import REGISTRY
+from shared.stores.batches import BatchStore
 from tests.fixtures.cache import PATIENCE_S
 from tests.helpers import frozen_clock, wait_until
 from workers.dev import embedded

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytz
 
-from shared.contact_history import DAY_MS, ContactHistory
-from shared.contact_policy import Touch, capped_until, parse_contact_policy
+from shared.domain.contact_policy import Touch, capped_until, parse_contact_policy
+from shared.stores.contact_history import DAY_MS, ContactHistory
 
 NOW_MS = int(datetime(2026, 3, 2, 15, 0, tzinfo=UTC).timestamp() * 1000)
 ZONE = pytz.timezone("America/Santiago")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.phones import numbered
+from shared.domain.phones import numbered
 from tests.fixtures.browser import Browser
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import wait_until

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.batch_cache import BatchCache, CacheGroup
-from shared.invalidation import Invalidation, InvalidationListener
+from shared.cache.batch_cache import BatchCache, CacheGroup
+from shared.cache.invalidation import Invalidation, InvalidationListener
 from tests.fixtures.cache import PATIENCE_S
 from tests.helpers import frozen_clock, service_env, wait_until
 from workers.dev import embedded

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import states
-from shared.call_settings import default_call_settings, parse_call_settings
 from shared.clock import to_ms
-from shared.decisions import first_dialable_phone
-from shared.jobs import IllegalTransition, JobStore
-from shared.mongo import new_id
-from shared.reasons import because
-from shared.rounds import fail_round, next_phone
+from shared.domain import states
+from shared.domain.call_settings import default_call_settings, parse_call_settings
+from shared.domain.decisions import first_dialable_phone
+from shared.domain.reasons import because
+from shared.pipeline.rounds import fail_round, next_phone
+from shared.stores.jobs import IllegalTransition, JobStore
+from shared.stores.mongo import new_id
 from tests.helpers import frozen_clock
 
 
@@ -135,7 +135,7 @@ def test_concurrent_imports_of_the_same_contacts_keep_one_job_each(db, config):
 
 
 def test_jobs_from_before_phones_key_stay_and_new_imports_are_checked(db, config):
-    from shared import mongo
+    from shared.stores import mongo
 
     db.jobs.drop()
     old = [{"_id": new_id(), "batch_id": "b" * 24, "account_id": "acc", "status": states.PENDING, "tries": 0,
@@ -553,8 +553,8 @@ def test_open_jobs_and_calls_in_progress_are_found_in_every_state(store):
 
 
 def test_an_insert_that_fails_reports_exactly_the_jobs_written(store):
-    from shared.contacts import Contact
-    from shared.jobs import ImportWriteFailed
+    from shared.domain.contacts import Contact
+    from shared.stores.jobs import ImportWriteFailed
 
     batch_id = new_id()
     assert store.create_jobs(batch_id, "acme", [{"phones": [PHONE_A]}]).imported == 1

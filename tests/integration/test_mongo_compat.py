@@ -132,7 +132,7 @@ def test_integer_milliseconds_compare_and_sort(db):
 
 
 def test_index_creation_is_idempotent(db):
-    from shared.mongo import ensure_indexes
+    from shared.stores.mongo import ensure_indexes
 
     ensure_indexes(db)
     ensure_indexes(db)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import states
 from shared.clock import started_at
+from shared.domain import states
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import assert_no_attempt_dialed_twice, numbers, wait_final
 

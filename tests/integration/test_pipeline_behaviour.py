@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytz
 
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at, to_ms
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time
 from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 

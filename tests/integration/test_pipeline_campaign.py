@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import states
 from shared.clock import started_at
-from shared.phones import numbered
+from shared.domain import states
+from shared.domain.phones import numbered
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process

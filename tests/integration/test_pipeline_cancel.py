@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
-from shared.batch_controls import cancel_batch
 from shared.clock import started_at
+from shared.domain import states
+from shared.stores import attempts as attempt_states
+from shared.stores.batch_controls import cancel_batch
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, wait_final
 from tests.integration.test_pipeline_refill import recording_rig

@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.calling_window import is_allowed_time
 from shared.clock import from_ms, started_at
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time
+from shared.stores import attempts as attempt_states
 from tests.integration.test_pipeline_campaign import numbers, wait_final
 from workers.dev import embedded
 

@@ -14,10 +14,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import pytz
 
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.calling_window import next_allowed_time
 from shared.clock import from_ms, started_at
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import next_allowed_time
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
 from shared.clock import started_at
+from shared.domain import states
+from shared.stores import attempts as attempt_states
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
 from shared.clock import Clock
+from shared.domain import states
 from shared.errors import StoreError
-from shared.retell import RetellClient
+from shared.provider.retell import RetellClient
+from shared.stores import attempts as attempt_states
 from tests.fixtures.doubles import MovableTime, RecordingSender
 from workers.runtime import build_runtime
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
 from shared.clock import from_ms, started_at
-from shared.slots import EPOCH_KEY
+from shared.domain import states
+from shared.stores import attempts as attempt_states
+from shared.stores.slots import EPOCH_KEY
 from tests.helpers import wait_until
 from tests.integration.test_pipeline_campaign import (
     assert_no_attempt_dialed_twice,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import states
-from shared.batch_controls import cancel_batch, pause_batch, resume_batch
 from shared.clock import started_at
+from shared.domain import states
+from shared.stores.batch_controls import cancel_batch, pause_batch, resume_batch
 from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 

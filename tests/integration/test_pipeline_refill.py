@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import mongo, states
 from shared.clock import started_at
+from shared.domain import states
+from shared.stores import mongo
 from tests.fixtures.doubles import RecordingSender
 from tests.helpers import wait_until
 from workers.runtime import build_runtime

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import states
 from shared.clock import started_at
+from shared.domain import states
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 
 pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import states
 from shared.clock import to_ms
-from shared.reasons import because
+from shared.domain import states
+from shared.domain.reasons import because
 from tests.fixtures.doubles import RecordingSender
 from tests.helpers import frozen_clock
 from workers.runtime import build_runtime

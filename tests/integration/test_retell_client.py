@@ -27,7 +27,7 @@ from shared.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from shared.retell import RetellClient
+from shared.provider.retell import RetellClient
 from workers.dev.simulator.process import SimulatorProcess
 from workers.runtime import build_runtime
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shared.clock import Clock, started_at
-from shared.webhooks import verify_webhook
+from shared.provider.webhooks import verify_webhook
 from tests.helpers import wait_until
 from workers.dev.simulator.process import SimulatorProcess
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from shared.slots import EPOCH_KEY, Acquired, Slots
+from shared.stores.slots import EPOCH_KEY, Acquired, Slots
 
 
 @pytest.fixture

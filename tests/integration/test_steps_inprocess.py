@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
 from shared.clock import Clock
+from shared.domain import states
 from shared.errors import CreateOutcomeUnknown, ProviderUnavailable, RateLimited
-from shared.retell import Call
+from shared.provider.retell import Call
+from shared.stores import attempts as attempt_states
 from tests.fixtures.doubles import MovableTime, RecordingSender, ScriptedProvider
 from workers.runtime import build_runtime
 

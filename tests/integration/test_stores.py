@@ -2,10 +2,10 @@
 
 import pytest
 
-from shared import states
-from shared.accounts import AccountStore
-from shared.batches import BatchStore
+from shared.domain import states
 from shared.errors import NotFound, ValidationError
+from shared.stores.accounts import AccountStore
+from shared.stores.batches import BatchStore
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_account_ids_keep_the_usual_characters(db, config, clock):
 
 
 def test_a_late_refusal_does_not_hold_again_a_batch_resumed_since_its_request(batches, clock):
-    from shared import states as st
+    from shared.domain import states as st
     from tests.helpers import wait_until
 
     doc = batches.create({"name": "b", "account_id": "acc"})

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis as redis_lib
 
-from shared import attempts as attempt_states
-from shared import states
-from shared.invalidation import PAYLOAD
+from shared.cache.invalidation import PAYLOAD
+from shared.domain import states
+from shared.stores import attempts as attempt_states
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import frozen_clock, wait_until
 from workers.runtime import build_runtime

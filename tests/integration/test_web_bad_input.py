@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.provider.webhooks import SIGNATURE_HEADER, sign_webhook
 
 PHONE = "+56961234567"
 OTHER = "+56961234568"

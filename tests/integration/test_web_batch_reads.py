@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-from shared import states
-from shared.batch_controls import pause_batch
-from shared.mongo import COMMANDS
+from shared.domain import states
+from shared.stores.batch_controls import pause_batch
+from shared.stores.mongo import COMMANDS
 from tests.helpers import wait_until
 from workers.runtime import build_runtime
 

@@ -167,7 +167,7 @@ def test_without_redis_the_admin_session_is_refused_not_trusted(web_factory, web
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from shared.admin_sessions import AdminSessions
+    from shared.stores.admin_sessions import AdminSessions
     from workers.dev.embedded import free_port
     from workers.runtime import build_runtime
 

@@ -8,7 +8,7 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.phones import numbered
+from shared.domain.phones import numbered
 
 
 def valid_numbers(count: int, prefix: str = "68") -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from shared import states
+from shared.domain import states
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import frozen_clock
 from workers.runtime import build_runtime

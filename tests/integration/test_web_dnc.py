@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-from shared.phones import numbered
+from shared.domain.phones import numbered
 from tests.fixtures.web import ADMIN_TOKEN
 from workers.web.http import read_token_for
 
@@ -122,7 +122,7 @@ def test_a_write_answers_only_after_the_dial_guard(web_factory, web_runtime):
 def test_list_sizes_in_metrics_and_do_not_call_failures_on_the_dashboard(api, web, web_runtime):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from shared import states
+    from shared.domain import states
 
     setup(api)
     api.post("/accounts/acme/dnc", {"numbers": [A, B]})

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import states
+from shared.domain import states
 from shared.metrics import process_label
-from shared.webhooks import SIGNATURE_HEADER
+from shared.provider.webhooks import SIGNATURE_HEADER
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import service_env
 from workers.dev.embedded import free_port

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import states
 from shared.clock import started_at
-from shared.phones import numbered
+from shared.domain import states
+from shared.domain.phones import numbered
 from tests.fixtures.web import ADMIN_TOKEN, HttpClient
 from tests.helpers import service_env, wait_until
 from workers.dev.embedded import free_port

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from shared import attempts as attempt_states
-from shared import states
 from shared.clock import started_at, use_clock
+from shared.domain import states
 from shared.metrics import REGISTRY
-from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.provider.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.stores import attempts as attempt_states
 from tests.fixtures.web import WebServer, pipeline_for
 from tests.helpers import wait_until
 from workers.runtime import build_runtime

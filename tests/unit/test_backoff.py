@@ -7,8 +7,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import decisions, retell
-from shared.backoff import capped_exponential
+from shared.domain import decisions
+from shared.domain.backoff import capped_exponential
+from shared.provider import retell
 
 attempts = st.integers(min_value=0, max_value=80)
 seeds = st.integers(min_value=0, max_value=2**32)

@@ -12,7 +12,7 @@ import redis as redis_lib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.batch_cache import (
+from shared.cache.batch_cache import (
     CAUSE_ALL,
     CAUSE_MESSAGE,
     CAUSE_SIZE,
@@ -20,11 +20,7 @@ from shared.batch_cache import (
     BatchCache,
     CacheGroup,
 )
-from shared.call_settings import parse_call_settings
-from shared.clock import started_at
-from shared.config import load_config
-from shared.errors import ServiceError, ValidationError
-from shared.invalidation import (
+from shared.cache.invalidation import (
     MAX_CHANNEL_LENGTH,
     Invalidation,
     InvalidationListener,
@@ -32,6 +28,10 @@ from shared.invalidation import (
     publish_invalidate_all,
     publish_invalidation,
 )
+from shared.clock import started_at
+from shared.config import load_config
+from shared.domain.call_settings import parse_call_settings
+from shared.errors import ServiceError, ValidationError
 from shared.metrics import REGISTRY
 from shared.redis_keys import INVALIDATE_CHANNEL_PREFIX, invalidate_all_channel, invalidate_channel
 from tests.fixtures.cache import ManualClock
@@ -631,7 +631,7 @@ def test_async_publish():
         async def publish(self, channel: str, payload: str) -> int:  # type: ignore[override]
             return StubPublisher.publish(self, channel, payload)
 
-    from shared.invalidation import publish_invalidation_async
+    from shared.cache.invalidation import publish_invalidation_async
 
     fake = AsyncStubPublisher(receivers=1)
     assert asyncio.run(publish_invalidation_async(fake, A)) == 1

@@ -8,22 +8,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.accounts import (
+from shared.domain.call_settings import InvalidCallSettings, parse_call_settings
+from shared.domain.decisions import insufficient_balance_action
+from shared.errors import ValidationError
+from shared.stores.accounts import (
     Plan,
     from_storage_units,
     parse_account_request,
     to_storage_units,
 )
-from shared.billing import (
+from shared.stores.billing import (
     billable_seconds,
     call_cost,
     hold_key,
     reservation_cost,
     settlement,
 )
-from shared.call_settings import InvalidCallSettings, parse_call_settings
-from shared.decisions import insufficient_balance_action
-from shared.errors import ValidationError
 
 MINUTES_S = Plan(type="minutes")
 MINUTES_M = Plan(type="minutes", granularity="minute")

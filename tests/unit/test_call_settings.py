@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import (
+from shared.config import Config
+from shared.domain.call_settings import (
     KNOWN_FIELDS,
     CallSettings,
     HolidayCalendar,
     InvalidCallSettings,
     Window,
 )
-from shared.calling_window import validate_call_settings
-from shared.config import Config
+from shared.domain.calling_window import validate_call_settings
 from shared.errors import ValidationError
 
 CONFIG = Config()
@@ -406,16 +406,16 @@ def test_call_settings_never_imports_the_calling_window():
     import ast
     from pathlib import Path
 
-    import shared.call_settings as module
+    import shared.domain.call_settings as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert "shared.calling_window" not in imported and imported
+    assert "shared.domain.calling_window" not in imported and imported
 
 
 def test_a_batch_without_settings_gets_one_shared_defaults_object_per_configuration():
-    from shared.call_settings import default_call_settings, parse_call_settings
+    from shared.domain.call_settings import default_call_settings, parse_call_settings
 
     assert default_call_settings(CONFIG) is default_call_settings(CONFIG)
     assert default_call_settings(CONFIG) == parse_call_settings(None, config=CONFIG)

@@ -19,10 +19,10 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import FIELDS, RETRY_DELAY_OUTCOMES, InvalidCallSettings
-from shared.call_settings_schema import VALIDATOR_ONLY_RULES, call_settings_schema
-from shared.calling_window import validate_call_settings
 from shared.config import Config
+from shared.domain.call_settings import FIELDS, RETRY_DELAY_OUTCOMES, InvalidCallSettings
+from shared.domain.call_settings_schema import VALIDATOR_ONLY_RULES, call_settings_schema
+from shared.domain.calling_window import validate_call_settings
 
 CONFIG = Config()
 NOW = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)

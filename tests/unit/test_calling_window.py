@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytz
 
-from shared.call_settings import CallSettings, InvalidCallSettings, parse_call_settings
-from shared.calling_window import (
+from shared.config import Config
+from shared.domain.call_settings import CallSettings, InvalidCallSettings, parse_call_settings
+from shared.domain.calling_window import (
     HORIZON_S,
     NoAllowedTime,
     describe_window,
@@ -16,7 +17,6 @@ from shared.calling_window import (
     next_allowed_time,
     resolve_timezones,
 )
-from shared.config import Config
 
 EN = Config()
 ES = Config(lang="es")

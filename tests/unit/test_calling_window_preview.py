@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.call_settings import parse_call_settings
-from shared.calling_window import is_allowed_time, next_allowed_time, upcoming_call_times
 from shared.config import Config
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time, next_allowed_time, upcoming_call_times
 
 CONFIG = Config()
 TUESDAY = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)   # 10:00 in Santiago

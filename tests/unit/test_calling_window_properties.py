@@ -19,9 +19,9 @@ import pytz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import default_call_settings
-from shared.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time, validate_call_settings
 from shared.config import Config
+from shared.domain.call_settings import default_call_settings
+from shared.domain.calling_window import NoAllowedTime, is_allowed_time, next_allowed_time, validate_call_settings
 
 ZONES = (
     "America/Santiago", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Pacific/Chatham",
@@ -218,7 +218,7 @@ def test_contact_timezone_wins(data):
 @settings(max_examples=max(EXAMPLES // 2, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_numbers_with_several_zones_need_every_zone_inside(data):
-    from shared.phones import phone_timezones
+    from shared.domain.phones import phone_timezones
 
     phone = data.draw(st.sampled_from(MULTI_ZONE_PHONES))
     zones = phone_timezones(phone)

@@ -7,7 +7,14 @@ import pytz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.contact_policy import ContactPolicy, Touch, capped_until, contact_keys, day_start, parse_contact_policy
+from shared.domain.contact_policy import (
+    ContactPolicy,
+    Touch,
+    capped_until,
+    contact_keys,
+    day_start,
+    parse_contact_policy,
+)
 from shared.errors import ValidationError
 
 REG_F = {"max_calls": {"count": 7, "days": 7}, "max_calls_per_day": 2, "quiet_days_after_answer": 7}

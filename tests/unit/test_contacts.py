@@ -1,6 +1,6 @@
 import pytest
 
-from shared.contacts import InvalidContact, parse_contact
+from shared.domain.contacts import InvalidContact, parse_contact
 
 
 def test_valid_contact_is_normalised():

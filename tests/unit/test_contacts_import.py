@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.contacts_import import (
+from shared.stores.contacts_import import (
     INDEX,
     LINE,
     ContactSink,
@@ -177,7 +177,7 @@ class FailingJobs:
         self.calls = 0
 
     def create_jobs(self, batch_id: str, account_id: str, contacts: list[Any], *, region: str) -> Any:
-        from shared.jobs import ImportResult, ImportWriteFailed
+        from shared.stores.jobs import ImportResult, ImportWriteFailed
 
         self.calls += 1
         if self.calls == self.fail_at:
@@ -187,7 +187,7 @@ class FailingJobs:
 
 
 def test_an_import_that_fails_midway_reports_exactly_what_it_wrote():
-    from shared.contacts_import import ImportInterrupted
+    from shared.stores.contacts_import import ImportInterrupted
 
     jobs = FailingJobs(fail_at=2, written=1)
     sink = ContactSink(jobs=jobs, batch_id="b", account_id="a", chunk_rows=3)  # type: ignore[arg-type]

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared import states
-from shared.call_settings import CallSettings, parse_call_settings
-from shared.calling_window import is_allowed_time
 from shared.config import Config
-from shared.decisions import (
+from shared.domain import states
+from shared.domain.call_settings import CallSettings, parse_call_settings
+from shared.domain.calling_window import is_allowed_time
+from shared.domain.decisions import (
     BalanceDecision,
     BalanceStep,
     DialStep,
@@ -25,8 +25,8 @@ from shared.decisions import (
     first_dialable_phone,
     next_poll_delay_s,
 )
-from shared.outcomes import Outcome, call_reason
-from shared.reasons import MAX_TEXT, because
+from shared.domain.outcomes import Outcome, call_reason
+from shared.domain.reasons import MAX_TEXT, because
 
 WEEKDAYS_9_18 = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5],
                                      "allowed_hours": {"start": "09:00", "end": "18:00"},
@@ -343,7 +343,7 @@ def test_a_parked_job_goes_back_at_once_when_the_call_now_fits():
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from shared.decisions import (  # noqa: E402
+from shared.domain.decisions import (  # noqa: E402
     REPLAY_CAP_S,
     ReconcileStep,
     decide_reconcile,
@@ -372,7 +372,7 @@ def test_not_placed_never_before_the_last_send_settled(last_sent, settle, after)
 
 
 def test_a_dial_result_is_the_string_it_always_was():
-    from shared.decisions import DialResult
+    from shared.domain.decisions import DialResult
 
     words = {"dialed", "no_slot", "held_by_calls", "capped", "reconcile", "orphaned", "recorded_elsewhere",
              "invalid_number", "held", "provider_error", "refused"}

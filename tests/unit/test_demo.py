@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.contacts import parse_contact
-from shared.outcomes import Outcome, call_reason
-from shared.reasons import because
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.contacts import parse_contact
+from shared.domain.outcomes import Outcome, call_reason
+from shared.domain.reasons import because
 from workers.dev import demo_plan
 from workers.dev.demo import DEFAULT_SPEED, parse_args, safe_url
 from workers.dev.demo_view import (

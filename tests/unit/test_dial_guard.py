@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.calling_window import is_allowed_time
-from shared.decisions import DialStep, decide_dial
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time
+from shared.domain.decisions import DialStep, decide_dial
 
 COLLECTIONS = parse_call_settings({"days_of_week": [1, 2, 3, 4, 5, 6],
                                    "allowed_hours": {"start": "09:00", "end": "20:00"},

@@ -5,10 +5,10 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import states
-from shared.call_settings import parse_call_settings
-from shared.decisions import DialStep, decide_dial, first_dialable_phone
-from shared.phones import numbered
+from shared.domain import states
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.decisions import DialStep, decide_dial, first_dialable_phone
+from shared.domain.phones import numbered
 from tests.unit.test_decisions import BATCH, MONDAY_NOON, WEEKDAYS_9_18, job
 
 EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "250"))

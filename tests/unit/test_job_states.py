@@ -1,4 +1,5 @@
-"""The state tables of :mod:`shared.states`: the README's job-state table is the code's, and the job store's named
+"""The state tables of :mod:`shared.domain.states`: the README's job-state table is the code's, and the job store's
+named
 transitions, run in any order on one job (against an in-memory stand-in for its collection), only ever make the
 moves the table lists and never leave a final state."""
 
@@ -13,12 +14,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import states
 from shared.config import load_config
-from shared.jobs import NOT_FINAL_FIELDS, JobStore
-from shared.mongo import JOBS, new_id
-from shared.reasons import because
-from shared.states import JOB_TRANSITIONS, JobState
+from shared.domain import states
+from shared.domain.reasons import because
+from shared.domain.states import JOB_TRANSITIONS, JobState
+from shared.stores.jobs import NOT_FINAL_FIELDS, JobStore
+from shared.stores.mongo import JOBS, new_id
 from tests.helpers import frozen_clock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ def test_states_are_their_strings() -> None:
 
 
 def test_the_batch_controls_moves_are_in_the_batch_table() -> None:
-    moves = {  # shared.batch_controls and maintenance: (from states, to)
+    moves = {  # shared.stores.batch_controls and maintenance: (from states, to)
         "pause": ((states.BATCH_ACTIVE, states.BATCH_HELD), states.BATCH_PAUSED),
         "resume": ((states.BATCH_PAUSED, states.BATCH_HELD), states.BATCH_ACTIVE),
         "cancel": ((states.BATCH_ACTIVE, states.BATCH_PAUSED, states.BATCH_HELD), states.BATCH_CANCELLED),

@@ -18,15 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Modules that own MongoDB collections: the stores, and the connection (ids, indexes).
 MONGO_OWNERS = frozenset({
-    "shared/accounts.py", "shared/attempts.py", "shared/batches.py", "shared/billing.py",
-    "shared/contact_history.py", "shared/dnc.py", "shared/jobs.py", "shared/ledger.py", "shared/mongo.py",
+    "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batches.py", "shared/stores/billing.py",
+    "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py", "shared/stores/ledger.py",
+    "shared/stores/mongo.py",
 })
 #: Modules that own Redis keys and channels: slots and the pool, coordination (locks, turns, gates, kicks),
 #: the process metric snapshots, the cache invalidation channels, the dashboard's admin sessions, and the key names
 #: themselves.
 REDIS_OWNERS = frozenset({
-    "shared/admin_sessions.py", "shared/coordination.py", "shared/invalidation.py", "shared/metrics.py",
-    "shared/redis_keys.py", "shared/slots.py",
+    "shared/stores/admin_sessions.py", "shared/stores/coordination.py", "shared/cache/invalidation.py",
+    "shared/metrics.py", "shared/redis_keys.py", "shared/stores/slots.py",
 })
 #: The reference worker ``outdial bench --baseline`` compares with: a benchmark's stand-in for the plain way to build
 #: a dialer (one claim and one update per call on the jobs collection), deliberately outside the stores.

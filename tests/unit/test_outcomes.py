@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
+from shared.domain.outcomes import EFFECTS, Effect, Outcome, classify, reason_text
 
 # Every disconnection_reason the current Retell SDK knows (reference: retell-api.md, section 4).
 KNOWN_REASONS = """user_hangup agent_hangup call_transfer voicemail_reached ivr_reached inactivity

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.phones import InvalidPhone, normalize_phone, phone_timezones
 from shared.logs import mask_phone
-from shared.phones import InvalidPhone, normalize_phone, phone_timezones
 
 
 @pytest.mark.parametrize(("raw", "region", "expected"), [
@@ -54,7 +54,7 @@ def test_phone_timezones():
 
 
 def test_numbered_gives_valid_distinct_numbers_with_the_prefix():
-    from shared.phones import numbered
+    from shared.domain.phones import numbered
 
     got = numbered("+56961", 50)
     assert len(set(got)) == 50 and all(n.startswith("+56961") for n in got)

@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from shared import reasons
-from shared.reasons import LANGS, MAX_TEXT, OUTCOMES, TEXTS, Reason, because, of, shown, text
+from shared.domain import reasons
+from shared.domain.reasons import LANGS, MAX_TEXT, OUTCOMES, TEXTS, Reason, because, of, shown, text
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reasons.md"
 

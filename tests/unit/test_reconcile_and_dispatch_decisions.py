@@ -1,13 +1,12 @@
-"""The reconcile's whole tree and the dispatch's fair shares are plain functions (:mod:`shared.decisions`)."""
+"""The reconcile's whole tree and the dispatch's fair shares are plain functions (:mod:`shared.domain.decisions`)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import attempts as attempt_states
-from shared import states
-from shared.decisions import (
+from shared.domain import states
+from shared.domain.decisions import (
     LookUpStep,
     ReconcileStep,
     decide_look_up,
@@ -16,7 +15,8 @@ from shared.decisions import (
     dispatch_order,
     fair_share,
 )
-from shared.reasons import because
+from shared.domain.reasons import because
+from shared.stores import attempts as attempt_states
 
 OWNER = "lease-1"
 

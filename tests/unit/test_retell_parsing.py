@@ -21,7 +21,7 @@ from shared.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from shared.retell import (
+from shared.provider.retell import (
     Call,
     Concurrency,
     _backoff_s,

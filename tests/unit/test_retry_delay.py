@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.call_settings import (
+from shared.config import Config
+from shared.domain.call_settings import (
     RETRY_DELAY_OUTCOMES,
     InvalidCallSettings,
     RetryDelay,
@@ -17,8 +18,7 @@ from shared.call_settings import (
     parse_call_settings,
     retry_delay,
 )
-from shared.config import Config
-from shared.outcomes import Outcome
+from shared.domain.outcomes import Outcome
 
 CONFIG = Config()
 

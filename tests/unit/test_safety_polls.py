@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.decisions import SAFETY_POLL_CAP_S, SAFETY_POLL_SPACING, next_safety_poll_delay_s, safety_poll_at_ms
+from shared.domain.decisions import SAFETY_POLL_CAP_S, SAFETY_POLL_SPACING, next_safety_poll_delay_s, safety_poll_at_ms
 
 
 def test_the_first_poll_comes_after_the_ring_timeout_plus_the_margin():

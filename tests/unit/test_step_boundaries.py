@@ -1,5 +1,5 @@
 """No pipeline step calls another step's private method: what several steps do to a call attempt is the public
-methods of :class:`shared.call_ops.CallOps`, and what every step has is :class:`shared.step.Step`."""
+methods of :class:`shared.pipeline.call_ops.CallOps`, and what every step has is :class:`shared.pipeline.step.Step`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every lease and deadline figure of a call comes from :class:`shared.timing.Timing`: each equals the formula the
+"""Every lease and deadline figure of a call comes from :class:`shared.pipeline.timing.Timing`: each equals the
+formula the
 pipeline wrote in place before."""
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.call_settings import default_call_settings
 from shared.clock import Clock
 from shared.config import Config
-from shared.decisions import attempt_deadline_ms
-from shared.timing import Timing
+from shared.domain.call_settings import default_call_settings
+from shared.domain.decisions import attempt_deadline_ms
+from shared.pipeline.timing import Timing
 
 START = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 

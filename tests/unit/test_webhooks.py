@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.webhooks import DEFAULT_TOLERANCE_MS, sign_webhook, signature_digest, verify_webhook
+from shared.provider.webhooks import DEFAULT_TOLERANCE_MS, sign_webhook, signature_digest, verify_webhook
 
 BODY = '{"event":"call_ended"}'
 KEY = "test-api-key"

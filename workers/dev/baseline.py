@@ -3,7 +3,7 @@
 It is built the plain way a first dialer is: a claim loop takes the next due ``pending`` job
 (``find_one_and_update`` to ``in_progress``, oldest ``next_try_at`` first) whenever one of the
 account's ``concurrency_limit`` slots (a semaphore) is free, and hands it to a thread of its own,
-which creates the call (``create-phone-call`` through :class:`shared.retell.RetellClient`, as
+which creates the call (``create-phone-call`` through :class:`shared.provider.retell.RetellClient`, as
 outdial does), asks for it (``get-call``) every 5 simulated seconds until it ends, and marks the
 job ``completed`` with one update. Batch settings are read once per batch and again every 5
 simulated minutes. No lease, no retry, no calling window, no billing, no webhook, no recovery
@@ -30,11 +30,12 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from shared import mongo, states
 from shared.clock import Clock, get_clock
 from shared.config import get_config
-from shared.jobs import JobStore
-from shared.retell import RetellClient
+from shared.domain import states
+from shared.provider.retell import RetellClient
+from shared.stores import mongo
+from shared.stores.jobs import JobStore
 from workers.dev.bench import cpu_s, peak_rss_mb, percentile
 
 #: Simulated seconds between two polls of a call in progress.

@@ -36,11 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared import mongo
 from shared.clock import started_at
 from shared.config import load_config
+from shared.domain.phones import numbered
 from shared.metrics import read_snapshots
-from shared.phones import numbered
+from shared.stores import mongo
 from workers.clock_dyno import DEFAULT_INTERVAL_S
 from workers.dev import embedded
 

@@ -31,12 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import mongo, states
 from shared.clock import Clock, use_clock
 from shared.config import Config, load_config, parse_float, parse_int, use_config
-from shared.coordination import Coordination
+from shared.domain import states
 from shared.errors import EmbeddedServiceError
 from shared.logs import register_secret
+from shared.stores import mongo
+from shared.stores.coordination import Coordination
 from workers.dev import demo_plan, embedded
 from workers.dev.demo_view import (
     Snapshot,

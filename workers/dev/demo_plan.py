@@ -26,7 +26,7 @@ from typing import Any
 import phonenumbers
 import pytz
 
-from shared.call_settings import CallSettings, parse_call_settings
+from shared.domain.call_settings import CallSettings, parse_call_settings
 
 #: The simulated instant the campaign starts at: Saturday 2026-07-04 13:00 in Santiago (17:00 UTC).
 DEFAULT_START = pytz.timezone("America/Santiago").localize(datetime(2026, 7, 4, 13, 0)).astimezone(UTC)

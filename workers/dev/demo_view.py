@@ -16,13 +16,13 @@ from typing import Any
 
 import pytz
 
-from shared import attempts as attempt_states
-from shared import reasons, states
-from shared.accounts import PLAN_CREDITS, from_storage_units
-from shared.call_settings import CallSettings, default_call_settings, parse_call_settings
-from shared.calling_window import describe_window, is_allowed_time
 from shared.clock import Clock, from_ms
+from shared.domain import reasons, states
+from shared.domain.call_settings import CallSettings, default_call_settings, parse_call_settings
+from shared.domain.calling_window import describe_window, is_allowed_time
 from shared.logs import mask_phone
+from shared.stores import attempts as attempt_states
+from shared.stores.accounts import PLAN_CREDITS, from_storage_units
 from workers.dev.demo_plan import ACCOUNT_ID, BATCHES, BatchSpec
 
 #: Width of the progress bar, characters.
@@ -193,7 +193,7 @@ class Summary:
 
 def failure_reason(job: Mapping[str, Any] | None) -> str:
     """A failed job's reason without the provider's code and attempt count, read from its ``reason_code`` and
-    ``reason_params`` (:func:`shared.reasons.headline`): ``max attempts reached: busy``."""
+    ``reason_params`` (:func:`shared.domain.reasons.headline`): ``max attempts reached: busy``."""
     reason = reasons.of(job)
     return reasons.headline(reason) if reason is not None else "unknown"
 

@@ -18,13 +18,18 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from shared import states
-from shared.accounts import validate_account_id
-from shared.batch_controls import ControlResult, cancel_batch, pause_batch, reopen_batch, resume_batch
-from shared.batches import EDITABLE
-from shared.call_settings import CallSettings
+from shared.cache.invalidation import publish_invalidation
 from shared.clock import to_ms
-from shared.contacts_import import (
+from shared.domain import states
+from shared.domain.call_settings import CallSettings
+from shared.domain.shapes import BatchShape, TopUpShape, body_fields, validate_shape
+from shared.errors import Conflict, NotFound
+from shared.logs import event, get_logger
+from shared.redis_keys import invalidate_channel
+from shared.stores.accounts import validate_account_id
+from shared.stores.batch_controls import ControlResult, cancel_batch, pause_batch, reopen_batch, resume_batch
+from shared.stores.batches import EDITABLE
+from shared.stores.contacts_import import (
     MAX_LINE_BYTES,
     CheckSink,
     ContactSink,
@@ -35,12 +40,7 @@ from shared.contacts_import import (
     import_csv,
     split_lines,
 )
-from shared.errors import Conflict, NotFound
-from shared.invalidation import publish_invalidation
-from shared.logs import event, get_logger
-from shared.mongo import parse_id
-from shared.redis_keys import invalidate_channel
-from shared.shapes import BatchShape, TopUpShape, body_fields, validate_shape
+from shared.stores.mongo import parse_id
 from workers.web.context import WebContext, context
 from workers.web.http import (
     ADMIN,
@@ -68,9 +68,9 @@ from workers.web.views import (
     window_view,
 )
 
-#: Fields of ``POST /batches`` (declared by :class:`shared.shapes.BatchShape`).
+#: Fields of ``POST /batches`` (declared by :class:`shared.domain.shapes.BatchShape`).
 BATCH_FIELDS = body_fields(BatchShape)
-#: Fields of ``POST /accounts/{account_id}/top-up`` (declared by :class:`shared.shapes.TopUpShape`).
+#: Fields of ``POST /accounts/{account_id}/top-up`` (declared by :class:`shared.domain.shapes.TopUpShape`).
 TOP_UP_FIELDS = body_fields(TopUpShape)
 #: Fields of ``PATCH /batches/{batch_id}``.
 BATCH_UPDATE_FIELDS = EDITABLE

@@ -42,7 +42,7 @@ from shared import metrics
 from shared.config import Config, get_config
 from shared.errors import Conflict, NotFound, ServiceError, ValidationError
 from shared.logs import configure_from, event, get_logger, register_secret
-from shared.timing import DEFAULT_MAX_CLOCK_AGE_S
+from shared.pipeline.timing import DEFAULT_MAX_CLOCK_AGE_S
 from workers.web.context import CONTEXT, WebContext, WebSettings, context
 from workers.web.http import (
     ADMIN,

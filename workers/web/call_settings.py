@@ -3,7 +3,7 @@ a campaign's call_settings before creating it (docs/frontend.md).
 
 Both are read-level routes (the admin or read-only token, or a dashboard session): neither writes anything.
 The preview validates with the batch store's own validation (the 422 ``errors`` are those of
-``POST /batches``) and computes the times with :func:`shared.calling_window.upcoming_call_times`, the same
+``POST /batches``) and computes the times with :func:`shared.domain.calling_window.upcoming_call_times`, the same
 window logic the dialer uses.
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.call_settings import default_call_settings
-from shared.call_settings_schema import call_settings_schema
-from shared.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
-from shared.shapes import DEFAULT_PREVIEW_COUNT, MAX_PREVIEW_COUNT, PreviewShape, body_fields, validate_shape
+from shared.domain.call_settings import default_call_settings
+from shared.domain.call_settings_schema import call_settings_schema
+from shared.domain.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
+from shared.domain.shapes import DEFAULT_PREVIEW_COUNT, MAX_PREVIEW_COUNT, PreviewShape, body_fields, validate_shape
 from workers.web.context import WebContext, context
 from workers.web.http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
 
 __all__ = ["DEFAULT_PREVIEW_COUNT", "MAX_PREVIEW_COUNT", "PREVIEW_FIELDS", "ROUTES", "preview", "schema"]
 
-#: Fields of ``POST /call-settings/preview`` (declared by :class:`shared.shapes.PreviewShape`).
+#: Fields of ``POST /call-settings/preview`` (declared by :class:`shared.domain.shapes.PreviewShape`).
 PREVIEW_FIELDS = body_fields(PreviewShape)
 
 

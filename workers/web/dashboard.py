@@ -12,7 +12,7 @@ by ``POST /login``. A token is never taken from an address (``?token=`` is ignor
 up in browser histories, proxy logs and ``Referer`` headers. The session cookie holds the read-only
 token only, HttpOnly and SameSite=Strict. Signing in with the admin token also sets the admin session
 cookie (signed, one hour, no token in it: :func:`workers.web.http.new_admin_session`) and opens its session in
-Redis (:class:`shared.admin_sessions.AdminSessions`); its pages carry the session's CSRF token in a meta tag, and
+Redis (:class:`shared.stores.admin_sessions.AdminSessions`); its pages carry the session's CSRF token in a meta tag, and
 the admin API accepts that cookie only with the token in ``X-CSRF-Token``. Signing out closes the session: any copy
 of the cookie is refused (401; a page goes to the login). Without an admin session the wizard is disabled and the
 batch controls stay disabled.
@@ -31,8 +31,8 @@ from urllib.parse import parse_qs
 import pytz
 from aiohttp import web
 
-from shared import states
-from shared.dnc import GLOBAL_SCOPE, list_name
+from shared.domain import states
+from shared.stores.dnc import GLOBAL_SCOPE, list_name
 from workers.web.context import context
 from workers.web.http import (
     ADMIN_SESSION_COOKIE,

@@ -13,9 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.accounts import validate_account_id
-from shared.contacts_import import CsvFormatError, split_lines
-from shared.dnc import (
+from shared.domain.phones import InvalidPhone, normalize_phone
+from shared.domain.shapes import DncShape, body_fields
+from shared.errors import NotFound
+from shared.stores.accounts import validate_account_id
+from shared.stores.contacts_import import CsvFormatError, split_lines
+from shared.stores.dnc import (
     GLOBAL_SCOPE,
     MAX_NUMBERS,
     ParsedNumbers,
@@ -25,9 +28,6 @@ from shared.dnc import (
     parse_numbers,
     scope_of,
 )
-from shared.errors import NotFound
-from shared.phones import InvalidPhone, normalize_phone
-from shared.shapes import DncShape, body_fields
 from workers.web.admin import CSV_TYPES, DEFAULT_PAGE, MAX_PAGE, _region
 from workers.web.context import WebContext, context
 from workers.web.http import (
@@ -46,7 +46,7 @@ from workers.web.http import (
     read_limited,
 )
 
-#: Fields of a JSON ``POST .../dnc`` body (declared by :class:`shared.shapes.DncShape`).
+#: Fields of a JSON ``POST .../dnc`` body (declared by :class:`shared.domain.shapes.DncShape`).
 DNC_FIELDS = body_fields(DncShape)
 
 

@@ -12,7 +12,7 @@ token or the read-only token, as a bearer token or, for the dashboard, the sessi
 ``admin`` (the admin token as a bearer token, or the dashboard's admin session cookie together with
 its CSRF token in ``X-CSRF-Token``: a cookie alone opens nothing, so no cross-site request can use a
 browser's session). An admin session cookie counts only while its session is open in Redis
-(:class:`shared.admin_sessions.AdminSessions`): signing out closes it for every copy of the cookie on every dyno.
+(:class:`shared.stores.admin_sessions.AdminSessions`): signing out closes it for every copy of the cookie on every dyno.
 Tokens are compared with :func:`hmac.compare_digest`. With ``ADMIN_TOKEN`` unset every non-public route answers 401.
 """
 
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from shared.text import printable, unencodable
+from shared.domain.text import printable, unencodable
 
 PUBLIC = "public"
 READ = "read"
@@ -187,7 +187,8 @@ def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_
     """A signed admin session value ``v1.<expiry s>.<session id>.<HMAC>``, keyed with ``ADMIN_TOKEN``.
 
     The signature and expiry are checked without shared state (rotating ``ADMIN_TOKEN`` ends every session); the
-    session id must also be open in :class:`shared.admin_sessions.AdminSessions`, where signing out closes it. The
+    session id must also be open in :class:`shared.stores.admin_sessions.AdminSessions`, where signing out closes it.
+    The
     cookie never holds a token.
     """
     body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"

@@ -29,10 +29,10 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import states
-from shared.dnc import GLOBAL_SCOPE, list_name
+from shared.domain import states
 from shared.logs import event, get_logger
 from shared.metrics import REGISTRY, SCRAPE_GAUGES, RedisSnapshotCollector, process_label
+from shared.stores.dnc import GLOBAL_SCOPE, list_name
 
 log = get_logger(__name__)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shared import states
-from shared.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
-from shared.dnc import MAX_REASON as MAX_DNC_REASON
-from shared.shapes import (
+from shared.domain import states
+from shared.domain.shapes import (
     AccountShape,
     BatchShape,
     CallSettingsShape,
@@ -26,6 +24,8 @@ from shared.shapes import (
     TopUpShape,
     openapi_schema,
 )
+from shared.stores.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
+from shared.stores.dnc import MAX_REASON as MAX_DNC_REASON
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"

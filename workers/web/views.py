@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import reasons, states
-from shared.call_settings import AUTO_TIMEZONE, CallSettings, InvalidCallSettings, default_call_settings
-from shared.calling_window import (
+from shared.config import Config
+from shared.domain import reasons, states
+from shared.domain.call_settings import AUTO_TIMEZONE, CallSettings, InvalidCallSettings, default_call_settings
+from shared.domain.calling_window import (
     NoAllowedTime,
     describe_window,
     is_allowed_time,
     next_allowed_time,
     validate_call_settings,
 )
-from shared.config import Config
-from shared.dnc import DNC_OUTCOME
-from shared.jobs import JobStore
+from shared.stores.dnc import DNC_OUTCOME
+from shared.stores.jobs import JobStore
 from workers.web.http import iso
 
 #: Failure reasons listed per batch.
@@ -76,7 +76,8 @@ class BatchJobs:
 
     :param counts: jobs per state, every state present.
     :param failures: :func:`failure_reasons` (empty when no job failed).
-    :param oldest: :meth:`JobStore.oldest_in_progress <shared.jobs.JobStore.oldest_in_progress>` (None when no job
+    :param oldest: :meth:`JobStore.oldest_in_progress <shared.stores.jobs.JobStore.oldest_in_progress>` (None when no
+    job
         is held).
     """
 
@@ -231,7 +232,7 @@ def job_view(doc: Mapping[str, Any], attempts: Iterable[Mapping[str, Any]]) -> d
 
 
 def account_view(view: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`shared.billing.account_view` with its instants as ISO-8601."""
+    """:func:`shared.stores.billing.account_view` with its instants as ISO-8601."""
     out = dict(view)
     for name in ("created_at", "updated_at"):
         out[name] = iso(out.get(name))
@@ -247,7 +248,7 @@ def in_progress_view(oldest: Mapping[str, Any] | None, call_settings: Any, now_m
     :param parsed: ``call_settings`` already parsed, when the caller has them; else they are parsed here."""
     if oldest is None:
         return None
-    from shared.timing import DEFAULT_HORIZON_S, Timing
+    from shared.pipeline.timing import DEFAULT_HORIZON_S, Timing
 
     lease_ms = int(clock.simulated_seconds(config.pipeline_lease_s * 1.5) * 1000)
     if oldest["status"] == states.QUEUED:

@@ -4,7 +4,7 @@
    buffered; at most :data:`~workers.web.http.DEFAULT_MAX_WEBHOOK_READS` read at once, each within
    ``WEBHOOK_READ_TIMEOUT_S``, 5 s: a body still arriving then is refused with 408, its connection closed and its
    read slot freed, so slow senders hold the slots for that long at most) is verified against
-   ``x-retell-signature`` with ``RETELL_API_KEY`` (:func:`shared.webhooks.verify_webhook`: HMAC of the
+   ``x-retell-signature`` with ``RETELL_API_KEY`` (:func:`shared.provider.webhooks.verify_webhook`: HMAC of the
    exact bytes, timestamp within 5 minutes of the real time). Unsigned, forged or stale: 401 and
    nothing else happens.
 2. ``call_ended`` and ``call_analyzed`` carry the call: its job is found by ``metadata.job_id``
@@ -40,9 +40,9 @@ from cachetools import LRUCache
 from shared import metrics
 from shared.errors import NotFound
 from shared.logs import event, get_logger
-from shared.mongo import parse_id
-from shared.retell import Call
-from shared.webhooks import SIGNATURE_HEADER, verify_webhook
+from shared.provider.retell import Call
+from shared.provider.webhooks import SIGNATURE_HEADER, verify_webhook
+from shared.stores.mongo import parse_id
 from workers.web.context import context
 from workers.web.http import PUBLIC, ApiError, access, bad_request, json_response, parse_json, read_limited
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.retell import MAX_CALL_DURATION_MS_RANGE, RING_DURATION_MS_RANGE
+from shared.provider.retell import MAX_CALL_DURATION_MS_RANGE, RING_DURATION_MS_RANGE
 
 __all__ = ["ApiError", "CreateRequest", "ListQuery", "parse_create_body", "parse_list_body"]
 

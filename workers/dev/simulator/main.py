@@ -17,7 +17,7 @@ from shared.clock import get_clock
 from shared.config import load_config, set_config
 from shared.errors import ConfigError
 from shared.logs import configure_from, event, get_logger
-from shared.retell import DEFAULT_SIMULATOR_PORT
+from shared.provider.retell import DEFAULT_SIMULATOR_PORT
 from workers.dev.simulator.scenario import ScenarioError, parse_faults, parse_scenario
 from workers.dev.simulator.server import (
     CONCURRENCY_MODES,

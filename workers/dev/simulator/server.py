@@ -31,7 +31,7 @@ from aiohttp import web
 
 from shared.clock import Clock, get_clock
 from shared.logs import event, get_logger
-from shared.webhooks import SIGNATURE_HEADER, sign_webhook
+from shared.provider.webhooks import SIGNATURE_HEADER, sign_webhook
 from workers.dev.simulator.api import ApiError, CreateRequest, parse_create_body, parse_list_body
 from workers.dev.simulator.calls import CallBook, SimCall
 from workers.dev.simulator.scenario import (

@@ -1,0 +1,1 @@
+"""The per-process batch cache and its invalidation over Redis pub/sub."""

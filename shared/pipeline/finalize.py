@@ -1,0 +1,111 @@
+"""Finalize an ended call: settle its charge, record the attempt, move the job on, refill the slot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from shared import metrics
+from shared.domain import states
+from shared.domain.call_settings import CallSettings, choose_retry_delay
+from shared.domain.contact_policy import contact_keys
+from shared.domain.decisions import decide_after_call
+from shared.domain.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
+from shared.domain.reasons import Reason
+from shared.domain.records import Job
+from shared.logs import event, get_logger
+from shared.pipeline.rounds import write
+from shared.pipeline.step import Step
+from shared.provider.retell import Call
+from shared.stores.contact_history import DAY_MS
+
+log = get_logger(__name__)
+
+
+class Finalize(Step):
+    """``finalize``: shared by the poll actor and the webhook handler."""
+
+    if TYPE_CHECKING:  # the refill's entry point (:class:`shared.pipeline.dispatch.Dispatch`; the pipeline has both)
+        def refill(self, account_id: str) -> int: ...
+
+    @metrics.step("finalize")
+    def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
+                 lease_owner: str | None = None, source: str = "poll", refill: bool = True) -> str:
+        """Apply an ended call to its job. Shared by the poll actor and the webhook; the second is a no-op.
+
+        :param job: the job as the caller just read it (not read again); every write below is conditional on
+            the job still being in this call, so a copy that went stale only makes them refused.
+        :param refill: dial the account's next due job in this thread once the slot is free (a caller that
+            answers someone first, the webhook handler, refills after answering).
+        """
+        current = self._job(job_id, job)
+        if current is None or current.status != states.IN_CALL or current.call_id != call.call_id:
+            return "duplicate"
+        job = current
+        aid = job.attempt_id
+        assert aid is not None  # a job in a call, by its attempt
+        cached = self.cache.get(job.batch_id)
+        settings = self._settings_in(cached)
+        duration_ms = int(call.duration_ms or 0)
+        connected = call.start_timestamp_ms is not None and duration_ms > 0
+        outcome = classify(call.disconnection_reason, connected=connected, call_analysis=call.call_analysis)
+        reason = call_reason(outcome, call.disconnection_reason)
+        charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
+                  if job.reserved else 0)  # nothing was reserved: an unlimited plan
+        self.attempts.end(aid, {
+            "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
+            "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
+            "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
+        })
+        self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
+                          conversation=connected and outcome != Outcome.VOICEMAIL)
+        stopped = self._stopped(job, cached=cached)
+        applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped)
+        self.slots.release(job.account_id, aid)
+        if applied is None:
+            return "duplicate"
+        metrics.CALLS.labels(outcome.value).inc()
+        fields: dict[str, Any] = {}
+        if applied.get("status") == states.RETRY_WAIT:
+            chosen = choose_retry_delay(settings, _round_outcome(outcome))
+            metrics.RETRY_DELAY.observe(chosen.delay.total_seconds())
+            fields = {"retry_delay_hours": chosen.hours, "retry_delay_for": chosen.outcome or "default"}
+        event(log, "call_finalized", job_id=job_id, attempt_id=aid, outcome=outcome.value, source=source,
+              status=applied.get("status"), **fields)
+        if refill:
+            self.refill(job.account_id)
+        return outcome.value
+
+    def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool) -> None:
+        """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
+        days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
+        webhook)."""
+        policy = self._policy(job.account_id)
+        if policy is None:
+            return
+        self.history.finish(job.account_id, contact_keys(job.contact, job.phone), aid, ended_ms,
+                            conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+
+    def _apply_outcome(self, job: Job, outcome: Outcome, reason: Reason, settings: CallSettings, *,
+                       stopped: Reason | None) -> dict[str, Any] | None:
+        """Move the job on (:func:`~shared.domain.decisions.decide_after_call`). ``stopped``: why its batch lets no job
+        wait any more (cancelled while the call went on), or None; the job is then cancelled rather than left
+        waiting where no dispatch looks."""
+        job_id = job.id
+        expected = (states.IN_CALL,)
+        change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
+                                   config=self.jobs.config, stopped=stopped)
+        if change is not None:
+            if EFFECTS[outcome] == Effect.HOLD:
+                # The workspace cannot call, whatever this batch does.
+                self.calls.hold_batches(job, reason, batch_id=None)
+            return write(self.jobs, job_id, change, expected=expected)
+        this_call = {"call_id": job.call_id}
+        if EFFECTS[outcome] == Effect.HOLD:
+            return self.calls.hold(job, reason, batch_id=None, expected=expected, where=this_call)
+        return self.calls.free_retry(job, reason, expected=expected, where=this_call)
+
+def _round_outcome(outcome: Outcome) -> str | None:
+    """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it
+    can end a round, None (``retry_delay_hours``) when the round failed otherwise (a spent free-retry budget)."""
+    return outcome.value if outcome in ROUND_ENDING else None

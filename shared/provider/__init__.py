@@ -1,0 +1,1 @@
+"""The provider boundary: the Retell client and webhook signatures."""
