@@ -6,12 +6,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+PIPELINE = Path(__file__).resolve().parents[2] / "shared" / "pipeline"
 STEPS = ("dispatch", "dial", "reconcile", "poll", "finalize", "maintenance", "call_ops")
 
 
 def _tree(module: str) -> ast.Module:
-    return ast.parse((SHARED / f"{module}.py").read_text(encoding="utf-8"))
+    return ast.parse((PIPELINE / f"{module}.py").read_text(encoding="utf-8"))
 
 
 def _methods(tree: ast.Module) -> set[str]:
@@ -37,9 +37,10 @@ def test_a_step_calls_only_its_own_private_methods_and_the_base_steps():
     for module in STEPS:
         tree = _tree(module)
         own = _methods(tree)
-        wrong += [f"shared/{module}.py:{line} self.{name}" for line, name in _private_calls(tree, "self")
+        wrong += [f"shared/pipeline/{module}.py:{line} self.{name}" for line, name in _private_calls(tree, "self")
                   if name not in own and name not in shared_helpers]
-        wrong += [f"shared/{module}.py:{line} self.calls.{name}" for line, name in _private_calls(tree, "self.calls")]
+        wrong += [f"shared/pipeline/{module}.py:{line} self.calls.{name}"
+                  for line, name in _private_calls(tree, "self.calls")]
     assert wrong == [], "calls of another step's private method:\n" + "\n".join(wrong)
 
 
