@@ -201,11 +201,49 @@ class CallOps:
         unknown outcome (default ``reconcile_retry_s``).
         """
         job_id, aid = job.id, attempt.id
+        retry_ms = int((self.timing.reconcile_retry_s if retry_s is None else retry_s) * 1000)
+        try:
+            call = self.provider.create_phone_call(
+                from_number=attempt.from_number or self.config.call_from_number,
+                to_number=attempt.to_number,
+                agent_id=attempt.agent_id,
+                dynamic_variables=dict(job.contact.variables),
+                metadata={"job_id": job_id, "attempt_id": aid, "attempt": attempt.dial,
+                          "round": attempt.round, "batch_id": job.batch_id},
+                ring_timeout_s=settings.ring_timeout,
+                max_call_duration_s=settings.max_call_duration,
+                idempotency_key=aid,
+                precheck=self._precheck(job, attempt, settings, lease_until, replay=replay, dnc_read_at=dnc_read_at),
+            )
+        except DialAborted as exc:
+            if replay:
+                raise
+            return self._abort_dial(job, aid, exc, lease_owner)
+        except CreateOutcomeUnknown as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
+            self.sender.reconcile(job_id, lease_owner, delay_ms=retry_ms)
+            return DialResult.RECONCILE
+        except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+            if replay:
+                return self._replay_refused(job_id, aid, exc, lease_owner, retry_ms)
+            return self._create_failed(job, aid, exc, lease_owner)
+        if not replay:
+            metrics.DIALS.inc()
+        return self.record_call(job_id, aid, job.account_id, call, lease_owner, settings, reserved=reserved)
+
+    def _precheck(self, job: Job, attempt: Attempt, settings: CallSettings, lease_until: int, *, replay: bool,
+                  dnc_read_at: float | None) -> Callable[[], None]:
+        """The check run right before every send of ``attempt``'s create (see :meth:`create`): it raises
+        :class:`~shared.errors.DialAborted` when the send must not happen, and records the send otherwise."""
         phone = attempt.to_number
         contact_tz = job.contact.timezone
         need_real_s = self.timing.create_timeout_s + self.timing.fence_margin_s
+        sends = 0   # how many times this create has passed the check (and been sent)
 
         def precheck() -> None:
+            nonlocal sends
             stopped = self._stopped(job)   # the batch cache: no read while its listener is subscribed
             if stopped is not None:
                 raise DialAborted("cancelled", stopped)
@@ -222,47 +260,21 @@ class CallOps:
                 guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
             if problem is not None:
                 raise problem
-            sends[0] += 1
-            if replay or sends[0] > 1 or self.clock.real_seconds(
+            sends += 1
+            if replay or sends > 1 or self.clock.real_seconds(
                     (to_ms(now) - attempt.created_at) / 1000) > SENT_AT_FRESH_S:
-                self.attempts.sent(aid, to_ms(now))
+                self.attempts.sent(attempt.id, to_ms(now))
 
-        sends = [0]   # how many times this create has passed the check (and been sent)
-        retry_ms = int((self.timing.reconcile_retry_s if retry_s is None else retry_s) * 1000)
-        try:
-            call = self.provider.create_phone_call(
-                from_number=attempt.from_number or self.config.call_from_number,
-                to_number=phone,
-                agent_id=attempt.agent_id,
-                dynamic_variables=dict(job.contact.variables),
-                metadata={"job_id": job_id, "attempt_id": aid, "attempt": attempt.dial,
-                          "round": attempt.round, "batch_id": job.batch_id},
-                ring_timeout_s=settings.ring_timeout,
-                max_call_duration_s=settings.max_call_duration,
-                idempotency_key=aid,
-                precheck=precheck,
-            )
-        except DialAborted as exc:
-            if replay:
-                raise
-            return self._abort_dial(job, aid, exc, lease_owner)
-        except CreateOutcomeUnknown as exc:
-            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            event(log, "create_outcome_unknown", job_id=job_id, attempt_id=aid, error=str(exc)[:300])
-            self.sender.reconcile(job_id, lease_owner, delay_ms=retry_ms)
-            return DialResult.RECONCILE
-        except ProviderError as exc:
-            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            if replay:
-                # A refusal of this send says nothing of the earlier one, which may have made the call: still unknown.
-                wait_s = max(retry_ms / 1000, float(getattr(exc, "retry_after_s", None) or 0.0))
-                event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
-                self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
-                return DialResult.RECONCILE
-            return self._create_failed(job, aid, exc, lease_owner)
-        if not replay:
-            metrics.DIALS.inc()
-        return self.record_call(job_id, aid, job.account_id, call, lease_owner, settings, reserved=reserved)
+        return precheck
+
+    def _replay_refused(self, job_id: str, aid: str, exc: ProviderError, lease_owner: str,
+                        retry_ms: int) -> DialResult:
+        """The provider refused a send again of an ambiguous create: that says nothing of the earlier send, which
+        may have made the call, so the outcome is still unknown and the reconcile comes back."""
+        wait_s = max(retry_ms / 1000, float(getattr(exc, "retry_after_s", None) or 0.0))
+        event(log, "replay_refused", job_id=job_id, attempt_id=aid, error=type(exc).__name__)
+        self.sender.reconcile(job_id, lease_owner, delay_ms=int(wait_s * 1000))
+        return DialResult.RECONCILE
 
     def _clock_trusted(self) -> bool:
         source = self.clock.source
