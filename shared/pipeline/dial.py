@@ -217,7 +217,9 @@ class Dial(Step):
             self.billing.release(aid)
             retry_at = self.clock.now() + self._sim(self.timing.no_slot_retry_s)
             why = because("no_slot" if slot == Acquired.NO else "slots_rebuilding")
-            self.jobs.release(job_id, retry_at, why, **own)
+            if self.jobs.release(job_id, retry_at, why, **own) is not None:
+                # A slot rebuild that ran while the job was dialing counted this attempt as a call; it never will be.
+                self.slots.release(account_id, aid)
             if slot == Acquired.UNKNOWN:
                 self.sender.schedule(None)
             return DialResult.NO_SLOT

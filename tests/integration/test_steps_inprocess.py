@@ -23,7 +23,9 @@ from shared.clock import Clock
 from shared.domain import states
 from shared.errors import CreateOutcomeUnknown, ProviderUnavailable, RateLimited
 from shared.provider.retell import Call
+from shared.redis_keys import EPOCH_KEY
 from shared.stores import attempts as attempt_states
+from shared.stores.slots import Acquired
 from tests.fixtures.doubles import MovableTime, RecordingSender, ScriptedProvider
 from workers.runtime import build_runtime
 
@@ -146,6 +148,26 @@ def test_a_dial_with_no_free_slot_goes_back_to_pending_without_asking_the_provid
     assert rig.pipeline.schedule_due() == 1
     (_, again, _, delay_ms) = rig.sender.of("dial")[-1]
     assert again == job_id and 0 < delay_ms <= retry_ms
+
+
+def test_a_slot_rebuild_during_a_dial_that_found_the_slots_unknown_leaves_no_slot_behind(rig, monkeypatch):
+    # The slot sets are unknown (Redis lost them); the dial's acquire says so, and a rebuild that runs right then
+    # sees the job dialing and counts its attempt as a call. The attempt is never placed: its slot goes back.
+    job_id = one_job(rig.runtime)
+    owner = dispatched(rig, job_id)
+    rig.runtime.redis.delete(EPOCH_KEY)
+    acquire = rig.runtime.slots.acquire
+
+    def acquire_then_rebuild(*args: Any, **kwargs: Any) -> Acquired:
+        answer = acquire(*args, **kwargs)
+        rig.pipeline.rebuild_slots()
+        return answer
+
+    monkeypatch.setattr(rig.runtime.slots, "acquire", acquire_then_rebuild)
+    assert rig.pipeline.dial(job_id, owner) == "no_slot"
+    job = rig.runtime.jobs.get(job_id)
+    assert job["status"] == states.PENDING and job["reason_code"] == "slots_rebuilding"
+    assert rig.runtime.slots.holders("acc") == {} and rig.provider.calls == []
 
 
 def test_a_poll_of_an_ended_call_finalizes_it(rig):
