@@ -3,8 +3,7 @@
 Only the modules that own these keys use them: :mod:`shared.stores.slots` (slot sets, the pool and its limit),
 :mod:`shared.stores.coordination` (locks, turns, once-per-interval gates, kicks), :mod:`shared.metrics` (process
 snapshots), :mod:`shared.cache.invalidation` (the cache channels) and :mod:`shared.stores.admin_sessions` (the
-dashboard's
-admin sessions).
+dashboard's admin sessions).
 """
 
 from __future__ import annotations

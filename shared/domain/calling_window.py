@@ -520,9 +520,8 @@ def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | No
 def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config,
                            now: datetime | None = None) -> CallSettings:
     """The door of a batch's call_settings: :func:`~shared.domain.call_settings.parse_call_settings` (every field
-    checked,
-    defaults filled), then the check that the window lets at least one call start in the year from ``now`` (blackout
-    dates and holidays could otherwise close every day it opens).
+    checked, defaults filled), then the check that the window lets at least one call start in the year from
+    ``now`` (blackout dates and holidays could otherwise close every day it opens).
 
     :param raw: the submitted or stored dict; None for a batch without call_settings.
     :param config: source of the defaults.

@@ -1130,8 +1130,7 @@ def _from_number(value: Any, info: ValidationInfo) -> Any:
 
 def _call_settings(value: Any, info: ValidationInfo) -> Any:
     """The body's call_settings parsed (a :class:`shared.domain.call_settings.CallSettings`), or None when absent or
-    null:
-    :func:`shared.domain.calling_window.validate_call_settings`, its problems under ``call_settings``."""
+    null: :func:`shared.domain.calling_window.validate_call_settings`, its problems under ``call_settings``."""
     from shared.domain.call_settings import InvalidCallSettings
     from shared.domain.calling_window import validate_call_settings
 

@@ -1,7 +1,6 @@
 """The after-call rules applied to one job: read it (unless the caller holds it), decide with
 :mod:`shared.domain.decisions`, write the result through :class:`~shared.stores.jobs.JobStore` in one conditional
-update.
-Shared by the dial, reconcile and finalize steps and usable on a store alone."""
+update. Shared by the dial, reconcile and finalize steps and usable on a store alone."""
 
 from __future__ import annotations
 

@@ -102,8 +102,7 @@ class Step:
     def _pool_limit(self) -> int:
         """Calls the workspace allows in flight: ``RETELL_CONCURRENCY_LIMIT``, else what the provider said last
         (:meth:`shared.pipeline.maintenance.Maintenance.refresh_pool_limit`), else the default account limit (the
-        provider's
-        own default)."""
+        provider's own default)."""
         if self.config.retell_concurrency_limit:
             return self.config.retell_concurrency_limit
 

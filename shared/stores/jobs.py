@@ -536,8 +536,7 @@ class JobStore:
                        set_: Mapping[str, Any] | None = None, unset: Iterable[str] = (),
                        where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The job's next state as a decision of :mod:`shared.domain.decisions` gave it (a ``JobWrite``: after a
-        round, a
-        phone or a call), its reason and due time already among ``set_``: ``completed``, ``failed``,
+        round, a phone or a call), its reason and due time already among ``set_``: ``completed``, ``failed``,
         ``cancelled``, ``retry_wait`` or ``pending``."""
         if to not in DECIDED:
             raise IllegalTransition(f"a decision cannot move a job to {to}")

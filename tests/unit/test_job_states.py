@@ -1,7 +1,6 @@
 """The state tables of :mod:`shared.domain.states`: the README's job-state table is the code's, and the job store's
-named
-transitions, run in any order on one job (against an in-memory stand-in for its collection), only ever make the
-moves the table lists and never leave a final state."""
+named transitions, run in any order on one job (against an in-memory stand-in for its collection), only ever
+make the moves the table lists and never leave a final state."""
 
 from __future__ import annotations
 

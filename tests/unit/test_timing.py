@@ -1,6 +1,5 @@
 """Every lease and deadline figure of a call comes from :class:`shared.pipeline.timing.Timing`: each equals the
-formula the
-pipeline wrote in place before."""
+formula the pipeline wrote in place before."""
 
 from __future__ import annotations
 

@@ -188,8 +188,7 @@ def new_admin_session(admin_token: str, now_s: float, *, max_age_s: int = ADMIN_
 
     The signature and expiry are checked without shared state (rotating ``ADMIN_TOKEN`` ends every session); the
     session id must also be open in :class:`shared.stores.admin_sessions.AdminSessions`, where signing out closes it.
-    The
-    cookie never holds a token.
+    The cookie never holds a token.
     """
     body = f"v1.{int(now_s) + max_age_s}.{secrets.token_hex(16)}"
     return f"{body}.{_mac(admin_token, _SESSION_CONTEXT, body)}"

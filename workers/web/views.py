@@ -77,8 +77,7 @@ class BatchJobs:
     :param counts: jobs per state, every state present.
     :param failures: :func:`failure_reasons` (empty when no job failed).
     :param oldest: :meth:`JobStore.oldest_in_progress <shared.stores.jobs.JobStore.oldest_in_progress>` (None when no
-    job
-        is held).
+        job is held).
     """
 
     counts: Mapping[str, int]
