@@ -86,6 +86,14 @@ class Clock:
         """Simulated seconds that pass in ``real_seconds`` of real time."""
         return real_seconds * self.speed
 
+    def simulated_wait(self, real_seconds: float) -> timedelta:
+        """A wait of ``real_seconds`` real seconds, as a span of this clock."""
+        return timedelta(seconds=self.simulated_seconds(real_seconds))
+
+    def real_ms(self, simulated_seconds: float) -> int:
+        """Real whole milliseconds (never negative) that ``simulated_seconds`` take on this clock."""
+        return max(0, int(self.real_seconds(simulated_seconds) * 1000))
+
     def env(self) -> dict[str, str]:
         """Environment variables that give a child process this same clock."""
         if self.start is None:

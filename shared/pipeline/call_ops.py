@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import metrics
@@ -114,13 +113,6 @@ class CallOps:
     def provider(self) -> Provider:
         return self.get_provider()
 
-    def _sim(self, real_seconds: float) -> timedelta:
-        """A real-time wait expressed on the shared clock."""
-        return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
-
-    def _real_ms(self, sim_seconds: float) -> int:
-        return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
-
     def _lang(self) -> str:
         return self.config.lang
 
@@ -161,8 +153,8 @@ class CallOps:
             return fail_round(self.jobs, job.id, because("free_retries_spent", used=used, last=reason),
                               self._settings_of(job), job=job, expected=expected, lease_owner=lease_owner)
         metrics.FREE_RETRIES.labels("retried").inc()
-        return self.jobs.release(job.id, self.clock.now() + self._sim(wait_s), reason, inc={"free_retries": 1},
-                                 expected=expected, lease_owner=lease_owner, where=where)
+        return self.jobs.release(job.id, self.clock.now() + self.clock.simulated_wait(wait_s), reason,
+                                 inc={"free_retries": 1}, expected=expected, lease_owner=lease_owner, where=where)
 
     def hold(self, job: Job, reason: Reason, *, batch_id: str | None, expected: Sequence[str],
              lease_owner: str | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -257,7 +249,7 @@ class CallOps:
                 now=now, lease_until_ms=lease_until,
                 real_seconds=self.clock.real_seconds((lease_until - to_ms(now)) / 1000), need_real_s=need_real_s,
                 clock_trusted=trusted, settings=settings, phone=phone, contact_timezone=contact_tz,
-                guard=self._sim(self.timing.dial_guard_s), lang=self._lang())
+                guard=self.clock.simulated_wait(self.timing.dial_guard_s), lang=self._lang())
             if problem is not None:
                 raise problem
             sends += 1
@@ -306,7 +298,8 @@ class CallOps:
             self.jobs.release(job_id, self.clock.now(), exc.reason, **own)
             self.sender.schedule(job.account_id)
         else:
-            self.jobs.release(job_id, self.clock.now() + self._sim(self.timing.no_slot_retry_s), exc.reason, **own)
+            retry_at = self.clock.now() + self.clock.simulated_wait(self.timing.no_slot_retry_s)
+            self.jobs.release(job_id, retry_at, exc.reason, **own)
         return DialResult(f"aborted_{exc.kind}")
 
     def _create_failed(self, job: Job, aid: str, exc: ProviderError,
@@ -379,7 +372,7 @@ class CallOps:
         event(log, "call_created", job_id=job_id, attempt_id=aid, call_id=call.call_id,
               to=mask_phone(getattr(call, "to_number", "") or ""))
         if not self.timing.webhooks:
-            self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self._real_ms(next_poll_delay_s(0)))
+            self.sender.poll(job_id, lease_owner, call.call_id, 0, delay_ms=self.clock.real_ms(next_poll_delay_s(0)))
         return DialResult.DIALED
 
     def _stop_quietly(self, call_id: str) -> None:

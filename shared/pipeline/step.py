@@ -119,7 +119,7 @@ class Step:
 
     def _sim(self, real_seconds: float) -> timedelta:
         """A real-time wait expressed on the shared clock."""
-        return timedelta(seconds=self.clock.simulated_seconds(real_seconds))
+        return self.clock.simulated_wait(real_seconds)
 
     def _sim_ms(self, real_seconds: float) -> int:
         """A real-time wait as simulated milliseconds."""
@@ -130,7 +130,7 @@ class Step:
         return self.timing.slot_lease_ms(settings, self.clock)
 
     def _real_ms(self, sim_seconds: float) -> int:
-        return max(0, int(self.clock.real_seconds(sim_seconds) * 1000))
+        return self.clock.real_ms(sim_seconds)
 
     def _lang(self) -> str:
         return self.config.lang
