@@ -16,6 +16,7 @@ from shared.config import (
     DEFAULT_RETELL_CREATE_TIMEOUT_S,
     Config,
 )
+from shared.domain.decisions import attempt_deadline_ms
 from shared.provider.retell import IDEMPOTENCY_WINDOW_S
 
 if TYPE_CHECKING:
@@ -125,8 +126,9 @@ class Timing:
 
     def attempt_deadline_ms(self, created_ms: int, settings: CallSettings) -> int:
         """The hard deadline of an attempt recorded at ``created_ms``: by then its call has rung, talked its longest
-        and ended (shared ms; :func:`shared.domain.decisions.attempt_deadline_ms` with this grace)."""
-        return int(created_ms + self.call_life_s(settings) * 1000)
+        and ended (shared ms): :func:`shared.domain.decisions.attempt_deadline_ms` with this grace."""
+        return attempt_deadline_ms(created_ms, ring_timeout_s=settings.ring_timeout,
+                                   max_call_duration_s=settings.max_call_duration, grace_s=self.call_grace_sim_s)
 
     def slot_lease_ms(self, settings: CallSettings, clock: Clock) -> int:
         """A slot's lease: the call's longest life plus the lease margin (simulated ms)."""
