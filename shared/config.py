@@ -37,6 +37,10 @@ DEFAULT_CALL_MAX_DURATION_MINUTES = 10.0
 DEFAULT_RING_TIMEOUT_SECONDS = 30
 #: With webhooks, seconds after a call's ring timeout at which a call still not ended is polled.
 DEFAULT_PIPELINE_SAFETY_POLL_S = 60.0
+#: Real seconds after a conversation ends during which its post-call analysis is still looked for.
+DEFAULT_PIPELINE_ANALYSIS_WAIT_S = 600.0
+#: Days an attempt is kept for the contact log (Chile's collection law asks for two years).
+DEFAULT_CONTACT_LOG_RETENTION_DAYS = 730
 #: Calling-window zone when a batch names none.
 DEFAULT_TIMEZONE = "America/Santiago"
 #: Region assumed for phone numbers written without a country code.
@@ -297,6 +301,18 @@ class Config:
     pipeline_safety_poll_s: float = _var(
         "PIPELINE_SAFETY_POLL_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_SAFETY_POLL_S,
         "with RETELL_WEBHOOKS, seconds after a call's ring timeout at which a call no webhook ended is polled",
+    )
+    pipeline_analysis_wait_s: float = _var(
+        "PIPELINE_ANALYSIS_WAIT_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_ANALYSIS_WAIT_S,
+        "real seconds after a conversation ends during which its post-call analysis is still looked for",
+    )
+    contact_log_retention_days: int = _var(
+        "CONTACT_LOG_RETENTION_DAYS", lambda raw: parse_int(raw, minimum=1, maximum=36_500),
+        DEFAULT_CONTACT_LOG_RETENTION_DAYS, "days every attempt is kept for the contact log (then deleted)",
+    )
+    result_webhooks_allow_private: bool = _var(
+        "RESULT_WEBHOOKS_ALLOW_PRIVATE", _parse_flag, False,
+        "result webhooks may target loopback and private addresses, over http too (development, a private network)",
     )
     admin_token: str | None = _var("ADMIN_TOKEN", str.strip, doc="admin API bearer token; unset: API refuses all")
     port: int = _var("PORT", lambda raw: parse_int(raw, minimum=1, maximum=65535), DEFAULT_PORT, "web dyno port")

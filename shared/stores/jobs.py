@@ -45,6 +45,9 @@ CANCELLED = because("batch_cancelled")
 #: What a job in a final state never carries: it is due never again (``next_try_at``) and held by no process (the
 #: lease, and the safety-net poll of a call in progress).
 NOT_FINAL_FIELDS = ("next_try_at", "lease_owner", "lease_until", "poll_at")
+#: Set on a job with the write that makes it final, until the result events' sweep has read it
+#: (:mod:`shared.pipeline.result_events`): a final contact's ``contact.final`` is never missed.
+NOTIFY_FINAL = "notify_final"
 #: What a job leaving the leased states drops.
 LEASE_FIELDS = ("lease_owner", "lease_until", "poll_at")
 
@@ -69,8 +72,9 @@ def job_update(now_ms: int, *, to: str | None = None, set_: Mapping[str, Any] | 
                unset: Iterable[str] = (), inc: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The MongoDB update of a job's change: ``set_``, ``unset`` and ``inc`` as asked, ``updated_at``, and the rules
     of the state entered. Leaving the leased states drops the lease; entering a final state sets ``finished_at``
-    (now) and drops :data:`NOT_FINAL_FIELDS`, whatever ``set_`` and ``inc`` say of them. The one place these rules
-    are written: every transition and every batch-wide write of a state goes through here."""
+    (now) and :data:`NOTIFY_FINAL`, and drops :data:`NOT_FINAL_FIELDS`, whatever ``set_`` and ``inc`` say of them.
+    The one place these rules are written: every transition and every batch-wide write of a state goes through
+    here."""
     ruled: set[str] = set()
     if to is not None and to not in states.LEASED:
         ruled |= set(LEASE_FIELDS)
@@ -82,6 +86,7 @@ def job_update(now_ms: int, *, to: str | None = None, set_: Mapping[str, Any] | 
         fields["status"] = to
     if to in states.FINAL:
         fields["finished_at"] = now_ms
+        fields[NOTIFY_FINAL] = True
     counters = {k: v for k, v in (inc or {}).items() if k not in ruled}
     drop = (set(unset) | ruled) - set(fields) - set(counters)
     update: dict[str, Any] = {"$set": fields}

@@ -39,6 +39,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("dedupe_key", ASCENDING)], name="dedupe_key", unique=True, sparse=True),
         # Sparse: jobs imported before it existed have no phones_key and are left alone.
         IndexModel([("phones_key", ASCENDING)], name="phones_key", unique=True, sparse=True),
+        # Only final jobs whose contact.final the result events' sweep has not read yet carry notify_final.
+        IndexModel([("notify_final", ASCENDING)], name="notify_final", sparse=True),
     ],
     BATCHES: [
         IndexModel([("status", ASCENDING)], name="status"),
@@ -54,6 +56,12 @@ INDEXES: dict[str, list[IndexModel]] = {
                    name="account_number_created"),
         IndexModel([("account_id", ASCENDING), ("external_id", ASCENDING), ("created_at", ASCENDING)],
                    name="account_external_created", sparse=True),
+        IndexModel([("batch_id", ASCENDING)], name="batch_id"),
+        # Ended calls whose call.ended / call.analyzed the result events' sweep has not read yet.
+        IndexModel([("notify_ended", ASCENDING)], name="notify_ended", sparse=True),
+        IndexModel([("notify_analyzed", ASCENDING)], name="notify_analyzed", sparse=True),
+        # Conversations whose post-call analysis is still looked for: when to look next.
+        IndexModel([("analysis_due_at", ASCENDING)], name="analysis_due_at", sparse=True),
     ],
     CONTACT_HISTORY: [
         IndexModel([("account_id", ASCENDING)], name="account_id"),
