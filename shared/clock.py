@@ -90,6 +90,10 @@ class Clock:
         """A wait of ``real_seconds`` real seconds, as a span of this clock."""
         return timedelta(seconds=self.simulated_seconds(real_seconds))
 
+    def simulated_ms(self, real_seconds: float) -> int:
+        """Whole milliseconds of this clock that ``real_seconds`` of real time take."""
+        return int(self.simulated_seconds(real_seconds) * 1000)
+
     def real_ms(self, simulated_seconds: float) -> int:
         """Real whole milliseconds (never negative) that ``simulated_seconds`` take on this clock."""
         return max(0, int(self.real_seconds(simulated_seconds) * 1000))

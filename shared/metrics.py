@@ -44,6 +44,8 @@ POSTPONED_BY_POLICY = Counter(
     "outdial_postponed_by_policy", "Dials postponed because the account's contact policy capped the callee",
     registry=REGISTRY)
 CALLS = Counter("outdial_calls", "Calls finished, by outcome", ["outcome"], registry=REGISTRY)
+ANALYSES = Counter("outdial_call_analyses", "Post-call analyses kept after the finalize, or given up on",
+                   ["result"], registry=REGISTRY)
 DIALS = Counter("outdial_dials", "Calls created at the provider", registry=REGISTRY)
 DIAL_DECISIONS = Counter("outdial_dial_decisions", "What the dial step decided", ["decision"], registry=REGISTRY)
 RETRY_DELAY = Histogram(

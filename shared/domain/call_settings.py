@@ -164,6 +164,7 @@ class CallSettings:
     :param holidays: public-holiday calendar with no calls, or None.
     :param blackout_dates: local dates with no calls.
     :param on_insufficient_balance: ``"fail"`` or ``"wait"``.
+    :param keep_transcripts: keep each call's transcript on its attempt (capped).
     :param raw: the dict as given.
     :param document: the normalised fields the operator set (what :meth:`to_document` returns).
     """
@@ -181,6 +182,7 @@ class CallSettings:
     holidays: HolidayCalendar | None = None
     blackout_dates: tuple[date, ...] = ()
     on_insufficient_balance: str = DEFAULT_BALANCE_POLICY
+    keep_transcripts: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Derived data computed once per object (the compiled calling window, see shared.domain.calling_window).
@@ -284,6 +286,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         holidays=calendar,
         blackout_dates=tuple(date.fromisoformat(d) for d in shape.blackout_dates or ()),
         on_insufficient_balance=shape.on_insufficient_balance or defaults["on_insufficient_balance"],
+        keep_transcripts=bool(shape.keep_transcripts),
         raw=dict(raw),
         document=document,
     )

@@ -470,6 +470,21 @@ class JobWrite:
     set_: Mapping[str, Any]
     unset: tuple[str, ...] = ()
     where: Mapping[str, Any] = field(default_factory=dict)
+    inc: Mapping[str, int] = field(default_factory=dict)
+
+    def plus(self, also: Also | None) -> JobWrite:
+        """This write with further fields to set and counters to add (a call's result), or itself."""
+        if also is None:
+            return self
+        return replace(self, set_={**self.set_, **also.set_}, inc={**self.inc, **also.inc})
+
+
+@dataclass(frozen=True)
+class Also:
+    """Fields a step writes with a job's next state, whatever that state is: ``set_`` and ``inc`` (``$inc``)."""
+
+    set_: Mapping[str, Any] = field(default_factory=dict)
+    inc: Mapping[str, int] = field(default_factory=dict)
 
 
 def decide_failed_round(job: Job | Mapping[str, Any], reason: Reason, settings: CallSettings, *, now_ms: int,

@@ -8,16 +8,21 @@ write of the job; :func:`analysis_result_update` when the analysis comes later):
 
 - ``calls``, ``talk_ms``, ``charge``: calls placed, milliseconds talked and what they were charged, summed;
 - ``last_call_at`` (the last call's end, else its start or its creation, ms), ``last_outcome``, ``last_attempt_id``;
-- ``analysis``, ``analysis_attempt_id``, ``recording_url``: of the last conversation (a connected call that was
-  not a voicemail), kept when a later call did not connect;
+- ``analysis`` (stored as JSON text), ``analysis_attempt_id``, ``recording_url``: of the last conversation (a
+  connected call that was not a voicemail), kept when a later call did not connect;
 - ``analysis_pending``: the attempt whose analysis is awaited (the last conversation's), until it comes or the
   wait ends.
 
 :func:`contact_result` is the one view of it that every reader shows (the API, the exports, the result webhooks).
+
+An analysis is stored as compact JSON text (:func:`stored_analysis`), on the attempt and in the job's result, and
+read back with :func:`read_analysis`: the embedded MongoDB server stores a boolean written by ``$set`` as an integer,
+which would turn ``call_successful: true`` and every boolean the operator's agent extracts into ``1``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +63,27 @@ def analysis_of(call_analysis: Mapping[str, Any] | None) -> dict[str, Any] | Non
     return out
 
 
+def stored_analysis(analysis: Mapping[str, Any] | None) -> str | None:
+    """The stored form of an analysis: compact JSON text (see the module's docstring), or None."""
+    if analysis is None:
+        return None
+    return json.dumps(dict(analysis), separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+
+
+def read_analysis(stored: Any) -> dict[str, Any] | None:
+    """An analysis as stored (JSON text, or a document written by hand) back as a dict; None when there is none
+    or it cannot be read."""
+    if isinstance(stored, Mapping):
+        return dict(stored)
+    if not isinstance(stored, str) or not stored:
+        return None
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def call_extras(raw: Mapping[str, Any], *, keep_transcript: bool) -> dict[str, Any]:
     """What an ended call's object adds to its attempt besides the analysis: ``recording_url``, ``call_cost``
     (``call_cost.combined_cost``) and, with ``keep_transcript``, the capped ``transcript``."""
@@ -90,7 +116,7 @@ def call_result_update(*, attempt_id: str, outcome: str, duration_ms: int, charg
                             "result.last_attempt_id": attempt_id}
     if conversation:
         set_["result.analysis_attempt_id"] = attempt_id
-        set_["result.analysis"] = dict(analysis) if analysis is not None else None
+        set_["result.analysis"] = stored_analysis(analysis)
         set_["result.recording_url"] = recording_url
         if analysis is None:
             set_["result.analysis_pending"] = attempt_id
@@ -102,7 +128,7 @@ def analysis_result_update(analysis: Mapping[str, Any] | None, recording_url: st
     """``$set`` of a job's ``result`` when the analysis of its last conversation comes after the finalize (or
     never comes: ``analysis`` None ends the wait). Written only while ``result.analysis_attempt_id`` is that call's
     attempt, so a later conversation's analysis is never replaced by an older one."""
-    set_: dict[str, Any] = {"result.analysis": dict(analysis) if analysis is not None else None}
+    set_: dict[str, Any] = {"result.analysis": stored_analysis(analysis)}
     if recording_url:
         set_["result.recording_url"] = recording_url
     return set_
@@ -114,7 +140,7 @@ def contact_result(job: Mapping[str, Any]) -> dict[str, Any]:
     ``status`` and ``reason_code`` are the job's; ``final`` says whether they will change again.
     """
     result = job.get("result") or {}
-    analysis = result.get("analysis") or None
+    analysis = read_analysis(result.get("analysis"))
     status = job.get("status")
     return {
         "status": status,
@@ -127,7 +153,7 @@ def contact_result(job: Mapping[str, Any]) -> dict[str, Any]:
         "last_call_at": result.get("last_call_at"),
         "last_outcome": result.get("last_outcome"),
         "last_attempt_id": result.get("last_attempt_id"),
-        "analysis": dict(analysis) if analysis else None,
+        "analysis": analysis,
         "analysis_pending": bool(result.get("analysis_pending")),
         "recording_url": result.get("recording_url"),
         "finished_at": job.get("finished_at"),

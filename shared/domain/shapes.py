@@ -533,6 +533,13 @@ def _balance_policy(value: Any) -> Any:
     return text
 
 
+def _flag(value: Any) -> Any:
+    """A JSON boolean (a string or a number is refused, never read as one)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise _problem(f"must be true or false, got {_type(value)}")
+
+
 def _retry_delay_by_outcome(value: Any) -> Any:
     """``{outcome: hours}`` in the order of the outcomes, each within the bounds of ``retry_delay_hours``."""
     if value is None:
@@ -673,6 +680,9 @@ class CallSettingsShape(BaseModel):
         *_nullable(_balance_policy,
                    'When the account\'s balance cannot cover one call: "fail" the contact, or "wait" in '
                    "waiting_balance for a top-up. Balance held by calls in progress only delays a dial.", "wait")]
+    keep_transcripts: Annotated[
+        bool | None,
+        *_nullable(_flag, "Keep each call's transcript with its analysis (at most 20,000 characters a call).", True)]
 
     @model_validator(mode="wrap")
     @classmethod

@@ -20,6 +20,7 @@ from shared.domain import states
 from shared.domain.call_settings import CallSettings, default_call_settings
 from shared.domain.contact_policy import ContactPolicy, contact_keys
 from shared.domain.decisions import (
+    Also,
     DialResult,
     DialStep,
     batch_stopped,
@@ -140,29 +141,33 @@ class CallOps:
 
     def free_retry(self, job: Job, reason: Reason, *, expected: Sequence[str], lease_owner: str | None = None,
                    where: Mapping[str, Any] | None = None,
-                   retry_after_s: float | None = None) -> dict[str, Any] | None:
+                   retry_after_s: float | None = None, also: Also | None = None) -> dict[str, Any] | None:
         """A provider fault that spends no attempt: back to ``pending`` after a growing wait, within the budget;
         past ``PIPELINE_MAX_FREE_RETRIES`` of them in a row, the round fails and says why. ``expected``,
         ``lease_owner``, ``where``: what the job's transition requires of it
-        (:meth:`shared.stores.jobs.JobStore.release`)."""
+        (:meth:`shared.stores.jobs.JobStore.release`); ``also``: further fields written with it (a call's result)."""
         used = job.free_retries
         wait_s = decide_free_retry(used, limit=self.config.pipeline_max_free_retries, retry_after_s=retry_after_s,
                                    base_s=self.config.pipeline_free_retry_base_s)
         if wait_s is None:
             metrics.FREE_RETRIES.labels("budget_spent").inc()
             return fail_round(self.jobs, job.id, because("free_retries_spent", used=used, last=reason),
-                              self._settings_of(job), job=job, expected=expected, lease_owner=lease_owner)
+                              self._settings_of(job), job=job, expected=expected, lease_owner=lease_owner,
+                              also=also)
         metrics.FREE_RETRIES.labels("retried").inc()
         return self.jobs.release(job.id, self.clock.now() + self.clock.simulated_wait(wait_s), reason,
-                                 inc={"free_retries": 1}, expected=expected, lease_owner=lease_owner, where=where)
+                                 inc={"free_retries": 1, **(also.inc if also else {})}, expected=expected,
+                                 lease_owner=lease_owner, where=where, set_=also.set_ if also else None)
 
     def hold(self, job: Job, reason: Reason, *, batch_id: str | None, expected: Sequence[str],
-             lease_owner: str | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+             lease_owner: str | None = None, where: Mapping[str, Any] | None = None,
+             also: Also | None = None) -> dict[str, Any] | None:
         """Hold the batch (or every active batch) until an operator resumes it; the job waits, unspent (``expected``,
-        ``lease_owner``, ``where``: as for :meth:`free_retry`)."""
+        ``lease_owner``, ``where``, ``also``: as for :meth:`free_retry`)."""
         self.hold_batches(job, reason, batch_id=batch_id)
         return self.jobs.release(job.id, self.clock.now(), because("batch_held", held=reason), expected=expected,
-                                 lease_owner=lease_owner, where=where)
+                                 lease_owner=lease_owner, where=where, inc=also.inc if also else None,
+                                 set_=also.set_ if also else None)
 
     def hold_batches(self, job: Job, reason: Reason, *, batch_id: str | None) -> None:
         """Hold the batch (or, ``batch_id`` None, every active batch) until an operator resumes it."""

@@ -9,10 +9,17 @@ from shared import metrics
 from shared.domain import states
 from shared.domain.call_settings import CallSettings, choose_retry_delay
 from shared.domain.contact_policy import contact_keys
-from shared.domain.decisions import decide_after_call
+from shared.domain.decisions import Also, decide_after_call
 from shared.domain.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.domain.reasons import Reason
 from shared.domain.records import Job
+from shared.domain.results import (
+    analysis_of,
+    analysis_result_update,
+    call_extras,
+    call_result_update,
+    read_analysis,
+)
 from shared.logs import event, get_logger
 from shared.pipeline.rounds import write
 from shared.pipeline.step import Step
@@ -52,18 +59,30 @@ class Finalize(Step):
         reason = call_reason(outcome, call.disconnection_reason)
         charge = (self.billing.settle(aid, duration_ms=duration_ms if connected else 0)
                   if job.reserved else 0)  # nothing was reserved: an unlimited plan
-        self.attempts.end(aid, {
+        now_ms = self.clock.now_ms()
+        conversation = connected and outcome != Outcome.VOICEMAIL
+        analysis = analysis_of(call.call_analysis)
+        extras = call_extras(call.raw, keep_transcript=settings.keep_transcripts)
+        ended_here = self.attempts.end(aid, {
             "call_id": call.call_id, "outcome": outcome.value, "disconnection_reason": call.disconnection_reason,
             "started_at": call.start_timestamp_ms, "ended_at": call.end_timestamp_ms,
-            "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": self.clock.now_ms(),
+            "duration_ms": duration_ms, "charge": charge, "finalized_by": source, "finalized_at": now_ms,
+            "notify_ended": True,
+            **extras, **self.timing.analysis_fields(analysis, connected=connected, now_ms=now_ms, clock=self.clock),
         })
-        self._finish_turn(job, aid, int(call.end_timestamp_ms or self.clock.now_ms()),
-                          conversation=connected and outcome != Outcome.VOICEMAIL)
+        self._finish_turn(job, aid, int(call.end_timestamp_ms or now_ms), conversation=conversation)
         stopped = self._stopped(job, cached=cached)
-        applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped)
+        result_set, result_inc = call_result_update(
+            attempt_id=aid, outcome=outcome.value, duration_ms=duration_ms if connected else 0, charge=charge,
+            at_ms=int(call.end_timestamp_ms or call.start_timestamp_ms or now_ms), conversation=conversation,
+            analysis=analysis, recording_url=extras.get("recording_url"))
+        applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped,
+                                      also=Also(result_set, result_inc))
         self.slots.release(job.account_id, aid)
         if applied is None:
             return "duplicate"
+        if conversation and analysis is None and not ended_here:
+            self._analysis_of_twin(job.id, aid)
         metrics.CALLS.labels(outcome.value).inc()
         fields: dict[str, Any] = {}
         if applied.get("status") == states.RETRY_WAIT:
@@ -76,6 +95,14 @@ class Finalize(Step):
             self.refill(job.account_id)
         return outcome.value
 
+    def _analysis_of_twin(self, job_id: str, aid: str) -> None:
+        """Another finalize of this call (a poll and a webhook at once) ended the attempt, and this one moved the
+        job: the other may have kept an analysis this one's read of the call did not have; it becomes the job's."""
+        attempt = self.attempts.get(aid)
+        if attempt is not None and attempt.get("analysis") is not None:
+            self.jobs.record_analysis(job_id, aid, analysis_result_update(read_analysis(attempt["analysis"]),
+                                                                          attempt.get("recording_url")))
+
     def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool) -> None:
         """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
         days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
@@ -87,10 +114,10 @@ class Finalize(Step):
                             conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
 
     def _apply_outcome(self, job: Job, outcome: Outcome, reason: Reason, settings: CallSettings, *,
-                       stopped: Reason | None) -> dict[str, Any] | None:
+                       stopped: Reason | None, also: Also) -> dict[str, Any] | None:
         """Move the job on (:func:`~shared.domain.decisions.decide_after_call`). ``stopped``: why its batch lets no job
         wait any more (cancelled while the call went on), or None; the job is then cancelled rather than left
-        waiting where no dispatch looks."""
+        waiting where no dispatch looks. ``also``: the call's result, written with the job's move."""
         job_id = job.id
         expected = (states.IN_CALL,)
         change = decide_after_call(job, outcome, reason, settings, now_ms=self.jobs.clock.now_ms(),
@@ -99,11 +126,11 @@ class Finalize(Step):
             if EFFECTS[outcome] == Effect.HOLD:
                 # The workspace cannot call, whatever this batch does.
                 self.calls.hold_batches(job, reason, batch_id=None)
-            return write(self.jobs, job_id, change, expected=expected)
+            return write(self.jobs, job_id, change.plus(also), expected=expected)
         this_call = {"call_id": job.call_id}
         if EFFECTS[outcome] == Effect.HOLD:
-            return self.calls.hold(job, reason, batch_id=None, expected=expected, where=this_call)
-        return self.calls.free_retry(job, reason, expected=expected, where=this_call)
+            return self.calls.hold(job, reason, batch_id=None, expected=expected, where=this_call, also=also)
+        return self.calls.free_retry(job, reason, expected=expected, where=this_call, also=also)
 
 def _round_outcome(outcome: Outcome) -> str | None:
     """The outcome whose retry delay applies when this call's job went to ``retry_wait``: the call's own when it

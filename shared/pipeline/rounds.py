@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.domain import states
 from shared.domain.call_settings import CallSettings
-from shared.domain.decisions import JobWrite, decide_failed_round, decide_next_phone
+from shared.domain.decisions import Also, JobWrite, decide_failed_round, decide_next_phone
 from shared.domain.reasons import Reason
 from shared.domain.records import Job
 from shared.stores.jobs import JobStore
@@ -19,7 +19,7 @@ def write(jobs: JobStore, job_id: str, change: JobWrite, *, expected: Sequence[s
           lease_owner: str | None = None) -> dict[str, Any] | None:
     """Write a decided change; the job after it, or None when it had moved on (another state, lease, round)."""
     return jobs.apply_decision(job_id, change.status, expected=expected, lease_owner=lease_owner,
-                               where=change.where, set_=change.set_, unset=change.unset)
+                               where=change.where, set_=change.set_, unset=change.unset, inc=change.inc)
 
 
 def _current(jobs: JobStore, job_id: str, job: Job | Mapping[str, Any] | None,
@@ -31,16 +31,17 @@ def _current(jobs: JobStore, job_id: str, job: Job | Mapping[str, Any] | None,
 
 def fail_round(jobs: JobStore, job_id: str, reason: Reason, call_settings: CallSettings, *,
                expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
-               job: Job | Mapping[str, Any] | None = None, outcome: str | None = None) -> dict[str, Any] | None:
+               job: Job | Mapping[str, Any] | None = None, outcome: str | None = None,
+               also: Also | None = None) -> dict[str, Any] | None:
     """A failed round (:func:`~shared.domain.decisions.decide_failed_round`): ``retry_wait``, or ``failed`` after the
     last round. ``job``, when the caller holds the current document, saves a read; ``outcome``: the outcome of
-    the call that ended the round, if a call did."""
+    the call that ended the round, if a call did; ``also``: further fields written with it (a call's result)."""
     current = _current(jobs, job_id, job, expected)
     if current is None:
         return None
     change = decide_failed_round(current, reason, call_settings, now_ms=jobs.clock.now_ms(), config=jobs.config,
                                  outcome=outcome)
-    return write(jobs, job_id, change, expected=expected, lease_owner=lease_owner)
+    return write(jobs, job_id, change.plus(also), expected=expected, lease_owner=lease_owner)
 
 
 def next_phone(jobs: JobStore, job_id: str, reason: Reason, call_settings: CallSettings, *, invalid: bool = False,

@@ -123,7 +123,7 @@ class Step:
 
     def _sim_ms(self, real_seconds: float) -> int:
         """A real-time wait as simulated milliseconds."""
-        return int(self.clock.simulated_seconds(real_seconds) * 1000)
+        return self.clock.simulated_ms(real_seconds)
 
     def _slot_lease_ms(self, settings: CallSettings) -> int:
         """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""

@@ -6,17 +6,21 @@ Leases, horizons and back-offs are real seconds (converted to the shared clock w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import (
+    DEFAULT_PIPELINE_ANALYSIS_WAIT_S,
     DEFAULT_PIPELINE_DIAL_GUARD_S,
     DEFAULT_PIPELINE_SAFETY_POLL_S,
     DEFAULT_RETELL_CREATE_TIMEOUT_S,
     Config,
 )
+from shared.domain.backoff import capped_exponential
 from shared.domain.decisions import attempt_deadline_ms
+from shared.domain.results import stored_analysis
 from shared.provider.retell import IDEMPOTENCY_WINDOW_S
 
 if TYPE_CHECKING:
@@ -64,6 +68,12 @@ DEFAULT_CALL_GRACE_S = 30.0
 DEFAULT_STOP_GRACE_S = 30.0
 #: Real seconds between two ledger repairs (posting what dead processes left in account documents).
 DEFAULT_REPAIR_EVERY_S = 60.0
+#: Real seconds after a call's end before its post-call analysis is first looked for at the provider when the call's
+#: object did not carry it yet: without webhooks, and with them (``call_analyzed`` normally comes first).
+DEFAULT_ANALYSIS_FIRST_LOOK_S = 5.0
+DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S = 60.0
+#: Longest real wait between two looks for an analysis (the waits double up to it).
+DEFAULT_ANALYSIS_LOOK_CAP_S = 60.0
 #: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
 DISPATCH_LOCK_MS = 2000
 #: Real seconds the slot rebuild may hold its lock.
@@ -109,6 +119,8 @@ class Timing:
     webhooks: bool = False
     #: With webhooks, simulated seconds after a call's ring timeout at which its first poll comes.
     safety_poll_sim_s: float = DEFAULT_PIPELINE_SAFETY_POLL_S
+    #: Real seconds after a conversation's end during which its analysis is looked for (``PIPELINE_ANALYSIS_WAIT_S``).
+    analysis_wait_s: float = DEFAULT_PIPELINE_ANALYSIS_WAIT_S
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
@@ -116,7 +128,8 @@ class Timing:
         return cls(queued_lease_s=lease, dialing_lease_s=config.dialing_lease_s, poll_lease_margin_s=lease,
                    stop_grace_s=lease / 2,
                    dial_guard_s=config.pipeline_dial_guard_s, create_timeout_s=config.retell_create_timeout_s,
-                   webhooks=config.retell_webhooks, safety_poll_sim_s=config.pipeline_safety_poll_s)
+                   webhooks=config.retell_webhooks, safety_poll_sim_s=config.pipeline_safety_poll_s,
+                   analysis_wait_s=config.pipeline_analysis_wait_s)
 
     # -- the call's longest life, and the leases and deadlines it sets ---------------------------------------
 
@@ -144,3 +157,23 @@ class Timing:
         the recovery of a dead poller (the in-call lease margin)."""
         return (self.attempt_deadline_ms(created_ms, settings)
                 + int(clock.simulated_seconds(self.stop_grace_s + self.poll_lease_margin_s) * 1000))
+
+    # -- the post-call analysis -------------------------------------------------------------------------------
+
+    def analysis_fields(self, analysis: Mapping[str, Any] | None, *, connected: bool, now_ms: int,
+                        clock: Clock) -> dict[str, Any]:
+        """An ended attempt's analysis fields: the analysis itself when the call's object carried it; for a
+        connected call without it, when to look for it first (``analysis_due_at``) and until when
+        (``analysis_until``); nothing for a call that never connected (its analysis would say nothing)."""
+        if analysis is not None:
+            return {"analysis": stored_analysis(analysis), "analysis_at": now_ms, "notify_analyzed": True}
+        if not connected:
+            return {}
+        first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
+        return {"analysis_due_at": now_ms + clock.simulated_ms(first),
+                "analysis_until": now_ms + clock.simulated_ms(self.analysis_wait_s), "analysis_looks": 0}
+
+    def next_analysis_look_ms(self, looks: int, now_ms: int, clock: Clock) -> int:
+        """When to look again for an analysis not there at the ``looks``-th look (the waits double up to a minute)."""
+        wait = capped_exponential(looks, base=DEFAULT_ANALYSIS_FIRST_LOOK_S, cap=DEFAULT_ANALYSIS_LOOK_CAP_S)
+        return now_ms + clock.simulated_ms(wait)

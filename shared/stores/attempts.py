@@ -30,6 +30,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import Clock
 from shared.domain.reasons import Reason, clip
 from shared.domain.records import Job
+from shared.domain.results import stored_analysis
 from shared.domain.states import AttemptState
 from shared.stores.mongo import ATTEMPTS
 
@@ -41,6 +42,8 @@ ENDED = AttemptState.ENDED
 NOT_PLACED = AttemptState.NOT_PLACED
 ORPHANED = AttemptState.ORPHANED
 OPEN = (DIALING, IN_CALL)
+#: What an attempt carries while its analysis is looked for.
+ANALYSIS_WAIT_FIELDS = ("analysis_due_at", "analysis_until", "analysis_looks")
 
 
 def attempt_id(job: Job | Mapping[str, Any], phone_index: int) -> str:
@@ -104,6 +107,44 @@ class AttemptStore:
             return self._move(attempt_id, OPEN, {**fields, "state": ENDED})
         result = self.coll.update_one({"_id": attempt_id, "state": {"$in": list(OPEN)}, "owner": owner},
                                       {"$set": {**fields, "state": ENDED, "updated_at": self.clock.now_ms()}})
+        return result.modified_count == 1
+
+    def of_call(self, call_id: str) -> dict[str, Any] | None:
+        """The attempt that placed the provider call ``call_id``, or None."""
+        return self.coll.find_one({"call_id": call_id})
+
+    # -- the post-call analysis (see :mod:`shared.domain.results`) ---------------------------------------------
+
+    def record_analysis(self, attempt_id: str, analysis: Mapping[str, Any], extras: Mapping[str, Any]) -> bool:
+        """The analysis of this ended attempt's call, with the call's ``extras`` (recording, cost, transcript);
+        only the first one is kept (False when it already has one, or has not ended)."""
+        now = self.clock.now_ms()
+        result = self.coll.update_one(
+            {"_id": attempt_id, "state": {"$eq": ENDED}, "analysis": {"$exists": False}},
+            {"$set": {**extras, "analysis": stored_analysis(analysis), "analysis_at": now, "notify_analyzed": True,
+                      "updated_at": now},
+             "$unset": dict.fromkeys(ANALYSIS_WAIT_FIELDS, "")})
+        return result.modified_count == 1
+
+    def analysis_due(self, now_ms: int, limit: int) -> list[dict[str, Any]]:
+        """Ended attempts whose analysis is looked for, due to be looked for now (``analysis_due_at`` passed)."""
+        return list(self.coll.find({"analysis_due_at": {"$lte": int(now_ms)}},
+                                   {"job_id": 1, "batch_id": 1, "call_id": 1, "analysis_due_at": 1,
+                                    "analysis_until": 1, "analysis_looks": 1}).limit(limit))
+
+    def look_for_analysis(self, attempt_id: str, seen_due_at: int, next_at: int) -> bool:
+        """Take the next look for this attempt's analysis: its next look moves to ``next_at``, conditional on the
+        one read (``seen_due_at``), so that of two processes only one looks."""
+        result = self.coll.update_one({"_id": attempt_id, "analysis_due_at": {"$eq": int(seen_due_at)}},
+                                      {"$set": {"analysis_due_at": int(next_at)}, "$inc": {"analysis_looks": 1}})
+        return result.modified_count == 1
+
+    def analysis_missing(self, attempt_id: str) -> bool:
+        """The analysis never came within the wait: stop looking (``analysis_missing``)."""
+        result = self.coll.update_one({"_id": attempt_id, "analysis": {"$exists": False},
+                                       "analysis_due_at": {"$exists": True}},
+                                      {"$set": {"analysis_missing": True, "updated_at": self.clock.now_ms()},
+                                       "$unset": dict.fromkeys(ANALYSIS_WAIT_FIELDS, "")})
         return result.modified_count == 1
 
     def sent(self, attempt_id: str, at_ms: int) -> None:

@@ -255,6 +255,15 @@ class JobStore:
         """The batch's jobs, only ``fields`` (and ``_id``) of each."""
         return iter(self.coll.find({"batch_id": batch_id}, dict.fromkeys(fields, 1)))
 
+    def record_analysis(self, job_id: str, attempt_id: str, set_: Mapping[str, Any]) -> bool:
+        """The analysis of the job's last conversation (``attempt_id``) came, or will not come (see
+        :func:`shared.domain.results.analysis_result_update`): written only while that conversation is still the
+        job's last one, whatever the job's state (a final job is not reopened); it waits for it no more."""
+        result = self.coll.update_one(
+            {"_id": parse_id(job_id, "job id"), "result.analysis_attempt_id": {"$eq": attempt_id}},
+            {"$set": {**set_, "updated_at": self.clock.now_ms()}, "$unset": {"result.analysis_pending": ""}})
+        return result.modified_count == 1
+
     def of_call(self, call_id: str) -> dict[str, Any] | None:
         """The job holding the provider call ``call_id``, or None."""
         return self.coll.find_one({"call_id": call_id})
@@ -539,14 +548,15 @@ class JobStore:
 
     def apply_decision(self, job_id: str, to: str, *, expected: Sequence[str], lease_owner: str | None = None,
                        set_: Mapping[str, Any] | None = None, unset: Iterable[str] = (),
-                       where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                       where: Mapping[str, Any] | None = None,
+                       inc: Mapping[str, int] | None = None) -> dict[str, Any] | None:
         """The job's next state as a decision of :mod:`shared.domain.decisions` gave it (a ``JobWrite``: after a
         round, a phone or a call), its reason and due time already among ``set_``: ``completed``, ``failed``,
         ``cancelled``, ``retry_wait`` or ``pending``."""
         if to not in DECIDED:
             raise IllegalTransition(f"a decision cannot move a job to {to}")
         return self._transition(job_id, expected=expected, to=to, lease_owner=lease_owner, set_=set_, unset=unset,
-                                where=where)
+                                where=where, inc=inc)
 
     def complete(self, job_id: str, *, expected: Sequence[str] = (states.IN_CALL,), lease_owner: str | None = None,
                  set_: Mapping[str, Any] | None = None,
@@ -574,26 +584,30 @@ class JobStore:
     def postpone(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                  to: str = states.WAITING_SCHEDULE, expected: Sequence[str] | None = None,
                  lease_owner: str | None = None, inc: Mapping[str, int] | None = None,
-                 where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                 where: Mapping[str, Any] | None = None,
+                 set_: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Postpone without spending an attempt: back to a claimable state, ``waiting_schedule`` (or ``to``), until
         ``next_try_at``.
 
         :param expected: default the leased states that may enter ``to``.
+        :param set_: further fields to write with it (a call's result).
         """
         if to not in states.CLAIMABLE:
             raise IllegalTransition(f"a job is postponed to a claimable state, not {to}")
         return self._transition(job_id, expected=_leased_into(to) if expected is None else expected, to=to,
                                 lease_owner=lease_owner, inc=inc, where=where,
-                                set_={"next_try_at": to_ms(next_try_at), **reason.fields(self.config.lang)})
+                                set_={**(set_ or {}), "next_try_at": to_ms(next_try_at),
+                                      **reason.fields(self.config.lang)})
 
     def release(self, job_id: str, next_try_at: datetime, reason: Reason, *,
                 expected: Sequence[str] = states.LEASED, lease_owner: str | None = None,
                 inc: Mapping[str, int] | None = None,
-                where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                where: Mapping[str, Any] | None = None,
+                set_: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Back to ``pending`` at ``next_try_at`` without spending an attempt (provider fault, no slot, a paused
         or held batch)."""
         return self.postpone(job_id, next_try_at, reason, to=states.PENDING, expected=expected,
-                             lease_owner=lease_owner, inc=inc, where=where)
+                             lease_owner=lease_owner, inc=inc, where=where, set_=set_)
 
     def park_for_balance(self, job_id: str, reason: Reason, *, expected: Sequence[str] | None = None,
                          lease_owner: str | None = None) -> dict[str, Any] | None:

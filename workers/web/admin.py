@@ -23,7 +23,7 @@ from shared.clock import to_ms
 from shared.domain import states
 from shared.domain.call_settings import CallSettings
 from shared.domain.shapes import BatchShape, TopUpShape, body_fields, validate_shape
-from shared.errors import Conflict, NotFound
+from shared.errors import CallNotFound, Conflict, NotFound
 from shared.logs import event, get_logger
 from shared.redis_keys import invalidate_channel
 from shared.stores.accounts import validate_account_id
@@ -510,6 +510,38 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(await ctx.run(_job, ctx, _path_id(request, "job_id", "job id")))
 
 
+def _recording(ctx: WebContext, job_id: str, attempt_id: str | None) -> dict[str, Any]:
+    rt = ctx.runtime
+    doc = rt.jobs.get(job_id)
+    if doc is None:
+        raise NotFound(f"job {job_id} not found")
+    if attempt_id is None:
+        attempt_id = (doc.get("result") or {}).get("analysis_attempt_id")
+        if attempt_id is None:
+            raise NotFound(f"job {job_id} has no conversation with a recording")
+    attempt = rt.attempts.get(attempt_id)
+    if attempt is None or attempt.get("job_id") != job_id or not attempt.get("call_id"):
+        raise NotFound(f"attempt {attempt_id[:80]} of job {job_id} has no call")
+    try:
+        call = rt.provider.get_call(str(attempt["call_id"]))
+    except CallNotFound:
+        raise NotFound(f"the provider no longer has call {attempt['call_id']}") from None
+    url = call.raw.get("recording_url")
+    if not isinstance(url, str) or not url:
+        raise NotFound(f"call {attempt['call_id']} has no recording")
+    return {"job_id": job_id, "attempt_id": attempt_id, "call_id": attempt["call_id"], "recording_url": url}
+
+
+@access(ADMIN)
+@query_params("attempt_id")
+async def get_recording(request: web.Request) -> web.Response:
+    """A fresh link to the recording of the job's last conversation (or of ``?attempt_id=``): the provider's links
+    expire, so it is asked each time."""
+    ctx = context(request)
+    return json_response(await ctx.run(_recording, ctx, _path_id(request, "job_id", "job id"),
+                                       query_text(request, "attempt_id")))
+
+
 #: ``(method, path, handler, name)`` of every admin route.
 ROUTES = (
     ("PUT", "/accounts/{account_id}", put_account, "put_account"),
@@ -527,4 +559,5 @@ ROUTES = (
     ("POST", "/batches/{batch_id}/cancel", cancel, "cancel_batch"),
     ("POST", "/batches/{batch_id}/invalidate-cache", invalidate_cache, "invalidate_cache"),
     ("GET", "/jobs/{job_id}", get_job, "get_job"),
+    ("GET", "/jobs/{job_id}/recording", get_recording, "get_recording"),
 )

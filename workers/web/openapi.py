@@ -267,7 +267,30 @@ def _schemas() -> dict[str, Any]:
             "duration_ms": {"type": "integer", "nullable": True}, "charge": {"type": "integer", "nullable": True},
             "finalized_by": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
             "reason_code": _REASON_CODE, "reason_params": _REASON_PARAMS,
-            "created_at": _TIME, "started_at": _TIME, "ended_at": _TIME}},
+            "created_at": _TIME, "started_at": _TIME, "ended_at": _TIME,
+            "analysis": {"allOf": [_ref("CallAnalysis")], "nullable": True}, "analysis_at": _TIME,
+            "analysis_missing": {"type": "boolean"}, "recording_url": {"type": "string", "nullable": True},
+            "call_cost": {"type": "number", "nullable": True,
+                          "description": "The provider's own cost of the call, in its cents"},
+            "transcript": {"type": "string", "nullable": True,
+                           "description": "Kept when the batch sets keep_transcripts"}}},
+        "CallAnalysis": {"type": "object", "description": "Retell's post-call analysis of the call", "properties": {
+            "call_successful": {"type": "boolean"}, "call_summary": {"type": "string"},
+            "user_sentiment": {"type": "string"}, "in_voicemail": {"type": "boolean"},
+            "custom_analysis_data": {"type": "object", "description": "The fields the operator's agent extracts"}}},
+        "ContactResult": {"type": "object", "description": "What the contact came to", "properties": {
+            "status": {"type": "string", "enum": list(states.JOB_STATES)}, "final": {"type": "boolean"},
+            "reason_code": _REASON_CODE, "reason": {"type": "string", "nullable": True},
+            "calls": {"type": "integer"}, "talk_s": {"type": "number"}, "charge": {"type": "integer"},
+            "last_call_at": _TIME, "last_outcome": {"type": "string", "nullable": True},
+            "last_attempt_id": {"type": "string", "nullable": True},
+            "analysis": {"allOf": [_ref("CallAnalysis")], "nullable": True,
+                         "description": "Of the last conversation"},
+            "analysis_pending": {"type": "boolean"}, "recording_url": {"type": "string", "nullable": True},
+            "finished_at": _TIME}},
+        "Recording": {"type": "object", "required": ["job_id", "attempt_id", "call_id", "recording_url"],
+                      "properties": {"job_id": _ID, "attempt_id": {"type": "string"}, "call_id": {"type": "string"},
+                                     "recording_url": {"type": "string"}}},
         "JobSummary": {"type": "object", "required": ["id", "status", "tries"], "properties": {
             "id": _ID, "batch_id": _ID, "status": {"type": "string", "enum": list(states.JOB_STATES)},
             "tries": {"type": "integer"}, "name": {"type": "string", "nullable": True},
@@ -275,7 +298,7 @@ def _schemas() -> dict[str, Any]:
             "phones": {"type": "array", "items": {"type": "string"}}, "next_try_at": _TIME,
             "last_error": {"type": "string", "nullable": True}, "reason_code": _REASON_CODE,
             "reason_params": _REASON_PARAMS, "outcome": {"type": "string", "nullable": True},
-            "updated_at": _TIME}},
+            "updated_at": _TIME, "result": _ref("ContactResult")}},
         "Job": {"allOf": [_ref("JobSummary"), {"type": "object", "required": ["attempts"], "properties": {
             "account_id": {"type": "string"}, "contact": {"type": "object"}, "dials": {"type": "integer"},
             "phone_index": {"type": "integer"}, "invalid_phones": {"type": "array", "items": {"type": "integer"}},
@@ -469,6 +492,12 @@ def _paths() -> dict[str, Any]:
         "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
             "200": _answer("The job", _ref("Job")), **_errors(401, 404, 503)},
             params=[_JOB_ID], tags=("jobs",))},
+        "/jobs/{job_id}/recording": {"get": _op(
+            "get_recording", "A fresh link to the recording of the job's last conversation (links expire)", {
+                "200": _answer("The link, as the provider gives it now", _ref("Recording")),
+                **_errors(401, 404, 503)},
+            params=[_JOB_ID, _query("attempt_id", {"type": "string"}, "Another of the job's calls")],
+            tags=("jobs",))},
     }
 
 

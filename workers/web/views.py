@@ -24,6 +24,7 @@ from shared.domain.calling_window import (
     next_allowed_time,
     validate_call_settings,
 )
+from shared.domain.results import contact_result, read_analysis
 from shared.stores.dnc import DNC_OUTCOME
 from shared.stores.jobs import JobStore
 from workers.web.http import iso
@@ -187,7 +188,21 @@ def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": iso(doc.get("created_at")),
         "started_at": iso(doc.get("started_at")),
         "ended_at": iso(doc.get("ended_at")),
+        "analysis": read_analysis(doc.get("analysis")),
+        "analysis_at": iso(doc.get("analysis_at")),
+        "analysis_missing": bool(doc.get("analysis_missing")),
+        "recording_url": doc.get("recording_url"),
+        "call_cost": doc.get("call_cost"),
+        "transcript": doc.get("transcript"),
     }
+
+
+def result_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The contact's result (:func:`shared.domain.results.contact_result`) with its instants as ISO-8601."""
+    view = contact_result(doc)
+    for name in ("last_call_at", "finished_at"):
+        view[name] = iso(view[name])
+    return view
 
 
 def job_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,6 +222,7 @@ def job_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
         "reason_params": doc.get("reason_params"),
         "outcome": doc.get("outcome"),
         "updated_at": iso(doc.get("updated_at")),
+        "result": result_view(doc),
     }
 
 

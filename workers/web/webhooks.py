@@ -62,6 +62,8 @@ DEFAULT_WEBHOOK_MAX_PENDING = 2000
 RECENTLY_FINISHED = 20_000
 #: Finalize results that applied nothing (the slot was not freed by this delivery).
 NOT_APPLIED = ("duplicate", "unknown_call", "stale")
+#: Results counted under their own name (a finalize that applied an outcome is counted as ``finalized``).
+ANSWERED_WITHOUT_FINALIZE = ("duplicate", "unknown_call", "analyzed", "not_ready", "not_ended")
 #: Seconds between two log lines about refused signatures (the metric counts every one).
 DEFAULT_REJECTION_LOG_INTERVAL_S = 1.0
 
@@ -131,28 +133,36 @@ class WebhookProcessor:
                 return job
         return jobs.of_call(call.call_id)
 
-    def apply(self, call: Call) -> str:
+    def apply(self, call: Call, name: str = "call_ended") -> str:
         """Find the job and finalize it; ``"unknown_call"`` when no job has this call.
 
         A call this process finalized a moment ago (``call_ended`` then ``call_analyzed``) is a duplicate
-        without a read. The freed slot is refilled after the answer, in the same pool: the next call is
-        dialed from here, with no broker hop, while the provider already has its acknowledgement.
+        without a read, except that a ``call_analyzed`` then keeps the call's analysis (:meth:`analyzed`). The
+        freed slot is refilled after the answer, in the same pool: the next call is dialed from here, with no
+        broker hop, while the provider already has its acknowledgement.
         """
         with self._finished_lock:
             if call.call_id in self._finished:
-                return "duplicate"
+                return self.analyzed(call) if name == "call_analyzed" else "duplicate"
         started = time.perf_counter()
         job = self.find_job(call)
         if job is None:
-            return "unknown_call"
+            return self.analyzed(call) if name == "call_analyzed" else "unknown_call"
         pipeline = self._pipeline()
         result = str(pipeline.finalize(job["_id"], call, job=job, source="webhook", refill=False))
+        if result == "duplicate" and name == "call_analyzed":
+            return self.analyzed(call)
         metrics.WEBHOOK_FINALIZE.observe(time.perf_counter() - started)
         if result not in NOT_APPLIED:
             with self._finished_lock:
                 self._finished[call.call_id] = True
             self.pool.submit(self._refill, pipeline, str(job["account_id"]))
         return result
+
+    def analyzed(self, call: Call) -> str:
+        """Keep the analysis a ``call_analyzed`` brings for a call already finalized (``"analyzed"``), or say why
+        not (:meth:`shared.pipeline.analysis.Analysis.record_analysis`)."""
+        return str(self._pipeline().record_analysis(call, source="webhook"))
 
     @staticmethod
     def _refill(pipeline: Any, account_id: str) -> None:
@@ -164,14 +174,14 @@ class WebhookProcessor:
 
     # -- the event loop part ------------------------------------------------------------------------
 
-    def _submit(self, call: Call) -> tuple[asyncio.Future[str], bool]:
+    def _submit(self, call: Call, name: str) -> tuple[asyncio.Future[str], bool]:
         """The finalize of ``call``: a new one (``True``), or the one already running for it (``False``)."""
         running = self._inflight.get(call.call_id)
         if running is not None:
             return running, False
         loop = asyncio.get_running_loop()
         self.pending += 1
-        future = loop.run_in_executor(self.pool, self.apply, call)
+        future = loop.run_in_executor(self.pool, self.apply, call, name)
         self._inflight[call.call_id] = future
 
         def done(f: asyncio.Future[str]) -> None:
@@ -185,21 +195,26 @@ class WebhookProcessor:
         future.add_done_callback(done)
         return future, True
 
-    async def finalize(self, call: Call) -> tuple[int, str]:
+    async def finalize(self, call: Call, name: str = "call_ended") -> tuple[int, str]:
         """``(status, result)``: 200 with the pipeline's answer, 202 if still running, 503 when overloaded.
 
         A delivery that joins a finalize already running for the same call (``call_ended`` and
         ``call_analyzed`` close together, or a retried delivery) waits for it but did not apply anything
-        itself: its result is ``"duplicate"``, so each applied outcome is counted once.
+        itself: its result is ``"duplicate"``, so each applied outcome is counted once. A ``call_analyzed`` that
+        joined one then keeps its analysis, once that finalize is done.
         """
         if call.call_id not in self._inflight and self.pending >= self.max_pending:
             return 503, "overloaded"
-        future, fresh = self._submit(call)
+        future, fresh = self._submit(call, name)
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self.wait_s)
         except TimeoutError:
             return 202, "accepted"
-        return 200, result if fresh else "duplicate"
+        if fresh:
+            return 200, result
+        if name == "call_analyzed":
+            return 200, await asyncio.get_running_loop().run_in_executor(self.pool, self.analyzed, call)
+        return 200, "duplicate"
 
     def close(self) -> None:
         """Let running finalizations end (their conditional writes are short) and stop the threads."""
@@ -267,8 +282,8 @@ async def retell_webhook(request: web.Request) -> web.StreamResponse:
         _count("not_ended")
         event(log, "webhook_call_not_ended", call_id=call.call_id, webhook=name, call_status=call.call_status)
         return web.Response(status=204)
-    status, result = await processor.finalize(call)
-    _count(result if status == 200 and result in ("duplicate", "unknown_call") else
+    status, result = await processor.finalize(call, name)
+    _count(result if status == 200 and result in ANSWERED_WITHOUT_FINALIZE else
            {200: "finalized", 202: "accepted", 503: "overloaded"}[status])
     event(log, "webhook_applied", call_id=call.call_id, webhook=name, result=result, status=status)
     if status == 503:
