@@ -419,3 +419,33 @@ def test_a_sparse_mark_listed_by_range_in_order_and_cleared(db):
     assert [d["_id"] for d in listed] == ["y", "x"]
     assert db.c.update_one({"_id": "y", "status": "cancelled"}, {"$unset": {"cancel_sweep": ""}}).modified_count == 1
     assert [d["_id"] for d in db.c.find({"cancel_sweep": {"$gt": 0}})] == ["x"]
+
+
+def test_an_analysis_kept_once_on_a_missing_field_and_a_result_updated_on_a_dotted_equality(db):
+    """The analysis writes: an attempt keeps the first analysis only (``$exists: false`` beside a state), its
+    wait's fields dropped; the job's result counters added with dotted ``$inc``, and its analysis written only
+    while ``result.analysis_attempt_id`` is that attempt, the pending mark dropped with a dotted ``$unset``."""
+    db.a.create_index("analysis_due_at", sparse=True)
+    db.a.insert_many([{"_id": "a1", "state": "ended", "analysis_due_at": 5, "analysis_until": 9},
+                      {"_id": "a2", "state": "ended"}])
+    assert [d["_id"] for d in db.a.find({"analysis_due_at": {"$lte": 6}})] == ["a1"]
+    first = db.a.update_one({"_id": "a1", "state": {"$eq": "ended"}, "analysis": {"$exists": False}},
+                            {"$set": {"analysis": '{"call_successful":true}'},
+                             "$unset": {"analysis_due_at": "", "analysis_until": ""}})
+    again = db.a.update_one({"_id": "a1", "state": {"$eq": "ended"}, "analysis": {"$exists": False}},
+                            {"$set": {"analysis": "other"}})
+    assert (first.modified_count, again.modified_count) == (1, 0)
+    assert db.a.find_one({"_id": "a1"}) == {"_id": "a1", "state": "ended", "analysis": '{"call_successful":true}'}
+    assert list(db.a.find({"analysis_due_at": {"$lte": 6}})) == []
+
+    db.j.insert_one({"_id": "j", "status": "in_call"})
+    db.j.update_one({"_id": "j"}, {"$set": {"result.analysis_attempt_id": "a1", "result.analysis_pending": "a1"},
+                                   "$inc": {"result.calls": 1, "result.talk_ms": 4200}})
+    db.j.update_one({"_id": "j"}, {"$inc": {"result.calls": 1, "result.talk_ms": 0}})
+    stale = db.j.update_one({"_id": "j", "result.analysis_attempt_id": {"$eq": "a0"}},
+                            {"$set": {"result.analysis": "old"}, "$unset": {"result.analysis_pending": ""}})
+    kept = db.j.update_one({"_id": "j", "result.analysis_attempt_id": {"$eq": "a1"}},
+                           {"$set": {"result.analysis": "new"}, "$unset": {"result.analysis_pending": ""}})
+    assert (stale.modified_count, kept.modified_count) == (0, 1)
+    assert db.j.find_one({"_id": "j"})["result"] == {"analysis_attempt_id": "a1", "calls": 2, "talk_ms": 4200,
+                                                     "analysis": "new"}

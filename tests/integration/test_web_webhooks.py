@@ -19,6 +19,7 @@ import pytest
 
 from shared.clock import started_at, use_clock
 from shared.domain import states
+from shared.domain.results import analysis_of, read_analysis
 from shared.metrics import REGISTRY
 from shared.provider.webhooks import SIGNATURE_HEADER, sign_webhook
 from shared.stores import attempts as attempt_states
@@ -262,13 +263,13 @@ def test_deliveries_that_share_one_finalize_count_it_once(rig_factory):
     def count(result: str) -> float:
         return REGISTRY.get_sample_value("outdial_webhooks_total", {"result": result}) or 0.0
 
-    before = {r: count(r) for r in ("finalized", "duplicate")}
+    before = {r: count(r) for r in ("finalized", "duplicate", "analyzed")}
     processor = rig.server.context.webhooks
     submitted: list[bool] = []   # per delivery: did it start a finalize (True) or join the running one (False)
     original = processor._submit
 
-    def spy(call: Any) -> Any:
-        future, fresh = original(call)
+    def spy(call: Any, name: str) -> Any:
+        future, fresh = original(call, name)
         submitted.append(fresh)
         return future, fresh
 
@@ -288,8 +289,12 @@ def test_deliveries_that_share_one_finalize_count_it_once(rig_factory):
         for sender in senders:
             sender.join(30)
     assert submitted == [True, False]
-    assert sorted(r.json()["result"] for r in replies) == ["busy", "duplicate"]
-    assert count("finalized") - before["finalized"] == 1 and count("duplicate") - before["duplicate"] == 1
+    # the call_analyzed that joined the finalize keeps its analysis once the finalize is done
+    assert sorted(r.json()["result"] for r in replies) == ["analyzed", "busy"]
+    assert count("finalized") - before["finalized"] == 1 and count("analyzed") - before["analyzed"] == 1
+    assert count("duplicate") == before["duplicate"]
+    attempt = rig.runtime.attempts.of_call(analyzed["call_id"])
+    assert read_analysis(attempt["analysis"]) == analysis_of(analyzed["call_analysis"])
 
 
 def test_overload_answers_503_and_the_poll_still_finalizes(rig_factory):
