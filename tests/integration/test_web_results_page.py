@@ -175,3 +175,26 @@ def test_the_read_caps_what_it_reads_and_says_so(web_factory, web_config, db):
     # the three most recently created ended attempts: Carla's without a call, her conversation, Beto's third call
     assert capped.outcomes == {"answered": 1, "no_answer": 1} and capped.calls_read == 2
     assert capped.latest[0]["name"] == "Carla" and capped.latest[0]["result"]["calls"] == 2
+
+
+def test_with_timezone_auto_a_calls_hour_is_read_in_the_zone_of_the_number(web_runtime):
+    runtime = web_runtime
+    bid = "6a0000000000000000000001"
+    runtime.jobs.coll.insert_many([
+        {"_id": "6a00000000000000000000a1", "batch_id": bid, "status": "completed",
+         "contact": {"name": "Madrid", "phones": ["+34912345678"]}, "result": {"calls": 1}},
+        {"_id": "6a00000000000000000000a2", "batch_id": bid, "status": "completed",
+         "contact": {"name": "Unknown zone", "phones": ["+80012345678"]}, "result": {"calls": 1}},
+    ])
+    runtime.attempts.coll.insert_many([
+        {"_id": "6a00000000000000000000a1:r1:p0:d1", "job_id": "6a00000000000000000000a1", "batch_id": bid,
+         "to_number": "+34912345678", "state": "ended", "call_id": "c1", "outcome": "answered",
+         "created_at": ms(9, 0), "started_at": ms(9, 1)},                   # 10:01 in Madrid
+        {"_id": "6a00000000000000000000a2:r1:p0:d1", "job_id": "6a00000000000000000000a2", "batch_id": bid,
+         "to_number": "+80012345678", "state": "ended", "call_id": "c2", "outcome": "busy",
+         "created_at": ms(9, 0), "started_at": ms(9, 1)},                   # no zone: the fallback, Lima (-05:00)
+    ])
+    settings = parse_call_settings({"timezone": "auto", "fallback_timezone": "America/Lima"}, config=runtime.config)
+    read = BatchResultsStore(runtime.db, config=runtime.config).read(bid, settings)
+    assert {h: n for h, n in enumerate(read.hours) if n} == {10: 1, 4: 1}
+    assert read.outcomes == {"answered": 1, "busy": 1} and read.calls_per_contact == {1: 2} and read.latest == []
