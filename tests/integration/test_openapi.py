@@ -24,7 +24,7 @@ from workers.web import app as web
 from workers.web.openapi import document
 
 #: Routes that are not part of the JSON API (the dashboard's pages and files).
-NOT_DOCUMENTED = ("/", "/dashboard/batches", "/campaigns/new", "/login", "/logout")
+NOT_DOCUMENTED = ("/", "/dashboard/batches", "/dashboard/batches/{batch_id}", "/campaigns/new", "/login", "/logout")
 
 
 def test_the_document_lists_exactly_the_routes_of_the_app():

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Modules that own MongoDB collections: the stores, and the connection (ids, indexes).
 MONGO_OWNERS = frozenset({
-    "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batches.py", "shared/stores/billing.py",
+    "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batch_results.py",
+    "shared/stores/batches.py", "shared/stores/billing.py",
     "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py", "shared/stores/ledger.py",
     "shared/stores/mongo.py",
 })

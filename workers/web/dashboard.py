@@ -209,6 +209,8 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
         f'{_settings_error_html(doc)}'
         f'{_held_html(doc)}{_stuck_html(item.get("oldest"))}'
         f'{_controls_html(doc)}'
+        f'<p class="links"><a href="/dashboard/batches/{_e(doc["_id"])}" data-link="results">Results</a> · '
+        f'<a href="/batches/{_e(doc["_id"])}/results.csv" download data-link="csv">Download CSV</a></p>'
         "</section>"
     )
 
@@ -438,9 +440,12 @@ def _static_handler(path: Path) -> Any:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of the dashboard's routes."""
+    from workers.web.results_page import results_page
+
     out: list[tuple[str, str, Any, str]] = [
         ("GET", "/", dashboard, "dashboard"),
         ("GET", "/dashboard/batches", dashboard_batches, "dashboard_batches"),
+        ("GET", "/dashboard/batches/{batch_id}", results_page, "batch_results_page"),
         ("GET", "/campaigns/new", new_campaign, "new_campaign"),
         ("GET", "/login", login_page, "login_page"),
         ("POST", "/login", login, "login"),
