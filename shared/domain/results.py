@@ -67,7 +67,7 @@ def stored_analysis(analysis: Mapping[str, Any] | None) -> str | None:
     """The stored form of an analysis: compact JSON text (see the module's docstring), or None."""
     if analysis is None:
         return None
-    return json.dumps(dict(analysis), separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(dict(analysis), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def read_analysis(stored: Any) -> dict[str, Any] | None:

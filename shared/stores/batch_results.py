@@ -31,7 +31,7 @@ from pymongo.database import Database
 from shared.config import Config
 from shared.domain.call_settings import CallSettings
 from shared.domain.calling_window import resolve_timezones
-from shared.domain.results import contact_result
+from shared.domain.results import contact_result, read_analysis
 from shared.domain.states import AttemptState
 from shared.stores.mongo import ATTEMPTS, JOBS
 
@@ -118,7 +118,7 @@ class BatchResultsStore:
              latest: int = LATEST) -> BatchResults:
         """The batch's results; ``settings`` (its parsed call_settings) decide the zone of a call's hour."""
         job_fields = ("status", "result.calls", "result.talk_ms", "result.charge",
-                      "result.analysis.call_successful", "contact.timezone")
+                      "result.analysis", "contact.timezone")
         jobs = list(self.jobs.find({"batch_id": {"$eq": batch_id}}, dict.fromkeys(job_fields, 1),
                                    limit=max_jobs + 1))
         jobs_capped = len(jobs) > max_jobs
@@ -132,7 +132,7 @@ class BatchResultsStore:
             placed += calls
             talk += _int(_get(job, "result.talk_ms"))
             charge += _int(_get(job, "result.charge"))
-            verdict = _get(job, "result.analysis.call_successful")
+            verdict = (read_analysis(_get(job, "result.analysis")) or {}).get("call_successful")
             if isinstance(verdict, bool):
                 conversations += 1
                 successful += verdict

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.call_settings import parse_call_settings
+from shared.domain.results import stored_analysis
 from shared.stores.batch_results import BatchResultsStore
 from tests.fixtures.web import ADMIN_TOKEN
 from tests.helpers import frozen_clock
@@ -73,11 +74,11 @@ def seed_results(runtime: Any, api: Any, *, name: str = "Cobranza marzo") -> str
                       "custom_analysis_data": {"callback": "tomorrow"}}
     results = {
         ana: ("completed", ms(13, 20), {"calls": 1, "talk_ms": 95_000, "charge": 96, "last_outcome": "answered",
-                                        "analysis": analysis_ana}),
+                                        "analysis": stored_analysis(analysis_ana)}),
         beto: ("failed", ms(14, 55), {"calls": 3, "talk_ms": 0, "charge": 0, "last_outcome": "no_answer",
                                       "analysis": None}),
         carla: ("completed", ms(15, 15), {"calls": 2, "talk_ms": 300_000, "charge": 301,
-                                          "last_outcome": "answered", "analysis": analysis_carla}),
+                                          "last_outcome": "answered", "analysis": stored_analysis(analysis_carla)}),
     }
     for job, (status, finished, result) in results.items():
         extra = {"last_error": "max attempts reached (3): no_answer"} if status == "failed" else {}
