@@ -124,6 +124,12 @@ def call_result_update(*, attempt_id: str, outcome: str, duration_ms: int, charg
     return set_, inc
 
 
+def is_conversation(attempt: Mapping[str, Any]) -> bool:
+    """The attempt's call connected and was not a voicemail: its analysis is the contact's."""
+    return (attempt.get("started_at") is not None and int(attempt.get("duration_ms") or 0) > 0
+            and attempt.get("outcome") != "voicemail")
+
+
 def analysis_result_update(analysis: Mapping[str, Any] | None, recording_url: str | None) -> dict[str, Any]:
     """``$set`` of a job's ``result`` when the analysis of its last conversation comes after the finalize (or
     never comes: ``analysis`` None ends the wait). Written only while ``result.analysis_attempt_id`` is that call's

@@ -5,9 +5,10 @@ finalize keeps it with the attempt and the job's result in its own writes. Other
 (``analysis_due_at``, until ``analysis_until``: ``PIPELINE_ANALYSIS_WAIT_S`` after the end), and one of two paths
 brings it: the ``call_analyzed`` webhook (:meth:`Analysis.record_analysis`), or a look at the provider
 (:meth:`Analysis.look_for_analyses`, run every few seconds: first 5 real seconds after the end, or a minute with
-webhooks, then waits doubling to a minute). Either writes the attempt once (the first analysis is kept) and, when
-the call was the contact's last conversation, the job's ``result.analysis``, without reopening the job. Past the
-wait the attempt is marked ``analysis_missing`` and the job waits for it no more.
+webhooks, then waits doubling to a minute). Either writes the attempt once, in one round trip (the first analysis
+is kept). When the call was the contact's last conversation, the result events' sweep
+(:mod:`shared.pipeline.result_events`) copies it into the job's ``result.analysis``, in bulk, without reopening the
+job. Past the wait the attempt is marked ``analysis_missing`` and the job waits for it no more.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 from shared import metrics
 from shared.domain.results import analysis_of, analysis_result_update, call_extras
-from shared.domain.states import AttemptState
 from shared.errors import ProviderError
 from shared.logs import event, get_logger
 from shared.pipeline.step import Step
@@ -30,49 +30,36 @@ log = get_logger(__name__)
 DEFAULT_LOOKS_PER_RUN = 50
 
 
-def _conversation(attempt: Mapping[str, Any]) -> bool:
-    """The attempt's call connected and was not a voicemail: its analysis is the contact's."""
-    return (attempt.get("started_at") is not None and int(attempt.get("duration_ms") or 0) > 0
-            and attempt.get("outcome") != "voicemail")
-
-
 class Analysis(Step):
     """``record_analysis`` (the ``call_analyzed`` webhook) and ``look_for_analyses`` (the periodic look)."""
 
     @metrics.step("analysis")
-    def record_analysis(self, call: Call, *, attempt: Mapping[str, Any] | None = None, source: str = "webhook") -> str:
-        """Keep ``call``'s analysis: ``"analyzed"``, or why not (``"not_ready"``: the call has none yet;
-        ``"unknown_call"``; ``"not_ended"``: its finalize has not run, and will keep it; ``"duplicate"``)."""
+    def record_analysis(self, call: Call, *, source: str = "webhook") -> str:
+        """Keep ``call``'s analysis on its ended attempt, in one conditional write (the attempt named by the call's
+        ``metadata.attempt_id``, set when it was created; else the one holding the call): ``"analyzed"``, or
+        ``"not_ready"`` (the call has none yet), ``"unknown_call"``, ``"duplicate"`` (kept already, or the attempt has
+        not ended: its finalize keeps what its own read of the call has, and the look brings the rest).
+
+        The contact's result learns it from the result events' sweep, which copies the analyses of conversations
+        into their jobs in bulk (:mod:`shared.pipeline.result_events`)."""
         analysis = analysis_of(call.call_analysis)
         if analysis is None:
             return "not_ready"
-        if attempt is None:
-            attempt = self._attempt_of(call)
-        if attempt is None:
-            return "unknown_call"
-        if attempt.get("state") != AttemptState.ENDED:
-            return "not_ended"
-        aid = str(attempt["_id"])
-        cached = self.cache.get(str(attempt.get("batch_id")))
+        aid, batch_id = call.metadata.get("attempt_id"), call.metadata.get("batch_id")
+        if not isinstance(aid, str) or not aid or not isinstance(batch_id, str):
+            held = self.attempts.of_call(call.call_id)
+            if held is None:
+                return "unknown_call"
+            aid, batch_id = str(held["_id"]), str(held.get("batch_id"))
+        cached = self.cache.get(batch_id)
         keep = self._settings_in(cached).keep_transcripts if cached is not None else False
-        extras = call_extras(call.raw, keep_transcript=keep)
-        if not self.attempts.record_analysis(aid, analysis, extras):
+        if not self.attempts.record_analysis(aid, call.call_id, analysis,
+                                             call_extras(call.raw, keep_transcript=keep)):
             return "duplicate"
-        if _conversation(attempt):
-            self.jobs.record_analysis(str(attempt["job_id"]), aid,
-                                      analysis_result_update(analysis, extras.get("recording_url")))
         metrics.ANALYSES.labels("analyzed").inc()
-        event(log, "call_analyzed", attempt_id=aid, job_id=attempt.get("job_id"), source=source,
+        event(log, "call_analyzed", attempt_id=aid, job_id=call.metadata.get("job_id"), source=source,
               call_successful=analysis.get("call_successful"), sentiment=analysis.get("user_sentiment"))
         return "analyzed"
-
-    def _attempt_of(self, call: Call) -> dict[str, Any] | None:
-        named = call.metadata.get("attempt_id")
-        if isinstance(named, str) and named:
-            found = self.attempts.get(named)
-            if found is not None and found.get("call_id") in (None, call.call_id):
-                return found
-        return self.attempts.of_call(call.call_id)
 
     def look_for_analyses(self, *, limit: int = DEFAULT_LOOKS_PER_RUN) -> int:
         """Look at the provider for the analyses due to be looked for now; give up on those past their wait.
@@ -96,9 +83,7 @@ class Analysis(Step):
             except ProviderError as exc:
                 event(log, "analysis_look_failed", level=logging.WARNING, attempt_id=aid, error=exc.kind)
                 continue   # looked at again at the next look
-            full = self.attempts.get(aid)
-            if full is not None:
-                self.record_analysis(call, attempt=full, source="poll")
+            self.record_analysis(call, source="poll")
         return len(due)
 
     def _analysis_never_came(self, attempt: Mapping[str, Any]) -> None:

@@ -115,12 +115,14 @@ class AttemptStore:
 
     # -- the post-call analysis (see :mod:`shared.domain.results`) ---------------------------------------------
 
-    def record_analysis(self, attempt_id: str, analysis: Mapping[str, Any], extras: Mapping[str, Any]) -> bool:
-        """The analysis of this ended attempt's call, with the call's ``extras`` (recording, cost, transcript);
-        only the first one is kept (False when it already has one, or has not ended)."""
+    def record_analysis(self, attempt_id: str, call_id: str, analysis: Mapping[str, Any],
+                        extras: Mapping[str, Any]) -> bool:
+        """The analysis of this ended attempt's call ``call_id``, with the call's ``extras`` (recording, cost,
+        transcript); only the first one is kept (False when it already has one, has not ended, or holds another
+        call)."""
         now = self.clock.now_ms()
         result = self.coll.update_one(
-            {"_id": attempt_id, "state": {"$eq": ENDED}, "analysis": {"$exists": False}},
+            {"_id": attempt_id, "state": {"$eq": ENDED}, "call_id": {"$eq": call_id}, "analysis": {"$exists": False}},
             {"$set": {**extras, "analysis": stored_analysis(analysis), "analysis_at": now, "notify_analyzed": True,
                       "updated_at": now},
              "$unset": dict.fromkeys(ANALYSIS_WAIT_FIELDS, "")})
