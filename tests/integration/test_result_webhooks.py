@@ -455,7 +455,7 @@ def test_the_deliveries_are_listed_and_redelivered(api, web_runtime):
 def test_the_actors_deliver_every_event_through_an_outage(stack_factory, config, receiver):
     from shared.clock import started_at
 
-    _stack, runtime = stack_factory(clock=started_at(T0, speed=1.0), simulator=False,
+    stack, runtime = stack_factory(clock=started_at(T0, speed=1.0), simulator=False,
                                    env={"RESULT_WEBHOOKS_ALLOW_PRIVATE": "1"})
     private = runtime.config.with_overrides(result_webhooks_allow_private=True)
     AccountChanges(Billing(runtime.db, clock=runtime.clock, config=private)).apply(
@@ -482,3 +482,58 @@ def test_the_actors_deliver_every_event_through_an_outage(stack_factory, config,
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert to_ms(T0) <= min(d["created_at"] for d in runtime.db.result_events.find({}))
+    stack.stop()   # as on a dyno restart: the workers finish what they hold and exit
+
+
+# -- the pinned connection ---------------------------------------------------------------------------------------------
+
+
+def _tls_server(tmp_path, name: str) -> tuple[Any, list[dict[str, Any]]]:
+    """An https server on 127.0.0.1 whose certificate names ``name`` (self-signed), recording what it receives."""
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+                   check=True, capture_output=True)
+    seen: list[dict[str, Any]] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, server_name, ctx: seen.append({"sni": server_name}) and None
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({"host": self.headers["Host"], "path": self.path, "body": body})
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_an_https_delivery_connects_to_the_checked_address_and_verifies_the_host_name(tmp_path, monkeypatch):
+    from shared.pipeline.result_events import post_pinned
+
+    server, seen = _tls_server(tmp_path, "hooks.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "hooks.test.pem"))   # trust the test's certificate
+    port = server.server_address[1]
+    try:
+        target = hooks.Target("https", "hooks.test", port, "/in?k=1", address="127.0.0.1")   # no DNS for hooks.test
+        assert post_pinned(target, b'{"id":"evt_1"}', {"Content-Type": "application/json"}, 10) == 204
+        assert {"sni": "hooks.test"} in seen
+        assert {"host": f"hooks.test:{port}", "path": "/in?k=1", "body": b'{"id":"evt_1"}'} in seen
+        # a certificate for another name is refused: the connection is to the address, the check is on the name
+        other = hooks.Target("https", "elsewhere.test", port, "/in", address="127.0.0.1")
+        with pytest.raises(Exception, match=r"(?i)certificate|hostname|doesn't match"):
+            post_pinned(other, b"{}", {}, 10)
+    finally:
+        server.shutdown()
