@@ -110,6 +110,8 @@ PROVIDER_REQUESTS = Counter("outdial_provider_requests", "Requests sent to the p
                             registry=REGISTRY)
 PROVIDER_ERRORS = Counter("outdial_provider_errors", "Provider errors, by class", ["kind"], registry=REGISTRY)
 WEBHOOKS = Counter("outdial_webhooks", "Provider webhooks received, by result", ["result"], registry=REGISTRY)
+RESULT_WEBHOOKS = Counter("outdial_result_webhooks", "Result webhook deliveries to operators, by result (delivered, "
+                          "failed, dead)", ["result"], registry=REGISTRY)
 
 # -- shared time --------------------------------------------------------------------------------
 CLOCK_OFFSET = Gauge("outdial_clock_offset_seconds",

@@ -1,4 +1,5 @@
-"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step plus the upkeep, each thin.
+"""The dramatiq actors (``dramatiq workers.actors``): one per pipeline step plus the upkeep and the result webhooks,
+each thin.
 
 Each actor asks the process's :class:`shared.pipeline.Pipeline` to do its step; the pipeline
 answers by sending the next messages through :class:`DramatiqSender`. Queues are separate so a
@@ -13,6 +14,7 @@ import dramatiq
 from redis import Redis
 
 from shared.pipeline import Pipeline
+from shared.pipeline.result_events import ResultEvents
 from shared.stores.coordination import Coordination
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
@@ -21,6 +23,8 @@ SCHEDULE_QUEUE = "outdial.schedule"
 MAINTAIN_QUEUE = "outdial.maintain"
 DIAL_QUEUE = "outdial.dial"
 POLL_QUEUE = "outdial.poll"
+#: The result webhooks' sweep and deliveries: never on the dial or poll queues.
+RESULTS_QUEUE = "outdial.results"
 class _RetryOptions(TypedDict):
     max_retries: int
     min_backoff: int
@@ -64,6 +68,26 @@ def reconcile(job_id: str, lease_owner: str) -> None:
     pipeline().reconcile(job_id, lease_owner)
 
 
+@dramatiq.actor(queue_name=RESULTS_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
+def sweep_results() -> None:
+    """Turn the pipeline's flags into result events and hand the due ones to deliveries
+    (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
+    result_events().sweep()
+
+
+@dramatiq.actor(queue_name=RESULTS_QUEUE, time_limit=60_000, max_retries=0)
+def deliver_result(event_id: str, token: str) -> None:
+    """POST one claimed result event to the account's webhook (a failure is retried by the sweep, not here)."""
+    result_events().deliver(event_id, token)
+
+
+class ResultSender:
+    """The result events' :class:`shared.pipeline.result_events.ResultSender`, on the ``deliver_result`` actor."""
+
+    def deliver_result(self, event_id: str, token: str) -> None:
+        deliver_result.send(event_id, token)
+
+
 class DramatiqSender:
     """The pipeline's :class:`shared.pipeline.Sender`, on these actors."""
 
@@ -83,6 +107,13 @@ class DramatiqSender:
         if account_id is not None and not self.coordination.kick(account_id, debounce_ms=KICK_DEBOUNCE_MS):
             return
         schedule_due.send(account_id)
+
+
+def result_events() -> ResultEvents:
+    """This process's result events' sweep and deliveries (:attr:`workers.runtime.Runtime.result_events`)."""
+    from workers.runtime import get_runtime
+
+    return get_runtime().result_events
 
 
 def pipeline() -> Pipeline:

@@ -1,4 +1,4 @@
-"""``outdial clock``: the clock dyno. Every few seconds it sends ``maintain`` and ``schedule_due``.
+"""``outdial clock``: the clock dyno. Every few seconds it sends ``maintain``, ``schedule_due`` and ``sweep_results``.
 
 It holds no state; several clocks at once are harmless (claims are atomic, and the scheduler
 serialises each account's dispatch with a short Redis lock).
@@ -22,8 +22,9 @@ DEFAULT_INTERVAL_S = 2.0
 
 def run(*, interval_s: float = DEFAULT_INTERVAL_S, stop: threading.Event | None = None,
         ticks: int | None = None) -> int:
-    """Send ``maintain`` and ``schedule_due`` every ``interval_s`` until ``stop`` is set (or ``ticks`` sent)."""
-    from workers.actors import maintain, schedule_due
+    """Send ``maintain``, ``schedule_due`` and ``sweep_results`` every ``interval_s`` until ``stop`` is set (or
+    ``ticks`` sent)."""
+    from workers.actors import maintain, schedule_due, sweep_results
 
     stop = stop or threading.Event()
     sent = 0
@@ -31,6 +32,7 @@ def run(*, interval_s: float = DEFAULT_INTERVAL_S, stop: threading.Event | None 
         try:
             maintain.send()
             schedule_due.send(None)
+            sweep_results.send()
             sent += 1
         except Exception as exc:  # noqa: BLE001 - Redis down: keep ticking, the next tick retries
             event(log, "clock_tick_failed", error=str(exc))

@@ -17,6 +17,7 @@ from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import LOCAL_REDIS_URL, Config, get_config
 from shared.errors import ConfigError
 from shared.pipeline import Pipeline, Sender, Timing
+from shared.pipeline.result_events import ResultEvents
 from shared.provider.retell import RetellClient
 from shared.redis_keys import workspace_id
 from shared.stores import mongo
@@ -30,6 +31,7 @@ from shared.stores.contact_history import ContactHistory
 from shared.stores.coordination import Coordination
 from shared.stores.dnc import DncStore
 from shared.stores.jobs import JobStore
+from shared.stores.result_events import ResultEventStore
 from shared.stores.slots import Slots
 
 
@@ -96,6 +98,19 @@ class Runtime:
     def account_changes(self) -> AccountChanges:
         """``PUT /accounts/{account_id}`` (create an account, change its plan, balance, limit or policy)."""
         return AccountChanges(self.billing)
+
+    @cached_property
+    def result_event_store(self) -> ResultEventStore:
+        """The result events' outbox and the flags that feed it."""
+        return ResultEventStore(self.db, clock=self.clock)
+
+    @cached_property
+    def result_events(self) -> ResultEvents:
+        """The result webhooks' sweep and deliveries, handing claimed events to the ``deliver_result`` actor."""
+        from workers.actors import ResultSender  # the actors' module declares them on the broker
+
+        return ResultEvents(store=self.result_event_store, sender=ResultSender(), clock=self.clock,
+                            config=self.config)
 
     @cached_property
     def provider(self) -> RetellClient:

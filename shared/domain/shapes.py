@@ -7,7 +7,8 @@ schemas in OpenAPI 3.0 form (:func:`openapi_schema`).
 
 - :class:`CallSettingsShape`: a batch's ``call_settings`` (``docs/call_settings.md``).
 - :class:`ContactPolicyShape`: an account's ``contact_policy``.
-- :class:`AccountShape` (with :class:`PlanShape`): a ``PUT /accounts/{account_id}`` body.
+- :class:`AccountShape` (with :class:`PlanShape` and :class:`ResultWebhookShape`): a ``PUT /accounts/{account_id}``
+  body.
 - :class:`ContactShape`: one contact of an import (JSON or a CSV row).
 - :class:`BatchShape`: a ``POST /batches`` body (and, without ``account_id``, a ``PATCH /batches/{batch_id}`` one).
 - :class:`TopUpShape`: a ``POST /accounts/{account_id}/top-up`` body.
@@ -50,6 +51,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.domain.outcomes import ROUND_ENDING
 from shared.domain.phones import InvalidPhone, normalize_phone
+from shared.domain.result_hooks import EVENT_TYPES, SECRET_MAX, SECRET_MIN, URL_MAX
 from shared.domain.text import printable, unencodable
 from shared.errors import ValidationError as Invalid
 
@@ -67,6 +69,7 @@ __all__ = [
     "MaxCallsShape",
     "PlanShape",
     "PreviewShape",
+    "ResultWebhookShape",
     "TopUpShape",
     "WindowShape",
     "body_fields",
@@ -925,6 +928,75 @@ def _concurrency_limit(value: Any) -> Any:
     return value
 
 
+def _webhook_url(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise _problem(f"must be a URL such as https://example.com/outdial, got {_type(value)}")
+    if len(value) > URL_MAX:
+        raise _problem(f"is longer than {URL_MAX} characters")
+    if not value.lower().startswith(("https://", "http://")):
+        raise _problem("must be an https:// URL")
+    return value
+
+
+def _webhook_secret(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _problem(f"must be a string of {SECRET_MIN} to {SECRET_MAX} characters, got {_type(value)}")
+    if not SECRET_MIN <= len(value) <= SECRET_MAX:
+        raise _problem(f"must be {SECRET_MIN} to {SECRET_MAX} characters long, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or unencodable(value):
+        raise _problem("must hold printable characters only")
+    return value
+
+
+def _webhook_events(value: Any) -> Any:
+    if value is None:
+        return list(EVENT_TYPES)
+    if not isinstance(value, list) or not value:
+        raise _problem(f"must be a non-empty list of {', '.join(EVENT_TYPES)}, got "
+                       f"{'an empty list' if isinstance(value, list) else _type(value)}")
+    bad = [str(v)[:40] for v in value if v not in EVENT_TYPES]
+    if bad:
+        raise _problem(f"unknown event types {', '.join(repr(b) for b in bad)} (known: {', '.join(EVENT_TYPES)})")
+    return [kind for kind in EVENT_TYPES if kind in value]
+
+
+def _hook_field(check: Callable[..., Any], schema: Any, **field: Any) -> tuple[PlainValidator, FieldInfo]:
+    """The metadata of a ``result_webhook`` field that ``check`` validates and converts (its default, None, too)."""
+    return (PlainValidator(check, json_schema_input_type=schema),
+            _field(default=None, validate_default=True, **field))
+
+
+class ResultWebhookShape(BaseModel):
+    """An account's ``result_webhook``: where its signed result events go (docs/results.md). The secret is
+    write-only; a change that leaves it out keeps the one stored."""
+
+    model_config = ConfigDict(extra="forbid", title="result_webhook",
+                              json_schema_extra={"example": {"url": "https://example.com/outdial",
+                                                             "secret": "a-long-random-secret-0123456789",
+                                                             "events": list(EVENT_TYPES)}})
+
+    url: Annotated[Any, PlainValidator(_webhook_url, json_schema_input_type=Annotated[str, Field(
+        max_length=URL_MAX, pattern="^[Hh][Tt][Tt][Pp][Ss]?://")]), Field(
+        description="https:// URL the events are POSTed to (http:// and private addresses only where "
+                    "RESULT_WEBHOOKS_ALLOW_PRIVATE is set)")]
+    secret: Annotated[Any, *_hook_field(_webhook_secret, Annotated[str, Field(min_length=SECRET_MIN,
+                                                                           max_length=SECRET_MAX)] | None,
+                                     description="HMAC-SHA256 key of Outdial-Signature (write-only; left out: "
+                                                 "the stored one is kept)")]
+    events: Annotated[Any, *_hook_field(_webhook_events, Annotated[list[Literal[EVENT_TYPES]], Field(min_length=1)]
+                                     | None,
+                                     description="Event types to send; default all three")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f'must be an object {{"url", "secret", "events"}} or null, got {_type(value)}')
+        return value
+
+
 class AccountShape(BaseModel):
     """A ``PUT /accounts/{account_id}`` body; every field is optional (a new account needs ``plan``)."""
 
@@ -935,6 +1007,7 @@ class AccountShape(BaseModel):
                                  | None, BeforeValidator(_concurrency_limit),
                                  Field(default=None, description="Provider slots; null: the global default")]
     contact_policy: ContactPolicyShape | None = None
+    result_webhook: ResultWebhookShape | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""``PUT /accounts/{account_id}``: create an account, or change its plan, balance, concurrency limit and contact
-policy.
+"""``PUT /accounts/{account_id}``: create an account, or change its plan, balance, concurrency limit, contact
+policy and result webhook.
 
 The body is validated by :func:`shared.stores.accounts.parse_account_request`
 (:class:`shared.domain.shapes.AccountShape`).
@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from shared.domain.result_hooks import Resolver, TargetRefused, resolve_target
 from shared.errors import StoreError, ValidationError
-from shared.logs import event, get_logger
+from shared.logs import event, get_logger, register_secret
 from shared.stores import ledger
 from shared.stores.accounts import AccountRequest, Plan, from_storage_units, parse_account_request, validate_account_id
 from shared.stores.billing import DEFAULT_WRITE_ATTEMPTS, WAITING_MARKER, Billing, Change
 from shared.stores.contact_history import ContactHistory
 from shared.stores.mongo import new_id
+from shared.stores.result_events import resolve_addresses
 
 if TYPE_CHECKING:
     from shared.stores.jobs import JobStore
@@ -36,10 +38,12 @@ class AccountChanges:
 
     :param billing: the billing service: its accounts, journaled writes, job store (to release
         ``waiting_balance`` jobs) and account view.
+    :param resolve: the DNS look-up a ``result_webhook.url``'s host is checked with (default the system's).
     """
 
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, *, resolve: Resolver | None = None) -> None:
         self.billing = billing
+        self.resolve = resolve or resolve_addresses
         self.db = billing.db
         self.accounts: Collection[dict[str, Any]] = billing.accounts
         self.clock = billing.clock
@@ -52,7 +56,7 @@ class AccountChanges:
         """Validate and apply ``PUT /accounts/{account_id}``; returns ``(account_view, created)``.
 
         Body: ``{"plan": {"type", "balance", "price_per_minute", "granularity"}, "concurrency_limit",
-        "contact_policy"}``
+        "contact_policy", "result_webhook": {"url", "secret", "events"}}``
         (:func:`shared.stores.accounts.parse_account_request`). ``plan`` is required to create an account.
         ``plan.balance`` sets the absolute balance (minutes or credits); the difference is written
         as an ``adjustment`` entry. Changing the plan type closes the old balance with an
@@ -61,10 +65,15 @@ class AccountChanges:
         the plan unlimited), the account's ``waiting_balance`` jobs go back to pending
         (``released_jobs`` in the view).
 
+        ``result_webhook`` (null removes it) is checked for its target (``result_webhook.url``: https, a public
+        address, see :func:`shared.domain.result_hooks.resolve_target`); left without ``secret``, it keeps the stored
+        one.
+
         :raises ValidationError: naming each bad field (``plan.type``, ``plan.balance``, ...).
         """
         account_id = validate_account_id(account_id)
         request = parse_account_request(body)
+        self._check_webhook(request)
         for _ in range(DEFAULT_WRITE_ATTEMPTS):
             account = self.accounts.find_one({"_id": account_id}, {"holds": 0})
             if account is None:
@@ -95,6 +104,8 @@ class AccountChanges:
             doc["concurrency_limit"] = request.concurrency_limit
         if request.contact_policy is not None:
             doc["contact_policy"] = request.contact_policy
+        if request.result_webhook is not None:
+            doc["result_webhook"] = self._webhook_document(None, request.result_webhook, now)
         entries: dict[str, dict[str, Any]] = {}
         if balance:
             entries[f"adjust:{new_id()}"] = self._adjustment(account_id, plan.unit, balance, "account created", now)
@@ -110,6 +121,28 @@ class AccountChanges:
         view["released_jobs"] = released
         return view
 
+    def _check_webhook(self, request: AccountRequest) -> None:
+        """Refuse a ``result_webhook.url`` that deliveries may not go to: not https (unless private targets are
+        allowed), or a host that is, or resolves to, an address that is not public (every address is checked)."""
+        if request.result_webhook is None:
+            return
+        try:
+            resolve_target(request.result_webhook["url"], resolve=self.resolve,
+                           allow_private=self.billing.config.result_webhooks_allow_private)
+        except TargetRefused as exc:
+            raise ValidationError([("result_webhook.url", str(exc))]) from None
+
+    @staticmethod
+    def _webhook_document(stored: Mapping[str, Any] | None, given: Mapping[str, Any], now: int) -> dict[str, Any]:
+        """The stored ``result_webhook`` a PUT writes: its URL and events, and its secret, or the stored one when
+        the PUT leaves it out (a webhook set for the first time needs one)."""
+        secret = given.get("secret") or (stored or {}).get("secret")
+        if not secret:
+            raise ValidationError([("result_webhook.secret", "is required to set a result webhook (at least 16 "
+                                                             "characters; it signs every delivery)")])
+        register_secret(secret)
+        return {"url": given["url"], "secret": secret, "events": list(given["events"]), "updated_at": now}
+
     @staticmethod
     def _adjustment(account_id: str, unit: str | None, delta: int, reason: str, now: int) -> dict[str, Any]:
         return {"account_id": account_id, "kind": ledger.KIND_ADJUSTMENT, "unit": unit, "balance_delta": delta,
@@ -123,8 +156,12 @@ class AccountChanges:
         sets: dict[str, Any] = {"updated_at": now}
         change = Change(query={"_id": account_id, "plan_rev": account.get("plan_rev")},
                         update={"$set": sets, "$inc": {"plan_rev": 1}})
+        webhook = request.result_webhook
+        if webhook is not None:
+            webhook = self._webhook_document(account.get("result_webhook"), webhook, now)
         for name, named, value in (("concurrency_limit", request.has_concurrency_limit, request.concurrency_limit),
-                                   ("contact_policy", request.has_contact_policy, request.contact_policy)):
+                                   ("contact_policy", request.has_contact_policy, request.contact_policy),
+                                   ("result_webhook", request.has_result_webhook, webhook)):
             if not named:
                 continue
             if value is None:
@@ -132,7 +169,8 @@ class AccountChanges:
             else:
                 sets[name] = value
         if request.plan is None or new is None:
-            return change if request.has_concurrency_limit or request.has_contact_policy else None
+            named = request.has_concurrency_limit or request.has_contact_policy or request.has_result_webhook
+            return change if named else None
         sets["plan"] = new.to_document()
         if old is not None and old.type == new.type and account.get("unit") == new.unit:
             self._same_type(account, new, request, change, now)

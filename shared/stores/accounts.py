@@ -131,6 +131,9 @@ class AccountRequest:
     :param has_concurrency_limit: whether the body named ``concurrency_limit`` at all.
     :param contact_policy: the stored form of the account's contact policy (None: no policy).
     :param has_contact_policy: whether the body named ``contact_policy`` at all.
+    :param result_webhook: the body's ``result_webhook`` as validated (``url``, ``secret`` or None, ``events``);
+        None: none, or removed.
+    :param has_result_webhook: whether the body named ``result_webhook`` at all.
     """
 
     plan: Plan | None = None
@@ -139,6 +142,8 @@ class AccountRequest:
     has_concurrency_limit: bool = False
     contact_policy: dict[str, Any] | None = None
     has_contact_policy: bool = False
+    result_webhook: dict[str, Any] | None = None
+    has_result_webhook: bool = False
 
 
 def from_storage_units(plan_type: str, units: int) -> float:
@@ -177,7 +182,9 @@ def parse_account_request(body: object) -> AccountRequest:
     return AccountRequest(plan=plan, balance=balance, concurrency_limit=shape.concurrency_limit,
                           has_concurrency_limit="concurrency_limit" in shape.model_fields_set,
                           contact_policy=policy.to_document() if policy else None,
-                          has_contact_policy="contact_policy" in shape.model_fields_set)
+                          has_contact_policy="contact_policy" in shape.model_fields_set,
+                          result_webhook=shape.result_webhook.model_dump() if shape.result_webhook else None,
+                          has_result_webhook="result_webhook" in shape.model_fields_set)
 
 
 #: What an account id may be: it travels in URLs, headers, Redis keys and log lines.

@@ -247,6 +247,14 @@ def _hold_of(account: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return dict(flat) if isinstance(flat, Mapping) else None
 
 
+def webhook_view(webhook: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An account's ``result_webhook`` as shown: its URL and events, and ``secret_set``; never the secret."""
+    if not webhook:
+        return None
+    return {"url": webhook.get("url"), "events": list(webhook.get("events") or ()),
+            "secret_set": bool(webhook.get("secret"))}
+
+
 def account_view(account: Mapping[str, Any]) -> dict[str, Any]:
     """An account as the admin API shows it: plan and amounts in API units, plus the exact stored integers.
 
@@ -257,6 +265,7 @@ def account_view(account: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"account_id": account["_id"], "plan": plan.to_api(),
                             "concurrency_limit": account.get("concurrency_limit"),
                             "contact_policy": account.get("contact_policy"),
+                            "result_webhook": webhook_view(account.get("result_webhook")),
                             "open_reservations": int(account.get("holds_n", 0) or 0),
                             "created_at": account.get("created_at"), "updated_at": account.get("updated_at")}
     if not plan.metered:

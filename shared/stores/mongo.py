@@ -25,6 +25,7 @@ ACCOUNTS = "accounts"
 LEDGER = "ledger"
 CONTACT_HISTORY = "contact_history"
 DNC = "dnc"
+RESULT_EVENTS = "result_events"
 
 #: Indexes per collection, created idempotently by :func:`ensure_indexes`.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -73,6 +74,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     LEDGER: [
         IndexModel([("account_id", ASCENDING), ("at", ASCENDING)], name="account_at"),
         IndexModel([("attempt_id", ASCENDING)], name="attempt_id", sparse=True),
+    ],
+    # The result webhooks' outbox: due events by state and due time, an account's deliveries newest first.
+    RESULT_EVENTS: [
+        IndexModel([("state", ASCENDING), ("next_at", ASCENDING)], name="state_next_at"),
+        IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)], name="account_created"),
     ],
     # Looked up by _id ("<scope>|<number>"); listed page by page per scope.
     DNC: [

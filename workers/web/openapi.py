@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from shared.domain import states
+from shared.domain.result_hooks import DELIVERY_STATES, EVENT_TYPES
 from shared.domain.shapes import (
     AccountShape,
     BatchShape,
@@ -26,6 +27,7 @@ from shared.domain.shapes import (
 )
 from shared.stores.accounts import MAX_ACCOUNT_ID, PLAN_TYPES
 from shared.stores.dnc import MAX_REASON as MAX_DNC_REASON
+from workers.web import result_hooks
 from workers.web.admin import DEFAULT_PAGE, MAX_JSON_CONTACTS, MAX_PAGE
 
 VERSION = "1.0.0"
@@ -162,12 +164,29 @@ def _schemas() -> dict[str, Any]:
                 "units": {"type": "object", "nullable": True},
                 "concurrency_limit": {"type": "integer", "nullable": True},
                 "contact_policy": {"type": "object", "nullable": True},
+                "result_webhook": {"type": "object", "nullable": True,
+                                   "description": "where result events go; the secret is never shown",
+                                   "properties": {"url": {"type": "string"},
+                                                  "events": {"type": "array", "items": {"type": "string"}},
+                                                  "secret_set": {"type": "boolean"}}},
                 "open_reservations": {"type": "integer"},
                 "released_jobs": {"type": "integer"},
                 "created_at": _TIME, "updated_at": _TIME,
             },
         },
         "TopUp": openapi_schema(TopUpShape),
+        "WebhookDelivery": {"type": "object", "required": ["id", "type", "state", "attempts"], "properties": {
+            "id": {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"},
+            "type": {"type": "string", "enum": list(EVENT_TYPES)},
+            "state": {"type": "string", "enum": list(DELIVERY_STATES)},
+            "attempts": {"type": "integer", "minimum": 0}, "created_at": _TIME,
+            "next_at": {**_TIME, "description": "when it is tried next (pending only)"},
+            "delivered_at": _TIME, "last_status": {"type": "integer", "nullable": True},
+            "last_error": {"type": "string", "nullable": True}}},
+        "WebhookDeliveries": {"type": "object", "required": ["deliveries", "count", "next_before"], "properties": {
+            "deliveries": {"type": "array", "items": _ref("WebhookDelivery")}, "count": {"type": "integer"},
+            "next_before": {"type": "string", "nullable": True,
+                            "description": "pass as before for the next (older) page"}}},
         "BatchCreate": batch_create,
         "BatchUpdate": _batch_update(batch_create),
         "Counts": counts,
@@ -385,6 +404,27 @@ def _dnc_paths(page: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _result_hook_paths(reads: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """An account's result webhook deliveries and a redelivery."""
+    event_id = _path("event_id", {"type": "string", "pattern": "^evt_[0-9a-f]{24}$",
+                                  "example": "evt_0123456789abcdef01234567"}, "The event's id")
+    page = {"type": "integer", "minimum": 1, "maximum": result_hooks.MAX_PAGE, "default": result_hooks.DEFAULT_PAGE}
+    return {
+        "/accounts/{account_id}/webhook-deliveries": {"get": _op(
+            "list_webhook_deliveries", "The account's result events and their delivery state, newest first", {
+                "200": _answer("A page of deliveries", _ref("WebhookDeliveries")), **_errors(401, 404, 422, 503)},
+            params=[_ACCOUNT_ID, _query("state", {"type": "string", "enum": list(DELIVERY_STATES)}, "Only this state"),
+                    _query("before", {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"},
+                           "next_before of the previous page"),
+                    _query("limit", page, "Page size")],
+            security=reads, tags=("accounts",))},
+        "/accounts/{account_id}/webhook-deliveries/{event_id}/redeliver": {"post": _op(
+            "redeliver_webhook", "Deliver an event again: pending, due now, attempts from 0, 24 fresh hours", {
+                "200": _answer("The event after the change", _ref("WebhookDelivery")), **_errors(401, 404, 422, 503)},
+            params=[_ACCOUNT_ID, event_id], tags=("accounts",))},
+    }
+
+
 def _paths() -> dict[str, Any]:
     page = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
     reads: list[dict[str, list[str]]] = [{"adminToken": []}, {"readToken": []}]
@@ -489,6 +529,7 @@ def _paths() -> dict[str, Any]:
                 "202": _answer("Published", _ref("Invalidation")), **_errors(401, 404, 503)},
             params=[_BATCH_ID], tags=("batches",))},
         **_dnc_paths(page),
+        **_result_hook_paths(reads),
         "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
             "200": _answer("The job", _ref("Job")), **_errors(401, 404, 503)},
             params=[_JOB_ID], tags=("jobs",))},
