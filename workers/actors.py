@@ -70,8 +70,10 @@ def reconcile(job_id: str, lease_owner: str) -> None:
 
 @dramatiq.actor(queue_name=RESULTS_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
 def sweep_results() -> None:
-    """Turn the pipeline's flags into result events and hand the due ones to deliveries
-    (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
+    """Look for the analyses due to be looked for (:meth:`shared.pipeline.analysis.Analysis.look_for_analyses`), then
+    copy the new ones into the contacts' results, turn the pipeline's flags into result events and hand the due ones
+    to deliveries (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
+    pipeline().look_for_analyses()
     result_events().sweep()
 
 

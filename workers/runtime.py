@@ -109,7 +109,7 @@ class Runtime:
         """The result webhooks' sweep and deliveries, handing claimed events to the ``deliver_result`` actor."""
         from workers.actors import ResultSender  # the actors' module declares them on the broker
 
-        return ResultEvents(store=self.result_event_store, sender=ResultSender(), clock=self.clock,
+        return ResultEvents(store=self.result_event_store, jobs=self.jobs, sender=ResultSender(), clock=self.clock,
                             config=self.config)
 
     @cached_property

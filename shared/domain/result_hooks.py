@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.domain.backoff import capped_exponential
-from shared.domain.results import contact_result
+from shared.domain.results import contact_result, read_analysis
 
 #: The event types, in the order they are documented.
 CONTACT_FINAL = "contact.final"
@@ -120,8 +120,7 @@ def call_ended_data(attempt: Mapping[str, Any]) -> dict[str, Any]:
 def call_analyzed_data(attempt: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` of ``call.analyzed``: the attempt's ids, the kept analysis, the recording's URL and the provider's
     own cost of the call (its cents)."""
-    analysis = attempt.get("analysis")
-    return {**_attempt_ids(attempt), "analysis": dict(analysis) if isinstance(analysis, Mapping) else None,
+    return {**_attempt_ids(attempt), "analysis": read_analysis(attempt.get("analysis")),
             "recording_url": attempt.get("recording_url"), "call_cost": attempt.get("call_cost")}
 
 

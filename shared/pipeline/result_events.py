@@ -1,14 +1,17 @@
-"""The result webhooks: the sweep that turns the pipeline's flags into events, and the signed delivery of each.
+"""The results sweep (the analyses of conversations into their contacts' results, the result webhooks' events) and the
+signed delivery of each event.
 
 :meth:`ResultEvents.sweep` (actor ``sweep_results``, sent every few seconds by the clock dyno):
 
-1. reads the flags the pipeline leaves, in bounded chunks on their sparse indexes: final jobs (``notify_final``),
-   attempts that ended with a call (``notify_ended``) and attempts whose analysis was recorded
-   (``notify_analyzed``). For each, when the account's ``result_webhook`` asks for that type, it inserts the event
-   (its id is a function of the type and the job or attempt, so a second sweep writes nothing new), then unsets the
-   flag with a write conditional on it. A final job whose last conversation's analysis is still awaited keeps its
-   flag and is looked at again by the next sweep, until the analysis is in or ``PIPELINE_ANALYSIS_WAIT_S`` (real
-   seconds, on the shared clock) have passed since it became final. Accounts are read once per sweep.
+1. reads the flags the pipeline leaves, in bounded chunks on their sparse indexes: attempts whose analysis was
+   recorded (``notify_analyzed``; the analysis of a conversation is first copied into its contact's result, for
+   every account, one bulk request per chunk), attempts that ended with a call (``notify_ended``) and final jobs
+   (``notify_final``). For each, when the account's ``result_webhook`` asks for that type, it inserts the event
+   (its id is a function of the type and the job or attempt, so a second sweep writes nothing new), then unsets
+   the flags of the chunk in one bulk request of writes conditional on them. A final job whose last
+   conversation's analysis is still awaited keeps its flag and is looked at again by the next sweep, until the
+   analysis is in or ``PIPELINE_ANALYSIS_WAIT_S`` (real seconds, on the shared clock) have passed since it became
+   final. Accounts are read once per sweep.
 2. claims the due events (one conditional update each, which also makes them not due until the claim's lease
    ends) and sends each a ``deliver_result`` message.
 
@@ -27,7 +30,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +41,9 @@ from shared.clock import Clock
 from shared.config import Config
 from shared.domain import result_hooks as hooks
 from shared.domain.result_hooks import Resolver, Target, TargetRefused
+from shared.domain.results import analysis_result_update, is_conversation, read_analysis
 from shared.logs import event, get_logger, register_secret
+from shared.stores.jobs import JobStore
 from shared.stores.result_events import NOTIFY_ANALYZED, NOTIFY_ENDED, ResultEventStore, resolve_addresses
 
 log = get_logger(__name__)
@@ -111,6 +116,7 @@ class SweepReport:
 
     created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(hooks.EVENT_TYPES, 0))
     cleared: int = 0
+    results: int = 0
     waiting: int = 0
     claimed: int = 0
 
@@ -120,6 +126,7 @@ class ResultEvents:
     """The result events' sweep and deliveries of one process.
 
     :param store: the outbox, the flags and the accounts' webhook settings.
+    :param jobs: the jobs, whose results take the analyses of their conversations.
     :param sender: where claimed events go to be delivered.
     :param clock: the shared clock.
     :param config: ``PIPELINE_ANALYSIS_WAIT_S``, ``RESULT_WEBHOOKS_ALLOW_PRIVATE``.
@@ -129,6 +136,7 @@ class ResultEvents:
     """
 
     store: ResultEventStore
+    jobs: JobStore
     sender: ResultSender
     clock: Clock
     config: Config
@@ -157,13 +165,15 @@ class ResultEvents:
                 webhooks[account_id] = self.store.webhook_of(account_id)
             return webhooks[account_id]
 
-        self._final_jobs(report, webhook)
-        for flag, kind, data in ((NOTIFY_ENDED, hooks.CALL_ENDED, hooks.call_ended_data),
-                                 (NOTIFY_ANALYZED, hooks.CALL_ANALYZED, hooks.call_analyzed_data)):
+        # The analyses first: a final job whose contact.final waits for its analysis is then sent in this sweep.
+        for flag, kind, data in ((NOTIFY_ANALYZED, hooks.CALL_ANALYZED, hooks.call_analyzed_data),
+                                 (NOTIFY_ENDED, hooks.CALL_ENDED, hooks.call_ended_data)):
             self._attempts(flag, kind, data, report, webhook)
+        self._final_jobs(report, webhook)
         self._claim_due(report)
         if any(report.created.values()) or report.claimed or report.waiting:
             event(log, "result_events_swept", level=logging.DEBUG, created=report.created, cleared=report.cleared,
+                  results=report.results,
                   waiting=report.waiting, claimed=report.claimed)
         return report
 
@@ -183,6 +193,7 @@ class ResultEvents:
             jobs = self.store.flagged_jobs(after=after, limit=self.chunk)
             if not jobs:
                 return
+            read: list[str] = []
             for job in jobs:
                 after, seen = job["_id"], seen + 1
                 account_id = job.get("account_id")
@@ -192,7 +203,8 @@ class ResultEvents:
                         continue
                     self._create(hooks.CONTACT_FINAL, job["_id"], str(account_id), hooks.contact_final_data(job),
                                  report)
-                report.cleared += self.store.clear_job_flag(job["_id"])
+                read.append(job["_id"])
+            report.cleared += self.store.clear_job_flags(read)
             if len(jobs) < self.chunk:
                 return
 
@@ -204,14 +216,24 @@ class ResultEvents:
             attempts = self.store.flagged_attempts(flag, after=after, limit=self.chunk)
             if not attempts:
                 return
+            if flag == NOTIFY_ANALYZED:
+                report.results += self._into_results(attempts)
             for attempt in attempts:
                 after, seen = attempt["_id"], seen + 1
                 account_id = attempt.get("account_id")
                 if hooks.subscribed(webhook(account_id), kind):
                     self._create(kind, attempt["_id"], str(account_id), data(attempt), report)
-                report.cleared += self.store.clear_attempt_flag(attempt["_id"], flag)
+            report.cleared += self.store.clear_attempt_flags([a["_id"] for a in attempts], flag)
             if len(attempts) < self.chunk:
                 return
+
+    def _into_results(self, attempts: Sequence[Mapping[str, Any]]) -> int:
+        """The analyses of conversations become their contacts' (each only while it is the contact's last
+        conversation), in one request; how many contacts took theirs."""
+        kept = [(str(a["job_id"]), str(a["_id"]),
+                 analysis_result_update(read_analysis(a.get("analysis")), a.get("recording_url")))
+                for a in attempts if is_conversation(a) and a.get("job_id")]
+        return self.jobs.record_analyses(kept)
 
     def _claim_due(self, report: SweepReport) -> None:
         now = self.clock.now_ms()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -263,6 +263,18 @@ class JobStore:
             {"_id": parse_id(job_id, "job id"), "result.analysis_attempt_id": {"$eq": attempt_id}},
             {"$set": {**set_, "updated_at": self.clock.now_ms()}, "$unset": {"result.analysis_pending": ""}})
         return result.modified_count == 1
+
+    def record_analyses(self, kept: Sequence[tuple[str, str, Mapping[str, Any]]]) -> int:
+        """:meth:`record_analysis` of many jobs in one bulk request: ``(job_id, attempt_id, set_)`` each. How many
+        jobs took theirs."""
+        if not kept:
+            return 0
+        now = self.clock.now_ms()
+        done = self.coll.bulk_write([
+            UpdateOne({"_id": parse_id(job_id, "job id"), "result.analysis_attempt_id": {"$eq": aid}},
+                      {"$set": {**set_, "updated_at": now}, "$unset": {"result.analysis_pending": ""}})
+            for job_id, aid, set_ in kept], ordered=False)
+        return int(done.modified_count)
 
     def of_call(self, call_id: str) -> dict[str, Any] | None:
         """The job holding the provider call ``call_id``, or None."""

@@ -12,7 +12,7 @@ wins. A delivery records its outcome only while it still holds the lease (``leas
 mid-delivery leaves the event due once its lease ends: at least once, every retry under the same id and body.
 
 The flags (``notify_final`` on jobs, ``notify_ended`` / ``notify_analyzed`` on attempts) are read in bounded
-chunks on their sparse indexes and unset with an update conditional on the flag.
+chunks on their sparse indexes and unset a chunk at a time, in one bulk request of updates conditional on the flag.
 
 :func:`resolve_addresses` is the DNS look-up a webhook's host is checked with, on ``PUT /accounts`` and before every
 delivery.
@@ -21,10 +21,10 @@ delivery.
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -44,6 +44,14 @@ _JOB_FIELDS = {"batch_id": 1, "account_id": 1, "contact.name": 1, "contact.exter
                "reason_code": 1, "last_error": 1, "result": 1, "finished_at": 1, NOTIFY_FINAL: 1}
 #: What a delivery list shows of an event.
 _LIST_FIELDS = {"body": 0, "lease_token": 0}
+
+
+def _clear(coll: Collection[dict[str, Any]], flag: str, ids: Sequence[str]) -> int:
+    if not ids:
+        return 0
+    done = coll.bulk_write([UpdateOne({"_id": i, flag: {"$eq": True}}, {"$unset": {flag: ""}}) for i in ids],
+                           ordered=False)
+    return int(done.modified_count)
 
 
 def resolve_addresses(host: str, port: int) -> list[str]:
@@ -86,17 +94,15 @@ class ResultEventStore:
             query["_id"] = {"$gt": after}
         return list(self.attempts.find(query, {"transcript": 0, "owner": 0}).sort("_id", 1).limit(limit))
 
-    def clear_job_flag(self, job_id: str) -> bool:
-        """Unset a job's ``notify_final`` (only while it is set); whether this call unset it."""
-        done = self.jobs.update_one({"_id": job_id, NOTIFY_FINAL: {"$eq": True}}, {"$unset": {NOTIFY_FINAL: ""}})
-        return done.modified_count == 1
+    def clear_job_flags(self, job_ids: Sequence[str]) -> int:
+        """Unset the jobs' ``notify_final`` (each only while it is set), in one request; how many this unset."""
+        return _clear(self.jobs, NOTIFY_FINAL, job_ids)
 
-    def clear_attempt_flag(self, attempt_id: str, flag: str) -> bool:
-        """Unset an attempt's ``flag`` (only while it is set); whether this call unset it."""
+    def clear_attempt_flags(self, attempt_ids: Sequence[str], flag: str) -> int:
+        """Unset the attempts' ``flag`` (each only while it is set), in one request; how many this unset."""
         if flag not in ATTEMPT_FLAGS:
             raise ValueError(f"unknown attempt flag {flag!r}")
-        done = self.attempts.update_one({"_id": attempt_id, flag: {"$eq": True}}, {"$unset": {flag: ""}})
-        return done.modified_count == 1
+        return _clear(self.attempts, flag, attempt_ids)
 
     # -- the accounts' settings -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from shared.domain import result_hooks as hooks
 from shared.pipeline.result_events import ResultEvents
 from shared.stores.account_changes import AccountChanges
 from shared.stores.billing import Billing
+from shared.stores.jobs import JobStore
 from shared.stores.mongo import new_id
 from shared.stores.result_events import ResultEventStore
 from tests.fixtures.receiver import Receiver
@@ -71,7 +72,8 @@ def receiver(tmp_path):
 
 
 def _events(db, moving, config, sender=None, **kw: Any) -> ResultEvents:
-    return ResultEvents(store=ResultEventStore(db, clock=moving.clock), sender=sender or Collect(),
+    return ResultEvents(store=ResultEventStore(db, clock=moving.clock),
+                        jobs=JobStore(db, clock=moving.clock, config=config), sender=sender or Collect(),
                         clock=moving.clock, config=config, jitter=None, **kw)
 
 

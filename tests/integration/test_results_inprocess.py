@@ -7,9 +7,22 @@ from typing import Any
 
 from shared.domain import states
 from shared.domain.results import contact_result, read_analysis
+from shared.pipeline.result_events import ResultEvents
 from shared.provider.retell import Call
 from shared.stores import attempts as attempt_states
 from tests.integration.test_steps_inprocess import PHONE, Rig, in_call, rig  # noqa: F401 - the fixture
+
+
+class NoDeliveries:
+    def deliver_result(self, event_id: str, token: str) -> None:
+        raise AssertionError("no account here has a result webhook")
+
+
+def sweep(at: Rig) -> Any:
+    """The results sweep: the analyses of conversations into their contacts' results."""
+    rt = at.runtime
+    return ResultEvents(store=rt.result_event_store, jobs=rt.jobs, sender=NoDeliveries(), clock=rt.clock,
+                        config=rt.config).sweep()
 
 ANALYSIS = {"call_successful": True, "call_summary": "Promised to pay on Friday.", "user_sentiment": "Positive",
             "in_voicemail": False, "custom_analysis_data": {"promise_to_pay_date": "2026-03-06"}}
@@ -67,6 +80,10 @@ def test_an_analysis_that_comes_later_is_looked_for_and_kept_without_reopening_t
     assert rig.pipeline.look_for_analyses() == 1
     attempt = rig.runtime.attempts.get(aid)
     assert read_analysis(attempt["analysis"]) == ANALYSIS and attempt["notify_analyzed"]
+    assert contact_result(rig.runtime.jobs.get(job_id))["analysis_pending"]     # until the sweep copies it
+    assert sweep(rig).results == 1
+    assert "notify_analyzed" not in rig.runtime.attempts.get(aid)
+    assert sweep(rig).results == 0
     assert "analysis_due_at" not in attempt and "analysis_until" not in attempt
     job = rig.runtime.jobs.get(job_id)
     assert job["status"] == states.COMPLETED and job["finished_at"] <= attempt["analysis_at"]
@@ -82,6 +99,7 @@ def test_the_call_analyzed_webhook_after_the_finalize_keeps_the_analysis(rig):  
     rig.pipeline.finalize(job_id, ended(rig))
     assert rig.pipeline.record_analysis(ended(rig)) == "not_ready"
     assert rig.pipeline.record_analysis(ended(rig, analysis=ANALYSIS)) == "analyzed"
+    sweep(rig)
     assert contact_result(rig.runtime.jobs.get(job_id))["analysis"] == ANALYSIS
     assert rig.pipeline.record_analysis(ended(rig, analysis=ANALYSIS)) == "duplicate"
 
