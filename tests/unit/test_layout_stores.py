@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MONGO_OWNERS = frozenset({
     "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batches.py", "shared/stores/billing.py",
     "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py", "shared/stores/ledger.py",
-    "shared/stores/mongo.py",
+    "shared/stores/mongo.py", "shared/stores/results_read.py",
 })
 #: Modules that own Redis keys and channels: slots and the pool, coordination (locks, turns, gates, kicks),
 #: the process metric snapshots, the cache invalidation channels, the dashboard's admin sessions, and the key names

@@ -286,7 +286,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of every route of the application."""
-    from workers.web import admin, call_settings, dashboard, dnc
+    from workers.web import admin, call_settings, dashboard, dnc, results
     from workers.web.webhooks import retell_webhook
 
     return [
@@ -297,6 +297,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
         ("POST", "/webhooks/retell", retell_webhook, "retell_webhook"),
         *admin.ROUTES,
         *dnc.ROUTES,
+        *results.ROUTES,
         *call_settings.ROUTES,
         *dashboard.routes(),
     ]
