@@ -1,10 +1,11 @@
 """The reads behind results leaving outdial: a batch's jobs for an export, in id order and a chunk at a time, the
 keys its columns need, and a person's attempts across an account's batches for the contact log.
 
-An export reads its jobs through one cursor sorted by ``_id`` (the server hands them over ``chunk`` at a time; this
-process holds one chunk). Not one query per chunk with ``_id > last``: nx-27017 0.8.1 evaluates a range on ``_id``
-in Python over every document of the collection (measured: seconds per query at 100,000 jobs), while an equality
-on ``batch_id`` and a sort on ``_id`` are SQL. The contact log reads attempts by the indexes
+An export reads its jobs through one cursor sorted by ``_id``: the server hands them over ``chunk`` at a time, and
+this process holds one chunk (nx-27017 0.8.1 holds the whole answer on its side until it is read). Not one query
+per chunk with ``_id > last``: nx-27017 0.8.1 evaluates a range on ``_id`` in Python over every document of the
+collection (measured: seconds per query at 100,000 jobs), while an equality on ``batch_id`` and a sort on ``_id``
+are SQL. The contact log reads attempts by the indexes
 ``account_id, to_number, created_at`` and ``account_id, external_id, created_at``, newest first.
 """
 
@@ -22,8 +23,6 @@ from shared.stores.mongo import ATTEMPTS, BATCHES, JOBS
 
 #: Jobs read per chunk of an export.
 EXPORT_CHUNK = 1000
-#: What an export reads of a job (the rest of the document is the pipeline's).
-EXPORT_FIELDS = ("batch_id", "contact", "status", "reason_code", "last_error", "result", "finished_at", "updated_at")
 #: What the contact log reads of an attempt.
 LOG_FIELDS = ("job_id", "batch_id", "to_number", "external_id", "state", "outcome", "created_at", "started_at",
               "duration_ms", "call_id", "charge")
@@ -107,8 +106,11 @@ class ResultsRead:
                     chunk: int | None = None) -> JobChunks:
         """The jobs an export holds, in id order, read ``chunk`` (default :data:`EXPORT_CHUNK`) at a time."""
         size = chunk or EXPORT_CHUNK
+        # The whole job: what the export does not show is a few small fields, and nx-27017 0.8.1 applies a
+        # projection in Python to every document (measured: the first chunk of 50,000 jobs took 3.1 s with one,
+        # 1.1 s without).
         cursor = self.jobs.find(export_filter(batch_id, status=status, updated_since=updated_since),
-                                dict.fromkeys(EXPORT_FIELDS, 1), batch_size=size).sort("_id", 1)
+                                batch_size=size).sort("_id", 1)
         return JobChunks(cursor, size)
 
     # -- the contact log --------------------------------------------------------------------------------------
