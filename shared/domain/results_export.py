@@ -215,11 +215,18 @@ def csv_row(record: Mapping[str, Any], keys: ExportKeys, custom: Sequence[str] |
         if name == "phones":
             value = PHONE_SEPARATOR.join(value or [])
         row.append(cell(value))
-    data = record.get("custom") or {}
-    row.extend(cell(data.get(k)) for k in custom)
-    given = record.get("variables") or {}
-    row.extend(cell(given.get(k)) for k in variables)
+    row.extend(cell(v) for v in _values(record.get("custom"), custom))
+    row.extend(cell(v) for v in _values(record.get("variables"), variables))
     return row
+
+
+def _values(data: Mapping[str, Any] | None, names: Sequence[str]) -> list[Any]:
+    """The values of ``data`` under the column names ``names`` (keys cut to :data:`MAX_KEY_CHARS`, as the columns)."""
+    if not data:
+        return [None] * len(names)
+    if any(len(str(k)) > MAX_KEY_CHARS for k in data):
+        data = {str(k)[:MAX_KEY_CHARS]: v for k, v in data.items()}
+    return [data.get(k) for k in names]
 
 
 class CsvLines:

@@ -148,6 +148,15 @@ def test_keys_are_capped_to_the_first_in_sorted_order_whatever_the_order_they_co
     assert keys.header()[-6:] == ["custom.a", "custom.b", "custom.c", "var.A", "var.B", "var.C"]
 
 
+def test_a_long_key_is_cut_in_its_column_and_its_value_found():
+    long = "k" * 150
+    keys = ExportKeys()
+    keys.add({long: "yes"}, None)
+    assert keys.header()[-1] == "custom." + "k" * 100
+    record = export_record(job(), "UTC") | {"custom": {long: "yes"}, "variables": {}}
+    assert csv_row(record, keys)[-1] == "yes"
+
+
 def test_the_callee_zone_is_the_contacts_then_the_batchs_then_the_numbers_then_the_default():
     santiago = batch_settings({"timezone": "America/Santiago"}, CONFIG)
     auto = batch_settings({"timezone": "auto"}, CONFIG)
