@@ -304,3 +304,57 @@ def test_maintenance_deletes_ended_attempts_past_the_retention_once_an_hour(api,
     assert maintenance.expire_contact_log(force=True) == 1
     entries = api.get(f"/accounts/acme/contact-log?phone={quote(PHONES[0])}").json()["entries"]
     assert [e["attempt_id"] for e in entries] == [docs[4]["_id"], docs[3]["_id"]]
+
+
+def test_a_database_failure_mid_export_ends_the_transfer_truncated(api, web_runtime, monkeypatch):
+    import http.client
+
+    from pymongo.errors import AutoReconnect
+
+    from shared.stores import results_read
+
+    monkeypatch.setattr(results_read, "EXPORT_CHUNK", 5)
+    batch_id = new_batch(api, "big", [{"name": f"C{i}", "phones": [f"+5696126{i:04d}"]} for i in range(30)])
+    real = results_read.JobChunks.next_chunk
+    calls = [0]
+
+    def failing(self):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise AutoReconnect("the database went away")
+        return real(self)
+
+    monkeypatch.setattr(results_read.JobChunks, "next_chunk", failing)
+    for kind in ("csv", "jsonl"):
+        calls[0] = 0
+        conn = http.client.HTTPConnection("127.0.0.1", int(api.port), timeout=30)
+        conn.request("GET", f"/batches/{batch_id}/results.{kind}", headers={"Authorization": f"Bearer {api.token}"})
+        resp = conn.getresponse()
+        assert resp.status == 200          # the answer had begun
+        try:
+            resp.read()
+            truncated = False
+        except http.client.IncompleteRead:
+            truncated = True
+        conn.close()
+        assert truncated, kind             # never a complete-looking file
+    monkeypatch.setattr(results_read.JobChunks, "next_chunk", real)
+    assert len(rows_of(api.get(f"/batches/{batch_id}/results.csv"))) == 30
+
+
+def test_a_client_that_leaves_mid_export_leaves_the_server_serving(api, web_runtime, monkeypatch):
+    import socket
+
+    from shared.stores import results_read
+
+    monkeypatch.setattr(results_read, "EXPORT_CHUNK", 3)
+    batch_id = new_batch(api, "big", [{"name": "x" * 190 + str(i), "phones": [f"+5696126{i:04d}"]}
+                                      for i in range(200)])
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", int(api.port)), timeout=30)
+        sock.sendall(f"GET /batches/{batch_id}/results.csv HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {api.token}\r\n\r\n".encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        sock.close()
+    assert len(rows_of(api.get(f"/batches/{batch_id}/results.csv"))) == 200
+    assert len(api.get(f"/batches/{batch_id}/results.jsonl").text.splitlines()) == 200
