@@ -98,6 +98,8 @@ def kick_key(account_id: str) -> str:
 SLOTS_REBUILD_LOCK = f"{PREFIX}:lock:slots-rebuild"
 #: Marker that spaces two ledger repairs.
 BILLING_REPAIR_LOCK = f"{PREFIX}:lock:billing-repair"
+#: Marker that spaces two runs of the contact log's retention (the deletion of old attempts).
+CONTACT_LOG_RETENTION_LOCK = f"{PREFIX}:lock:contact-log-retention"
 
 #: The broker's heartbeats, one per broker: worker processes and every process that sends messages (dramatiq's
 #: own namespace; outdial only reads it).

@@ -16,9 +16,15 @@ from shared.logs import event, get_logger
 from shared.pipeline.step import Step
 from shared.pipeline.timing import SLOTS_REBUILD_LOCK_S
 from shared.stores import attempts as attempt_states
-from shared.stores.coordination import BILLING_REPAIR, POOL_REFRESH
+from shared.stores.coordination import BILLING_REPAIR, CONTACT_LOG_RETENTION, POOL_REFRESH
 
 log = get_logger(__name__)
+
+#: Real milliseconds between two runs of the contact log's retention (one process of all runs it).
+CONTACT_LOG_RETENTION_EVERY_MS = 3_600_000
+#: Attempts one retention run deletes at most per state and chunk, and chunks per state.
+RETENTION_CHUNK = 1000
+RETENTION_CHUNKS = 20
 
 
 class Maintenance(Step):
@@ -28,8 +34,8 @@ class Maintenance(Step):
     def maintain(self) -> None:
         """One periodic run: rebuild the slot sets if Redis lost them, read the pool limit, recover expired
         leases, start the safety-net polls of calls no webhook ended, settle lost reservations, repair billing
-        (one process a minute), cancel what waits in cancelled batches and complete finished batches. Safe to run
-        in several processes at once."""
+        (one process a minute), cancel what waits in cancelled batches, complete finished batches and delete attempts
+        past the contact log's retention (one process an hour). Safe to run in several processes at once."""
         if not self.slots.known():
             self.ensure_slots()
         self.refresh_pool_limit()
@@ -40,6 +46,7 @@ class Maintenance(Step):
             self.billing.repair()
         self.sweep_cancelled_batches()
         self.complete_finished_batches()
+        self.expire_contact_log()
 
     def refresh_pool_limit(self) -> None:
         """Read the workspace's concurrency limit from the provider (``get-concurrency``) every few minutes;
@@ -164,3 +171,15 @@ class Maintenance(Step):
                 done += 1
                 event(log, "batch_completed", batch_id=batch_id)
         return done
+
+    def expire_contact_log(self, *, force: bool = False) -> int:
+        """Delete the attempts that ended and were created more than ``CONTACT_LOG_RETENTION_DAYS`` ago, once an
+        hour (one process of all; ``force`` skips the gate), in bounded chunks: a run that leaves some (more than
+        its chunks) leaves them to the next hour's. Returns how many it deleted."""
+        if not force and not self.coordination.once_per(CONTACT_LOG_RETENTION, CONTACT_LOG_RETENTION_EVERY_MS):
+            return 0
+        cutoff = self.clock.now_ms() - int(self.config.contact_log_retention_days) * 86_400_000
+        deleted = self.attempts.delete_ended_before(cutoff, chunk=RETENTION_CHUNK, max_chunks=RETENTION_CHUNKS)
+        if deleted:
+            event(log, "contact_log_expired", attempts=deleted, days=self.config.contact_log_retention_days)
+        return deleted

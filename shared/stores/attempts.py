@@ -166,6 +166,23 @@ class AttemptStore:
                                                       "updated_at": self.clock.now_ms()}})
         return result.modified_count == 1
 
+    def delete_ended_before(self, created_before_ms: int, *, chunk: int = 1000, max_chunks: int = 10) -> int:
+        """Delete attempts that ended (``ended``, ``not_placed``, ``orphaned``) and were created before
+        ``created_before_ms``: at most ``chunk`` per delete and ``max_chunks`` deletes (the contact log's retention).
+        Read by the ``state, created_at`` index, one state at a time. Returns how many were deleted."""
+        deleted = 0
+        for state in (ENDED, NOT_PLACED, ORPHANED):
+            for _ in range(max_chunks):
+                ids = [d["_id"] for d in self.coll.find({"state": {"$eq": state},
+                                                         "created_at": {"$lt": int(created_before_ms)}},
+                                                        {"_id": 1}).limit(chunk)]
+                if not ids:
+                    break
+                deleted += self.coll.delete_many({"_id": {"$in": ids}}).deleted_count
+                if len(ids) < chunk:
+                    break
+        return deleted
+
     def count_replay(self, attempt_id: str) -> None:
         """One more send of this attempt's create with its idempotency key after an unknown outcome."""
         self.coll.update_one({"_id": attempt_id}, {"$inc": {"replays": 1}})

@@ -15,6 +15,7 @@ from redis.lock import Lock
 from shared.redis_keys import (
     BILLING_REPAIR_LOCK,
     BROKER_HEARTBEATS_KEY,
+    CONTACT_LOG_RETENTION_LOCK,
     SLOTS_REBUILD_LOCK,
     dispatch_lock_key,
     dispatch_turn_key,
@@ -26,6 +27,8 @@ from shared.redis_keys import (
 BILLING_REPAIR = "billing-repair"
 #: Gate of the reading of the workspace's concurrency limit from the provider.
 POOL_REFRESH = "pool-refresh"
+#: Gate of the contact log's retention (one process an hour deletes old attempts).
+CONTACT_LOG_RETENTION = "contact-log-retention"
 
 
 class Coordination:
@@ -83,4 +86,6 @@ class Coordination:
             return BILLING_REPAIR_LOCK
         if gate == POOL_REFRESH:
             return pool_refresh_key(self.workspace)
+        if gate == CONTACT_LOG_RETENTION:
+            return CONTACT_LOG_RETENTION_LOCK
         raise ValueError(f"unknown gate {gate!r}")

@@ -63,6 +63,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("notify_analyzed", ASCENDING)], name="notify_analyzed", sparse=True),
         # Conversations whose post-call analysis is still looked for: when to look next.
         IndexModel([("analysis_due_at", ASCENDING)], name="analysis_due_at", sparse=True),
+        # The contact log's retention: ended attempts by age.
+        IndexModel([("state", ASCENDING), ("created_at", ASCENDING)], name="state_created"),
     ],
     CONTACT_HISTORY: [
         IndexModel([("account_id", ASCENDING)], name="account_id"),

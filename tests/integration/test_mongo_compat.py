@@ -449,3 +449,51 @@ def test_an_analysis_kept_once_on_a_missing_field_and_a_result_updated_on_a_dott
     assert (stale.modified_count, kept.modified_count) == (0, 1)
     assert db.j.find_one({"_id": "j"})["result"] == {"analysis_attempt_id": "a1", "calls": 2, "talk_ms": 4200,
                                                      "analysis": "new"}
+
+
+def test_a_batch_export_read_through_one_cursor_sorted_by_id_a_chunk_at_a_time(db):
+    # ResultsRead.export_jobs / export_keys: an equality on batch_id (and status, a range on updated_at), top-level
+    # fields projected, sorted by _id, handed over batch_size at a time; the key pass projects dotted paths.
+    db.c.create_index([("batch_id", 1), ("status", 1)], name="batch_status")
+    db.c.insert_many([{"_id": f"{i:024x}", "batch_id": "b1" if i % 3 else "b2", "status": "done" if i % 2 else "new",
+                       "updated_at": i, "contact": {"name": f"n{i}", "variables": {f"v{i % 4}": "x"}},
+                       "result": {"analysis": {"custom_analysis_data": {"k": i}}}, "lease_owner": "t"}
+                      for i in range(25)][::-1])
+    cursor = db.c.find({"batch_id": {"$eq": "b1"}}, {"contact": 1, "status": 1}, batch_size=4).sort("_id", 1)
+    docs = list(cursor)
+    assert [d["_id"] for d in docs] == [f"{i:024x}" for i in range(25) if i % 3]
+    assert set(docs[0]) == {"_id", "contact", "status"}
+    done = db.c.find({"batch_id": {"$eq": "b1"}, "status": {"$eq": "done"}, "updated_at": {"$gte": 10}}, {"_id": 1},
+                     batch_size=2).sort("_id", 1)
+    assert [d["_id"] for d in done] == [f"{i:024x}" for i in range(10, 25) if i % 3 and i % 2]
+    keys = db.c.find_one({"_id": f"{1:024x}"}, {"contact.variables": 1, "result.analysis.custom_analysis_data": 1})
+    if "contact.variables" in keys:   # nx-27017 0.8.1: the dotted path is a flat key (see the gap above)
+        assert keys["contact.variables"] == {"v1": "x"} and keys["result.analysis.custom_analysis_data"] == {"k": 1}
+    else:
+        assert keys["contact"] == {"variables": {"v1": "x"}}
+
+
+def test_a_persons_attempts_newest_first_by_range_on_created_at(db):
+    # ResultsRead.contact_attempts: equalities on account and number (or external id), created_at equal to or before
+    # the cursor's, sorted by created_at then _id, both descending.
+    db.a.create_index([("account_id", 1), ("to_number", 1), ("created_at", 1)], name="account_number_created")
+    db.a.insert_many([{"_id": f"j:r{i}", "account_id": "acc", "to_number": "+1" if i != 3 else "+2",
+                       "created_at": 100 + (i // 2) * 10, "state": "ended"} for i in range(8)])
+    order = [("created_at", -1), ("_id", -1)]
+    person = {"account_id": {"$eq": "acc"}, "to_number": {"$eq": "+1"}}
+    assert [d["_id"] for d in db.a.find(person, {"_id": 1}).sort(order).limit(3)] == ["j:r7", "j:r6", "j:r5"]
+    assert [d["_id"] for d in db.a.find({**person, "created_at": {"$eq": 120}}).sort(order)] == ["j:r5", "j:r4"]
+    older = db.a.find({**person, "created_at": {"$lt": 120}}, {"_id": 1, "created_at": 1}).sort(order).limit(5)
+    assert [d["_id"] for d in older] == ["j:r2", "j:r1", "j:r0"]
+
+
+def test_old_ended_attempts_found_by_state_and_age_and_deleted_by_id(db):
+    # AttemptStore.delete_ended_before (the contact log's retention): one state at a time by the state_created index.
+    db.a.create_index([("state", 1), ("created_at", 1)], name="state_created")
+    db.a.insert_many([{"_id": "a", "state": "ended", "created_at": 5}, {"_id": "b", "state": "ended", "created_at": 50},
+                      {"_id": "c", "state": "in_call", "created_at": 5}, {"_id": "d", "state": "not_placed",
+                                                                          "created_at": 1}])
+    ids = [d["_id"] for d in db.a.find({"state": {"$eq": "ended"}, "created_at": {"$lt": 10}}, {"_id": 1}).limit(10)]
+    assert ids == ["a"]
+    assert db.a.delete_many({"_id": {"$in": ids}}).deleted_count == 1
+    assert sorted(d["_id"] for d in db.a.find({})) == ["b", "c", "d"]

@@ -422,6 +422,62 @@ def _result_hook_paths(reads: list[dict[str, list[str]]]) -> dict[str, Any]:
             "redeliver_webhook", "Deliver an event again: pending, due now, attempts from 0, 24 fresh hours", {
                 "200": _answer("The event after the change", _ref("WebhookDelivery")), **_errors(401, 404, 422, 503)},
             params=[_ACCOUNT_ID, event_id], tags=("accounts",))},
+def _results_paths() -> dict[str, Any]:
+    """A batch's export (CSV, JSON lines) and a person's contact log."""
+    from workers.web.results import DEFAULT_LOG_PAGE, MAX_LOG_PAGE
+
+    filters = [_BATCH_ID,
+               _query("status", {"type": "string", "enum": list(states.JOB_STATES)}, "Only contacts in this state"),
+               _query("updated_since", {"type": "string", "maxLength": 40, "example": "2026-03-07T15:00:00Z"},
+                      "Only contacts changed at or after this instant (ISO-8601 with its offset, or ms since the "
+                      "epoch)")]
+    row = {"type": "object", "description": "One contact: job_id, external_id, name, phones, status, reason_code, "
+                                            "calls, talk_s, charge, last_call_at, last_call_local, outcome, "
+                                            "call_successful, summary, sentiment, recording_url, custom, variables"}
+    entry = {"type": "object", "properties": {
+        "at": _TIME, "local": {"type": "string", "nullable": True, "example": "2026-03-09T09:00:00-03:00"},
+        "zone": {"type": "string", "example": "America/Santiago"},
+        "number": {"type": "string", "nullable": True}, "batch_id": {"type": "string", "nullable": True},
+        "batch_name": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True},
+        "attempt_id": {"type": "string"}, "outcome": {"type": "string", "nullable": True},
+        "duration_s": {"type": "number", "nullable": True}, "call_id": {"type": "string", "nullable": True},
+        "charge": {"type": "integer", "nullable": True}}}
+    log = {"type": "object", "required": ["account_id", "entries", "next_before"], "properties": {
+        "account_id": {"type": "string"}, "phone": {"type": "string"}, "external_id": {"type": "string"},
+        "entries": {"type": "array", "items": entry},
+        "next_before": {"type": "string", "nullable": True,
+                        "description": "before of the next page; null on the last"}}}
+    return {
+        "/batches/{batch_id}/results.csv": {"get": _op(
+            "results_csv", "The batch's results as CSV, one row per contact in job id order (streamed)", {
+                "200": {"description": "CSV with a header row; text cells that a spreadsheet would run start with '",
+                        "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **_errors(401, 404, 422, 503)},
+            params=[*filters, _query("excel", {"type": "string", "enum": ["1", "0", "true", "false"]},
+                                     "1: start with a UTF-8 byte order mark (for Excel)")],
+            tags=("results",))},
+        "/batches/{batch_id}/results.jsonl": {"get": _op(
+            "results_jsonl", "The batch's results as JSON lines, one object per contact in job id order (streamed)", {
+                "200": {"description": "One JSON object per line",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}, "example": row}}},
+                **_errors(401, 404, 422, 503)},
+            params=filters, tags=("results",))},
+        "/accounts/{account_id}/contact-log": {"get": _op(
+            "contact_log", "Every attempt to one person (a number or an external id) across the account's batches, "
+                           "newest first", {
+                "200": {"description": "A page of the contact log (format=csv: every entry from before on, streamed)",
+                        "content": {**_json(log), "text/csv": {"schema": {"type": "string"}}}},
+                **_errors(401, 422, 503)},
+            params=[_ACCOUNT_ID,
+                    _query("phone", {"type": "string", "maxLength": 40, "example": "+56961234567"},
+                           "The number (E.164; send + as %2B); exactly one of phone and external_id"),
+                    _query("external_id", {"type": "string", "maxLength": 200}, "The contact's external id"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LOG_PAGE,
+                                     "default": DEFAULT_LOG_PAGE}, "Page size"),
+                    _query("before", {"type": "string", "maxLength": 300}, "next_before of the previous page"),
+                    _query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                           "csv: the same entries as CSV")],
+            tags=("results",))},
     }
 
 
@@ -530,6 +586,7 @@ def _paths() -> dict[str, Any]:
             params=[_BATCH_ID], tags=("batches",))},
         **_dnc_paths(page),
         **_result_hook_paths(reads),
+        **_results_paths(),
         "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
             "200": _answer("The job", _ref("Job")), **_errors(401, 404, 503)},
             params=[_JOB_ID], tags=("jobs",))},
@@ -552,8 +609,8 @@ def document() -> dict[str, Any]:
                            "Errors share one shape (Error). Instants are ISO-8601 UTC. See docs/web.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc", "webhooks",
-                                                  "operations")],
+        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc", "results",
+                                                  "webhooks", "operations")],
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
