@@ -188,7 +188,7 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
             # which another site can neither read nor send.
             allowed = csrf_ok(request, ctx.admin_token)
     if allowed:
-        if level == ADMIN:
+        if level == ADMIN or hasattr(request.match_info.handler, "outdial_query"):
             check_query(request)
         return await handler(request)
     if getattr(request.match_info.handler, "outdial_html", False):

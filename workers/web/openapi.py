@@ -422,10 +422,14 @@ def _result_hook_paths(reads: list[dict[str, list[str]]]) -> dict[str, Any]:
             "redeliver_webhook", "Deliver an event again: pending, due now, attempts from 0, 24 fresh hours", {
                 "200": _answer("The event after the change", _ref("WebhookDelivery")), **_errors(401, 404, 422, 503)},
             params=[_ACCOUNT_ID, event_id], tags=("accounts",))},
+    }
+
+
 def _results_paths() -> dict[str, Any]:
     """A batch's export (CSV, JSON lines) and a person's contact log."""
     from workers.web.results import DEFAULT_LOG_PAGE, MAX_LOG_PAGE
 
+    reads: list[dict[str, list[str]]] = [{"adminToken": []}, {"readToken": []}]
     filters = [_BATCH_ID,
                _query("status", {"type": "string", "enum": list(states.JOB_STATES)}, "Only contacts in this state"),
                _query("updated_since", {"type": "string", "maxLength": 40, "example": "2026-03-07T15:00:00Z"},
@@ -455,13 +459,13 @@ def _results_paths() -> dict[str, Any]:
                 **_errors(401, 404, 422, 503)},
             params=[*filters, _query("excel", {"type": "string", "enum": ["1", "0", "true", "false"]},
                                      "1: start with a UTF-8 byte order mark (for Excel)")],
-            tags=("results",))},
+            security=reads, tags=("results",))},
         "/batches/{batch_id}/results.jsonl": {"get": _op(
             "results_jsonl", "The batch's results as JSON lines, one object per contact in job id order (streamed)", {
                 "200": {"description": "One JSON object per line",
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}, "example": row}}},
                 **_errors(401, 404, 422, 503)},
-            params=filters, tags=("results",))},
+            params=filters, security=reads, tags=("results",))},
         "/accounts/{account_id}/contact-log": {"get": _op(
             "contact_log", "Every attempt to one person (a number or an external id) across the account's batches, "
                            "newest first", {

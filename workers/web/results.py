@@ -39,7 +39,7 @@ from shared.stores.accounts import validate_account_id
 from shared.stores.results_read import JobChunks, ResultsRead
 from workers.web.admin import _path_id
 from workers.web.context import WebContext, context
-from workers.web.http import ADMIN, access, invalid, json_response, query_int, query_params, query_text
+from workers.web.http import ADMIN, READ, access, invalid, json_response, query_int, query_params, query_text
 
 log = get_logger(__name__)
 
@@ -189,7 +189,7 @@ def _export_response(batch: dict[str, Any], kind: str, content_type: str) -> web
                                        "Cache-Control": "no-store"})
 
 
-@access(ADMIN)
+@access(READ)   # the dashboard's download buttons: what the results page shows, as a file
 @query_params("status", "updated_since", "excel")
 async def results_csv(request: web.Request) -> web.StreamResponse:
     """``GET /batches/{batch_id}/results.csv``: one row per contact, in job id order."""
@@ -205,7 +205,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
     return await _stream(request, ctx, export, response, (BOM if excel else "") + export.header(), export.csv_chunk)
 
 
-@access(ADMIN)
+@access(READ)
 @query_params("status", "updated_since")
 async def results_jsonl(request: web.Request) -> web.StreamResponse:
     """``GET /batches/{batch_id}/results.jsonl``: one JSON object per line and contact, in job id order."""
