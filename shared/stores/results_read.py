@@ -18,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.cursor import Cursor
 from pymongo.database import Database
 
+from shared.domain.results import read_analysis
 from shared.domain.results_export import MAX_KEYS, ExportKeys
 from shared.stores.mongo import ATTEMPTS, BATCHES, JOBS
 
@@ -90,14 +91,16 @@ class ResultsRead:
     def export_keys(self, batch_id: str, *, status: str | None = None, updated_since: int | None = None,
                     limit: int = MAX_KEYS, chunk: int | None = None) -> ExportKeys:
         """The ``custom_analysis_data`` keys and variable names of the jobs an export holds: one pass that reads
-        only those two fields, holding nothing but the keys (at most ``limit`` of each)."""
+        only the analysis (stored as JSON text) and the variables, holding nothing but the keys (at most ``limit``
+        of each)."""
         keys = ExportKeys(limit=limit)
-        fields = {"contact.variables": 1, "result.analysis.custom_analysis_data": 1}
+        fields = {"contact.variables": 1, "result.analysis": 1}
         cursor = self.jobs.find(export_filter(batch_id, status=status, updated_since=updated_since), fields,
                                 batch_size=chunk or EXPORT_CHUNK)
         try:
             for doc in cursor:
-                keys.add(_path(doc, "result.analysis.custom_analysis_data"), _path(doc, "contact.variables"))
+                analysis = read_analysis(_path(doc, "result.analysis")) or {}
+                keys.add(analysis.get("custom_analysis_data"), _path(doc, "contact.variables"))
         finally:
             cursor.close()
         return keys
