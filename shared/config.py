@@ -39,6 +39,8 @@ DEFAULT_RING_TIMEOUT_SECONDS = 30
 DEFAULT_PIPELINE_SAFETY_POLL_S = 60.0
 #: Real seconds after a conversation ends during which its post-call analysis is still looked for.
 DEFAULT_PIPELINE_ANALYSIS_WAIT_S = 600.0
+#: Real seconds between two results sweeps (one process of all runs each).
+DEFAULT_RESULTS_SWEEP_S = 5.0
 #: Days an attempt is kept for the contact log (Chile's collection law asks for two years).
 DEFAULT_CONTACT_LOG_RETENTION_DAYS = 730
 #: Calling-window zone when a batch names none.
@@ -305,6 +307,11 @@ class Config:
     pipeline_analysis_wait_s: float = _var(
         "PIPELINE_ANALYSIS_WAIT_S", lambda raw: parse_float(raw, minimum=1), DEFAULT_PIPELINE_ANALYSIS_WAIT_S,
         "real seconds after a conversation ends during which its post-call analysis is still looked for",
+    )
+    results_sweep_s: float = _var(
+        "RESULTS_SWEEP_S", lambda raw: parse_float(raw, minimum=0.1), DEFAULT_RESULTS_SWEEP_S,
+        "real seconds between two results sweeps (analyses into contacts' results, result webhook events), one "
+        "process of all",
     )
     contact_log_retention_days: int = _var(
         "CONTACT_LOG_RETENTION_DAYS", lambda raw: parse_int(raw, minimum=1, maximum=36_500),

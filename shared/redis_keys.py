@@ -100,6 +100,8 @@ SLOTS_REBUILD_LOCK = f"{PREFIX}:lock:slots-rebuild"
 BILLING_REPAIR_LOCK = f"{PREFIX}:lock:billing-repair"
 #: Marker that spaces two runs of the contact log's retention (the deletion of old attempts).
 CONTACT_LOG_RETENTION_LOCK = f"{PREFIX}:lock:contact-log-retention"
+#: Marker that spaces two results sweeps (``RESULTS_SWEEP_S``).
+RESULTS_SWEEP_LOCK = f"{PREFIX}:lock:results-sweep"
 
 #: The broker's heartbeats, one per broker: worker processes and every process that sends messages (dramatiq's
 #: own namespace; outdial only reads it).

@@ -15,7 +15,7 @@ from redis import Redis
 
 from shared.pipeline import Pipeline
 from shared.pipeline.result_events import ResultEvents
-from shared.stores.coordination import Coordination
+from shared.stores.coordination import RESULTS_SWEEP, Coordination
 from workers.broker import broker  # noqa: F401 - sets the broker before actors are declared
 
 #: Queue names.
@@ -70,10 +70,14 @@ def reconcile(job_id: str, lease_owner: str) -> None:
 
 @dramatiq.actor(queue_name=RESULTS_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
 def sweep_results() -> None:
-    """Look for the analyses due to be looked for (:meth:`shared.pipeline.analysis.Analysis.look_for_analyses`), then
-    copy the new ones into the contacts' results, turn the pipeline's flags into result events and hand the due ones
-    to deliveries (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
-    pipeline().look_for_analyses()
+    """At most once per ``RESULTS_SWEEP_S`` of all processes: look for the analyses due to be looked for
+    (:meth:`shared.pipeline.analysis.Analysis.look_for_analyses`), then copy the new ones into the contacts' results,
+    turn the pipeline's flags into result events and hand the due ones to deliveries
+    (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
+    steps = pipeline()
+    if not steps.coordination.once_per(RESULTS_SWEEP, int(steps.config.results_sweep_s * 1000)):
+        return   # another process swept less than RESULTS_SWEEP_S ago
+    steps.look_for_analyses()
     result_events().sweep()
 
 

@@ -16,6 +16,7 @@ from shared.redis_keys import (
     BILLING_REPAIR_LOCK,
     BROKER_HEARTBEATS_KEY,
     CONTACT_LOG_RETENTION_LOCK,
+    RESULTS_SWEEP_LOCK,
     SLOTS_REBUILD_LOCK,
     dispatch_lock_key,
     dispatch_turn_key,
@@ -27,6 +28,8 @@ from shared.redis_keys import (
 BILLING_REPAIR = "billing-repair"
 #: Gate of the reading of the workspace's concurrency limit from the provider.
 POOL_REFRESH = "pool-refresh"
+#: Gate of the results sweep (one process a period runs it).
+RESULTS_SWEEP = "results-sweep"
 #: Gate of the contact log's retention (one process an hour deletes old attempts).
 CONTACT_LOG_RETENTION = "contact-log-retention"
 
@@ -88,4 +91,6 @@ class Coordination:
             return pool_refresh_key(self.workspace)
         if gate == CONTACT_LOG_RETENTION:
             return CONTACT_LOG_RETENTION_LOCK
+        if gate == RESULTS_SWEEP:
+            return RESULTS_SWEEP_LOCK
         raise ValueError(f"unknown gate {gate!r}")

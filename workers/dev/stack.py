@@ -57,6 +57,7 @@ def child_env(config: Config, clock: Clock | None = None, *, base: Mapping[str, 
     env["PIPELINE_FREE_RETRY_BASE_S"] = repr(config.pipeline_free_retry_base_s)
     env["RETELL_WEBHOOKS"] = "1" if config.retell_webhooks else "0"
     env["PIPELINE_SAFETY_POLL_S"] = repr(config.pipeline_safety_poll_s)
+    env["RESULTS_SWEEP_S"] = repr(config.results_sweep_s)
     if config.retell_concurrency_limit:
         env["RETELL_CONCURRENCY_LIMIT"] = str(config.retell_concurrency_limit)
     if config.call_from_number:
