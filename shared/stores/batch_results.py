@@ -33,7 +33,7 @@ from shared.domain.call_settings import CallSettings
 from shared.domain.calling_window import resolve_timezones
 from shared.domain.results import contact_result, read_analysis
 from shared.domain.states import AttemptState
-from shared.stores.mongo import ATTEMPTS, JOBS
+from shared.stores.mongo import ATTEMPTS, JOBS, projected
 
 #: Most ended attempts read per batch (the most recent ones).
 MAX_CALLS = 20_000
@@ -76,19 +76,6 @@ class BatchResults:
     latest: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
 
-def _get(doc: Mapping[str, Any], path: str) -> Any:
-    """A dotted field of a projected document: nested (MongoDB), or under the dotted name itself (nx-27017 returns
-    a projected ``"a.b"`` as a flat key; ``tests/integration/test_mongo_compat.py`` pins it)."""
-    if path in doc:
-        return doc[path]
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
@@ -127,16 +114,16 @@ class BatchResultsStore:
         per_contact: Counter[int] = Counter()
         placed = talk = charge = conversations = successful = 0
         for job in jobs:
-            calls = _int(_get(job, "result.calls"))
+            calls = _int(projected(job, "result.calls"))
             per_contact[calls] += 1
             placed += calls
-            talk += _int(_get(job, "result.talk_ms"))
-            charge += _int(_get(job, "result.charge"))
-            verdict = (read_analysis(_get(job, "result.analysis")) or {}).get("call_successful")
+            talk += _int(projected(job, "result.talk_ms"))
+            charge += _int(projected(job, "result.charge"))
+            verdict = (read_analysis(projected(job, "result.analysis")) or {}).get("call_successful")
             if isinstance(verdict, bool):
                 conversations += 1
                 successful += verdict
-            zone = _get(job, "contact.timezone")
+            zone = projected(job, "contact.timezone")
             if isinstance(zone, str) and zone:
                 zones[job["_id"]] = zone
 
@@ -174,5 +161,5 @@ class BatchResultsStore:
                               {"status": 1, "reason_code": 1, "last_error": 1, "finished_at": 1, "result": 1,
                                "contact.name": 1, "contact.external_id": 1},
                               sort=[("finished_at", -1), ("_id", -1)], limit=limit)
-        return [{"job_id": doc["_id"], "name": _get(doc, "contact.name"),
-                 "external_id": _get(doc, "contact.external_id"), "result": contact_result(doc)} for doc in docs]
+        return [{"job_id": doc["_id"], "name": projected(doc, "contact.name"),
+                 "external_id": projected(doc, "contact.external_id"), "result": contact_result(doc)} for doc in docs]

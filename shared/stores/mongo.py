@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from bson import ObjectId
@@ -167,3 +168,16 @@ def parse_id(value: object, what: str = "id") -> str:
     if not _ID.match(text):
         raise NotFound(f"{what} {str(value)[:40]!r} is not a valid id (24 hex characters)")
     return text
+
+
+def projected(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at the dotted ``path`` of a projected document: nested (MongoDB), or under the dotted name itself
+    (nx-27017 0.8.1 answers a projection of ``"a.b"`` with a flat ``"a.b"`` key; ``test_mongo_compat.py`` pins it)."""
+    if path in doc:
+        return doc[path]
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value

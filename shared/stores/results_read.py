@@ -11,7 +11,7 @@ are SQL. The contact log reads attempts by the indexes
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymongo.collection import Collection
@@ -20,26 +20,13 @@ from pymongo.database import Database
 
 from shared.domain.results import read_analysis
 from shared.domain.results_export import MAX_KEYS, ExportKeys
-from shared.stores.mongo import ATTEMPTS, BATCHES, JOBS
+from shared.stores.mongo import ATTEMPTS, BATCHES, JOBS, projected
 
 #: Jobs read per chunk of an export.
 EXPORT_CHUNK = 1000
 #: What the contact log reads of an attempt.
 LOG_FIELDS = ("job_id", "batch_id", "to_number", "external_id", "state", "outcome", "created_at", "started_at",
               "duration_ms", "call_id", "charge")
-
-
-def _path(doc: Mapping[str, Any], dotted: str) -> Any:
-    """The value at ``dotted`` in a projected document, nested (MongoDB) or under the flat dotted key (how
-    nx-27017 0.8.1 answers a projection of a dotted path)."""
-    if dotted in doc:
-        return doc[dotted]
-    value: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 def export_filter(batch_id: str, *, status: str | None = None, updated_since: int | None = None) -> dict[str, Any]:
@@ -99,8 +86,8 @@ class ResultsRead:
                                 batch_size=chunk or EXPORT_CHUNK)
         try:
             for doc in cursor:
-                analysis = read_analysis(_path(doc, "result.analysis")) or {}
-                keys.add(analysis.get("custom_analysis_data"), _path(doc, "contact.variables"))
+                analysis = read_analysis(projected(doc, "result.analysis")) or {}
+                keys.add(analysis.get("custom_analysis_data"), projected(doc, "contact.variables"))
         finally:
             cursor.close()
         return keys
