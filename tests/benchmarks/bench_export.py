@@ -23,6 +23,7 @@ import uuid
 
 from bson import ObjectId
 
+from shared.domain.results import stored_analysis
 from shared.stores import mongo
 from tests.benchmarks.bench_web import FROM_NUMBER, TOKEN, cpu_s, memory_kb, phone
 from workers.dev import embedded
@@ -48,10 +49,11 @@ def seed(db, rows: int, batch_id: str) -> None:
                 "calls": 1 + n % 3, "talk_ms": 30_000 + n % 60_000, "charge": 500 + n % 700,
                 "last_call_at": NOW_MS + n * 1000, "last_outcome": "completed", "last_attempt_id": f"a{n}",
                 "recording_url": f"https://rec.example/{n}.wav",
-                "analysis": {"call_successful": n % 2 == 0, "call_summary": "The customer agreed to pay next week.",
-                             "user_sentiment": "Positive", "in_voicemail": False,
-                             "custom_analysis_data": {"promise": n % 2 == 0, "amount": n % 9000, "date": "2026-04-01",
-                                                      "channel": "phone", "notes": "-"}}}
+                "analysis": stored_analysis({
+                    "call_successful": n % 2 == 0, "call_summary": "The customer agreed to pay next week.",
+                    "user_sentiment": "Positive", "in_voicemail": False,
+                    "custom_analysis_data": {"promise": n % 2 == 0, "amount": n % 9000, "date": "2026-04-01",
+                                             "channel": "phone", "notes": "-"}})}
         chunk.append(doc)
         if len(chunk) == 1000:
             db.jobs.insert_many(chunk)
