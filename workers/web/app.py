@@ -19,6 +19,9 @@ route                                  access    what
 ``GET /campaigns/new``
 ``/call-settings/...``,                read      call_settings schema and preview, contacts check (write nothing)
 ``POST /contacts/check``
+``/dashboard/batches/{id}``,          read      a batch's results page, its export (CSV, JSON lines), the
+``/batches/{id}/results.*``,                     account's result webhook deliveries
+``GET .../webhook-deliveries``
 ``/accounts/...``, ``/batches/...``,   admin     the admin API (``Authorization: Bearer <ADMIN_TOKEN>``, or the
 ``/jobs/...``                                    admin session cookie with its ``X-CSRF-Token``)
 =====================================  ========  ==================================================
