@@ -154,8 +154,9 @@ def test_window_state():
 
 
 def test_summary_table_and_totals():
-    rows = [BatchSummary(key="collections", contacts=10, completed=7, failed=3, calls=25, retries=9,
-                         second_numbers=2, postponed=4, postponed_contacts=3, charges_units=12_345),
+    rows = [BatchSummary(key="collections", batch_id="b" * 24, contacts=10, completed=7, failed=3, calls=25,
+                         retries=9, second_numbers=2, postponed=4, postponed_contacts=3, charges_units=12_345,
+                         analysed=7, successful=5),
             BatchSummary(key="survey", contacts=5, completed=5, calls=5)]
     rows[0].failed_by_reason.update({"max attempts reached: busy": 2, "no valid phone number: invalid number": 1})
     summary = Summary(batches=rows, plan_type="credits", balance_before=1000.0, balance_after=987.655, ledger_ok=True,
@@ -167,6 +168,8 @@ def test_summary_table_and_totals():
     assert "12.345 cr" in text and "4 (3)" in text
     assert "  collections     2  max attempts reached: busy\n                  1  no valid phone number" in text
     assert "balance 1000.000 -> 987.655; ledger balanced" in text
+    assert (f"  collections     7 analysed,    5 successful;  /dashboard/batches/{'b' * 24}  "
+            f"/batches/{'b' * 24}/results.csv") in text
     assert "Sat 2026-07-04 13:00 -04 -> Thu 2026-07-09 12:00 -04 (4d 23:00), 57 s real" in text
 
 

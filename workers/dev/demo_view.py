@@ -20,6 +20,7 @@ from shared.clock import Clock, from_ms
 from shared.domain import reasons, states
 from shared.domain.call_settings import CallSettings, default_call_settings, parse_call_settings
 from shared.domain.calling_window import describe_window, is_allowed_time
+from shared.domain.results import contact_result
 from shared.logs import mask_phone
 from shared.stores import attempts as attempt_states
 from shared.stores.accounts import PLAN_CREDITS, from_storage_units
@@ -163,6 +164,7 @@ class BatchSummary:
     """Figures of one batch at the end of the run."""
 
     key: str
+    batch_id: str = ""
     contacts: int = 0
     completed: int = 0
     failed: int = 0
@@ -173,6 +175,9 @@ class BatchSummary:
     postponed: int = 0
     postponed_contacts: int = 0
     charges_units: int = 0
+    #: Contacts whose last conversation's analysis is kept, and those of them the analysis calls successful.
+    analysed: int = 0
+    successful: int = 0
     failed_by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -203,10 +208,14 @@ def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock,
     """Read the end state of every batch from MongoDB (jobs, attempts) and the account."""
     out: list[BatchSummary] = []
     for key, batch_id in batch_ids.items():
-        row = BatchSummary(key=key)
+        row = BatchSummary(key=key, batch_id=batch_id)
         for job in runtime.jobs.of_batch(batch_id, ("status", "last_error", "reason_code", "reason_params",
-                                                     "postponed_by_schedule")):
+                                                     "postponed_by_schedule", "result")):
             row.contacts += 1
+            analysis = contact_result(job)["analysis"]
+            if analysis is not None:
+                row.analysed += 1
+                row.successful += 1 if analysis.get("call_successful") is True else 0
             status = job.get("status")
             if status == states.COMPLETED:
                 row.completed += 1
@@ -268,6 +277,11 @@ def render_summary(summary: Summary, days: Mapping[str, Sequence[str]] | None = 
             lines.append(f"  {row.key if i == 0 else '':<12} {n:>4}  {reason}")
     if not total.failed_by_reason:
         lines.append("  (none)")
+    lines.append("")
+    lines.append("results (each contact's last conversation, analysed by the agent):")
+    for row in summary.batches:
+        lines.append(f"  {row.key:<12} {row.analysed:>4} analysed, {row.successful:>4} successful;"
+                     f"  /dashboard/batches/{row.batch_id}  /batches/{row.batch_id}/results.csv")
     lines.append("")
     lines.append("windows:")
     for spec in BATCHES:
