@@ -163,6 +163,25 @@ def _variables(key: str, rng: random.Random, index: int) -> dict[str, str]:
             "branch": rng.choice(("Palermo", "Belgrano", "Centro"))}
 
 
+def _analysed(rule: Any, key: str, rng: random.Random) -> Any:
+    """``rule`` with each answered call given what the agent would extract from the conversation (the batch's
+    kind of campaign): whether it succeeded, the sentiment and the custom analysis data."""
+    if isinstance(rule, dict) and "sequence" in rule:
+        return {**rule, "sequence": [_analysed(step, key, rng) for step in rule["sequence"]]}
+    if rule != "answer":
+        return rule
+    successful = rng.random() < 0.7
+    if key == "survey":
+        score = rng.randint(6, 10) if successful else rng.randint(1, 5)
+        custom: dict[str, Any] = {"satisfaction": score, "would_recommend": score >= 8}
+    else:
+        custom = {"promise_to_pay": successful,
+                  "promise_to_pay_date": f"2026-07-{rng.randrange(6, 31):02d}" if successful else None,
+                  "dispute": not successful and rng.random() < 0.4}
+    sentiment = rng.choice(("Positive", "Neutral")) if successful else rng.choice(("Neutral", "Negative"))
+    return {"outcome": "answer", "successful": successful, "sentiment": sentiment, "custom_analysis_data": custom}
+
+
 def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
                    batches: Sequence[BatchSpec] = BATCHES) -> Campaign:
     """Contacts for every batch and the simulator scenario that decides their calls.
@@ -173,6 +192,7 @@ def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
     if total < 1:
         raise ValueError(f"contacts: must be >= 1, got {total}")
     rng = random.Random(seed)
+    talk = random.Random(seed + 1)   # what each conversation comes to: its own draws, the contacts stay the same
     names = list(PROFILES)
     weights = [PROFILES[n][0] for n in names]
     used: set[str] = set()
@@ -184,10 +204,10 @@ def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
             profile = rng.choices(names, weights)[0]
             _, first_rule, second_rule = PROFILES[profile]
             phones = [_number(rng, spec.region, used)]
-            numbers[phones[0]] = first_rule
+            numbers[phones[0]] = _analysed(first_rule, spec.key, talk)
             if second_rule is not None:
                 phones.append(_number(rng, spec.region, used))
-                numbers[phones[1]] = second_rule
+                numbers[phones[1]] = _analysed(second_rule, spec.key, talk)
             external_id = f"{spec.key}-{i + 1:04d}"
             rows.append({"name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}", "phones": phones,
                          "external_id": external_id, "variables": _variables(spec.key, rng, i)})
