@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "web": ("workers.web.app:main", "the web dyno: admin API, webhooks, health, metrics, dashboard"),
     "clock": ("workers.clock_dyno:main", "the clock dyno: sends schedule_due every few seconds"),
     "simulator": ("workers.dev.simulator.main:main", "a local provider speaking Retell's HTTP API"),
+    "import-legacy": ("workers.import_legacy:main", "import the original worker's batches and jobs"),
     "invalidate": ("workers.invalidate:main", "evict a batch (or --all) from every process's cache"),
     "services": ("workers.dev.services:main", "start embedded MongoDB and Redis and print their URLs"),
     "bench": ("workers.dev.bench:main", "run the pipeline benchmark"),

@@ -55,6 +55,7 @@ TEXTS: dict[str, tuple[str | Callable[[Mapping[str, Any], str], str], ...]] = {
     # the batch
     "batch_not_found": ("batch not found", "lote no encontrado"),
     "batch_cancelled": ("batch cancelled", "lote cancelado"),
+    "legacy": ("{error}", "{error}"),
     "batch_held": ("batch held: {held}", "lote en espera: {held}"),
     "batch_held_by_provider": ("batch held: by the provider", "lote en espera: por el proveedor"),
     "batch_status": ("batch {status}", "lote {status}"),

@@ -70,10 +70,13 @@ class BatchStore:
         settings: CallSettings | None = shape.call_settings
         return [], settings
 
-    def create(self, data: Mapping[str, Any], *, call_settings: CallSettings | None = None) -> dict[str, Any]:
+    def create(self, data: Mapping[str, Any], *, call_settings: CallSettings | None = None,
+               legacy_id: str | None = None) -> dict[str, Any]:
         """Insert an ``active`` batch; :class:`ValidationError` lists every bad field.
 
         :param call_settings: ``data``'s call_settings already parsed at the door (see :meth:`check`).
+        :param legacy_id: the id of the batch this one was imported from (unique: a second import of the same
+            batch raises ``DuplicateKeyError``; :meth:`by_legacy_id` finds it).
         """
         errors, settings = self.check(data, call_settings=call_settings)
         if errors:
@@ -95,8 +98,14 @@ class BatchStore:
             doc["from_number"] = normalize_phone(doc["from_number"], self.config.phone_default_region)
         if settings is not None:
             doc["call_settings"] = settings.to_document()
+        if legacy_id is not None:
+            doc["legacy_id"] = legacy_id
         self.coll.insert_one(doc)
         return doc
+
+    def by_legacy_id(self, legacy_id: str) -> dict[str, Any] | None:
+        """The batch imported from the original worker's batch ``legacy_id``, or None."""
+        return self.coll.find_one({"legacy_id": {"$eq": legacy_id}})
 
     def get(self, batch_id: str) -> dict[str, Any] | None:
         return self.coll.find_one({"_id": parse_id(batch_id, "batch id")})

@@ -341,6 +341,49 @@ class JobStore:
         result.errors.sort(key=lambda e: e[0])
         return result
 
+    def import_jobs(self, batch_id: str, account_id: str, rows: Iterable[tuple[int, Any, Mapping[str, Any]]], *,
+                    region: str | None = None) -> ImportResult:
+        """Insert jobs in a given state, as an import from another system left them: ``(index, contact row,
+        fields)`` each, where ``fields`` sets ``status`` (``pending``, ``completed`` or ``failed``), ``tries``,
+        ``next_try_at`` (a pending job) and ``legacy_id``, and a failed job's ``reason`` (a :class:`Reason`).
+
+        Contacts are validated as :meth:`create_jobs` validates them (errors by index); one already in the batch
+        (its ``external_id``, or its numbers) is a duplicate, so a second import of the same rows inserts nothing.
+        A final job is written final (``finished_at`` now, no due time), without ``notify_final``: its contact's
+        end was the other system's, not a result to announce.
+        """
+        region = region or self.config.phone_default_region
+        result = ImportResult()
+        chunk: list[tuple[int, Contact, dict[str, Any]]] = []
+        now = self.clock.now_ms()
+        for index, raw, fields in rows:
+            try:
+                contact = raw if isinstance(raw, Contact) else parse_contact(raw, region=region)
+            except InvalidContact as exc:
+                result.errors.append((index, str(exc)))
+                continue
+            status = fields.get("status", states.PENDING)
+            if status not in (states.PENDING, states.COMPLETED, states.FAILED):
+                raise IllegalTransition(f"an import writes pending, completed or failed jobs, not {status}")
+            doc = self._new_job(batch_id, account_id, contact, int(fields.get("next_try_at") or now))
+            doc.update(status=status, tries=int(fields.get("tries", 0)))
+            if fields.get("legacy_id"):
+                doc["legacy_id"] = str(fields["legacy_id"])
+            if status in states.FINAL:
+                doc.pop("next_try_at", None)
+                doc["finished_at"] = now
+            reason = fields.get("reason")
+            if isinstance(reason, Reason):
+                doc.update(reason.fields(self.config.lang))
+            chunk.append((index, contact, doc))
+            if len(chunk) >= IMPORT_CHUNK:
+                self._insert(chunk, result)
+                chunk = []
+        if chunk:
+            self._insert(chunk, result)
+        result.errors.sort(key=lambda e: e[0])
+        return result
+
     def _new_job(self, batch_id: str, account_id: str, contact: Contact, due: int) -> dict[str, Any]:
         now = self.clock.now_ms()
         doc: dict[str, Any] = {

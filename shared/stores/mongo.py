@@ -49,6 +49,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("account_id", ASCENDING)], name="account_id"),
         # Only cancelled batches that may still have an open job carry cancel_sweep (maintenance's sweep).
         IndexModel([("cancel_sweep", ASCENDING)], name="cancel_sweep", sparse=True),
+        # Batches imported from the original worker: one per legacy batch (outdial import-legacy).
+        IndexModel([("legacy_id", ASCENDING)], name="legacy_id", unique=True, sparse=True),
     ],
     ATTEMPTS: [
         IndexModel([("job_id", ASCENDING)], name="job_id"),

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MONGO_OWNERS = frozenset({
     "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batch_results.py",
     "shared/stores/batches.py", "shared/stores/billing.py",
-    "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py", "shared/stores/ledger.py",
+    "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py",
+    "shared/stores/legacy_source.py", "shared/stores/ledger.py",
     "shared/stores/mongo.py", "shared/stores/result_events.py", "shared/stores/results_read.py",
 })
 #: Modules that own Redis keys and channels: slots and the pool, coordination (locks, turns, gates, kicks),
