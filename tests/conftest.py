@@ -100,7 +100,7 @@ def config(mongo_uri: str, db_name: str, redis_url: str) -> Iterator[Config]:
     """The process configuration for this test, pointing at this test's database and Redis, with a default
     caller id (``CALL_FROM_NUMBER``) as a deployment has one."""
     cfg = load_config({}).with_overrides(mongodb_uri=mongo_uri, mongodb_db=db_name, redis_url=redis_url,
-                                         call_from_number=TEST_FROM_NUMBER, results_sweep_s=0.5)
+                                         call_from_number=TEST_FROM_NUMBER, results_sweep_s=1.0)
     with use_config(cfg):
         yield cfg
 
