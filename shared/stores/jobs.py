@@ -322,30 +322,16 @@ class JobStore:
         :param region: region for numbers without ``+country``; default ``PHONE_DEFAULT_REGION``.
         :param next_try_at: when the jobs become due; default now.
         """
-        region = region or self.config.phone_default_region
-        result = ImportResult()
         due = to_ms(next_try_at) if next_try_at is not None else self.clock.now_ms()
-        chunk: list[tuple[int, Contact, dict[str, Any]]] = []
-        for offset, raw in enumerate(contacts):
-            try:
-                contact = raw if isinstance(raw, Contact) else parse_contact(raw, region=region)
-            except InvalidContact as exc:
-                result.errors.append((start_index + offset, str(exc)))
-                continue
-            chunk.append((start_index + offset, contact, self._new_job(batch_id, account_id, contact, due)))
-            if len(chunk) >= IMPORT_CHUNK:
-                self._insert(chunk, result)
-                chunk = []
-        if chunk:
-            self._insert(chunk, result)
-        result.errors.sort(key=lambda e: e[0])
-        return result
+        rows = ((start_index + offset, raw, {"next_try_at": due}) for offset, raw in enumerate(contacts))
+        return self.import_jobs(batch_id, account_id, rows, region=region)
 
     def import_jobs(self, batch_id: str, account_id: str, rows: Iterable[tuple[int, Any, Mapping[str, Any]]], *,
                     region: str | None = None) -> ImportResult:
-        """Insert jobs in a given state, as an import from another system left them: ``(index, contact row,
-        fields)`` each, where ``fields`` sets ``status`` (``pending``, ``completed`` or ``failed``), ``tries``,
-        ``next_try_at`` (a pending job) and ``legacy_id``, and a failed job's ``reason`` (a :class:`Reason`).
+        """Insert jobs in a given state (:meth:`create_jobs` inserts new ``pending`` ones through here), as an import
+        from another system left them: ``(index, contact row, fields)`` each, where ``fields`` sets ``status``
+        (``pending``, the default, ``completed`` or ``failed``), ``tries``, ``next_try_at`` (a pending job; default
+        now) and ``legacy_id``, and a failed job's ``reason`` (a :class:`Reason`).
 
         Contacts are validated as :meth:`create_jobs` validates them (errors by index); one already in the batch
         (its ``external_id``, or its numbers) is a duplicate, so a second import of the same rows inserts nothing.
