@@ -24,7 +24,7 @@ from shared.config import Config, get_config
 from shared.domain import states
 from shared.domain.call_settings import InvalidCallSettings, parse_call_settings
 from shared.domain.contacts import InvalidContact, parse_contact
-from shared.domain.legacy import STATE_TABLE, LegacyJob, LegacyProblem, legacy_id, map_batch, map_job
+from shared.domain.legacy import LegacyJob, LegacyProblem, legacy_id, map_batch, map_job
 from shared.domain.reasons import because
 from shared.errors import ValidationError
 from shared.logs import configure_from, event, get_logger
@@ -187,14 +187,14 @@ class Importer:
             self.report.other_jobs += 1
             return
         tally.read += 1
-        status = doc.get("status")
-        self.report.statuses[str(status)] += 1
-        if not isinstance(status, str) or status.strip().lower() not in STATE_TABLE:
-            self.report.unknown_statuses[str(status)] += 1
+        status = str(doc.get("status"))
+        self.report.statuses[status] += 1
         _, _, hold_ms = self.targets[batch_key]
         try:
             job = map_job(doc, now_ms=self.rt.clock.now_ms(), in_progress_hold_ms=hold_ms)
         except LegacyProblem as exc:
+            if exc.field == "status":
+                self.report.unknown_statuses[status] += 1
             tally.refuse(ident, exc.field, exc.message)
             return
         pending.setdefault(batch_key, []).append((tally.read, job.contact, _fields(job)))

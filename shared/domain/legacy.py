@@ -10,7 +10,7 @@ the README); an unknown status is refused and listed, never guessed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,13 +116,11 @@ class LegacyJob:
     written with it (``status``, ``tries``, ``next_try_at`` or ``finished_at``, ``last_error``)."""
 
     legacy_id: str
-    legacy_batch_id: str | None
     contact: dict[str, Any]
     status: str
     tries: int
     next_try_at: int | None
     last_error: str | None
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def map_job(doc: Mapping[str, Any], *, now_ms: int, in_progress_hold_ms: int) -> LegacyJob:
@@ -159,7 +157,7 @@ def map_job(doc: Mapping[str, Any], *, now_ms: int, in_progress_hold_ms: int) ->
             # A reservation into the future may still be a call in the original worker's hands: never before it.
             next_try_at = max(due if due is not None else (reserved if reserved is not None else now_ms),
                               reserved if reserved is not None else 0)
-    return LegacyJob(legacy_id=ident, legacy_batch_id=legacy_id(doc.get("batch_id")), contact=contact,
+    return LegacyJob(legacy_id=ident, contact=contact,
                      status=status, tries=tries, next_try_at=next_try_at, last_error=last_error)
 
 

@@ -70,6 +70,12 @@ def stored_analysis(analysis: Mapping[str, Any] | None) -> str | None:
     return json.dumps(dict(analysis), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def analysis_record(analysis: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    """The fields an attempt takes with its analysis: the analysis (stored), when it was kept, and the flag the
+    results sweep reads (``notify_analyzed``)."""
+    return {"analysis": stored_analysis(analysis), "analysis_at": int(now_ms), "notify_analyzed": True}
+
+
 def read_analysis(stored: Any) -> dict[str, Any] | None:
     """An analysis as stored (JSON text, or a document written by hand) back as a dict; None when there is none
     or it cannot be read."""

@@ -148,9 +148,6 @@ class ResultEvents:
     max_per_sweep: int = DEFAULT_MAX_PER_SWEEP
     max_claims: int = DEFAULT_MAX_CLAIMS
 
-    def _sim_ms(self, real_seconds: float) -> int:
-        return int(self.clock.simulated_wait(real_seconds).total_seconds() * 1000)
-
     # -- the sweep ----------------------------------------------------------------------------------------------
 
     def sweep(self) -> SweepReport:
@@ -186,7 +183,7 @@ class ResultEvents:
             report.created[kind] += 1
 
     def _final_jobs(self, report: SweepReport, webhook: Callable[[str | None], dict[str, Any] | None]) -> None:
-        wait_ms = self._sim_ms(self.config.pipeline_analysis_wait_s)
+        wait_ms = self.clock.simulated_ms(self.config.pipeline_analysis_wait_s)
         after: str | None = None
         seen = 0
         while seen < self.max_per_sweep:
@@ -237,7 +234,7 @@ class ResultEvents:
 
     def _claim_due(self, report: SweepReport) -> None:
         now = self.clock.now_ms()
-        lease_until = now + self._sim_ms(self.lease_s)
+        lease_until = now + self.clock.simulated_ms(self.lease_s)
         for due in self.store.due(now, limit=self.max_claims):
             token = uuid.uuid4().hex
             if self.store.claim(due, token=token, lease_until=lease_until):
@@ -253,7 +250,7 @@ class ResultEvents:
         now = self.clock.now_ms()
         if doc is None or doc.get("state") != hooks.PENDING or doc.get("lease_token") != token:
             return "skipped"
-        if int(doc.get("lease_until") or 0) - now < self._sim_ms(LEASE_MARGIN_S):
+        if int(doc.get("lease_until") or 0) - now < self.clock.simulated_ms(LEASE_MARGIN_S):
             return "skipped"
         webhook = self.store.webhook_of(doc["account_id"])
         if webhook is None or not hooks.subscribed(webhook, doc["type"]):
@@ -287,7 +284,7 @@ class ResultEvents:
                 host: str | None) -> str:
         attempts = int(doc.get("attempts", 0)) + 1
         now = self.clock.now_ms()
-        wait_ms = self._sim_ms(hooks.retry_wait_s(attempts, jitter=self.jitter))
+        wait_ms = self.clock.simulated_ms(hooks.retry_wait_s(attempts, jitter=self.jitter))
         next_at = hooks.next_delivery_at(now_ms=now, wait_ms=wait_ms,
                                          expires_at_ms=int(doc.get("expires_at") or now))
         if next_at is None:

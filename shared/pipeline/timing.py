@@ -20,7 +20,7 @@ from shared.config import (
 )
 from shared.domain.backoff import capped_exponential
 from shared.domain.decisions import attempt_deadline_ms
-from shared.domain.results import stored_analysis
+from shared.domain.results import analysis_record
 from shared.provider.retell import IDEMPOTENCY_WINDOW_S
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class Timing:
         connected call without it, when to look for it first (``analysis_due_at``) and until when
         (``analysis_until``); nothing for a call that never connected (its analysis would say nothing)."""
         if analysis is not None:
-            return {"analysis": stored_analysis(analysis), "analysis_at": now_ms, "notify_analyzed": True}
+            return analysis_record(analysis, now_ms)
         if not connected:
             return {}
         first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S

@@ -30,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import Clock
 from shared.domain.reasons import Reason, clip
 from shared.domain.records import Job
-from shared.domain.results import stored_analysis
+from shared.domain.results import analysis_record
 from shared.domain.states import AttemptState
 from shared.stores.mongo import ATTEMPTS
 
@@ -123,8 +123,7 @@ class AttemptStore:
         now = self.clock.now_ms()
         result = self.coll.update_one(
             {"_id": attempt_id, "state": {"$eq": ENDED}, "call_id": {"$eq": call_id}, "analysis": {"$exists": False}},
-            {"$set": {**extras, "analysis": stored_analysis(analysis), "analysis_at": now, "notify_analyzed": True,
-                      "updated_at": now},
+            {"$set": {**extras, **analysis_record(analysis, now), "updated_at": now},
              "$unset": dict.fromkeys(ANALYSIS_WAIT_FIELDS, "")})
         return result.modified_count == 1
 

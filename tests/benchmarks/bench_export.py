@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,7 +23,7 @@ from bson import ObjectId
 
 from shared.domain.results import stored_analysis
 from shared.stores import mongo
-from tests.benchmarks.bench_web import FROM_NUMBER, TOKEN, cpu_s, memory_kb, phone
+from tests.benchmarks.bench_web import FROM_NUMBER, TOKEN, cpu_s, memory_kb, phone, start_web
 from workers.dev import embedded
 
 #: The goal: rows per second of a 100,000-row CSV export, in flat memory.
@@ -111,18 +109,8 @@ def run(args: argparse.Namespace, mongo_server: embedded.EmbeddedServer,
     env = {**os.environ, "MONGODB_URI": mongo_server.url, "MONGODB_DB": db_name, "REDIS_URL": redis_server.url,
            "ADMIN_TOKEN": TOKEN, "PORT": str(port), "LOG_LEVEL": "WARNING"}
     log_path = f"/tmp/{db_name}-web.log"
-    web = subprocess.Popen([sys.executable, "-m", "workers.cli", "web"], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
+    web = start_web(env, port, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or web.poll() is not None:
-                    raise SystemExit("outdial web did not start") from None
-                time.sleep(0.1)  # sleep ok: a benchmark's start-up wait
         base = f"http://127.0.0.1:{port}/batches/{batch_id}"
         print(f"outdial web pid {web.pid} (log {log_path}); resident memory at start "
               f"{memory_kb(web.pid, 'VmRSS') / 1024:.0f} MiB")

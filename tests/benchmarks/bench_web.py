@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -289,6 +290,23 @@ def main() -> None:
         redis_server.stop()
 
 
+def start_web(env: dict[str, str], port: int, log_path: str) -> subprocess.Popen[bytes]:
+    """``outdial web`` as a child process with ``env``, once its ``/readyz`` on ``port`` answers (its stderr to
+    ``log_path``)."""
+    web = subprocess.Popen([sys.executable, "-m", "workers.cli", "web"], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
+            return web
+        except OSError:
+            if time.monotonic() > deadline or web.poll() is not None:
+                web.kill()
+                raise SystemExit("outdial web did not start") from None
+            time.sleep(0.1)  # sleep ok: a benchmark's start-up wait
+
+
 def bench_with(args: argparse.Namespace, redis_server: embedded.EmbeddedServer) -> None:
     """Run the benchmark on ``redis_server`` (a private one unless REDIS_URL is set: the web enqueues messages)."""
     with embedded.services(mongodb_uri=os.environ.get("MONGODB_URI"),
@@ -298,20 +316,8 @@ def bench_with(args: argparse.Namespace, redis_server: embedded.EmbeddedServer) 
         env = {**os.environ, "MONGODB_URI": mongo_server.url, "MONGODB_DB": db_name, "REDIS_URL": redis_server.url,
                "ADMIN_TOKEN": TOKEN, "RETELL_API_KEY": API_KEY, "PORT": str(port), "LOG_LEVEL": "WARNING"}
         log_path = f"/tmp/{db_name}-web.log"
-        web = subprocess.Popen([sys.executable, "-m", "workers.cli", "web"], env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
+        web = start_web(env, port, log_path)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    import urllib.request
-
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or web.poll() is not None:
-                        raise SystemExit("outdial web did not start") from None
-                    time.sleep(0.1)  # sleep ok: a benchmark's start-up wait
             db = mongo.client(mongo_server.url)[db_name]
             jobs = JobStore(db, clock=Clock(), config=load_config({}))
             print(f"outdial web pid {web.pid} on port {port} (log {log_path}); MongoDB {mongo_server.url}; "

@@ -40,6 +40,8 @@ DEFAULT_IMPORT_THREADS = 4
 #: cost about 15% more CPU per read, measured, and tail latency). A change made by another process shows within
 #: this (after the cache's invalidation); one made through this process at once.
 BATCH_MAX_AGE_S = 0.2
+#: Oldest a batch's results page may be when shown, real seconds (one read for every viewer meanwhile).
+BATCH_RESULTS_MAX_AGE_S = 5.0
 #: Real seconds a batch this process changed is read from MongoDB rather than from the batch cache (by then the
 #: cache's invalidation message has long arrived).
 CHANGED_BATCH_S = 10.0
@@ -136,6 +138,8 @@ class WebContext:
         self.dashboard = DashboardData(runtime, cache_s=settings.dashboard_cache_s)
         #: What ``GET /batches/{id}`` shows from a batch's jobs (:func:`workers.web.views.batch_jobs`), by batch id.
         self.batch_jobs: RecentValues[str, Any] = RecentValues(max_age_s=settings.batch_counts_max_age_s)
+        #: What a batch's results page shows (:func:`workers.web.results_page.results_data`), by batch id.
+        self.batch_results: RecentValues[str, Any] = RecentValues(max_age_s=BATCH_RESULTS_MAX_AGE_S)
         #: Batches (and the time) read in the thread pool, kept :data:`BATCH_MAX_AGE_S`, by batch id.
         self.batch_docs: RecentValues[str, Any] = RecentValues(max_age_s=BATCH_MAX_AGE_S)
         #: Batches this process changed lately: id -> shared-clock ms after the write (sys.maxsize: unknown yet).

@@ -7,15 +7,14 @@ the calling window shaded, calls per contact), the latest finished contacts with
 download the results (``/batches/{id}/results.csv``, its ``?excel=1`` variant, ``results.jsonl``).
 
 The data (:class:`shared.stores.batch_results.BatchResultsStore`, plus the batch, its job counts and its account's
-plan) is read in the thread pool and kept :data:`RESULTS_MAX_AGE_S` seconds per batch for every viewer
-(:class:`workers.web.recent.RecentValues`). An unknown batch gets a 404 page.
+plan) is read in the thread pool and kept :data:`workers.web.context.BATCH_RESULTS_MAX_AGE_S` seconds per batch
+for every viewer (``WebContext.batch_results``). An unknown batch gets a 404 page.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from string import Template
@@ -30,22 +29,16 @@ from shared.errors import NotFound
 from shared.stores.accounts import Plan, from_storage_units
 from shared.stores.batch_results import MAX_CALLS, MAX_JOBS, BatchResults, BatchResultsStore
 from workers.web import charts
-from workers.web.context import WebContext, context
+from workers.web.context import context
 from workers.web.dashboard import TEMPLATES, html_response
 from workers.web.http import READ, access, iso
-from workers.web.recent import RecentValues
 from workers.web.views import progress
 
-#: Seconds a batch's results are kept for every viewer (the reads cover up to tens of thousands of documents).
-RESULTS_MAX_AGE_S = 5.0
 #: Longest summary shown in the table, characters (the whole one is in the cell's tooltip).
 SUMMARY_CHARS = 180
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-_CACHES: weakref.WeakKeyDictionary[WebContext, RecentValues[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def window_hours(settings: CallSettings) -> frozenset[int]:
@@ -234,13 +227,6 @@ def not_found_html(message: str) -> str:
 # -- handler -------------------------------------------------------------------------------------------
 
 
-def _cache(ctx: WebContext) -> RecentValues[str, dict[str, Any]]:
-    cache = _CACHES.get(ctx)
-    if cache is None:
-        cache = _CACHES[ctx] = RecentValues(max_age_s=RESULTS_MAX_AGE_S)
-    return cache
-
-
 @access(READ)
 async def results_page(request: web.Request) -> web.Response:
     ctx = context(request)
@@ -251,7 +237,7 @@ async def results_page(request: web.Request) -> web.Response:
         return found
 
     try:
-        data = await _cache(ctx).get(batch_id, compute)
+        data = await ctx.batch_results.get(batch_id, compute)
     except NotFound as exc:
         return html_response(not_found_html(str(exc)), status=404)
     return html_response(page_html(data))
