@@ -46,6 +46,8 @@ POSTPONED_BY_POLICY = Counter(
 CALLS = Counter("outdial_calls", "Calls finished, by outcome", ["outcome"], registry=REGISTRY)
 ANALYSES = Counter("outdial_call_analyses", "Post-call analyses kept after the finalize, or given up on",
                    ["result"], registry=REGISTRY)
+AFTER_CALL_ACTIONS = Counter("outdial_after_call_actions", "What conversations' analyses decided for their contacts "
+                             "(call_settings.after_call), by action", ["action"], registry=REGISTRY)
 DIALS = Counter("outdial_dials", "Calls created at the provider", registry=REGISTRY)
 DIAL_DECISIONS = Counter("outdial_dial_decisions", "What the dial step decided", ["decision"], registry=REGISTRY)
 RETRY_DELAY = Histogram(

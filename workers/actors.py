@@ -71,13 +71,15 @@ def reconcile(job_id: str, lease_owner: str) -> None:
 @dramatiq.actor(queue_name=RESULTS_QUEUE, time_limit=120_000, **RETRY_OPTIONS)
 def sweep_results() -> None:
     """At most once per ``RESULTS_SWEEP_S`` of all processes: look for the analyses due to be looked for
-    (:meth:`shared.pipeline.analysis.Analysis.look_for_analyses`), then copy the new ones into the contacts' results,
-    turn the pipeline's flags into result events and hand the due ones to deliveries
-    (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
+    (:meth:`shared.pipeline.analysis.Analysis.look_for_analyses`), decide the contacts whose conversation's analysis
+    was not applied yet (:meth:`shared.pipeline.after_call.AfterCallStep.check_analyzing`), then copy the new
+    analyses into the contacts' results, turn the pipeline's flags into result events and hand the due ones to
+    deliveries (:meth:`shared.pipeline.result_events.ResultEvents.sweep`)."""
     steps = pipeline()
     if not steps.coordination.once_per(RESULTS_SWEEP, int(steps.config.results_sweep_s * 1000)):
         return   # another process swept less than RESULTS_SWEEP_S ago
     steps.look_for_analyses()
+    steps.check_analyzing()
     result_events().sweep()
 
 

@@ -29,6 +29,7 @@ from shared.config import Config, get_config
 from shared.domain.shapes import (
     AUTO_TIMEZONE,
     BALANCE_POLICIES,
+    DEFAULT_MAX_CALLBACKS,
     MAX_ATTEMPTS_RANGE,
     MAX_BLACKOUT_DATES,
     MAX_CALL_DURATION_RANGE,
@@ -36,6 +37,7 @@ from shared.domain.shapes import (
     RETRY_DELAY_HOURS_RANGE,
     RETRY_DELAY_OUTCOMES,
     RING_TIMEOUT_RANGE,
+    AfterCallShape,
     CallSettingsShape,
     bounds_of,
     minutes,
@@ -46,7 +48,7 @@ from shared.errors import ValidationError
 __all__ = [
     "ALL_DAYS", "AUTO_TIMEZONE", "BALANCE_POLICIES", "DEFAULT_BALANCE_POLICY", "FIELDS", "KNOWN_FIELDS",
     "MAX_ATTEMPTS_RANGE", "MAX_BLACKOUT_DATES", "MAX_CALL_DURATION_RANGE", "MAX_WINDOWS", "RETRY_DELAY_HOURS_RANGE",
-    "RETRY_DELAY_OUTCOMES", "RING_TIMEOUT_RANGE", "CallSettings", "FieldSpec", "HolidayCalendar",
+    "RETRY_DELAY_OUTCOMES", "RING_TIMEOUT_RANGE", "AfterCall", "CallSettings", "FieldSpec", "HolidayCalendar",
     "InvalidCallSettings", "RetryDelay", "Window", "choose_retry_delay", "default_call_settings", "field_defaults",
     "parse_call_settings", "retry_delay",
 ]
@@ -147,6 +149,46 @@ class HolidayCalendar:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AfterCall:
+    """``after_call``: what a conversation's post-call analysis decides (see :mod:`shared.domain.after_call`).
+
+    :param success: ``"conversation"`` (any conversation completes the contact), ``"call_successful"``, or a rule on
+        a custom field: ``{"field": key, "equals": value}`` / ``{"field": key, "in": [values]}``.
+    :param callback_field: custom field with the time the person asked to be called back, or None.
+    :param max_callbacks: callbacks scheduled per contact at most.
+    :param opt_out_field: custom field that is true when the person asked not to be called, or None.
+    :param opt_out_scope: ``"number"`` (the number called) or ``"contact"`` (all of the contact's numbers).
+    :param wrong_number_field: custom field that is true when the agent reached the wrong person, or None.
+    """
+
+    success: str | Mapping[str, Any] = "conversation"
+    callback_field: str | None = None
+    max_callbacks: int = DEFAULT_MAX_CALLBACKS
+    opt_out_field: str | None = None
+    opt_out_scope: str = "number"
+    wrong_number_field: str | None = None
+
+    @property
+    def needs_analysis(self) -> bool:
+        """Whether a conversation's job waits for its analysis before it moves on (any rule besides the default)."""
+        return bool(self.success != "conversation" or self.callback_field or self.opt_out_field
+                    or self.wrong_number_field)
+
+    @classmethod
+    def of(cls, shape: AfterCallShape | None) -> AfterCall:
+        if shape is None:
+            return NO_AFTER_CALL
+        return cls(success=shape.success or "conversation", callback_field=shape.callback_field,
+                   max_callbacks=(shape.max_callbacks if shape.max_callbacks is not None else DEFAULT_MAX_CALLBACKS),
+                   opt_out_field=shape.opt_out_field, opt_out_scope=shape.opt_out_scope or "number",
+                   wrong_number_field=shape.wrong_number_field)
+
+
+#: The rules of a batch without ``after_call``: every conversation completes the contact.
+NO_AFTER_CALL = AfterCall()
+
+
+@dataclass(frozen=True, kw_only=True)
 class CallSettings:
     """Validated settings with every default applied.
 
@@ -165,6 +207,7 @@ class CallSettings:
     :param blackout_dates: local dates with no calls.
     :param on_insufficient_balance: ``"fail"`` or ``"wait"``.
     :param keep_transcripts: keep each call's transcript on its attempt (capped).
+    :param after_call: what a conversation's analysis decides (:class:`AfterCall`).
     :param raw: the dict as given.
     :param document: the normalised fields the operator set (what :meth:`to_document` returns).
     """
@@ -183,6 +226,7 @@ class CallSettings:
     blackout_dates: tuple[date, ...] = ()
     on_insufficient_balance: str = DEFAULT_BALANCE_POLICY
     keep_transcripts: bool = False
+    after_call: AfterCall = NO_AFTER_CALL
     raw: Mapping[str, Any] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Derived data computed once per object (the compiled calling window, see shared.domain.calling_window).
@@ -287,6 +331,7 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         blackout_dates=tuple(date.fromisoformat(d) for d in shape.blackout_dates or ()),
         on_insufficient_balance=shape.on_insufficient_balance or defaults["on_insufficient_balance"],
         keep_transcripts=bool(shape.keep_transcripts),
+        after_call=AfterCall.of(shape.after_call),
         raw=dict(raw),
         document=document,
     )

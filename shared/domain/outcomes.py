@@ -21,6 +21,8 @@ Outcomes and their effect (connected / never connected):
 - ``provider_fault``: the same faults, and concurrency_limit_reached / no_concurrency_fallback, on a
   call that never connected: a free retry (backoff, not spent, budgeted).
 - ``account_problem``: no_valid_payment: every active batch is held; the attempt is not spent.
+- ``unsuccessful``: not a classification of the call: a conversation whose analysis misses the batch's
+  ``after_call.success`` rule (``shared.domain.after_call``): failed round.
 
 "Next phone" means: dial the contact's next number now; when the round has no number left it
 is a failed round (``retry_wait`` after the ``retry_delay_by_outcome`` entry of the outcome of the call
@@ -50,6 +52,9 @@ class Outcome(StrEnum):
     DROPPED = "dropped"
     PROVIDER_FAULT = "provider_fault"
     ACCOUNT_PROBLEM = "account_problem"
+    #: a conversation the batch's ``after_call.success`` rule did not count (never a classification of the call
+    #: itself: decided from its analysis, :mod:`shared.domain.after_call`)
+    UNSUCCESSFUL = "unsuccessful"
 
 
 class Effect(StrEnum):
@@ -74,6 +79,7 @@ EFFECTS: dict[Outcome, Effect] = {
     Outcome.DROPPED: Effect.FAILED_ROUND,
     Outcome.PROVIDER_FAULT: Effect.RETRY_SOON,
     Outcome.ACCOUNT_PROBLEM: Effect.HOLD,
+    Outcome.UNSUCCESSFUL: Effect.FAILED_ROUND,
 }
 
 #: Outcomes that can end a round (the last phone's call): the keys ``retry_delay_by_outcome`` accepts.

@@ -32,6 +32,7 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "dropped": ("connected call dropped by a provider error", "llamada conectada cortada por un error del proveedor"),
     "provider_fault": ("provider fault", "falla del proveedor"),
     "account_problem": ("provider account cannot place calls", "la cuenta del proveedor no puede llamar"),
+    "unsuccessful": ("conversation not successful", "conversación sin éxito"),
 }
 
 
@@ -76,6 +77,13 @@ TEXTS: dict[str, tuple[str | Callable[[Mapping[str, Any], str], str], ...]] = {
     "dnc_round_end": ("the remaining numbers of the round are on the do-not-call list",
                       "los números que quedan en la ronda están en la lista de no llamar"),
     "dnc_number": ("the number is on a do-not-call list", "el número está en una lista de no llamar"),
+    # what the conversation's analysis decided (call_settings.after_call)
+    "awaiting_analysis": ("waiting for the conversation's analysis", "esperando el análisis de la conversación"),
+    "analysis_never_came": ("conversation; its analysis never came", "conversación; su análisis nunca llegó"),
+    "callback_scheduled": ("call back at {local} as asked ({asked})",
+                           "volver a llamar el {local} como se pidió ({asked})"),
+    "opted_out": ("asked not to be called again", "pidió no ser llamado de nuevo"),
+    "wrong_person": ("the agent reached the wrong person", "el agente habló con la persona equivocada"),
     # balance
     "insufficient_balance": ("insufficient balance", "saldo insuficiente"),
     "unknown_account": ("account not found", "cuenta no encontrada"),

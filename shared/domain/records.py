@@ -64,6 +64,8 @@ class Job:
     stop_requested_at: int | None = None
     stop_acked: bool = False
     stop_attempts: int = 0
+    #: Callbacks the person asked for that were scheduled (``after_call.callback_field``; they spend no attempt).
+    callbacks: int = 0
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Job:
@@ -77,6 +79,7 @@ class Job:
             attempt_id=doc.get("attempt_id"), call_id=doc.get("call_id"), dialed_at=doc.get("dialed_at"),
             reserved=bool(doc.get("reserved", 1)), stop_requested_at=doc.get("stop_requested_at"),
             stop_acked=bool(doc.get("stop_acked")), stop_attempts=int(doc.get("stop_attempts", 0)),
+            callbacks=int(doc.get("callbacks", 0) or 0),
         )
 
     @classmethod

@@ -44,6 +44,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -59,6 +60,7 @@ M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "AccountShape",
+    "AfterCallShape",
     "AllowedHoursShape",
     "BatchShape",
     "CallSettingsShape",
@@ -251,6 +253,13 @@ def _number(low: float, high: float, *, integer: bool, description: str, example
     extra: dict[str, Any] | None = {"x-unit": unit} if unit else None
     return (BeforeValidator(_number_check(low, high, integer=integer)),
             _field(default=None, description=description, examples=[example], json_schema_extra=extra))
+
+
+def _checked(check: Callable[..., Any], schema: Any, **field: Any) -> tuple[PlainValidator, FieldInfo]:
+    """The metadata of a field that ``check`` validates and converts entirely (``Annotated[Any, *_checked(...)]``:
+    what the model holds is what ``check`` returns); ``schema`` is what the JSON Schema says of it."""
+    return (PlainValidator(check, json_schema_input_type=schema),
+            _field(default=None, validate_default=True, **field))
 
 
 def bounds_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
@@ -589,11 +598,162 @@ class RetryDelayByOutcomeShape(BaseModel):
     invalid_number: _OutcomeHours = None
     timeout: _OutcomeHours = None
     dropped: _OutcomeHours = None
+    unsuccessful: _OutcomeHours = None
 
 
 if tuple(RetryDelayByOutcomeShape.model_fields) != RETRY_DELAY_OUTCOMES:  # pragma: no cover - a new outcome
     raise RuntimeError(f"RetryDelayByOutcomeShape declares {', '.join(RetryDelayByOutcomeShape.model_fields)}, "
                        f"the outcomes that end a round are {', '.join(RETRY_DELAY_OUTCOMES)}")
+
+
+# --- call_settings.after_call ------------------------------------------------------------------------------------
+
+#: ``after_call.success`` as a word: any conversation completes the contact (the default), or only one whose
+#: analysis says ``call_successful``.
+SUCCESS_WORDS = ("conversation", "call_successful")
+#: ``after_call.opt_out_scope``: list the number that was called (default), or every number of the contact.
+OPT_OUT_SCOPES = ("number", "contact")
+#: Bounds and default of ``after_call.max_callbacks``.
+MAX_CALLBACKS_RANGE = (0, 20)
+DEFAULT_MAX_CALLBACKS = 2
+#: A key of the analysis's ``custom_analysis_data`` named by a rule.
+ANALYSIS_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+_ANALYSIS_KEY = re.compile(ANALYSIS_KEY_PATTERN)
+#: Most values in a success rule's ``in``.
+MAX_SUCCESS_VALUES = 50
+_SCALAR_SCHEMA: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+
+
+def _analysis_key(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ANALYSIS_KEY.match(value):
+        shown = repr(value)[:70] if isinstance(value, str) else _type(value)
+        raise _problem("must be a key of the analysis's custom_analysis_data: 1-64 letters, digits, _ . or - "
+                       f"(not starting with . or -), got {shown}")
+    return value
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, bool | str) or (isinstance(value, int | float) and math.isfinite(value)):
+        return None
+    return f"must be a string, a number or true/false, got {_type(value)}"
+
+
+def _success(value: Any) -> Any:
+    """``"conversation"``, ``"call_successful"``, ``{"field", "equals"}`` or ``{"field", "in"}``, normalised."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word not in SUCCESS_WORDS:
+            raise _problem(f'must be "conversation", "call_successful" or an object {{"field": ..., "equals": '
+                           f'...}} / {{"field": ..., "in": [...]}}, got {value!r}')
+        return word
+    if not isinstance(value, Mapping):
+        raise _problem(f'must be "conversation", "call_successful" or an object, got {_type(value)}')
+    found = _success_rule_problems(value)
+    if found:
+        raise _many(found)
+    rule: dict[str, Any] = {"field": value["field"]}
+    if value.get("equals") is not None:
+        rule["equals"] = value["equals"]
+    else:
+        rule["in"] = list(value["in"])
+    return rule
+
+
+def _success_rule_problems(value: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What is wrong with a success rule on a custom field, as ``(suffix, message)`` pairs."""
+    found: list[tuple[str, str]] = []
+    unknown = sorted(str(k) for k in value if k not in ("field", "equals", "in"))
+    if unknown:
+        found.append(("", f"unknown keys {', '.join(unknown)} (known: field, equals, in)"))
+    try:
+        key = _analysis_key(value.get("field")) if value.get("field") is not None else None
+        if key is None:
+            found.append((".field", "is required"))
+    except PydanticCustomError as exc:
+        found.append((".field", exc.message()))
+    has_equals, has_in = value.get("equals") is not None, value.get("in") is not None
+    if has_equals == has_in:
+        found.append(("", 'needs exactly one of "equals" (one value) or "in" (a list of values)'))
+    elif has_equals:
+        problem = _scalar_problem(value["equals"])
+        if problem:
+            found.append((".equals", problem))
+    else:
+        values = value["in"]
+        if not isinstance(values, list) or not values or len(values) > MAX_SUCCESS_VALUES:
+            found.append((".in", f"must be a list of 1 to {MAX_SUCCESS_VALUES} values"))
+        else:
+            found += [(f".in[{i}]", p) for i, v in enumerate(values) if (p := _scalar_problem(v))]
+    return found
+
+
+def _opt_out_scope(value: Any) -> Any:
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in OPT_OUT_SCOPES:
+        raise _problem(f"must be one of {', '.join(repr(s) for s in OPT_OUT_SCOPES)}, got {value!r}")
+    return text
+
+
+_SUCCESS_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "enum": list(SUCCESS_WORDS)},
+    {"type": "object", "additionalProperties": False, "required": ["field", "equals"],
+     "properties": {"field": {"type": "string", "pattern": ANALYSIS_KEY_PATTERN}, "equals": _SCALAR_SCHEMA}},
+    {"type": "object", "additionalProperties": False, "required": ["field", "in"],
+     "properties": {"field": {"type": "string", "pattern": ANALYSIS_KEY_PATTERN},
+                    "in": {"type": "array", "minItems": 1, "maxItems": MAX_SUCCESS_VALUES, "items": _SCALAR_SCHEMA}}},
+]}
+_AnalysisKey = Annotated[str, Field(pattern=ANALYSIS_KEY_PATTERN)]
+
+
+class AfterCallShape(BaseModel):
+    """``after_call``: what a conversation's analysis decides. Each rule is optional; with none, every conversation
+    completes the contact (as without ``after_call``)."""
+
+    model_config = ConfigDict(extra="forbid", title="after_call",
+                              field_title_generator=lambda name, _info: name,
+                              json_schema_extra={"examples": [
+                                  {"success": {"field": "promise_to_pay", "equals": True},
+                                   "callback_field": "call_me_back_at", "max_callbacks": 2,
+                                   "opt_out_field": "do_not_call", "wrong_number_field": "wrong_person"}]})
+
+    success: Annotated[Any, PlainValidator(_success), WithJsonSchema(_SUCCESS_SCHEMA), _field(
+        default=None, description='When a conversation completes the contact: "conversation" (any, the default), '
+                    '"call_successful" (the analysis says so), or a custom field that equals a value or is in a '
+                    "list. A conversation that misses it has the outcome unsuccessful: a spent attempt.",
+        examples=[{"field": "promise_to_pay", "equals": True}])]
+    callback_field: Annotated[_AnalysisKey | None, *_nullable(
+        _analysis_key, "Custom field holding the time the person asked to be called back: an ISO-8601 instant "
+                       "with its offset, or local YYYY-MM-DD HH:MM or YYYY-MM-DD in the callee's zone.",
+        "call_me_back_at")]
+    max_callbacks: Annotated[
+        Annotated[int, _within(*MAX_CALLBACKS_RANGE)] | None,
+        *_number(*MAX_CALLBACKS_RANGE, integer=True, example=DEFAULT_MAX_CALLBACKS,
+                 description=f"Callbacks scheduled per contact at most (default {DEFAULT_MAX_CALLBACKS}); a "
+                             "callback spends no attempt.")]
+    opt_out_field: Annotated[_AnalysisKey | None, *_nullable(
+        _analysis_key, "Custom field that is true when the person asked not to be called: the number goes onto "
+                       "the account's do-not-call list and the contact fails (opted_out).", "do_not_call")]
+    opt_out_scope: Annotated[
+        Annotated[str, Field(json_schema_extra={"enum": list(OPT_OUT_SCOPES)})] | None,
+        *_nullable(_opt_out_scope, 'What an opt-out lists: "number" (the number called, the default) or '
+                                   '"contact" (every number of the contact).', "contact")]
+    wrong_number_field: Annotated[_AnalysisKey | None, *_nullable(
+        _analysis_key, "Custom field that is true when the agent reached the wrong person: that number is never "
+                       "dialed again for this contact, and the next one is dialed in the same round.",
+        "wrong_person")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f"must be an object of after-call rules, got {_type(value)}")
+        return value
 
 
 def _nullable(check: Callable[[Any], Any], description: str, example: Any) -> tuple[BeforeValidator, FieldInfo]:
@@ -686,6 +846,11 @@ class CallSettingsShape(BaseModel):
     keep_transcripts: Annotated[
         bool | None,
         *_nullable(_flag, "Keep each call's transcript with its analysis (at most 20,000 characters a call).", True)]
+    after_call: Annotated[AfterCallShape | None, Field(
+        default=None, examples=[{"success": "call_successful", "callback_field": "call_me_back_at",
+                                 "opt_out_field": "do_not_call", "wrong_number_field": "wrong_person"}],
+        description="What a conversation's analysis decides: when it completes the contact, callbacks "
+                                  "at the asked time, opt-outs onto the do-not-call list, wrong numbers skipped.")]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -1112,13 +1277,6 @@ def _contact_variables(value: Any) -> Any:
         else:
             raise _problem(f"must be a string or number, got {_type(item)}", f".{key}")
     return out
-
-
-def _checked(check: Callable[..., Any], schema: Any, **field: Any) -> tuple[PlainValidator, FieldInfo]:
-    """The metadata of a field that ``check`` validates and converts entirely (``Annotated[Any, *_checked(...)]``:
-    what the model holds is what ``check`` returns); ``schema`` is what the JSON Schema says of it."""
-    return (PlainValidator(check, json_schema_input_type=schema),
-            _field(default=None, validate_default=True, **field))
 
 
 _Text = Annotated[str, Field(max_length=MAX_NAME)] | None

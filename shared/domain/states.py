@@ -18,6 +18,8 @@ class JobState(StrEnum):
     QUEUED = "queued"
     DIALING = "dialing"
     IN_CALL = "in_call"
+    #: a conversation ended and its analysis is awaited before the contact moves on (``call_settings.after_call``)
+    ANALYZING = "analyzing"
     COMPLETED = "completed"
     WAITING_SCHEDULE = "waiting_schedule"
     RETRY_WAIT = "retry_wait"
@@ -49,6 +51,7 @@ PENDING = JobState.PENDING
 QUEUED = JobState.QUEUED
 DIALING = JobState.DIALING
 IN_CALL = JobState.IN_CALL
+ANALYZING = JobState.ANALYZING
 COMPLETED = JobState.COMPLETED
 WAITING_SCHEDULE = JobState.WAITING_SCHEDULE
 RETRY_WAIT = JobState.RETRY_WAIT
@@ -75,7 +78,8 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType({
     PENDING: frozenset({QUEUED, CANCELLED}),
     QUEUED: frozenset({DIALING, PENDING, WAITING_SCHEDULE, WAITING_BALANCE, RETRY_WAIT, FAILED, CANCELLED}),
     DIALING: frozenset({IN_CALL, PENDING, WAITING_SCHEDULE, WAITING_BALANCE, RETRY_WAIT, FAILED, CANCELLED}),
-    IN_CALL: frozenset({COMPLETED, PENDING, RETRY_WAIT, FAILED, CANCELLED}),
+    IN_CALL: frozenset({COMPLETED, ANALYZING, PENDING, RETRY_WAIT, FAILED, CANCELLED}),
+    ANALYZING: frozenset({COMPLETED, WAITING_SCHEDULE, PENDING, RETRY_WAIT, FAILED, CANCELLED}),
     WAITING_SCHEDULE: frozenset({QUEUED, CANCELLED}),
     RETRY_WAIT: frozenset({QUEUED, CANCELLED}),
     WAITING_BALANCE: frozenset({PENDING, CANCELLED}),

@@ -1,6 +1,7 @@
 """The dial pipeline: load, decide, write, send. One module per step (:mod:`shared.pipeline.dispatch`,
 :mod:`shared.pipeline.dial`, :mod:`shared.pipeline.reconcile`, :mod:`shared.pipeline.poll`,
-:mod:`shared.pipeline.finalize`, :mod:`shared.pipeline.analysis`, :mod:`shared.pipeline.maintenance`), composed here.
+:mod:`shared.pipeline.finalize`, :mod:`shared.pipeline.analysis`, :mod:`shared.pipeline.after_call`,
+:mod:`shared.pipeline.maintenance`), composed here.
 
 :class:`Pipeline` holds the stores and clients of one process; the dramatiq actors
 (``workers/actors.py``) and the webhook handler call its methods and nothing else. Every write
@@ -13,6 +14,7 @@ cover a slow process (leases, back-off after a provider error) are real time con
 
 from __future__ import annotations
 
+from shared.pipeline.after_call import AfterCallStep
 from shared.pipeline.analysis import Analysis
 from shared.pipeline.dial import Dial
 from shared.pipeline.dispatch import Dispatch
@@ -27,5 +29,5 @@ from shared.pipeline.timing import Timing
 __all__ = ["BatchSource", "Pipeline", "Provider", "Sender", "Step", "Timing"]
 
 
-class Pipeline(Dispatch, Dial, Reconcile, Poll, Finalize, Analysis, Maintenance):
+class Pipeline(Dispatch, Dial, Reconcile, Poll, Finalize, Analysis, AfterCallStep, Maintenance):
     """Every step of one process's pipeline (the actors and the webhook handler call its methods)."""

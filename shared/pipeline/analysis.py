@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import metrics
 from shared.domain.results import analysis_of, analysis_result_update, call_extras
@@ -32,6 +32,10 @@ DEFAULT_LOOKS_PER_RUN = 50
 
 class Analysis(Step):
     """``record_analysis`` (the ``call_analyzed`` webhook) and ``look_for_analyses`` (the periodic look)."""
+
+    if TYPE_CHECKING:  # what a kept analysis decides (:class:`shared.pipeline.after_call.AfterCallStep`)
+        def analysis_arrived(self, job_id: str, attempt_id: str, analysis: Mapping[str, Any], *, batch_id: str,
+                             ended_ms: int | None, source: str) -> dict[str, Any] | None: ...
 
     @metrics.step("analysis")
     def record_analysis(self, call: Call, *, source: str = "webhook") -> str:
@@ -57,8 +61,12 @@ class Analysis(Step):
                                              call_extras(call.raw, keep_transcript=keep)):
             return "duplicate"
         metrics.ANALYSES.labels("analyzed").inc()
-        event(log, "call_analyzed", attempt_id=aid, job_id=call.metadata.get("job_id"), source=source,
+        job_id = call.metadata.get("job_id")
+        job_id = job_id if isinstance(job_id, str) and job_id else aid.split(":", 1)[0]
+        event(log, "call_analyzed", attempt_id=aid, job_id=job_id, source=source,
               call_successful=analysis.get("call_successful"), sentiment=analysis.get("user_sentiment"))
+        self.analysis_arrived(job_id, aid, analysis, batch_id=batch_id, ended_ms=call.end_timestamp_ms,
+                              source=source)
         return "analyzed"
 
     def look_for_analyses(self, *, limit: int = DEFAULT_LOOKS_PER_RUN) -> int:

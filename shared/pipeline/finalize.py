@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared import metrics
 from shared.domain import states
 from shared.domain.call_settings import CallSettings, choose_retry_delay
 from shared.domain.contact_policy import contact_keys
-from shared.domain.decisions import Also, decide_after_call
+from shared.domain.decisions import Also, JobWrite, decide_after_call
 from shared.domain.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.domain.reasons import Reason
 from shared.domain.records import Job
@@ -34,6 +34,13 @@ class Finalize(Step):
 
     if TYPE_CHECKING:  # the refill's entry point (:class:`shared.pipeline.dispatch.Dispatch`; the pipeline has both)
         def refill(self, account_id: str) -> int: ...
+
+        # a conversation's analysis applied (:class:`shared.pipeline.after_call.AfterCallStep`)
+        def await_analysis(self, job: Job, *, now_ms: int) -> JobWrite: ...
+
+        def act_on_analysis(self, job: Job, analysis: Mapping[str, Any] | None, settings: CallSettings, *,
+                            ended_ms: int, stopped: Reason | None, expected: Sequence[str] = ...,
+                            also: Also | None = None, source: str) -> dict[str, Any] | None: ...
 
     @metrics.step("finalize")
     def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
@@ -76,8 +83,12 @@ class Finalize(Step):
             attempt_id=aid, outcome=outcome.value, duration_ms=duration_ms if connected else 0, charge=charge,
             at_ms=int(call.end_timestamp_ms or call.start_timestamp_ms or now_ms), conversation=conversation,
             analysis=analysis, recording_url=extras.get("recording_url"))
-        applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped,
-                                      also=Also(result_set, result_inc))
+        also = Also(result_set, result_inc)
+        if conversation and EFFECTS[outcome] == Effect.COMPLETE and settings.after_call.needs_analysis:
+            applied = self._after_conversation(job, analysis, settings, stopped=stopped, also=also, now_ms=now_ms,
+                                               ended_ms=int(call.end_timestamp_ms or now_ms))
+        else:
+            applied = self._apply_outcome(job, outcome, reason, settings, stopped=stopped, also=also)
         self.slots.release(job.account_id, aid)
         if applied is None:
             return "duplicate"
@@ -94,6 +105,16 @@ class Finalize(Step):
         if refill:
             self.refill(job.account_id)
         return outcome.value
+
+    def _after_conversation(self, job: Job, analysis: Mapping[str, Any] | None, settings: CallSettings, *,
+                            stopped: Reason | None, also: Also, now_ms: int, ended_ms: int) -> dict[str, Any] | None:
+        """A conversation of a batch whose ``after_call`` reads its analysis: decided now when the call's object
+        carries it, else the job waits for it (``analyzing``; :mod:`shared.pipeline.after_call`)."""
+        if analysis is not None:
+            return self.act_on_analysis(job, analysis, settings, ended_ms=ended_ms, stopped=stopped,
+                                        expected=(states.IN_CALL,), also=also, source="finalize")
+        return write(self.jobs, job.id, self.await_analysis(job, now_ms=now_ms).plus(also),
+                     expected=(states.IN_CALL,))
 
     def _analysis_of_twin(self, job_id: str, aid: str) -> None:
         """Another finalize of this call (a poll and a webhook at once) ended the attempt, and this one moved the

@@ -74,6 +74,10 @@ DEFAULT_ANALYSIS_FIRST_LOOK_S = 5.0
 DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S = 60.0
 #: Longest real wait between two looks for an analysis (the waits double up to it).
 DEFAULT_ANALYSIS_LOOK_CAP_S = 60.0
+#: Real seconds after its attempt's first look for the analysis (and after the end of its wait) that a job waiting
+#: for its conversation's analysis is checked (:mod:`shared.pipeline.after_call`): the analysis normally decided
+#: it before.
+ANALYSIS_CHECK_MARGIN_S = 10.0
 #: Real milliseconds one account's dispatch may hold its lock (released as soon as it is done).
 DISPATCH_LOCK_MS = 2000
 #: Real seconds the slot rebuild may hold its lock.
@@ -172,6 +176,17 @@ class Timing:
         first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
         return {"analysis_due_at": now_ms + clock.simulated_ms(first),
                 "analysis_until": now_ms + clock.simulated_ms(self.analysis_wait_s), "analysis_looks": 0}
+
+    def analysis_check_ms(self, now_ms: int, clock: Clock) -> int:
+        """When a job that waits for its conversation's analysis, from ``now_ms`` (its call's finalize), is first
+        checked: after its attempt's first look, with a margin."""
+        first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
+        return now_ms + clock.simulated_ms(first + ANALYSIS_CHECK_MARGIN_S)
+
+    def analysis_last_check_ms(self, until_ms: int, clock: Clock) -> int:
+        """When a job whose analysis was still awaited at its first check is checked again: once its attempt's wait
+        (``analysis_until``) has ended, with a margin; it then moves on with or without its analysis."""
+        return until_ms + clock.simulated_ms(ANALYSIS_CHECK_MARGIN_S)
 
     def next_analysis_look_ms(self, looks: int, now_ms: int, clock: Clock) -> int:
         """When to look again for an analysis not there at the ``looks``-th look (the waits double up to a minute)."""

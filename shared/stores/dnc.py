@@ -164,11 +164,13 @@ class DncStore:
         self.clock = clock
         self.config = config
 
-    def add(self, scope: str, entries: Sequence[tuple[str, str | None]]) -> dict[str, int]:
+    def add(self, scope: str, entries: Sequence[tuple[str, str | None]], *,
+            call_id: str | None = None) -> dict[str, int]:
         """Upsert ``(number, reason)`` pairs (numbers already normalised) into the list ``scope``.
 
         Returns ``{"added": new numbers, "updated": numbers already listed}``. A number added again keeps its
-        first ``added_at``; a reason given replaces the stored one.
+        first ``added_at``; a reason given replaces the stored one. ``call_id``: the call in which the person asked
+        not to be called (an opt-out), kept with each entry.
         """
         now = self.clock.now_ms()
         added = updated = 0
@@ -176,6 +178,8 @@ class DncStore:
             ops = []
             for number, reason in entries[start:start + WRITE_CHUNK]:
                 fields: dict[str, Any] = {"updated_at": now}
+                if call_id:
+                    fields["call_id"] = call_id
                 if reason:
                     fields["reason"] = reason[:MAX_REASON]
                 ops.append(UpdateOne({"_id": entry_id(scope, number)},
@@ -219,5 +223,8 @@ class DncStore:
 
 def entry_view(doc: Mapping[str, Any], iso: Any) -> dict[str, Any]:
     """An entry as the API shows it (``iso`` formats the instants)."""
-    return {"list": list_name(str(doc.get("scope"))), "number": doc.get("number"), "reason": doc.get("reason"),
+    view = {"list": list_name(str(doc.get("scope"))), "number": doc.get("number"), "reason": doc.get("reason"),
             "added_at": iso(doc.get("added_at")), "updated_at": iso(doc.get("updated_at"))}
+    if doc.get("call_id"):
+        view["call_id"] = doc["call_id"]
+    return view

@@ -53,7 +53,8 @@ LEASE_FIELDS = ("lease_owner", "lease_until", "poll_at")
 
 
 #: The states a decision of :mod:`shared.domain.decisions` moves a job to (:meth:`JobStore.apply_decision`).
-DECIDED = (states.COMPLETED, states.FAILED, states.CANCELLED, states.RETRY_WAIT, states.PENDING)
+DECIDED = (states.COMPLETED, states.FAILED, states.CANCELLED, states.RETRY_WAIT, states.PENDING, states.ANALYZING,
+           states.WAITING_SCHEDULE)
 
 
 class IllegalTransition(ValueError):
@@ -275,6 +276,20 @@ class JobStore:
                       {"$set": {**set_, "updated_at": now}, "$unset": {"result.analysis_pending": ""}})
             for job_id, aid, set_ in kept], ordered=False)
         return int(done.modified_count)
+
+    def analyzing_due(self, now_ms: int, limit: int) -> list[dict[str, Any]]:
+        """Jobs waiting for their conversation's analysis (``analyzing``) whose check is due, the oldest first."""
+        return list(self.coll.find({"status": {"$eq": states.ANALYZING}, "next_try_at": {"$lte": now_ms}})
+                    .sort("next_try_at", 1).limit(limit))
+
+    def check_analysis_later(self, job_id: str, seen_due_ms: int, next_ms: int) -> bool:
+        """Move the check of a job still waiting for its analysis to ``next_ms``; False when another process moved
+        it, or the job moved on."""
+        result = self.coll.update_one(
+            {"_id": parse_id(job_id, "job id"), "status": {"$eq": states.ANALYZING},
+             "next_try_at": {"$eq": seen_due_ms}},
+            {"$set": {"next_try_at": next_ms, "updated_at": self.clock.now_ms()}})
+        return result.modified_count == 1
 
     def of_call(self, call_id: str) -> dict[str, Any] | None:
         """The job holding the provider call ``call_id``, or None."""

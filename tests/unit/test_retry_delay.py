@@ -38,7 +38,7 @@ def errors_of(raw) -> dict[str, str]:
 
 def test_the_accepted_outcomes_are_those_that_can_end_a_round():
     assert RETRY_DELAY_OUTCOMES == ("voicemail", "no_answer", "busy", "failed_dial", "invalid_number", "timeout",
-                                    "dropped")
+                                    "dropped", "unsuccessful")
 
 
 def test_parsed_normalised_and_round_tripped():
