@@ -18,6 +18,7 @@ from workers.dev.simulator.scenario import (
     parse_scenario,
     plan_call,
 )
+from workers.dev.simulator.templates import render_templates
 
 A, B = "+14155550101", "+14155550102"
 
@@ -294,3 +295,114 @@ def test_active_count_follows_the_clock_and_stops():
     stuck = book.get("c2")
     assert book.stop(stuck, 30) and book.active_count(30) == 0 and not book.stop(stuck, 31)
     assert stuck.status_at(31) == "ended" and stuck.view(31)["disconnection_reason"] == "manual_stopped"
+
+
+# -- analysis templates ---------------------------------------------------------------------------
+
+END = 1_773_155_045_789  # 2026-03-10T15:04:05.789Z
+
+
+@pytest.mark.parametrize("template,rendered", [
+    ("{{end}}", "2026-03-10T15:04:05+00:00"),
+    ("{{end+2h}}", "2026-03-10T17:04:05+00:00"),
+    ("{{end-30m}}", "2026-03-10T14:34:05+00:00"),
+    ("{{end+1d}}", "2026-03-11T15:04:05+00:00"),
+    ("{{end+90s}}", "2026-03-10T15:05:35+00:00"),
+    ("{{end+1d+2h}}", "2026-03-11T17:04:05+00:00"),
+    ("{{end+1h-15m}}", "2026-03-10T15:49:05+00:00"),
+    ("{{ end+2h }}", "2026-03-10T17:04:05+00:00"),
+    ("{{end+2h@America/Santiago}}", "2026-03-10T14:04:05-03:00"),
+    ("{{end@Asia/Kolkata}}", "2026-03-10T20:34:05+05:30"),
+    ("{{local+2h@America/Santiago}}", "2026-03-10 14:04"),
+    ("{{local+1h@UTC}}", "2026-03-10 16:04"),
+    ("{{local}}", "2026-03-10 15:04"),
+    ("{{date}}", "2026-03-10"),
+    ("{{date+1d}}", "2026-03-11"),
+    ("{{date+9h}}", "2026-03-11"),  # past midnight UTC
+    ("{{date+1d@America/Santiago}}", "2026-03-11"),
+    ("{{date@Pacific/Auckland}}", "2026-03-11"),  # 04:04 NZDT
+    ("{{date-14h@America/Santiago}}", "2026-03-09"),  # 01:04 UTC on the 10th is 22:04 the day before
+])
+def test_templates_render_relative_to_the_end(template, rendered):
+    assert render_templates(template, END) == rendered
+
+
+def test_templates_across_daylight_saving_changes():
+    # New York springs forward on 2026-03-08 at 07:00 UTC: a day later is an hour later on the wall clock.
+    before = 1_772_884_800_000  # 2026-03-07T12:00:00Z = 07:00 EST
+    assert render_templates("{{end@America/New_York}}", before) == "2026-03-07T07:00:00-05:00"
+    assert render_templates("{{end+1d@America/New_York}}", before) == "2026-03-08T08:00:00-04:00"
+    assert render_templates("{{local+1d@America/New_York}}", before) == "2026-03-08 08:00"
+    # Santiago falls back on 2026-04-05 at 03:00 UTC (-03 -> -04).
+    saturday = 1_775_304_000_000  # 2026-04-04T12:00:00Z = 09:00 -03
+    assert render_templates("{{local@America/Santiago}}", saturday) == "2026-04-04 09:00"
+    assert render_templates("{{local+1d@America/Santiago}}", saturday) == "2026-04-05 08:00"
+    assert render_templates("{{end+1d@America/Santiago}}", saturday) == "2026-04-05T08:00:00-04:00"
+    # 02:30 UTC on the 5th is 23:30 on the 4th in Santiago; 30 minutes later it is 23:00 again, still the 4th.
+    late = 1_775_356_200_000  # 2026-04-05T02:30:00Z
+    assert render_templates("{{local@America/Santiago}} / {{local+30m@America/Santiago}}", late) == \
+        "2026-04-04 23:30 / 2026-04-04 23:00"
+    assert render_templates("{{date+90m@America/Santiago}}", late) == "2026-04-05"
+
+
+def test_templates_inside_strings_and_nested_values():
+    data = {
+        "call_me_back_at": "{{end+2h}}",
+        "note": "call me at {{local+1h@UTC}} or after {{local+3h@UTC}}, thanks",
+        "opted_out": False, "attempts": 3, "nothing": None,
+        "slots": [{"from": "{{end+1d}}", "to": "{{end+1d+1h}}"}, "{{date+2d}}", 7],
+        "plain": "no {braces} here, not {{ even these", "empty": "",
+    }
+    out = render_templates(data, END)
+    assert out == {
+        "call_me_back_at": "2026-03-10T17:04:05+00:00",
+        "note": "call me at 2026-03-10 16:04 or after 2026-03-10 18:04, thanks",
+        "opted_out": False, "attempts": 3, "nothing": None,
+        "slots": [{"from": "2026-03-11T15:04:05+00:00", "to": "2026-03-11T16:04:05+00:00"}, "2026-03-12", 7],
+        "plain": "no {braces} here, not {{ even these", "empty": "",
+    }
+    assert data["slots"][0]["from"] == "{{end+1d}}"  # the scenario's value is not changed
+
+
+@pytest.mark.parametrize("value,field,words", [
+    ({"call_me_back_at": "{{tomorrow}}"}, "custom_analysis_data.call_me_back_at", "unknown template {{tomorrow}}"),
+    ({"at": "{{end+2w}}"}, "custom_analysis_data.at", "unknown template"),
+    ({"at": "{{end+h}}"}, "custom_analysis_data.at", "unknown template"),
+    ({"at": "{{end 2h}}"}, "custom_analysis_data.at", "unknown template"),
+    ({"at": "{{}}"}, "custom_analysis_data.at", "unknown template"),
+    ({"at": "ok {{end}} then {{now}}"}, "custom_analysis_data.at", "{{now}}"),
+    ({"at": "{{local+1h@Mars/Olympus}}"}, "custom_analysis_data.at", "unknown time zone 'Mars/Olympus'"),
+    ({"at": "{{end+9999999d}}"}, "custom_analysis_data.at", "exceed"),
+    ({"slots": [{"from": "{{end}}"}, {"from": "{{later}}"}]}, "custom_analysis_data.slots[1].from",
+     "unknown template"),
+])
+def test_bad_templates_are_refused_when_parsed_naming_the_field(value, field, words):
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario({"numbers": {A: {"outcome": "answer", "custom_analysis_data": value}}})
+    message = str(info.value)
+    assert f"numbers[{A}].{field}:" in message and words in message
+    with pytest.raises(ScenarioError, match=r"numbers\[\+14155550102\]\.sequence\[1\]\.custom_analysis_data"):
+        parse_scenario({"numbers": {B: {"sequence": ["busy", {"outcome": "answer", "custom_analysis_data": value}]}}})
+
+
+def _analysed(spec_raw, *, stop_at=None):
+    sc = parse_scenario({"numbers": {A: spec_raw}})
+    p = plan_call(sc.pick(A, 0, random.Random(0)), created_ms=END, ring_duration_ms=30_000,
+                  max_call_duration_ms=3_600_000, rng=random.Random(0))
+    call = SimCall.planned(call_id="c", seq=0, created_ms=END, request=parse_create_body(OK), agent_id="a", plan=p,
+                           analysis_delay_ms=5_000)
+    if stop_at is not None:
+        call.stop(stop_at)
+    view = call.view(call.end_ms + 5_000)
+    return call, view["call_analysis"]["custom_analysis_data"]
+
+
+def test_the_analysis_renders_templates_from_the_calls_end():
+    custom = {"call_me_back_at": "{{end+2h}}", "at": ["{{local+1h@America/Santiago}}"]}
+    answered, data = _analysed({"outcome": "answer", "ring_s": 5, "duration_s": 55, "custom_analysis_data": custom})
+    assert answered.end_ms == END + 60_000
+    assert data == {"call_me_back_at": "2026-03-10T17:05:05+00:00", "at": ["2026-03-10 13:05"]}
+    busy, data = _analysed({"outcome": "busy", "ring_s": 3, "custom_analysis_data": custom})  # never connected
+    assert busy.connect_ms is None and data["call_me_back_at"] == "2026-03-10T17:04:08+00:00"
+    stopped, data = _analysed({"outcome": "stuck", "custom_analysis_data": custom}, stop_at=END + 600_000)
+    assert stopped.reason == "manual_stopped" and data["call_me_back_at"] == "2026-03-10T17:14:05+00:00"

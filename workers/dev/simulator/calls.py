@@ -16,6 +16,7 @@ from typing import Any
 
 from workers.dev.simulator.api import CreateRequest, ListQuery
 from workers.dev.simulator.scenario import Plan
+from workers.dev.simulator.templates import render_templates
 
 __all__ = ["CallBook", "SimCall"]
 
@@ -126,14 +127,17 @@ class SimCall:
         out["public_log_url"] = f"https://simulator.invalid/logs/{self.call_id}.txt"
 
     def _analysis(self) -> dict[str, Any]:
+        """The ``call_analysis`` of an ended call; templates in ``custom_analysis_data`` count from its end."""
         plan = self.plan
+        assert self.end_ms is not None
         connected = self.connect_ms is not None
         successful = plan.successful and connected and self.reason != "manual_stopped"
         summary = ("The call connected and the agent delivered its message." if successful else
                    "The call reached voicemail." if plan.in_voicemail else
                    "The call did not reach the contact." if not connected else "The call ended early.")
+        custom = render_templates(plan.custom_analysis_data, self.end_ms)
         return {"call_summary": summary, "call_successful": successful, "user_sentiment": plan.sentiment,
-                "in_voicemail": plan.in_voicemail and connected, "custom_analysis_data": plan.custom_analysis_data}
+                "in_voicemail": plan.in_voicemail and connected, "custom_analysis_data": custom}
 
     def debug(self, now_ms: int) -> dict[str, Any]:
         """The plan behind the call, for ``GET /debug/calls/{call_id}``."""

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.dev.simulator.templates import TemplateError, check_templates
+
 __all__ = [
     "ENDPOINTS",
     "FAULTS",
@@ -130,6 +132,10 @@ def _outcome_spec(raw: Any, where: str) -> OutcomeSpec:
     custom = raw.get("custom_analysis_data")
     if custom is not None and not isinstance(custom, Mapping):
         raise ScenarioError(f"{where}.custom_analysis_data: must be an object")
+    try:
+        check_templates(custom, f"{where}.custom_analysis_data")
+    except TemplateError as exc:
+        raise ScenarioError(str(exc)) from None
     return OutcomeSpec(
         outcome=outcome,
         ring_s=_range(raw["ring_s"], f"{where}.ring_s") if raw.get("ring_s") is not None else None,
