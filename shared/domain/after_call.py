@@ -20,6 +20,7 @@ what :func:`decide_after_analysis` returns.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -106,8 +107,8 @@ def describe_success(rule: str | Mapping[str, Any]) -> str:
         return "call_successful"
     assert isinstance(rule, Mapping)
     if "equals" in rule:
-        return f"{rule['field']} = {rule['equals']!r}"
-    return f"{rule['field']} in {list(rule['in'])!r}"
+        return f"{rule['field']} = {json.dumps(rule['equals'], ensure_ascii=False)}"
+    return f"{rule['field']} in {json.dumps(list(rule['in']), ensure_ascii=False)}"
 
 
 def describe_after_call(rules: AfterCall) -> list[str]:

@@ -122,11 +122,11 @@ def numbers(prefix: str, count: int) -> list[str]:
     return numbered(f"+569{prefix}", count)
 
 
-def stack_with_web(stack_factory, rules, *, speed: float, **config_overrides):
-    """A running stack (simulator, workers, clock) and its web dyno, which the simulator sends its webhooks to:
-    ``(stack, runtime, admin client)``."""
+def stack_with_web(stack_factory, rules, *, speed: float, start: datetime = START, **config_overrides):
+    """A running stack (simulator, workers, clock from ``start``) and its web dyno, which the simulator sends its
+    webhooks to: ``(stack, runtime, admin client)``."""
     port = free_port()
-    stack, runtime = stack_factory(clock=started_at(START, speed=speed), scenario={"numbers": rules},
+    stack, runtime = stack_factory(clock=started_at(start, speed=speed), scenario={"numbers": rules},
                                    config_overrides=config_overrides,
                                    simulator_flags={"concurrency_limit": 50,
                                                     "webhook_url": f"http://127.0.0.1:{port}/webhooks/retell"})

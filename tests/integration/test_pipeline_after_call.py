@@ -1,0 +1,233 @@
+"""Acting on what the person said, end to end: a running stack (simulator, workers, clock, web dyno receiving the
+simulator's webhooks) whose simulator scripts each number's analysis, judged from the simulator's record of the
+calls it received and from what outdial decided (the recorded ``next_try_at``/``callback_at``, the attempt counts).
+
+Timing is budgeted, never assumed: a callback is never placed before the time it was scheduled for, nor in a closed
+part of the window, and it is placed at most :data:`LATE_REAL_S` real seconds (times the clock's speed) after it.
+"""
+
+from __future__ import annotations
+
+import collections
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytz
+
+from shared.clock import from_ms
+from shared.domain import states
+from shared.domain.after_call import read_asked
+from shared.domain.call_settings import parse_call_settings
+from shared.domain.calling_window import is_allowed_time, next_allowed_time
+from tests.helpers import wait_until
+from tests.integration.test_web_process import numbers, stack_with_web
+
+pytestmark = pytest.mark.slow
+
+NEW_YORK = pytz.timezone("America/New_York")
+#: Real seconds a dial may come after the time it was scheduled for: the dispatch, the broker and a loaded machine.
+LATE_REAL_S = 4.0
+#: Wednesday 08:20 in New York: the contacts are in before the window opens at 09:00.
+START = NEW_YORK.localize(datetime(2026, 3, 4, 8, 20)).astimezone(UTC)
+SPEED = 600
+RULES = {"success": {"field": "promise_to_pay", "equals": True}, "callback_field": "call_me_back_at",
+         "max_callbacks": 2, "opt_out_field": "do_not_call", "wrong_number_field": "wrong_person"}
+#: Weekdays 09:00-18:00 with a closed half hour (10:00-10:40): a callback asked inside it waits for 10:40.
+SETTINGS = {"timezone": "America/New_York", "max_attempts": 2, "retry_delay_hours": 12,
+            "retry_delay_by_outcome": {"unsuccessful": 0.5}, "max_call_duration": 120,
+            "windows": [{"days": [1, 2, 3, 4, 5], "start": "09:00", "end": "10:00"},
+                        {"days": [1, 2, 3, 4, 5], "start": "10:40", "end": "18:00"}],
+            "after_call": RULES}
+
+
+def answer(**custom: Any) -> dict[str, Any]:
+    return {"outcome": "answer", "ring_s": 2, "duration_s": 30, "custom_analysis_data": custom}
+
+
+def scripted() -> tuple[dict[str, Any], dict[str, list[list[str]]]]:
+    """The simulator's rules, and each group's contacts (their numbers)."""
+    groups: dict[str, list[list[str]]] = collections.defaultdict(list)
+    rules: dict[str, Any] = {}
+    for phone in numbers("61", 6):        # a callback in 30 minutes, inside the window; then a promise
+        rules[phone] = {"sequence": [answer(call_me_back_at="{{end+30m}}", promise_to_pay=False),
+                                     answer(promise_to_pay=True)]}
+        groups["callback"].append([phone])
+    for phone in numbers("62", 5):        # a callback asked in the closed half hour; then a promise
+        rules[phone] = {"sequence": [answer(call_me_back_at="{{local+70m@America/New_York}}"),
+                                     answer(promise_to_pay=True)]}
+        groups["closed"].append([phone])
+    for phone in numbers("63", 5):        # "do not call me again"
+        rules[phone] = answer(do_not_call=True, promise_to_pay=True)
+        groups["opt_out"].append([phone])
+    for first, second in zip(numbers("64", 5), numbers("65", 5), strict=True):   # the wrong person, then the debtor
+        rules[first] = answer(wrong_person=True)
+        rules[second] = answer(promise_to_pay=True)
+        groups["wrong"].append([first, second])
+    for phone in numbers("66", 5):        # no promise, then a promise
+        rules[phone] = {"sequence": [answer(promise_to_pay=False), answer(promise_to_pay=True)]}
+        groups["unsuccessful"].append([phone])
+    for phone in numbers("67", 4):        # asks for a callback at every call, never promises
+        rules[phone] = answer(call_me_back_at="{{end+20m}}", promise_to_pay=False)
+        groups["keeps_asking"].append([phone])
+    for phone in numbers("68", 2):        # fresh contacts of the second batch
+        rules[phone] = answer(promise_to_pay=True)
+        groups["fresh"].append([phone])
+    return rules, groups
+
+
+def test_the_analysis_schedules_callbacks_lists_opt_outs_skips_wrong_numbers_and_retries_the_unsuccessful(
+        stack_factory):
+    rules, groups = scripted()
+    stack, runtime, client = stack_with_web(stack_factory, rules, speed=SPEED, start=START)
+    assert client.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 30}).status == 201
+    batch = {"account_id": "acme", "agent_id": "agent_test", "from_number": "+12125550100",
+             "call_settings": SETTINGS}
+    bid = client.post("/batches", {"name": "collections", **batch}).json()["id"]
+    first_groups = [g for g in groups if g != "fresh"]
+    contacts = [{"name": f"{g}{i}", "phones": phones, "external_id": f"{g}{i}"}
+                for g in first_groups for i, phones in enumerate(groups[g])]
+    assert len(contacts) == 30
+    assert client.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == 30
+
+    def final(batch_id: str) -> bool:
+        return all(j["status"] in states.FINAL for j in runtime.jobs.find({"batch_id": batch_id}))
+
+    def opted_out() -> bool:
+        jobs = [j for j in runtime.jobs.find({"batch_id": bid}) if j["contact"]["external_id"].startswith("opt_out")]
+        return len(jobs) == 5 and all(j["status"] == states.FAILED for j in jobs)
+
+    wait_until(opted_out, timeout_s=60, interval_s=0.2)
+    # A second campaign of the account, with the opted-out numbers and two fresh ones.
+    second = client.post("/batches", {"name": "second", **batch}).json()["id"]
+    again = [{"name": f"again{i}", "phones": phones, "external_id": f"again{i}"}
+             for i, phones in enumerate(groups["opt_out"] + groups["fresh"])]
+    assert client.post(f"/batches/{second}/contacts", {"contacts": again}).json()["imported"] == 7
+    try:
+        wait_until(lambda: final(bid) and final(second), timeout_s=120, interval_s=0.5)
+    except TimeoutError:
+        raise AssertionError(f"not final: {runtime.jobs.counts(bid)} {runtime.jobs.counts(second)}") from None
+
+    settings = parse_call_settings(SETTINGS)
+    guard = timedelta(seconds=runtime.config.pipeline_dial_guard_s * SPEED)
+    late = timedelta(seconds=LATE_REAL_S * SPEED)
+    dials = collections.defaultdict(list)       # number -> its calls, oldest first
+    for rec in sorted(stack.simulator.dials(timeline=True), key=lambda r: r["received_at"]):
+        dials[rec["body"]["to_number"]].append(rec)
+    jobs = {j["contact"]["external_id"]: j for j in runtime.jobs.find({"batch_id": {"$in": [bid, second]}})}
+
+    def at(rec: dict[str, Any]) -> datetime:
+        return from_ms(rec["received_at"])
+
+    def ended(rec: dict[str, Any]) -> datetime:
+        return from_ms(rec["call"]["end_ms"])
+
+    def asked(rec: dict[str, Any]) -> datetime:
+        call = stack.simulator.call_debug(rec["call_id"])["call"]
+        read = read_asked(call["call_analysis"]["custom_analysis_data"]["call_me_back_at"], "America/New_York")
+        assert read is not None
+        return read.at
+
+    # Every call inside the window, with the guard.
+    for phone, calls in dials.items():
+        for rec in calls:
+            assert is_allowed_time(settings, at(rec), phone)[0], (phone, at(rec))
+
+    # Callbacks inside the window: placed at the asked time (never before), then the promise completes the contact.
+    for i, (phone,) in enumerate(groups["callback"]):
+        job = jobs[f"callback{i}"]
+        first, second_call = dials[phone]
+        wanted = asked(first)
+        assert job["status"] == states.COMPLETED and job["callbacks"] == 1 and job["tries"] == 0, job
+        assert job["callback_at"] == int(wanted.timestamp()) * 1000 or not is_allowed_time(
+            settings, wanted + guard, phone)[0], (job["callback_at"], wanted)
+        assert job["callback_at"] <= second_call["received_at"] <= job["callback_at"] + late.total_seconds() * 1000
+        assert at(second_call) >= wanted
+
+    # Callbacks asked in the closed half hour: placed when the window opens again (10:40), never inside it.
+    in_gap = 0
+    for i, (phone,) in enumerate(groups["closed"]):
+        job = jobs[f"closed{i}"]
+        first, second_call = dials[phone]
+        wanted = asked(first)
+        expected = next_allowed_time(settings, wanted, phone)
+        in_gap += expected > wanted
+        assert job["status"] == states.COMPLETED and job["callbacks"] == 1
+        assert job["callback_at"] == int(expected.timestamp()) * 1000, (wanted, expected, job["callback_at"])
+        assert expected <= at(second_call) <= expected + late
+    assert in_gap >= 3, "the callbacks were asked in the closed half hour"
+
+    # Opt-outs: listed with the call; no call to the number after it, from this batch or the second one.
+    for i, (phone,) in enumerate(groups["opt_out"]):
+        (only,) = dials[phone]
+        assert jobs[f"opt_out{i}"]["reason_code"] == "opted_out"
+        assert jobs[f"again{i}"]["status"] == states.FAILED and jobs[f"again{i}"]["reason_code"] == "do_not_call"
+        (entry,) = runtime.dnc.entries("acme", [phone])
+        assert entry["reason"] == "opt_out" and entry["call_id"] == only["call_id"]
+    for i, (phone,) in enumerate(groups["fresh"]):
+        assert jobs[f"again{len(groups['opt_out']) + i}"]["status"] == states.COMPLETED and len(dials[phone]) == 1
+
+    # Wrong person: that number is never called again; the next one is dialed in the same round.
+    for i, (wrong, right) in enumerate(groups["wrong"]):
+        job = jobs[f"wrong{i}"]
+        (first,) = dials[wrong]
+        (then,) = dials[right]
+        assert job["status"] == states.COMPLETED and job["tries"] == 0 and job["invalid_phones"] == [0]
+        assert ended(first) <= at(then) <= ended(first) + late, (ended(first), at(then))
+
+    # Unsuccessful: the attempt is spent and the contact is retried after the outcome's delay (half an hour).
+    for i, (phone,) in enumerate(groups["unsuccessful"]):
+        job = jobs[f"unsuccessful{i}"]
+        first, retried = dials[phone]
+        assert job["status"] == states.COMPLETED and job["tries"] == 1
+        due = next_allowed_time(settings, ended(first) + timedelta(hours=0.5), phone)
+        assert due <= at(retried) + timedelta(seconds=1) and at(retried) <= due + late + guard
+
+    # A contact that keeps asking: two callbacks, then its asks are ignored and the success rule decides
+    # (unsuccessful twice: max_attempts 2).
+    for i, (phone,) in enumerate(groups["keeps_asking"]):
+        job = jobs[f"keeps_asking{i}"]
+        assert len(dials[phone]) == 4, [at(r) for r in dials[phone]]
+        assert job["callbacks"] == 2 and job["status"] == states.FAILED
+        assert job["reason_code"] == "max_attempts_after"
+        assert job["reason_params"]["last"]["params"]["outcome"] == "unsuccessful"
+
+    # What the operator sees: the counts of actions on /metrics, the results of each contact.
+    metrics = client.get("/metrics").text
+    for action in ("callback", "opted_out", "wrong_number", "unsuccessful", "completed"):
+        assert f'outdial_after_call_actions_total{{action="{action}"' in metrics.replace("process=", ""), action
+    assert client.get(f"/jobs/{jobs['opt_out0']['_id']}").json()["result"]["after_call"] == "opted_out"
+
+
+HOLIDAY_START = NEW_YORK.localize(datetime(2026, 11, 24, 12, 0)).astimezone(UTC)   # Tuesday, noon
+
+
+def test_a_callback_asked_for_a_public_holiday_is_placed_the_next_allowed_day(stack_factory):
+    # Thursday 2026-11-26 is Thanksgiving. The window opens on Wednesday at noon (the contacts are in well before)
+    # and all day from Friday; at 20,000 times real time a day passes in 4.3 real seconds.
+    phones = numbers("69", 3)
+    rules = {p: answer(call_me_back_at=text) for p, text in zip(
+        phones, ("2026-11-26", "2026-11-26 10:30", "2026-11-26T12:00:00-05:00"), strict=True)}
+    stack, runtime, client = stack_with_web(stack_factory, rules, speed=20_000, start=HOLIDAY_START)
+    settings = {"timezone": "America/New_York", "holidays": "US", "max_attempts": 1,
+                "windows": [{"days": [3], "start": "12:00", "end": "24:00"},
+                            {"days": [4, 5], "start": "00:00", "end": "24:00"}],
+                "after_call": {"callback_field": "call_me_back_at"}}
+    assert client.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 5}).status == 201
+    bid = client.post("/batches", {"name": "holiday", "account_id": "acme", "agent_id": "agent_test",
+                                   "from_number": "+12125550100", "call_settings": settings}).json()["id"]
+    contacts = [{"name": f"h{i}", "phones": [p]} for i, p in enumerate(phones)]
+    assert client.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == 3
+    wait_until(lambda: all(j["status"] in states.FINAL for j in runtime.jobs.find({"batch_id": bid})),
+               timeout_s=60, interval_s=0.2)
+    friday = NEW_YORK.localize(datetime(2026, 11, 27, 0, 0)).astimezone(UTC)
+    thanksgiving = datetime(2026, 11, 26).date()
+    for job in runtime.jobs.find({"batch_id": bid}):
+        phone = job["contact"]["phones"][0]
+        calls = sorted(stack.simulator.dials(phone, timeline=True), key=lambda r: r["received_at"])
+        assert len(calls) == 2, calls
+        assert from_ms(calls[0]["received_at"]).astimezone(NEW_YORK).date() < thanksgiving
+        assert job["callback_at"] == int(friday.timestamp()) * 1000, from_ms(job["callback_at"])
+        assert from_ms(calls[1]["received_at"]) >= friday
+        assert all(from_ms(c["received_at"]).astimezone(NEW_YORK).date() != thanksgiving for c in calls)
+        assert job["status"] == states.COMPLETED and job["callbacks"] == 1
