@@ -200,7 +200,7 @@ def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 def result_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The contact's result (:func:`shared.domain.results.contact_result`) with its instants as ISO-8601."""
     view = contact_result(doc)
-    for name in ("last_call_at", "finished_at"):
+    for name in ("last_call_at", "callback_at", "finished_at"):
         view[name] = iso(view[name])
     return view
 
