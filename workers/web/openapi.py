@@ -252,6 +252,9 @@ def _schemas() -> dict[str, Any]:
                     "at": {"type": "string", "format": "date-time"}, "local": {"type": "string"},
                     "local_text": {"type": "string"}, "zone": {"type": "string"},
                     "rule_index": {"type": "integer", "nullable": True}, "rule": {"type": "string"}}}},
+                "after_call": {"type": "array", "items": {"type": "string"},
+                               "description": "The after_call rules as sentences, in the order they apply (without "
+                                              "rules: any conversation completes the contact)"},
             },
         },
         "ContactsCheck": {
