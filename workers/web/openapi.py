@@ -194,7 +194,7 @@ def _schemas() -> dict[str, Any]:
         "Progress": {"type": "object", "required": ["total", "done", "percent"], "properties": {
             k: {"type": "number" if k == "percent" else "integer"}
             for k in ("total", "done", "percent", "completed", "failed", "cancelled", "calls_in_progress",
-                      "queued", "waiting")}},
+                      "analyzing", "queued", "waiting")}},
         "Window": {"type": "object", "properties": {
             "description": {"type": "string", "nullable": True}, "timezone": {"type": "string"},
             "open_now": {"type": "boolean", "nullable": True}, "next_open_at": _TIME,
