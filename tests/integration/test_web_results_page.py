@@ -254,6 +254,9 @@ def test_the_results_page_counts_what_the_after_call_rules_did(web_factory, web_
     latest = {row["name"]: row["result"] for row in read.latest}
     assert latest["Ana"]["after_call"] == "opted_out" and latest["Fede"]["wrong_numbers"] == 2
     assert (latest["Carla"]["callbacks"], latest["Carla"]["callback_at"]) == (1, None)
+    beto = api.get(f"/jobs/{jobs['Beto']}").json()["result"]            # the contact's view: instants as ISO
+    assert (beto["after_call"], beto["callbacks"], beto["callback_at"], beto["wrong_numbers"]) == (
+        "callback", 2, "2026-03-04T20:00:00.000Z", 0)
 
     # The dashboard's card counts the contact whose analysis is awaited, as an open state.
     card = reader.get("/?refresh=1").text
