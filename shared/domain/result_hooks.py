@@ -96,7 +96,7 @@ def contact_final_data(job: Mapping[str, Any]) -> dict[str, Any]:
     plus the job's ids and the contact's ``external_id`` and ``name``."""
     contact = job.get("contact") or {}
     result = contact_result(job)
-    for name in ("last_call_at", "finished_at"):
+    for name in ("last_call_at", "callback_at", "finished_at"):
         result[name] = iso(result.get(name))
     return {"job_id": job.get("_id"), "batch_id": job.get("batch_id"), "account_id": job.get("account_id"),
             "external_id": contact.get("external_id"), "name": contact.get("name"), **result}

@@ -12,6 +12,8 @@ write of the job; :func:`analysis_result_update` when the analysis comes later):
   connected call that was not a voicemail), kept when a later call did not connect;
 - ``analysis_pending``: the attempt whose analysis is awaited (the last conversation's), until it comes or the
   wait ends.
+- ``after_call``, ``callbacks``, ``callback_at``, ``wrong_numbers``: what the batch's after-call rules did
+  (written by :mod:`shared.pipeline.after_call`).
 
 :func:`contact_result` is the one view of it that every reader shows (the API, the exports, the result webhooks).
 
@@ -149,7 +151,11 @@ def analysis_result_update(analysis: Mapping[str, Any] | None, recording_url: st
 def contact_result(job: Mapping[str, Any]) -> dict[str, Any]:
     """The contact's result as every reader shows it; instants are integer ms (or None).
 
-    ``status`` and ``reason_code`` are the job's; ``final`` says whether they will change again.
+    ``status`` and ``reason_code`` are the job's; ``final`` says whether they will change again. What the batch's
+    ``call_settings.after_call`` did (:mod:`shared.domain.after_call`): ``after_call``, the last action taken on a
+    conversation's analysis (``completed``, ``unsuccessful``, ``callback``, ``opted_out``, ``wrong_number``,
+    ``no_analysis``; None when no rule ever ran), ``callbacks`` scheduled, ``callback_at`` (when the last one
+    scheduled was due) and ``wrong_numbers`` (numbers that reached the wrong person).
     """
     result = job.get("result") or {}
     analysis = read_analysis(result.get("analysis"))
@@ -168,5 +174,17 @@ def contact_result(job: Mapping[str, Any]) -> dict[str, Any]:
         "analysis": analysis,
         "analysis_pending": bool(result.get("analysis_pending")),
         "recording_url": result.get("recording_url"),
+        "after_call": result.get("after_call"),
+        "callbacks": _count(result.get("callbacks")),
+        "callback_at": _instant(result.get("callback_at")),
+        "wrong_numbers": _count(result.get("wrong_numbers")),
         "finished_at": job.get("finished_at"),
     }
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _instant(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -9,8 +9,8 @@ Values come from :func:`shared.domain.results.contact_result`.
 A CSV cell is text a spreadsheet may run: a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return is neutralised with a leading ``'`` (:func:`neutralise`, after OWASP's advice on CSV injection). That includes
 phone numbers (``+56...``): the ``phones`` cell then starts with ``'``. Numbers outdial writes itself (``calls``,
-``talk_s``, ``charge``, and a number in the analysis data) are numbers, not text, and are written as they are. JSON
-lines are data, not a sheet, and are never changed.
+``talk_s``, ``charge``, ``callbacks``, ``wrong_numbers``, and a number in the analysis data) are numbers, not text,
+and are written as they are. JSON lines are data, not a sheet, and are never changed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from shared.domain.results import contact_result
 #: The export's columns before the ``custom.<key>`` and ``var.<key>`` ones, in order.
 BASE_COLUMNS = ("job_id", "external_id", "name", "phones", "status", "reason_code", "calls", "talk_s", "charge",
                 "last_call_at", "last_call_local", "outcome", "call_successful", "summary", "sentiment",
-                "recording_url")
+                "recording_url", "after_call", "callbacks", "callback_at", "callback_local", "wrong_numbers")
 #: Most ``custom.<key>`` columns, and most ``var.<key>`` columns, an export has (the first keys in sorted order).
 MAX_KEYS = 200
 #: Longest key kept as a column name, characters.
@@ -199,6 +199,11 @@ def export_record(job: Mapping[str, Any], zone: str) -> dict[str, Any]:
         "summary": analysis.get("call_summary"),
         "sentiment": analysis.get("user_sentiment"),
         "recording_url": result["recording_url"],
+        "after_call": result["after_call"],
+        "callbacks": result["callbacks"],
+        "callback_at": utc_iso(result["callback_at"]),
+        "callback_local": local_iso(result["callback_at"], zone),
+        "wrong_numbers": result["wrong_numbers"],
         "custom": dict(custom) if isinstance(custom, Mapping) else {},
         "variables": dict(variables) if isinstance(variables, Mapping) else {},
     }

@@ -8,7 +8,8 @@ Reads (each a projection, on the ``batch_id`` indexes, written ``{"$eq": ...}``)
   hour (the call's start, else the attempt's creation, in the contact's zone, else the batch's, else for
   ``"auto"`` the zone of the number dialed: :func:`shared.domain.calling_window.resolve_timezones`);
 - the batch's jobs (``status``, ``result`` counters, ``contact.timezone``), at most ``max_jobs``: contacts by
-  the calls they received, calls placed, talk time, charge, and how many conversations were successful;
+  the calls they received, calls placed, talk time, charge, how many conversations were successful, and what the
+  batch's after-call rules did (callbacks scheduled, opt-outs, wrong numbers, unsuccessful conversations);
 - the ``latest`` most recently finished jobs, whole: their :func:`shared.domain.results.contact_result`.
 
 Only attempts that ended with a call (a ``call_id``) count as calls. When a cap is reached the result says so
@@ -29,6 +30,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.config import Config
+from shared.domain.after_call import AfterCallAction
 from shared.domain.call_settings import CallSettings
 from shared.domain.calling_window import resolve_timezones
 from shared.domain.results import contact_result, read_analysis
@@ -41,6 +43,9 @@ MAX_CALLS = 20_000
 MAX_JOBS = 100_000
 #: Finished contacts listed.
 LATEST = 50
+#: The after-call actions the results page counts (``result.after_call``).
+OPTED_OUT = AfterCallAction.OPTED_OUT.value
+UNSUCCESSFUL = AfterCallAction.UNSUCCESSFUL.value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +62,10 @@ class BatchResults:
         storage unit).
     :param conversations: contacts whose last conversation has an analysis that says whether it succeeded;
         ``successful``: those where it did.
+    :param callbacks: ``result.callbacks`` summed: callbacks scheduled; ``wrong_numbers``: ``result.wrong_numbers``
+        summed: numbers that reached the wrong person.
+    :param opt_outs: contacts whose last after-call action is ``opted_out``; ``unsuccessful``: whose last one is
+        ``unsuccessful`` (the success rule was missed).
     :param latest: the most recently finished contacts: ``{"job_id", "name", "external_id", "result"}``, the
         result being :func:`contact_result`.
     """
@@ -73,6 +82,10 @@ class BatchResults:
     charge: int
     conversations: int
     successful: int
+    callbacks: int = 0
+    opt_outs: int = 0
+    wrong_numbers: int = 0
+    unsuccessful: int = 0
     latest: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
 
@@ -105,7 +118,8 @@ class BatchResultsStore:
              latest: int = LATEST) -> BatchResults:
         """The batch's results; ``settings`` (its parsed call_settings) decide the zone of a call's hour."""
         job_fields = ("status", "result.calls", "result.talk_ms", "result.charge",
-                      "result.analysis", "contact.timezone")
+                      "result.analysis", "result.after_call", "result.callbacks", "result.wrong_numbers",
+                      "contact.timezone")
         jobs = list(self.jobs.find({"batch_id": {"$eq": batch_id}}, dict.fromkeys(job_fields, 1),
                                    limit=max_jobs + 1))
         jobs_capped = len(jobs) > max_jobs
@@ -113,6 +127,8 @@ class BatchResultsStore:
         zones: dict[str, str] = {}
         per_contact: Counter[int] = Counter()
         placed = talk = charge = conversations = successful = 0
+        callbacks = wrong_numbers = 0
+        actions: Counter[str] = Counter()
         for job in jobs:
             calls = _int(projected(job, "result.calls"))
             per_contact[calls] += 1
@@ -123,6 +139,11 @@ class BatchResultsStore:
             if isinstance(verdict, bool):
                 conversations += 1
                 successful += verdict
+            callbacks += _int(projected(job, "result.callbacks"))
+            wrong_numbers += _int(projected(job, "result.wrong_numbers"))
+            action = projected(job, "result.after_call")
+            if isinstance(action, str):
+                actions[action] += 1
             zone = projected(job, "contact.timezone")
             if isinstance(zone, str) and zone:
                 zones[job["_id"]] = zone
@@ -153,7 +174,8 @@ class BatchResultsStore:
             outcomes=dict(outcomes), hours=tuple(hours), calls_read=read, calls_capped=calls_capped,
             calls_per_contact=dict(per_contact), contacts_read=len(jobs), jobs_capped=jobs_capped,
             calls_placed=placed, talk_ms=talk, charge=charge, conversations=conversations, successful=successful,
-            latest=self.latest(batch_id, limit=latest))
+            callbacks=callbacks, opt_outs=actions[OPTED_OUT], wrong_numbers=wrong_numbers,
+            unsuccessful=actions[UNSUCCESSFUL], latest=self.latest(batch_id, limit=latest))
 
     def latest(self, batch_id: str, *, limit: int = LATEST) -> list[dict[str, Any]]:
         """The ``limit`` most recently finished contacts of the batch, newest first."""

@@ -181,7 +181,7 @@ def test_get_batch_shows_every_state_the_window_and_progress(web_factory, web_co
         runtime.jobs.coll.update_one({"_id": job["_id"]}, {"$set": {"status": state, "last_error": "busy"}})
     body = api.get(f"/batches/{batch['id']}").json()
     assert body["status"] == "active"
-    assert body["counts"] == {"pending": 2, "queued": 0, "dialing": 0, "in_call": 1, "completed": 1,
+    assert body["counts"] == {"pending": 2, "queued": 0, "dialing": 0, "in_call": 1, "analyzing": 0, "completed": 1,
                               "waiting_schedule": 2, "retry_wait": 1, "waiting_balance": 1, "failed": 1,
                               "cancelled": 1}
     assert body["progress"]["total"] == 10 and body["progress"]["done"] == 3 and body["progress"]["percent"] == 30.0

@@ -62,6 +62,36 @@ def test_the_preview_lists_the_next_openings_and_refuses_like_post_batches(api):
     assert {e["field"] for e in wrong["errors"]} == {"x", "phone", "from", "count"}
 
 
+def test_the_preview_says_the_after_call_rules_in_the_order_they_apply(api):
+    api.put("/accounts/acme", {"plan": {"type": "unlimited"}})
+    plain = api.post("/call-settings/preview", {"call_settings": OVERNIGHT}).json()
+    assert plain["after_call"] == ["any other conversation completes the contact"]
+    assert api.post("/call-settings/preview", {}).json()["after_call"] == plain["after_call"]   # no settings at all
+
+    rules = {"success": {"field": "promise_to_pay", "equals": True}, "callback_field": "call_me_back_at",
+             "max_callbacks": 3, "opt_out_field": "do_not_call", "opt_out_scope": "contact",
+             "wrong_number_field": "wrong_person"}
+    said = api.post("/call-settings/preview", {"call_settings": {**OVERNIGHT, "after_call": rules}})
+    assert said.status == 200, said.text
+    assert said.json()["after_call"] == [
+        "do_not_call true: the contact's numbers go onto the account's do-not-call list and the contact fails "
+        "(opted_out)",
+        "wrong_person true: the number is never dialed again for this contact; the next number is dialed now",
+        "call_me_back_at holds a time: the contact is called back then, or at the next allowed time after it "
+        "(at most 3 callbacks, no attempt spent)",
+        "a conversation completes the contact when promise_to_pay = True; otherwise it is unsuccessful: the attempt "
+        "is spent and the contact is retried after its delay"]
+    assert said.json()["times"]          # the call times as before
+
+    bad = {**OVERNIGHT, "after_call": {"opt_out_field": "do not call", "max_callbacks": 21}}
+    preview = api.post("/call-settings/preview", {"call_settings": bad})
+    create = api.post("/batches", {"name": "x", "account_id": "acme", "from_number": "+12125550100",
+                                   "call_settings": bad})
+    assert preview.status == 422 and preview.json()["errors"] == create.json()["errors"]
+    assert {e["field"] for e in preview.json()["errors"]} == {"call_settings.after_call.opt_out_field",
+                                                               "call_settings.after_call.max_callbacks"}
+
+
 def test_with_timezone_auto_the_zone_comes_from_the_number(api):
     settings = {"timezone": "auto", "days_of_week": [1, 2, 3, 4, 5],
                 "allowed_hours": {"start": "09:00", "end": "18:00"}}

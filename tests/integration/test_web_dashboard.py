@@ -95,7 +95,7 @@ def test_each_batch_has_a_card_with_counts_window_calls_and_failures(web_factory
     card = card[: card.index("</section>")]
     assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in card
     counts = dict(re.findall(r'data-count="(\w+)">(\d+)<', card))
-    assert counts == {"pending": "2", "queued": "0", "dialing": "1", "in_call": "1", "completed": "1",
+    assert counts == {"pending": "2", "queued": "0", "dialing": "1", "in_call": "1", "analyzing": "0", "completed": "1",
                       "waiting_schedule": "0", "retry_wait": "0", "waiting_balance": "0", "failed": "3",
                       "cancelled": "0"}
     assert re.search(r'data-field="calls">2<', card)

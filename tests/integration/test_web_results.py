@@ -31,8 +31,9 @@ def new_batch(api, name: str, contacts: list[dict], **settings) -> str:
 
 
 def seeded(api, runtime) -> tuple[str, list[str]]:
-    """A batch of four contacts: the first two completed with an analysis (different custom keys), the third failed
-    without a conversation, the fourth never called."""
+    """A batch of four contacts: the first two completed with an analysis (different custom keys; the second after a
+    callback and a wrong number, by the batch's after_call rules), the third failed without a conversation, the
+    fourth never called."""
     contacts = [{"name": NAMES[i], "phones": [PHONES[i]], "external_id": f"x-{i}",
                  "variables": {"deuda": str(1000 * (i + 1)), **({"vence": "2026-03-31"} if i == 1 else {})}}
                 for i in range(4)]
@@ -51,7 +52,8 @@ def seeded(api, runtime) -> tuple[str, list[str]]:
     coll.update_one({"_id": by_name["Ana"]}, {"$set": {
         "status": states.COMPLETED, "updated_at": NOON_UTC + DAY_MS, "result": {
             "calls": 2, "talk_ms": 30_500, "charge": 500, "last_call_at": NOON_UTC + DAY_MS,
-            "last_outcome": "completed",
+            "last_outcome": "completed", "after_call": "completed", "callbacks": 1,
+            "callback_at": NOON_UTC + DAY_MS - 3_600_000, "wrong_numbers": 1,
             "analysis": {"call_successful": False, "call_summary": "Refused.", "user_sentiment": "Negative",
                          "custom_analysis_data": {"reason": "disputes the debt"}}}}})
     coll.update_one({"_id": by_name["Bruno"]}, {"$set": {
@@ -75,7 +77,8 @@ def test_the_csv_export_has_a_row_per_contact_with_the_custom_and_variable_colum
     header = reply.text.splitlines()[0].split(",")
     assert header == ["job_id", "external_id", "name", "phones", "status", "reason_code", "calls", "talk_s", "charge",
                       "last_call_at", "last_call_local", "outcome", "call_successful", "summary", "sentiment",
-                      "recording_url", "custom.amount", "custom.promise", "custom.reason", "var.deuda", "var.vence"]
+                      "recording_url", "after_call", "callbacks", "callback_at", "callback_local", "wrong_numbers",
+                      "custom.amount", "custom.promise", "custom.reason", "var.deuda", "var.vence"]
     rows = rows_of(reply)
     assert [r["job_id"] for r in rows] == ids
     by_name = {r["name"]: r for r in rows}
@@ -91,6 +94,9 @@ def test_the_csv_export_has_a_row_per_contact_with_the_custom_and_variable_colum
     ana = by_name["Ana"]
     assert (ana["call_successful"], ana["custom.reason"], ana["var.vence"]) == ("false", "disputes the debt",
                                                                                "2026-03-31")
+    assert (ana["after_call"], ana["callbacks"], ana["wrong_numbers"]) == ("completed", "1", "1")
+    assert (ana["callback_at"], ana["callback_local"]) == ("2026-03-10T11:00:00.000Z", "2026-03-10T08:00:00-03:00")
+    assert (first["after_call"], first["callbacks"], first["callback_at"], first["wrong_numbers"]) == ("", "0", "", "0")
     bruno = by_name["Bruno"]
     assert (bruno["status"], bruno["reason_code"], bruno["outcome"], bruno["summary"]) == (
         "failed", "max_attempts", "busy", "")
@@ -111,7 +117,8 @@ def test_filters_by_status_and_by_update_time(api, web_runtime):
     assert sorted(r["external_id"] for r in offset) == ["x-1", "x-2"]
     # the columns are those of the contacts exported
     reply = api.get(f"/batches/{batch_id}/results.csv?status=failed")
-    assert reply.text.splitlines()[0].endswith("recording_url,var.deuda")
+    assert reply.text.splitlines()[0].endswith("recording_url,after_call,callbacks,callback_at,callback_local,"
+                                               "wrong_numbers,var.deuda")
     none = api.get(f"/batches/{batch_id}/results.csv?status=cancelled")
     assert none.status == 200 and len(none.text.splitlines()) == 1
 
@@ -135,6 +142,10 @@ def test_json_lines_hold_the_same_fields_unneutralised(api, web_runtime):
     assert first["name"] == NAMES[0] and first["phones"] == [PHONES[0]]
     assert first["custom"] == {"promise": True, "amount": 1500} and first["variables"] == {"deuda": "1000"}
     assert first["call_successful"] is True and first["talk_s"] == 42.0 and first["summary"] == "-Will pay"
+    ana = next(line for line in lines if line["external_id"] == "x-1")
+    assert (ana["after_call"], ana["callbacks"], ana["callback_at"], ana["wrong_numbers"]) == (
+        "completed", 1, "2026-03-10T11:00:00.000Z", 1)
+    assert first["after_call"] is None and first["callbacks"] == 0 and first["callback_at"] is None
     pending = next(line for line in lines if line["external_id"] == "x-3")
     assert pending["call_successful"] is None and pending["custom"] == {} and pending["last_call_at"] is None
     failed = api.get(f"/batches/{batch_id}/results.jsonl?status=failed").text.splitlines()

@@ -199,3 +199,80 @@ def test_with_timezone_auto_a_calls_hour_is_read_in_the_zone_of_the_number(web_r
     read = BatchResultsStore(runtime.db, config=runtime.config).read(bid, settings)
     assert {h: n for h, n in enumerate(read.hours) if n} == {10: 1, 4: 1}
     assert read.outcomes == {"answered": 1, "busy": 1} and read.calls_per_contact == {1: 2} and read.latest == []
+
+
+AFTER_CALL = {**WEEKDAYS, "after_call": {"success": {"field": "promise_to_pay", "equals": True},
+                                         "callback_field": "call_me_back_at", "opt_out_field": "do_not_call",
+                                         "wrong_number_field": "wrong_person"}}
+
+
+def after_call_figures(page: str) -> dict[str, str] | None:
+    if 'data-field="after-call"' not in page:
+        return None
+    block = page[page.index('data-field="after-call"'):]
+    return dict(re.findall(r'data-figure="(\w+)"><dt>[^<]*</dt><dd>([^<]*)</dd>', block[:block.index("</dl>")]))
+
+
+def test_the_results_page_counts_what_the_after_call_rules_did(web_factory, web_config, db):
+    runtime = build_runtime(web_config, frozen_clock(NOW))
+    server = web_factory(runtime=runtime)
+    api, reader = server.client(), server.client(token=READ_TOKEN)
+    assert api.put("/accounts/acme", {"plan": {"type": "unlimited"}}).status in (200, 201)
+    bid = api.post("/batches", {"name": "Reglas", "account_id": "acme", "call_settings": AFTER_CALL}).json()["id"]
+    names = ["Ana", "Beto", "Carla", "Dora", "Eva", "Fede"]
+    contacts = [{"name": n, "phones": [f"+5696123480{i}"]} for i, n in enumerate(names)]
+    assert api.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == len(names)
+    page = reader.get(f"/dashboard/batches/{bid}").text
+    assert after_call_figures(page) == {"callbacks": "0", "opt_outs": "0", "wrong_numbers": "0",
+                                        "unsuccessful": "0"}                       # rules, nothing done yet
+
+    jobs = {j["contact"]["name"]: j["_id"] for j in runtime.jobs.find({"batch_id": bid})}
+    written = {   # as the after-call decision writes them
+        "Ana": {"status": "failed", "reason_code": "opted_out", "finished_at": ms(13),
+                "result": {"calls": 1, "after_call": "opted_out"}},
+        "Beto": {"status": "waiting_schedule", "callbacks": 2, "callback_at": ms(20),
+                 "result": {"calls": 2, "after_call": "callback", "callbacks": 2, "callback_at": ms(20)}},
+        "Carla": {"status": "completed", "finished_at": ms(14),
+                  "result": {"calls": 3, "after_call": "completed", "callbacks": 1, "wrong_numbers": 1}},
+        "Dora": {"status": "retry_wait", "reason_code": "call_outcome",
+                 "result": {"calls": 1, "after_call": "unsuccessful"}},
+        "Eva": {"status": "analyzing", "result": {"calls": 1}},
+        "Fede": {"status": "failed", "reason_code": "wrong_person", "finished_at": ms(15),
+                 "result": {"calls": 2, "after_call": "wrong_number", "wrong_numbers": 2}},
+    }
+    for name, fields in written.items():
+        runtime.jobs.coll.update_one({"_id": jobs[name]}, {"$set": fields})
+    server.context.batch_results.forget(bid)
+    page = reader.get(f"/dashboard/batches/{bid}").text
+    assert after_call_figures(page) == {"callbacks": "3", "opt_outs": "1", "wrong_numbers": "3",
+                                        "unsuccessful": "1"}
+    assert figures(page)["final"] == "3"          # analyzing is open: not final
+
+    store = BatchResultsStore(runtime.db, config=runtime.config)
+    read = store.read(bid, parse_call_settings(AFTER_CALL, config=runtime.config))
+    assert (read.callbacks, read.opt_outs, read.wrong_numbers, read.unsuccessful) == (3, 1, 3, 1)
+    latest = {row["name"]: row["result"] for row in read.latest}
+    assert latest["Ana"]["after_call"] == "opted_out" and latest["Fede"]["wrong_numbers"] == 2
+    assert (latest["Carla"]["callbacks"], latest["Carla"]["callback_at"]) == (1, None)
+    beto = api.get(f"/jobs/{jobs['Beto']}").json()["result"]            # the contact's view: instants as ISO
+    assert (beto["after_call"], beto["callbacks"], beto["callback_at"], beto["wrong_numbers"]) == (
+        "callback", 2, "2026-03-04T20:00:00.000Z", 0)
+
+    # The dashboard's card counts the contact whose analysis is awaited, as an open state.
+    card = reader.get("/?refresh=1").text
+    card = card[card.index(f'data-batch-id="{bid}"'):]
+    assert re.search(r'<dd data-count="analyzing">1</dd>', card)
+    assert re.search(r'<span data-field="analyzing">1</span>', card)
+    assert api.get(f"/batches/{bid}").json()["progress"]["analyzing"] == 1
+
+
+def test_after_call_figures_show_only_with_rules_or_something_to_count(web_factory, web_config, db):
+    runtime = build_runtime(web_config, frozen_clock(NOW))
+    server = web_factory(runtime=runtime)
+    bid = seed_results(runtime, server.client())
+    reader = server.client(token=READ_TOKEN)
+    assert after_call_figures(reader.get(f"/dashboard/batches/{bid}").text) is None     # no rules, all zero
+    job = runtime.jobs.find({"batch_id": bid}, limit=1)[0]
+    runtime.jobs.coll.update_one({"_id": job["_id"]}, {"$set": {"result.callbacks": 1}})
+    server.context.batch_results.forget(bid)
+    assert after_call_figures(reader.get(f"/dashboard/batches/{bid}").text)["callbacks"] == "1"

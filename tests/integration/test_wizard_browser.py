@@ -152,3 +152,95 @@ def test_the_wizard_creates_a_campaign_that_waits_for_its_window(stack_factory, 
     assert len(dials) == 2 and min(rec["received_at"] for rec in dials) >= opens_ms
     assert max(rec["received_at"] for rec in dials) < opens_ms + 4 * 3600 * 1000   # before 02:00
     assert {a["due_at"] for a in runtime.attempts.coll.find({"batch_id": bid})} == {opens_ms}
+
+
+def choose(browser: Browser, values: dict[str, str]) -> None:
+    """Pick ``values`` in the selects with these ids, firing ``change`` as a person choosing does."""
+    browser.evaluate(f"""(() => {{
+        const values = {json.dumps(values)};
+        for (const id in values) {{
+            const el = document.getElementById(id);
+            el.value = values[id];
+            el.dispatchEvent(new Event('change', {{bubbles: true}}));
+        }}
+        return true;
+    }})()""")
+
+
+AFTER_CALL_RULES = "[...document.querySelectorAll('#preview-after-call .after-call-rule')].map(li => li.textContent)"
+
+
+def test_the_wizard_sets_the_after_call_rules_and_shows_them_before_the_start(web_factory, browser):
+    server = web_factory()
+    api = server.client()
+    assert api.put("/accounts/acme", {"plan": {"type": "unlimited"}}).status == 201
+    sign_in(browser, server.url, ADMIN_TOKEN)
+    browser.send("Page.navigate", url=f"{server.url}/campaigns/new")
+    browser.wait_for("document.body && document.body.getAttribute('data-ready') === '1'")
+    fill(browser, {"f-name": "Cobranza con reglas", "f-account": "acme", "f-agent": "agent_test",
+                   "f-from": "+12125550100", "f-csv-text": f"name,phone\nAna Pérez,{PHONES[0]}\n"})
+
+    # No rule set: the preview says so, and the settings carry no after_call at all.
+    click(browser, '#steps li[data-goto="3"]')
+    browser.wait_for("document.body.getAttribute('data-preview') === 'ok'")
+    assert browser.wait_for(f"{AFTER_CALL_RULES}.length === 1 && {AFTER_CALL_RULES}") == [
+        "any other conversation completes the contact"]
+    assert browser.evaluate("document.getElementById('ac-success-rule').hidden") is True
+    click(browser, "#to-review")
+    browser.wait_for("document.body.getAttribute('data-step') === '4'")
+    settings = browser.evaluate("[...document.querySelectorAll('#review dt')].find(dt => dt.textContent === "
+                                "'call_settings').nextElementSibling.textContent")
+    assert "after_call" not in json.loads(settings)
+    click(browser, '#steps li[data-goto="3"]')
+
+    # Every rule, one field name the API refuses: its error shows next to that input, and the step cannot be left.
+    choose(browser, {"f-ac-success": "equals", "f-ac-opt-out-scope": "contact"})
+    assert browser.evaluate("document.getElementById('ac-success-rule').hidden") is False
+    assert browser.evaluate("document.getElementById('ac-success-in').hidden") is True
+    fill(browser, {"f-ac-success-field": "promise_to_pay", "f-ac-success-equals": "true",
+                   "f-ac-callback": "call_me_back_at", "f-ac-max-callbacks": "3", "f-ac-opt-out": "do not call",
+                   "f-ac-wrong-number": "wrong_person"})
+    slot = "document.querySelector('[data-error-for=\"call_settings.after_call.opt_out_field\"]')"
+    message = browser.wait_for(f"{slot}.textContent")
+    assert message.startswith("must be a key of the analysis's custom_analysis_data") and "'do not call'" in message
+    assert browser.evaluate(f"{slot}.previousElementSibling.id") == "f-ac-opt-out"
+    assert browser.evaluate("document.getElementById('f-ac-opt-out').getAttribute('aria-invalid')") == "true"
+    assert browser.evaluate("document.body.getAttribute('data-preview')") == "invalid"
+    click(browser, "#to-review")
+    browser.wait_for(f"{slot}.textContent !== ''")
+    assert browser.evaluate("document.body.getAttribute('data-step')") == "3"
+
+    # Fixed: the preview says the rules in the order they apply; "true" was read as JSON's true.
+    fill(browser, {"f-ac-opt-out": "do_not_call"})
+    browser.wait_for(f"document.body.getAttribute('data-preview') === 'ok' && {AFTER_CALL_RULES}.length === 4")
+    rules = browser.evaluate(AFTER_CALL_RULES)
+    assert rules[0].startswith("do_not_call true: the contact's numbers go onto the account's do-not-call list")
+    assert rules[1].startswith("wrong_person true: the number is never dialed again")
+    assert "(at most 3 callbacks, no attempt spent)" in rules[2]
+    assert rules[3].startswith("a conversation completes the contact when promise_to_pay = True;")
+
+    # "is one of": a list, its values read as JSON where they are true, false or numbers
+    choose(browser, {"f-ac-success": "in"})
+    fill(browser, {"f-ac-success-in": "paid, 2, FALSE, 007"})
+    browser.wait_for(f"{AFTER_CALL_RULES}.length === 4 && {AFTER_CALL_RULES}[3].includes(' in ')")
+    assert browser.evaluate(AFTER_CALL_RULES)[3].startswith(
+        "a conversation completes the contact when promise_to_pay in ['paid', 2, False, '007'];")
+    assert browser.evaluate(f"{slot}.textContent") == ""
+
+    # The review lists them; the stored batch has them.
+    click(browser, "#to-review")
+    browser.wait_for("document.body.getAttribute('data-step') === '4' && "
+                     "document.querySelectorAll('#review-after-call .after-call-rule').length === 4")
+    review = browser.evaluate("[...document.querySelectorAll('#review-after-call .after-call-rule')]"
+                              ".map(li => li.textContent)")
+    assert review == browser.evaluate(AFTER_CALL_RULES)
+    click(browser, "#start")
+    bid = browser.wait_for("document.body.getAttribute('data-started')")
+    stored = api.get(f"/batches/{bid}").json()["call_settings"]
+    assert stored["after_call"] == {"success": {"field": "promise_to_pay", "in": ["paid", 2, False, "007"]},
+                                    "callback_field": "call_me_back_at", "max_callbacks": 3,
+                                    "opt_out_field": "do_not_call", "opt_out_scope": "contact",
+                                    "wrong_number_field": "wrong_person"}
+    problems = [p for p in browser.problems()
+                if "status of 422" not in p.get("params", {}).get("entry", {}).get("text", "")]
+    assert not problems, problems

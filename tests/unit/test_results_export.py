@@ -60,9 +60,27 @@ def test_a_record_holds_the_contacts_result_and_its_local_time():
         "talk_s": 61.2, "charge": 1200, "last_call_at": "2026-03-09T12:00:00.000Z",
         "last_call_local": "2026-03-09T09:00:00-03:00", "outcome": "completed", "call_successful": True,
         "summary": "Promised to pay.", "sentiment": "Positive", "recording_url": "https://rec.example/1.wav",
+        "after_call": None, "callbacks": 0, "callback_at": None, "callback_local": None, "wrong_numbers": 0,
         "custom": {"promise": True, "amount": -200}, "variables": {"deuda": "1500", "vence": "2026-03-31"},
     }
     assert list(record)[:len(BASE_COLUMNS)] == list(BASE_COLUMNS)
+
+
+def test_a_record_says_what_the_after_call_rules_did():
+    doc = job(status="waiting_schedule")
+    doc["result"].update({"after_call": "callback", "callbacks": 2, "callback_at": NOON_UTC + 3_600_000,
+                          "wrong_numbers": 1})
+    record = export_record(doc, "America/Santiago")
+    assert {k: record[k] for k in ("after_call", "callbacks", "callback_at", "callback_local", "wrong_numbers")} == {
+        "after_call": "callback", "callbacks": 2, "callback_at": "2026-03-09T13:00:00.000Z",
+        "callback_local": "2026-03-09T10:00:00-03:00", "wrong_numbers": 1}
+    keys = ExportKeys()
+    row = dict(zip(keys.header(), csv_row(record, keys), strict=True))
+    assert (row["after_call"], row["callbacks"], row["wrong_numbers"]) == ("callback", 2, 1)   # numbers stay numbers
+    assert row["callback_local"] == "2026-03-09T10:00:00-03:00"
+    opted = job(status="failed", reason_code="opted_out")
+    opted["result"]["after_call"] = "opted_out"
+    assert export_record(opted, "UTC")["after_call"] == "opted_out"
 
 
 def test_a_contact_never_called_has_empty_result_cells():
@@ -74,7 +92,8 @@ def test_a_contact_never_called_has_empty_result_cells():
         "job_id": "65f1c0ffee0000000000abcd", "external_id": "deuda-1", "name": "Ana", "phones": "",
         "status": "pending", "reason_code": "", "calls": 0, "talk_s": 0.0, "charge": 0, "last_call_at": "",
         "last_call_local": "", "outcome": "", "call_successful": "", "summary": "", "sentiment": "",
-        "recording_url": "", "custom.promise": "", "var.deuda": "1500"}
+        "recording_url": "", "after_call": "", "callbacks": 0, "callback_at": "", "callback_local": "",
+        "wrong_numbers": 0, "custom.promise": "", "var.deuda": "1500"}
 
 
 def test_a_boolean_the_embedded_server_gave_back_as_an_integer_is_a_boolean():

@@ -4,7 +4,9 @@ a campaign's call_settings before creating it (docs/frontend.md).
 Both are read-level routes (the admin or read-only token, or a dashboard session): neither writes anything.
 The preview validates with the batch store's own validation (the 422 ``errors`` are those of
 ``POST /batches``) and computes the times with :func:`shared.domain.calling_window.upcoming_call_times`, the same
-window logic the dialer uses.
+window logic the dialer uses. Its ``after_call`` lists the settings' after-call rules as sentences, in the order they
+apply (:func:`shared.domain.after_call.describe_after_call`); settings without rules get the one sentence that
+says every conversation completes its contact.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.domain.after_call import describe_after_call
 from shared.domain.call_settings import default_call_settings
 from shared.domain.call_settings_schema import call_settings_schema
 from shared.domain.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
@@ -25,7 +28,6 @@ __all__ = ["DEFAULT_PREVIEW_COUNT", "MAX_PREVIEW_COUNT", "PREVIEW_FIELDS", "ROUT
 
 #: Fields of ``POST /call-settings/preview`` (declared by :class:`shared.domain.shapes.PreviewShape`).
 PREVIEW_FIELDS = body_fields(PreviewShape)
-
 
 
 @access(READ)
@@ -62,6 +64,7 @@ def _preview(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
         "times": [{"at": iso(t["at"]), "local": t["local"].isoformat(timespec="seconds"),
                    "local_text": t["local"].strftime("%a %Y-%m-%d %H:%M"), "zone": t["zone"],
                    "rule_index": t["rule_index"], "rule": t["rule"]} for t in times],
+        "after_call": describe_after_call(settings.after_call),
     }
 
 

@@ -203,6 +203,7 @@ def batch_html(item: dict[str, Any], now: datetime) -> str:
         f'<dl class="counts">{cells}</dl>'
         f'{_window_html(item["window"], now)}'
         f'<p class="live">Calls in progress: <span data-field="calls">{prog["calls_in_progress"]}</span>'
+        f' · analyzing <span data-field="analyzing">{prog["analyzing"]}</span>'
         f' · queued <span data-field="queued">{prog["queued"]}</span>{slots}</p>'
         f'{_failures_html(item["failures"])}'
         f'{_dnc_html(item.get("do_not_call", 0))}'

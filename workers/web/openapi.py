@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from shared.domain import states
+from shared.domain.after_call import AfterCallAction
 from shared.domain.result_hooks import DELIVERY_STATES, EVENT_TYPES
 from shared.domain.shapes import (
     AccountShape,
@@ -193,7 +194,7 @@ def _schemas() -> dict[str, Any]:
         "Progress": {"type": "object", "required": ["total", "done", "percent"], "properties": {
             k: {"type": "number" if k == "percent" else "integer"}
             for k in ("total", "done", "percent", "completed", "failed", "cancelled", "calls_in_progress",
-                      "queued", "waiting")}},
+                      "analyzing", "queued", "waiting")}},
         "Window": {"type": "object", "properties": {
             "description": {"type": "string", "nullable": True}, "timezone": {"type": "string"},
             "open_now": {"type": "boolean", "nullable": True}, "next_open_at": _TIME,
@@ -251,6 +252,9 @@ def _schemas() -> dict[str, Any]:
                     "at": {"type": "string", "format": "date-time"}, "local": {"type": "string"},
                     "local_text": {"type": "string"}, "zone": {"type": "string"},
                     "rule_index": {"type": "integer", "nullable": True}, "rule": {"type": "string"}}}},
+                "after_call": {"type": "array", "items": {"type": "string"},
+                               "description": "The after_call rules as sentences, in the order they apply (without "
+                                              "rules: any conversation completes the contact)"},
             },
         },
         "ContactsCheck": {
@@ -306,6 +310,13 @@ def _schemas() -> dict[str, Any]:
             "analysis": {"allOf": [_ref("CallAnalysis")], "nullable": True,
                          "description": "Of the last conversation"},
             "analysis_pending": {"type": "boolean"}, "recording_url": {"type": "string", "nullable": True},
+            "after_call": {"type": "string", "nullable": True, "example": "callback",
+                           "description": "The last action the batch's after_call rules took on a conversation's "
+                                          "analysis: " + ", ".join(AfterCallAction)},
+            "callbacks": {"type": "integer", "description": "Callbacks scheduled (after_call.callback_field)"},
+            "callback_at": {**_TIME, "description": "When the last callback scheduled was due"},
+            "wrong_numbers": {"type": "integer",
+                              "description": "Numbers that reached the wrong person (after_call.wrong_number_field)"},
             "finished_at": _TIME}},
         "Recording": {"type": "object", "required": ["job_id", "attempt_id", "call_id", "recording_url"],
                       "properties": {"job_id": _ID, "attempt_id": {"type": "string"}, "call_id": {"type": "string"},
@@ -437,7 +448,9 @@ def _results_paths() -> dict[str, Any]:
                       "epoch)")]
     row = {"type": "object", "description": "One contact: job_id, external_id, name, phones, status, reason_code, "
                                             "calls, talk_s, charge, last_call_at, last_call_local, outcome, "
-                                            "call_successful, summary, sentiment, recording_url, custom, variables"}
+                                            "call_successful, summary, sentiment, recording_url, after_call, "
+                                            "callbacks, callback_at, callback_local, wrong_numbers, custom, "
+                                            "variables"}
     entry = {"type": "object", "properties": {
         "at": _TIME, "local": {"type": "string", "nullable": True, "example": "2026-03-09T09:00:00-03:00"},
         "zone": {"type": "string", "example": "America/Santiago"},

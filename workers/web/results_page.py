@@ -2,9 +2,11 @@
 
 Server-rendered HTML (``templates/results.html``, ``static/results.css``), no script, under the dashboard's
 Content-Security-Policy: summary figures (contacts, final, completed, calls placed, talk time, charge, success
-rate), three inline SVG charts (:mod:`workers.web.charts`: calls by outcome, calls by the callee's local hour with
-the calling window shaded, calls per contact), the latest finished contacts with their analysis, and links to
-download the results (``/batches/{id}/results.csv``, its ``?excel=1`` variant, ``results.jsonl``).
+rate; and what the after-call rules did: callbacks scheduled, opt-outs, wrong numbers, unsuccessful conversations,
+when the batch has such rules or any of them is not zero), three inline SVG charts (:mod:`workers.web.charts`:
+calls by outcome, calls by the callee's local hour with the calling window shaded, calls per contact), the latest
+finished contacts with their analysis, and links to download the results (``/batches/{id}/results.csv``, its
+``?excel=1`` variant, ``results.jsonl``).
 
 The data (:class:`shared.stores.batch_results.BatchResultsStore`, plus the batch, its job counts and its account's
 plan) is read in the thread pool and kept :data:`workers.web.context.BATCH_RESULTS_MAX_AGE_S` seconds per batch
@@ -75,7 +77,8 @@ def results_data(runtime: Any, batch_id: str) -> dict[str, Any]:
     counts = runtime.jobs.counts(doc["_id"])
     return {"doc": doc, "counts": counts, "progress": progress(counts), "results": results,
             "plan": Plan.from_document(account.get("plan")), "window": describe_window(settings, config=config),
-            "window_hours": window_hours(settings), "settings_error": settings_error, "now": runtime.clock.now()}
+            "window_hours": window_hours(settings), "settings_error": settings_error, "now": runtime.clock.now(),
+            "after_call_rules": settings.after_call.needs_analysis}
 
 
 # -- rendering (pure) ----------------------------------------------------------------------------------
@@ -122,6 +125,22 @@ def figures_html(data: Mapping[str, Any]) -> str:
             + _figure("Talk time", duration_text(results.talk_ms), "talk")
             + _figure("Charge", charge_text(results.charge, data["plan"]), "charge")
             + _figure("Success rate", rate, "success", rate_note)
+            + "</dl>" + after_call_html(data))
+
+
+def after_call_html(data: Mapping[str, Any]) -> str:
+    """What the batch's after-call rules did, when it has such rules or any of it is not zero: callbacks scheduled,
+    opt-outs, wrong numbers and unsuccessful conversations ("" otherwise)."""
+    results: BatchResults = data["results"]
+    counts = (results.callbacks, results.opt_outs, results.wrong_numbers, results.unsuccessful)
+    if not data.get("after_call_rules") and not any(counts):
+        return ""
+    return ('<dl class="figures after-call" data-field="after-call">'
+            + _figure("Callbacks scheduled", f"{results.callbacks:,}", "callbacks", "asked to be called back")
+            + _figure("Opt-outs", f"{results.opt_outs:,}", "opt_outs", "asked not to be called: do-not-call list")
+            + _figure("Wrong numbers", f"{results.wrong_numbers:,}", "wrong_numbers", "never dialed again for them")
+            + _figure("Unsuccessful", f"{results.unsuccessful:,}", "unsuccessful",
+                      "contacts whose last conversation missed the success rule")
             + "</dl>")
 
 

@@ -39,7 +39,8 @@ WAITING = (states.PENDING, states.WAITING_SCHEDULE, states.RETRY_WAIT, states.WA
 
 
 def progress(counts: Mapping[str, int]) -> dict[str, Any]:
-    """Totals of a batch: ``total``, ``done`` (final jobs), ``percent`` done, calls in progress, waiting jobs."""
+    """Totals of a batch: ``total``, ``done`` (final jobs), ``percent`` done, calls in progress, conversations
+    whose analysis is awaited (``analyzing``: open, the after-call rules decide them next), waiting jobs."""
     total = sum(counts.values())
     done = sum(counts.get(s, 0) for s in states.FINAL)
     return {
@@ -50,6 +51,7 @@ def progress(counts: Mapping[str, int]) -> dict[str, Any]:
         "failed": counts.get(states.FAILED, 0),
         "cancelled": counts.get(states.CANCELLED, 0),
         "calls_in_progress": sum(counts.get(s, 0) for s in CALLING),
+        "analyzing": counts.get(states.ANALYZING, 0),
         "queued": counts.get(states.QUEUED, 0),
         "waiting": sum(counts.get(s, 0) for s in WAITING),
     }
@@ -200,7 +202,7 @@ def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 def result_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The contact's result (:func:`shared.domain.results.contact_result`) with its instants as ISO-8601."""
     view = contact_result(doc)
-    for name in ("last_call_at", "finished_at"):
+    for name in ("last_call_at", "callback_at", "finished_at"):
         view[name] = iso(view[name])
     return view
 

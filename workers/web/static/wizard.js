@@ -8,7 +8,7 @@
   var form = document.getElementById("wizard");
   var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   var admin = body.getAttribute("data-admin") === "1";
-  var state = { csv: null, contactsChecked: false, previewSeq: 0, busy: false };
+  var state = { csv: null, contactsChecked: false, previewSeq: 0, busy: false, afterCall: [] };
 
   function $(id) { return document.getElementById(id); }
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
@@ -71,7 +71,7 @@
       var prefix = box.getAttribute("data-error-for") === e.field || !e.field ? "" : e.field + ": ";
       text(box, (box.textContent ? box.textContent + " · " : "") + prefix + e.message);
       var input = box.previousElementSibling;
-      if (input && /^(INPUT|TEXTAREA|P)$/.test(input.tagName)) { input.setAttribute("aria-invalid", "true"); }
+      if (input && /^(INPUT|TEXTAREA|SELECT|P)$/.test(input.tagName)) { input.setAttribute("aria-invalid", "true"); }
       var section = box.closest("section.step");
       var step = section ? parseInt(section.getAttribute("data-step"), 10) : 0;
       if (step && (first === null || step < first)) { first = step; }
@@ -128,7 +128,50 @@
     }
     var dates = value("f-blackouts").split(/[\s,]+/).filter(function (d) { return d; });
     if (dates.length) { cs.blackout_dates = dates; }
+    var ac = afterCall();
+    if (ac) { cs.after_call = ac; }
     return cs;
+  }
+
+  // A value typed for a success rule: true, false and numbers are read as JSON, anything else is a string.
+  function scalar(raw) {
+    if (/^(true|false)$/i.test(raw)) { return raw.toLowerCase() === "true"; }
+    if (/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(raw)) { return JSON.parse(raw); }
+    return raw;
+  }
+
+  // call_settings.after_call from the "After the call" inputs; null when every input is empty (nothing is sent).
+  function afterCall() {
+    var ac = {};
+    var mode = $("f-ac-success").value;
+    if (mode === "call_successful") {
+      ac.success = "call_successful";
+    } else if (mode === "equals" || mode === "in") {
+      var rule = {};
+      if (value("f-ac-success-field")) { rule.field = value("f-ac-success-field"); }
+      if (mode === "equals" && value("f-ac-success-equals")) {
+        rule.equals = scalar(value("f-ac-success-equals"));
+      } else if (mode === "in") {
+        var values = value("f-ac-success-in").split(",").map(function (v) { return v.trim(); })
+          .filter(function (v) { return v; }).map(scalar);
+        if (values.length) { rule["in"] = values; }
+      }
+      ac.success = rule;   // an incomplete rule is sent as typed: the API names what it lacks
+    }
+    document.querySelectorAll("input[data-after-call], select[data-after-call]").forEach(function (input) {
+      var name = input.getAttribute("data-after-call");
+      var raw = input.value.trim();
+      if (name === "success" || !raw) { return; }
+      ac[name] = input.getAttribute("data-kind") === "integer" && /^-?\d+$/.test(raw) ? Number(raw) : raw;
+    });
+    return Object.keys(ac).length ? ac : null;
+  }
+
+  function successMode() {
+    var mode = $("f-ac-success").value;
+    $("ac-success-rule").hidden = mode !== "equals" && mode !== "in";
+    $("ac-success-equals").hidden = mode !== "equals";
+    $("ac-success-in").hidden = mode !== "in";
   }
 
   // -- step 2: contacts --------------------------------------------------------------------------------
@@ -195,6 +238,8 @@
       clearErrors($("step-3"));
       var tbody = document.querySelector("#preview tbody");
       tbody.innerHTML = "";
+      var rules = $("preview-after-call");
+      rules.innerHTML = "";
       if (r.status !== 200) {
         text($("preview-window"), "");
         showErrors(r.data.errors || [{ message: r.data.message || "HTTP " + r.status }]);
@@ -210,6 +255,13 @@
         var mine = new Date(t.at).toLocaleString([], { weekday: "short", year: "numeric", month: "2-digit",
           day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
         [t.local_text + " " + t.zone, mine, t.rule].forEach(function (v) { text(tr.insertCell(), v); });
+      });
+      state.afterCall = r.data.after_call || [];
+      state.afterCall.forEach(function (sentence) {
+        var li = document.createElement("li");
+        li.className = "after-call-rule";
+        text(li, sentence);
+        rules.appendChild(li);
       });
       body.setAttribute("data-preview", "ok");
       return true;
@@ -241,6 +293,24 @@
       var dt = document.createElement("dt"); text(dt, row[0]); dl.appendChild(dt);
       var dd = document.createElement("dd"); text(dd, row[1]); dl.appendChild(dd);
     });
+    var dt = document.createElement("dt"); text(dt, "After the call"); dl.appendChild(dt);
+    var dd = document.createElement("dd"); dd.id = "review-after-call"; dl.appendChild(dd);
+    reviewAfterCall();
+    preview().then(reviewAfterCall);   // the rules as the server reads them now
+  }
+
+  function reviewAfterCall() {
+    var dd = $("review-after-call");
+    if (!dd) { return; }
+    dd.innerHTML = "";
+    var list = document.createElement("ol");
+    (state.afterCall || []).forEach(function (sentence) {
+      var li = document.createElement("li");
+      li.className = "after-call-rule";
+      text(li, sentence);
+      list.appendChild(li);
+    });
+    dd.appendChild(list);
   }
 
   function start() {
@@ -292,6 +362,11 @@
       var num = (spec.anyOf || []).filter(function (s) { return s.minimum !== undefined; })[0];
       if (num) { input.setAttribute("data-bounds", num.minimum + "-" + num.maximum); }
     });
+    var rules = (((props.after_call || {}).anyOf || [{}])[0].properties) || {};
+    document.querySelectorAll("[data-after-call]").forEach(function (input) {
+      var spec = rules[input.getAttribute("data-after-call")];
+      if (spec && spec.description) { input.title = spec.description; }
+    });
     var zones = ((props.timezone || {}).anyOf || [{}])[0]["enum"] || [];
     var list = $("zones");
     zones.forEach(function (z) { var o = document.createElement("option"); o.value = z; list.appendChild(o); });
@@ -320,8 +395,11 @@
     r.addEventListener("change", function () { windowMode(); previewSoon(); });
   });
   $("step-3").addEventListener("input", previewSoon);
+  $("f-ac-success").addEventListener("change", function () { successMode(); previewSoon(); });
+  $("f-ac-opt-out-scope").addEventListener("change", previewSoon);
   form.addEventListener("submit", function (ev) { ev.preventDefault(); });
   windowMode();
+  successMode();
   show(1);
   api("GET", "/call-settings/schema").then(function (r) { if (r.status === 200) { applySchema(r.data); } });
   body.setAttribute("data-ready", "1");
