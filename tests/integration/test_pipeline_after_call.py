@@ -108,95 +108,113 @@ def test_the_analysis_schedules_callbacks_lists_opt_outs_skips_wrong_numbers_and
     except TimeoutError:
         raise AssertionError(f"not final: {runtime.jobs.counts(bid)} {runtime.jobs.counts(second)}") from None
 
-    settings = parse_call_settings(SETTINGS)
-    guard = timedelta(seconds=runtime.config.pipeline_dial_guard_s * SPEED)
-    late = timedelta(seconds=LATE_REAL_S * SPEED)
-    dials = collections.defaultdict(list)       # number -> its calls, oldest first
-    for rec in sorted(stack.simulator.dials(timeline=True), key=lambda r: r["received_at"]):
-        dials[rec["body"]["to_number"]].append(rec)
-    jobs = {j["contact"]["external_id"]: j for j in runtime.jobs.find({"batch_id": {"$in": [bid, second]}})}
-
-    def at(rec: dict[str, Any]) -> datetime:
-        return from_ms(rec["received_at"])
-
-    def ended(rec: dict[str, Any]) -> datetime:
-        return from_ms(rec["call"]["end_ms"])
-
-    def asked(rec: dict[str, Any]) -> datetime:
-        call = stack.simulator.call_debug(rec["call_id"])["call"]
-        read = read_asked(call["call_analysis"]["custom_analysis_data"]["call_me_back_at"], "America/New_York")
-        assert read is not None
-        return read.at
-
-    # Every call inside the window, with the guard.
-    for phone, calls in dials.items():
+    seen = Seen(stack, runtime, {j["contact"]["external_id"]: j
+                                 for j in runtime.jobs.find({"batch_id": {"$in": [bid, second]}})})
+    for phone, calls in seen.dials.items():       # every call inside the window, with the guard
         for rec in calls:
-            assert is_allowed_time(settings, at(rec), phone)[0], (phone, at(rec))
-
-    # Callbacks inside the window: placed at the asked time (never before), then the promise completes the contact.
-    for i, (phone,) in enumerate(groups["callback"]):
-        job = jobs[f"callback{i}"]
-        first, second_call = dials[phone]
-        wanted = asked(first)
-        assert job["status"] == states.COMPLETED and job["callbacks"] == 1 and job["tries"] == 0, job
-        assert job["callback_at"] == int(wanted.timestamp()) * 1000 or not is_allowed_time(
-            settings, wanted + guard, phone)[0], (job["callback_at"], wanted)
-        assert job["callback_at"] <= second_call["received_at"] <= job["callback_at"] + late.total_seconds() * 1000
-        assert at(second_call) >= wanted
-
-    # Callbacks asked in the closed half hour: placed when the window opens again (10:40), never inside it.
-    in_gap = 0
-    for i, (phone,) in enumerate(groups["closed"]):
-        job = jobs[f"closed{i}"]
-        first, second_call = dials[phone]
-        wanted = asked(first)
-        expected = next_allowed_time(settings, wanted, phone)
-        in_gap += expected > wanted
-        assert job["status"] == states.COMPLETED and job["callbacks"] == 1
-        assert job["callback_at"] == int(expected.timestamp()) * 1000, (wanted, expected, job["callback_at"])
-        assert expected <= at(second_call) <= expected + late
-    assert in_gap >= 3, "the callbacks were asked in the closed half hour"
-
-    # Opt-outs: listed with the call; no call to the number after it, from this batch or the second one.
-    for i, (phone,) in enumerate(groups["opt_out"]):
-        (only,) = dials[phone]
-        assert jobs[f"opt_out{i}"]["reason_code"] == "opted_out"
-        assert jobs[f"again{i}"]["status"] == states.FAILED and jobs[f"again{i}"]["reason_code"] == "do_not_call"
-        (entry,) = runtime.dnc.entries("acme", [phone])
-        assert entry["reason"] == "opt_out" and entry["call_id"] == only["call_id"]
-    for i, (phone,) in enumerate(groups["fresh"]):
-        assert jobs[f"again{len(groups['opt_out']) + i}"]["status"] == states.COMPLETED and len(dials[phone]) == 1
-
-    # Wrong person: that number is never called again; the next one is dialed in the same round.
-    for i, (wrong, right) in enumerate(groups["wrong"]):
-        job = jobs[f"wrong{i}"]
-        (first,) = dials[wrong]
-        (then,) = dials[right]
-        assert job["status"] == states.COMPLETED and job["tries"] == 0 and job["invalid_phones"] == [0]
-        assert ended(first) <= at(then) <= ended(first) + late, (ended(first), at(then))
-
-    # Unsuccessful: the attempt is spent and the contact is retried after the outcome's delay (half an hour).
-    for i, (phone,) in enumerate(groups["unsuccessful"]):
-        job = jobs[f"unsuccessful{i}"]
-        first, retried = dials[phone]
-        assert job["status"] == states.COMPLETED and job["tries"] == 1
-        due = next_allowed_time(settings, ended(first) + timedelta(hours=0.5), phone)
-        assert due <= at(retried) + timedelta(seconds=1) and at(retried) <= due + late + guard
-
-    # A contact that keeps asking: two callbacks, then its asks are ignored and the success rule decides
-    # (unsuccessful twice: max_attempts 2).
-    for i, (phone,) in enumerate(groups["keeps_asking"]):
-        job = jobs[f"keeps_asking{i}"]
-        assert len(dials[phone]) == 4, [at(r) for r in dials[phone]]
-        assert job["callbacks"] == 2 and job["status"] == states.FAILED
-        assert job["reason_code"] == "max_attempts_after"
-        assert job["reason_params"]["last"]["params"]["outcome"] == "unsuccessful"
+            assert is_allowed_time(seen.settings, seen.at(rec), phone)[0], (phone, seen.at(rec))
+    check_callbacks(seen, groups)
+    check_opt_outs(seen, groups)
+    check_wrong_numbers_and_unsuccessful(seen, groups)
 
     # What the operator sees: the counts of actions on /metrics, the results of each contact.
     metrics = client.get("/metrics").text
     for action in ("callback", "opted_out", "wrong_number", "unsuccessful", "completed"):
         assert f'outdial_after_call_actions_total{{action="{action}"' in metrics.replace("process=", ""), action
-    assert client.get(f"/jobs/{jobs['opt_out0']['_id']}").json()["result"]["after_call"] == "opted_out"
+    assert client.get(f"/jobs/{seen.jobs['opt_out0']['_id']}").json()["result"]["after_call"] == "opted_out"
+
+
+class Seen:
+    """The simulator's record of the calls (each number's, oldest first) and the jobs, with the run's budgets."""
+
+    def __init__(self, stack: Any, runtime: Any, jobs: dict[str, dict[str, Any]]) -> None:
+        self.stack, self.runtime, self.jobs = stack, runtime, jobs
+        self.settings = parse_call_settings(SETTINGS)
+        self.guard = timedelta(seconds=runtime.config.pipeline_dial_guard_s * SPEED)
+        self.late = timedelta(seconds=LATE_REAL_S * SPEED)
+        self.dials: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for rec in sorted(stack.simulator.dials(timeline=True), key=lambda r: r["received_at"]):
+            self.dials[rec["body"]["to_number"]].append(rec)
+
+    @staticmethod
+    def at(rec: dict[str, Any]) -> datetime:
+        return from_ms(rec["received_at"])
+
+    @staticmethod
+    def ended(rec: dict[str, Any]) -> datetime:
+        return from_ms(rec["call"]["end_ms"])
+
+    def asked(self, rec: dict[str, Any]) -> datetime:
+        """The callback time the person asked for in this call, as the simulator's analysis of it says."""
+        call = self.stack.simulator.call_debug(rec["call_id"])["call"]
+        read = read_asked(call["call_analysis"]["custom_analysis_data"]["call_me_back_at"], "America/New_York")
+        assert read is not None
+        return read.at
+
+
+def check_callbacks(seen: Seen, groups: dict[str, list[list[str]]]) -> None:
+    # Inside the window: placed at the asked time (never before); then the promise completes the contact.
+    for i, (phone,) in enumerate(groups["callback"]):
+        job = seen.jobs[f"callback{i}"]
+        first, again = seen.dials[phone]
+        wanted = seen.asked(first)
+        assert job["status"] == states.COMPLETED and job["callbacks"] == 1 and job["tries"] == 0, job
+        assert job["callback_at"] == int(wanted.timestamp()) * 1000 or not is_allowed_time(
+            seen.settings, wanted + seen.guard, phone)[0], (job["callback_at"], wanted)
+        assert seen.at(again) >= wanted
+        assert job["callback_at"] <= again["received_at"] <= job["callback_at"] + seen.late.total_seconds() * 1000
+    # Asked in the closed half hour: placed when the window opens again (10:40), never inside it.
+    in_gap = 0
+    for i, (phone,) in enumerate(groups["closed"]):
+        job = seen.jobs[f"closed{i}"]
+        first, again = seen.dials[phone]
+        wanted = seen.asked(first)
+        expected = next_allowed_time(seen.settings, wanted, phone)
+        in_gap += expected > wanted
+        assert job["status"] == states.COMPLETED and job["callbacks"] == 1
+        assert job["callback_at"] == int(expected.timestamp()) * 1000, (wanted, expected, job["callback_at"])
+        assert expected <= seen.at(again) <= expected + seen.late
+    assert in_gap >= 3, "the callbacks were asked in the closed half hour"
+    # Keeps asking: two callbacks, then its asks are ignored and the success rule decides (unsuccessful twice,
+    # max_attempts 2).
+    for i, (phone,) in enumerate(groups["keeps_asking"]):
+        job = seen.jobs[f"keeps_asking{i}"]
+        assert len(seen.dials[phone]) == 4, [seen.at(r) for r in seen.dials[phone]]
+        assert job["callbacks"] == 2 and job["status"] == states.FAILED
+        assert job["reason_code"] == "max_attempts_after"
+        assert job["reason_params"]["last"]["params"]["outcome"] == "unsuccessful"
+
+
+def check_opt_outs(seen: Seen, groups: dict[str, list[list[str]]]) -> None:
+    # Listed with the call; no call to the number after it, from this batch or the second one.
+    for i, (phone,) in enumerate(groups["opt_out"]):
+        (only,) = seen.dials[phone]
+        assert seen.jobs[f"opt_out{i}"]["reason_code"] == "opted_out"
+        again = seen.jobs[f"again{i}"]
+        assert again["status"] == states.FAILED and again["reason_code"] == "do_not_call"
+        (entry,) = seen.runtime.dnc.entries("acme", [phone])
+        assert entry["reason"] == "opt_out" and entry["call_id"] == only["call_id"] and entry["scope"] == "acme"
+    for i, (phone,) in enumerate(groups["fresh"]):
+        assert seen.jobs[f"again{len(groups['opt_out']) + i}"]["status"] == states.COMPLETED
+        assert len(seen.dials[phone]) == 1
+
+
+def check_wrong_numbers_and_unsuccessful(seen: Seen, groups: dict[str, list[list[str]]]) -> None:
+    # Wrong person: that number is never called again; the next one is dialed in the same round.
+    for i, (wrong, right) in enumerate(groups["wrong"]):
+        job = seen.jobs[f"wrong{i}"]
+        (first,) = seen.dials[wrong]
+        (then,) = seen.dials[right]
+        assert job["status"] == states.COMPLETED and job["tries"] == 0 and job["invalid_phones"] == [0]
+        assert seen.ended(first) <= seen.at(then) <= seen.ended(first) + seen.late, (seen.ended(first), seen.at(then))
+    # Unsuccessful: the attempt is spent and the contact is retried after the outcome's delay (half an hour).
+    for i, (phone,) in enumerate(groups["unsuccessful"]):
+        job = seen.jobs[f"unsuccessful{i}"]
+        first, retried = seen.dials[phone]
+        assert job["status"] == states.COMPLETED and job["tries"] == 1
+        due = next_allowed_time(seen.settings, seen.ended(first) + timedelta(hours=0.5), phone)
+        assert due <= seen.at(retried) + timedelta(seconds=1)
+        assert seen.at(retried) <= due + seen.late + seen.guard
 
 
 HOLIDAY_START = NEW_YORK.localize(datetime(2026, 11, 24, 12, 0)).astimezone(UTC)   # Tuesday, noon

@@ -79,7 +79,7 @@ def test_the_preview_says_the_after_call_rules_in_the_order_they_apply(api):
         "wrong_person true: the number is never dialed again for this contact; the next number is dialed now",
         "call_me_back_at holds a time: the contact is called back then, or at the next allowed time after it "
         "(at most 3 callbacks, no attempt spent)",
-        "a conversation completes the contact when promise_to_pay = True; otherwise it is unsuccessful: the attempt "
+        "a conversation completes the contact when promise_to_pay = true; otherwise it is unsuccessful: the attempt "
         "is spent and the contact is retried after its delay"]
     assert said.json()["times"]          # the call times as before
 

@@ -217,14 +217,14 @@ def test_the_wizard_sets_the_after_call_rules_and_shows_them_before_the_start(we
     assert rules[0].startswith("do_not_call true: the contact's numbers go onto the account's do-not-call list")
     assert rules[1].startswith("wrong_person true: the number is never dialed again")
     assert "(at most 3 callbacks, no attempt spent)" in rules[2]
-    assert rules[3].startswith("a conversation completes the contact when promise_to_pay = True;")
+    assert rules[3].startswith("a conversation completes the contact when promise_to_pay = true;")
 
     # "is one of": a list, its values read as JSON where they are true, false or numbers
     choose(browser, {"f-ac-success": "in"})
     fill(browser, {"f-ac-success-in": "paid, 2, FALSE, 007"})
     browser.wait_for(f"{AFTER_CALL_RULES}.length === 4 && {AFTER_CALL_RULES}[3].includes(' in ')")
     assert browser.evaluate(AFTER_CALL_RULES)[3].startswith(
-        "a conversation completes the contact when promise_to_pay in ['paid', 2, False, '007'];")
+        'a conversation completes the contact when promise_to_pay in ["paid", 2, false, "007"];')
     assert browser.evaluate(f"{slot}.textContent") == ""
 
     # The review lists them; the stored batch has them.

@@ -159,15 +159,23 @@ def _scenario(phones: list[str], duration_s: float) -> dict[str, Any]:
     return {"numbers": {p: {"outcome": "answer", "ring_s": 2, "duration_s": duration_s} for p in phones}}
 
 
-def _prepare(config: Any, clock: Any, *, limit: int, label: str) -> tuple[Any, dict[str, Any]]:
-    """A runtime on ``config``'s (fresh) database with the bench account and batch."""
+#: The ``after_call`` of ``--after-call``: every conversation waits for its analysis, which completes it.
+BENCH_AFTER_CALL = {"success": "call_successful"}
+
+
+def _prepare(config: Any, clock: Any, *, limit: int, label: str,
+             after_call: bool = False) -> tuple[Any, dict[str, Any]]:
+    """A runtime on ``config``'s (fresh) database with the bench account and batch (``after_call``: the batch's
+    conversations are decided by their analysis, :data:`BENCH_AFTER_CALL`)."""
     from workers.runtime import build_runtime
 
     runtime = build_runtime(config, clock)
     mongo.ensure_indexes(runtime.db)
     runtime.account_changes.apply("bench", {"plan": {"type": "unlimited"}, "concurrency_limit": limit})
     batch = runtime.batches.create({"name": label, "account_id": "bench", "agent_id": "agent_bench",
-                                    "from_number": "+12125550100", "call_settings": {"max_call_duration": 7200}})
+                                    "from_number": "+12125550100", "call_settings": {
+                                        "max_call_duration": 7200,
+                                        **({"after_call": BENCH_AFTER_CALL} if after_call else {})}})
     return runtime, batch
 
 
@@ -177,13 +185,15 @@ def _per_call(value: float, completed: int, digits: int = 2) -> float | None:
 
 def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, workers: int, processes: int,
              threads: int, mongo_uri: str, redis_url: str, label: str, webhooks: bool = True,
-             time_cap_s: float = DEFAULT_TIME_CAP_S) -> dict[str, Any]:
+             time_cap_s: float = DEFAULT_TIME_CAP_S, after_call: bool = False) -> dict[str, Any]:
     """One campaign of ``contacts`` answered calls of ``duration_s`` simulated seconds; returns its figures.
 
     :param webhooks: run the web dyno and have the simulator send it signed webhooks (production's
         path: a call is finalized when it ends); False leaves end detection to the polls alone.
     :param time_cap_s: real seconds after which the run stops waiting and reports what it reached
         (``completed`` below ``contacts``, ``timed_out``).
+    :param after_call: the batch has ``after_call`` rules (:data:`BENCH_AFTER_CALL`): each conversation waits for
+        its analysis (``analyzing``), which then completes it.
     """
     import redis as redis_lib
 
@@ -210,7 +220,7 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         if webhooks:
             stack.start_web(port=web_port)
             _wait_until(lambda: embedded.port_in_use(web_port), timeout_s=30)
-        runtime, batch = _prepare(config, clock, limit=limit, label=label)
+        runtime, batch = _prepare(config, clock, limit=limit, label=label, after_call=after_call)
         _wait_until(lambda: len([k for k in _processes(stack).values() if k == "workers"]) >= workers * processes,
                     timeout_s=30)
         time.sleep(3)  # sleep ok: every worker process boots, connects and publishes a first metrics snapshot
@@ -255,8 +265,9 @@ def run_once(*, contacts: int, limit: int, speed: float, duration_s: float, work
         for pid, kind in kinds.items():
             rss[kind].append(peak_rss_mb(pid))
         return {
-            "label": label, "webhooks": webhooks, "contacts": contacts, "completed": completed,
-            "timed_out": completed < contacts, "limit": limit, "speed": speed, "call_s": duration_s,
+            "label": label, "webhooks": webhooks, "after_call": after_call, "contacts": contacts,
+            "completed": completed, "timed_out": completed < contacts, "limit": limit, "speed": speed,
+            "call_s": duration_s,
             "worker_processes": len(rss["workers"]), "threads": threads, "elapsed_s": round(elapsed, 1),
             "completed_calls_per_s": round(completed / elapsed, 1),
             "avg_simultaneous_over_limit": _avg_over_limit(samples, limit),
@@ -458,6 +469,9 @@ def main(argv: Sequence[str]) -> int:
                              f"(default {DEFAULT_TIME_CAP_S:.0f})")
     parser.add_argument("--no-webhooks", action="store_true",
                         help="no web dyno: end of calls detected by polls only")
+    parser.add_argument("--after-call", action="store_true",
+                        help='the throughput batch has after_call rules ({"success": "call_successful"}): each '
+                             "conversation waits for its analysis before it completes")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
@@ -466,11 +480,12 @@ def main(argv: Sequence[str]) -> int:
     mongo_server = embedded.mongodb()
     redis_server = embedded.redis() if os.environ.get("REDIS_URL") else embedded.start_redis()
     try:
-        common = {"mongo_uri": mongo_server.url, "redis_url": embedded.with_db_index(redis_server.url, BENCH_REDIS_DB)}
+        common: dict[str, Any] = {"mongo_uri": mongo_server.url,
+                                  "redis_url": embedded.with_db_index(redis_server.url, BENCH_REDIS_DB)}
         results["throughput"] = run_once(
             contacts=args.contacts, limit=args.limit, speed=args.speed, duration_s=args.call_s, workers=args.workers,
             processes=args.processes, threads=args.threads, label="throughput", webhooks=not args.no_webhooks,
-            time_cap_s=args.time_cap, **common)
+            time_cap_s=args.time_cap, after_call=args.after_call, **common)
         _print(results["throughput"])
         if args.baseline:
             results["baseline"] = run_baseline(contacts=args.contacts, limit=args.limit, speed=args.speed,
