@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytz
 
-from shared.clock import from_ms
+from shared.clock import from_ms, started_at
 from shared.domain import states
 from shared.domain.after_call import read_asked
 from shared.domain.call_settings import parse_call_settings
@@ -249,3 +249,35 @@ def test_a_callback_asked_for_a_public_holiday_is_placed_the_next_allowed_day(st
         assert from_ms(calls[1]["received_at"]) >= friday
         assert all(from_ms(c["received_at"]).astimezone(NEW_YORK).date() != thanksgiving for c in calls)
         assert job["status"] == states.COMPLETED and job["callbacks"] == 1
+
+
+def test_contacts_waiting_for_their_analysis_are_decided_after_a_worker_is_killed(stack_factory):
+    # Without webhooks: the polls end the calls and the results sweep looks for the analyses, which the simulator
+    # makes 15 simulated minutes after each call (3 real seconds). The worker is killed (SIGKILL) while
+    # conversations wait for their analysis; a new one decides every contact, none twice.
+    phones = numbers("60", 12)
+    rules = {p: {"sequence": [answer(call_me_back_at="{{end+10m}}", promise_to_pay=False),
+                              answer(promise_to_pay=True)]} if i % 2 else answer(promise_to_pay=i % 4 == 0)
+             for i, p in enumerate(phones)}
+    stack, runtime = stack_factory(clock=started_at(START + timedelta(minutes=40), speed=300),
+                                   scenario={"numbers": rules, "analysis_delay_s": 900},
+                                   config_overrides={"retell_webhooks": False})
+    runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 12})
+    batch = runtime.batches.create({"name": "killed", "account_id": "acme", "agent_id": "agent_test",
+                                    "from_number": "+12125550100", "call_settings": {**SETTINGS, "windows": None,
+                                                                                     "max_attempts": 1}})
+    runtime.jobs.create_jobs(batch["_id"], "acme", [{"name": f"k{i}", "phones": [p]} for i, p in enumerate(phones)])
+    wait_until(lambda: runtime.jobs.counts(batch["_id"]).get(states.ANALYZING, 0) >= 3, timeout_s=60,
+               interval_s=0.05)
+    stack.kill_worker(0)
+    stack.start_worker()
+    wait_until(lambda: all(j["status"] in states.FINAL for j in runtime.jobs.find({"batch_id": batch["_id"]})),
+               timeout_s=120, interval_s=0.5)
+    for i, phone in enumerate(phones):
+        (job,) = runtime.jobs.find({"batch_id": batch["_id"], "contact.phones": phone})
+        calls = stack.simulator.dials(phone)
+        if i % 2:     # asked for a callback, then promised: two calls, one callback
+            assert len(calls) == 2 and job["callbacks"] == 1 and job["status"] == states.COMPLETED, (job, calls)
+        else:         # one call: completed on a promise, else unsuccessful on its only attempt
+            assert len(calls) == 1, calls
+            assert job["status"] == (states.COMPLETED if i % 4 == 0 else states.FAILED), job
