@@ -119,6 +119,10 @@ class MemoryJobs:
                 return dict(doc)
         return None
 
+    def update_one(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> Any:
+        hit = self.find_one_and_update(query, update)
+        return SimpleNamespace(modified_count=int(hit is not None))
+
     def update_many(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> Any:
         hits = [doc for doc in self.docs.values() if _matches(doc, query)]
         for doc in hits:
@@ -154,6 +158,16 @@ OPS: dict[str, Op] = {
                                                    set_={"tries": 1, "next_try_at": 0}),
     "after_call": lambda s, j, o: s.apply_decision(j, states.CANCELLED, expected=(states.IN_CALL,),
                                                    set_={"outcome": "x"}, where={"call_id": "c1"}),
+    "await_analysis": lambda s, j, o: s.apply_decision(j, states.ANALYZING, expected=(states.IN_CALL,),
+                                                       set_={"next_try_at": 0}, where={"call_id": "c1"}),
+    "check_analysis_later": lambda s, j, o: s.check_analysis_later(j, 0, 5),
+    "callback": lambda s, j, o: s.apply_decision(j, states.WAITING_SCHEDULE, expected=(states.ANALYZING,),
+                                                 set_={"next_try_at": 9, "callback_at": 9}, inc={"callbacks": 1},
+                                                 where={"call_id": "c1"}),
+    "unsuccessful": lambda s, j, o: s.apply_decision(j, states.RETRY_WAIT, expected=(states.ANALYZING,),
+                                                     set_={"tries": 1, "next_try_at": 0}, where={"call_id": "c1"}),
+    "analyzed": lambda s, j, o: s.apply_decision(j, states.COMPLETED, expected=(states.ANALYZING,),
+                                                 where={"call_id": "c1"}),
     "cancel_batch": lambda s, j, o: s.cancel_batch("b"),
     "top_up": lambda s, j, o: s.release_waiting_balance("acc"),
 }
