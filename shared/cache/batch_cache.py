@@ -290,6 +290,9 @@ class BatchCache:
         default :func:`~shared.domain.calling_window.validate_call_settings` with ``config``
         (:func:`~shared.domain.call_settings.default_call_settings` for a batch without call_settings).
     :param config: configuration for the default parser.
+    :param refresh: called before each bulk load (the first miss, the first after a clear, then once per
+        ``bulk_interval_s``): what the batches' settings are judged against and may have changed with them (the
+        compliance profiles in force), read again on the same schedule and by the same invalidations.
     :param group: the group the process's listener keeps fresh; default :data:`PROCESS_CACHES`;
         None keeps the cache out of every group (it then lives by its TTL and direct evictions).
     """
@@ -299,7 +302,8 @@ class BatchCache:
                  negative_maxsize: int = DEFAULT_NEGATIVE_MAXSIZE, load_wait_s: float = DEFAULT_LOAD_WAIT_S,
                  bulk_loader: BulkLoader | None = None, bulk_limit: int = DEFAULT_BULK_LIMIT,
                  bulk_interval_s: float | None = None, parse_settings: SettingsParser | None = None,
-                 config: Config, group: CacheGroup | None = PROCESS_CACHES) -> None:
+                 config: Config, group: CacheGroup | None = PROCESS_CACHES,
+                 refresh: Callable[[], None] | None = None) -> None:
         if ttl_s < 0 or negative_ttl_s < 0 or (bulk_interval_s is not None and bulk_interval_s < 0):
             raise ValueError("ttl_s, negative_ttl_s and bulk_interval_s must be >= 0")
         if maxsize < 1 or negative_maxsize < 1:
@@ -307,6 +311,7 @@ class BatchCache:
         if bulk_limit < 0:
             raise ValueError("bulk_limit must be >= 0")
         self.loader = loader
+        self.refresh = refresh
         self.bulk_loader = bulk_loader
         self.bulk_limit = min(bulk_limit, maxsize) if bulk_loader is not None else 0
         self.bulk_interval_s = float(ttl_s if bulk_interval_s is None else bulk_interval_s)
@@ -506,6 +511,8 @@ class BatchCache:
         bulk_loader = self.bulk_loader
         assert bulk_loader is not None   # a bulk load is only due with one (bulk_limit > 0)
         try:
+            if self.refresh is not None:
+                self.refresh()
             docs = bulk_loader(batch_id, self.bulk_limit)
             queries = 1
             entries = {str(doc["_id"]): self._entry(doc) for doc in docs}

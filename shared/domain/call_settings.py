@@ -208,6 +208,9 @@ class CallSettings:
     :param on_insufficient_balance: ``"fail"`` or ``"wait"``.
     :param keep_transcripts: keep each call's transcript on its attempt (capped).
     :param after_call: what a conversation's analysis decides (:class:`AfterCall`).
+    :param purpose: what the campaign is for (``collection``, ``telemarketing``, ``reminder``, ``survey``), or None.
+    :param compliance: the compliance profiles applied: their ids, ``"auto"`` (chosen by the callee's number and
+        ``purpose``: :mod:`shared.domain.compliance`), or ``()`` for none.
     :param raw: the dict as given.
     :param document: the normalised fields the operator set (what :meth:`to_document` returns).
     """
@@ -227,6 +230,8 @@ class CallSettings:
     on_insufficient_balance: str = DEFAULT_BALANCE_POLICY
     keep_transcripts: bool = False
     after_call: AfterCall = NO_AFTER_CALL
+    purpose: str | None = None
+    compliance: tuple[str, ...] | str = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Derived data computed once per object (the compiled calling window, see shared.domain.calling_window).
@@ -332,6 +337,8 @@ def parse_call_settings(raw: Mapping[str, Any] | None, *, config: Config | None 
         on_insufficient_balance=shape.on_insufficient_balance or defaults["on_insufficient_balance"],
         keep_transcripts=bool(shape.keep_transcripts),
         after_call=AfterCall.of(shape.after_call),
+        purpose=shape.purpose,
+        compliance=(shape.compliance if isinstance(shape.compliance, str) else tuple(shape.compliance or ())),
         raw=dict(raw),
         document=document,
     )

@@ -29,8 +29,9 @@ check that the window opens within a year).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
@@ -46,12 +47,16 @@ from shared.domain.call_settings import (
     Window,
     parse_call_settings,
 )
+from shared.domain.compliance import REGISTRY, ComplianceProfile, auto_profile_ids
+from shared.domain.shapes import AUTO_COMPLIANCE
 from shared.errors import OutdialError
 
 __all__ = [
     "HORIZON_S",
     "NoAllowedTime",
+    "applicable_profiles",
     "describe_window",
+    "excluded_by_profiles",
     "first_allowed_within_year",
     "is_allowed_time",
     "next_allowed_time",
@@ -427,6 +432,61 @@ def _seconds(now: datetime) -> int:
     return (now - EPOCH) // _ONE_SECOND
 
 
+# --- compliance profiles -----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def _auto_ids(phone: str, purpose: str, region: str) -> tuple[str, ...]:
+    return auto_profile_ids(phone, purpose, region=region)
+
+
+def applicable_profiles(call_settings: CallSettings, phone: str | None, *,
+                        config: Config | None = None) -> tuple[ComplianceProfile, ...]:
+    """The compliance profiles that apply to a call to ``phone`` under these settings: those ``compliance`` names,
+    or with ``"auto"`` those of the number's country (and US state) for the batch's ``purpose``
+    (:func:`shared.domain.compliance.auto_profile_ids`); the profiles in force (:data:`REGISTRY`). ``()`` when the
+    settings name none (or ``"auto"`` without a number: a preview without one)."""
+    chosen = call_settings.compliance
+    if not chosen:
+        return ()
+    if chosen == AUTO_COMPLIANCE:
+        if not phone or not call_settings.purpose:
+            return ()
+        config = config or get_config()
+        ids = _auto_ids(phone, call_settings.purpose, config.phone_default_region)
+    else:
+        ids = tuple(chosen)
+    found = (REGISTRY.get(i) for i in ids)
+    return tuple(p for p in found if p is not None)
+
+
+def _profile_zone_names(call_settings: CallSettings, profile: ComplianceProfile, phone: str | None,
+                        contact_timezone: str | None, config: Config) -> tuple[str, ...]:
+    """The zones a profile's window is read in: its fixed zone; else every zone the callee may be in (the number's
+    zones and the contact's own zone together: when they disagree, a call must be allowed in all of them), or the
+    settings' zones when neither says anything."""
+    if profile.fixed_zone:
+        return (profile.fixed_zone,)
+    names = ([contact_timezone] if contact_timezone else []) + list(
+        _phone_zone_names(phone, config.phone_default_region) if phone else ())
+    if not names:
+        names = list(resolve_timezones(call_settings, phone, contact_timezone=contact_timezone, config=config))
+    return tuple(dict.fromkeys(names))
+
+
+def _constraints(settings: CallSettings, phone: str | None, contact_timezone: str | None,
+                 config: Config) -> list[tuple[_Plan, tuple[_Zone, ...], ComplianceProfile | None]]:
+    """Every rule that must allow an instant: the settings' own window in its zones, then each applicable profile's
+    window in the callee's zones (the effective window is their intersection)."""
+    names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)
+    out: list[tuple[_Plan, tuple[_Zone, ...], ComplianceProfile | None]] = [(_plan(settings), _zones_named(names),
+                                                                             None)]
+    for profile in applicable_profiles(settings, phone, config=config):
+        zones = _zones_named(_profile_zone_names(settings, profile, phone, contact_timezone, config))
+        out.append((_plan(profile.settings), zones, profile))
+    return out
+
+
 # --- public API --------------------------------------------------------------------------------------------------
 
 
@@ -448,13 +508,16 @@ def is_allowed_time(call_settings: CallSettings, now: datetime,
     settings = _require(call_settings)
     t = _seconds(now)
     plan = _plan(settings)
-    if plan.any_time:
+    if plan.any_time and not settings.compliance:
         return True, None
-    names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)
-    for zone in _zones_named(names):
-        offset, _ = zone.offset_at(t)
-        if not plan.allowed_wall(t + offset):
-            return False, plan.reason(zone, t, now, lang or config.lang)
+    for rule, zones, profile in _constraints(settings, phone, contact_timezone, config):
+        if rule.any_time:
+            continue
+        for zone in zones:
+            offset, _ = zone.offset_at(t)
+            if not rule.allowed_wall(t + offset):
+                why = rule.reason(zone, t, now, lang or config.lang)
+                return False, why if profile is None else f"{profile.id}: {why}"
     return True, None
 
 
@@ -473,17 +536,41 @@ def next_allowed_time(call_settings: CallSettings, now: datetime,
     settings = _require(call_settings)
     t = _seconds(now)
     plan = _plan(settings)
-    if plan.any_time:
+    if plan.any_time and not settings.compliance:
         return now.astimezone(UTC)
     names = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)
-    found = plan.next_allowed(_zones_named(names), t, t + HORIZON_S)
+    constraints = _constraints(settings, phone, contact_timezone, config)
+    found = _next_in_all(constraints, t, t + HORIZON_S)
     if found is None:
+        profiles = [p.id for _, _, p in constraints if p is not None]
         raise NoAllowedTime(
             f"no instant in the year after {now.astimezone(UTC):%Y-%m-%d %H:%M} UTC is inside the calling window "
-            f"in {'every one of ' if len(names) > 1 else ''}{', '.join(names)}", zones=names)
+            f"in {'every one of ' if len(names) > 1 else ''}{', '.join(names)}"
+            + (f" and the window of {', '.join(profiles)}" if profiles else ""), zones=names)
     if found == t:
         return now.astimezone(UTC)
     return EPOCH + timedelta(seconds=found)
+
+
+def _next_in_all(constraints: Sequence[tuple[_Plan, tuple[_Zone, ...], Any]], t: int, limit: int) -> int | None:
+    """The first instant in ``[t, limit]`` every constraint allows: each moves ``t`` to its own next allowed
+    instant until none moves it (each rule's allowed instants from ``t`` on are found in turn, so the first common
+    one is never skipped)."""
+    if len(constraints) == 1:
+        rule, zones, _ = constraints[0]
+        return rule.next_allowed(zones, t, limit)
+    while True:
+        moved = False
+        for rule, zones, _ in constraints:
+            if rule.any_time:
+                continue
+            found = rule.next_allowed(zones, t, limit)
+            if found is None:
+                return None
+            if found != t:
+                t, moved = found, True
+        if not moved:
+            return t
 
 
 def first_allowed_within_year(call_settings: CallSettings, *, now: datetime | None = None,
@@ -533,7 +620,30 @@ def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config,
         problem = first_allowed_within_year(settings, now=now, config=config)
         if problem is not None:
             raise InvalidCallSettings([problem])
+    if isinstance(settings.compliance, tuple):
+        unknown = [(f"compliance[{i}]", f"no compliance profile {pid!r} (GET /compliance-profiles lists them)")
+                   for i, pid in enumerate(settings.compliance) if not _known_profile(pid)]
+        if unknown:
+            raise InvalidCallSettings(unknown)
     return settings
+
+
+#: Reads the operator's profiles again (set by the process's runtime); used when a batch names an unknown one.
+_profile_reloaders: list[Callable[[], None]] = []
+
+
+def use_profile_reloader(reload: Callable[[], None] | None) -> None:
+    """What :func:`validate_call_settings` calls once before refusing a profile id it does not know (another
+    process may have just added it)."""
+    _profile_reloaders[:] = [reload] if reload is not None else []
+
+
+def _known_profile(profile_id: str) -> bool:
+    if REGISTRY.get(profile_id) is not None:
+        return True
+    for reload in _profile_reloaders:
+        reload()
+    return REGISTRY.get(profile_id) is not None
 
 
 def describe_window(call_settings: CallSettings, *, lang: str | None = None,
@@ -590,7 +700,8 @@ def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int
 
     Each entry: ``at`` (aware UTC datetime), ``local`` (the same instant in ``zone``), ``zone`` (the first zone of
     :func:`resolve_timezones`), ``rule_index`` (the rule of ``windows``, or 0 for the ``days_of_week`` +
-    ``allowed_hours`` shorthand; None for any time) and ``rule`` (that rule for people, ``Mon-Fri 09:00-18:00``).
+    ``allowed_hours`` shorthand; None for any time), ``rule`` (that rule for people, ``Mon-Fri 09:00-18:00``) and
+    ``profiles`` (each applicable compliance profile and its rule that allows the instant: ``{"id", "rule"}``).
     Settings that never restrict time give one entry, ``start`` itself. Fewer than ``count`` entries come back
     when the year after ``start`` holds fewer.
 
@@ -612,7 +723,8 @@ def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int
             raise
         local = found.astimezone(tz)
         entry: dict[str, Any] = {"at": found, "local": local, "zone": names[0], "rule_index": None,
-                                 "rule": _texts(lang)["any_time"]}
+                                 "rule": _texts(lang)["any_time"],
+                                 "profiles": _profile_rules(settings, found, phone, contact_timezone, config, lang)}
         out.append(entry)
         if not settings.restricts_time:
             break
@@ -628,4 +740,50 @@ def upcoming_call_times(call_settings: CallSettings, start: datetime, count: int
             naive = datetime.combine(closes_on, datetime.min.time()) + timedelta(minutes=minute)
             ends = tz.localize(naive, is_dst=False)
         search = max(ends.astimezone(UTC), found + _ONE_SECOND)
+    return out
+
+
+def _profile_rules(settings: CallSettings, at: datetime, phone: str | None, contact_timezone: str | None,
+                   config: Config, lang: str) -> list[dict[str, str]]:
+    """Each applicable profile with the rule of its window that allows ``at`` (read in its first zone)."""
+    out = []
+    for profile in applicable_profiles(settings, phone, config=config):
+        zone = _zone(_profile_zone_names(settings, profile, phone, contact_timezone, config)[0])
+        rules = profile.settings.windows
+        matched = _rule_at(rules, at.astimezone(zone.tz)) if rules else None
+        said = (f"{_days_text(matched[1].days, lang)} {matched[1].start}-{matched[1].end}" if matched is not None
+                else _texts(lang)["any_time"])
+        out.append({"id": profile.id, "rule": f"{said} ({zone.name})"})
+    return out
+
+
+def excluded_by_profiles(call_settings: CallSettings, start: datetime, count: int, phone: str | None, *,
+                         contact_timezone: str | None = None, config: Config,
+                         lang: str | None = None) -> list[dict[str, Any]]:
+    """The call times among the next ``count`` that the batch's own window allows from ``start`` which an
+    applicable compliance profile excludes: ``{"at", "local", "zone", "profile", "why"}`` each (``why``: the
+    profile's rule that refuses it, said in ``lang``)."""
+    lang = lang or config.lang
+    settings = _require(call_settings)
+    profiles = applicable_profiles(settings, phone, config=config)
+    if not profiles:
+        return []
+    own = dataclasses.replace(settings, compliance=())
+    try:
+        times = upcoming_call_times(own, start, count, phone, contact_timezone=contact_timezone, config=config,
+                                    lang=lang)
+    except NoAllowedTime:
+        return []
+    out = []
+    for entry in times:
+        at = entry["at"]
+        t = _seconds(at)
+        for profile in profiles:
+            names = _profile_zone_names(settings, profile, phone, contact_timezone, config)
+            rule = _plan(profile.settings)
+            refused = next((z for z in _zones_named(names) if not rule.allowed_wall(t + z.offset_at(t)[0])), None)
+            if refused is not None:
+                out.append({"at": at, "local": entry["local"], "zone": entry["zone"], "profile": profile.id,
+                            "why": f"{profile.id}: {rule.reason(refused, t, at, lang)}"})
+                break
     return out

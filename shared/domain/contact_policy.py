@@ -31,6 +31,7 @@ from typing import Any
 
 import pytz
 
+from shared.domain.compliance import Cap, ComplianceProfile
 from shared.domain.reasons import Reason, because
 from shared.domain.records import Contact
 from shared.domain.shapes import COUNT_RANGE, DAYS_RANGE, ContactPolicyShape, MaxCallsShape, validate_shape
@@ -39,8 +40,8 @@ from shared.errors import ValidationError
 #: Fields of ``contact_policy`` and of its ``max_calls`` (declared by :class:`shared.domain.shapes.ContactPolicyShape`).
 POLICY_FIELDS = tuple(ContactPolicyShape.model_fields)
 MAX_CALLS_FIELDS = tuple(MaxCallsShape.model_fields)
-__all__ = ["COUNT_RANGE", "DAYS_RANGE", "MAX_CALLS_FIELDS", "POLICY_FIELDS", "ContactPolicy", "Touch", "capped_until",
-           "contact_keys", "day_start", "parse_contact_policy", "policy_of"]
+__all__ = ["COUNT_RANGE", "DAYS_RANGE", "MAX_CALLS_FIELDS", "POLICY_FIELDS", "ContactPolicy", "Limits", "Touch",
+           "capped_until", "contact_keys", "day_start", "limits_of", "parse_contact_policy", "policy_of"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class Touch:
     answered_ms: int | None = None
     until_ms: int | None = None
     ended_ms: int | None = None
+    #: the call's outcome once it ended (``answered``, ``busy``, ...; None while it may be going, or unknown)
+    outcome: str | None = None
 
     def open_at(self, t_ms: int) -> bool:
         """Whether the call may still be going at ``t_ms`` (not known to have ended, before its latest end).
@@ -123,6 +126,8 @@ class Touch:
         for name, value in (("ans", self.answered_ms), ("u", self.until_ms), ("e", self.ended_ms)):
             if value is not None:
                 doc[name] = value
+        if self.outcome is not None:
+            doc["o"] = self.outcome
         return doc
 
     @classmethod
@@ -131,7 +136,7 @@ class Touch:
             return int(doc[name]) if doc.get(name) is not None else None
 
         return cls(at_ms=int(doc["at"]), attempt_id=str(doc["a"]), answered_ms=ms("ans"), until_ms=ms("u"),
-                   ended_ms=ms("e"))
+                   ended_ms=ms("e"), outcome=str(doc["o"]) if doc.get("o") else None)
 
 
 def contact_keys(contact: Contact | Mapping[str, Any], phone: str) -> list[str]:
@@ -180,15 +185,21 @@ def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
     is not today and it comes after the recheck, else the recheck.
     """
     touches = list(touches)
+    return _or_busy(_capped_days(policy, touches, now, zone), touches, now, recheck)
+
+
+def _or_busy(capped: tuple[datetime, Reason] | None, touches: list[Touch], now: datetime,
+             recheck: timedelta) -> tuple[datetime, Reason] | None:
+    """``capped``, unless a call to the key may still be going and the caps would let the next call through
+    sooner than ``recheck`` (or that call's latest end): then decide again then."""
     now_ms = int(now.timestamp() * 1000)
     busy = max((t.until_ms or 0 for t in touches if t.open_at(now_ms)), default=None)
-    days = _capped_days(policy, touches, now, zone)
     if busy is None:
-        return days
+        return capped
     again = min(datetime.fromtimestamp(busy / 1000, UTC), now + recheck)
-    if days is None or days[0] <= again:
+    if capped is None or capped[0] <= again:
         return again, because("contact_in_progress")
-    return days
+    return capped
 
 
 def _capped_days(policy: ContactPolicy, touches: list[Touch], now: datetime,
@@ -225,3 +236,102 @@ def _capped_days(policy: ContactPolicy, touches: list[Touch], now: datetime,
     if day == today:
         return None
     return day_start(day, zone), because("contact_policy", why="; ".join(reasons))
+
+
+# -- the caps of compliance profiles, with the account's policy ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything that caps the calls to one person for one call: the account's contact policy and the caps and
+    quiet periods of the compliance profiles that apply to the call. All of them apply (the stricter wins)."""
+
+    policy: ContactPolicy | None = None
+    #: ``(profile id, cap)``
+    caps: tuple[tuple[str, Cap], ...] = ()
+    #: ``(profile id, quiet days after a conversation)``
+    quiet: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def history_days(self) -> int:
+        """Days of calls a decision needs (one more than the longest span: a local day spans more than 24 h)."""
+        spans = [self.policy.history_days if self.policy else 1]
+        spans += [(cap.days or -(-(cap.hours or 0) // 24)) + 1 for _, cap in self.caps]
+        spans += [days + 1 for _, days in self.quiet]
+        return max(spans)
+
+    def for_key(self, key: str, keys: Iterable[str]) -> Limits:
+        """What caps ``key`` among ``keys`` (those of one call): a cap ``per`` debt counts the contact's
+        ``external_id`` (``x:``), or its number when the contact has none; every other cap counts each key."""
+        has_debt = any(k.startswith("x:") for k in keys)
+        debt_key = key.startswith("x:") or not has_debt
+        return Limits(self.policy, tuple((pid, cap) for pid, cap in self.caps if cap.per != "debt" or debt_key),
+                      self.quiet)
+
+
+def limits_of(policy: ContactPolicy | None, profiles: Iterable[ComplianceProfile]) -> Limits | None:
+    """The limits of a call (None: nothing caps it)."""
+    caps = tuple((p.id, cap) for p in profiles for cap in p.caps)
+    quiet = tuple((p.id, p.quiet_days_after_conversation) for p in profiles if p.quiet_days_after_conversation)
+    if policy is None and not caps and not quiet:
+        return None
+    return Limits(policy, caps, quiet)
+
+
+def _counted(cap: Cap, touch: Touch) -> bool:
+    """Whether a call counts toward ``cap``: every call when the cap counts every outcome, a call whose outcome is
+    not known yet (it may still be going) always, else when its outcome is one the cap counts."""
+    return cap.counts is None or touch.outcome is None or touch.outcome in cap.counts
+
+
+def _cap_until(cap: Cap, touches: list[Touch], now: datetime, zone: Any) -> datetime | None:
+    """None when one more call now keeps ``cap``; else the first instant it allows one."""
+    counted = [t for t in touches if _counted(cap, t)]
+    if cap.hours is not None:
+        span_ms = cap.hours * 3_600_000
+        now_ms = int(now.timestamp() * 1000)
+        inside = sorted(t.at_ms for t in counted if t.at_ms > now_ms - span_ms)
+        if len(inside) < cap.count:
+            return None
+        return datetime.fromtimestamp((inside[len(inside) - cap.count] + span_ms) / 1000, UTC)
+    days = cap.days or 1
+    today = now.astimezone(zone).date()
+    per_day: dict[date, int] = {}
+    for touch in counted:
+        local = _local_day(touch.at_ms, zone)
+        per_day[local] = per_day.get(local, 0) + 1
+    day = today
+    for _ in range(days + 2):
+        if sum(per_day.get(day - timedelta(days=k), 0) for k in range(days)) < cap.count:
+            break
+        day += timedelta(days=1)
+    return None if day == today else day_start(day, zone)
+
+
+def limits_capped_until(limits: Limits, touches: Iterable[Touch], now: datetime, zone: Any, *,
+                        recheck: timedelta = BUSY_RECHECK) -> tuple[datetime, Reason] | None:
+    """:func:`capped_until` of every limit together: None when one more call now keeps them all; else the first
+    instant all of them allow (each, once it allows a call, keeps allowing it: no call is placed meanwhile) and
+    why (the limits that hold it back)."""
+    touches = list(touches)
+    found: list[tuple[datetime, Reason]] = []
+    if limits.policy is not None:
+        days = _capped_days(limits.policy, touches, now, zone)
+        if days is not None:
+            found.append(days)
+    for pid, cap in limits.caps:
+        until = _cap_until(cap, touches, now, zone)
+        if until is not None:
+            found.append((until, because("compliance", profile=pid, why=cap.rule or f"{cap.count} calls")))
+    for pid, quiet_days in limits.quiet:
+        talks = [_local_day(t.answered_ms, zone) for t in touches if t.answered_ms is not None]
+        if talks and max(talks) + timedelta(days=quiet_days) > now.astimezone(zone).date():
+            found.append((day_start(max(talks) + timedelta(days=quiet_days), zone),
+                          because("compliance", profile=pid,
+                                  why=f"{quiet_days} days after the conversation of {max(talks)}")))
+    capped = None
+    if found:
+        latest = max(at for at, _ in found)
+        reasons = [r for at, r in found if at == latest] or [r for _, r in found]
+        capped = (latest, reasons[0])
+    return _or_busy(capped, touches, now, recheck)

@@ -69,6 +69,7 @@ TEXTS: dict[str, tuple[str | Callable[[Mapping[str, Any], str], str], ...]] = {
                                       "la ventana cierra antes de que el proveedor reciba la llamada: {why}"),
     "no_window": ("{error}; set the contact's timezone", "{error}; indique la zona horaria del contacto"),
     "contact_policy": ("contact policy: {why}", "política de contacto: {why}"),
+    "compliance": ("{profile}: {why}", "{profile}: {why}"),
     "contact_in_progress": ("contact policy: a call to this person is in progress",
                             "política de contacto: hay una llamada en curso a esta persona"),
     "contact_policy_no_window": ("{why}; {error}", "{why}; {error}"),

@@ -606,6 +606,46 @@ if tuple(RetryDelayByOutcomeShape.model_fields) != RETRY_DELAY_OUTCOMES:  # prag
                        f"the outcomes that end a round are {', '.join(RETRY_DELAY_OUTCOMES)}")
 
 
+# --- call_settings.purpose and compliance -------------------------------------------------------------------------
+
+#: ``call_settings.purpose``: what the campaign is for (the compliance profiles ``"auto"`` chooses depend on it).
+PURPOSES = ("collection", "telemarketing", "reminder", "survey")
+#: ``call_settings.compliance`` value that chooses the profiles by the callee's number and the batch's purpose.
+AUTO_COMPLIANCE = "auto"
+#: A compliance profile's id.
+PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
+_PROFILE_ID = re.compile(PROFILE_ID_PATTERN)
+#: Most profiles one batch names.
+MAX_BATCH_PROFILES = 20
+
+
+def _purpose(value: Any) -> Any:
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in PURPOSES:
+        raise _problem(f"must be one of {', '.join(repr(p) for p in PURPOSES)}, got {value!r}")
+    return text
+
+
+def _compliance(value: Any) -> Any:
+    """``"auto"``, or a list of profile ids (unique, in the order given)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == AUTO_COMPLIANCE:
+            return AUTO_COMPLIANCE
+        raise _problem(f'must be "auto" or a list of compliance profile ids, got {value!r}')
+    if not isinstance(value, list) or len(value) > MAX_BATCH_PROFILES:
+        raise _problem(f'must be "auto" or a list of at most {MAX_BATCH_PROFILES} compliance profile ids, '
+                       f"got {_type(value)}")
+    found = [(f"[{i}]", f"must be a profile id (lowercase letters, digits and -), got {str(v)[:50]!r}")
+             for i, v in enumerate(value) if not isinstance(v, str) or not _PROFILE_ID.match(v)]
+    if found:
+        raise _many(found)
+    return list(dict.fromkeys(value))
+
+
 # --- call_settings.after_call ------------------------------------------------------------------------------------
 
 #: ``after_call.success`` as a word: any conversation completes the contact (the default), or only one whose
@@ -846,6 +886,18 @@ class CallSettingsShape(BaseModel):
     keep_transcripts: Annotated[
         bool | None,
         *_nullable(_flag, "Keep each call's transcript with its analysis (at most 20,000 characters a call).", True)]
+    purpose: Annotated[
+        Annotated[str, Field(json_schema_extra={"enum": list(PURPOSES)})] | None,
+        *_nullable(_purpose, "What the campaign is for: the compliance profiles \"auto\" applies depend on it.",
+                   "collection")]
+    compliance: Annotated[
+        Annotated[str, Field(json_schema_extra={"const": AUTO_COMPLIANCE})]
+        | Annotated[list[Annotated[str, Field(pattern=PROFILE_ID_PATTERN)]], Field(max_length=MAX_BATCH_PROFILES)]
+        | None,
+        *_nullable(_compliance, 'The calling law applied with these settings: a list of compliance profile ids, or '
+                                '"auto" (the profiles of the callee number\'s country and US state for the '
+                                "purpose). The effective window is the intersection; caps apply with the account's "
+                                "contact policy.", AUTO_COMPLIANCE)]
     after_call: Annotated[AfterCallShape | None, Field(
         default=None, examples=[{"success": "call_successful", "callback_field": "call_me_back_at",
                                  "opt_out_field": "do_not_call", "wrong_number_field": "wrong_person"}],
@@ -869,6 +921,10 @@ class CallSettingsShape(BaseModel):
             if windows_conflict:
                 found.append(("windows", "cannot be combined with days_of_week/allowed_hours (those two are the "
                                          "shorthand for one window): put every rule in windows"))
+            compliance = raw.get("compliance")
+            if (isinstance(compliance, str) and compliance.strip().lower() == AUTO_COMPLIANCE
+                    and raw.get("purpose") is None):
+                found.append(("purpose", 'is required with compliance "auto" (it chooses the profiles)'))
             zone, fallback = raw.get("timezone"), raw.get("fallback_timezone")
             zone_text = zone.strip().lower() if isinstance(zone, str) else None
             if fallback is not None and (zone is None or (zone_text != AUTO_TIMEZONE and _zone_ok(zone)
@@ -1539,6 +1595,10 @@ class PreviewShape(BaseModel):
                                     description="The instant to start from (default now on the shared clock)")]
     count: Annotated[Any, *_checked(_preview_count, Annotated[int, Field(ge=1, le=MAX_PREVIEW_COUNT)] | None,
                                     json_schema_extra={"default": DEFAULT_PREVIEW_COUNT})]
+    from_number: Annotated[Any, *_checked(_preview_phone, Annotated[str, Field(max_length=40)] | None,
+                                          examples=["+56600123456"],
+                                          description="The batch's caller id: a compliance profile that asks for a "
+                                                      "caller id prefix warns when it lacks it")]
 
 
 def body_fields(model: type[BaseModel]) -> tuple[str, ...]:

@@ -18,7 +18,8 @@ from shared.clock import Clock, ServerTime, to_ms
 from shared.config import Config
 from shared.domain import states
 from shared.domain.call_settings import CallSettings, default_call_settings
-from shared.domain.contact_policy import ContactPolicy, contact_keys
+from shared.domain.calling_window import applicable_profiles
+from shared.domain.contact_policy import ContactPolicy, contact_keys, limits_of
 from shared.domain.decisions import (
     Also,
     DialResult,
@@ -133,11 +134,12 @@ class CallOps:
 
     def _forget_turn(self, job: Job, aid: str) -> None:
         """The attempt was not placed: it no longer counts against the callee's caps."""
-        policy = self.policy_of(job.account_id)
-        if policy is None:
+        limits = limits_of(self.policy_of(job.account_id),
+                           applicable_profiles(self._settings_of(job), job.phone, config=self.config))
+        if limits is None:
             return
         self.history.forget(job.account_id, contact_keys(job.contact, job.phone), aid,
-                            keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+                            keep_ms=self.clock.now_ms() - limits.history_days * DAY_MS)
 
     def free_retry(self, job: Job, reason: Reason, *, expected: Sequence[str], lease_owner: str | None = None,
                    where: Mapping[str, Any] | None = None,

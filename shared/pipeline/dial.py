@@ -15,8 +15,13 @@ from shared.cache.batch_cache import CachedBatch
 from shared.clock import from_ms
 from shared.domain import states
 from shared.domain.call_settings import CallSettings
-from shared.domain.calling_window import NoAllowedTime, next_allowed_time, resolve_timezones
-from shared.domain.contact_policy import Touch, capped_until, contact_keys
+from shared.domain.calling_window import (
+    NoAllowedTime,
+    applicable_profiles,
+    next_allowed_time,
+    resolve_timezones,
+)
+from shared.domain.contact_policy import Touch, contact_keys, limits_capped_until, limits_of
 from shared.domain.decisions import (
     BalanceStep,
     DialDecision,
@@ -254,23 +259,25 @@ class Dial(Step):
 
     def _take_turn(self, job: Job, settings: CallSettings, phone_index: int, aid: str, now_ms: int,
                    lease_owner: str) -> DialStep | DialResult | None:
-        """The account's contact policy: record this call against the callee's keys, or, when a cap says no,
-        the job waits (``waiting_schedule``) for the first instant the caps and the window allow. None: go on."""
+        """The account's contact policy and the caps of the compliance profiles that apply to this call: record
+        this call against the callee's keys, or, when a cap says no, the job waits (``waiting_schedule``) for the
+        first instant the caps and the window allow. None: go on."""
         account_id = job.account_id
-        policy = self._policy(account_id)
-        if policy is None:
-            return None
         contact = job.contact
         phone = contact.phones[phone_index]
+        limits = limits_of(self._policy(account_id), applicable_profiles(settings, phone, config=self.config))
+        if limits is None:
+            return None
         zone = pytz.timezone(resolve_timezones(settings, phone, contact_timezone=contact.timezone,
                                                config=self.config)[0])
         now = from_ms(now_ms)
         # The latest the call can be finalized: its deadline, the stop grace, then recovery of a dead poller.
         until = self.timing.latest_end_ms(now_ms, settings, self.clock)
         touch = Touch(at_ms=now_ms, attempt_id=aid, until_ms=until)
-        refused = self.history.reserve(account_id, contact_keys(contact, phone), touch,
-                                       keep_ms=now_ms - policy.history_days * DAY_MS,
-                                       decide=lambda calls: capped_until(policy, calls, now, zone))
+        keys = contact_keys(contact, phone)
+        refused = self.history.reserve(account_id, keys, touch, keep_ms=now_ms - limits.history_days * DAY_MS,
+                                       decide=lambda key, calls: limits_capped_until(limits.for_key(key, keys),
+                                                                                     calls, now, zone))
         if refused is None:
             return None
         allowed_from, why = refused

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from shared import metrics
 from shared.domain import states
 from shared.domain.call_settings import CallSettings, choose_retry_delay
-from shared.domain.contact_policy import contact_keys
+from shared.domain.calling_window import applicable_profiles
+from shared.domain.contact_policy import contact_keys, limits_of
 from shared.domain.decisions import Also, JobWrite, decide_after_call
 from shared.domain.outcomes import EFFECTS, ROUND_ENDING, Effect, Outcome, call_reason, classify
 from shared.domain.reasons import Reason
@@ -77,7 +78,8 @@ class Finalize(Step):
             "notify_ended": True,
             **extras, **self.timing.analysis_fields(analysis, connected=connected, now_ms=now_ms, clock=self.clock),
         })
-        self._finish_turn(job, aid, int(call.end_timestamp_ms or now_ms), conversation=conversation)
+        self._finish_turn(job, aid, int(call.end_timestamp_ms or now_ms), conversation=conversation,
+                          settings=settings, outcome=outcome.value)
         stopped = self._stopped(job, cached=cached)
         result_set, result_inc = call_result_update(
             attempt_id=aid, outcome=outcome.value, duration_ms=duration_ms if connected else 0, charge=charge,
@@ -124,15 +126,17 @@ class Finalize(Step):
             self.jobs.record_analysis(job_id, aid, analysis_result_update(read_analysis(attempt["analysis"]),
                                                                           attempt.get("recording_url")))
 
-    def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool) -> None:
-        """The call ended: under a contact policy the person is free again, and a conversation starts the quiet
-        days (recorded before the job moves on, so a finalize that dies here is redone by the next poll or
-        webhook)."""
-        policy = self._policy(job.account_id)
-        if policy is None:
+    def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool, settings: CallSettings,
+                     outcome: str) -> None:
+        """The call ended: under a contact policy or a profile's caps the person is free again, the call's outcome
+        is known (a cap may not count it), and a conversation starts the quiet days (recorded before the job moves
+        on, so a finalize that dies here is redone by the next poll or webhook)."""
+        limits = limits_of(self._policy(job.account_id), applicable_profiles(settings, job.phone, config=self.config))
+        if limits is None:
             return
         self.history.finish(job.account_id, contact_keys(job.contact, job.phone), aid, ended_ms,
-                            conversation=conversation, keep_ms=self.clock.now_ms() - policy.history_days * DAY_MS)
+                            conversation=conversation, outcome=outcome,
+                            keep_ms=self.clock.now_ms() - limits.history_days * DAY_MS)
 
     def _apply_outcome(self, job: Job, outcome: Outcome, reason: Reason, settings: CallSettings, *,
                        stopped: Reason | None, also: Also) -> dict[str, Any] | None:

@@ -95,7 +95,9 @@ class ContactHistory:
              "ended_at": 1, "finalized_at": 1})
         touches = [Touch(at_ms=int(a["created_at"]), attempt_id=a["_id"], answered_ms=conversation_ms(a),
                          until_ms=int(a["created_at"]) + SEEDED_OPEN_MS,
-                         ended_ms=_ended_ms(a) if a.get("state") == attempt_states.ENDED else None)
+                         ended_ms=_ended_ms(a) if a.get("state") == attempt_states.ENDED else None,
+                         outcome=(str(a["outcome"]) if a.get("state") == attempt_states.ENDED and a.get("outcome")
+                                  else None))
                    for a in found]
         return sorted(touches, key=lambda t: (t.at_ms, t.attempt_id))
 
@@ -130,18 +132,18 @@ class ContactHistory:
         raise StoreError(f"the contact history of {key[:2]}... kept changing; try again")
 
     def reserve(self, account_id: str, keys: Iterable[str], touch: Touch, *, keep_ms: int,
-                decide: Callable[[list[Touch]], T | None]) -> T | None:
-        """Record ``touch`` against every key if ``decide`` allows it on each (None); else take back what was
-        recorded and return the first refusal. Keys are taken in a fixed order.
+                decide: Callable[[str, list[Touch]], T | None]) -> T | None:
+        """Record ``touch`` against every key if ``decide`` (of the key and its calls) allows it on each (None);
+        else take back what was recorded and return the first refusal. Keys are taken in a fixed order.
 
         A touch of the same attempt already recorded (a redelivered message) is not recorded twice.
         """
         done: list[str] = []
         for key in sorted(set(keys)):
-            def change(kept: list[Touch]) -> tuple[list[Touch] | None, T | None]:
+            def change(kept: list[Touch], key: str = key) -> tuple[list[Touch] | None, T | None]:
                 if any(t.attempt_id == touch.attempt_id for t in kept):
                     return None, None
-                verdict = decide(kept)
+                verdict = decide(key, kept)
                 return (None, verdict) if verdict is not None else ([*kept, touch], None)
 
             refused = self._change(account_id, key, keep_ms, change)
@@ -161,10 +163,10 @@ class ContactHistory:
             self._change(account_id, key, keep_ms, change)
 
     def finish(self, account_id: str, keys: Iterable[str], attempt_id: str, ended_ms: int, *,
-               conversation: bool, keep_ms: int) -> None:
-        """The attempt's call ended at ``ended_ms`` (in a conversation or not): the person is free for the next
-        call the caps allow, and a conversation starts the quiet days. A call missing from the history is
-        recorded as placed when it ended."""
+               conversation: bool, keep_ms: int, outcome: str | None = None) -> None:
+        """The attempt's call ended at ``ended_ms`` (in a conversation or not) with ``outcome``: the person is free
+        for the next call the caps allow (a cap that does not count that outcome no longer counts the call), and a
+        conversation starts the quiet days. A call missing from the history is recorded as placed when it ended."""
         for key in keys:
             def change(kept: list[Touch]) -> tuple[list[Touch] | None, None]:
                 mine = next((t for t in kept if t.attempt_id == attempt_id), None)
@@ -172,7 +174,7 @@ class ContactHistory:
                     return None, None
                 done = Touch(at_ms=mine.at_ms if mine else ended_ms, attempt_id=attempt_id,
                              answered_ms=ended_ms if conversation else None,
-                             until_ms=mine.until_ms if mine else None, ended_ms=ended_ms)
+                             until_ms=mine.until_ms if mine else None, ended_ms=ended_ms, outcome=outcome)
                 return [*(t for t in kept if t.attempt_id != attempt_id), done], None
 
             self._change(account_id, key, keep_ms, change)

@@ -6,7 +6,10 @@ The preview validates with the batch store's own validation (the 422 ``errors`` 
 ``POST /batches``) and computes the times with :func:`shared.domain.calling_window.upcoming_call_times`, the same
 window logic the dialer uses. Its ``after_call`` lists the settings' after-call rules as sentences, in the order they
 apply (:func:`shared.domain.after_call.describe_after_call`); settings without rules get the one sentence that
-says every conversation completes its contact.
+says every conversation completes its contact. With compliance profiles (``call_settings.compliance``), each time
+names the profiles' rules that allow it, ``profiles`` lists the profiles that apply to the number, ``excluded`` the
+times the batch's own window allows that a profile excludes (the profile and its rule), and ``warnings`` what will
+really happen where the batch asks for more than a profile allows (:mod:`shared.domain.compliance_advice`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from aiohttp import web
 from shared.domain.after_call import describe_after_call
 from shared.domain.call_settings import default_call_settings
 from shared.domain.call_settings_schema import call_settings_schema
-from shared.domain.calling_window import NoAllowedTime, describe_window, resolve_timezones, upcoming_call_times
+from shared.domain.calling_window import (
+    NoAllowedTime,
+    applicable_profiles,
+    describe_window,
+    excluded_by_profiles,
+    resolve_timezones,
+    upcoming_call_times,
+)
+from shared.domain.compliance_advice import compliance_warnings
 from shared.domain.shapes import DEFAULT_PREVIEW_COUNT, MAX_PREVIEW_COUNT, PreviewShape, body_fields, validate_shape
 from workers.web.context import WebContext, context
 from workers.web.http import READ, access, invalid, iso, json_response, read_json_object, unknown_fields
@@ -54,6 +65,8 @@ def _preview(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
         times = upcoming_call_times(settings, start, count, phone, config=config)
     except NoAllowedTime as exc:
         raise invalid([("phone" if phone else "call_settings", str(exc))]) from None
+    profiles = applicable_profiles(settings, phone, config=config)
+    excluded = excluded_by_profiles(settings, start, count, phone, config=config)
     return {
         "from": iso(start),
         "timezone": settings.timezone,
@@ -63,8 +76,13 @@ def _preview(ctx: WebContext, body: dict[str, Any]) -> dict[str, Any]:
         "restricts_time": settings.restricts_time,
         "times": [{"at": iso(t["at"]), "local": t["local"].isoformat(timespec="seconds"),
                    "local_text": t["local"].strftime("%a %Y-%m-%d %H:%M"), "zone": t["zone"],
-                   "rule_index": t["rule_index"], "rule": t["rule"]} for t in times],
+                   "rule_index": t["rule_index"], "rule": t["rule"], "profiles": t["profiles"]} for t in times],
         "after_call": describe_after_call(settings.after_call),
+        "profiles": [p.id for p in profiles],
+        "excluded": [{"at": iso(e["at"]), "local": e["local"].isoformat(timespec="seconds"),
+                      "local_text": e["local"].strftime("%a %Y-%m-%d %H:%M"), "zone": e["zone"],
+                      "profile": e["profile"], "why": e["why"]} for e in excluded],
+        "warnings": compliance_warnings(settings, profiles, from_number=shape.from_number),
     }
 
 
