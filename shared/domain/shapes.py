@@ -1673,3 +1673,292 @@ def openapi_schema(model: type[BaseModel], *, lenient: Sequence[str] = ()) -> di
 
     converted: dict[str, Any] = convert(json_schema(model))
     return converted
+
+
+# --- compliance profiles: PUT /compliance-profiles/{profile_id} ---------------------------------------------------
+
+#: What a call is for; a compliance profile binds some of these (``call_settings.purpose`` names one).
+COMPLIANCE_PURPOSES = ("collection", "telemarketing", "reminder", "survey")
+#: A profile id: lowercase letters, digits and ``-``, 2 to 40 characters, starting with a letter or digit.
+PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
+_PROFILE_ID = re.compile(PROFILE_ID_PATTERN)
+#: Call outcomes a cap may count (the outcomes of a placed call; see shared.domain.outcomes).
+CAP_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed_dial", "invalid_number", "timeout", "dropped")
+#: Whom a cap counts: a person (per number and per external_id, each on its own) or a debt (per external_id).
+CAP_SCOPES = ("person", "debt")
+#: Bounds of a cap's ``hours`` (a rolling duration: up to a leap year).
+CAP_HOURS_RANGE = (1, 8784)
+#: Bounds of a profile's ``version``.
+PROFILE_VERSION_RANGE = (1, 1_000_000)
+#: Most caps, rules and unconfirmed paths in one profile.
+MAX_PROFILE_CAPS = 20
+MAX_PROFILE_RULES = 50
+MAX_PROFILE_UNCONFIRMED = 50
+#: Longest profile name, cap or rule text, rule source.
+MAX_PROFILE_NAME = 200
+MAX_RULE_TEXT = 500
+MAX_RULE_SOURCE = 300
+#: A path into a profile's document, as ``unconfirmed`` names it: ``caps[0].counts``, ``windows[1].start``.
+PROFILE_PATH_PATTERN = r"^[a-z_]+(\[[0-9]+\])?(\.[a-z_]+(\[[0-9]+\])?)*$"
+_PROFILE_PATH = re.compile(PROFILE_PATH_PATTERN)
+_PATH_PART = re.compile(r"([a-z_]+)(?:\[([0-9]+)\])?")
+
+if not set(CAP_OUTCOMES) <= {o.value for o in ROUND_ENDING} | {"answered"}:  # pragma: no cover - renamed outcome
+    raise RuntimeError(f"CAP_OUTCOMES names an outcome that does not exist: {CAP_OUTCOMES}")
+
+
+def _profile_text(limit: int, *, required: bool = True) -> Callable[[Any], Any]:
+    """A non-blank text of at most ``limit`` characters (surrounding blanks dropped); unset allowed unless
+    ``required``."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            if required:
+                raise _problem("is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise _problem("must be a non-empty string")
+        if len(value.strip()) > limit:
+            raise _problem(f"longer than {limit} characters")
+        return value.strip()
+
+    return check
+
+
+def _profile_id(value: Any) -> Any:
+    if not isinstance(value, str) or not _PROFILE_ID.match(value):
+        shown = repr(value)[:60] if isinstance(value, str) else _type(value)
+        raise _problem(f"must be 2-40 lowercase letters, digits or '-' (starting with a letter or digit), got {shown}")
+    return value
+
+
+def _country_code(value: Any) -> Any:
+    import phonenumbers
+
+    code = value.strip().upper() if isinstance(value, str) else None
+    if code is None or len(code) != 2 or code not in phonenumbers.SUPPORTED_REGIONS:
+        shown = repr(value)[:20] if isinstance(value, str) else _type(value)
+        raise _problem(f"must be an ISO 3166 alpha-2 country code such as CL, US or ES, got {shown}")
+    return code
+
+
+def _subdivision(value: Any) -> Any:
+    if value is None:
+        return None
+    text = value.strip().upper() if isinstance(value, str) else ""
+    if not re.fullmatch(r"[A-Z0-9]{1,6}", text):
+        shown = repr(value)[:20] if isinstance(value, str) else _type(value)
+        raise _problem(f"must be a subdivision code such as FL (1-6 letters or digits), got {shown}")
+    return text
+
+
+def _purposes(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not value:
+        raise _problem(f"must be a non-empty list of purposes ({', '.join(COMPLIANCE_PURPOSES)})")
+    bad = [(f"[{i}]", f"is not a purpose (known: {', '.join(COMPLIANCE_PURPOSES)})")
+           for i, p in enumerate(value) if p not in COMPLIANCE_PURPOSES]
+    if bad:
+        raise _many(bad)
+    return [p for p in COMPLIANCE_PURPOSES if p in value]
+
+
+def _cap_counts(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not value:
+        raise _problem("must be null (every placed call counts) or a non-empty list of outcomes "
+                       f"({', '.join(CAP_OUTCOMES)})")
+    bad = [(f"[{i}]", f"is not an outcome a cap counts (known: {', '.join(CAP_OUTCOMES)})")
+           for i, o in enumerate(value) if o not in CAP_OUTCOMES]
+    if bad:
+        raise _many(bad)
+    return [o for o in CAP_OUTCOMES if o in value]
+
+
+def _cap_scope(value: Any) -> Any:
+    if value is None:
+        return "person"
+    if value not in CAP_SCOPES:
+        raise _problem(f"must be one of {', '.join(repr(s) for s in CAP_SCOPES)}, got {str(value)[:40]!r}")
+    return value
+
+
+def _checked_on(value: Any) -> Any:
+    parsed = None
+    if isinstance(value, str) and _ISO_DATE.match(value.strip()):
+        try:
+            parsed = date.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        shown = repr(value)[:20] if isinstance(value, str) else _type(value)
+        raise _problem(f'must be the date the source was read, "YYYY-MM-DD", got {shown}')
+    return parsed.isoformat()
+
+
+def _listed(limit: int, what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise _problem(f"must be a list of {what}, got {_type(value)}")
+        if len(value) > limit:
+            raise _problem(f"has {len(value)} entries, at most {limit} are allowed")
+        return list(value)
+
+    return check
+
+
+def _object_of(title: str, known: tuple[str, ...], value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise _problem(f"must be an object ({title}: {', '.join(known)}), got {_type(value)}")
+    return value
+
+
+class CapShape(BaseModel):
+    """One cap of a compliance profile: at most ``count`` calls in any ``days`` consecutive local days of the callee,
+    or in any ``hours`` hours."""
+
+    model_config = ConfigDict(extra="forbid", title="cap")
+
+    count: Annotated[Annotated[int, _within(*COUNT_RANGE)], *_whole(*COUNT_RANGE)]
+    days: Annotated[Annotated[int, _within(*DAYS_RANGE)] | None, *_whole_or_null(*DAYS_RANGE)]
+    hours: Annotated[Annotated[int, _within(*CAP_HOURS_RANGE)] | None, *_whole_or_null(*CAP_HOURS_RANGE)]
+    per: Annotated[Annotated[str, Field(json_schema_extra={"enum": list(CAP_SCOPES)})], BeforeValidator(_cap_scope),
+                   _field(default="person", validate_default=True)]
+    counts: Annotated[list[Annotated[str, Field(json_schema_extra={"enum": list(CAP_OUTCOMES)})]] | None,
+                      BeforeValidator(_cap_counts), _field(default=None)]
+    rule: Annotated[str | None, BeforeValidator(_profile_text(MAX_RULE_TEXT, required=False)),
+                    _field(default=None, max_length=MAX_RULE_TEXT)]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cap(cls, value: Any, handler: Any) -> Any:
+        value = _object_of("cap", tuple(cls.model_fields), value)
+
+        def checks(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+            if (raw.get("days") is None) == (raw.get("hours") is None):
+                return [("days", 'needs exactly one of "days" (consecutive local days of the callee) or "hours" '
+                                 "(a rolling duration)")]
+            return []
+
+        return _mapping_checks(value, handler, checks, "cap")
+
+
+class RuleSourceShape(BaseModel):
+    """One rule of a compliance profile: what it says, the official text it comes from and when that was read."""
+
+    model_config = ConfigDict(extra="forbid", title="rule")
+
+    rule: Annotated[str, BeforeValidator(_profile_text(MAX_RULE_TEXT)), Field(max_length=MAX_RULE_TEXT)]
+    source: Annotated[str, BeforeValidator(_profile_text(MAX_RULE_SOURCE)), Field(max_length=MAX_RULE_SOURCE)]
+    checked_on: Annotated[str, BeforeValidator(_checked_on), Field(pattern=DATE_PATTERN)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        return _object_of("rule", tuple(cls.model_fields), value)
+
+
+def _unconfirmed_path(value: Any) -> Any:
+    if not isinstance(value, str) or not _PROFILE_PATH.match(value):
+        shown = repr(value)[:60] if isinstance(value, str) else _type(value)
+        raise _problem(f"must be a path into this profile such as caps[0].counts, got {shown}")
+    return value
+
+
+def profile_path_exists(document: Mapping[str, Any], path: str) -> bool:
+    """Whether ``path`` (``caps[0].counts``, ``windows[1].start``, ``holidays``) names a value of ``document``
+    (one that is present, null included)."""
+    node: Any = document
+    for part in path.split("."):
+        match = _PATH_PART.fullmatch(part)
+        if match is None or not isinstance(node, Mapping) or match.group(1) not in node:
+            return False
+        node = node[match.group(1)]
+        if match.group(2) is not None:
+            index = int(match.group(2))
+            if not isinstance(node, list) or index >= len(node):
+                return False
+            node = node[index]
+    return True
+
+
+class ComplianceProfileShape(BaseModel):
+    """A compliance profile as stored and served: the calling law of a country or state, applied with a batch's
+    call_settings (docs/compliance.md). ``windows`` and ``holidays`` are read as in call_settings, in the callee's
+    zone (or ``fixed_zone``)."""
+
+    model_config = ConfigDict(extra="forbid", title="body", field_title_generator=lambda name, _i: name)
+
+    id: Annotated[str, PlainValidator(_profile_id, json_schema_input_type=Annotated[
+        str, Field(pattern=PROFILE_ID_PATTERN)]), Field(description="The profile's id", examples=["cl-cobranza"])]
+    version: Annotated[Annotated[int, _within(*PROFILE_VERSION_RANGE)], *_whole(*PROFILE_VERSION_RANGE)]
+    name: Annotated[str, BeforeValidator(_profile_text(MAX_PROFILE_NAME)), Field(max_length=MAX_PROFILE_NAME)]
+    country: Annotated[str, PlainValidator(_country_code, json_schema_input_type=Annotated[
+        str, Field(pattern=r"^[A-Za-z]{2}$")]), Field(description="ISO 3166 alpha-2", examples=["CL"])]
+    subdivision: Annotated[str | None, *_nullable(_subdivision, "A state or region of the country (US: FL, TX...)",
+                                                  "FL")]
+    purposes: Annotated[list[Annotated[str, Field(json_schema_extra={"enum": list(COMPLIANCE_PURPOSES)})]],
+                        BeforeValidator(_purposes), Field(min_length=1)]
+    fixed_zone: Annotated[_Zone | None, *_nullable(
+        _zone(allow_auto=False), "Read the windows in this zone instead of the callee's", "America/Chicago")]
+    windows: Annotated[Annotated[list[WindowShape], Field(min_length=1, max_length=MAX_WINDOWS)] | None,
+                       *_nullable(_windows, "When calls may start, as call_settings' windows (null: any hour)",
+                                  [{"days": [1, 2, 3, 4, 5, 6], "start": "08:00", "end": "20:00"}])]
+    holidays: Annotated[str | HolidaysShape | None,
+                        *_nullable(_holidays, "Public holidays with no calls, as call_settings' holidays",
+                                   {"country": "CL"})]
+    caps: Annotated[Annotated[list[CapShape], Field(max_length=MAX_PROFILE_CAPS)],
+                    BeforeValidator(_listed(MAX_PROFILE_CAPS, "caps")), _field(default_factory=list)]
+    quiet_days_after_conversation: Annotated[Annotated[int, _within(*DAYS_RANGE)] | None,
+                                             *_whole_or_null(*DAYS_RANGE)]
+    rules: Annotated[Annotated[list[RuleSourceShape], Field(max_length=MAX_PROFILE_RULES)],
+                     BeforeValidator(_listed(MAX_PROFILE_RULES, "rules")), _field(default_factory=list)]
+    unconfirmed: Annotated[Annotated[list[Annotated[str, BeforeValidator(_unconfirmed_path),
+                                                    Field(pattern=PROFILE_PATH_PATTERN)]],
+                                     Field(max_length=MAX_PROFILE_UNCONFIRMED)],
+                           BeforeValidator(_listed(MAX_PROFILE_UNCONFIRMED, "paths")), _field(default_factory=list)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _problem(f"must be an object (a compliance profile), got {_type(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _paths(self) -> ComplianceProfileShape:
+        document = self.document()
+        found: list[tuple[str, str]] = []
+        for i, path in enumerate(self.unconfirmed):
+            if path in ("id", "unconfirmed") or path.startswith("unconfirmed[") or not profile_path_exists(
+                    document, path):
+                found.append((f"unconfirmed[{i}]", f"names no value of this profile: {path}"))
+        if self.fixed_zone is not None and self.windows is None:
+            found.append(("fixed_zone", "is only read with windows"))
+        if found:
+            raise _many(found)
+        return self
+
+    def document(self) -> dict[str, Any]:
+        """The profile as stored and served: every field, normalised."""
+        holidays: Any = self.holidays
+        if isinstance(holidays, HolidaysShape):
+            holidays = holidays.model_dump(exclude_none=True)
+        return {
+            "id": self.id, "version": self.version, "name": self.name, "country": self.country,
+            "subdivision": self.subdivision, "purposes": list(self.purposes), "fixed_zone": self.fixed_zone,
+            "windows": None if self.windows is None else [w.model_dump() for w in self.windows],
+            "holidays": holidays,
+            "caps": [{"count": c.count, "days": c.days, "hours": c.hours, "per": c.per,
+                      "counts": None if c.counts is None else list(c.counts), "rule": c.rule or ""}
+                     for c in self.caps],
+            "quiet_days_after_conversation": self.quiet_days_after_conversation,
+            "rules": [r.model_dump() for r in self.rules],
+            "unconfirmed": list(self.unconfirmed),
+        }
+
+
+__all__ += ["CAP_OUTCOMES", "CAP_SCOPES", "COMPLIANCE_PURPOSES", "CapShape", "ComplianceProfileShape",
+            "RuleSourceShape", "profile_path_exists"]
