@@ -820,6 +820,9 @@ class CallSettingsShape(BaseModel):
                 {"$comment": "windows replaces the days_of_week + allowed_hours shorthand",
                  "if": {"required": ["windows"], "properties": {"windows": {"type": "array"}}},
                  "then": {"properties": {"days_of_week": {"type": "null"}, "allowed_hours": {"type": "null"}}}},
+                {"$comment": 'compliance "auto" chooses the profiles by the purpose',
+                 "if": {"required": ["compliance"], "properties": {"compliance": {"const": AUTO_COMPLIANCE}}},
+                 "then": {"required": ["purpose"], "properties": {"purpose": {"type": "string"}}}},
                 {"$comment": 'fallback_timezone is only used with timezone "auto"',
                  "if": {"required": ["fallback_timezone"], "properties": {"fallback_timezone": {"type": "string"}}},
                  "then": {"required": ["timezone"], "properties": {"timezone": {"const": AUTO_TIMEZONE}}}},
@@ -897,7 +900,7 @@ class CallSettingsShape(BaseModel):
         *_nullable(_compliance, 'The calling law applied with these settings: a list of compliance profile ids, or '
                                 '"auto" (the profiles of the callee number\'s country and US state for the '
                                 "purpose). The effective window is the intersection; caps apply with the account's "
-                                "contact policy.", AUTO_COMPLIANCE)]
+                                "contact policy.", ["cl-cobranza"])]
     after_call: Annotated[AfterCallShape | None, Field(
         default=None, examples=[{"success": "call_successful", "callback_field": "call_me_back_at",
                                  "opt_out_field": "do_not_call", "wrong_number_field": "wrong_person"}],

@@ -14,7 +14,7 @@ ZONE = pytz.timezone("America/Santiago")
 
 def _decide(policy):
     now = datetime.fromtimestamp(NOW_MS / 1000, UTC)
-    return lambda calls: capped_until(policy, calls, now, ZONE)
+    return lambda key, calls: capped_until(policy, calls, now, ZONE)
 
 
 def test_eight_workers_cannot_take_more_than_the_last_calls_of_a_day(db, clock):
@@ -57,9 +57,9 @@ def test_a_conversation_is_recorded_and_old_calls_are_pruned(db, clock):
     history = ContactHistory(db, clock=clock)
     policy = parse_contact_policy({"quiet_days_after_answer": 2})
     old = Touch(NOW_MS - 10 * DAY_MS, "old")
-    history.reserve("acc", ["n:+1"], old, keep_ms=0, decide=lambda calls: None)
+    history.reserve("acc", ["n:+1"], old, keep_ms=0, decide=lambda key, calls: None)
     history.reserve("acc", ["n:+1"], Touch(NOW_MS - 1000, "a1"), keep_ms=NOW_MS - 3 * DAY_MS,
-                    decide=lambda calls: None)
+                    decide=lambda key, calls: None)
     history.finish("acc", ["n:+1"], "a1", NOW_MS, conversation=True, keep_ms=NOW_MS - 3 * DAY_MS)
     calls = history.calls("acc", "n:+1")
     assert calls == [Touch(NOW_MS - 1000, "a1", answered_ms=NOW_MS, ended_ms=NOW_MS)]   # the 10-day-old one is gone
@@ -88,7 +88,7 @@ def test_a_new_key_is_seeded_from_the_accounts_recent_attempts(db, clock):
                            decide=_decide(policy)) is not None           # the conversation two days ago
     assert history.calls("acc", "n:+1") == []                            # refused: nothing was written
     assert history.reserve("acc", ["n:+1"], Touch(NOW_MS, "new"), keep_ms=NOW_MS - 8 * DAY_MS,
-                           decide=lambda calls: None) is None
+                           decide=lambda key, calls: None) is None
     assert [t.attempt_id for t in history.calls("acc", "n:+1")] == ["j1:r1:p0:d1", "j3:r1:p0:d1", "new"]
     assert history.calls("acc", "n:+1")[0].answered_ms == NOW_MS - 2 * DAY_MS + 65_000
 

@@ -16,6 +16,7 @@ pace, so the checks hold whatever it is, and one check asks that the caps were a
 from __future__ import annotations
 
 import collections
+import itertools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -82,7 +83,7 @@ def test_three_campaigns_keep_the_calling_law_of_their_callees(stack_factory):
             local = _local(rec, SANTIAGO)
             assert local.isoweekday() != 7 and local.date() not in CHILEAN_HOLIDAYS, local
             assert 9 <= local.hour < 20, local
-        for first, second in zip(days, days[1:], strict=False):
+        for first, second in itertools.pairwise(days):
             assert second - first >= timedelta(days=7), days
     # The week's cap was met, and the second call skipped the holidays and the Sunday: Monday the 21st.
     assert any(len(dials[p]) == 2 for p in chile), {p: len(dials[p]) for p in chile}
