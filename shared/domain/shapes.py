@@ -1652,7 +1652,7 @@ def _profile_text(limit: int, *, required: bool = True) -> Callable[[Any], Any]:
     ``required``."""
 
     def check(value: Any) -> Any:
-        if value is None:
+        if value is None or (not required and value == ""):
             if required:
                 raise _problem("is required")
             return None
@@ -1768,8 +1768,8 @@ class CapShape(BaseModel):
                    _field(default="person", validate_default=True)]
     counts: Annotated[list[Annotated[str, Field(json_schema_extra={"enum": list(CAP_OUTCOMES)})]] | None,
                       BeforeValidator(_cap_counts), _field(default=None)]
-    rule: Annotated[str | None, BeforeValidator(_profile_text(MAX_RULE_TEXT, required=False)),
-                    _field(default=None, max_length=MAX_RULE_TEXT)]
+    rule: Annotated[Annotated[str, Field(max_length=MAX_RULE_TEXT)] | None,
+                    BeforeValidator(_profile_text(MAX_RULE_TEXT, required=False)), _field(default=None)]
 
     @model_validator(mode="wrap")
     @classmethod
