@@ -290,3 +290,22 @@ def test_readers_see_whole_installs():
 def test_cap_outcomes_are_outcomes_of_placed_calls():
     assert CAP_OUTCOMES == ("answered", "voicemail", "no_answer", "busy", "failed_dial", "invalid_number", "timeout",
                             "dropped")
+
+
+def test_the_documentation_describes_every_profile_its_sources_and_the_auto_table():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "compliance.md").read_text()
+    assert "not legal advice" in text
+    for profile in builtin_profiles().values():
+        section = " ".join(text.split(f"### `{profile.id}`", 1)[1].split("\n### ", 1)[0].split())
+        for rule in profile.rules:
+            assert rule.source in section, (profile.id, rule.source)
+        for path in profile.unconfirmed:
+            assert f"`{path}`" in section, (profile.id, path)
+        if not profile.unconfirmed:
+            assert "**Unconfirmed**: nothing." in section, profile.id
+    for row in AUTO_TABLE:
+        state = row.subdivision or ("any" if row.country == "US" else "—")
+        purposes = ", ".join(builtin_profiles()[row.profile].purposes)
+        assert f"| {row.country} | {state} | `{row.profile}` | {purposes} |" in text, row
