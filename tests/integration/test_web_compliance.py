@@ -99,6 +99,8 @@ def test_a_bad_body_is_refused_naming_each_field(api, web_runtime):
     assert unconfirmed.status == 422
     assert [e["field"] for e in unconfirmed.json()["errors"]] == ["unconfirmed[0]"]
     assert api.put("/compliance-profiles/Bad_Id", builtin("us-fl")).status == 422
+    assert [e["field"] for e in api.put("/compliance-profiles/acme", {**builtin("us-fl"), "id": None}).json()[
+        "errors"]] == ["id"]
     assert api.put("/compliance-profiles/acme", [1]).status == 422
     assert api.request("PUT", "/compliance-profiles/acme", data=b"{", headers={"Content-Type": "application/json"}
                        ).status == 400

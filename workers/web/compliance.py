@@ -88,8 +88,8 @@ async def put_profile(request: web.Request) -> web.Response:
         raise invalid([("id", f"the path's id must be {_ID_RULE}, got {request.match_info['profile_id'][:60]!r}")])
     body = await read_json_object(request, limit=ctx.settings.max_json_bytes)
     errors: list[tuple[str, str]] = []
-    given = body.get("id")
-    if given is not None and given != profile_id:
+    given = body.get("id", profile_id)
+    if given != profile_id:
         errors.append(("id", f"must be the path's id {profile_id!r} (or be left out), got {str(given)[:60]!r}"))
     try:
         profile = parse_profile({**body, "id": profile_id})
