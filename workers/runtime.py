@@ -27,6 +27,7 @@ from shared.stores.admin_sessions import AdminSessions
 from shared.stores.attempts import AttemptStore
 from shared.stores.batches import BatchStore
 from shared.stores.billing import Billing
+from shared.stores.compliance_profiles import ComplianceProfileStore
 from shared.stores.contact_history import ContactHistory
 from shared.stores.coordination import Coordination
 from shared.stores.dnc import DncStore
@@ -73,6 +74,11 @@ class Runtime:
     @cached_property
     def history(self) -> ContactHistory:
         return ContactHistory(self.db, clock=self.clock)
+
+    @cached_property
+    def compliance_profiles(self) -> ComplianceProfileStore:
+        """The operator's own compliance profiles (the profiles in force: ``shared.domain.compliance.REGISTRY``)."""
+        return ComplianceProfileStore(self.db, clock=self.clock)
 
     @cached_property
     def slots(self) -> Slots:

@@ -1715,13 +1715,13 @@ def _profile_text(limit: int, *, required: bool = True) -> Callable[[Any], Any]:
     ``required``."""
 
     def check(value: Any) -> Any:
-        if value is None:
+        if value is None or (not required and value == ""):
             if required:
                 raise _problem("is required")
             return None
         if not isinstance(value, str) or not value.strip():
             raise _problem("must be a non-empty string")
-        if len(value.strip()) > limit:
+        if len(value) > limit:
             raise _problem(f"longer than {limit} characters")
         return value.strip()
 
@@ -1729,7 +1729,7 @@ def _profile_text(limit: int, *, required: bool = True) -> Callable[[Any], Any]:
 
 
 def _profile_id(value: Any) -> Any:
-    if not isinstance(value, str) or not _PROFILE_ID.match(value):
+    if not isinstance(value, str) or not _PROFILE_ID.fullmatch(value):
         shown = repr(value)[:60] if isinstance(value, str) else _type(value)
         raise _problem(f"must be 2-40 lowercase letters, digits or '-' (starting with a letter or digit), got {shown}")
     return value
@@ -1738,7 +1738,7 @@ def _profile_id(value: Any) -> Any:
 def _country_code(value: Any) -> Any:
     import phonenumbers
 
-    code = value.strip().upper() if isinstance(value, str) else None
+    code = value.upper() if isinstance(value, str) else None
     if code is None or len(code) != 2 or code not in phonenumbers.SUPPORTED_REGIONS:
         shown = repr(value)[:20] if isinstance(value, str) else _type(value)
         raise _problem(f"must be an ISO 3166 alpha-2 country code such as CL, US or ES, got {shown}")
@@ -1748,7 +1748,7 @@ def _country_code(value: Any) -> Any:
 def _subdivision(value: Any) -> Any:
     if value is None:
         return None
-    text = value.strip().upper() if isinstance(value, str) else ""
+    text = value.upper() if isinstance(value, str) else ""
     if not re.fullmatch(r"[A-Z0-9]{1,6}", text):
         shown = repr(value)[:20] if isinstance(value, str) else _type(value)
         raise _problem(f"must be a subdivision code such as FL (1-6 letters or digits), got {shown}")
@@ -1788,9 +1788,9 @@ def _cap_scope(value: Any) -> Any:
 
 def _checked_on(value: Any) -> Any:
     parsed = None
-    if isinstance(value, str) and _ISO_DATE.match(value.strip()):
+    if isinstance(value, str) and _ISO_DATE.match(value):
         try:
-            parsed = date.fromisoformat(value.strip())
+            parsed = date.fromisoformat(value)
         except ValueError:
             parsed = None
     if parsed is None:
@@ -1827,12 +1827,12 @@ class CapShape(BaseModel):
     count: Annotated[Annotated[int, _within(*COUNT_RANGE)], *_whole(*COUNT_RANGE)]
     days: Annotated[Annotated[int, _within(*DAYS_RANGE)] | None, *_whole_or_null(*DAYS_RANGE)]
     hours: Annotated[Annotated[int, _within(*CAP_HOURS_RANGE)] | None, *_whole_or_null(*CAP_HOURS_RANGE)]
-    per: Annotated[Annotated[str, Field(json_schema_extra={"enum": list(CAP_SCOPES)})], BeforeValidator(_cap_scope),
-                   _field(default="person", validate_default=True)]
+    per: Annotated[Annotated[str, Field(json_schema_extra={"enum": list(CAP_SCOPES)})] | None,
+                   BeforeValidator(_cap_scope), _field(default="person", validate_default=True)]
     counts: Annotated[list[Annotated[str, Field(json_schema_extra={"enum": list(CAP_OUTCOMES)})]] | None,
                       BeforeValidator(_cap_counts), _field(default=None)]
-    rule: Annotated[str | None, BeforeValidator(_profile_text(MAX_RULE_TEXT, required=False)),
-                    _field(default=None, max_length=MAX_RULE_TEXT)]
+    rule: Annotated[Annotated[str, Field(max_length=MAX_RULE_TEXT)] | None,
+                    BeforeValidator(_profile_text(MAX_RULE_TEXT, required=False)), _field(default=None)]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -1855,7 +1855,7 @@ class RuleSourceShape(BaseModel):
 
     rule: Annotated[str, BeforeValidator(_profile_text(MAX_RULE_TEXT)), Field(max_length=MAX_RULE_TEXT)]
     source: Annotated[str, BeforeValidator(_profile_text(MAX_RULE_SOURCE)), Field(max_length=MAX_RULE_SOURCE)]
-    checked_on: Annotated[str, BeforeValidator(_checked_on), Field(pattern=DATE_PATTERN)]
+    checked_on: Annotated[_Date, BeforeValidator(_checked_on)]
 
     @model_validator(mode="before")
     @classmethod
@@ -1864,7 +1864,7 @@ class RuleSourceShape(BaseModel):
 
 
 def _unconfirmed_path(value: Any) -> Any:
-    if not isinstance(value, str) or not _PROFILE_PATH.match(value):
+    if not isinstance(value, str) or not _PROFILE_PATH.fullmatch(value):
         shown = repr(value)[:60] if isinstance(value, str) else _type(value)
         raise _problem(f"must be a path into this profile such as caps[0].counts, got {shown}")
     return value
@@ -1900,8 +1900,8 @@ class ComplianceProfileShape(BaseModel):
     name: Annotated[str, BeforeValidator(_profile_text(MAX_PROFILE_NAME)), Field(max_length=MAX_PROFILE_NAME)]
     country: Annotated[str, PlainValidator(_country_code, json_schema_input_type=Annotated[
         str, Field(pattern=r"^[A-Za-z]{2}$")]), Field(description="ISO 3166 alpha-2", examples=["CL"])]
-    subdivision: Annotated[str | None, *_nullable(_subdivision, "A state or region of the country (US: FL, TX...)",
-                                                  "FL")]
+    subdivision: Annotated[Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,6}$")] | None,
+                           *_nullable(_subdivision, "A state or region of the country (US: FL, TX...)", "FL")]
     purposes: Annotated[list[Annotated[str, Field(json_schema_extra={"enum": list(COMPLIANCE_PURPOSES)})]],
                         BeforeValidator(_purposes), Field(min_length=1)]
     fixed_zone: Annotated[_Zone | None, *_nullable(
@@ -1912,15 +1912,15 @@ class ComplianceProfileShape(BaseModel):
     holidays: Annotated[str | HolidaysShape | None,
                         *_nullable(_holidays, "Public holidays with no calls, as call_settings' holidays",
                                    {"country": "CL"})]
-    caps: Annotated[Annotated[list[CapShape], Field(max_length=MAX_PROFILE_CAPS)],
+    caps: Annotated[Annotated[list[CapShape], Field(max_length=MAX_PROFILE_CAPS)] | None,
                     BeforeValidator(_listed(MAX_PROFILE_CAPS, "caps")), _field(default_factory=list)]
     quiet_days_after_conversation: Annotated[Annotated[int, _within(*DAYS_RANGE)] | None,
                                              *_whole_or_null(*DAYS_RANGE)]
-    rules: Annotated[Annotated[list[RuleSourceShape], Field(max_length=MAX_PROFILE_RULES)],
+    rules: Annotated[Annotated[list[RuleSourceShape], Field(max_length=MAX_PROFILE_RULES)] | None,
                      BeforeValidator(_listed(MAX_PROFILE_RULES, "rules")), _field(default_factory=list)]
-    unconfirmed: Annotated[Annotated[list[Annotated[str, BeforeValidator(_unconfirmed_path),
-                                                    Field(pattern=PROFILE_PATH_PATTERN)]],
-                                     Field(max_length=MAX_PROFILE_UNCONFIRMED)],
+    unconfirmed: Annotated[Annotated[list[Annotated[Annotated[str, Field(pattern=PROFILE_PATH_PATTERN)],
+                                                    BeforeValidator(_unconfirmed_path)]],
+                                     Field(max_length=MAX_PROFILE_UNCONFIRMED)] | None,
                            BeforeValidator(_listed(MAX_PROFILE_UNCONFIRMED, "paths")), _field(default_factory=list)]
 
     @model_validator(mode="before")
@@ -1934,7 +1934,7 @@ class ComplianceProfileShape(BaseModel):
     def _paths(self) -> ComplianceProfileShape:
         document = self.document()
         found: list[tuple[str, str]] = []
-        for i, path in enumerate(self.unconfirmed):
+        for i, path in enumerate(self.unconfirmed or ()):
             if path in ("id", "unconfirmed") or path.startswith("unconfirmed[") or not profile_path_exists(
                     document, path):
                 found.append((f"unconfirmed[{i}]", f"names no value of this profile: {path}"))
@@ -1956,10 +1956,10 @@ class ComplianceProfileShape(BaseModel):
             "holidays": holidays,
             "caps": [{"count": c.count, "days": c.days, "hours": c.hours, "per": c.per,
                       "counts": None if c.counts is None else list(c.counts), "rule": c.rule or ""}
-                     for c in self.caps],
+                     for c in self.caps or ()],
             "quiet_days_after_conversation": self.quiet_days_after_conversation,
-            "rules": [r.model_dump() for r in self.rules],
-            "unconfirmed": list(self.unconfirmed),
+            "rules": [r.model_dump() for r in self.rules or ()],
+            "unconfirmed": list(self.unconfirmed or ()),
         }
 
 

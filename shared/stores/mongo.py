@@ -27,6 +27,7 @@ LEDGER = "ledger"
 CONTACT_HISTORY = "contact_history"
 DNC = "dnc"
 RESULT_EVENTS = "result_events"
+COMPLIANCE_PROFILES = "compliance_profiles"
 
 #: Indexes per collection, created idempotently by :func:`ensure_indexes`.
 INDEXES: dict[str, list[IndexModel]] = {

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Modules that own MongoDB collections: the stores, and the connection (ids, indexes).
 MONGO_OWNERS = frozenset({
     "shared/stores/accounts.py", "shared/stores/attempts.py", "shared/stores/batch_results.py",
-    "shared/stores/batches.py", "shared/stores/billing.py",
+    "shared/stores/batches.py", "shared/stores/billing.py", "shared/stores/compliance_profiles.py",
     "shared/stores/contact_history.py", "shared/stores/dnc.py", "shared/stores/jobs.py",
     "shared/stores/legacy_source.py", "shared/stores/ledger.py",
     "shared/stores/mongo.py", "shared/stores/result_events.py", "shared/stores/results_read.py",

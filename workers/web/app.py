@@ -289,7 +289,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def routes() -> list[tuple[str, str, Any, str]]:
     """``(method, path, handler, name)`` of every route of the application."""
-    from workers.web import admin, call_settings, dashboard, dnc, result_hooks, results
+    from workers.web import admin, call_settings, compliance, dashboard, dnc, result_hooks, results
     from workers.web.webhooks import retell_webhook
 
     return [
@@ -303,6 +303,7 @@ def routes() -> list[tuple[str, str, Any, str]]:
         *result_hooks.ROUTES,
         *results.ROUTES,
         *call_settings.ROUTES,
+        *compliance.ROUTES,
         *dashboard.routes(),
     ]
 

@@ -15,9 +15,11 @@ from shared.domain import states
 from shared.domain.after_call import AfterCallAction
 from shared.domain.result_hooks import DELIVERY_STATES, EVENT_TYPES
 from shared.domain.shapes import (
+    PROFILE_ID_PATTERN,
     AccountShape,
     BatchShape,
     CallSettingsShape,
+    ComplianceProfileShape,
     ContactPolicyShape,
     ContactShape,
     DncShape,
@@ -116,6 +118,16 @@ def _call_settings() -> dict[str, Any]:
     schema = openapi_schema(CallSettingsShape, lenient=_NORMALISED)
     schema["description"] = ("How long calls last, how often contacts are retried and when they may be called "
                              "(docs/call_settings.md). Every field is optional; null counts as unset.")
+    return schema
+
+
+def _compliance_profile(*, request: bool) -> dict[str, Any]:
+    """A compliance profile's JSON form (docs/compliance.md); in a ``PUT`` body its ``id`` may be left out."""
+    schema = openapi_schema(ComplianceProfileShape, lenient=("start", "end", "fixed_zone"))
+    schema["description"] = ("A compliance profile: calling hours, holidays, caps, quiet days, the purposes it binds "
+                             "and the official source of each rule (docs/compliance.md)")
+    if request:
+        schema["required"] = [name for name in schema["required"] if name != "id"]
     return schema
 
 
@@ -362,6 +374,22 @@ def _schemas() -> dict[str, Any]:
         "DncPage": {"type": "object", "required": ["list", "entries", "count", "next_after"], "properties": {
             "list": {"type": "string"}, "entries": {"type": "array", "items": _ref("DncEntry")},
             "count": {"type": "integer"}, "next_after": {"type": "string", "nullable": True}}},
+        "ComplianceProfile": _compliance_profile(request=False),
+        "ComplianceProfileRequest": _compliance_profile(request=True),
+        "ComplianceProfileView": {
+            "type": "object", "required": ["id", "builtin", "overridden", "document"], "properties": {
+                "id": {"type": "string", "pattern": PROFILE_ID_PATTERN},
+                "builtin": {"type": "boolean", "description": "shipped with outdial"},
+                "overridden": {"type": "boolean", "description": "an operator's profile replacing a built-in one"},
+                "updated_at": {**_TIME, "description": "when the operator's profile was stored (null: built-in)"},
+                "document": _ref("ComplianceProfile")}},
+        "ComplianceProfileList": {
+            "type": "object", "required": ["profiles", "count", "problems"], "properties": {
+                "profiles": {"type": "array", "items": _ref("ComplianceProfileView")},
+                "count": {"type": "integer"},
+                "problems": {"type": "array", "description": "stored profiles that no longer validate (not in force)",
+                             "items": {"type": "object", "required": ["id", "message"], "properties": {
+                                 "id": {"type": "string"}, "message": {"type": "string"}}}}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
         "Ready": {"type": "object", "required": ["status", "checks"], "properties": {
             "status": {"type": "string", "enum": ["ready", "unavailable"]},
@@ -433,6 +461,29 @@ def _result_hook_paths(reads: list[dict[str, list[str]]]) -> dict[str, Any]:
             "redeliver_webhook", "Deliver an event again: pending, due now, attempts from 0, 24 fresh hours", {
                 "200": _answer("The event after the change", _ref("WebhookDelivery")), **_errors(401, 404, 422, 503)},
             params=[_ACCOUNT_ID, event_id], tags=("accounts",))},
+    }
+
+
+def _compliance_paths(reads: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The compliance profiles in force, and the operator's own."""
+    profile_id = _path("profile_id", {"type": "string", "pattern": PROFILE_ID_PATTERN, "example": "cl-cobranza"},
+                       "The profile's id")
+    return {
+        "/compliance-profiles": {"get": _op(
+            "list_compliance_profiles", "Every compliance profile in force: the built-in ones and the operator's", {
+                "200": _answer("The profiles by id", _ref("ComplianceProfileList")), **_errors(401, 503)},
+            security=reads, tags=("compliance",))},
+        "/compliance-profiles/{profile_id}": {
+            "get": _op("get_compliance_profile", "A compliance profile in force", {
+                "200": _answer("The profile", _ref("ComplianceProfileView")), **_errors(401, 404, 503)},
+                params=[profile_id], security=reads, tags=("compliance",)),
+            "put": _op("put_compliance_profile", "Store an operator's compliance profile (the id of a built-in "
+                                                 "profile replaces it)", {
+                "200": _answer("Replaced a stored profile", _ref("ComplianceProfileView")),
+                "201": _answer("Stored a new profile", _ref("ComplianceProfileView")),
+                **_errors(400, 401, 413, 415, 422, 503)},
+                params=[profile_id], body=_json(_ref("ComplianceProfileRequest")), tags=("compliance",)),
+        },
     }
 
 
@@ -602,6 +653,7 @@ def _paths() -> dict[str, Any]:
                 "202": _answer("Published", _ref("Invalidation")), **_errors(401, 404, 503)},
             params=[_BATCH_ID], tags=("batches",))},
         **_dnc_paths(page),
+        **_compliance_paths(reads),
         **_result_hook_paths(reads),
         **_results_paths(),
         "/jobs/{job_id}": {"get": _op("get_job", "A job with its attempt history", {
@@ -626,8 +678,8 @@ def document() -> dict[str, Any]:
                            "Errors share one shape (Error). Instants are ISO-8601 UTC. See docs/web.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc", "results",
-                                                  "webhooks", "operations")],
+        "tags": [{"name": n} for n in ("accounts", "batches", "contacts", "call_settings", "jobs", "dnc",
+                                                  "compliance", "results", "webhooks", "operations")],
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
