@@ -15,6 +15,8 @@ from shared.cache.batch_cache import BatchCache
 from shared.cache.invalidation import publish_invalidation
 from shared.clock import Clock, ServerTime, get_clock, set_clock
 from shared.config import LOCAL_REDIS_URL, Config, get_config
+from shared.domain.calling_window import use_profile_reloader
+from shared.domain.compliance import REGISTRY
 from shared.errors import ConfigError
 from shared.pipeline import Pipeline, Sender, Timing
 from shared.pipeline.result_events import ResultEvents
@@ -94,7 +96,15 @@ class Runtime:
 
     @cached_property
     def cache(self) -> BatchCache:
-        return BatchCache.for_store(self.batches, config=self.config, clock=self.clock)
+        """The batch cache; each of its bulk loads (its first, after a clear, then once per TTL) reads the operator's
+        compliance profiles again, so a profile changed anywhere reaches this process with the invalidation that
+        clears every cache."""
+        return BatchCache.for_store(self.batches, config=self.config, clock=self.clock,
+                                    refresh=self.install_compliance_profiles)
+
+    def install_compliance_profiles(self) -> None:
+        """Put the operator's compliance profiles in force in this process (:data:`REGISTRY`)."""
+        REGISTRY.install(self.compliance_profiles.all())
 
     @cached_property
     def billing(self) -> Billing:
@@ -198,4 +208,6 @@ def get_runtime() -> Runtime:
             _runtime = build_runtime()
             mongo.ensure_indexes(_runtime.db)
             set_clock(_runtime.clock)
+            # A batch naming a profile this process does not know yet reads the profiles again before it is refused.
+            use_profile_reloader(_runtime.install_compliance_profiles)
         return _runtime

@@ -612,7 +612,8 @@ if tuple(RetryDelayByOutcomeShape.model_fields) != RETRY_DELAY_OUTCOMES:  # prag
 PURPOSES = ("collection", "telemarketing", "reminder", "survey")
 #: ``call_settings.compliance`` value that chooses the profiles by the callee's number and the batch's purpose.
 AUTO_COMPLIANCE = "auto"
-#: A compliance profile's id.
+#: A compliance profile's id: lowercase letters, digits and ``-``, 2 to 40 characters, starting with a letter or
+#: digit.
 PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
 _PROFILE_ID = re.compile(PROFILE_ID_PATTERN)
 #: Most profiles one batch names.
@@ -1681,10 +1682,7 @@ def openapi_schema(model: type[BaseModel], *, lenient: Sequence[str] = ()) -> di
 # --- compliance profiles: PUT /compliance-profiles/{profile_id} ---------------------------------------------------
 
 #: What a call is for; a compliance profile binds some of these (``call_settings.purpose`` names one).
-COMPLIANCE_PURPOSES = ("collection", "telemarketing", "reminder", "survey")
-#: A profile id: lowercase letters, digits and ``-``, 2 to 40 characters, starting with a letter or digit.
-PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
-_PROFILE_ID = re.compile(PROFILE_ID_PATTERN)
+COMPLIANCE_PURPOSES = PURPOSES
 #: Call outcomes a cap may count (the outcomes of a placed call; see shared.domain.outcomes).
 CAP_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed_dial", "invalid_number", "timeout", "dropped")
 #: Whom a cap counts: a person (per number and per external_id, each on its own) or a debt (per external_id).

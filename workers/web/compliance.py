@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.cache.invalidation import publish_invalidate_all
 from shared.domain.compliance import REGISTRY, ComplianceProfile, InvalidProfile, parse_profile
 from shared.domain.shapes import PROFILE_ID_PATTERN
 from shared.errors import NotFound
@@ -98,7 +99,9 @@ async def put_profile(request: web.Request) -> web.Response:
     if errors:
         raise invalid(errors)
     created, stored = await ctx.run(_store, ctx, profile)
-    event(log, "compliance_profile_stored", profile_id=profile.id, version=profile.version, created=created,
+    # Every process reads the profiles again with its batch cache's next load: clear them all.
+    await ctx.run(publish_invalidate_all, ctx.runtime.redis)
+    event(log, "compliance_profile_stored", profile_id=profile.id, version=profile.version, new=created,
           overrides_builtin=REGISTRY.overridden(profile.id))
     current = REGISTRY.get(profile.id) or profile
     headers = {"Location": f"/compliance-profiles/{profile.id}"} if created else None
