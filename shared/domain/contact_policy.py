@@ -288,9 +288,12 @@ def _cap_until(cap: Cap, touches: list[Touch], now: datetime, zone: Any) -> date
     """None when one more call now keeps ``cap``; else the first instant it allows one."""
     counted = [t for t in touches if _counted(cap, t)]
     if cap.hours is not None:
+        # A call is counted from its end once it ended (it reached the person after it was decided, never after
+        # it ended), else from when it was decided.
         span_ms = cap.hours * 3_600_000
         now_ms = int(now.timestamp() * 1000)
-        inside = sorted(t.at_ms for t in counted if t.at_ms > now_ms - span_ms)
+        moments = (t.ended_ms if t.ended_ms is not None else t.at_ms for t in counted)
+        inside = sorted(m for m in moments if m > now_ms - span_ms)
         if len(inside) < cap.count:
             return None
         return datetime.fromtimestamp((inside[len(inside) - cap.count] + span_ms) / 1000, UTC)

@@ -50,8 +50,8 @@ def _local(rec: dict, zone) -> datetime:
 
 
 def test_three_campaigns_keep_the_calling_law_of_their_callees(stack_factory):
-    chile, florida = numbered("+5696", 4), numbered("+1305", 3)
-    debt = numbered("+1212", 2)
+    chile, florida = numbered("+5696", 4), numbered("+1305200", 3)
+    debt = numbered("+1212200", 2)
     scenario = {"numbers": {p: "no_answer" for p in [*chile, *florida, *debt]}}
     stack, runtime = stack_factory(clock=started_at(START, speed=SPEED), scenario=scenario,
                                    config_overrides={"pipeline_dial_guard_s": 0.005})
