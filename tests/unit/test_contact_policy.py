@@ -7,12 +7,16 @@ import pytz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.domain.compliance import REGISTRY, Cap
 from shared.domain.contact_policy import (
     ContactPolicy,
+    Limits,
     Touch,
     capped_until,
     contact_keys,
     day_start,
+    limits_capped_until,
+    limits_of,
     parse_contact_policy,
 )
 from shared.errors import ValidationError
@@ -180,3 +184,93 @@ def test_a_call_placed_by_a_process_whose_time_reads_a_little_ahead_still_holds_
     ahead = Touch(now_ms + 5_000, "a", until_ms=now_ms + 600_000)   # placed "5 s from now" by another clock
     until, why = capped_until(parse_contact_policy({"max_calls_per_day": 9}), [ahead], now, zone)
     assert until == now + timedelta(minutes=1) and "in progress" in why.text()
+
+
+# -- the caps of compliance profiles, with the account's policy ------------------------------------------------
+
+NOON = datetime(2026, 3, 10, 17, 0, tzinfo=UTC)   # a Tuesday, 12:00 in New York
+
+
+def _touch(at: datetime, n: int, *, outcome: str | None = "no_answer", talked: bool = False) -> Touch:
+    ms = int(at.timestamp() * 1000)
+    return Touch(at_ms=ms, attempt_id=f"a{n}", ended_ms=ms + 30_000, outcome=outcome,
+                 answered_ms=ms + 30_000 if talked else None)
+
+
+def test_a_rolling_hours_cap_frees_the_person_when_its_oldest_counted_call_leaves_the_span():
+    cap = Limits(caps=(("us-fl", Cap(count=3, hours=24, rule="3 calls in 24 hours")),))
+    calls = [_touch(NOON - timedelta(hours=h), i) for i, h in enumerate((20, 10, 2))]
+    until, why = limits_capped_until(cap, calls, NOON, pytz.timezone("America/New_York"))
+    assert until == NOON - timedelta(hours=20) + timedelta(seconds=30) + timedelta(hours=24)   # from its end
+    assert why.code == "compliance" and why.text() == "us-fl: 3 calls in 24 hours"
+    assert limits_capped_until(cap, calls[1:], NOON, pytz.UTC) is None
+
+
+def test_a_cap_that_does_not_count_busy_calls_lets_them_through_but_counts_a_call_still_going():
+    regf = REGISTRY.get("us-regf")
+    assert regf is not None and regf.caps[0].counts is not None and "busy" not in regf.caps[0].counts
+    limits = limits_of(None, [regf])
+    assert limits is not None
+    busy = [_touch(NOON - timedelta(hours=h), i, outcome="busy") for i, h in enumerate(range(1, 9))]
+    assert limits_capped_until(limits, busy, NOON, pytz.timezone("America/New_York")) is None
+    rang = [_touch(NOON - timedelta(hours=h), i) for i, h in enumerate(range(1, 8))]
+    capped = limits_capped_until(limits, rang, NOON, pytz.timezone("America/New_York"))
+    assert capped is not None and capped[1].params["profile"] == "us-regf"
+    unknown = [*busy[:6], _touch(NOON - timedelta(minutes=5), 99, outcome=None)]   # not ended yet: counted
+    assert limits_capped_until(limits, [*rang[:6], unknown[-1]], NOON, pytz.UTC) is not None
+
+
+def test_the_quiet_days_count_the_conversation_day_as_day_one():
+    regf = REGISTRY.get("us-regf")
+    limits = limits_of(None, [regf])
+    zone = pytz.timezone("America/New_York")
+    talked = zone.localize(datetime(2026, 3, 12, 15, 0)).astimezone(UTC)   # Thursday the 12th
+    until, why = limits_capped_until(limits, [_touch(talked, 1, outcome="answered", talked=True)],
+                                     talked + timedelta(hours=2), zone)
+    assert until == day_start(datetime(2026, 3, 19).date(), zone) and "7 days after" in why.text()
+
+
+def test_a_cap_per_debt_counts_the_external_id_and_the_number_only_without_one():
+    limits = Limits(caps=(("us-regf", Cap(count=7, days=7, per="debt")), ("x", Cap(count=1, days=1))))
+    keys = contact_keys({"external_id": "D-1"}, "+12125550100")
+    assert [c for _, c in limits.for_key("n:+12125550100", keys).caps] == [Cap(count=1, days=1)]
+    assert len(limits.for_key("x:D-1", keys).caps) == 2
+    alone = contact_keys({}, "+12125550100")
+    assert len(limits.for_key("n:+12125550100", alone).caps) == 2
+
+
+def test_the_stricter_of_the_policy_and_a_profile_wins():
+    policy = ContactPolicy(max_calls_per_day=5)
+    cl = REGISTRY.get("cl-cobranza")
+    limits = limits_of(policy, [cl])
+    zone = pytz.timezone("America/Santiago")
+    one = [_touch(NOON - timedelta(days=2), 1)]
+    until, why = limits_capped_until(limits, one, NOON, zone)
+    assert until == day_start((NOON - timedelta(days=2)).astimezone(zone).date() + timedelta(days=7), zone)
+    assert why.params["profile"] == "cl-cobranza"
+    assert limits_of(None, []) is None and limits_of(policy, []) == Limits(policy=policy)
+    assert limits.history_days >= 8
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(count=st.integers(1, 5), hours=st.integers(1, 72),
+       ages=st.lists(st.integers(0, 100 * 60), max_size=12), outcomes=st.lists(st.sampled_from(
+           [None, "no_answer", "busy", "answered"]), min_size=12, max_size=12))
+def test_an_hours_cap_against_a_brute_force_counter(count, hours, ages, outcomes):
+    cap = Cap(count=count, hours=hours, counts=("no_answer", "answered"))
+    calls = [Touch(at_ms=int((NOON - timedelta(minutes=a)).timestamp() * 1000), attempt_id=f"a{i}",
+                   ended_ms=int((NOON - timedelta(minutes=a)).timestamp() * 1000), outcome=outcomes[i])
+             for i, a in enumerate(ages)]
+    found = limits_capped_until(Limits(caps=(("p", cap),)), calls, NOON, pytz.UTC)
+
+    def allowed(at: datetime) -> bool:
+        span = at - timedelta(hours=hours)
+        return sum(1 for c in calls if (c.outcome is None or c.outcome in cap.counts)
+                   and span < datetime.fromtimestamp(c.ended_ms / 1000, UTC) <= at) < count
+
+    if found is None:
+        assert allowed(NOON)
+        return
+    until = found[0]
+    assert not allowed(NOON) and allowed(until)
+    assert not allowed(until - timedelta(seconds=1))
