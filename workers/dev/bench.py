@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -375,8 +375,46 @@ def _ratio(ours: Any, theirs: Any) -> str:
     return ""
 
 
+#: The settings of the dial decision's timing (:func:`dial_decision_cost`): the original worker's "Cobranza
+#: urgente" campaign, on its own, and under the calling law of its Chilean callees.
+DECISION_SETTINGS = {"max_attempts": 5, "retry_delay_hours": 2, "allowed_hours": {"start": "09:00", "end": "20:00"},
+                     "days_of_week": [1, 2, 3, 4, 5, 6], "timezone": "America/Santiago"}
+
+
+def dial_decision_cost(*, decisions: int = 3000) -> dict[str, float]:
+    """Microseconds of CPU per dial decision (:func:`shared.domain.decisions.decide_dial`, in this process: the
+    window at the decision and at the dial guard, the phone pick), without a compliance profile, with
+    ``cl-cobranza`` named, and with ``"auto"`` (chosen from the number), at instants 97 minutes apart (open and
+    closed times, holidays)."""
+    from shared.domain import states
+    from shared.domain.call_settings import parse_call_settings
+    from shared.domain.decisions import decide_dial
+
+    cases = {
+        "no_profile": parse_call_settings(DECISION_SETTINGS),
+        "cl_cobranza": parse_call_settings({**DECISION_SETTINGS, "purpose": "collection",
+                                            "compliance": ["cl-cobranza"]}),
+        "auto": parse_call_settings({**DECISION_SETTINGS, "purpose": "collection", "compliance": "auto"}),
+    }
+    phones = _phones(64)
+    batch = {"_id": "b" * 24, "status": "active"}
+    jobs = [{"_id": f"{i:024x}", "status": states.QUEUED, "lease_owner": "t", "tries": 0, "phone_index": 0,
+             "contact": {"phones": [p]}} for i, p in enumerate(phones)]
+    instants = [BENCH_START + timedelta(minutes=97 * i) for i in range(decisions)]
+    out: dict[str, float] = {}
+    for name, settings in cases.items():
+        decide_dial(jobs[0], lease_owner="t", batch=batch, settings=settings, settings_error=None,
+                    now=instants[0])   # warm the compiled windows and the caches
+        started = time.process_time()
+        for i, now in enumerate(instants):
+            decide_dial(jobs[i % len(jobs)], lease_owner="t", batch=batch, settings=settings, settings_error=None,
+                        now=now, guard=timedelta(seconds=30))
+        out[f"dial_decision_us_{name}"] = round((time.process_time() - started) / decisions * 1e6, 1)
+    return out
+
+
 def table(throughput: dict[str, Any], baseline: dict[str, Any] | None,
-          in_flight: dict[str, Any] | None) -> list[dict[str, Any]]:
+          in_flight: dict[str, Any] | None, decision: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """The rows of the summary table: ``figure``, ``goal``, ``outdial``, ``baseline``, ``ratio``, ``met``
     (True/False for a figure with a checkable goal, None otherwise)."""
     t, b = throughput, baseline or {}
@@ -418,6 +456,10 @@ def table(throughput: dict[str, Any], baseline: dict[str, Any] | None,
     row("lag next_try_at -> call created p50 / p99, simulated s", "stated",
         f"{_fmt(t['lag_p50_sim_s'])} / {_fmt(t['lag_p99_sim_s'])}",
         f"{_fmt(b['lag_p50_sim_s'])} / {_fmt(b['lag_p99_sim_s'])}" if b.get("completed") else None)
+    if decision:
+        row("dial decision, CPU us: no profile / cl-cobranza / auto", "stated",
+            f"{_fmt(decision['dial_decision_us_no_profile'])} / {_fmt(decision['dial_decision_us_cl_cobranza'])} / "
+            f"{_fmt(decision['dial_decision_us_auto'])}")
     if in_flight:
         f = in_flight
         most = f["max_simultaneous"]
@@ -501,7 +543,9 @@ def main(argv: Sequence[str]) -> int:
     finally:
         redis_server.stop()
         mongo_server.stop()
-    rows = table(results["throughput"], results.get("baseline"), results.get("in_flight"))
+    results["dial_decision"] = {"label": "dial_decision", **dial_decision_cost()}
+    _print(results["dial_decision"])
+    rows = table(results["throughput"], results.get("baseline"), results.get("in_flight"), results["dial_decision"])
     print()
     print_table(rows)
     if args.json:
