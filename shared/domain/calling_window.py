@@ -625,7 +625,23 @@ def validate_call_settings(raw: Mapping[str, Any] | None, *, config: Config,
                    for i, pid in enumerate(settings.compliance) if not _known_profile(pid)]
         if unknown:
             raise InvalidCallSettings(unknown)
+        _opens_with_profiles(settings, now, config)
     return settings
+
+
+def _opens_with_profiles(settings: CallSettings, now: datetime | None, config: Config) -> None:
+    """Refuse settings whose window and named profiles share no instant in the year from ``now`` (read in the
+    batch's zone: with ``"auto"`` zones, each number decides at the dial)."""
+    if now is None:
+        from shared.clock import get_clock
+
+        now = get_clock().now()
+    try:
+        next_allowed_time(settings, now, None, config=config)
+    except NoAllowedTime:
+        names = ", ".join(settings.compliance)
+        raise InvalidCallSettings([("compliance", f"the batch's window and the window of {names} share no "
+                                                  "instant in the year ahead: no call could be placed")]) from None
 
 
 #: Reads the operator's profiles again (set by the process's runtime); used when a batch names an unknown one.

@@ -497,3 +497,17 @@ def test_old_ended_attempts_found_by_state_and_age_and_deleted_by_id(db):
     assert ids == ["a"]
     assert db.a.delete_many({"_id": {"$in": ids}}).deleted_count == 1
     assert sorted(d["_id"] for d in db.a.find({})) == ["b", "c", "d"]
+
+
+def test_replace_one_upsert_keeps_a_nested_document_whole(db):
+    # The operator's compliance profiles: a whole document with lists of sub-documents and nulls, replaced whole.
+    profile = {"_id": "cl-mine", "id": "cl-mine", "version": 1, "windows": [{"days": [1, 2], "start": "08:00",
+                                                                               "end": "20:00"}],
+               "holidays": {"country": "CL"}, "caps": [{"count": 1, "days": 7, "hours": None, "counts": None}],
+               "subdivision": None, "updated_at": 5}
+    first = db.c.replace_one({"_id": "cl-mine"}, profile, upsert=True)
+    assert first.upserted_id == "cl-mine"
+    again = db.c.replace_one({"_id": "cl-mine"}, {**profile, "version": 2, "caps": []}, upsert=True)
+    assert again.upserted_id is None and again.matched_count == 1
+    assert db.c.find_one({"_id": "cl-mine"}) == {**profile, "version": 2, "caps": []}
+    assert [d["_id"] for d in db.c.find({}).sort("_id", 1).limit(10)] == ["cl-mine"]

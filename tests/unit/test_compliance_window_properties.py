@@ -128,3 +128,19 @@ def test_the_preview_proposes_only_allowed_times_and_explains_the_excluded_ones(
 
 def test_every_built_in_profile_is_known():
     assert {p for p in PROFILE_IDS if REGISTRY.get(p) is None} == set()
+
+
+def test_a_batch_naming_an_unknown_profile_or_one_that_closes_every_time_is_refused():
+    import pytest
+
+    from shared.domain.call_settings import InvalidCallSettings
+    from shared.domain.calling_window import validate_call_settings
+
+    with pytest.raises(InvalidCallSettings) as unknown:
+        validate_call_settings({"compliance": ["cl-cobranza", "xx-nothing"]}, config=CONFIG)
+    assert [f for f, _ in unknown.value.errors] == ["compliance[1]"]
+    with pytest.raises(InvalidCallSettings) as closed:   # Sundays only, under a law with no Sunday calls
+        validate_call_settings({"days_of_week": [7], "compliance": ["cl-cobranza"]}, config=CONFIG)
+    assert closed.value.errors[0][0] == "compliance" and "share no instant" in closed.value.errors[0][1]
+    assert validate_call_settings({"days_of_week": [6, 7], "compliance": ["cl-cobranza"]},
+                                  config=CONFIG).compliance == ("cl-cobranza",)
