@@ -104,6 +104,72 @@ def test_with_timezone_auto_the_zone_comes_from_the_number(api):
     assert cl["zones"] == ["America/Santiago"] and cl["times"][0]["at"] == "2026-03-03T12:00:00.000Z"
 
 
+#: The original worker's "Cobranza urgente" settings, for collection under the profiles "auto" chooses, its window
+#: opened to every day (so that a Sunday and a public holiday fall inside it).
+URGENTE = {"days_of_week": [1, 2, 3, 4, 5, 6, 7], "allowed_hours": {"start": "09:00", "end": "20:00"},
+           "timezone": "America/Santiago", "max_attempts": 5, "retry_delay_hours": 2, "ring_timeout": 45,
+           "max_call_duration": 600, "purpose": "collection", "compliance": "auto"}
+WEEKLY_CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; contacts will be called at most "
+                      "1 call a week, and the other attempts wait until it allows them")
+CALLER_ID_WARNING = ("cl-cobranza: calls within an existing relationship, collection included, must show a caller id "
+                     "with the 600 prefix (since 2025-08-13) (SUBTEL); the batch's caller id +12125550100 does not")
+
+
+def test_the_preview_says_what_the_calling_law_allows_excludes_and_changes(api):
+    api.put("/accounts/acme", {"plan": {"type": "unlimited"}})
+    # Thursday 30 April 2026, 12:00 in Santiago: Friday 1 May is Labour Day, Sunday 3 May a Sunday.
+    asked = {"call_settings": URGENTE, "phone": "+56961234567", "from_number": "+12125550100",
+             "from": "2026-04-30T16:00:00Z", "count": 5}
+    answer = api.post("/call-settings/preview", asked)
+    assert answer.status == 200, answer.text
+    body = answer.json()
+    assert body["profiles"] == ["cl-cobranza"]
+    assert [t["local_text"] for t in body["times"]] == [
+        "Thu 2026-04-30 12:00", "Sat 2026-05-02 09:00", "Mon 2026-05-04 09:00", "Tue 2026-05-05 09:00",
+        "Wed 2026-05-06 09:00"]
+    assert all(t["profiles"] == [{"id": "cl-cobranza", "rule": "Mon-Sat 08:00-20:00 (America/Santiago)"}]
+               for t in body["times"])
+    excluded = body["excluded"]
+    assert [(e["local_text"], e["zone"], e["profile"]) for e in excluded] == [
+        ("Fri 2026-05-01 09:00", "America/Santiago", "cl-cobranza"),
+        ("Sun 2026-05-03 09:00", "America/Santiago", "cl-cobranza")]
+    assert excluded[0]["at"] == "2026-05-01T13:00:00.000Z" and excluded[0]["local"] == "2026-05-01T09:00:00-04:00"
+    assert excluded[0]["why"].startswith("cl-cobranza: public holiday") and "2026-05-01" in excluded[0]["why"]
+    assert excluded[1]["why"].startswith("cl-cobranza: day not allowed: Sunday 2026-05-03")
+    assert body["warnings"] == [WEEKLY_CAP_WARNING, CALLER_ID_WARNING]
+
+    # A caller id with the 600 prefix, or none given: only the cap's warning. Warnings never refuse the batch.
+    prefixed = api.post("/call-settings/preview", {**asked, "from_number": "+56600123456"}).json()
+    assert prefixed["warnings"] == [WEEKLY_CAP_WARNING]
+    assert api.post("/call-settings/preview", {k: v for k, v in asked.items() if k != "from_number"}
+                    ).json()["warnings"] == [WEEKLY_CAP_WARNING]
+    created = api.post("/batches", {"name": "Cobranza urgente", "account_id": "acme", "from_number": "+12125550100",
+                                    "call_settings": URGENTE})
+    assert created.status == 201, created.text
+    stored = created.json()["call_settings"]
+    assert (stored["purpose"], stored["compliance"]) == ("collection", "auto")
+
+    # For telemarketing, "auto" gives a Chilean number no profile: nothing excluded, nothing to warn of.
+    marketing = api.post("/call-settings/preview", {**asked, "call_settings": {**URGENTE, "purpose": "telemarketing"}})
+    assert marketing.status == 200, marketing.text
+    plain = marketing.json()
+    assert plain["profiles"] == [] and plain["excluded"] == [] and plain["warnings"] == []
+    assert [t["local_text"][:3] for t in plain["times"]] == ["Thu", "Fri", "Sat", "Sun", "Mon"]
+    assert all(t["profiles"] == [] for t in plain["times"])
+
+    # "auto" needs a purpose; an unknown profile id is named by its index: as POST /batches refuses them.
+    for settings, field in (({**URGENTE, "purpose": None}, "call_settings.purpose"),
+                            ({**URGENTE, "compliance": ["cl-cobranza", "xx-gone"]}, "call_settings.compliance[1]")):
+        preview = api.post("/call-settings/preview", {**asked, "call_settings": settings})
+        create = api.post("/batches", {"name": "x", "account_id": "acme", "from_number": "+12125550100",
+                                       "call_settings": settings})
+        assert preview.status == create.status == 422
+        assert preview.json()["errors"] == create.json()["errors"]
+        assert [e["field"] for e in preview.json()["errors"]] == [field]
+    bad_caller = api.post("/call-settings/preview", {**asked, "from_number": "abc"})
+    assert bad_caller.status == 422 and [e["field"] for e in bad_caller.json()["errors"]] == ["from_number"]
+
+
 def test_the_contacts_check_reports_each_bad_row_and_writes_nothing(web, api, web_runtime):
     csv = "name,phone,deuda\nAna,+56961234567,100\nBad,12,5\nLuis,+56961234568,7\n"
     reply = web.client(token=READ_TOKEN).request("POST", "/contacts/check", data=csv,

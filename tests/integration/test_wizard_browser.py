@@ -8,8 +8,13 @@ the simulator received no call, and the dashboard shows them waiting; its pause 
 pauses the batch. Resumed, on a clock two minutes before the window opens, both are dialed for 22:00 and the
 provider receives every call inside the window.
 
-``OUTDIAL_SCREENSHOTS=docs`` writes the screenshots of steps 3 and 4 to docs/screenshots (docs/frontend.md
-shows them); otherwise they go to the test's temporary directory.
+The after-call rules are set, refused inline, fixed, reviewed and stored. The calling law: the compliance profiles
+are offered by id and name; the README's urgent collections settings under the profiles "auto" chooses for a Chilean
+number, from a US caller id, get the weekly cap's and the caller id's warnings, which block nothing: the campaign
+starts with its purpose and compliance stored.
+
+``OUTDIAL_SCREENSHOTS=docs`` writes the screenshots of steps 3 and 4 and of the calling law to docs/screenshots
+(docs/frontend.md shows them); otherwise they go to the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -241,6 +246,130 @@ def test_the_wizard_sets_the_after_call_rules_and_shows_them_before_the_start(we
                                     "callback_field": "call_me_back_at", "max_callbacks": 3,
                                     "opt_out_field": "do_not_call", "opt_out_scope": "contact",
                                     "wrong_number_field": "wrong_person"}
+    problems = [p for p in browser.problems()
+                if "status of 422" not in p.get("params", {}).get("entry", {}).get("text", "")]
+    assert not problems, problems
+
+
+LAW_WARNINGS = ("[...document.querySelectorAll('#preview-warning-list .compliance-warning')]"
+                ".map(li => li.textContent)")
+CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; contacts will be called at most 1 call a "
+               "week, and the other attempts wait until it allows them")
+CALLER_ID_WARNING = ("cl-cobranza: calls within an existing relationship, collection included, must show a caller id "
+                     "with the 600 prefix (since 2025-08-13) (SUBTEL); the batch's caller id +12125550100 does not")
+
+
+def test_the_wizard_applies_the_calling_law_and_warns_without_blocking(web_factory, browser, tmp_path):
+    shots = DOCS if os.environ.get("OUTDIAL_SCREENSHOTS") == "docs" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    server = web_factory()
+    api = server.client()
+    assert api.put("/accounts/acme", {"plan": {"type": "unlimited"}}).status == 201
+    sign_in(browser, server.url, ADMIN_TOKEN)
+    browser.send("Page.navigate", url=f"{server.url}/campaigns/new")
+    browser.wait_for("document.body && document.body.getAttribute('data-ready') === '1' && "
+                     "document.body.getAttribute('data-profiles') === '1'")
+    fill(browser, {"f-name": "Cobranza urgente", "f-account": "acme", "f-agent": "agent_test",
+                   "f-from": "+12125550100", "f-csv-text": f"name,phone\nAna Pérez,{PHONES[0]}\n"})
+    click(browser, '#steps li[data-goto="3"]')
+    browser.wait_for("document.body.getAttribute('data-preview') === 'ok'")
+    # No calling law by default: nothing of it is sent, said or listed.
+    assert browser.evaluate("document.getElementById('compliance-profiles').hidden") is True
+    assert browser.evaluate("document.getElementById('preview-warnings').hidden") is True
+    assert browser.evaluate("document.getElementById('preview-excluded-box').hidden") is True
+
+    # "these profiles": every profile in force, each with its id and name.
+    click(browser, "#compliance-chosen")
+    assert browser.evaluate("document.getElementById('compliance-profiles').hidden") is False
+    listed = browser.evaluate("[...document.querySelectorAll('#compliance-list input[name=\"profile\"]')]"
+                              ".map(c => c.value)")
+    in_force = api.get("/compliance-profiles").json()["profiles"]
+    assert listed == [p["id"] for p in in_force]
+    cl_name = next(p["document"]["name"] for p in in_force if p["id"] == "cl-cobranza")
+    label = browser.evaluate("document.querySelector('#compliance-list li[data-profile=\"cl-cobranza\"]').textContent")
+    assert "cl-cobranza" in label and cl_name in label
+
+    # cl-cobranza on a weekend window: each time names the profile's rule that allows it (Saturdays only), and
+    # the Sundays the batch's window allows are listed as excluded by the law, with why.
+    click(browser, '#compliance-list input[value="cl-cobranza"]')
+    for day in ("1", "2", "3", "4", "5", "6", "7"):
+        click(browser, f'input[name="day"][value="{day}"]')        # Mon-Fri off, Sat and Sun on
+    fill(browser, {"f-start": "09:00", "f-end": "20:00", "f-timezone": "America/Santiago",
+                   "f-preview-phone": "+56961234567"})
+    browser.wait_for("document.body.getAttribute('data-preview') === 'ok' && "
+                     "document.querySelectorAll('#preview-excluded .excluded').length > 0")
+    rules = browser.evaluate("[...document.querySelectorAll('#preview .preview-time')].map(r => "
+                             "[r.getAttribute('data-local'), r.querySelector('.profile-rule').textContent])")
+    assert rules and all(rule == "cl-cobranza: Mon-Sat 08:00-20:00 (America/Santiago)" for _, rule in rules), rules
+    excluded = browser.evaluate("[...document.querySelectorAll('#preview-excluded .excluded')].map(li => "
+                                "[li.getAttribute('data-profile'), li.textContent])")
+    assert all(profile == "cl-cobranza" and "cl-cobranza: " in said for profile, said in excluded), excluded
+    assert any("Sunday" in said for _, said in excluded), excluded
+    assert browser.evaluate("document.getElementById('preview-excluded-box').hidden") is False
+    assert browser.evaluate("document.getElementById('preview-profiles').getAttribute('data-profiles')") == \
+        "cl-cobranza"
+
+    # A profile id the server does not know (a list older than the profiles in force): named in the profiles' slot.
+    browser.evaluate("""(() => {
+        const li = document.querySelector('#compliance-list li').cloneNode(true);
+        li.querySelector('input').value = 'xx-gone';
+        document.getElementById('compliance-list').appendChild(li);
+        li.querySelector('input').checked = true;
+        li.querySelector('input').dispatchEvent(new Event('change', {bubbles: true}));
+        return true;
+    })()""")
+    slot = "document.querySelector('[data-error-for=\"call_settings.compliance\"]')"
+    assert "'xx-gone'" in browser.wait_for(f"{slot}.textContent")
+    assert browser.evaluate("document.body.getAttribute('data-preview')") == "invalid"
+    browser.evaluate("document.querySelector('#compliance-list input[value=\"xx-gone\"]').closest('li').remove(); "
+                     "true")
+
+    # "Cobranza urgente": Monday to Saturday 09:00-20:00, 5 attempts 2 hours apart, 45 s ring, 600 s calls, and the
+    # profiles auto chooses. Without a purpose auto is refused, in the purpose's slot.
+    click(browser, 'input[name="day"][value="7"]')
+    for day in ("1", "2", "3", "4", "5"):
+        click(browser, f'input[name="day"][value="{day}"]')
+    fill(browser, {"f-max-attempts": "5", "f-retry": "2", "f-ring": "45", "f-duration": "600"})
+    click(browser, "#compliance-auto")
+    assert browser.evaluate("document.getElementById('compliance-profiles').hidden") is True
+    purpose_slot = "document.querySelector('[data-error-for=\"call_settings.purpose\"]')"
+    assert browser.wait_for(f"{purpose_slot}.textContent") == 'is required with compliance "auto" (it chooses the ' \
+                                                              'profiles)'
+    assert browser.evaluate("document.getElementById('f-purpose').getAttribute('aria-invalid')") == "true"
+    assert browser.evaluate(f"{slot}.textContent") == ""
+
+    # With collection: the weekly cap's warning and the caller id's, in a status box that blocks nothing.
+    choose(browser, {"f-purpose": "collection"})
+    warnings = browser.wait_for(f"document.body.getAttribute('data-preview') === 'ok' && {LAW_WARNINGS}.length === 2 "
+                                f"&& {LAW_WARNINGS}")
+    assert warnings == [CAP_WARNING, CALLER_ID_WARNING]
+    assert browser.evaluate(f"{purpose_slot}.textContent") == ""
+    box = "document.getElementById('preview-warnings')"
+    assert browser.evaluate(f"{box}.hidden") is False and browser.evaluate(f"{box}.getAttribute('role')") == "status"
+    assert browser.evaluate("document.getElementById('preview-profiles').textContent") == \
+        "Calling law for this number: cl-cobranza"
+    assert browser.evaluate("document.getElementById('to-review').disabled") is False
+    browser.screenshot(shots / "wizard-law.png")
+
+    # The review says the purpose, the compliance and the warnings again; the campaign starts all the same.
+    click(browser, "#to-review")
+    browser.wait_for("document.body.getAttribute('data-step') === '4' && "
+                     "document.querySelectorAll('#review-law .compliance-warning').length === 2")
+    review = browser.evaluate("Object.fromEntries([...document.querySelectorAll('#review dt')]"
+                              ".map(dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+    assert review["Purpose"] == "collection" and review["Compliance"].startswith("auto")
+    assert browser.evaluate("[...document.querySelectorAll('#review-law .compliance-warning')]"
+                            ".map(li => li.textContent)") == warnings
+    assert browser.evaluate("document.getElementById('start').disabled") is False
+    click(browser, "#start")
+    bid = browser.wait_for("document.body.getAttribute('data-started')")
+    stored = api.get(f"/batches/{bid}").json()
+    assert stored["from_number"] == "+12125550100"
+    assert stored["call_settings"] == {"days_of_week": [1, 2, 3, 4, 5, 6],
+                                       "allowed_hours": {"start": "09:00", "end": "20:00"},
+                                       "timezone": "America/Santiago", "max_attempts": 5, "retry_delay_hours": 2,
+                                       "ring_timeout": 45, "max_call_duration": 600, "purpose": "collection",
+                                       "compliance": "auto"}
     problems = [p for p in browser.problems()
                 if "status of 422" not in p.get("params", {}).get("entry", {}).get("text", "")]
     assert not problems, problems

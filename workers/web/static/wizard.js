@@ -8,7 +8,8 @@
   var form = document.getElementById("wizard");
   var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   var admin = body.getAttribute("data-admin") === "1";
-  var state = { csv: null, contactsChecked: false, previewSeq: 0, busy: false, afterCall: [] };
+  var state = { csv: null, contactsChecked: false, previewSeq: 0, busy: false, afterCall: [], warnings: [],
+    applied: null, profiles: {}, fromError: false };
 
   function $(id) { return document.getElementById(id); }
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
@@ -128,9 +129,87 @@
     }
     var dates = value("f-blackouts").split(/[\s,]+/).filter(function (d) { return d; });
     if (dates.length) { cs.blackout_dates = dates; }
+    var purpose = $("f-purpose").value;
+    if (purpose) { cs.purpose = purpose; }
+    var compliance = complianceValue();
+    if (compliance) { cs.compliance = compliance; }
     var ac = afterCall();
     if (ac) { cs.after_call = ac; }
     return cs;
+  }
+
+  // -- step 3: the calling law -------------------------------------------------------------------------
+  function complianceMode() {
+    return (document.querySelector('input[name="compliance-mode"]:checked') || {}).value || "none";
+  }
+
+  // call_settings.compliance: "auto", the checked profile ids, or null (nothing sent: no profile applies).
+  function complianceValue() {
+    var mode = complianceMode();
+    if (mode === "auto") { return "auto"; }
+    if (mode !== "chosen") { return null; }
+    var ids = Array.prototype.map.call(document.querySelectorAll('#compliance-list input[name="profile"]:checked'),
+      function (c) { return c.value; });
+    return ids.length ? ids : null;
+  }
+
+  function showComplianceMode() {
+    $("compliance-profiles").hidden = complianceMode() !== "chosen";
+  }
+
+  // The checkbox list of "these profiles", from GET /compliance-profiles (the profiles in force).
+  function renderProfiles(data) {
+    var list = $("compliance-list");
+    var checked = {};
+    list.querySelectorAll('input[name="profile"]:checked').forEach(function (c) { checked[c.value] = true; });
+    list.innerHTML = "";
+    (data.profiles || []).forEach(function (p) {
+      var doc = p.document || p;
+      state.profiles[p.id] = doc.name || "";
+      var li = document.createElement("li");
+      li.className = "compliance-profile";
+      li.setAttribute("data-profile", p.id);
+      var label = document.createElement("label");
+      var box = document.createElement("input");
+      box.type = "checkbox";
+      box.name = "profile";
+      box.value = p.id;
+      box.checked = !!checked[p.id];
+      var code = document.createElement("code");
+      text(code, p.id);
+      var name = document.createElement("span");
+      text(name, " " + (doc.name || ""));
+      var where = [doc.country, doc.subdivision].filter(function (v) { return v; }).join("-");
+      var more = document.createElement("span");
+      more.className = "muted";
+      text(more, " (" + [where, (doc.purposes || []).join(", ")].filter(function (v) { return v; }).join("; ") + ")");
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(" "));
+      label.appendChild(code);
+      label.appendChild(name);
+      label.appendChild(more);
+      li.appendChild(label);
+      list.appendChild(li);
+    });
+  }
+
+  function loadProfiles() {
+    return api("GET", "/compliance-profiles").then(function (r) {
+      if (r.status !== 200) {
+        text($("compliance-profiles-note"), "The profiles could not be listed: " +
+          (r.data.message || "HTTP " + r.status));
+        return;
+      }
+      renderProfiles(r.data);
+      body.setAttribute("data-profiles", "1");
+    });
+  }
+
+  function complianceText(compliance) {
+    if (!compliance) { return "none"; }
+    if (compliance === "auto") { return "auto (chosen for each number by its country and US state, and the purpose)"; }
+    return compliance.map(function (id) { return state.profiles[id] ? id + " (" + state.profiles[id] + ")" : id; })
+      .join(", ");
   }
 
   // A value typed for a success rule: true, false and numbers are read as JSON, anything else is a string.
@@ -228,21 +307,95 @@
   function previewBody() {
     var out = { call_settings: callSettings(), count: 5 };
     if (value("f-preview-phone")) { out.phone = value("f-preview-phone"); }
+    if (value("f-from")) { out.from_number = value("f-from"); }   // the caller id: a profile may ask for a prefix
     return out;
+  }
+
+  function localTime(at) {   // an instant in the operator's own zone
+    return new Date(at).toLocaleString([], { weekday: "short", year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+  }
+
+  function listItems(list, items, className) {
+    list.innerHTML = "";
+    items.forEach(function (sentence) {
+      var li = document.createElement("li");
+      li.className = className;
+      text(li, sentence);
+      list.appendChild(li);
+    });
+  }
+
+  // The calling law's part of a preview: the profiles for the number, the times they exclude, the warnings.
+  function renderLaw(data, sent) {
+    var compliance = sent.call_settings.compliance;
+    var applied = data.profiles || [];
+    state.applied = compliance ? applied : null;
+    var line = $("preview-profiles");
+    line.setAttribute("data-profiles", applied.join(" "));
+    if (!compliance) {
+      text(line, "");
+    } else if (applied.length) {
+      text(line, "Calling law for this number: " + applied.join(", "));
+    } else if (compliance === "auto" && !sent.phone) {
+      text(line, "auto chooses the profiles for each number: enter a number to preview with to see its own");
+    } else {
+      text(line, "No compliance profile applies to this number");
+    }
+    var excluded = data.excluded || [];
+    var list = $("preview-excluded");
+    list.innerHTML = "";
+    excluded.forEach(function (e) {
+      var li = document.createElement("li");
+      li.className = "excluded";
+      li.setAttribute("data-at", e.at);
+      li.setAttribute("data-local", e.local);
+      li.setAttribute("data-profile", e.profile);
+      text(li, e.local_text + " " + e.zone + " (your time " + localTime(e.at) + "): " + e.why);
+      list.appendChild(li);
+    });
+    $("preview-excluded-box").hidden = !excluded.length;
+    state.warnings = data.warnings || [];
+    listItems($("preview-warning-list"), state.warnings, "compliance-warning");
+    $("preview-warnings").hidden = !state.warnings.length;   // never blocking: the buttons stay as they are
+  }
+
+  // A preview's errors for fields of another step (the caller id of step 1) are also said here.
+  function otherStepErrors(errors) {
+    var box = $("preview-other-errors");
+    (errors || []).forEach(function (e) {
+      var slot = errorBox(e.field);
+      if (!e.field || slot.closest("#step-3") || slot === $("general-error")) { return; }
+      if (e.field === "from_number") { state.fromError = true; }
+      var label = e.field === "from_number" ? "From number (step 1)" : e.field;
+      text(box, (box.textContent ? box.textContent + " · " : "") + label + ": " + e.message);
+    });
+  }
+
+  function clearFromError() {
+    if (!state.fromError) { return; }
+    state.fromError = false;
+    text(errorBox("from_number"), "");
+    $("f-from").removeAttribute("aria-invalid");
   }
 
   function preview() {
     var seq = ++state.previewSeq;
-    return api("POST", "/call-settings/preview", previewBody()).then(function (r) {
+    var sent = previewBody();
+    return api("POST", "/call-settings/preview", sent).then(function (r) {
       if (seq !== state.previewSeq) { return r.status === 200; }
       clearErrors($("step-3"));
+      clearFromError();
       var tbody = document.querySelector("#preview tbody");
       tbody.innerHTML = "";
       var rules = $("preview-after-call");
       rules.innerHTML = "";
       if (r.status !== 200) {
         text($("preview-window"), "");
-        showErrors(r.data.errors || [{ message: r.data.message || "HTTP " + r.status }]);
+        var errors = r.data.errors || [{ message: r.data.message || "HTTP " + r.status }];
+        showErrors(errors);
+        otherStepErrors(errors);
+        renderLaw({}, { call_settings: {} });
         body.setAttribute("data-preview", "invalid");
         return false;
       }
@@ -252,17 +405,20 @@
         tr.className = "preview-time";
         tr.setAttribute("data-at", t.at);
         tr.setAttribute("data-local", t.local);
-        var mine = new Date(t.at).toLocaleString([], { weekday: "short", year: "numeric", month: "2-digit",
-          day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
-        [t.local_text + " " + t.zone, mine, t.rule].forEach(function (v) { text(tr.insertCell(), v); });
+        [t.local_text + " " + t.zone, localTime(t.at), t.rule].forEach(function (v) { text(tr.insertCell(), v); });
+        var law = tr.insertCell();
+        law.className = "profile-rules";
+        (t.profiles || []).forEach(function (p) {   // the profile rules that allow this time
+          var span = document.createElement("span");
+          span.className = "profile-rule";
+          span.setAttribute("data-profile", p.id);
+          text(span, p.id + ": " + p.rule);
+          law.appendChild(span);
+        });
       });
       state.afterCall = r.data.after_call || [];
-      state.afterCall.forEach(function (sentence) {
-        var li = document.createElement("li");
-        li.className = "after-call-rule";
-        text(li, sentence);
-        rules.appendChild(li);
-      });
+      listItems(rules, state.afterCall, "after-call-rule");
+      renderLaw(r.data, sent);
       body.setAttribute("data-preview", "ok");
       return true;
     });
@@ -285,32 +441,48 @@
     var dl = $("review");
     dl.innerHTML = "";
     var b = batchFields();
+    var cs = callSettings();
     var rows = [["Name", b.name], ["Account", b.account_id], ["Agent", b.agent_id || "(default)"],
-      ["From", b.from_number || "(default)"], ["call_settings", JSON.stringify(callSettings())],
+      ["From", b.from_number || "(default)"], ["call_settings", JSON.stringify(cs)],
+      ["Purpose", cs.purpose || "not said"], ["Compliance", complianceText(cs.compliance)],
       ["Contacts", state.contactsChecked ? ($("contacts-report").querySelector(".report-summary") || {}).textContent
         : "not checked yet (the import checks them when the campaign starts)"]];
     rows.forEach(function (row) {
       var dt = document.createElement("dt"); text(dt, row[0]); dl.appendChild(dt);
       var dd = document.createElement("dd"); text(dd, row[1]); dl.appendChild(dd);
     });
-    var dt = document.createElement("dt"); text(dt, "After the call"); dl.appendChild(dt);
-    var dd = document.createElement("dd"); dd.id = "review-after-call"; dl.appendChild(dd);
-    reviewAfterCall();
-    preview().then(reviewAfterCall);   // the rules as the server reads them now
+    [["Calling law", "review-law"], ["After the call", "review-after-call"]].forEach(function (row) {
+      var dt = document.createElement("dt"); text(dt, row[0]); dl.appendChild(dt);
+      var dd = document.createElement("dd"); dd.id = row[1]; dl.appendChild(dd);
+    });
+    reviewLists();
+    preview().then(reviewLists);   // the rules and warnings as the server reads them now
   }
 
-  function reviewAfterCall() {
+  function reviewLists() {
     var dd = $("review-after-call");
     if (!dd) { return; }
     dd.innerHTML = "";
     var list = document.createElement("ol");
-    (state.afterCall || []).forEach(function (sentence) {
-      var li = document.createElement("li");
-      li.className = "after-call-rule";
-      text(li, sentence);
-      list.appendChild(li);
-    });
+    listItems(list, state.afterCall || [], "after-call-rule");
     dd.appendChild(list);
+
+    var law = $("review-law");
+    law.innerHTML = "";
+    var said = document.createElement("p");
+    if (state.applied === null) {
+      text(said, "no compliance profile applied");
+    } else {
+      text(said, (state.applied.length ? "for the preview number: " + state.applied.join(", ")
+        : "no profile for the preview number") + (state.warnings.length ? "" : "; no warning"));
+    }
+    law.appendChild(said);
+    if (state.warnings.length) {
+      var warnings = document.createElement("ul");
+      warnings.setAttribute("role", "status");
+      listItems(warnings, state.warnings, "compliance-warning");
+      law.appendChild(warnings);
+    }
   }
 
   function start() {
@@ -367,6 +539,10 @@
       var spec = rules[input.getAttribute("data-after-call")];
       if (spec && spec.description) { input.title = spec.description; }
     });
+    document.querySelectorAll("[data-describe]").forEach(function (el) {
+      var spec = props[el.getAttribute("data-describe")];
+      if (spec && spec.description) { el.title = spec.description; }
+    });
     var zones = ((props.timezone || {}).anyOf || [{}])[0]["enum"] || [];
     var list = $("zones");
     zones.forEach(function (z) { var o = document.createElement("option"); o.value = z; list.appendChild(o); });
@@ -397,9 +573,16 @@
   $("step-3").addEventListener("input", previewSoon);
   $("f-ac-success").addEventListener("change", function () { successMode(); previewSoon(); });
   $("f-ac-opt-out-scope").addEventListener("change", previewSoon);
+  $("f-purpose").addEventListener("change", previewSoon);
+  document.querySelectorAll('input[name="compliance-mode"]').forEach(function (r) {
+    r.addEventListener("change", function () { showComplianceMode(); previewSoon(); });
+  });
+  $("compliance-list").addEventListener("change", previewSoon);
   form.addEventListener("submit", function (ev) { ev.preventDefault(); });
   windowMode();
   successMode();
+  showComplianceMode();
+  loadProfiles();
   show(1);
   api("GET", "/call-settings/schema").then(function (r) { if (r.status === 200) { applySchema(r.data); } });
   body.setAttribute("data-ready", "1");
