@@ -54,8 +54,8 @@ def compliance_warnings(settings: CallSettings, profiles: Iterable[CompliancePro
         for cap in profile.caps:
             if _calls_within(settings, cap) > cap.count:
                 rule = cap.rule or f"{cap.count} calls"
-                said.append(f"{_attempts_text(settings)}: {profile.id} allows {rule}; contacts will be called at "
-                            f"most {rule}, and the other attempts wait until it allows them")
+                said.append(f"{_attempts_text(settings)}: {profile.id} allows {rule}; each contact gets at most "
+                            f"{rule} and the other attempts wait until it allows them")
         if profile.quiet_days_after_conversation and settings.after_call.callback_field:
             said.append(f"{profile.id}: no call within {profile.quiet_days_after_conversation} days after a "
                         "conversation; a callback asked sooner waits until then")

@@ -109,8 +109,8 @@ def test_with_timezone_auto_the_zone_comes_from_the_number(api):
 URGENTE = {"days_of_week": [1, 2, 3, 4, 5, 6, 7], "allowed_hours": {"start": "09:00", "end": "20:00"},
            "timezone": "America/Santiago", "max_attempts": 5, "retry_delay_hours": 2, "ring_timeout": 45,
            "max_call_duration": 600, "purpose": "collection", "compliance": "auto"}
-WEEKLY_CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; contacts will be called at most "
-                      "1 call a week, and the other attempts wait until it allows them")
+WEEKLY_CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; each contact gets at most "
+                      "1 call a week and the other attempts wait until it allows them")
 CALLER_ID_WARNING = ("cl-cobranza: calls within an existing relationship, collection included, must show a caller id "
                      "with the 600 prefix (since 2025-08-13) (SUBTEL); the batch's caller id +12125550100 does not")
 

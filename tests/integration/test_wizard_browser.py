@@ -253,8 +253,8 @@ def test_the_wizard_sets_the_after_call_rules_and_shows_them_before_the_start(we
 
 LAW_WARNINGS = ("[...document.querySelectorAll('#preview-warning-list .compliance-warning')]"
                 ".map(li => li.textContent)")
-CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; contacts will be called at most 1 call a "
-               "week, and the other attempts wait until it allows them")
+CAP_WARNING = ("5 attempts 2 hours apart: cl-cobranza allows 1 call a week; each contact gets at most 1 call a "
+               "week and the other attempts wait until it allows them")
 CALLER_ID_WARNING = ("cl-cobranza: calls within an existing relationship, collection included, must show a caller id "
                      "with the 600 prefix (since 2025-08-13) (SUBTEL); the batch's caller id +12125550100 does not")
 
