@@ -207,8 +207,8 @@ def test_a_move_the_table_does_not_allow_is_refused_before_any_write(store):
     before = store.get(job_id)
     with pytest.raises(IllegalTransition, match="from queued to completed"):
         store.complete(job_id, expected=states.LEASED, lease_owner=job["lease_owner"])
-    with pytest.raises(IllegalTransition, match="from in_call to waiting_schedule"):
-        store.postpone(job_id, T0, why("x"), expected=states.LEASED)
+    with pytest.raises(IllegalTransition, match="from in_call to waiting_balance"):
+        store.park_for_balance(job_id, why("x"), expected=states.LEASED)
     with pytest.raises(IllegalTransition, match="from completed to failed"):
         store.fail(job_id, why("x"), expected=(states.COMPLETED,))
     with pytest.raises(IllegalTransition, match="claimable state, not failed"):
