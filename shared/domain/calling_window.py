@@ -33,7 +33,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from typing import Any
 
 import pytz
@@ -369,16 +369,7 @@ class _Plan:
         """The first instant in ``[t, limit]`` allowed in every zone, or None."""
         if len(zones) == 1:
             return self.next_in_zone(zones[0], t, limit)
-        while True:
-            moved = False
-            for zone in zones:
-                found = self.next_in_zone(zone, t, limit)
-                if found is None:
-                    return None
-                if found != t:
-                    t, moved = found, True
-            if not moved:
-                return t
+        return _first_common([partial(self.next_in_zone, zone, limit=limit) for zone in zones], t)
 
     def reason(self, zone: _Zone, t: int, now: datetime, lang: str) -> str:
         """Why instant ``t`` (s) is outside the window in ``zone``, naming the local time and the zone."""
@@ -559,12 +550,18 @@ def _next_in_all(constraints: Sequence[tuple[_Plan, tuple[_Zone, ...], Any]], t:
     if len(constraints) == 1:
         rule, zones, _ = constraints[0]
         return rule.next_allowed(zones, t, limit)
+    return _first_common([partial(rule.next_allowed, zones, limit=limit)
+                          for rule, zones, _ in constraints if not rule.any_time], t)
+
+
+def _first_common(finders: Sequence[Callable[[int], int | None]], t: int) -> int | None:
+    """The first instant >= ``t`` that every finder accepts, each finder giving its own first accepted instant from
+    the one it is asked (None: none within its limit): ``t`` moves to each answer in turn until none moves it, so
+    no common instant is ever skipped."""
     while True:
         moved = False
-        for rule, zones, _ in constraints:
-            if rule.any_time:
-                continue
-            found = rule.next_allowed(zones, t, limit)
+        for find in finders:
+            found = find(t)
             if found is None:
                 return None
             if found != t:
