@@ -143,7 +143,7 @@ def test_an_imported_campaign_runs_to_the_end_without_calling_anyone_early_or_tw
         return all(j["status"] in states.FINAL for j in runtime.jobs.find({}))
 
     try:
-        wait_until(final, timeout_s=120, interval_s=0.5)
+        wait_until(final, timeout_s=120, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"{[(j['contact'].get('name'), j['status']) for j in runtime.jobs.find({})]}\n"
                              f"{stack.logs()}") from None

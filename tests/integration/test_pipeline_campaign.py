@@ -36,7 +36,7 @@ def wait_final(runtime, batch_id, *, timeout_s, stack):
         counts = runtime.jobs.counts(batch_id)
         return sum(counts[s] for s in states.FINAL) == sum(counts.values())
     try:
-        wait_until(done, timeout_s=timeout_s, interval_s=0.5)
+        wait_until(done, timeout_s=timeout_s, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"not final: {runtime.jobs.counts(batch_id)}\n{stack.logs()}") from None
 

@@ -156,7 +156,7 @@ def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_fac
         return client.get(f"/batches/{bid}").json()["status"] == "completed"
 
     try:
-        wait_until(finished, timeout_s=180, interval_s=0.5)
+        wait_until(finished, timeout_s=180, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"{client.get(f'/batches/{bid}').json()}\n{stack.logs()}") from None
     body = client.get(f"/batches/{bid}").json()
@@ -230,7 +230,7 @@ def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_cam
         contacts = [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)]
         assert client.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == len(phones)
         wait_until(lambda: client.get(f"/batches/{bid}").json()["status"] == "completed", timeout_s=120,
-                   interval_s=0.5)
+                   interval_s=0.2)
         return bid
 
     with_webhooks = campaign("webhooks", first)
