@@ -7,6 +7,7 @@ MongoDB database (dropped afterwards) and its own Redis database index (flushed 
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -122,19 +123,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     setattr(item, f"rep_{report.when}", report)
 
 
-#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``).
-_LONG_MODULES = ("test_demo", "test_dashboard_browser", "test_wizard_browser", "test_pipeline_chaos")
+#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``); the first
+#: ones are the longest.
+_LONG_MODULES = ("test_pipeline_chaos", "test_demo", "test_dashboard_browser", "test_wizard_browser")
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """How ``--dist worksteal`` first splits ``total`` tests between ``parts`` test processes: in order, each
+    takes an equal share of what is left (rounded down), as one contiguous run of the collection."""
+    shares = []
+    for taken in range(parts):
+        shares.append(total // (parts - taken))
+        total -= shares[-1]
+    return shares
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With several test processes, the tests that run whole stacks start first and the short ones fill in
-    around them, so that no long test starts last and runs alone. Run serially, the order is the files' order
-    (unit tests first)."""
+    """With several test processes, each process's first share of the collection starts with its part of the
+    tests that run whole stacks (dealt in turn, the longest modules first) and goes on with short ones: both
+    processes run long tests from the start, and the tests a process takes over from another at the end (from the
+    end of its share) are short ones, so that no long test starts last and runs alone. Run serially, the order
+    is the files' order (unit tests first)."""
     if not config.getoption("numprocesses", None):
         return
+    processes = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0))
+
+    def module(item: pytest.Item) -> str:
+        return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
 
     def long(item: pytest.Item) -> bool:
-        module = getattr(getattr(item, "module", None), "__name__", "")
-        return "stack_factory" in getattr(item, "fixturenames", ()) or module.rsplit(".", 1)[-1] in _LONG_MODULES
+        return "stack_factory" in getattr(item, "fixturenames", ()) or module(item) in _LONG_MODULES
 
-    items.sort(key=lambda item: 0 if long(item) else 1)
+    def rank(item: pytest.Item) -> int:
+        return _LONG_MODULES.index(module(item)) if module(item) in _LONG_MODULES else len(_LONG_MODULES)
+
+    longs = sorted((item for item in items if long(item)), key=rank)
+    shorts = iter([item for item in items if not long(item)])
+    ordered: list[pytest.Item] = []
+    for index, share in enumerate(_shares(len(items), processes)):
+        part = longs[index::processes]
+        ordered += part + list(itertools.islice(shorts, max(0, share - len(part))))
+    items[:] = ordered + list(shorts)
