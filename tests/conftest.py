@@ -144,9 +144,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     processes run long tests from the start, and the tests a process takes over from another at the end (from the
     end of its share) are short ones, so that no long test starts last and runs alone. Run serially, the order
     is the files' order (unit tests first)."""
-    if not config.getoption("numprocesses", None):
+    worker = getattr(config, "workerinput", None)   # set in each test process of a pytest-xdist run
+    if not worker:
         return
-    processes = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0))
+    processes = max(1, int(worker.get("workercount", 1)))
 
     def module(item: pytest.Item) -> str:
         return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
