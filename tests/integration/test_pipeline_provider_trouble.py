@@ -23,8 +23,8 @@ from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wa
 pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago
-#: Free retries 0.2, 0.4, 0.8 ... real seconds apart (5 s in production), so that a test sees several.
-QUICK_RETRIES = {"pipeline_free_retry_base_s": 0.2, "pipeline_max_free_retries": 4}
+#: Free retries 0.1, 0.2, 0.4 ... real seconds apart (5 s in production), so that a test sees several.
+QUICK_RETRIES = {"pipeline_free_retry_base_s": 0.1, "pipeline_max_free_retries": 4}
 
 
 def contacts_for(phones, per_contact=1):
@@ -66,7 +66,8 @@ def test_refused_calls_back_off_and_a_budget_ends_the_round(stack_factory):
     assert jobs["patient"]["status"] == states.COMPLETED and jobs["patient"]["tries"] == 0   # refusals spent nothing
     attempts = runtime.attempts.for_job(jobs["patient"]["_id"])
     waits = [b["due_at"] - a["finalized_at"] for a, b in itertools.pairwise(attempts)]
-    assert len(waits) == 3 and waits == sorted(waits) and waits[0] >= 0.2 * 0.8 * 60_000   # growing backoff
+    first_s = QUICK_RETRIES["pipeline_free_retry_base_s"]
+    assert len(waits) == 3 and waits == sorted(waits) and waits[0] >= first_s * 0.8 * 60_000   # growing backoff
     hopeless_job = jobs["hopeless"]
     assert hopeless_job["status"] == states.FAILED and hopeless_job["tries"] == 2
     assert "free retries spent" in hopeless_job["last_error"]
