@@ -36,7 +36,7 @@ def test_a_connected_call_that_drops_spends_its_attempt_and_is_not_called_again_
     # 90 s conversations that end with the agent's connection lost, on both numbers of each contact.
     phones = numbers("31", 6)
     dropped = {"outcome": "answer", "ring_s": 2, "duration_s": 90, "reason": "error_llm_websocket_lost_connection"}
-    stack, runtime = stack_factory(clock=started_at(START, speed=120),
+    stack, runtime = stack_factory(clock=started_at(START, speed=240),
                                    scenario={"numbers": dict.fromkeys(phones, dropped)})
     settings = {"max_attempts": 3, "retry_delay_hours": 0.05}
     batch = setup_campaign(runtime, contacts_for(phones, 2), settings)
