@@ -17,7 +17,7 @@ from shared.clock import started_at
 from shared.domain import states
 from shared.stores import attempts as attempt_states
 from shared.stores.batch_controls import resume_batch
-from tests.helpers import wait_until
+from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 
 pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
@@ -132,8 +132,10 @@ def test_bad_key_and_no_payment_hold_every_batch_until_resumed(stack_factory):
 
 def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_ended_here(stack_factory):
     stubborn, silent = numbers("35", 2)
-    # A lease of 20 real seconds gives the provider a stop grace of 10 (half the lease) after the deadline.
-    stack, runtime = stack_factory(clock=started_at(START, speed=60), config_overrides={"pipeline_lease_s": 20.0},
+    # A lease of 20 real seconds gives the provider a stop grace of 10 (half the lease) after the deadline. At 120x
+    # the deadline (ring timeout + longest call + grace: 110 simulated seconds) comes 0.9 real seconds after the dial.
+    clock = started_at(START, speed=120)
+    stack, runtime = stack_factory(clock=clock, config_overrides={"pipeline_lease_s": 20.0},
                                    scenario={"numbers": {stubborn: "stuck", silent: "stuck"}})
     stack.simulator.script_faults("stop_call", *["500"] * 6)   # the first two stops fail (3 sends each)
     settings = {"ring_timeout": 20, "max_call_duration": 60, "max_attempts": 1}
@@ -155,7 +157,7 @@ def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_en
     (attempt,) = runtime.attempts.for_job(job["_id"])
     assert attempt["outcome"] == "timeout" and attempt["forced_end"] and attempt["finalized_by"] == "deadline"
     deadline_s = (job["dialed_at"] + (20 + 60 + 30) * 1000) / 1000
-    assert attempt["finalized_at"] / 1000 - deadline_s <= 10 * 60 + 120   # stop grace + jitter budget, at 60x
+    assert attempt["finalized_at"] / 1000 - deadline_s <= clock.simulated_seconds(10) + jitter_s(clock)   # stop grace
     assert runtime.slots.holders("acme") == {} and runtime.billing.check("acme").ok
     wait_until(lambda: runtime.batches.get(other["_id"])["status"] == states.BATCH_COMPLETED, timeout_s=30)
 
