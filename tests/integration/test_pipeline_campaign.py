@@ -57,7 +57,7 @@ def assert_no_attempt_dialed_twice(stack):
 
 
 def test_three_hundred_contacts_with_scripted_outcomes(stack_factory):
-    fast = started_at(START, speed=120)
+    fast = started_at(START, speed=240)
     groups = {
         "answer": numbers("61", 60),
         "second_number": numbers("62", 60),
