@@ -123,8 +123,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     setattr(item, f"rep_{report.when}", report)
 
 
-#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``); the first
-#: ones are the longest.
+#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``), the
+#: busiest first: they run first in the first test process, while the others run short tests.
 _LONG_MODULES = ("test_pipeline_chaos", "test_demo", "test_dashboard_browser", "test_wizard_browser")
 
 
@@ -139,11 +139,13 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With several test processes, each process's first share of the collection starts with its part of the
-    tests that run whole stacks (dealt in turn, the longest modules first) and goes on with short ones: both
-    processes run long tests from the start, and the tests a process takes over from another at the end (from the
-    end of its share) are short ones, so that no long test starts last and runs alone. Run serially, the order
-    is the files' order (unit tests first)."""
+    """With several test processes, spread the tests that run whole stacks so that no long test starts last and
+    runs alone, and the busiest never run beside each other. ``--dist worksteal`` gives each process a contiguous
+    share of the collection and lets a process that runs out take over the end of another's share: the first
+    share starts with the busiest modules' tests (:data:`_LONG_MODULES`), then its part of the other stack tests,
+    then short tests; each other share starts with short tests (run beside the busiest), then its part of the stack
+    tests. The first share holds more long work, so the others run out first and take over short tests from its
+    end. Run serially, the order is the files' order (unit tests first)."""
     worker = getattr(config, "workerinput", None)   # set in each test process of a pytest-xdist run
     if not worker:
         return
@@ -152,16 +154,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def module(item: pytest.Item) -> str:
         return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
 
-    def long(item: pytest.Item) -> bool:
-        return "stack_factory" in getattr(item, "fixturenames", ()) or module(item) in _LONG_MODULES
-
-    def rank(item: pytest.Item) -> int:
-        return _LONG_MODULES.index(module(item)) if module(item) in _LONG_MODULES else len(_LONG_MODULES)
-
-    longs = sorted((item for item in items if long(item)), key=rank)
-    shorts = iter([item for item in items if not long(item)])
+    busiest = sorted((item for item in items if module(item) in _LONG_MODULES),
+                     key=lambda item: _LONG_MODULES.index(module(item)))
+    stacks = [item for item in items
+              if module(item) not in _LONG_MODULES and "stack_factory" in getattr(item, "fixturenames", ())]
+    chosen = {id(item) for item in busiest + stacks}
+    shorts = iter([item for item in items if id(item) not in chosen])
     ordered: list[pytest.Item] = []
     for index, share in enumerate(_shares(len(items), processes)):
-        part = longs[index::processes]
-        ordered += part + list(itertools.islice(shorts, max(0, share - len(part))))
+        part = stacks[index::processes]
+        if index == 0:
+            part = busiest + part
+            ordered += part + list(itertools.islice(shorts, max(0, share - len(part))))
+        else:
+            ordered += list(itertools.islice(shorts, max(0, share - len(part)))) + part
     items[:] = ordered + list(shorts)
