@@ -148,11 +148,14 @@ def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_en
     assert stack.simulator.call_debug(attempt["call_id"])["status"] == "ended"   # the third stop went through
 
     # A provider that never stops the call: the attempt ends here, a stop grace after its deadline. A stack of its
-    # own (nothing of the first left in the broker), whose 8 s lease gives a stop grace of 4 real seconds (its
-    # create timeout below the dialing lease, as the configuration requires).
+    # own (nothing of the first left in the broker), whose 10 s lease gives a stop grace of 5 real seconds (its
+    # create timeout below the dialing lease, as the configuration requires). The stops start at the deadline;
+    # the look that ends the attempt is the one after the second failed stop: two stops of three sends each (at
+    # least 1.1 s each with the client's backoff) and the waits after them (1 s, then 2 s) put it at least 5.2 real
+    # seconds after the deadline, past the grace, and about 6 on a loaded machine.
     stack.stop(graceful=False)
     runtime.redis.flushdb()
-    short_lease = {"pipeline_lease_s": 8.0, "retell_create_timeout_s": 5.0}
+    short_lease = {"pipeline_lease_s": 10.0, "retell_create_timeout_s": 5.0}
     stack, runtime = stack_factory(clock=clock, config_overrides=short_lease, scenario={"numbers": {silent: "stuck"}})
     stack.simulator.set_faults(endpoints=["stop_call"], rate_500=1.0)
     other = runtime.batches.create({"name": "silent", "account_id": "acme", "agent_id": "agent_test",
@@ -164,7 +167,7 @@ def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_en
     assert attempt["outcome"] == "timeout" and attempt["forced_end"] and attempt["finalized_by"] == "deadline"
     assert job["stop_attempts"] >= 1 and not job.get("stop_acked")   # its stops were tried, none went through
     deadline_s = (job["dialed_at"] + (20 + 60 + 30) * 1000) / 1000
-    assert attempt["finalized_at"] / 1000 - deadline_s <= clock.simulated_seconds(4) + jitter_s(clock)   # stop grace
+    assert attempt["finalized_at"] / 1000 - deadline_s <= clock.simulated_seconds(5) + jitter_s(clock)   # stop grace
     assert runtime.slots.holders("acme") == {} and runtime.billing.check("acme").ok
     wait_until(lambda: runtime.batches.get(other["_id"])["status"] == states.BATCH_COMPLETED, timeout_s=30)
 
