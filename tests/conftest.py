@@ -7,6 +7,7 @@ MongoDB database (dropped afterwards) and its own Redis database index (flushed 
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -122,19 +123,49 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     setattr(item, f"rep_{report.when}", report)
 
 
-#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``).
-_LONG_MODULES = ("test_demo", "test_dashboard_browser", "test_wizard_browser", "test_pipeline_chaos")
+#: Modules whose tests start whole stacks of processes (besides every test that uses ``stack_factory``), the
+#: busiest first: they run first in the first test process, while the others run short tests.
+_LONG_MODULES = ("test_pipeline_chaos", "test_demo", "test_dashboard_browser", "test_wizard_browser")
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """How ``--dist worksteal`` first splits ``total`` tests between ``parts`` test processes: in order, each
+    takes an equal share of what is left (rounded down), as one contiguous run of the collection."""
+    shares = []
+    for taken in range(parts):
+        shares.append(total // (parts - taken))
+        total -= shares[-1]
+    return shares
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With several test processes, the tests that run whole stacks start first and the short ones fill in
-    around them, so that no long test starts last and runs alone. Run serially, the order is the files' order
-    (unit tests first)."""
-    if not config.getoption("numprocesses", None):
+    """With several test processes, spread the tests that run whole stacks so that no long test starts last and
+    runs alone, and the busiest never run beside each other. ``--dist worksteal`` gives each process a contiguous
+    share of the collection and lets a process that runs out take over the end of another's share: the first
+    share starts with the busiest modules' tests (:data:`_LONG_MODULES`), then its part of the other stack tests,
+    then short tests; each other share starts with short tests (run beside the busiest), then its part of the stack
+    tests. The first share holds more long work, so the others run out first and take over short tests from its
+    end. Run serially, the order is the files' order (unit tests first)."""
+    worker = getattr(config, "workerinput", None)   # set in each test process of a pytest-xdist run
+    if not worker:
         return
+    processes = max(1, int(worker.get("workercount", 1)))
 
-    def long(item: pytest.Item) -> bool:
-        module = getattr(getattr(item, "module", None), "__name__", "")
-        return "stack_factory" in getattr(item, "fixturenames", ()) or module.rsplit(".", 1)[-1] in _LONG_MODULES
+    def module(item: pytest.Item) -> str:
+        return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
 
-    items.sort(key=lambda item: 0 if long(item) else 1)
+    busiest = sorted((item for item in items if module(item) in _LONG_MODULES),
+                     key=lambda item: _LONG_MODULES.index(module(item)))
+    stacks = [item for item in items
+              if module(item) not in _LONG_MODULES and "stack_factory" in getattr(item, "fixturenames", ())]
+    chosen = {id(item) for item in busiest + stacks}
+    shorts = iter([item for item in items if id(item) not in chosen])
+    ordered: list[pytest.Item] = []
+    for index, share in enumerate(_shares(len(items), processes)):
+        part = stacks[index::processes]
+        if index == 0:
+            part = busiest + part
+            ordered += part + list(itertools.islice(shorts, max(0, share - len(part))))
+        else:
+            ordered += list(itertools.islice(shorts, max(0, share - len(part)))) + part
+    items[:] = ordered + list(shorts)

@@ -126,7 +126,7 @@ def test_the_command_prints_its_report_and_exits_nonzero_on_refusals(config, leg
 
 @pytest.mark.slow
 def test_an_imported_campaign_runs_to_the_end_without_calling_anyone_early_or_twice(stack_factory, legacy):
-    clock = started_at(START, speed=240)   # the 30 minutes of a reservation: 7.5 real seconds
+    clock = started_at(START, speed=480)   # the 30 minutes of a reservation: 3.75 real seconds
     legacy_db, legacy_name = legacy
     phones = numbered("+56962", 8)
     rules = {p: {"outcome": "answer", "ring_s": 2, "duration_s": 20} for p in phones}
@@ -143,7 +143,7 @@ def test_an_imported_campaign_runs_to_the_end_without_calling_anyone_early_or_tw
         return all(j["status"] in states.FINAL for j in runtime.jobs.find({}))
 
     try:
-        wait_until(final, timeout_s=120, interval_s=0.5)
+        wait_until(final, timeout_s=120, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"{[(j['contact'].get('name'), j['status']) for j in runtime.jobs.find({})]}\n"
                              f"{stack.logs()}") from None

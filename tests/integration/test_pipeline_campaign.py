@@ -36,7 +36,7 @@ def wait_final(runtime, batch_id, *, timeout_s, stack):
         counts = runtime.jobs.counts(batch_id)
         return sum(counts[s] for s in states.FINAL) == sum(counts.values())
     try:
-        wait_until(done, timeout_s=timeout_s, interval_s=0.5)
+        wait_until(done, timeout_s=timeout_s, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"not final: {runtime.jobs.counts(batch_id)}\n{stack.logs()}") from None
 
@@ -57,7 +57,7 @@ def assert_no_attempt_dialed_twice(stack):
 
 
 def test_three_hundred_contacts_with_scripted_outcomes(stack_factory):
-    fast = started_at(START, speed=120)
+    fast = started_at(START, speed=240)
     groups = {
         "answer": numbers("61", 60),
         "second_number": numbers("62", 60),

@@ -74,7 +74,7 @@ def test_three_campaigns_sharing_twenty_five_numbers_keep_regulation_f(stack_fac
         jobs = runtime.jobs.find({"account_id": "acme", "status": states.WAITING_SCHEDULE})
         return runtime.clock.now() >= saturday and sum("7 calls in the 7 days" in j["last_error"] for j in jobs) >= 15
 
-    wait_until(week_capped, timeout_s=120, interval_s=0.5)
+    wait_until(week_capped, timeout_s=120, interval_s=0.2)
     dials = stack.simulator.dials(timeline=True)
     stack.stop(graceful=False)
     logs = "".join(path.read_text() for path in stack.log_dir.glob("*.log"))

@@ -244,7 +244,7 @@ def test_a_provider_that_answers_every_create_ambiguously_for_ten_minutes_calls_
     wait_until(lambda: clock.now_ms() >= troubled_until, timeout_s=60, interval_s=0.2)
     stack.simulator.set_faults()
     wait_until(lambda: {j["status"] for j in runtime.jobs.find({"batch_id": batch["_id"]})} == {states.COMPLETED},
-               timeout_s=120, interval_s=0.5)
+               timeout_s=120, interval_s=0.2)
     assert_no_attempt_dialed_twice(stack)
     per_round: dict[tuple, int] = {}
     for record in stack.simulator.dials():

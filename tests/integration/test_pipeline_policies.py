@@ -60,9 +60,12 @@ def test_settings_that_stop_validating_hold_the_batch_until_fixed(stack_factory)
     # jobs created before the edit may already be dialing; the rest must wait
     shown = wait_until(lambda: runtime.batches.get(batch["_id"]).get("settings_error"), timeout_s=30)
     assert "ring_timeout" in shown
-    time.sleep(2)
-    waiting = runtime.jobs.find({"batch_id": batch["_id"], "status": states.PENDING})
-    assert waiting and all("call_settings invalid" in j["last_error"] for j in waiting)
+
+    def held_back() -> list[dict] | None:
+        waiting = runtime.jobs.find({"batch_id": batch["_id"], "status": states.PENDING})
+        return waiting if waiting and all("call_settings invalid" in j["last_error"] for j in waiting) else None
+
+    wait_until(held_back, timeout_s=30)
     dialed_before = len(stack.simulator.dials())
     time.sleep(2)
     assert len(stack.simulator.dials()) == dialed_before  # nothing dialed while invalid

@@ -17,14 +17,14 @@ from shared.clock import started_at
 from shared.domain import states
 from shared.stores import attempts as attempt_states
 from shared.stores.batch_controls import resume_batch
-from tests.helpers import wait_until
+from tests.helpers import jitter_s, wait_until
 from tests.integration.test_pipeline_campaign import numbers, setup_campaign, wait_final
 
 pytestmark = pytest.mark.slow   # a running stack (simulator, workers, clock) or the simulator process
 
 START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)   # a Tuesday, 11:00 in Santiago
-#: Free retries 0.2, 0.4, 0.8 ... real seconds apart (5 s in production), so that a test sees several.
-QUICK_RETRIES = {"pipeline_free_retry_base_s": 0.2, "pipeline_max_free_retries": 4}
+#: Free retries 0.1, 0.2, 0.4 ... real seconds apart (5 s in production), so that a test sees several.
+QUICK_RETRIES = {"pipeline_free_retry_base_s": 0.1, "pipeline_max_free_retries": 4}
 
 
 def contacts_for(phones, per_contact=1):
@@ -36,7 +36,7 @@ def test_a_connected_call_that_drops_spends_its_attempt_and_is_not_called_again_
     # 90 s conversations that end with the agent's connection lost, on both numbers of each contact.
     phones = numbers("31", 6)
     dropped = {"outcome": "answer", "ring_s": 2, "duration_s": 90, "reason": "error_llm_websocket_lost_connection"}
-    stack, runtime = stack_factory(clock=started_at(START, speed=120),
+    stack, runtime = stack_factory(clock=started_at(START, speed=240),
                                    scenario={"numbers": dict.fromkeys(phones, dropped)})
     settings = {"max_attempts": 3, "retry_delay_hours": 0.05}
     batch = setup_campaign(runtime, contacts_for(phones, 2), settings)
@@ -66,7 +66,8 @@ def test_refused_calls_back_off_and_a_budget_ends_the_round(stack_factory):
     assert jobs["patient"]["status"] == states.COMPLETED and jobs["patient"]["tries"] == 0   # refusals spent nothing
     attempts = runtime.attempts.for_job(jobs["patient"]["_id"])
     waits = [b["due_at"] - a["finalized_at"] for a, b in itertools.pairwise(attempts)]
-    assert len(waits) == 3 and waits == sorted(waits) and waits[0] >= 0.2 * 0.8 * 60_000   # growing backoff
+    first_s = QUICK_RETRIES["pipeline_free_retry_base_s"]
+    assert len(waits) == 3 and waits == sorted(waits) and waits[0] >= first_s * 0.8 * 60_000   # growing backoff
     hopeless_job = jobs["hopeless"]
     assert hopeless_job["status"] == states.FAILED and hopeless_job["tries"] == 2
     assert "free retries spent" in hopeless_job["last_error"]
@@ -131,8 +132,10 @@ def test_bad_key_and_no_payment_hold_every_batch_until_resumed(stack_factory):
 
 def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_ended_here(stack_factory):
     stubborn, silent = numbers("35", 2)
-    # A lease of 20 real seconds gives the provider a stop grace of 10 (half the lease) after the deadline.
-    stack, runtime = stack_factory(clock=started_at(START, speed=60), config_overrides={"pipeline_lease_s": 20.0},
+    # A lease of 20 real seconds gives the provider a stop grace of 10 (half the lease) after the deadline. At 120x
+    # the deadline (ring timeout + longest call + grace: 110 simulated seconds) comes 0.9 real seconds after the dial.
+    clock = started_at(START, speed=120)
+    stack, runtime = stack_factory(clock=clock, config_overrides={"pipeline_lease_s": 20.0},
                                    scenario={"numbers": {stubborn: "stuck", silent: "stuck"}})
     stack.simulator.script_faults("stop_call", *["500"] * 6)   # the first two stops fail (3 sends each)
     settings = {"ring_timeout": 20, "max_call_duration": 60, "max_attempts": 1}
@@ -144,7 +147,16 @@ def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_en
     assert job["stop_attempts"] >= 3 and job["stop_acked"]
     assert stack.simulator.call_debug(attempt["call_id"])["status"] == "ended"   # the third stop went through
 
-    # A provider that never stops the call: the attempt ends here, a stop grace after its deadline.
+    # A provider that never stops the call: the attempt ends here, a stop grace after its deadline. A stack of its
+    # own (nothing of the first left in the broker), whose 10 s lease gives a stop grace of 5 real seconds (its
+    # create timeout below the dialing lease, as the configuration requires). The stops start at the deadline;
+    # the look that ends the attempt is the one after the second failed stop: two stops of three sends each (at
+    # least 1.1 s each with the client's backoff) and the waits after them (1 s, then 2 s) put it at least 5.2 real
+    # seconds after the deadline, past the grace, and about 6 on a loaded machine.
+    stack.stop(graceful=False)
+    runtime.redis.flushdb()
+    short_lease = {"pipeline_lease_s": 10.0, "retell_create_timeout_s": 5.0}
+    stack, runtime = stack_factory(clock=clock, config_overrides=short_lease, scenario={"numbers": {silent: "stuck"}})
     stack.simulator.set_faults(endpoints=["stop_call"], rate_500=1.0)
     other = runtime.batches.create({"name": "silent", "account_id": "acme", "agent_id": "agent_test",
                                     "call_settings": settings})
@@ -153,8 +165,9 @@ def test_a_call_that_never_ends_is_stopped_and_a_failing_stop_is_retried_then_en
     (job,) = runtime.jobs.find({"batch_id": other["_id"]})
     (attempt,) = runtime.attempts.for_job(job["_id"])
     assert attempt["outcome"] == "timeout" and attempt["forced_end"] and attempt["finalized_by"] == "deadline"
+    assert job["stop_attempts"] >= 1 and not job.get("stop_acked")   # its stops were tried, none went through
     deadline_s = (job["dialed_at"] + (20 + 60 + 30) * 1000) / 1000
-    assert attempt["finalized_at"] / 1000 - deadline_s <= 10 * 60 + 120   # stop grace + jitter budget, at 60x
+    assert attempt["finalized_at"] / 1000 - deadline_s <= clock.simulated_seconds(5) + jitter_s(clock)   # stop grace
     assert runtime.slots.holders("acme") == {} and runtime.billing.check("acme").ok
     wait_until(lambda: runtime.batches.get(other["_id"])["status"] == states.BATCH_COMPLETED, timeout_s=30)
 

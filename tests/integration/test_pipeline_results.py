@@ -70,7 +70,7 @@ def test_every_contacts_result_agrees_with_the_simulators_record(stack_factory, 
         return all(j["status"] in states.FINAL and not (j.get("result") or {}).get("analysis_pending") for j in jobs)
 
     try:
-        wait_until(settled, timeout_s=240, interval_s=0.5)
+        wait_until(settled, timeout_s=240, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"not settled: {runtime.jobs.counts(bid)}\n{stack.logs()}") from None
 

@@ -518,7 +518,8 @@ def _tls_server(tmp_path, name: str) -> tuple[Any, list[dict[str, Any]]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a 20 ms poll: shutdown() returns within it instead of the default half second
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server, seen
 
 

@@ -110,7 +110,8 @@ class WebhookSink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a 20 ms poll: close() (shutdown) returns within it instead of the default half second
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def events(self, call_id: str | None = None, *, path: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -156,7 +156,7 @@ def test_in_a_running_stack_webhooks_and_polls_apply_each_outcome_once(stack_fac
         return client.get(f"/batches/{bid}").json()["status"] == "completed"
 
     try:
-        wait_until(finished, timeout_s=180, interval_s=0.5)
+        wait_until(finished, timeout_s=180, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"{client.get(f'/batches/{bid}').json()}\n{stack.logs()}") from None
     body = client.get(f"/batches/{bid}").json()
@@ -217,9 +217,10 @@ def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_cam
     """RETELL_WEBHOOKS: a call's end comes by webhook and nobody asks the provider about it; once webhooks stop
     arriving, maintenance polls each call past its ring timeout plus the safety margin, and it still ends."""
     first, second = numbers("73", 8), numbers("74", 4)
-    rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 40} for p in first + second}
-    # At 20x the safety poll of a call comes 47 simulated seconds (2.3 real s) after the end its webhook reports.
-    stack, runtime, client = stack_with_web(stack_factory, rules, speed=20, retell_webhooks=True)
+    rules = {p: {"outcome": "answer", "ring_s": 3, "duration_s": 10} for p in first + second}
+    # At 30x the safety poll of a call (ring timeout + margin: 90 simulated seconds after its dial) comes 77 simulated
+    # seconds (2.6 real s) after the end its webhook reports.
+    stack, runtime, client = stack_with_web(stack_factory, rules, speed=30, retell_webhooks=True)
     assert client.put("/accounts/acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 4}).status == 201
 
     def campaign(name: str, phones: list[str]) -> str:
@@ -229,7 +230,7 @@ def test_with_retell_webhooks_calls_are_polled_only_when_their_webhook_never_cam
         contacts = [{"name": f"c{i}", "phones": [p]} for i, p in enumerate(phones)]
         assert client.post(f"/batches/{bid}/contacts", {"contacts": contacts}).json()["imported"] == len(phones)
         wait_until(lambda: client.get(f"/batches/{bid}").json()["status"] == "completed", timeout_s=120,
-                   interval_s=0.5)
+                   interval_s=0.2)
         return bid
 
     with_webhooks = campaign("webhooks", first)

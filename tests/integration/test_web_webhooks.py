@@ -341,26 +341,42 @@ def test_the_simulator_delivers_signed_webhooks_that_finalize_every_call(rig):
     assert {200, 204} <= statuses <= {200, 202, 204}   # 202 only if a finalize outlasted the 5 s wait
 
 
+#: The body a slow sender declares, and the part of it it sends before the answer.
+_DECLARED = 1000
+_FIRST = b"{"
+
+
 def _slow_sender(rig: Rig) -> socket.socket:
     """A connection that declares a 1,000-byte webhook body and sends one byte of it."""
     host, port = rig.server.url.removeprefix("http://").split(":")
     sender = socket.create_connection((host, int(port)), timeout=60)
     sender.sendall(b"POST /webhooks/retell HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: 1000\r\n\r\n{")
+                   b"Content-Length: %d\r\n\r\n%s" % (_DECLARED, _FIRST))
     return sender
 
 
 def _answer_of(sender: socket.socket) -> tuple[int, bytes]:
-    """The status and raw bytes of the answer on ``sender`` (read until the server closes it: after answering,
-    aiohttp reads what is left of the request for up to its lingering time, 10 s, so its connection task is over
-    by then and none is left pending when the rig stops)."""
+    """The status and raw bytes of the answer on ``sender``: its head and its ``Content-Length`` of body. Then the
+    sender sends the rest of the body it declared, which ends aiohttp's lingering read of what is left of the request
+    (else up to 10 s), and reads until the server closes the connection: its connection task is over, and none is
+    left pending when the rig stops."""
     data = b""
-    while True:
+    while b"\r\n\r\n" not in data:
         chunk = sender.recv(65536)
-        if not chunk:
-            break
+        assert chunk, f"connection closed before the answer's head: {data!r}"
         data += chunk
-    return int(data.split(b" ", 2)[1]), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")[1:]
+               if line.lower().startswith(b"content-length:")]
+    assert lengths, head
+    while len(body) < int(lengths[0]):
+        chunk = sender.recv(65536)
+        assert chunk, f"connection closed inside the answer's body: {data!r}"
+        body += chunk
+    sender.sendall(b" " * (_DECLARED - len(_FIRST)))
+    while sender.recv(65536):   # the server closes the connection (the answer said so)
+        pass
+    return int(head.split(b" ", 2)[1]), head + b"\r\n\r\n" + body
 
 
 def test_slow_bodies_are_refused_at_the_read_deadline_and_free_their_read_slots(rig_factory):
@@ -382,6 +398,8 @@ def test_slow_bodies_are_refused_at_the_read_deadline_and_free_their_read_slots(
     assert [status for status, _ in answers] == [408] * slots
     assert b'"error":"request_timeout"' in answers[0][1]
     assert processor.reading == 0
+    # the senders gone, none of their connections stays open on the server (none is pending when the rig stops)
+    wait_until(lambda: not rig.server._runner.server.connections, timeout_s=10)
     assert rig.post("call_started", {"call_id": "c"}).status == 204          # signed, read, acknowledged
     job = rig.in_call(BUSY)
     accepted = rig.post("call_ended", rig.ended_call(job))

@@ -36,7 +36,7 @@ LAST = datetime(2034, 12, 31, tzinfo=UTC)
 #: Longest minute-by-minute walk the oracle does (the settings generated keep answers well inside it).
 MAX_WALK = timedelta(days=40)
 #: Examples per property; raise ``OUTDIAL_PROPERTY_EXAMPLES`` for a longer search (e.g. 5000 before a release).
-EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "250"))
+EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "100"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
