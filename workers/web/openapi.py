@@ -75,8 +75,18 @@ def _errors(*codes: int) -> dict[str, Any]:
                   "\\ud800, names its JSON path)",
              503: "MongoDB or Redis failed; retry"}
     out = {str(code): _answer(texts[code], _ref("Error")) for code in codes}
-    out["default"] = _ERROR
+    if "400" in out:
+        out["400"] = _unreadable(out["400"])
+    out["default"] = _unreadable(_ERROR)
     return out
+
+
+def _unreadable(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer``, or the HTTP server's own 400 in text/plain: a request line or a header too long for it to read
+    (over 8 KiB) is refused before outdial sees the request."""
+    return {"description": answer["description"] + "; a request line or header over 8 KiB: 400 in text/plain, from "
+                                                   "the HTTP server",
+            "content": {**answer["content"], "text/plain": {"schema": {"type": "string"}}}}
 
 
 def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
