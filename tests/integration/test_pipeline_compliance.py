@@ -8,7 +8,7 @@ from the simulator's record of the calls it received.
   24 hours, none after 20:00 Eastern.
 - A debtor with two numbers under ``us-regf``: at most 7 calls in any 7 days over both numbers.
 
-Real processes on a clock running 40,000 times faster than real time (a day in 2.2 real seconds); nobody answers, so
+Real processes on a clock running 50,000 times faster than real time (a day in 1.7 real seconds); nobody answers, so
 every contact keeps being retried and only the law holds the calls back. How many calls fit depends on the machine's
 pace, so the checks hold whatever it is, and one check asks that the caps were actually reached.
 """
@@ -33,7 +33,7 @@ SANTIAGO = pytz.timezone("America/Santiago")
 EASTERN = pytz.timezone("America/New_York")
 #: Thursday 2026-09-10, 22:00 in Santiago: the first windows open on Friday morning.
 START = SANTIAGO.localize(datetime(2026, 9, 10, 22, 0)).astimezone(UTC)
-SPEED = 40_000
+SPEED = 50_000
 #: The original worker's "Cobranza urgente" campaign.
 COBRANZA = {"max_call_duration": 600, "ring_timeout": 45, "max_attempts": 5, "retry_delay_hours": 2,
             "allowed_hours": {"start": "09:00", "end": "20:00"}, "days_of_week": [1, 2, 3, 4, 5, 6],

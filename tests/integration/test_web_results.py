@@ -115,6 +115,8 @@ def test_filters_by_status_and_by_update_time(api, web_runtime):
     assert sorted(r["external_id"] for r in iso) == ["x-1", "x-2"]
     offset = rows_of(api.get(f"/batches/{batch_id}/results.csv?updated_since={quote('2026-03-10T09:00:00-03:00')}"))
     assert sorted(r["external_id"] for r in offset) == ["x-1", "x-2"]
+    odd = api.get(f"/batches/{batch_id}/results.csv?updated_since={quote('¹²')}")   # digits int() cannot read
+    assert odd.status == 422 and odd.json()["errors"][0]["field"] == "updated_since"
     # the columns are those of the contacts exported
     reply = api.get(f"/batches/{batch_id}/results.csv?status=failed")
     assert reply.text.splitlines()[0].endswith("recording_url,after_call,callbacks,callback_at,callback_local,"

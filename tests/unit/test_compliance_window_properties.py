@@ -28,7 +28,7 @@ from shared.domain.calling_window import (
 from shared.domain.compliance import REGISTRY
 
 CONFIG = Config()
-EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("OUTDIAL_PROPERTY_EXAMPLES", "80"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: Chilean, Floridian (Eastern), Texan, Mississippian, Colombian, Peruvian, Mexican and Spanish numbers.
 PHONES = ("+56961234567", "+13055550123", "+12145550123", "+16015550123", "+573001234567", "+51912345678",

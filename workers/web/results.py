@@ -74,7 +74,7 @@ def _updated_since(request: web.Request) -> int | None:
     if raw is None:
         return None
     text = raw.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():   # "¹" and other digits int() does not read are not milliseconds
         if len(text) > 15:
             raise invalid([("updated_since", f"milliseconds since the epoch out of range, got {raw[:40]!r}")])
         return int(text)
