@@ -182,11 +182,12 @@ def _local_instant(wall: datetime, tz: ZoneInfo) -> datetime:
 @dataclass(frozen=True)
 class CallbackTime:
     """When a callback is placed (``at``), or why it is not (``problem``: ``unreadable``, ``past``, ``too_far``,
-    ``no_window``); ``asked`` is the time read from the field."""
+    ``no_window``); ``asked`` is the time read from the field, ``zone`` the callee's zone it was read in."""
 
     at: datetime | None = None
     asked: Asked | None = None
     problem: str | None = None
+    zone: str = "UTC"
 
 
 def _open_for(settings: CallSettings, start: datetime, phone: str, contact_timezone: str | None, guard: timedelta,
@@ -218,23 +219,23 @@ def callback_time(value: Any, *, ended: datetime, now: datetime, settings: CallS
     zone = resolve_timezones(settings, phone, contact_timezone=contact_timezone, config=config)[0]
     asked = read_asked(value, zone)
     if asked is None:
-        return CallbackTime(problem="unreadable")
+        return CallbackTime(problem="unreadable", zone=zone)
     bound = ended + CALLBACK_MAX_AHEAD
     if asked.date_only:
         local_end = ended.astimezone(ZoneInfo(zone)).date()
         if asked.at.astimezone(ZoneInfo(zone)).date() < local_end:
-            return CallbackTime(asked=asked, problem="past")
+            return CallbackTime(asked=asked, zone=zone, problem="past")
     elif asked.at < ended:
-        return CallbackTime(asked=asked, problem="past")
+        return CallbackTime(asked=asked, zone=zone, problem="past")
     if asked.at > bound:
-        return CallbackTime(asked=asked, problem="too_far")
+        return CallbackTime(asked=asked, zone=zone, problem="too_far")
     try:
         at = _open_for(settings, max(asked.at, now), phone, contact_timezone, guard, config)
     except NoAllowedTime:
-        return CallbackTime(asked=asked, problem="no_window")
+        return CallbackTime(asked=asked, zone=zone, problem="no_window")
     if at > bound:
-        return CallbackTime(asked=asked, problem="too_far")
-    return CallbackTime(at=at, asked=asked)
+        return CallbackTime(asked=asked, zone=zone, problem="too_far")
+    return CallbackTime(at=at, asked=asked, zone=zone)
 
 
 # -- the decision ---------------------------------------------------------------------------------------------
@@ -320,9 +321,8 @@ def _decide(job: Job, analysis: Mapping[str, Any] | None, settings: CallSettings
             ignored = callback.problem
         if callback is not None and callback.at is not None:
             at_ms = int(callback.at.timestamp() * 1000)
-            zone = resolve_timezones(settings, job.phone, contact_timezone=job.contact.timezone, config=config)[0]
-            local = callback.at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
-            reason = because("callback_scheduled", local=f"{local} {zone}", asked=str(asked)[:60])
+            local = callback.at.astimezone(ZoneInfo(callback.zone)).strftime("%Y-%m-%d %H:%M")
+            reason = because("callback_scheduled", local=f"{local} {callback.zone}", asked=str(asked)[:60])
             return AfterCallDecision(AfterCallAction.CALLBACK, JobWrite(
                 states.WAITING_SCHEDULE, {"next_try_at": at_ms, "callback_at": at_ms, "free_retries": 0,
                                           **reason.fields(lang),

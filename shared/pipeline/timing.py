@@ -173,15 +173,18 @@ class Timing:
             return analysis_record(analysis, now_ms)
         if not connected:
             return {}
-        first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
-        return {"analysis_due_at": now_ms + clock.simulated_ms(first),
+        return {"analysis_due_at": now_ms + clock.simulated_ms(self._first_analysis_look_s),
                 "analysis_until": now_ms + clock.simulated_ms(self.analysis_wait_s), "analysis_looks": 0}
+
+    @property
+    def _first_analysis_look_s(self) -> float:
+        """Real seconds from a call's end to the first look for its analysis (a minute when webhooks bring it)."""
+        return DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
 
     def analysis_check_ms(self, now_ms: int, clock: Clock) -> int:
         """When a job that waits for its conversation's analysis, from ``now_ms`` (its call's finalize), is first
         checked: after its attempt's first look, with a margin."""
-        first = DEFAULT_ANALYSIS_FIRST_LOOK_WEBHOOKS_S if self.webhooks else DEFAULT_ANALYSIS_FIRST_LOOK_S
-        return now_ms + clock.simulated_ms(first + ANALYSIS_CHECK_MARGIN_S)
+        return now_ms + clock.simulated_ms(self._first_analysis_look_s + ANALYSIS_CHECK_MARGIN_S)
 
     def analysis_last_check_ms(self, until_ms: int, clock: Clock) -> int:
         """When a job whose analysis was still awaited at its first check is checked again: once its attempt's wait
