@@ -195,10 +195,9 @@ E2E_START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
 def test_a_cancel_while_ten_calls_are_live_leaves_every_job_final_and_dials_nothing_more(stack_factory):
     fast = started_at(E2E_START, speed=60)
     phones = numbers("95", 30)
-    # Ten calls held for eight simulated minutes (eight real seconds, four times the jitter budget past the moment
-    # the tenth is in its call): five end as conversations, five reach a voicemail (which puts the job back to
-    # wait for its next round, as long as its batch goes on).
-    held = {"ring_s": 1, "duration_s": 480}
+    # Ten calls held for fifteen simulated minutes (fifteen real seconds): five end as conversations, five reach
+    # a voicemail (which puts the job back to wait for its next round, as long as its batch goes on).
+    held = {"ring_s": 1, "duration_s": 900}
     scenario = {"numbers": {p: {"outcome": "answer" if i % 2 else "voicemail", **held}
                             for i, p in enumerate(phones)}}
     stack, runtime = stack_factory(clock=fast, scenario=scenario)

@@ -53,8 +53,7 @@ def test_three_campaigns_keep_the_calling_law_of_their_callees(stack_factory):
     chile, florida = numbered("+5696", 4), numbered("+1305200", 3)
     debt = numbered("+1212200", 2)
     scenario = {"numbers": {p: "no_answer" for p in [*chile, *florida, *debt]}}
-    stack, runtime = stack_factory(clock=started_at(START, speed=SPEED), scenario=scenario,
-                                   config_overrides={"pipeline_dial_guard_s": 0.005})
+    stack, runtime = stack_factory(clock=started_at(START, speed=SPEED), scenario=scenario)
     runtime.account_changes.apply("acme", {"plan": {"type": "unlimited"}, "concurrency_limit": 20})
     batches = {}
     for name, settings, contacts in (
