@@ -114,9 +114,12 @@ class Maintenance(Step):
     def rebuild_slots(self) -> None:
         """Refill the Redis slot sets from the calls MongoDB shows in progress (call :meth:`ensure_slots`)."""
         held: dict[str, dict[str, int]] = {}
+        now_ms = self.clock.now_ms()
         for job in map(Job.from_doc, self.jobs.calling()):
             if job.attempt_id:
-                until = max(job.lease_until or 0, self.clock.now_ms() + 60_000)
+                until = max(job.lease_until or 0, now_ms + 60_000)
+                if job.status == states.DIALING:   # its create may still go out: then the call lives its life
+                    until = max(job.lease_until or 0, now_ms) + self._slot_lease_ms(self._settings_of(job))
                 held.setdefault(job.account_id, {})[job.attempt_id] = until
         self.slots.rebuild(held)
         event(log, "slots_rebuilt", accounts=len(held), calls=sum(len(v) for v in held.values()))

@@ -126,7 +126,7 @@ class Step:
         return self.clock.simulated_ms(real_seconds)
 
     def _slot_lease_ms(self, settings: CallSettings) -> int:
-        """A slot's lease: the call's longest life (ring, max duration, grace) plus the lease margin."""
+        """A slot's lease: the dialing lease, the call's longest life (ring, max duration, grace), the lease margin."""
         return self.timing.slot_lease_ms(settings, self.clock)
 
     def _real_ms(self, sim_seconds: float) -> int:

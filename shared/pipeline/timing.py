@@ -148,8 +148,12 @@ class Timing:
                                    max_call_duration_s=settings.max_call_duration, grace_s=self.call_grace_sim_s)
 
     def slot_lease_ms(self, settings: CallSettings, clock: Clock) -> int:
-        """A slot's lease: the call's longest life plus the lease margin (simulated ms)."""
-        return int(self.call_life_s(settings) * 1000) + int(clock.simulated_seconds(self.poll_lease_margin_s) * 1000)
+        """A slot's lease (simulated ms), taken when the dial is decided: the create may reach the provider as late
+        as the dialing lease's end (a slow reservation, a frozen process, sends again), then the call lives its
+        longest life, then the lease margin. A slot that ended sooner could be taken by another dial while its call
+        still runs."""
+        return (int(clock.simulated_seconds(self.dialing_lease_s) * 1000) + int(self.call_life_s(settings) * 1000)
+                + int(clock.simulated_seconds(self.poll_lease_margin_s) * 1000))
 
     def in_call_lease_until_ms(self, settings: CallSettings, clock: Clock) -> int:
         """When an in-call lease taken now ends: it covers the call's longest life plus the lease margin."""

@@ -296,11 +296,12 @@ class JobStore:
         return self.coll.find_one({"call_id": call_id})
 
     def calling(self) -> Iterator[dict[str, Any]]:
-        """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): state, account, attempt
-        and lease end of each."""
+        """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): state, account, batch,
+        attempt and lease end of each."""
         for status in (states.DIALING, states.IN_CALL):
             yield from self.coll.find({"status": {"$eq": status}},
-                                      {"status": 1, "account_id": 1, "attempt_id": 1, "lease_until": 1})
+                                      {"status": 1, "account_id": 1, "batch_id": 1, "attempt_id": 1,
+                                                                      "lease_until": 1})
 
     def batches_with_open_jobs(self, batch_ids: Sequence[str]) -> set[str]:
         """Those of ``batch_ids`` that have a job not final yet."""

@@ -6,8 +6,8 @@ score: when its lease ends, in milliseconds on the shared clock) and of the work
 workspace and its one concurrency limit: the pool caps the calls in flight across all accounts,
 and each account's own limit is its share within it. Acquiring is one Lua call over both sets:
 drop expired leases, then add the member to both if fewer than the account's limit and fewer
-than the pool's limit are held. A process that dies holding a slot loses it when the lease ends
-(the lease covers ring time, the longest call and a grace period), so slots never leak.
+than the pool's limit are held. A process that dies holding a slot loses it when the lease ends (the
+lease covers the dialing lease, ring time, the longest call and a grace period), so slots never leak.
 
 Redis is not the source of truth: if it loses the sets (restart without persistence) the
 marker key ``outdial:slots-epoch`` is gone too, :meth:`Slots.acquire` answers "unknown" and the

@@ -38,7 +38,10 @@ def test_the_figures_are_the_formulas_they_replace(ring, duration, speed, grace,
     sim_ms = lambda s: int(clock.simulated_seconds(s) * 1000)  # noqa: E731
     assert timing.call_life_s(settings) == life_s
     # the slot's lease (Step._slot_lease_ms)
-    assert timing.slot_lease_ms(settings, clock) == int(life_s * 1000) + sim_ms(timing.poll_lease_margin_s)
+    assert timing.slot_lease_ms(settings, clock) == (sim_ms(timing.dialing_lease_s) + int(life_s * 1000)
+                                                     + sim_ms(timing.poll_lease_margin_s))
+    # a create sent at the dialing lease's last moment still holds its slot until its call's latest end
+    assert timing.slot_lease_ms(settings, clock) >= sim_ms(timing.dialing_lease_s) + int(life_s * 1000)
     # the in-call lease (Poll._in_call_lease_ms)
     assert timing.in_call_lease_until_ms(settings, clock) == clock.now_ms() + int(
         (life_s + sim(timing.poll_lease_margin_s).total_seconds()) * 1000)
