@@ -280,9 +280,9 @@ def test_deliveries_that_share_one_finalize_count_it_once(rig_factory):
     senders = [threading.Thread(target=lambda e=e, c=c: replies.append(rig.post(e, c)))
                for e, c in (("call_ended", ended), ("call_analyzed", analyzed))]
     try:
-        for sender in senders:
+        for n, sender in enumerate(senders, start=1):   # call_ended first: it starts the finalize the other joins
             sender.start()
-        wait_until(lambda: len(submitted) == 2, timeout_s=10)
+            wait_until(lambda n=n: len(submitted) == n, timeout_s=10)
     finally:
         gate.set()
         blocker.result(10)
