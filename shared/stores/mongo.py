@@ -127,13 +127,24 @@ _clients: dict[str, MongoClient[dict[str, Any]]] = {}
 _clients_lock = threading.Lock()
 
 
+#: Timeouts a URI does not set: an unreachable server is an error within seconds, not pymongo's 30 s.
+_DEFAULT_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
+
+
+def _unset_in(uri: str, options: Mapping[str, int]) -> dict[str, Any]:
+    """Those of ``options`` the URI's query string does not set (pymongo's keywords would override the URI's)."""
+    query = uri.partition("?")[2].lower()
+    given = {pair.partition("=")[0] for pair in query.replace(";", "&").split("&") if pair}
+    return {name: value for name, value in options.items() if name.lower() not in given}
+
+
 def client(uri: str) -> MongoClient[dict[str, Any]]:
-    """The process's client for ``uri`` (created once)."""
+    """The process's client for ``uri`` (created once); the URI's own timeouts win over the defaults."""
     with _clients_lock:
         found = _clients.get(uri)
         if found is None:
-            found = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5_000, connectTimeoutMS=5_000,
-                                appname="outdial", event_listeners=[COMMANDS])
+            found = MongoClient(uri, tz_aware=True, appname="outdial", event_listeners=[COMMANDS],
+                                **_unset_in(uri, _DEFAULT_TIMEOUTS_MS))
             _clients[uri] = found
         return found
 
