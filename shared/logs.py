@@ -101,13 +101,26 @@ class _Handler(logging.StreamHandler[Any]):
     _outdial = True
 
 
+class _StderrHandler(_Handler):
+    """The handler writing to whatever ``sys.stderr`` is when a line is written, as logging's own last-resort
+    handler does: a thread that logs after a test harness put its captured stream back (and closed it) still
+    writes to a live one."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: Any = None, replace: bool = False) -> None:
     """Install the formatter on the root logger (idempotent).
 
     :param replace: also remove handlers others installed (the dramatiq CLI's), so every line has one format.
     """
     root = logging.getLogger()
-    handler = _Handler(stream or sys.stderr)
+    handler = _Handler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     for old in [h for h in root.handlers if replace or getattr(h, "_outdial", False)]:
         root.removeHandler(old)
