@@ -91,6 +91,27 @@ def test_every_contact_imports_and_every_number_has_a_rule():
     assert sum(1 for rows in campaign.contacts.values() for r in rows if len(r["phones"]) == 2) >= 30
 
 
+def test_some_collections_conversations_ask_what_the_batchs_after_call_rules_act_on():
+    campaign = demo_plan.build_campaign(300, seed=7)
+    collections_numbers = {p for row in campaign.contacts["collections"] for p in row["phones"]}
+    said: dict[str, set[str]] = {"callback_at": set(), "do_not_call": set(), "wrong_person": set()}
+    for phone, rule in campaign.scenario["numbers"].items():
+        steps = rule["sequence"] if isinstance(rule, dict) and "sequence" in rule else [rule]
+        for step in steps:
+            custom = step.get("custom_analysis_data", {}) if isinstance(step, dict) else {}
+            for field in said.keys() & custom.keys():
+                said[field].add(phone)
+        if any(isinstance(s, dict) and "callback_at" in s.get("custom_analysis_data", {}) for s in steps):
+            # asked on the first call only: the callback is a plain conversation, not another request
+            assert "callback_at" in steps[0]["custom_analysis_data"] and len(steps) == 2
+            assert "callback_at" not in steps[1]["custom_analysis_data"]
+    assert all(said.values()), said
+    assert set().union(*said.values()) <= collections_numbers   # only the batch with after_call rules
+    rules = parse_call_settings(demo_plan.batch_body(demo_plan.BATCHES[0])["call_settings"]).after_call
+    assert (rules.callback_field, rules.opt_out_field, rules.wrong_number_field) == (
+        "callback_at", "do_not_call", "wrong_person")
+
+
 def test_options():
     opts = parse_args([])
     assert (opts.contacts, opts.speed, opts.seed, opts.port, opts.keep_running) == (300, DEFAULT_SPEED, 7, None, False)
@@ -156,7 +177,7 @@ def test_window_state():
 def test_summary_table_and_totals():
     rows = [BatchSummary(key="collections", batch_id="b" * 24, contacts=10, completed=7, failed=3, calls=25,
                          retries=9, second_numbers=2, postponed=4, postponed_contacts=3, charges_units=12_345,
-                         analysed=7, successful=5),
+                         analysed=7, successful=5, callbacks=2, opted_out=1, wrong_numbers=1),
             BatchSummary(key="survey", contacts=5, completed=5, calls=5)]
     rows[0].failed_by_reason.update({"max attempts reached: busy": 2, "no valid phone number: invalid number": 1})
     summary = Summary(batches=rows, plan_type="credits", balance_before=1000.0, balance_after=987.655, ledger_ok=True,
@@ -170,6 +191,9 @@ def test_summary_table_and_totals():
     assert "balance 1000.000 -> 987.655; ledger balanced" in text
     assert (f"  collections     7 analysed,    5 successful;  /dashboard/batches/{'b' * 24}  "
             f"/batches/{'b' * 24}/results.csv") in text
+    # only the batch whose after_call rules act on the analysis says what they did
+    assert ("after the call: 2 callbacks scheduled at the asked time, 1 opted out (do-not-call), 1 wrong numbers "
+            "passed over") in text and text.count("after the call:") == 1
     assert "Sat 2026-07-04 13:00 -04 -> Thu 2026-07-09 12:00 -04 (4d 23:00), 57 s real" in text
 
 

@@ -72,12 +72,23 @@ class BatchSpec:
         return parse_call_settings(self.call_settings)
 
 
+#: What the collections batch does with what each person said (``call_settings.after_call``): a callback asked
+#: for is placed at that time (or the window's next opening after it), an opt-out lists the number on the account's
+#: do-not-call list, a wrong person makes the contact's next number the one dialed.
+AFTER_CALL: dict[str, Any] = {"callback_field": "callback_at", "opt_out_field": "do_not_call",
+                              "wrong_number_field": "wrong_person"}
+#: How often a collections conversation asks for a callback, opts out or reaches the wrong person.
+AFTER_CALL_SHARES: dict[str, float] = {"callback": 0.12, "opt_out": 0.04, "wrong_person": 0.05}
+#: The callback times asked for, as the simulator writes them relative to the call's end: three hours later
+#: (an instant), or a day two days later (a date alone: the window's first opening that day).
+CALLBACK_TIMES = ("{{end+3h}}", "{{date+2d@America/Santiago}}")
+
 #: The three example batches of the original design (docs/call_settings.md, cases 1-3).
 BATCHES: tuple[BatchSpec, ...] = (
     BatchSpec(key="collections", name="Urgent collections", region="CL", share=0.4, call_settings={
         "max_call_duration": 600, "ring_timeout": 45, "max_attempts": 5, "retry_delay_hours": 2,
         "allowed_hours": {"start": "09:00", "end": "20:00"}, "days_of_week": [1, 2, 3, 4, 5, 6],
-        "timezone": "America/Santiago"}),
+        "timezone": "America/Santiago", "after_call": AFTER_CALL}),
     BatchSpec(key="survey", name="Satisfaction survey", region="CL", share=0.3, call_settings={
         "max_call_duration": 300, "ring_timeout": 30, "max_attempts": 2, "retry_delay_hours": 48,
         "allowed_hours": {"start": "10:00", "end": "18:00"}, "days_of_week": [2, 3, 4],
@@ -182,6 +193,42 @@ def _analysed(rule: Any, key: str, rng: random.Random) -> Any:
     return {"outcome": "answer", "successful": successful, "sentiment": sentiment, "custom_analysis_data": custom}
 
 
+def _after_call(rule: Any, key: str, rng: random.Random) -> Any:
+    """``rule`` (already analysed) with what some collections conversations say that the batch's ``after_call``
+    acts on: a wrong person or an opt-out on any answered call; a callback asked on the first call of a number that
+    always answers, whose callback is then a plain conversation."""
+    if key != "collections":
+        return rule
+    if isinstance(rule, dict) and "sequence" in rule:
+        return {**rule, "sequence": [_said(step, rng) for step in rule["sequence"]]}
+    if not _answered(rule):
+        return rule
+    draw = rng.random()
+    if draw < AFTER_CALL_SHARES["callback"]:
+        asked = {**rule, "custom_analysis_data": {**rule["custom_analysis_data"],
+                                                  "callback_at": rng.choice(CALLBACK_TIMES)}}
+        return {"sequence": [asked, rule]}
+    return _said(rule, rng, draw=draw - AFTER_CALL_SHARES["callback"])
+
+
+def _answered(rule: Any) -> bool:
+    return isinstance(rule, dict) and rule.get("outcome") == "answer"
+
+
+def _said(rule: Any, rng: random.Random, *, draw: float | None = None) -> Any:
+    """An answered ``rule`` that now and then opts out or reached the wrong person."""
+    if not _answered(rule):
+        return rule
+    draw = rng.random() if draw is None else draw
+    if draw < AFTER_CALL_SHARES["opt_out"]:
+        said = {"do_not_call": True}
+    elif draw < AFTER_CALL_SHARES["opt_out"] + AFTER_CALL_SHARES["wrong_person"]:
+        said = {"wrong_person": True}
+    else:
+        return rule
+    return {**rule, "custom_analysis_data": {**rule["custom_analysis_data"], **said}}
+
+
 def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
                    batches: Sequence[BatchSpec] = BATCHES) -> Campaign:
     """Contacts for every batch and the simulator scenario that decides their calls.
@@ -193,6 +240,7 @@ def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
         raise ValueError(f"contacts: must be >= 1, got {total}")
     rng = random.Random(seed)
     talk = random.Random(seed + 1)   # what each conversation comes to: its own draws, the contacts stay the same
+    said = random.Random(seed + 2)   # what the after-call rules act on: its own draws, the conversations stay too
     names = list(PROFILES)
     weights = [PROFILES[n][0] for n in names]
     used: set[str] = set()
@@ -204,10 +252,10 @@ def build_campaign(total: int = DEFAULT_CONTACTS, *, seed: int = DEFAULT_SEED,
             profile = rng.choices(names, weights)[0]
             _, first_rule, second_rule = PROFILES[profile]
             phones = [_number(rng, spec.region, used)]
-            numbers[phones[0]] = _analysed(first_rule, spec.key, talk)
+            numbers[phones[0]] = _after_call(_analysed(first_rule, spec.key, talk), spec.key, said)
             if second_rule is not None:
                 phones.append(_number(rng, spec.region, used))
-                numbers[phones[1]] = _analysed(second_rule, spec.key, talk)
+                numbers[phones[1]] = _after_call(_analysed(second_rule, spec.key, talk), spec.key, said)
             external_id = f"{spec.key}-{i + 1:04d}"
             rows.append({"name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}", "phones": phones,
                          "external_id": external_id, "variables": _variables(spec.key, rng, i)})

@@ -18,6 +18,7 @@ import pytz
 
 from shared.clock import Clock, from_ms
 from shared.domain import reasons, states
+from shared.domain.after_call import AfterCallAction
 from shared.domain.call_settings import CallSettings, default_call_settings, parse_call_settings
 from shared.domain.calling_window import describe_window, is_allowed_time
 from shared.domain.results import contact_result
@@ -31,8 +32,8 @@ BAR_WIDTH = 24
 #: Columns of the state table: (state, header).
 STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     (states.PENDING, "pending"), (states.QUEUED, "queued"), (states.DIALING, "dialing"),
-    (states.IN_CALL, "in call"), (states.WAITING_SCHEDULE, "wait window"), (states.RETRY_WAIT, "retry wait"),
-    (states.COMPLETED, "completed"), (states.FAILED, "failed"),
+    (states.IN_CALL, "in call"), (states.ANALYZING, "analyzing"), (states.WAITING_SCHEDULE, "wait window"),
+    (states.RETRY_WAIT, "retry wait"), (states.COMPLETED, "completed"), (states.FAILED, "failed"),
 )
 #: Attempt states of a call the provider created (an ``ended`` attempt may lack its ``call_id`` when the
 #: call's webhook was applied before the dialing thread recorded the id).
@@ -178,6 +179,11 @@ class BatchSummary:
     #: Contacts whose last conversation's analysis is kept, and those of them the analysis calls successful.
     analysed: int = 0
     successful: int = 0
+    #: What the batch's ``after_call`` rules did: callbacks scheduled, contacts that opted out, numbers that
+    #: reached the wrong person.
+    callbacks: int = 0
+    opted_out: int = 0
+    wrong_numbers: int = 0
     failed_by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -212,10 +218,14 @@ def collect_summary(runtime: Any, batch_ids: Mapping[str, str], *, clock: Clock,
         for job in runtime.jobs.of_batch(batch_id, ("status", "last_error", "reason_code", "reason_params",
                                                      "postponed_by_schedule", "result")):
             row.contacts += 1
-            analysis = contact_result(job)["analysis"]
+            result = contact_result(job)
+            analysis = result["analysis"]
             if analysis is not None:
                 row.analysed += 1
                 row.successful += 1 if analysis.get("call_successful") is True else 0
+            row.callbacks += result["callbacks"]
+            row.wrong_numbers += result["wrong_numbers"]
+            row.opted_out += 1 if result["after_call"] == AfterCallAction.OPTED_OUT else 0
             status = job.get("status")
             if status == states.COMPLETED:
                 row.completed += 1
@@ -282,6 +292,10 @@ def render_summary(summary: Summary, days: Mapping[str, Sequence[str]] | None = 
     for row in summary.batches:
         lines.append(f"  {row.key:<12} {row.analysed:>4} analysed, {row.successful:>4} successful;"
                      f"  /dashboard/batches/{row.batch_id}  /batches/{row.batch_id}/results.csv")
+        spec = _SPECS.get(row.key)
+        if spec is not None and spec.settings.after_call.needs_analysis:
+            lines.append(f"  {'':<12} after the call: {row.callbacks} callbacks scheduled at the asked time, "
+                         f"{row.opted_out} opted out (do-not-call), {row.wrong_numbers} wrong numbers passed over")
     lines.append("")
     lines.append("windows:")
     for spec in BATCHES:
