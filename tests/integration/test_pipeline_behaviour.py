@@ -116,10 +116,12 @@ def test_settings_reach_the_provider_and_overlong_calls_are_stopped(stack_factor
     assert attempt["outcome"] == "timeout" and attempt["stopped_for_timeout"]
     assert attempt["disconnection_reason"] == "manual_stopped"  # we stopped it; the provider ignored its limit
     # The stop was decided by the first poll past max_call_duration + grace (polls come every 30 s at most),
-    # and the provider ended the call when told: each compared with the jitter budget of this clock.
+    # and the provider ended the call when told: each compared with the jitter budget of this clock. The two instants
+    # of the second check are read by two processes (the worker, the simulator), each measuring the shared time to
+    # within its round trip: a loaded machine saw the end 0.2 real ms (12 simulated ms) "before" the request.
     past_limit_s = (attempt["stop_requested_at"] - attempt["started_at"]) / 1000 - (120 + 30)
     assert 0 < past_limit_s <= 30 + jitter_s(fast), past_limit_s
-    assert 0 <= (attempt["ended_at"] - attempt["stop_requested_at"]) / 1000 <= jitter_s(fast)
+    assert abs(attempt["ended_at"] - attempt["stop_requested_at"]) / 1000 <= jitter_s(fast)
 
 
 def test_concurrency_limit_holds_across_two_worker_commands(stack_factory):
