@@ -299,9 +299,8 @@ class JobStore:
         """Jobs whose call is being placed or is in progress (``dialing``, ``in_call``): state, account, batch,
         attempt and lease end of each."""
         for status in (states.DIALING, states.IN_CALL):
-            yield from self.coll.find({"status": {"$eq": status}},
-                                      {"status": 1, "account_id": 1, "batch_id": 1, "attempt_id": 1,
-                                                                      "lease_until": 1})
+            yield from self.coll.find({"status": {"$eq": status}}, {"status": 1, "account_id": 1, "batch_id": 1,
+                                                                      "attempt_id": 1, "lease_until": 1})
 
     def batches_with_open_jobs(self, batch_ids: Sequence[str]) -> set[str]:
         """Those of ``batch_ids`` that have a job not final yet."""
