@@ -21,6 +21,7 @@ import pytest
 
 from shared.clock import Clock
 from shared.domain import states
+from shared.domain.records import Job
 from shared.errors import CreateOutcomeUnknown, ProviderUnavailable, RateLimited
 from shared.provider.retell import Call
 from shared.redis_keys import EPOCH_KEY
@@ -168,6 +169,25 @@ def test_a_slot_rebuild_during_a_dial_that_found_the_slots_unknown_leaves_no_slo
     job = rig.runtime.jobs.get(job_id)
     assert job["status"] == states.PENDING and job["reason_code"] == "slots_rebuilding"
     assert rig.runtime.slots.holders("acc") == {} and rig.provider.calls == []
+
+
+def test_a_slot_outlasts_a_create_sent_at_the_dialing_leases_end_and_a_rebuild_keeps_that_span(rig):
+    # A create whose answer is unknown may still reach the provider as late as its dialing lease's end; its call then
+    # lives its longest life. The slot covers all of it, so no other dial takes it while that call may run; the same
+    # after Redis lost the slot sets and maintenance rebuilt them from the jobs MongoDB shows dialing.
+    job_id = one_job(rig.runtime)
+    owner = dispatched(rig, job_id)
+    rig.provider.script("create_phone_call",
+                        CreateOutcomeUnknown("HTTP 500: internal error", status=500, to_number=PHONE))
+    assert rig.pipeline.dial(job_id, owner) == "reconcile"
+    job = Job.from_doc(rig.runtime.jobs.get(job_id))
+    settings = rig.pipeline._settings_of(job)
+    latest_end = job.lease_until + int(rig.pipeline.timing.call_life_s(settings) * 1000)
+    assert rig.runtime.slots.holders("acc")[job.attempt_id] >= latest_end
+
+    rig.runtime.redis.delete(EPOCH_KEY)
+    rig.pipeline.rebuild_slots()
+    assert rig.runtime.slots.holders("acc")[job.attempt_id] >= latest_end
 
 
 def test_a_poll_of_an_ended_call_finalizes_it(rig):
