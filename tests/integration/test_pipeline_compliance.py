@@ -8,9 +8,9 @@ from the simulator's record of the calls it received.
   24 hours, none after 20:00 Eastern.
 - A debtor with two numbers under ``us-regf``: at most 7 calls in any 7 days over both numbers.
 
-Real processes on a clock running 50,000 times faster than real time (a day in 1.7 real seconds); nobody answers, so
-every contact keeps being retried and only the law holds the calls back. How many calls fit depends on the machine's
-pace, so the checks hold whatever it is, and one check asks that the caps were actually reached.
+Real processes on a clock running 50,000 times faster than real time (a day in 1.7 real seconds), twelve days; nobody
+answers, so every contact keeps being retried and only the law holds the calls back. How many calls fit depends on
+the machine's pace, so the checks hold whatever it is, and one check asks that the caps were actually reached.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def test_three_campaigns_keep_the_calling_law_of_their_callees(stack_factory):
         assert runtime.jobs.create_jobs(batch["_id"], "acme", contacts).imported == len(contacts)
         batches[name] = batch["_id"]
 
-    # Eleven days: Friday the 11th to Monday the 21st in Santiago.
-    until = SANTIAGO.localize(datetime(2026, 9, 22, 6, 0)).astimezone(UTC)
+    # Twelve days: Friday the 11th to Tuesday the 22nd in Santiago.
+    until = SANTIAGO.localize(datetime(2026, 9, 23, 6, 0)).astimezone(UTC)
     wait_until(lambda: runtime.clock.now() >= until, timeout_s=90, interval_s=0.5)
     dials = collections.defaultdict(list)
     for rec in sorted(stack.simulator.dials(timeline=True), key=lambda r: r["received_at"]):
@@ -84,11 +84,12 @@ def test_three_campaigns_keep_the_calling_law_of_their_callees(stack_factory):
             assert 9 <= local.hour < 20, local
         for first, second in itertools.pairwise(days):
             assert second - first >= timedelta(days=7), days
-    # The week's cap was met, and the second call skipped the holidays and the Sunday: Monday the 21st.
+    # The week's cap was met, and the second call skipped the holidays and the Sunday: Monday the 21st (its window is
+    # 0.8 real seconds long at this speed: a machine too loaded to dial in it calls on Tuesday, the next opening).
     assert any(len(dials[p]) == 2 for p in chile), {p: len(dials[p]) for p in chile}
     for phone in chile:
         if len(dials[phone]) == 2:
-            assert _local(dials[phone][1], SANTIAGO).date() == date(2026, 9, 21)
+            assert _local(dials[phone][1], SANTIAGO).date() in (date(2026, 9, 21), date(2026, 9, 22)), dials[phone]
 
     # Florida: at most 3 calls in any 24 hours, none before 08:00 or from 20:00 Eastern.
     for phone in florida:
