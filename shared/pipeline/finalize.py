@@ -43,6 +43,9 @@ class Finalize(Step):
                             ended_ms: int, stopped: Reason | None, expected: Sequence[str] = ...,
                             also: Also | None = None, source: str) -> dict[str, Any] | None: ...
 
+        def analysis_arrived(self, job_id: str, attempt_id: str, analysis: Mapping[str, Any], *, batch_id: str,
+                             ended_ms: int | None, source: str) -> dict[str, Any] | None: ...
+
     @metrics.step("finalize")
     def finalize(self, job_id: str, call: Call, *, job: Job | Mapping[str, Any] | None = None,
                  lease_owner: str | None = None, source: str = "poll", refill: bool = True) -> str:
@@ -95,7 +98,7 @@ class Finalize(Step):
         if applied is None:
             return "duplicate"
         if conversation and analysis is None and not ended_here:
-            self._analysis_of_twin(job.id, aid)
+            self._analysis_of_twin(job, aid, waiting=applied.get("status") == states.ANALYZING)
         metrics.CALLS.labels(outcome.value).inc()
         fields: dict[str, Any] = {}
         if applied.get("status") == states.RETRY_WAIT:
@@ -118,13 +121,20 @@ class Finalize(Step):
         return write(self.jobs, job.id, self.await_analysis(job, now_ms=now_ms).plus(also),
                      expected=(states.IN_CALL,))
 
-    def _analysis_of_twin(self, job_id: str, aid: str) -> None:
+    def _analysis_of_twin(self, job: Job, aid: str, *, waiting: bool) -> None:
         """Another finalize of this call (a poll and a webhook at once) ended the attempt, and this one moved the
-        job: the other may have kept an analysis this one's read of the call did not have; it becomes the job's."""
+        job: the other may have kept an analysis this one's read of the call did not have; it becomes the job's.
+        When this one left the job ``waiting`` for that analysis (``analyzing``), the batch's ``after_call`` rules
+        decide it now: no later delivery brings the analysis again (the attempt has it), and the results sweep's
+        check would come seconds later, a callback asked for in the meantime placed late."""
         attempt = self.attempts.get(aid)
-        if attempt is not None and attempt.get("analysis") is not None:
-            self.jobs.record_analysis(job_id, aid, analysis_result_update(read_analysis(attempt["analysis"]),
-                                                                          attempt.get("recording_url")))
+        analysis = read_analysis(attempt.get("analysis")) if attempt is not None else None
+        if attempt is None or analysis is None:
+            return
+        self.jobs.record_analysis(job.id, aid, analysis_result_update(analysis, attempt.get("recording_url")))
+        if waiting:
+            self.analysis_arrived(job.id, aid, analysis, batch_id=job.batch_id, ended_ms=attempt.get("ended_at"),
+                                  source="finalize")
 
     def _finish_turn(self, job: Job, aid: str, ended_ms: int, *, conversation: bool, settings: CallSettings,
                      outcome: str) -> None:

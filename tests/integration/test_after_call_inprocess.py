@@ -4,7 +4,8 @@ process: real MongoDB and Redis, the provider scripted (see :mod:`tests.integrat
 - the finalize decides at once when the ended call carries the analysis, in its own write of the job;
 - without it the job waits (``analyzing``) and the ``call_analyzed`` webhook (or a look) decides it;
 - an opt-out lists the number on the account's do-not-call list (with the call's id) and fails the contact;
-- a job whose analysis came while its finalize was still writing is decided by the check; one whose analysis never
+- a job whose analysis came while its finalize was still writing is decided by the check; one whose twin finalize
+  (a poll and a webhook at once) kept the analysis is decided by the finalize that moved it; one whose analysis never
   came moves on as a conversation once the wait has passed;
 - a batch without rules completes a conversation at once, as before.
 """
@@ -125,6 +126,25 @@ def test_an_analysis_kept_while_the_finalize_was_writing_is_applied_by_the_check
     assert rig.pipeline.check_analyzing() == 1
     job = rig.runtime.jobs.get(job_id)
     assert job["status"] == states.COMPLETED and job["result"]["after_call"] == "completed"
+
+
+def test_a_poll_and_a_webhook_at_once_decide_the_job_with_the_analysis_either_of_them_had(rig):  # noqa: F811
+    # The poll's read of the call had the analysis and ended the attempt with it, then lost the job's write to the
+    # webhook's finalize, whose call_ended had none: the job is decided now, with the attempt's analysis (no later
+    # delivery brings it: a call_analyzed finds it kept already), not at the check seconds later.
+    job_id = in_call(rig)
+    aid = rig.runtime.jobs.get(job_id)["attempt_id"]
+    now = rig.runtime.clock.now_ms()
+    asked = from_ms(now) + timedelta(hours=3)
+    twin = said(call_me_back_at=asked.isoformat())
+    assert rig.runtime.attempts.end(aid, {"call_id": "call_1", "outcome": "answered", "ended_at": now,
+                                          **rig.pipeline.timing.analysis_fields(twin, connected=True, now_ms=now,
+                                                                                clock=rig.runtime.clock)})
+    assert rig.pipeline.finalize(job_id, ended(rig), source="webhook") == "answered"
+    job = rig.runtime.jobs.get(job_id)
+    assert job["status"] == states.WAITING_SCHEDULE and job["reason_code"] == "callback_scheduled", job
+    assert job["callback_at"] == int(asked.timestamp() * 1000) and job["callbacks"] == 1
+    assert rig.pipeline.record_analysis(ended(rig, analysis=twin)) == "duplicate"   # the late call_analyzed
 
 
 def test_an_analysis_that_never_comes_completes_the_contact_as_a_conversation(rig):  # noqa: F811
