@@ -99,12 +99,18 @@ def test_an_answered_create_puts_the_job_in_its_call_and_schedules_the_first_pol
     assert list(rig.runtime.slots.holders("acc")) == [job["attempt_id"]]   # the call holds the account's slot
 
 
-def test_a_create_left_unknown_by_a_5xx_is_reconciled_after_its_delay_with_the_same_key(rig):
+def unknown_create(rig: Rig) -> tuple[str, str]:
+    """A job whose create a 500 left unknown (it may have made the call): ``(job_id, its lease token)``."""
     job_id = one_job(rig.runtime)
     owner = dispatched(rig, job_id)
     rig.provider.script("create_phone_call",
                         CreateOutcomeUnknown("HTTP 500: internal error", status=500, to_number=PHONE))
     assert rig.pipeline.dial(job_id, owner) == "reconcile"
+    return job_id, owner
+
+
+def test_a_create_left_unknown_by_a_5xx_is_reconciled_after_its_delay_with_the_same_key(rig):
+    job_id, owner = unknown_create(rig)
     wait_ms = int(rig.pipeline.timing.reconcile_retry_s * 1000)
     assert rig.sender.of("reconcile") == [("reconcile", job_id, owner, wait_ms)]
     job = rig.runtime.jobs.get(job_id)
@@ -175,11 +181,7 @@ def test_a_slot_outlasts_a_create_sent_at_the_dialing_leases_end_and_a_rebuild_k
     # A create whose answer is unknown may still reach the provider as late as its dialing lease's end; its call then
     # lives its longest life. The slot covers all of it, so no other dial takes it while that call may run; the same
     # after Redis lost the slot sets and maintenance rebuilt them from the jobs MongoDB shows dialing.
-    job_id = one_job(rig.runtime)
-    owner = dispatched(rig, job_id)
-    rig.provider.script("create_phone_call",
-                        CreateOutcomeUnknown("HTTP 500: internal error", status=500, to_number=PHONE))
-    assert rig.pipeline.dial(job_id, owner) == "reconcile"
+    job_id, _ = unknown_create(rig)
     job = Job.from_doc(rig.runtime.jobs.get(job_id))
     settings = rig.pipeline._settings_of(job)
     latest_end = job.lease_until + int(rig.pipeline.timing.call_life_s(settings) * 1000)
