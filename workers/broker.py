@@ -8,11 +8,15 @@ Redis for the web dyno's /metrics) and :class:`workers.middleware.CacheInvalidat
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-from shared.config import LOCAL_REDIS_URL, get_config
+from shared.config import LOCAL_REDIS_URL, Config, get_config
+from shared.errors import ConfigError
 from shared.logs import configure_from, event, get_logger
 from shared.metrics import SnapshotPublisher
 from workers.middleware import CacheInvalidationMiddleware
@@ -40,13 +44,31 @@ class ProcessBoot(Middleware):
             self._publisher.stop()
 
 
+#: Exit code of a worker process whose settings are refused (dramatiq's own for a module it cannot import).
+REFUSED_SETTINGS_EXIT = 2
+
+
+def checked_config() -> Config:
+    """The process's configuration, checked for a deployment (``Config.check_deployment``). Refused settings end the
+    process with their reason on one line (``outdial worker: invalid configuration: RETELL_API_KEY: ...``) written
+    straight to the process's stderr: dramatiq relays a worker process's output to its main process through a pipe,
+    and the main process may stop reading it before the last lines of a process that exits at once arrive."""
+    try:
+        config = get_config()
+        config.check_deployment()
+    except ConfigError as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"outdial worker: {exc}\n".encode())
+        raise SystemExit(REFUSED_SETTINGS_EXIT) from None
+    return config
+
+
 def build_broker(url: str | None = None) -> RedisBroker:
     """A Redis broker on ``url`` (default ``REDIS_URL``, else the local Redis) with outdial's middleware.
 
-    Unsafe settings stop the worker here, before it takes a message (``Config.check_deployment``).
+    Unsafe settings stop the worker here, before it takes a message (:func:`checked_config`).
     """
-    config = get_config()
-    config.check_deployment()
+    config = checked_config()
     broker = RedisBroker(url=url or config.redis_url or LOCAL_REDIS_URL)
     broker.add_middleware(ProcessBoot())
     broker.add_middleware(CacheInvalidationMiddleware())
