@@ -502,14 +502,18 @@ def is_allowed_time(call_settings: CallSettings, now: datetime,
     if plan.any_time and not settings.compliance:
         return True, None
     for rule, zones, profile in _constraints(settings, phone, contact_timezone, config):
-        if rule.any_time:
-            continue
-        for zone in zones:
-            offset, _ = zone.offset_at(t)
-            if not rule.allowed_wall(t + offset):
-                why = rule.reason(zone, t, now, lang or config.lang)
-                return False, why if profile is None else f"{profile.id}: {why}"
+        refused = _refused_in(rule, zones, t)
+        if refused is not None:
+            why = rule.reason(refused, t, now, lang or config.lang)
+            return False, why if profile is None else f"{profile.id}: {why}"
     return True, None
+
+
+def _refused_in(rule: _Plan, zones: Sequence[_Zone], t: int) -> _Zone | None:
+    """The first of ``zones`` whose wall clock ``rule`` does not allow at instant ``t`` (s), or None."""
+    if rule.any_time:
+        return None
+    return next((zone for zone in zones if not rule.allowed_wall(t + zone.offset_at(t)[0])), None)
 
 
 def next_allowed_time(call_settings: CallSettings, now: datetime,
@@ -778,7 +782,7 @@ def excluded_by_profiles(call_settings: CallSettings, start: datetime, count: in
     profile's rule that refuses it, said in ``lang``)."""
     lang = lang or config.lang
     settings = _require(call_settings)
-    profiles = applicable_profiles(settings, phone, config=config)
+    profiles = _constraints(settings, phone, contact_timezone, config)[1:]
     if not profiles:
         return []
     own = dataclasses.replace(settings, compliance=())
@@ -791,11 +795,9 @@ def excluded_by_profiles(call_settings: CallSettings, start: datetime, count: in
     for entry in times:
         at = entry["at"]
         t = _seconds(at)
-        for profile in profiles:
-            names = _profile_zone_names(settings, profile, phone, contact_timezone, config)
-            rule = _plan(profile.settings)
-            refused = next((z for z in _zones_named(names) if not rule.allowed_wall(t + z.offset_at(t)[0])), None)
-            if refused is not None:
+        for rule, zones, profile in profiles:
+            refused = _refused_in(rule, zones, t)
+            if refused is not None and profile is not None:
                 out.append({"at": at, "local": entry["local"], "zone": entry["zone"], "profile": profile.id,
                             "why": f"{profile.id}: {rule.reason(refused, t, at, lang)}"})
                 break

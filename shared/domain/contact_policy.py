@@ -184,8 +184,7 @@ def capped_until(policy: ContactPolicy, touches: Iterable[Touch], now: datetime,
     day is allowed every later day is: the answer is the start of the first allowed local day when that
     is not today and it comes after the recheck, else the recheck.
     """
-    touches = list(touches)
-    return _or_busy(_capped_days(policy, touches, now, zone), touches, now, recheck)
+    return limits_capped_until(Limits(policy=policy), touches, now, zone, recheck=recheck)
 
 
 def _or_busy(capped: tuple[datetime, Reason] | None, touches: list[Touch], now: datetime,
@@ -326,12 +325,12 @@ def limits_capped_until(limits: Limits, touches: Iterable[Touch], now: datetime,
         until = _cap_until(cap, touches, now, zone)
         if until is not None:
             found.append((until, because("compliance", profile=pid, why=cap.rule or f"{cap.count} calls")))
+    last_talk = max((_local_day(t.answered_ms, zone) for t in touches if t.answered_ms is not None), default=None)
     for pid, quiet_days in limits.quiet:
-        talks = [_local_day(t.answered_ms, zone) for t in touches if t.answered_ms is not None]
-        if talks and max(talks) + timedelta(days=quiet_days) > now.astimezone(zone).date():
-            found.append((day_start(max(talks) + timedelta(days=quiet_days), zone),
+        if last_talk is not None and last_talk + timedelta(days=quiet_days) > now.astimezone(zone).date():
+            found.append((day_start(last_talk + timedelta(days=quiet_days), zone),
                           because("compliance", profile=pid,
-                                  why=f"{quiet_days} days after the conversation of {max(talks)}")))
+                                  why=f"{quiet_days} days after the conversation of {last_talk}")))
     capped = None
     if found:
         latest = max(at for at, _ in found)
